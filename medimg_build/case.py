@@ -1,0 +1,27 @@
+"""One harmonized case as it travels from the recipe engine to a store writer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .image import MedicalImage
+
+
+@dataclass(eq=False)
+class Case:
+    """A harmonized image with what the store keeps beside it.
+
+    ``mask`` is on the grid of ``image`` (same spatial shape and affine).
+    ``labels`` maps a label name of the recipe's vocabulary to its value for this case
+    (an int for binary/multi-class/ordinal, an int8 vector for multi-label, with -1 for
+    "unknown"). ``row`` is the case's row of the case table.
+    """
+
+    case_id: str
+    image: MedicalImage
+    mask: MedicalImage | None = None
+    labels: dict[str, int | np.ndarray] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)

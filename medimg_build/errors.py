@@ -1,0 +1,44 @@
+"""Errors a user can cause: one line naming the file, the problem and the fix."""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class MedimgError(Exception):
+    """Base class of every error this package raises on purpose.
+
+    The message is one line: ``<path>: <problem> (<hint>)``, so that the CLI can print
+    it as is and a build report can store it in one cell.
+    """
+
+    def __init__(self, path: str | PathLike | None, problem: str, hint: str | None = None):
+        self.path = None if path is None else str(path)
+        self.problem = " ".join(str(problem).split())
+        self.hint = hint
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        fix = f" ({self.hint})" if self.hint else ""
+        return f"{where}{self.problem}{fix}"
+
+
+class ImageReadError(MedimgError):
+    """A file or folder could not be read as an image (missing, corrupt, unsupported)."""
+
+
+class DicomSeriesError(ImageReadError):
+    """DICOM files that do not form one clean volume (gaps, mixed series, tilt...)."""
+
+
+class GeometryError(MedimgError):
+    """Images whose geometry does not fit (a mask on another grid, a bad spacing)."""
+
+
+class RecipeError(MedimgError):
+    """A recipe that does not validate, or that does not fit its source folder."""
+
+
+class StoreError(MedimgError):
+    """A store that is missing, incomplete or not a medimg store."""

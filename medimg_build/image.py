@@ -1,0 +1,100 @@
+"""The one value that flows through the pipeline: pixels, geometry and metadata.
+
+Conventions (those of nibabel, so that a NIfTI reads the same here and there):
+
+* ``array`` has the spatial axes first, in index order ``(i, j[, k])``, followed by at
+  most one channel axis (RGB, echoes, time points). For DICOM and raster files ``i``
+  runs along a row (columns) and ``j`` down the rows, like dcm2niix and nibabel.
+* ``affine`` is 4x4 and maps ``(i, j, k, 1)`` to RAS+ millimetres. A 2D image uses the
+  first two columns; its third column is the unit ``k`` axis.
+* ``meta["space"]`` is ``"patient"`` when the affine places the image in the patient
+  (scanner) frame, and ``"image"`` for pictures without one (PNG, JPEG, most X-rays),
+  whose affine only carries the pixel spacing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from nibabel.orientations import aff2axcodes
+
+from .provenance import AppliedStep
+
+
+@dataclass(frozen=True, eq=False)
+class MedicalImage:
+    array: np.ndarray
+    affine: np.ndarray
+    spatial_ndim: int = 3
+    meta: dict[str, Any] = field(default_factory=dict)
+    history: tuple[AppliedStep, ...] = ()
+
+    def __post_init__(self) -> None:
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {affine.shape}")
+        object.__setattr__(self, "affine", affine)
+        if self.spatial_ndim not in (2, 3):
+            raise ValueError(f"spatial_ndim must be 2 or 3, got {self.spatial_ndim}")
+        extra = self.array.ndim - self.spatial_ndim
+        if extra not in (0, 1):
+            raise ValueError(
+                f"array of shape {self.array.shape} has {extra} axes beyond its "
+                f"{self.spatial_ndim} spatial ones; only one channel axis is allowed"
+            )
+
+    # -- shape -----------------------------------------------------------------------
+    @property
+    def has_channels(self) -> bool:
+        return self.array.ndim > self.spatial_ndim
+
+    @property
+    def n_channels(self) -> int:
+        return self.array.shape[-1] if self.has_channels else 1
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.array.shape[: self.spatial_ndim])
+
+    # -- geometry (all derived from the affine, the single source of truth) --------------
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each spatial index axis."""
+        norms = np.linalg.norm(self.affine[:3, : self.spatial_ndim], axis=0)
+        return tuple(float(s) for s in norms)
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """RAS+ position in mm of the centre of voxel (0, 0, 0)."""
+        return tuple(float(v) for v in self.affine[:3, 3])
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3x3 matrix whose columns are the unit RAS+ directions of the index axes."""
+        columns = self.affine[:3, :3]
+        return columns / np.linalg.norm(columns, axis=0)
+
+    @property
+    def orientation(self) -> str:
+        """Closest anatomical axis codes of the index axes, e.g. ``"RAS"`` or ``"LPS"``."""
+        codes = aff2axcodes(self.affine)
+        return "".join(c or "?" for c in codes[: self.spatial_ndim])
+
+    # -- evolution -------------------------------------------------------------------
+    def replace(self, **changes: Any) -> MedicalImage:
+        return dataclasses.replace(self, **changes)
+
+    def recorded(self, name: str, **params: Any) -> MedicalImage:
+        """A copy with one more applied step in its history."""
+        return self.replace(history=self.history + (AppliedStep(name, params),))
+
+    def __repr__(self) -> str:
+        spacing = ", ".join(f"{s:.4g}" for s in self.spacing)
+        return (
+            f"MedicalImage(shape={self.array.shape}, dtype={self.array.dtype}, "
+            f"spacing=({spacing}) mm, orientation={self.orientation}, "
+            f"modality={self.meta.get('modality')!r}, steps={len(self.history)})"
+        )
