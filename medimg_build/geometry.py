@@ -1,0 +1,79 @@
+"""Small pure functions over affines, and the bridge to SimpleITK's LPS world.
+
+nibabel's convention rules here: an affine maps array indices ``(i, j, k)`` to RAS+ mm.
+ITK and DICOM use LPS+; the two differ by a sign on the first two world axes.
+SimpleITK's numpy view reverses the axes (``array[k, j, i]``), which is handled only here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from .image import MedicalImage
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+
+
+def affine_from_geometry(spacing, origin, direction) -> np.ndarray:
+    """4x4 affine from spacing (per index axis), origin and a direction matrix whose
+    columns are the index axes' unit vectors, all in one world frame. 2D geometry
+    (2 spacings, 2x2 direction) is embedded with a unit third axis."""
+    spacing = np.asarray(spacing, dtype=np.float64)
+    n = spacing.size
+    direction = np.asarray(direction, dtype=np.float64).reshape(n, n)
+    affine = np.eye(4)
+    affine[:n, :n] = direction * spacing[np.newaxis, :]
+    affine[:n, 3] = np.asarray(origin, dtype=np.float64)[:n]
+    return affine
+
+
+def affine_from_sitk(image: sitk.Image) -> np.ndarray:
+    """RAS+ affine of a SimpleITK image, indexed in ITK's ``(i, j, k)`` order."""
+    lps = affine_from_geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    return LPS_TO_RAS @ lps
+
+
+def array_from_sitk(image: sitk.Image) -> np.ndarray:
+    """Pixels of a SimpleITK image in ``(i, j[, k][, channel])`` order."""
+    array = sitk.GetArrayFromImage(image)  # (k, j, i[, c])
+    spatial = image.GetDimension()
+    order = tuple(reversed(range(spatial))) + tuple(range(spatial, array.ndim))
+    return np.ascontiguousarray(array.transpose(order))
+
+
+def to_sitk(image: MedicalImage) -> sitk.Image:
+    """A SimpleITK image with the same pixels and geometry (LPS+, ITK axis order)."""
+    n = image.spatial_ndim
+    order = tuple(reversed(range(n))) + tuple(range(n, image.array.ndim))
+    result = sitk.GetImageFromArray(
+        np.ascontiguousarray(image.array.transpose(order)), isVector=image.has_channels
+    )
+    lps = LPS_TO_RAS @ image.affine
+    spacing = np.linalg.norm(lps[:3, :n], axis=0)
+    direction = lps[:n, :n] / spacing[np.newaxis, :]
+    result.SetSpacing([float(s) for s in spacing])
+    result.SetOrigin([float(v) for v in lps[:n, 3]])
+    result.SetDirection([float(v) for v in direction.ravel()])
+    return result
+
+
+def from_sitk(result: sitk.Image, like: MedicalImage) -> MedicalImage:
+    """``like`` with the pixels and geometry of a SimpleITK image (metadata kept)."""
+    affine = affine_from_sitk(result)
+    if like.spatial_ndim == 2:
+        # Keep the third world axis of the original 2D image (ITK has no notion of it).
+        affine[:3, 2] = like.affine[:3, 2]
+        affine[2, 3] = like.affine[2, 3]
+    return like.replace(array=array_from_sitk(result), affine=affine)
+
+
+def voxel_to_world(affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Map ``(n, 3)`` voxel indices to ``(n, 3)`` RAS+ mm."""
+    indices = np.atleast_2d(np.asarray(indices, dtype=np.float64))
+    return indices @ affine[:3, :3].T + affine[:3, 3]
+
+
+def world_to_voxel(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map ``(n, 3)`` RAS+ mm points to ``(n, 3)`` (fractional) voxel indices."""
+    return voxel_to_world(np.linalg.inv(affine), points)
