@@ -46,9 +46,9 @@ def to_sitk(image: MedicalImage) -> sitk.Image:
     """A SimpleITK image with the same pixels and geometry (LPS+, ITK axis order)."""
     n = image.spatial_ndim
     order = tuple(reversed(range(n))) + tuple(range(n, image.array.ndim))
-    result = sitk.GetImageFromArray(
-        np.ascontiguousarray(image.array.transpose(order)), isVector=image.has_channels
-    )
+    pixels = image.array.transpose(order)
+    pixels = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("="))
+    result = sitk.GetImageFromArray(pixels, isVector=image.has_channels)
     lps = LPS_TO_RAS @ image.affine
     spacing = np.linalg.norm(lps[:3, :n], axis=0)
     direction = lps[:n, :n] / spacing[np.newaxis, :]
