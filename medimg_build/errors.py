@@ -42,3 +42,7 @@ class RecipeError(MedimgError):
 
 class StoreError(MedimgError):
     """A store that is missing, incomplete or not a medimg store."""
+
+
+class LabelError(MedimgError):
+    """Labels that do not fit the vocabulary or the image they describe."""

@@ -1,0 +1,52 @@
+"""A human-readable description of a store, for ``medimg-build inspect``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .store import open_store
+
+
+def directory_size(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def file_count(path: str | Path) -> int:
+    return sum(1 for f in Path(path).rglob("*") if f.is_file())
+
+
+def describe_store(path: str) -> str:
+    store = open_store(path)
+    attrs = store.attrs
+    cases = store.cases
+    lines = [
+        f"{path}",
+        f"  dataset     {attrs.get('dataset')} — {attrs.get('title', '')}",
+        f"  modality    {attrs.get('modality')}   organ {attrs.get('organ')}   "
+        f"layout {store.layout}   schema {attrs.get('schema_version')}",
+        f"  recipe      {attrs['recipe']['name']} {attrs['recipe']['version']} "
+        f"(sha256 {attrs['recipe']['sha256'][:12]})",
+        f"  cases       {len(cases)} complete"
+        + (f"; splits {cases['split'].value_counts().to_dict()}" if "split" in cases else ""),
+    ]
+    if os.path.isdir(path):
+        lines.append(f"  on disk     {directory_size(path) / 1e6:.2f} MB in {file_count(path)} files")
+    report = attrs.get("build_report", {})
+    if report:
+        lines.append(f"  build       {report.get('built')} built, {len(report.get('failed', {}))} "
+                     f"failed, {report.get('seconds')} s")
+        lines += [f"    failed {k}: {v}" for k, v in report.get("failed", {}).items()]
+    labels = attrs.get("labels", {})
+    for name, spec in labels.get("classification", {}).items():
+        lines.append(f"  label       {name}: {spec['kind']}, {len(spec['classes'])} classes")
+    if "segmentation" in labels:
+        lines.append(f"  segmentation {len(labels['segmentation']['classes'])} classes")
+    lines.append("  arrays")
+    for name, info in attrs.get("arrays", {}).items():
+        lines.append(f"    {name:12} {info}")
+    if len(cases):
+        columns = [c for c in ["case_id", "split", "modality", "shape", "spacing"] if c in cases]
+        lines.append("  first cases")
+        lines += ["    " + line for line in cases[columns].head(5).to_string(index=False).splitlines()]
+    return "\n".join(lines)

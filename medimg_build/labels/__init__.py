@@ -1,0 +1,1 @@
+"""Labels: classification encoding, segmentation masks on the image grid, splits."""

@@ -1,0 +1,48 @@
+"""Classification labels from a table cell into the store's integer encoding.
+
+binary / multiclass / ordinal -> one int (the class index); multilabel -> an int8
+vector over the classes. -1 always means missing/unknown and is never a class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import LabelError
+
+MISSING = -1
+
+
+def encode(spec: dict[str, Any], raw: Any, where: str) -> int | np.ndarray:
+    """Encode one raw cell of ``spec["column"]``; ``where`` names the file and row."""
+    text = "" if raw is None else str(raw).strip()
+    classes: list[str] = spec["classes"]
+    if text in spec.get("missing", [""]):
+        return np.full(len(classes), MISSING, np.int8) if spec["kind"] == "multilabel" else MISSING
+    if spec["kind"] == "multilabel":
+        vector = np.zeros(len(classes), np.int8)
+        if text in spec.get("none", []):
+            return vector
+        for name in (t.strip() for t in text.split(spec.get("separator", "|"))):
+            vector[_index(spec, name, where)] = 1
+        return vector
+    if text in spec.get("none", []):
+        return 0
+    return _index(spec, text, where)
+
+
+def vocabulary(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the store records about a classification label."""
+    return {"kind": spec["kind"], "classes": list(spec["classes"]),
+            "column": spec["column"], "missing_value": MISSING}
+
+
+def _index(spec: dict[str, Any], name: str, where: str) -> int:
+    classes = spec["classes"]
+    if name in classes:
+        return classes.index(name)
+    if name.lstrip("-").isdigit() and 0 <= int(name) < len(classes):
+        return int(name)  # sources that store class indices (e.g. DR grades 0-4)
+    raise LabelError(where, f"{spec['name']}: {name!r} is not a class of the vocabulary "
+                     f"{classes}", hint="add it to the recipe's classes or to 'missing'")

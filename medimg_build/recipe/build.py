@@ -1,0 +1,157 @@
+"""Build a store from a recipe and a source folder: discover, harmonize (in parallel on
+Dask when asked), write, report. A bad case is reported and skipped, never fatal."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..case import Case
+from ..errors import MedimgError
+from ..labels import classification
+from ..privacy import pseudonym_key
+from ..store import create_store
+from .model import Recipe
+from .pipeline import BuildContext, harmonize_case
+from .sources import CaseSource, discover_cases
+
+_VERSIONED = ["medimg-build", "numpy", "pydicom", "nibabel", "SimpleITK", "Pillow",
+              "tifffile", "zarr", "numcodecs", "xarray", "dask", "pandas"]
+
+
+@dataclass
+class BuildReport:
+    store: str
+    built: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"built": len(self.built), "failed": dict(self.failed),
+                "seconds": round(self.seconds, 3)}
+
+    def summary(self) -> str:
+        lines = [f"{self.store}: {len(self.built)} case(s) built, {len(self.failed)} failed "
+                 f"in {self.seconds:.1f} s"]
+        lines += [f"  failed {case_id}: {error}" for case_id, error in self.failed.items()]
+        return "\n".join(lines)
+
+
+def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
+                workers: int = 1, scheduler: str | None = None, overwrite: bool = False,
+                key: str | None = None, progress: bool = True) -> BuildReport:
+    started = time.perf_counter()
+    source_dir = Path(source_dir)
+    cases = discover_cases(recipe, source_dir)
+    secret, key_is_secret = pseudonym_key(key)
+    context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret)
+    attrs = store_attributes(recipe, key_is_secret)
+    writer = create_store(out, layout=recipe.layout, n_cases=len(cases), attrs=attrs,
+                          cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"),
+                          overwrite=overwrite)
+    report = BuildReport(store=str(out))
+    rows: list[dict[str, Any]] = [{"case_id": c.case_id} for c in cases]
+    bar = tqdm(total=len(cases), unit="case", desc=recipe.name, disable=not progress)
+    for index, result in _harmonized(cases, context, workers, scheduler):
+        case_id = cases[index].case_id
+        if isinstance(result, Case):
+            writer.write_case(index, result)
+            rows[index] = {**result.row, "status": "built", "error": ""}
+            report.built.append(case_id)
+        else:
+            rows[index].update(status="failed", error=result)
+            report.failed[case_id] = result
+        bar.set_postfix(failed=len(report.failed), refresh=False)
+        bar.update()
+    bar.close()
+    report.seconds = time.perf_counter() - started
+    attrs["build_report"] = report.to_dict()
+    writer.close(pd.DataFrame(rows))
+    return report
+
+
+def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
+    """The root ``medimg`` attributes: what the store is and how it was made."""
+    data = recipe.data
+    labels: dict[str, Any] = {
+        "classification": {s["name"]: classification.vocabulary(s)
+                           for s in recipe.labels.get("classification", [])}}
+    if "segmentation" in recipe.labels:
+        labels["segmentation"] = {"classes": recipe.labels["segmentation"]["classes"]}
+    return {
+        "dataset": recipe.name,
+        "title": data.get("title", recipe.name),
+        "modality": data["modality"],
+        "organ": data["organ"],
+        "license": data.get("license", ""),
+        "citation": data.get("citation", ""),
+        "recipe": recipe.describe(),
+        "harmonization": recipe.harmonize,
+        "labels": labels,
+        "software": _versions(),
+        "privacy": {"patient_id": "hmac-sha256, first 16 hex digits",
+                    "key": "secret (given at build time)" if key_is_secret
+                    else "built-in default: not secret, IDs can be guessed"},
+        # Excluded from content hashes: the only part that differs between two builds.
+        "provenance": {"built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
+                scheduler: str | None) -> Iterator[tuple[int, Case | str]]:
+    """(index, Case or one-line error) in completion order."""
+    if workers <= 1 and scheduler is None:
+        for index, source in enumerate(cases):
+            yield index, _attempt(source, context)
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        futures = {client.submit(_attempt, source, context, pure=False): index
+                   for index, source in enumerate(cases)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+            future.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _attempt(source: CaseSource, context: BuildContext) -> Case | str:
+    try:
+        return harmonize_case(source, context)
+    except MedimgError as error:
+        return str(error)
+    except Exception as error:  # a bug or an unforeseen file: report it, keep building
+        message = " ".join(str(error).split())
+        return f"{source.image_path}: unexpected {type(error).__name__}: {message}"
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found

@@ -1,0 +1,124 @@
+"""Recipes: YAML data that says where a source's images and labels are and how to
+harmonize them. Loading validates against ``schema/recipe.schema.json``."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ..errors import RecipeError
+from ..resources import recipes_dir, schema_dir
+
+
+@lru_cache(maxsize=None)
+def recipe_schema() -> dict[str, Any]:
+    return json.loads((schema_dir() / "recipe.schema.json").read_text())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. ``data`` is the plain mapping from the YAML file."""
+
+    data: dict[str, Any]
+    path: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: str | None = None) -> Recipe:
+        validator = jsonschema.Draft202012Validator(recipe_schema())
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise RecipeError(path or data.get("name", "<recipe>"), _describe(errors[0]),
+                              hint="see schema/recipe.schema.json")
+        return cls(data=copy.deepcopy(data), path=path)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
+        """A new recipe with ``overrides`` deep-merged in (a None value removes the key),
+        validated again."""
+        return Recipe.from_dict(_deep_merge(self.data, overrides), self.path)
+
+    # Names the rest of the code reads; everything else stays in ``data``.
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def layout(self) -> str:
+        return self.data["layout"]
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.data["source"]
+
+    @property
+    def harmonize(self) -> dict[str, Any]:
+        return self.data["harmonize"]
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        return self.data.get("labels", {})
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of the recipe's canonical JSON: equal for equal content, whatever the
+        YAML formatting."""
+        canonical = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """The recipe's identity as recorded in a store."""
+        return {"name": self.name, "version": self.data["version"],
+                "sha256": self.content_hash, "content": self.data}
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load a recipe from a YAML path, or by name from the bundled ``recipes/``."""
+    path = Path(name_or_path)
+    if not path.exists():
+        bundled = recipes_dir() / f"{name_or_path}.yaml"
+        if not bundled.exists():
+            raise RecipeError(path, "no such recipe file or bundled recipe",
+                              hint="give a YAML path, or a name from `medimg-build recipes`")
+        path = bundled
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(path, f"is not valid YAML{where}",
+                          hint="fix the syntax of the recipe") from error
+    if not isinstance(data, dict):
+        raise RecipeError(path, "is not a YAML mapping", hint="a recipe is a mapping of keys")
+    return Recipe.from_dict(data, str(path))
+
+
+def bundled_recipes() -> list[Recipe]:
+    return [load_recipe(p) for p in sorted(recipes_dir().glob("*.yaml"))]
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    location = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "oneOf" and error.context:
+        # Name the closest alternative's problem rather than "is not valid under any".
+        best = jsonschema.exceptions.best_match(error.context)
+        return _describe(best)
+    return f"{location}: {error.message}"
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

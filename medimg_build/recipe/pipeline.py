@@ -1,0 +1,181 @@
+"""One case through the recipe's steps: read -> orient -> resample/resize -> normalize.
+
+Every step is a small function of ``harmonize/`` that records itself in the image's
+history; this module only decides which steps a recipe asks for, in which order."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from ..errors import GeometryError, LabelError
+from ..harmonize.convert import drop_singleton_slice, to_grayscale
+from ..harmonize.normalize import normalize
+from ..harmonize.orient import to_ras
+from ..harmonize.resample import resample_to_grid, resample_to_spacing
+from ..harmonize.resize import resize_with_pad
+from ..image import MedicalImage
+from ..io import read_image
+from ..labels import classification
+from ..labels.splits import assign_split
+from ..privacy import pseudonymize
+from .model import Recipe
+from .sources import CaseSource
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every case of one build shares (picklable, sent once to each worker)."""
+
+    recipe: Recipe
+    source_dir: Path
+    pseudonym_key: bytes
+
+
+def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
+    recipe = context.recipe
+    raw = read_image(source.image_path)
+    image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
+    mask = None
+    if source.mask_path is not None:
+        mask = harmonize_mask(read_image(source.mask_path), raw, image, recipe, source)
+    labels = {
+        spec["name"]: classification.encode(spec, source.fields.get(spec["column"]),
+                                            _row_name(source, context))
+        for spec in recipe.labels.get("classification", [])
+    }
+    row = _table_row(source, raw, image, context)
+    return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row)
+
+
+def harmonize_image(image: MedicalImage, harmonize: dict[str, Any], target_2d: bool = False
+                    ) -> MedicalImage:
+    if harmonize.get("channels") == "gray":
+        image = to_grayscale(image)
+    if target_2d:
+        image = drop_singleton_slice(image)
+    image = to_ras(image)
+    interpolation = harmonize.get("interpolation", "linear")
+    if "spacing" in harmonize:
+        image = resample_to_spacing(image, harmonize["spacing"], interpolation)
+    if "shape" in harmonize:
+        image = resize_with_pad(image, harmonize["shape"], interpolation)
+    intensity = dict(harmonize["intensity"])
+    return normalize(image, intensity.pop("preset"), **intensity)
+
+
+def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalImage,
+                   recipe: Recipe, source: CaseSource) -> MedicalImage:
+    """The mask on the harmonized image's grid, by nearest neighbour: labels stay labels."""
+    spec = recipe.labels.get("segmentation", {})
+    _check_same_grid(mask, raw_image, spec.get("geometry_tolerance_mm", 0.01), source)
+    if image.spatial_ndim == 2:
+        mask = drop_singleton_slice(mask)
+    mask = resample_to_grid(to_ras(mask), image, "nearest")
+    values = np.unique(mask.array)
+    known = {int(v) for v in spec.get("classes", {"0": "background"})}
+    unknown = sorted(int(v) for v in values if int(v) not in known)
+    if unknown:
+        raise LabelError(source.mask_path, f"mask values {unknown[:10]} are not in the "
+                         f"segmentation classes {sorted(known)}",
+                         hint="list every label value in the recipe's labels.segmentation.classes")
+    dtype = np.uint8 if values.max(initial=0) < 256 else np.uint16
+    return mask.replace(array=mask.array.astype(dtype))
+
+
+def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,
+                     source: CaseSource) -> None:
+    if mask.spatial_shape != image.spatial_shape:
+        raise GeometryError(source.mask_path, f"mask shape {mask.spatial_shape} differs from "
+                            f"image {source.image_path} shape {image.spatial_shape}",
+                            hint="masks must be on their image's grid")
+    # Compare where the corners of the grid land in mm, which is what matters.
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image.spatial_shape])).reshape(
+        image.spatial_ndim, -1).T
+    corners = np.pad(corners, ((0, 0), (0, 3 - image.spatial_ndim)))
+    homogeneous = np.c_[corners, np.ones(len(corners))].T
+    offset = np.abs((mask.affine - image.affine) @ homogeneous).max()
+    if offset > tolerance:
+        raise GeometryError(source.mask_path, f"mask grid is {offset:.3g} mm away from image "
+                            f"{source.image_path} (tolerance {tolerance} mm)",
+                            hint="masks must be on their image's grid; check the pairing")
+
+
+def _table_row(source: CaseSource, raw: MedicalImage, image: MedicalImage,
+               context: BuildContext) -> dict[str, Any]:
+    recipe = context.recipe
+    patient = source.patient_id or raw.meta.get("patient_id") or source.case_id
+    patient_pseudonym = pseudonymize(str(patient), context.pseudonym_key)
+    split_spec = recipe.data.get("split", {})
+    fractions = split_spec.get("fractions", {"train": 1.0})
+    files = [Path(f) for f in raw.meta.get("source_files", [source.image_path])]
+    if source.mask_path is not None:
+        files.append(source.mask_path)
+    kept = {new: source.fields.get(old, "")
+            for old, new in recipe.source.get("columns", {}).items()}
+    normalization = next((s.params for s in reversed(image.history)
+                          if s.name.startswith("normalize")), {})
+    return {
+        "case_id": source.case_id,
+        "patient_id": patient_pseudonym,
+        "split": assign_split(patient_pseudonym, split_spec.get("seed", 0), fractions),
+        "modality": raw.meta.get("modality") or recipe.data["modality"],
+        "organ": recipe.data["organ"],
+        "original_shape": list(raw.array.shape),
+        "original_spacing": [round(s, 6) for s in raw.spacing],
+        "original_orientation": raw.orientation,
+        "original_affine": np.round(raw.affine, 6).tolist(),
+        "shape": list(image.array.shape),
+        "spacing": [round(s, 6) for s in image.spacing],
+        "dtype": str(image.array.dtype),
+        "source_files": [_relative(f, context.source_dir) for f in files],
+        "source_sha256": [_sha256(f) for f in files],
+        "intensity": normalization,
+        "steps": [step.to_dict() for step in image.history],
+        **_acquisition(raw),
+        **kept,
+    }
+
+
+# The acquisition facts a researcher filters on; nothing here identifies a person.
+_ACQUISITION_KEYS = {
+    "Manufacturer": "manufacturer", "ManufacturerModelName": "model", "KVP": "kvp",
+    "MagneticFieldStrength": "field_strength", "SliceThickness": "slice_thickness",
+    "ConvolutionKernel": "convolution_kernel", "SeriesDescription": "series_description",
+    "BodyPartExamined": "body_part", "ContrastBolusAgent": "contrast_agent",
+}
+
+
+def _acquisition(raw: MedicalImage) -> dict[str, Any]:
+    dicom = raw.meta.get("dicom", {})
+    return {column: dicom[key] for key, column in _ACQUISITION_KEYS.items() if key in dicom}
+
+
+def _target_ndim(recipe: Recipe) -> int | None:
+    shape = recipe.harmonize.get("shape") or recipe.harmonize.get("spacing")
+    return len(shape) if shape else None
+
+
+def _row_name(source: CaseSource, context: BuildContext) -> str:
+    table = context.recipe.source.get("table")
+    return f"{context.source_dir / table} (row of {source.case_id})" if table else source.case_id
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return Path(path).name
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,130 @@
+"""Find the cases of a source folder as a recipe describes them. Nothing is read but
+folder listings and label tables: pixels are read later, one case at a time."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import RecipeError
+from .model import Recipe
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    """Where one case comes from. ``fields`` holds its raw label-table row, if any."""
+
+    case_id: str
+    image_path: Path
+    mask_path: Path | None = None
+    patient_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def discover_cases(recipe: Recipe, source_dir: str | Path) -> list[CaseSource]:
+    root = Path(source_dir)
+    if not root.is_dir():
+        raise RecipeError(root, "source folder does not exist",
+                          hint="pass the folder holding the downloaded dataset to --source")
+    finders = {"volume_folder": _volume_folder, "image_table": _image_table}
+    cases = finders[recipe.source["kind"]](recipe.source, root)
+    if not cases:
+        raise RecipeError(root, f"no cases found with {recipe.source['kind']} pattern "
+                          f"{recipe.source.get('images')!r}",
+                          hint="check --source and the recipe's source.images glob")
+    _check_unique(cases, root)
+    return cases
+
+
+def case_id_from_name(path: Path, rule: str = "stem") -> str:
+    name = path.name
+    if rule == "name":
+        return name
+    for suffix in _DOUBLE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem if path.is_file() or "." in name else name
+
+
+def _volume_folder(source: dict[str, Any], root: Path) -> list[CaseSource]:
+    rule = source.get("case_id", "stem")
+    mask_template = source.get("masks")
+    cases = []
+    for path in sorted(root.glob(source["images"])):
+        if path.name.startswith("."):
+            continue
+        case_id = _safe_id(
+            str(path.relative_to(root)).replace("/", "_") if rule == "path"
+            else case_id_from_name(path, rule), path)
+        mask = None
+        if mask_template:
+            candidate = root / mask_template.format(case_id=case_id)
+            mask = candidate if candidate.exists() else None
+        patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
+        cases.append(CaseSource(case_id, path, mask, patient))
+    return cases
+
+
+def _image_table(source: dict[str, Any], root: Path) -> list[CaseSource]:
+    table_path = root / source["table"]
+    table = read_label_table(table_path)
+    wanted = [source["image_column"]] + [c for c in [source.get("patient_column")] if c]
+    _require_columns(table, wanted, table_path)
+    files: dict[str, Path] = {}
+    for path in sorted(root.glob(source["images"])):
+        if path.name in files:
+            raise RecipeError(path, f"two image files are named {path.name!r} "
+                              f"(the other is {files[path.name]})",
+                              hint="narrow the recipe's source.images glob")
+        files[path.name] = path
+    cases = []
+    for row in table.to_dict(orient="records"):
+        name = row[source["image_column"]]
+        path = files.get(name, root / name)  # a missing file fails as that case alone
+        patient = row.get(source.get("patient_column", ""), None)
+        cases.append(CaseSource(_safe_id(case_id_from_name(Path(name)), table_path),
+                                path, None, patient or None, row))
+    return cases
+
+
+def read_label_table(path: Path) -> pd.DataFrame:
+    """A CSV label table, every cell as text ("" where empty) so that no ID loses its
+    leading zeros and "NA" stays a value until a recipe says what it means."""
+    if not path.is_file():
+        raise RecipeError(path, "label table not found", hint="check the recipe's source.table")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise RecipeError(path, f"cannot be read as CSV ({type(error).__name__})",
+                          hint="check the file is the dataset's CSV table") from error
+
+
+def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise RecipeError(path, f"missing column(s) {missing}; it has {list(table.columns)}",
+                          hint="fix the recipe's column names or the table")
+
+
+def _safe_id(case_id: str, where: Path) -> str:
+    if not _SAFE_ID.match(case_id) or ".." in case_id:
+        raise RecipeError(where, f"case id {case_id!r} is not a safe name",
+                          hint="case ids may use letters, digits and . _ + - only")
+    return case_id
+
+
+def _check_unique(cases: list[CaseSource], root: Path) -> None:
+    seen: dict[str, CaseSource] = {}
+    for case in cases:
+        if case.case_id in seen:
+            raise RecipeError(case.image_path, f"case id {case.case_id!r} is used twice "
+                              f"(also by {seen[case.case_id].image_path})",
+                              hint="case ids must be unique within a source")
+        seen[case.case_id] = case
