@@ -79,6 +79,18 @@ def _sitk_ready(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def index_frame(image: MedicalImage) -> MedicalImage:
+    """``image`` with an identity affine: its world is its own voxel index space.
+
+    ITK maps an output voxel to a physical point and that point to an input index, so
+    with the input in its index frame and the output grid expressed in it too, ITK
+    samples exactly ``p_old = M @ u_new`` with ``M = inv(A_old) @ A_new``. This needs
+    no 2D world for 2D images, which lie in any plane of patient space (a coronal
+    radiograph, a sagittal slice) that ITK's 2D geometry cannot hold.
+    """
+    return image.replace(affine=np.eye(4), history=())
+
+
 def resample_onto(
     image: MedicalImage,
     affine: np.ndarray,
@@ -97,11 +109,21 @@ def resample_onto(
     check_interpolation(image, interpolation)
     n = image.spatial_ndim
     affine = np.asarray(affine, dtype=np.float64)
-    source = to_sitk(image.replace(array=_sitk_ready(image.array)))
-
-    # The grid's LPS origin/spacing/direction through the one bridge, from a 1-voxel
-    # stand-in: the geometry does not depend on the array, and no grid-sized allocation.
-    stand_in = image.replace(array=np.zeros((1,) * n, np.uint8), affine=affine, history=())
+    try:
+        new_to_old = np.linalg.solve(image.affine, affine)
+    except np.linalg.LinAlgError:
+        raise GeometryError(image_source(image), "the image's affine is singular",
+                            "the reader produced a degenerate affine") from None
+    if n == 2 and np.abs(new_to_old[2, [0, 1, 3]]).max() > 1e-3:
+        raise GeometryError(
+            image_source(image),
+            "the target grid does not lie in the plane of this 2D image",
+            "resample a 2D image only onto grids of the same plane",
+        )
+    source = to_sitk(index_frame(image.replace(array=_sitk_ready(image.array))))
+    # The grid's geometry in that index frame, through the one bridge, from a 1-voxel
+    # stand-in: the geometry does not depend on the array (no grid-sized allocation).
+    stand_in = image.replace(array=np.zeros((1,) * n, np.uint8), affine=new_to_old)
     grid = to_sitk(stand_in)
 
     method = INTERPOLATORS[interpolation]
@@ -123,11 +145,10 @@ def resample_onto(
         pixel_type,
         bool(extrapolate),
     )
-    out = from_sitk(result, image)
-    array = out.array
+    array = from_sitk(result, image).array
     if interpolation not in CONTINUOUS and array.dtype != image.array.dtype:
         array = array.astype(image.array.dtype)  # back to float16 / bool
-    return out.replace(array=array, affine=affine)
+    return image.replace(array=array, affine=affine)
 
 
 def _cast_only(image: MedicalImage, interpolation: str) -> np.ndarray:

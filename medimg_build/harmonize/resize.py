@@ -24,7 +24,7 @@ from ..errors import GeometryError
 from ..geometry import from_sitk, to_sitk
 from ..image import MedicalImage
 from .orient import image_source
-from .resample import CONTINUOUS, check_interpolation, resample_onto
+from .resample import CONTINUOUS, check_interpolation, index_frame, resample_onto
 
 
 def _check_shape(image: MedicalImage, shape: Sequence[int]) -> np.ndarray:
@@ -46,19 +46,18 @@ def _check_shape(image: MedicalImage, shape: Sequence[int]) -> np.ndarray:
 def _antialias(image: MedicalImage, sigma_voxels: np.ndarray) -> MedicalImage:
     """Gaussian pre-smoothing before downsampling (the skimage ``resize`` rule).
 
-    ITK's recursive Gaussian costs the same for any sigma but needs 4 voxels per axis;
-    thinner images use the discrete (kernel) Gaussian instead.
+    Done in the voxel index frame, so sigma is in voxels. ITK's recursive Gaussian costs
+    the same for any sigma but needs 4 voxels per axis; thinner images use the discrete
+    (kernel) Gaussian instead.
     """
-    source = to_sitk(image.replace(array=image.array.astype(np.float32)))
-    sigma_mm = [float(v) for v in sigma_voxels * np.asarray(image.spacing)]
+    source = to_sitk(index_frame(image.replace(array=image.array.astype(np.float32))))
+    sigma = [float(v) for v in sigma_voxels]
     if min(image.spatial_shape) >= 4:
-        smoothed = sitk.SmoothingRecursiveGaussian(source, sigma_mm)
+        smoothed = sitk.SmoothingRecursiveGaussian(source, sigma)
     else:
-        width = int(2 * np.ceil(4 * float(np.max(sigma_voxels))) + 1)
-        smoothed = sitk.DiscreteGaussian(
-            source, [s * s for s in sigma_mm], max(width, 3), 0.01, True
-        )
-    return from_sitk(smoothed, image).replace(affine=image.affine)
+        width = int(2 * np.ceil(4 * max(sigma)) + 1)
+        smoothed = sitk.DiscreteGaussian(source, [v * v for v in sigma], max(width, 3), 0.01)
+    return image.replace(array=from_sitk(smoothed, image).array)
 
 
 def resize_with_pad(
