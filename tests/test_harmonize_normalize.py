@@ -141,6 +141,16 @@ def test_16bit_uses_bits_stored():
     np.testing.assert_allclose(full.array, pixels / 65535)
 
 
+def test_unsigned_pixels_in_a_signed_array_follow_the_reader():
+    pixels = np.array([[0, 2048, 4095]], dtype=np.int16)
+    unsigned = normalize_unit_range(image_of(pixels, 2, intensity={"bits_stored": 12,
+                                                                     "signed": False}))
+    np.testing.assert_allclose(unsigned.array, pixels / 4095)
+    signed = normalize_unit_range(image_of(pixels - 2048, 2, intensity={"bits_stored": 12}))
+    np.testing.assert_allclose(signed.array, pixels / 4095)
+    assert signed.history[-1].params["source_range"] == [-2048, 2047]
+
+
 def test_float_input_uses_its_own_range_and_explicit_range_clips():
     values = np.array([[-2.0, 0.0, 6.0]])
     result = normalize_unit_range(image_of(values, 2))
@@ -163,6 +173,18 @@ def test_presets_and_dispatch():
     assert none.history[-1].params == {"method": "none", "dtype": "int16"}
     np.testing.assert_array_equal(denormalize(none.array, none.history[-1].params),
                                   synthetic_ct().array)
+
+
+def test_none_parameters_mean_defaults():
+    result = normalize(image_of(np.arange(8.0).reshape(2, 2, 2), modality="MR"), "mr",
+                       percentiles=None, window=None)
+    assert result.history[-1].params["percentiles"] == [0.5, 99.5]
+
+
+def test_errors_name_the_file_the_image_was_read_from():
+    image = image_of(np.zeros((2, 2, 2)), modality="MR").recorded("read", path="/data/s1")
+    with pytest.raises(IntensityError, match="^/data/s1: CT normalization"):
+        normalize(image, "ct")
 
 
 def test_unknown_preset_and_parameter_name_the_valid_ones():

@@ -153,9 +153,14 @@ def _nominal_range(image: MedicalImage) -> tuple[float, float, int | None]:
         return 0.0, 1.0, 1
     if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
-        bits = (image.meta.get("intensity") or {}).get("bits_stored") or info.bits
-        bits = min(int(bits), info.bits)
-        if info.min < 0:
+        intensity = image.meta.get("intensity") or {}
+        bits = min(int(intensity.get("bits_stored") or info.bits), info.bits)
+        # Readers say whether the stored pixels are signed (DICOM PixelRepresentation);
+        # unsigned 12-bit X-rays often arrive in an int16 array.
+        signed = intensity.get("signed")
+        if signed is None:
+            signed = info.min < 0
+        if signed:
             return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1, bits
         return 0.0, 2.0**bits - 1, bits
     # Float pixels have no nominal range: use the image's own (recorded, so invertible).
@@ -167,7 +172,8 @@ def normalize_unit_range(image: MedicalImage, source_range=None, dtype=None) -> 
 
     The source range is ``source_range`` when given; else 0..255 for 8-bit pixels,
     0..2**bits_stored - 1 for wider integers (``meta["intensity"]["bits_stored"]``, or
-    the dtype's width), and the image's min..max for floats. Values outside it are
+    the dtype's width; signed per ``meta["intensity"]["signed"]``, else per the dtype),
+    and the image's min..max for floats. Values outside it are
     clipped. ``dtype`` defaults to float16 for sources of <= 8 bits (k/255 comes back
     exactly after rounding) and float32 otherwise. Recorded as ``normalize_unit_range``
     with ``method="unit_range"``, ``offset`` and ``scale`` (``out = (x - offset) /
@@ -210,7 +216,9 @@ _FUNCTIONS = {
 
 def normalize(image: MedicalImage, preset: str, **params: Any) -> MedicalImage:
     """Apply the intensity ``preset`` ("ct", "mr", "xray", "photo", "none") with its
-    ``PRESETS`` defaults overridden by ``params``."""
+    ``PRESETS`` defaults overridden by ``params``; a parameter given as None means
+    "not given" (the default applies), as in a recipe that leaves it empty."""
+    params = {name: value for name, value in params.items() if value is not None}
     if preset not in _FUNCTIONS:
         raise IntensityError(image_source(image), f"unknown intensity preset {preset!r}",
                              f"use one of {', '.join(PRESETS)}")

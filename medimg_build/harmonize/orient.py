@@ -17,9 +17,15 @@ from ..image import MedicalImage
 
 
 def image_source(image: MedicalImage) -> str | None:
-    """The file an image came from, for error messages (readers set ``meta["path"]``)."""
-    source = image.meta.get("path") or image.meta.get("source")
-    return None if source is None else str(source)
+    """The file or folder an image came from, for error messages: ``meta["path"]``,
+    else the ``path`` of its ``read`` step, else its first ``meta["source_files"]``."""
+    if image.meta.get("path"):
+        return str(image.meta["path"])
+    for step in image.history:
+        if step.name == "read" and step.params.get("path"):
+            return str(step.params["path"])
+    files = image.meta.get("source_files") or []
+    return str(files[0]) if files else None
 
 
 def _spatial_ornt(image: MedicalImage) -> np.ndarray:
