@@ -1,0 +1,89 @@
+"""Harmonized Zarr v3 stores: writing them (``create_store``) and reading them
+(``open_store``).
+
+Layout (schema 1.0)
+===================
+
+Axis order. In memory a ``MedicalImage`` is ``array[x, y[, z][, c]]`` (nibabel index
+order) and its affine maps ``(x, y, z)`` indices to RAS+ mm. Stored arrays reverse the
+spatial axes and put the channel first: ``(c, [z,] y, x)`` (``(c, y, x)`` for 2D), the
+order of OME-NGFF and of C-contiguous slices. The channel dimension is named
+``channel``; an image without a channel axis is stored with ``channel`` of size 1 (the
+``channel_axis`` attribute tells a reader whether to drop it again).
+
+Geometry in stored order: ``spacing`` lists the voxel size in mm of ``([z,] y, x)``;
+``origin`` lists the RAS+ position of voxel 0 as ``(S, A, R)`` -- the world axes the
+stored ``(z, y, x)`` run along in the harmonized RAS+ orientation. ``affine`` is always
+the full 4x4 in nibabel index order ``(x, y[, z])``, i.e. its columns are the REVERSE of
+the stored dims: it is the truth for oblique grids, where spacing/origin are not enough.
+
+Compression: Blosc zstd level 5 with bit-shuffle (lossless) unless the caller passes
+another Zarr v3 codec. Chunks: one 2D slice of one channel of one case, so a slice
+decodes without its neighbours. Sharding keeps the file count low (below).
+
+Root attributes: ``attrs["medimg"]`` is the dict the builder passes (dataset, modality,
+organ, recipe, harmonization, label vocabulary, versions, provenance) plus:
+``schema_version`` ("1.0"), ``layout``, ``n_cases``, ``finished`` (false until the
+writer is closed: a reader refuses an interrupted build), ``table`` = {"columns",
+"json_columns"}, ``image`` = {"spatial_ndim", "channel_axis", "n_channels",
+"channel_dim"} and ``arrays`` = {name: {dims, dtype, shape, chunks, shards, codecs}}.
+Metadata is consolidated into the root ``zarr.json`` at close (one request to open).
+
+Case table (both layouts): one 1-D array per column at the root, dimension ``case``.
+The DataFrame column ``case_id`` is the array ``case`` (str), so xarray indexes by case
+id. str/int/float/bool columns keep their type (a missing str is ""; a missing int makes
+the column float64 with NaN); any other column (lists, dicts, mixed) is stored as JSON
+strings, listed in ``table.json_columns`` and decoded by the reader. Strings use Zarr's
+variable-length string dtype.
+
+Classification labels (both layouts, at the root, -1 = missing/unknown): a scalar label
+``name`` is ``label_<name>`` (case,) int16; a multi-label one is ``label_<name>`` (case,
+<name>_class) int8 with the coordinate array ``<name>_class`` of class names (from the
+vocabulary in ``attrs["medimg"]["labels"][name]["classes"]``, else "0".."n-1"). Each
+label array's attributes hold its vocabulary entry.
+
+stack (every case has the same shape, dtype and channels; opens with
+``xarray.open_zarr(path)``)::
+
+    zarr.json                 root group, attrs["medimg"], consolidated metadata
+    image     (case, channel, [z,] y, x)  chunks (1, 1, [1,] Y, X), shards (k, C, [Z,] Y, X)
+    mask      (case, [z,] y, x)           chunks (1, [1,] Y, X), shards (k, [Z,] Y, X)
+    affine    (case, affine_row, affine_col) float64, nibabel index order
+    spacing   (case, spatial) float64     coordinate `spatial` = ("z", "y", "x") or ("y", "x")
+    origin    (case, world) float64       coordinate `world` = ("S", "A", "R")
+    complete  (case,) bool                set True after the case's shard is written
+    label_<name> ..., <name>_class ...
+    case      (case,) str                 case ids (table column case_id)
+    <column>  (case,)                     the other table columns
+
+``k`` = cases per shard (default: ~64 MiB of uncompressed image per shard, within
+[1, N]); affine/spacing/origin/complete are chunked by k cases too, so each shard is
+written by one call without touching another shard's chunks.
+
+volumes (each case its own grid; opens with ``xarray.open_datatree(path, engine="zarr")``)::
+
+    zarr.json                 root group, attrs["medimg"], consolidated metadata
+    case, <column>, label_<name>, <name>_class    as in the stack
+    cases/<case_id>/          group; attrs "medimg_case" and "ome" (OME-NGFF 0.5)
+        image  (channel, [z,] y, x)   chunks (1, [1,] Y, X), one shard = the whole array
+        mask   ([z,] y, x)            chunks ([1,] Y, X), one shard = the whole array
+        z, y, x                       1-D voxel-centre positions in mm (origin + i*spacing)
+
+``medimg_case`` = {case_id, affine (4x4 list, nibabel index order), spacing, origin,
+shape (stored spatial), axis_aligned (whether z/y/x are exact), channel_axis,
+complete}. ``complete`` is written true last, after the case's arrays. ``ome`` =
+{"version": "0.5", "multiscales": [{"name": case_id, "axes": [channel, [z,] y, x]
+(space axes in millimeter), "datasets": [{"path": "image", "coordinateTransformations":
+[scale [1, sz, sy, sx], translation [0, tz, ty, tx]]}]}]}. The NGFF axis of channels is
+named "channel" (not "c"), because OME-NGFF 0.5 requires axes names to equal the
+array's ``dimension_names``.
+
+Completeness: a case is visible to readers only when complete (volumes: its group's
+``medimg_case.complete``; stack: ``complete[case]``). ``MedimgStore.cases`` lists
+complete cases only, and reading any other case raises StoreError.
+"""
+
+from .reader import MedimgStore, open_store
+from .writer import create_store
+
+__all__ = ["MedimgStore", "create_store", "open_store"]

@@ -1,0 +1,182 @@
+"""What both layouts' writers share: case bookkeeping, labels, table, root attributes.
+
+A subclass writes pixels (``_write``), flushes what it buffered (``_flush``) and
+describes its arrays (``_arrays_info``); everything else happens here, so the two
+layouts cannot drift apart on ids, labels, the table or the root attributes.
+
+Thread safety: ``write_case`` may be called from several threads. Bookkeeping is under
+one lock; pixel writes happen outside it, and each one touches only chunks no other
+call touches (its own shard or its own case group).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from ..case import Case
+from ..errors import StoreError
+from ..image import MedicalImage
+from ..provenance import to_jsonable
+from .labels import LabelBuffer
+from .schema import CHANNEL, ROOT_NAMES, SCHEMA_VERSION, array_info, check_case_id
+from .table import check_table, write_table
+
+
+class ImageTemplate:
+    """What every case of a store must share with the first one written."""
+
+    def __init__(self, image: MedicalImage, mask: MedicalImage | None) -> None:
+        self.spatial_ndim = image.spatial_ndim
+        self.channel_axis = image.has_channels
+        self.n_channels = image.n_channels
+        self.dtype = image.array.dtype
+        self.mask_dtype = None if mask is None else mask.array.dtype
+        self.spatial_shape = image.spatial_shape
+
+    def mismatch(self, image: MedicalImage, mask: MedicalImage | None, same_shape: bool):
+        """A description of how a case differs from the template, or None."""
+        mask_dtype = None if mask is None else mask.array.dtype
+        checks = [
+            ("spatial axes", self.spatial_ndim, image.spatial_ndim),
+            ("channel axis", self.channel_axis, image.has_channels),
+            ("channels", self.n_channels, image.n_channels),
+            ("dtype", self.dtype, image.array.dtype),
+            ("mask dtype", self.mask_dtype, mask_dtype),
+        ]
+        if same_shape:
+            checks.append(("shape", self.spatial_shape, image.spatial_shape))
+        for what, expected, got in checks:
+            if expected != got:
+                return f"{what} {got} where the store has {expected}"
+        return None
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {"spatial_ndim": self.spatial_ndim, "channel_axis": self.channel_axis,
+                "n_channels": self.n_channels, "channel_dim": CHANNEL}
+
+
+class BaseWriter:
+    layout: str = ""
+
+    def __init__(self, root: zarr.Group, location: str, n_cases: int,
+                 attrs: dict[str, Any], compressor) -> None:
+        self._root = root
+        self.location = location
+        self.n_cases = n_cases
+        self._attrs = attrs
+        self._compressor = compressor
+        self._lock = threading.Lock()
+        self._ids: dict[int, str] = {}  # index -> case id, claimed or written
+        self._labels = LabelBuffer(n_cases, attrs.get("labels", attrs.get("label_vocabulary")))
+        self._template: ImageTemplate | None = None
+        self._closed = False
+
+    # -- writing cases -----------------------------------------------------------------
+    def write_case(self, index: int, case: Case) -> None:
+        """Write (or, for the stack, buffer) one harmonized case at ``index``."""
+        labels = self._claim(index, case)
+        try:
+            self._check_geometry(case)
+            self._write(index, case)
+        except BaseException:
+            with self._lock:  # let the caller retry or skip this index
+                self._ids.pop(index, None)
+                self._labels.discard(index)
+            raise
+        with self._lock:
+            self._labels.add(index, labels)
+
+    def _claim(self, index: int, case: Case) -> dict[str, Any]:
+        if self._closed:
+            raise StoreError(self.location, "the store writer is closed")
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < self.n_cases:
+            raise StoreError(self.location, f"case index {index!r} is outside 0..{self.n_cases - 1}")
+        case_id = check_case_id(case.case_id, self.location)
+        with self._lock:
+            if index in self._ids:
+                raise StoreError(self.location, f"case index {index} was already written "
+                                 f"(as {self._ids[index]!r})")
+            if case_id in self._ids.values():
+                raise StoreError(self.location, f"case id {case_id!r} is written twice",
+                                 hint="case ids must be unique in a store")
+            labels = self._labels.check(case_id, case.labels, self.location)
+            self._ids[int(index)] = case_id
+        return labels
+
+    def _check_geometry(self, case: Case) -> None:
+        mask = case.mask
+        if mask is None:
+            return
+        if mask.has_channels or mask.spatial_shape != case.image.spatial_shape:
+            raise StoreError(self.location, f"case {case.case_id!r}: mask of shape "
+                             f"{mask.array.shape} is not on the image grid "
+                             f"{case.image.spatial_shape}")
+        if not np.allclose(mask.affine, case.image.affine, atol=1e-4):
+            raise StoreError(self.location, f"case {case.case_id!r}: the mask's affine "
+                             "differs from the image's", hint="resample the mask onto the image")
+
+    def _fit_template(self, case: Case, same_shape: bool) -> bool:
+        """Check ``case`` against the first case (call under the lock); True when
+        ``case`` is the first and the arrays must be created."""
+        if self._template is None:
+            self._template = ImageTemplate(case.image, case.mask)
+            return True
+        problem = self._template.mismatch(case.image, case.mask, same_shape)
+        if problem:
+            raise StoreError(self.location, f"case {case.case_id!r} does not fit the "
+                             f"{self.layout} store: {problem}",
+                             hint="harmonize every case to the same grid and dtype")
+        return False
+
+    def _write(self, index: int, case: Case) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        """Write whatever is still buffered (the stack's partial shards)."""
+
+    def _arrays_info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- closing ---------------------------------------------------------------------
+    def close(self, table: pd.DataFrame) -> None:
+        """Flush, write labels and the case table, then the root attributes."""
+        if self._closed:
+            raise StoreError(self.location, "the store writer is already closed")
+        with self._lock:
+            taken = set(ROOT_NAMES) | set(self._labels.names())
+            check_table(table, self.n_cases, dict(self._ids), taken, self.location)
+        self._flush()
+        with self._lock:
+            self._labels.write(self._root, self.location)
+            arrays = self._arrays_info()  # before the table: its columns are in `table`
+            table_info = write_table(self._root, table)
+            self._closed = True
+        medimg = dict(self._attrs)
+        medimg.update(
+            schema_version=SCHEMA_VERSION, layout=self.layout, n_cases=self.n_cases,
+            finished=True, table=table_info, arrays=arrays,
+            image=None if self._template is None else self._template.to_attrs(),
+        )
+        self._root.attrs["medimg"] = to_jsonable(medimg)
+        consolidate(self._root)
+
+    def _root_arrays_info(self) -> dict[str, Any]:
+        """Every root array written so far, sorted: directory listing order varies, and
+        the same inputs must give the same bytes."""
+        return {name: array_info(array) for name, array in sorted(self._root.arrays())}
+
+
+def consolidate(root: zarr.Group) -> None:
+    """One metadata document at the root, so that a reader on S3/HTTP opens the store
+    in one request instead of one per array (and xarray stops warning)."""
+    with warnings.catch_warnings():
+        # Zarr v3 consolidated metadata is not in the spec yet; zarr-python and xarray
+        # read it, and a reader without it still finds every zarr.json.
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        zarr.consolidate_metadata(root.store, path=root.path)

@@ -1,0 +1,239 @@
+"""``open_store``: read a medimg store of either layout, lazily where it can.
+
+Only complete cases exist for a reader: they are the rows of ``.cases``, and asking
+for any other case raises StoreError. The layout-specific reads are in two small
+classes below; ``MedimgStore`` is the same for both layouts.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+from zarr.storage import FsspecStore, LocalStore, ZipStore
+
+from ..errors import StoreError
+from ..image import MedicalImage
+from .axes import axis_coords, image_from_stored, mask_from_stored
+from .axes import stored_origin, stored_spacing
+from .labels import read_label
+from .schema import (
+    AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, MASK, SCHEMA_VERSION, label_array_name,
+)
+from .table import read_table
+from .volumes import CASE_ATTRS
+
+
+def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = None):
+    """Open a store: a local directory, a ``.zip``, or any fsspec URL (s3://, https://,
+    ...) with its ``storage_options``."""
+    location = os.fspath(path_or_url)
+    store = _zarr_store(location, storage_options)
+    try:
+        root = zarr.open_group(store, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
+        raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
+                         hint="check the path, or build a store with 'medimg-build build'")
+    return MedimgStore(store, root, location)
+
+
+def _zarr_store(location: str, storage_options: dict | None):
+    if "://" in location:
+        return FsspecStore.from_url(location, storage_options=storage_options, read_only=True)
+    if not os.path.exists(location):
+        raise StoreError(location, "no store at this path",
+                         hint="check the path, or build a store with 'medimg-build build'")
+    if location.endswith(".zip"):
+        return ZipStore(location, mode="r")
+    return LocalStore(location, read_only=True)
+
+
+def _check_root(root: zarr.Group, location: str) -> dict[str, Any]:
+    medimg = root.attrs.get("medimg")
+    if not isinstance(medimg, dict) or root.metadata.zarr_format != 3:
+        raise StoreError(location, "is a Zarr group but not a medimg store (no 'medimg' "
+                         "root attribute)", hint="was it written by medimg-build?")
+    version = str(medimg.get("schema_version", ""))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise StoreError(location, f"store schema {version!r} is not readable by this "
+                         f"version (schema {SCHEMA_VERSION})", hint="upgrade medimg-build")
+    if not medimg.get("finished"):
+        raise StoreError(location, "the build that wrote this store did not finish",
+                         hint="build it again with --overwrite (or --resume)")
+    return medimg
+
+
+class MedimgStore:
+    def __init__(self, store, root: zarr.Group, location: str) -> None:
+        self.location = location
+        self.attrs: dict[str, Any] = _check_root(root, location)
+        self.layout: str = self.attrs["layout"]
+        self._store = store
+        self._root = root
+        layout_class = _StackReads if self.layout == "stack" else _VolumesReads
+        self._reads = layout_class(store, root, self.attrs)
+
+    def __repr__(self) -> str:
+        return (f"MedimgStore({self.location!r}, layout={self.layout!r}, "
+                f"cases={len(self.cases)}, dataset={self.attrs.get('dataset')!r})")
+
+    # -- which cases exist -------------------------------------------------------------
+    @cached_property
+    def _ids(self) -> np.ndarray:
+        return np.asarray(self._root[CASE][:].tolist(), dtype=object)
+
+    @cached_property
+    def _complete(self) -> np.ndarray:
+        return self._reads.complete(self._ids)
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {case_id: i for i, case_id in enumerate(self._ids) if self._complete[i]}
+
+    def _position(self, case_id: str) -> int:
+        if case_id not in self._positions:
+            known = "is not complete" if case_id in set(self._ids) else "is not in the store"
+            raise StoreError(self.location, f"case {case_id!r} {known}",
+                             hint="see store.cases for the readable cases")
+        return self._positions[case_id]
+
+    # -- the public reads --------------------------------------------------------------
+    @cached_property
+    def cases(self) -> pd.DataFrame:
+        """The case table: one row per complete case, JSON columns decoded."""
+        return read_table(self._root, self.attrs["table"], self._complete)
+
+    def dataset(self, **open_kwargs: Any) -> xr.Dataset | xr.DataTree:
+        """Stack: the lazy Dataset of complete cases. Volumes: the DataTree of the
+        store without its incomplete cases. ``open_kwargs`` go to xarray."""
+        return self._reads.dataset(self._complete, self._ids, **open_kwargs)
+
+    def case(self, case_id: str) -> xr.Dataset:
+        """One case, lazy: ``image`` (channel, [z,] y, x) [+ ``mask``], coordinates in
+        mm, and case_id, affine, spacing, origin in ``attrs``."""
+        position = self._position(case_id)
+        ds = self._reads.case(position, case_id)
+        affine = self._reads.affine(position, case_id)
+        spatial = ds[IMAGE].shape[1:]
+        ds = ds.assign_coords({k: v for k, v in axis_coords(affine, spatial).items()
+                               if k not in ds.coords})
+        ds.attrs = {"case_id": case_id, "affine": affine.tolist(),
+                    "spacing": stored_spacing(affine, len(spatial)).tolist(),
+                    "origin": stored_origin(affine).tolist()}
+        return ds
+
+    def read_image(self, case_id: str) -> MedicalImage:
+        """The case's image in memory, in MedicalImage axis order, with its affine."""
+        position = self._position(case_id)
+        stored = self._reads.array(position, case_id, IMAGE)
+        array = image_from_stored(stored, self._reads.channel_axis(position, case_id))
+        return MedicalImage(array, self._reads.affine(position, case_id),
+                            spatial_ndim=stored.ndim - 1, meta=self._meta(case_id))
+
+    def read_mask(self, case_id: str) -> MedicalImage | None:
+        position = self._position(case_id)
+        stored = self._reads.array(position, case_id, MASK)
+        if stored is None:
+            return None
+        return MedicalImage(mask_from_stored(stored), self._reads.affine(position, case_id),
+                            spatial_ndim=stored.ndim, meta=self._meta(case_id))
+
+    def labels(self, name: str) -> pd.Series | pd.DataFrame:
+        """Classification label ``name`` indexed by case_id (multi-label: one column per
+        class); -1 = missing/unknown."""
+        if label_array_name(name) not in self._root:
+            stored = sorted(k[len("label_"):] for k in self._root.array_keys()
+                            if k.startswith("label_"))
+            raise StoreError(self.location, f"no label {name!r} in the store",
+                             hint=f"stored labels: {', '.join(stored) or 'none'}")
+        return read_label(self._root, name, self._ids, self._complete)
+
+    def _meta(self, case_id: str) -> dict[str, Any]:
+        meta = {"case_id": case_id, "store": self.location}
+        for key in ("modality", "organ", "dataset"):
+            if key in self.attrs:
+                meta[key] = self.attrs[key]
+        return meta
+
+
+class _StackReads:
+    """Reads of the stack layout: a case is a position along ``case``."""
+
+    def __init__(self, store, root: zarr.Group, attrs: dict[str, Any]) -> None:
+        self._store, self._root = store, root
+        self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
+
+    def complete(self, ids: np.ndarray) -> np.ndarray:
+        if COMPLETE not in self._root:  # no case was ever written
+            return np.zeros(len(ids), dtype=bool)
+        return np.asarray(self._root[COMPLETE][:], dtype=bool)
+
+    @cached_property
+    def _raw(self) -> xr.Dataset:
+        return xr.open_zarr(self._store)
+
+    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.Dataset:
+        ds = xr.open_zarr(self._store, **kwargs) if kwargs else self._raw
+        return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
+
+    def case(self, position: int, case_id: str) -> xr.Dataset:
+        names = [n for n in (IMAGE, MASK) if n in self._raw]
+        return self._raw[names].isel({CASE: position})
+
+    def affine(self, position: int, case_id: str) -> np.ndarray:
+        return np.asarray(self._root[AFFINE][position], dtype=np.float64)
+
+    def channel_axis(self, position: int, case_id: str) -> bool:
+        return self._channel_axis
+
+    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+        return self._root[name][position] if name in self._root else None
+
+
+class _VolumesReads:
+    """Reads of the volumes layout: a case is the group ``cases/<case_id>``."""
+
+    def __init__(self, store, root: zarr.Group, attrs: dict[str, Any]) -> None:
+        self._store, self._root = store, root
+
+    @cached_property
+    def _groups(self) -> dict[str, zarr.Group]:
+        if CASES_GROUP not in self._root:
+            return {}
+        return dict(self._root[CASES_GROUP].groups())
+
+    def _case_attrs(self, case_id: str) -> dict[str, Any]:
+        group = self._groups.get(case_id)
+        return {} if group is None else dict(group.attrs.get(CASE_ATTRS) or {})
+
+    def complete(self, ids: np.ndarray) -> np.ndarray:
+        return np.array([self._case_attrs(i).get("complete") is True for i in ids], dtype=bool)
+
+    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.DataTree:
+        kwargs.setdefault("chunks", {})  # dask-backed, like open_zarr's Dataset
+        tree = xr.open_datatree(self._store, engine="zarr", **kwargs)
+        for case_id in ids[~complete]:
+            if case_id in tree[CASES_GROUP].children:
+                del tree[CASES_GROUP][case_id]
+        if not complete.all():
+            tree.dataset = tree.to_dataset().isel({CASE: np.flatnonzero(complete)})
+        return tree
+
+    def case(self, position: int, case_id: str) -> xr.Dataset:
+        # consolidated=False: the consolidated metadata lives at the root, not here.
+        return xr.open_zarr(self._store, group=f"{CASES_GROUP}/{case_id}", consolidated=False)
+
+    def affine(self, position: int, case_id: str) -> np.ndarray:
+        return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
+
+    def channel_axis(self, position: int, case_id: str) -> bool:
+        return bool(self._case_attrs(case_id).get("channel_axis", False))
+
+    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+        group = self._groups[case_id]
+        return group[name][...] if name in group else None

@@ -1,0 +1,100 @@
+"""Names, versions and checks shared by the store writers and the reader.
+
+Every name here is part of the store contract (see the package docstring): renaming one
+breaks every store already written, so change ``SCHEMA_VERSION`` with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from zarr.codecs import BloscCodec
+
+from ..errors import StoreError
+
+SCHEMA_VERSION = "1.0"
+LAYOUTS = ("stack", "volumes")
+
+CASE = "case"  # the case dimension, and the array of case ids (so xarray indexes by id)
+CHANNEL = "channel"
+CASES_GROUP = "cases"  # volumes: one subgroup per case under it
+IMAGE = "image"
+MASK = "mask"
+COMPLETE = "complete"
+AFFINE = "affine"
+SPACING = "spacing"
+ORIGIN = "origin"
+SPATIAL = "spatial"  # dimension (and coordinate) of `spacing`: the stored spatial axes
+WORLD = "world"  # dimension (and coordinate) of `origin`: ("S", "A", "R")
+AFFINE_DIMS = ("affine_row", "affine_col")
+LABEL_PREFIX = "label_"
+CLASS_SUFFIX = "_class"
+MISSING_LABEL = -1
+
+ROOT_NAMES = frozenset(
+    {CASE, CASES_GROUP, IMAGE, MASK, COMPLETE, AFFINE, SPACING, ORIGIN, SPATIAL, WORLD}
+)
+
+# Each 1-D per-case array (table columns, labels) is one chunk up to this many cases:
+# a column is then read in one request, yet a 2M-image dataset is not one 100 MB chunk.
+COLUMN_CHUNK = 1 << 20
+
+# The stack's default shard holds about this many uncompressed bytes of image.
+TARGET_SHARD_BYTES = 64 * 1024 * 1024
+
+
+def default_compressor() -> BloscCodec:
+    """Lossless and fast to decode; bit-shuffle suits the low-entropy high bits of
+    int16 HU and uint8/uint16 pixels."""
+    return BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+
+
+def check_node_name(name: Any, what: str, where: str | None = None) -> str:
+    """A name that becomes a Zarr node (group or array) name, or a StoreError.
+
+    Zarr forbids "/" inside a name, "." and ".." as names, and reserves a leading "__";
+    we also refuse "\\", "..", and a leading "." so that a name is never a path trick
+    on any filesystem or object store.
+    """
+    text = name if isinstance(name, str) else None
+    bad = (
+        text is None
+        or text.strip() == ""
+        or any(c in text for c in "/\\")
+        or ".." in text
+        or text.startswith((".", "__"))
+    )
+    if bad:
+        raise StoreError(where, f"{what} {name!r} cannot name a store entry",
+                         hint="use a non-empty name without '/', '\\', '..' or a leading '.'")
+    return text
+
+
+def check_case_id(case_id: Any, where: str | None = None) -> str:
+    return check_node_name(case_id, "case id", where)
+
+
+def label_array_name(label: str) -> str:
+    return LABEL_PREFIX + label
+
+
+def class_coord_name(label: str) -> str:
+    return label + CLASS_SUFFIX
+
+
+def array_info(array) -> dict[str, Any]:
+    """What the root attributes record about one stored array."""
+    meta = array.metadata
+    return {
+        "dims": list(meta.dimension_names or ()),
+        "dtype": str(meta.data_type.to_json(zarr_format=3)),
+        "shape": [int(n) for n in array.shape],
+        "chunks": [int(n) for n in array.chunks],
+        "shards": None if array.shards is None else [int(n) for n in array.shards],
+        "codecs": [codec.to_dict() for codec in array.compressors],
+    }
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

@@ -1,0 +1,96 @@
+"""Volumes layout writer: one group ``cases/<case_id>`` per case, each its own grid.
+
+Each array is one shard (one file per array per case, so N cases make O(N) files
+whatever their slice count) of 2D-slice chunks (a slice decodes alone). The group's
+``medimg_case.complete`` turns true last, after every array of the case is written.
+Different cases touch different groups, so cases can be written concurrently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from .axes import (
+    axis_coords, image_to_stored, is_axis_aligned, mask_to_stored, spatial_dims,
+    stored_origin, stored_spacing,
+)
+from .base import BaseWriter
+from .ngff import ome_attrs
+from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, array_info
+
+CASE_ATTRS = "medimg_case"
+
+
+class VolumesWriter(BaseWriter):
+    layout = "volumes"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cases = self._root.create_group(CASES_GROUP)
+        self._first_path: str | None = None  # a written case, to describe its arrays
+
+    def _write(self, index: int, case: Case) -> None:
+        with self._lock:
+            self._fit_template(case, same_shape=False)
+        image = case.image
+        stored = image_to_stored(image)
+        attrs = case_attrs(case.case_id, image.affine, image.spatial_ndim,
+                           stored.shape[1:], image.has_channels)
+        # overwrite=True: a retry of a case whose first attempt failed half-way.
+        group = self._cases.create_group(
+            case.case_id, overwrite=True,
+            attributes={CASE_ATTRS: attrs, "ome": ome_attrs(case.case_id, image.affine,
+                                                             image.spatial_ndim)},
+        )
+        dims = spatial_dims(image.spatial_ndim)
+        self._array(group, IMAGE, (CHANNEL,) + dims, stored)
+        if case.mask is not None:
+            self._array(group, MASK, dims, mask_to_stored(case.mask.array))
+        for name, values in axis_coords(image.affine, stored.shape[1:]).items():
+            group.create_array(name, data=values, dimension_names=(name,))
+        group.attrs[CASE_ATTRS] = dict(attrs, complete=True)  # last: the case is whole
+        with self._lock:
+            self._first_path = self._first_path or f"{CASES_GROUP}/{case.case_id}"
+
+    def _array(self, group, name: str, dims: tuple[str, ...], data: np.ndarray) -> None:
+        """One shard (the whole array) of 2D-slice chunks."""
+        chunks = (1,) * (data.ndim - 2) + data.shape[-2:]
+        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                   shards=data.shape, compressors=self._compressor,
+                                   dimension_names=dims)
+        array[...] = data
+
+    def _arrays_info(self) -> dict[str, Any]:
+        """Root arrays, plus the image and mask of one case as the pattern of all:
+        null in ``shape``/``chunks``/``shards`` means that case's own extent."""
+        info = self._root_arrays_info()
+        if self._first_path is None:
+            return info
+        group = self._root[self._first_path]
+        for name, array in group.arrays():
+            if name in (IMAGE, MASK):
+                pattern = array_info(array)
+                ndim = len(pattern["shape"])
+                pattern.update(path=f"{CASES_GROUP}/{{case_id}}/{name}", shape=[None] * ndim,
+                               chunks=pattern["chunks"][:-2] + [None, None],
+                               shards=[None] * ndim)
+                info[f"{CASES_GROUP}/*/{name}"] = pattern
+        return info
+
+
+def case_attrs(case_id: str, affine: np.ndarray, spatial_ndim: int,
+               stored_shape: tuple[int, ...], channel_axis: bool) -> dict[str, Any]:
+    """The group's ``medimg_case`` attribute (complete: False until the case is whole)."""
+    return {
+        "case_id": case_id,
+        "affine": affine.tolist(),  # nibabel index order (x, y[, z]): the reverse of dims
+        "spacing": stored_spacing(affine, spatial_ndim).tolist(),  # stored order
+        "origin": stored_origin(affine).tolist(),  # RAS+ as (S, A, R), stored order
+        "shape": [int(n) for n in stored_shape],  # stored spatial shape ([z,] y, x)
+        "axis_aligned": is_axis_aligned(affine, spatial_ndim),
+        "channel_axis": channel_axis,
+        "complete": False,
+    }
