@@ -1,0 +1,80 @@
+"""Read any supported file or DICOM folder into a MedicalImage.
+
+A format is one module with a reader function and its suffixes; ``READERS`` maps each
+suffix to its reader. Folders, ``.dcm`` files and files with an unknown suffix that carry
+the DICOM preamble (e.g. ``CT.1.2.840...`` names) go to the DICOM reader.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ImageReadError, MedimgError
+from ..image import MedicalImage
+from . import dicom, itk, nifti, raster
+
+Reader = Callable[[Path], MedicalImage]
+
+READERS: dict[str, Reader] = {
+    **{suffix: dicom.read_dicom for suffix in dicom.SUFFIXES},
+    **{suffix: nifti.read_nifti for suffix in nifti.SUFFIXES},
+    **{suffix: raster.read_pillow for suffix in raster.PILLOW_SUFFIXES},
+    **{suffix: raster.read_tiff for suffix in raster.TIFF_SUFFIXES},
+    **{suffix: itk.read_itk for suffix in itk.SUFFIXES},
+}
+
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(READERS))
+
+__all__ = ["READERS", "SUPPORTED_SUFFIXES", "read_image", "reader_for"]
+
+
+def read_image(path: str | PathLike) -> MedicalImage:
+    """One image file, or one DICOM series folder, as a MedicalImage.
+
+    Every failure a user can cause raises a MedimgError with a one-line message.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ImageReadError(path, "no such file or folder", hint="check the path")
+    reader = reader_for(path)
+    try:
+        return reader(path)
+    except MedimgError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        # Last resort: a library failure the reader did not anticipate still becomes a
+        # one-line error naming the file (the original stays chained for debugging).
+        raise ImageReadError(
+            path, f"unexpected failure while reading ({type(error).__name__}: {error})",
+            hint="the file may be damaged; please report it if it opens elsewhere",
+        ) from error
+
+
+def reader_for(path: Path) -> Reader:
+    """The reader for a path that exists, chosen by folder / suffix / DICOM preamble."""
+    if path.is_dir():
+        return dicom.read_dicom
+    if not path.is_file():
+        raise ImageReadError(path, "not a regular file or folder", hint="check the path")
+    suffix = _suffix(path)
+    if suffix in READERS:
+        return READERS[suffix]
+    if dicom.is_dicom_file(path):
+        return dicom.read_dicom
+    shown = suffix or "(no suffix)"
+    raise ImageReadError(
+        path, f"unsupported file type {shown}",
+        hint=f"supported: a DICOM folder or file, {', '.join(SUPPORTED_SUFFIXES)}",
+    )
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(READERS, key=len, reverse=True):  # '.nii.gz' before '.gz'
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return suffix
+    return path.suffix.lower()

@@ -1,0 +1,124 @@
+"""NIfTI-1/2 (and FreeSurfer MGH/MGZ) through nibabel, whose conventions MedicalImage uses.
+
+The affine is ``img.affine`` exactly as nibabel reports it (sform, else qform, else the
+fallback from the voxel sizes) so that a volume reads the same here and in nibabel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+
+from ..errors import ImageReadError
+from ..image import MedicalImage
+
+SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
+
+# Every way nibabel (and gzip/zlib below it) reports a damaged or foreign file.
+_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error,
+                gzip.BadGzipFile, nib.spatialimages.HeaderDataError)
+
+
+def read_nifti(path: Path) -> MedicalImage:
+    try:
+        # mmap=False: the pixels must not stay tied to an open file (contract).
+        img = nib.load(path, mmap=False)
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.MGHImage)):
+            # e.g. CIFTI-2 (brain-ordinate matrices), which has no voxel grid
+            raise ImageReadError(
+                path, f"{type(img).__name__} is not a voxel image",
+                hint="only NIfTI-1/2 and MGH volumes are read",
+            )
+        raw = np.asarray(img.dataobj.get_unscaled())
+        slope, inter = _scaling(img)
+    except _READ_ERRORS as error:
+        raise ImageReadError(
+            path, f"cannot read as NIfTI/MGH ({type(error).__name__}: {error})",
+            hint="the file may be truncated or not what its suffix says",
+        ) from error
+
+    intensity: dict[str, Any] = {}
+    array = raw
+    if array.dtype.names:  # RGB24/RGBA32 voxels are structured: make a channel axis
+        array, dropped_alpha = _structured_to_channels(array)
+        intensity.update(photometric="RGB", alpha_dropped=dropped_alpha)
+    if slope is not None:
+        # Same values as nibabel's scaling, computed in float64 and stored as float32.
+        array = (array.astype(np.float64) * slope + inter).astype(np.float32)
+        intensity.update(rescale_slope=slope, rescale_intercept=inter)
+    array, spatial_ndim = _fit_axes(path, array, has_rgb=bool(raw.dtype.names))
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    array = np.ascontiguousarray(array) if not (
+        array.flags.c_contiguous or array.flags.f_contiguous) else array
+
+    fmt = "mgh" if isinstance(img, nib.MGHImage) else "nifti"
+    meta = {
+        "format": fmt,
+        "source_files": [str(path.resolve())],
+        # NIfTI voxels live in scanner/template space by definition; the codes below say
+        # how trustworthy that frame is (0/0 = only voxel sizes were known).
+        "space": "patient",
+        "modality": None,
+        "intensity": intensity,
+        "pixel_spacing_known": True,
+        fmt: _header_facts(img),
+    }
+    image = MedicalImage(array=array, affine=np.array(img.affine, dtype=np.float64),
+                         spatial_ndim=spatial_ndim, meta=meta)
+    return image.recorded("read", reader=fmt, path=str(path), shape=list(raw.shape),
+                          scaled=slope is not None)
+
+
+def _scaling(img) -> tuple[float | None, float | None]:
+    """(slope, intercept) when the header asks for non-trivial scaling, else (None, None)."""
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    if slope == 1.0 and inter == 0.0:
+        return None, None
+    return slope, inter
+
+
+def _structured_to_channels(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    names = [n for n in array.dtype.names if n.upper() != "A"]
+    channels = np.stack([array[n] for n in names], axis=-1)
+    return channels, len(names) < len(array.dtype.names)
+
+
+def _fit_axes(path: Path, array: np.ndarray, has_rgb: bool) -> tuple[np.ndarray, int]:
+    """Spatial axes, then at most one channel axis (time points, echoes, RGB)."""
+    if array.ndim - has_rgb < 2:
+        raise ImageReadError(path, f"{array.ndim - has_rgb}D data of shape {array.shape} "
+                             "is not an image", hint="expected a 2D, 3D or 4D image")
+    spatial = 2 if array.ndim - has_rgb == 2 else 3
+    # Singleton axes after the spatial ones (e.g. a 4D file with one volume, or the
+    # unused 4th axis of a 5D vector file) carry nothing: drop them.
+    extra = [ax for ax in range(spatial, array.ndim) if array.shape[ax] == 1]
+    if array.ndim - len(extra) > spatial + 1:
+        raise ImageReadError(
+            path, f"{array.ndim}D image of shape {array.shape} has more than one "
+            "non-spatial axis",
+            hint="only 2D/3D images with at most one channel/time axis are supported",
+        )
+    return np.squeeze(array, axis=tuple(extra)) if extra else array, spatial
+
+
+def _header_facts(img) -> dict[str, Any]:
+    header = img.header
+    facts: dict[str, Any] = {"shape": [int(n) for n in img.shape],
+                             "dtype": str(header.get_data_dtype())}
+    if isinstance(header, nib.Nifti1Header):  # also Nifti2Header
+        sform, qform = int(header["sform_code"]), int(header["qform_code"])
+        spatial_unit, time_unit = header.get_xyzt_units()
+        facts.update(sform_code=sform, qform_code=qform, spatial_unit=spatial_unit,
+                     time_unit=time_unit, intent=header.get_intent()[0],
+                     version=2 if isinstance(header, nib.Nifti2Header) else 1)
+    return facts

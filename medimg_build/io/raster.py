@@ -1,0 +1,170 @@
+"""Pictures without a patient frame: PNG, JPEG, GIF, BMP (Pillow) and TIFF (tifffile).
+
+Axis convention (MedicalImage): ``i`` runs along a row, ``j`` down the rows, so a picture
+of H rows x W columns becomes an array of shape ``(W, H)`` (``(W, H, 3)`` for colour).
+The affine is the identity: DPI/resolution tags describe printing, not the size of the
+imaged object, so the pixel spacing is reported as unknown (1.0).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ImageReadError
+from ..image import MedicalImage
+
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+SUFFIXES = PILLOW_SUFFIXES + TIFF_SUFFIXES
+
+_FORMAT_NAMES = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
+
+# Pillow modes that convert to 8-bit RGB without losing anything that matters here.
+_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
+
+
+def read_pillow(path: Path) -> MedicalImage:
+    notes: dict[str, Any] = {}
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as pil:
+                notes["frames"] = int(getattr(pil, "n_frames", 1))
+                pil.seek(0)  # GIF/APNG/multi-page: the first frame
+                pil.load()  # decode now, so truncated files fail here
+                pixels, notes = _pillow_pixels(pil, notes)
+                fmt = (pil.format or path.suffix.lstrip(".")).lower()
+                if "dpi" in pil.info:
+                    notes["dpi"] = [float(v) for v in pil.info["dpi"]]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(
+            path, f"image too large ({type(error).__name__}: {error})",
+            hint="raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted",
+        ) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageReadError(
+            path, f"cannot read as {path.suffix.lstrip('.').upper()} image "
+            f"({type(error).__name__}: {error})",
+            hint="the file may be truncated, empty or not what its suffix says",
+        ) from error
+    return _picture(path, pixels, {"jpg": "jpeg"}.get(fmt, fmt), reader="pillow", notes=notes)
+
+
+def _pillow_pixels(pil: Image.Image, notes: dict[str, Any]) -> tuple[np.ndarray, dict]:
+    """Rows-first numpy pixels of the frame, in a mode that keeps the stored values."""
+    mode = notes["mode"] = pil.mode
+    if mode == "P" or mode == "PA":
+        # Palette: expand it; a grey palette stays one channel (e.g. 8-bit X-rays saved
+        # as palette PNG), a coloured one becomes RGB.
+        rgb = np.asarray(pil.convert("RGB"))
+        grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        notes["palette"] = "grey" if grey else "colour"
+        return (np.ascontiguousarray(rgb[..., 0]) if grey else rgb), notes
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        notes["alpha_dropped"] = True
+        pil = pil.convert("RGB" if mode.startswith("RGB") else "L")
+    elif mode == "1":
+        pil = pil.convert("L")  # bilevel: 0/255
+    elif mode in _TO_RGB:
+        pil = pil.convert("RGB")
+    pixels = np.asarray(pil)
+    if mode == "I" and pixels.size and pixels.min() >= 0 and pixels.max() <= 0xFFFF:
+        pixels = pixels.astype(np.uint16)  # 16-bit files that Pillow opens as 32-bit 'I'
+    return pixels, notes
+
+
+def read_tiff(path: Path) -> MedicalImage:
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, pixels = series.axes, series.asarray()
+            page = tif.pages.first
+            photometric = getattr(page.photometric, "name", str(page.photometric))
+            notes = {"axes": axes, "pages": len(tif.pages), "photometric": photometric}
+    except ValueError as error:
+        if "imagecodecs" not in str(error):
+            raise _tiff_error(path, error) from error
+        # Compressions that tifffile cannot decode without imagecodecs (JPEG, ...):
+        # Pillow/libtiff can.
+        return read_pillow(path)
+    except (tifffile.TiffFileError, OSError, EOFError, IndexError, KeyError) as error:
+        raise _tiff_error(path, error) from error
+    pixels = _tiff_rows_first(path, pixels, axes)
+    if photometric == "MINISWHITE" and pixels.dtype.kind == "u":
+        # TIFF's MONOCHROME1: flip it so that higher = brighter, as for DICOM.
+        pixels = np.iinfo(pixels.dtype).max - pixels
+        notes["inverted"] = True
+    return _picture(path, pixels, "tiff", reader="tifffile", notes=notes)
+
+
+def _tiff_error(path: Path, error: Exception) -> ImageReadError:
+    return ImageReadError(
+        path, f"cannot read as TIFF ({type(error).__name__}: {error})",
+        hint="the file may be truncated or not a TIFF",
+    )
+
+
+def _tiff_rows_first(path: Path, pixels: np.ndarray, axes: str) -> np.ndarray:
+    """``(rows, cols[, samples])`` from tifffile's series axes, or an ImageReadError.
+
+    Only single 2D images are accepted: a multi-page stack could be a volume, a time
+    series or unrelated pages, and guessing would give a wrong image without a word.
+    """
+    if axes == "YX":
+        return pixels
+    if axes in ("YXS", "SYX"):
+        if axes == "SYX":  # planar (separate) colour planes
+            pixels = np.moveaxis(pixels, 0, -1)
+        samples = pixels.shape[-1]
+        if samples in (3, 4):
+            return np.ascontiguousarray(pixels[..., :3])  # RGB(A): alpha dropped
+        if samples == 2:
+            return np.ascontiguousarray(pixels[..., 0])  # grey + alpha
+        if samples == 1:
+            return pixels[..., 0]
+    raise ImageReadError(
+        path, f"TIFF holds a {axes} series of shape {pixels.shape}, not one 2D image",
+        hint="multi-page TIFF stacks are not supported; save one image per file "
+        "or convert the stack to NIfTI with its spacing",
+    )
+
+
+def _picture(path: Path, pixels: np.ndarray, fmt: str, reader: str,
+             notes: dict[str, Any]) -> MedicalImage:
+    if pixels.ndim not in (2, 3) or pixels.size == 0:
+        raise ImageReadError(path, f"unexpected pixel array of shape {pixels.shape}",
+                             hint="expected a 2D grey or colour picture")
+    colour = pixels.ndim == 3
+    # (rows, cols[, c]) -> (cols, rows[, c]): i along a row, j down the rows.
+    array = pixels.transpose((1, 0, 2)) if colour else pixels.T
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if colour or not (array.flags.c_contiguous or array.flags.f_contiguous):
+        array = np.ascontiguousarray(array)
+    intensity = {
+        "bits_stored": int(array.dtype.itemsize * 8) if array.dtype.kind in "ui" else None,
+        "signed": array.dtype.kind == "i" if array.dtype.kind in "ui" else None,
+        "photometric": "RGB" if colour else "MONOCHROME2",
+        "inverted": bool(notes.pop("inverted", False)),
+    }
+    if notes.get("alpha_dropped") or (colour and pixels.shape[-1] != 3):
+        intensity["alpha_dropped"] = True
+    meta = {
+        "format": fmt,
+        "source_files": [str(path.resolve())],
+        "space": "image",
+        "modality": None,
+        "intensity": intensity,
+        "pixel_spacing_known": False,
+        "raster": notes,
+    }
+    image = MedicalImage(array=array, affine=np.eye(4), spatial_ndim=2, meta=meta)
+    return image.recorded("read", reader=reader, path=str(path), format=fmt,
+                          mode=notes.get("mode") or notes.get("axes"))
