@@ -135,12 +135,18 @@ def test_2d_rgb_picture():
                                                                               (2, 2, 3)))
 
 
-def test_thin_volume_is_smoothed_too():
-    image = MedicalImage(np.random.default_rng(2).random((40, 40, 3), np.float32),
-                         np.eye(4), 3)
-    result = resize_with_pad(image, (10, 10, 10))
-    assert result.spatial_shape == (10, 10, 10)
-    assert result.history[-1].params["antialias_sigma"] == [1.5, 1.5, 1.5]
+@pytest.mark.parametrize("shape", [(40, 40, 3), (40, 40, 3, 2), (3, 40, 3)])
+def test_thin_images_are_smoothed_too(shape):
+    # Fewer than 4 voxels on an axis: ITK's discrete Gaussian, channel by channel.
+    spatial_ndim = 2 if shape == (3, 40, 3) else 3
+    array = np.ones(shape, np.float32)
+    image = MedicalImage(array, np.eye(4), spatial_ndim)
+    # s = 1/4: the 3 thin voxels become 3/4 of a new voxel, centred on new voxel 2 of 5.
+    target = (10, 10, 5) if spatial_ndim == 3 else (5, 10)
+    result = resize_with_pad(image, target, pad_value=0)
+    assert result.array.shape == target + shape[spatial_ndim:]
+    assert result.history[-1].params["antialias_sigma"] == [1.5] * spatial_ndim
+    assert np.isclose(result.array.max(), 1.0, atol=0.02)  # smoothing keeps a constant
 
 
 def test_records_are_json():

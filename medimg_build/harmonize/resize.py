@@ -21,10 +21,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import GeometryError
-from ..geometry import from_sitk, to_sitk
 from ..image import MedicalImage
 from .orient import image_source
-from .resample import CONTINUOUS, check_interpolation, index_frame, resample_onto
+from .resample import CONTINUOUS, check_interpolation, resample_onto
 
 
 def _check_shape(image: MedicalImage, shape: Sequence[int]) -> np.ndarray:
@@ -43,21 +42,32 @@ def _check_shape(image: MedicalImage, shape: Sequence[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-def _antialias(image: MedicalImage, sigma_voxels: np.ndarray) -> MedicalImage:
+def _antialias(image: MedicalImage, sigma_voxels: float) -> MedicalImage:
     """Gaussian pre-smoothing before downsampling (the skimage ``resize`` rule).
 
-    Done in the voxel index frame, so sigma is in voxels. ITK's recursive Gaussian costs
-    the same for any sigma but needs 4 voxels per axis; thinner images use the discrete
-    (kernel) Gaussian instead.
+    Sigma is in voxels and the same on every axis (one scale factor), so the axis order
+    does not matter: the array goes to ITK as it is, without the (i, j, k) <-> (k, j, i)
+    transposes of ``geometry.to_sitk`` (2 of 3 seconds on a 512x512x300 CT), and without
+    any geometry (a unit grid). ITK's recursive Gaussian costs the same for any sigma but
+    needs 4 voxels per axis; thinner images use the discrete (kernel) Gaussian, which
+    takes no vector pixels, so one channel at a time.
     """
-    source = to_sitk(index_frame(image.replace(array=image.array.astype(np.float32))))
-    sigma = [float(v) for v in sigma_voxels]
+    pixels = np.ascontiguousarray(image.array, dtype=np.float32)
     if min(image.spatial_shape) >= 4:
-        smoothed = sitk.SmoothingRecursiveGaussian(source, sigma)
-    else:
-        width = int(2 * np.ceil(4 * max(sigma)) + 1)
-        smoothed = sitk.DiscreteGaussian(source, [v * v for v in sigma], max(width, 3), 0.01)
-    return image.replace(array=from_sitk(smoothed, image).array)
+        source = sitk.GetImageFromArray(pixels, isVector=image.has_channels)
+        smoothed = sitk.SmoothingRecursiveGaussian(source, float(sigma_voxels))
+        return image.replace(array=sitk.GetArrayFromImage(smoothed))
+    width = max(3, int(2 * np.ceil(4 * sigma_voxels) + 1))
+
+    def discrete(channel: np.ndarray) -> np.ndarray:
+        source = sitk.GetImageFromArray(np.ascontiguousarray(channel))
+        smoothed = sitk.DiscreteGaussian(source, float(sigma_voxels) ** 2, width, 0.01)
+        return sitk.GetArrayFromImage(smoothed)
+
+    if not image.has_channels:
+        return image.replace(array=discrete(pixels))
+    channels = [discrete(pixels[..., c]) for c in range(image.n_channels)]
+    return image.replace(array=np.stack(channels, axis=-1))
 
 
 def resize_with_pad(
@@ -110,7 +120,7 @@ def resize_with_pad(
     source, sigma = image, None
     if s < 1 and interpolation in CONTINUOUS:
         sigma = np.full(n, (1.0 / s - 1.0) / 2.0)
-        source = _antialias(image, sigma)
+        source = _antialias(image, float(sigma[0]))
 
     result = resample_onto(source, affine, target, interpolation, fill_value=pad_value)
     return result.recorded(
