@@ -1,10 +1,12 @@
 """Resample an image to a new voxel spacing, or onto another image's grid (SimpleITK).
 
-Grid convention for ``resample_to_spacing`` (that of nnU-Net and MONAI's ``Spacing``):
-the new grid keeps the origin (the centre of voxel 0) and the direction of the old one,
-and has ``max(1, round(size * old_spacing / new_spacing))`` voxels per axis (numpy's
-round, half to even, as nnU-Net), so that its physical extent ``size * spacing`` equals
-the old one up to half a new voxel. Voxel centres that fall just past the old image's
+Grid convention for ``resample_to_spacing`` (nnU-Net's; MONAI's ``Spacing`` also keeps
+origin and direction): the new grid keeps the origin (the centre of voxel 0) and the
+direction of the old one, and has ``max(1, round(size * old_spacing / new_spacing))``
+voxels per axis (numpy's round, half to even, as nnU-Net), so that its physical extent
+``size * spacing`` equals the old one up to half a new voxel. Keeping voxel 0 in place
+(rather than the grid's centre) keeps the mapping simple: old index ``p`` is new index
+``p * old_spacing / new_spacing``. Voxel centres that fall just past the old image's
 edge (when upsampling) take the nearest edge value instead of a fill value.
 
 Interpolators: ``"linear"`` and ``"bspline"`` (3rd order) give float32 images;
