@@ -70,7 +70,8 @@ def is_axis_aligned(affine: np.ndarray, spatial_ndim: int) -> bool:
     return bool(np.array_equal(block, diagonal) and np.all(np.diagonal(block) > 0))
 
 
-def axis_coords(affine: np.ndarray, stored_spatial_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def axis_coords(affine: np.ndarray,
+                stored_spatial_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     """Voxel-centre positions in mm along each stored spatial axis: origin component +
     index * spacing. Exact for axis-aligned affines; for oblique ones they are only a
     guide and the affine (always stored too) is the truth."""

@@ -73,6 +73,9 @@ class BaseWriter:
         self._compressor = compressor
         self._lock = threading.Lock()
         self._ids: dict[int, str] = {}  # index -> case id, claimed or written
+        # The same ids casefolded: "Case1" and "case1" would be one group on macOS and
+        # Windows filesystems, so ids must differ by more than letter case.
+        self._taken_ids: set[str] = set()
         self._labels = LabelBuffer(n_cases, attrs.get("labels", attrs.get("label_vocabulary")))
         self._template: ImageTemplate | None = None
         self._closed = False
@@ -81,12 +84,13 @@ class BaseWriter:
     def write_case(self, index: int, case: Case) -> None:
         """Write (or, for the stack, buffer) one harmonized case at ``index``."""
         labels = self._claim(index, case)
+        index = int(index)
         try:
             self._check_geometry(case)
             self._write(index, case)
         except BaseException:
             with self._lock:  # let the caller retry or skip this index
-                self._ids.pop(index, None)
+                self._taken_ids.discard(str(self._ids.pop(index, "")).casefold())
                 self._labels.discard(index)
             raise
         with self._lock:
@@ -96,17 +100,19 @@ class BaseWriter:
         if self._closed:
             raise StoreError(self.location, "the store writer is closed")
         if not isinstance(index, (int, np.integer)) or not 0 <= index < self.n_cases:
-            raise StoreError(self.location, f"case index {index!r} is outside 0..{self.n_cases - 1}")
+            raise StoreError(self.location,
+                             f"case index {index!r} is outside 0..{self.n_cases - 1}")
         case_id = check_case_id(case.case_id, self.location)
         with self._lock:
             if index in self._ids:
                 raise StoreError(self.location, f"case index {index} was already written "
                                  f"(as {self._ids[index]!r})")
-            if case_id in self._ids.values():
+            if case_id.casefold() in self._taken_ids:
                 raise StoreError(self.location, f"case id {case_id!r} is written twice",
-                                 hint="case ids must be unique in a store")
+                                 hint="case ids must be unique in a store, ignoring case")
             labels = self._labels.check(case_id, case.labels, self.location)
             self._ids[int(index)] = case_id
+            self._taken_ids.add(case_id.casefold())
         return labels
 
     def _check_geometry(self, case: Case) -> None:

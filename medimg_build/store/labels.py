@@ -31,14 +31,17 @@ class LabelBuffer:
         self._values: dict[int, dict[str, int | np.ndarray]] = {}
 
     def check(self, case_id: str, labels: dict[str, Any], where: str) -> dict[str, Any]:
-        """Validate one case's labels against the kinds seen so far; returns them
-        normalized (ints, int8 vectors)."""
+        """Validate one case's labels against the kinds seen so far (call under the
+        writer's lock); returns them normalized (ints, int8 vectors)."""
         clean = {}
         for name, value in labels.items():
             check_node_name(name, "label name", where)
             vector = np.asarray(value)
             width = None if vector.ndim == 0 else int(vector.size)
-            not_int = vector.dtype.kind not in "iu" if width is not None else not is_integer(vector.item())
+            if width is None:
+                not_int = not is_integer(vector.item())
+            else:
+                not_int = vector.dtype.kind not in "iu"
             if vector.ndim > 1 or not_int:
                 raise StoreError(where, f"case {case_id!r}: label {name!r} = {value!r} is "
                                  "neither an int nor a 1-D int vector")
@@ -47,11 +50,11 @@ class LabelBuffer:
                 raise StoreError(where, f"case {case_id!r}: label {name!r} has "
                                  f"{_describe(width)} but earlier cases have {_describe(known)}")
             clean[name] = int(vector) if width is None else vector.astype(np.int8)
+        for name, value in clean.items():  # the first case to use a label fixes its kind
+            self._widths.setdefault(name, None if np.ndim(value) == 0 else len(value))
         return clean
 
     def add(self, index: int, clean: dict[str, Any]) -> None:
-        for name, value in clean.items():
-            self._widths.setdefault(name, None if np.ndim(value) == 0 else len(value))
         self._values[index] = clean
 
     def discard(self, index: int) -> None:

@@ -23,7 +23,8 @@ from .axes import axis_coords, image_from_stored, mask_from_stored
 from .axes import stored_origin, stored_spacing
 from .labels import read_label
 from .schema import (
-    AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, MASK, SCHEMA_VERSION, label_array_name,
+    AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
+    label_array_name,
 )
 from .table import read_table
 from .volumes import CASE_ATTRS
@@ -62,6 +63,9 @@ def _check_root(root: zarr.Group, location: str) -> dict[str, Any]:
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise StoreError(location, f"store schema {version!r} is not readable by this "
                          f"version (schema {SCHEMA_VERSION})", hint="upgrade medimg-build")
+    if medimg.get("layout") not in LAYOUTS:
+        raise StoreError(location, f"unknown store layout {medimg.get('layout')!r}",
+                         hint="upgrade medimg-build")
     if not medimg.get("finished"):
         raise StoreError(location, "the build that wrote this store did not finish",
                          hint="build it again with --overwrite (or --resume)")
@@ -147,8 +151,8 @@ class MedimgStore:
         """Classification label ``name`` indexed by case_id (multi-label: one column per
         class); -1 = missing/unknown."""
         if label_array_name(name) not in self._root:
-            stored = sorted(k[len("label_"):] for k in self._root.array_keys()
-                            if k.startswith("label_"))
+            stored = sorted(k[len(LABEL_PREFIX):] for k in self._root.array_keys()
+                            if k.startswith(LABEL_PREFIX))
             raise StoreError(self.location, f"no label {name!r} in the store",
                              hint=f"stored labels: {', '.join(stored) or 'none'}")
         return read_label(self._root, name, self._ids, self._complete)

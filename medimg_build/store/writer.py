@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import fsspec
+import numpy as np
 import zarr
 
 from ..errors import StoreError
@@ -36,7 +37,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     if layout not in LAYOUTS:
         raise StoreError(location, f"unknown store layout {layout!r}",
                          hint=f"use one of {', '.join(LAYOUTS)}")
-    if not isinstance(n_cases, int) or n_cases < 1:
+    if not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
         raise StoreError(location, f"a store needs at least one case, got n_cases={n_cases!r}")
     if cases_per_shard is not None and cases_per_shard < 1:
         raise StoreError(location, f"cases_per_shard must be >= 1, got {cases_per_shard}")
@@ -49,7 +50,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     root = zarr.open_group(location, mode="w", zarr_format=3, attributes={"medimg": initial})
     writer_class = StackWriter if layout == "stack" else VolumesWriter
     extra = {"cases_per_shard": cases_per_shard} if layout == "stack" else {}
-    return writer_class(root, location, n_cases, medimg,
+    return writer_class(root, location, int(n_cases), medimg,
                         compressor or default_compressor(), **extra)
 
 
