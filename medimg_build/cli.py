@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-output", metavar="DIR")
     demo.add_argument("--shared-data", metavar="DIR",
                       help="reference data folder (default: $MEDIMG_SHARED_DATA or ../shared/data)")
+    demo.add_argument("--no-shared-data", action="store_true",
+                      help="use only the sample images shipped with the dependencies")
     demo.set_defaults(run=_demo)
 
     inspect = commands.add_parser("inspect", help="describe a store")
@@ -87,7 +89,7 @@ def _build(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.out, args.shared_data)
+    return run_demo(args.out, args.shared_data, use_shared=not args.no_shared_data)
 
 
 def _inspect(args: argparse.Namespace) -> int:

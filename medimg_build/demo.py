@@ -114,9 +114,10 @@ DEMOS = [
 ]
 
 
-def run_demo(out: str | Path, shared_data: str | Path | None = None) -> int:
+def run_demo(out: str | Path, shared_data: str | Path | None = None,
+             use_shared: bool = True) -> int:
     out = Path(out)
-    shared = _find_shared(shared_data)
+    shared = _find_shared(shared_data) if use_shared else None
     out.mkdir(parents=True, exist_ok=True)
     lines, status = [], 0
     for demo in DEMOS:

@@ -39,7 +39,7 @@ class BuildContext:
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     recipe = context.recipe
-    raw = read_image(source.image_path)
+    raw = _with_recipe_facts(read_image(source.image_path), recipe)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
     mask = None
     if source.mask_path is not None:
@@ -51,6 +51,13 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     }
     row = _table_row(source, raw, image, context)
     return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row)
+
+
+def _with_recipe_facts(image: MedicalImage, recipe: Recipe) -> MedicalImage:
+    """Formats without a modality (NIfTI, PNG...) take the recipe's."""
+    if image.meta.get("modality"):
+        return image
+    return image.replace(meta={**image.meta, "modality": recipe.data["modality"]})
 
 
 def harmonize_image(image: MedicalImage, harmonize: dict[str, Any], target_2d: bool = False

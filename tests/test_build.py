@@ -1,0 +1,233 @@
+"""End to end: recipe + source folder -> store -> open_store, on generated and real data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+from PIL import Image
+
+from medimg_build import open_store
+from medimg_build.cli import main
+from medimg_build.privacy import pseudonym_key
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.pipeline import BuildContext, harmonize_case
+from medimg_build.recipe.sources import discover_cases
+
+# An oblique, LPS-stored CT-like volume: the harmonized store must be RAS+ anyway.
+OBLIQUE_LPS = np.array([[-0.8, 0.05, 0.0, 120.0],
+                        [-0.04, -0.8, 0.1, 90.0],
+                        [0.0, 0.2, 2.5, -40.0],
+                        [0.0, 0.0, 0.0, 1.0]])
+
+
+def _ct_volume(seed: int, shape=(40, 36, 12)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(-1000, 1500, size=shape).astype(np.int16)
+    mask = np.zeros(shape, np.uint8)
+    mask[10:20, 8:18, 3:8] = 1
+    mask[25:30, 20:30, 5:10] = 2
+    return image, mask
+
+
+@pytest.fixture
+def volume_source(tmp_path) -> Path:
+    source = tmp_path / "source"
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    for index in range(3):
+        image, mask = _ct_volume(index)
+        nib.save(nib.Nifti1Image(image, OBLIQUE_LPS), source / "images" / f"case{index}.nii.gz")
+        if index != 2:  # masks are optional
+            nib.save(nib.Nifti1Image(mask, OBLIQUE_LPS), source / "labels" / f"case{index}.nii.gz")
+    return source
+
+
+def _volume_recipe():
+    return load_recipe("volume-folder").with_overrides({
+        "harmonize": {"spacing": [1.5, 1.5, 2.0]},
+        "labels": {"segmentation": {"classes": {"0": "background", "1": "liver", "2": "tumour"}}}})
+
+
+def test_volumes_round_trip_equals_in_memory_harmonization(volume_source, tmp_path):
+    recipe = _volume_recipe()
+    out = tmp_path / "ct.zarr"
+    report = build_store(recipe, volume_source, out, progress=False)
+    assert report.ok and sorted(report.built) == ["case0", "case1", "case2"]
+
+    store = open_store(out)
+    assert store.layout == "volumes"
+    assert list(store.cases["case_id"]) == ["case0", "case1", "case2"]
+    context = BuildContext(recipe, volume_source, pseudonym_key(None)[0])
+    for source in discover_cases(recipe, volume_source):
+        expected = harmonize_case(source, context)
+        stored = store.read_image(source.case_id)
+        assert stored.orientation == "RAS"
+        np.testing.assert_array_equal(stored.array, expected.image.array)
+        np.testing.assert_allclose(stored.affine, expected.image.affine, atol=1e-9)
+        mask = store.read_mask(source.case_id)
+        if source.mask_path is None:
+            assert mask is None
+        else:
+            np.testing.assert_array_equal(mask.array, expected.mask.array)
+            assert set(np.unique(mask.array)) <= {0, 1, 2}
+    tree = xr.open_datatree(out, engine="zarr")
+    assert tree["cases/case0/image"].dims == ("channel", "z", "y", "x")
+
+
+def test_table_has_contract_columns_and_no_raw_ids(volume_source, tmp_path):
+    out = tmp_path / "ct.zarr"
+    build_store(_volume_recipe(), volume_source, out, progress=False, key="secret")
+    cases = open_store(out).cases
+    for column in ["case_id", "patient_id", "split", "modality", "organ", "original_shape",
+                   "original_spacing", "original_orientation", "source_files",
+                   "source_sha256", "intensity", "steps"]:
+        assert column in cases, column
+    assert cases.loc[0, "original_orientation"] == "LPS"
+    assert cases.loc[0, "intensity"]["window"] == [-1024, 3071]
+    assert not (cases["patient_id"] == cases["case_id"]).any()
+    assert [s["name"] for s in cases.loc[0, "steps"]][:2] == ["read", "to_ras"]
+    cases.to_parquet(tmp_path / "cases.parquet")
+
+
+def _chest_source(root: Path, rows: list[tuple[str, str, str]]) -> Path:
+    (root / "images_001" / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, _, _ in rows:
+        pixels = rng.integers(0, 256, size=(80, 100)).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images_001" / "images" / name)
+    with open(root / "Data_Entry_2017.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Image Index", "Finding Labels", "Follow-up #", "Patient ID",
+                         "Patient Age", "Patient Gender", "View Position"])
+        for name, findings, patient in rows:
+            writer.writerow([name, findings, "0", patient, "58", "M", "PA"])
+    return root
+
+
+def test_stack_of_xrays_with_multilabel_findings(tmp_path):
+    rows = [("00000001_000.png", "Cardiomegaly", "1"),
+            ("00000001_001.png", "Cardiomegaly|Effusion", "1"),
+            ("00000002_000.png", "No Finding", "2"),
+            ("00000003_000.png", "", "3")]
+    source = _chest_source(tmp_path / "nih", rows)
+    recipe = load_recipe("nih-chestxray14").with_overrides({"harmonize": {"shape": [64, 64]}})
+    out = tmp_path / "chest.zarr"
+    assert build_store(recipe, source, out, progress=False).ok
+
+    ds = xr.open_zarr(out)
+    assert ds["image"].dims == ("case", "channel", "y", "x")
+    assert ds["image"].shape == (4, 1, 64, 64)
+    assert ds["image"].dtype == np.float16
+    assert float(ds["image"].max()) <= 1.0 and float(ds["image"].min()) >= 0.0
+    findings = ds["label_finding"].sel(case="00000001_001").values
+    classes = list(ds["finding_class"].values)
+    assert findings[classes.index("Cardiomegaly")] == 1 and findings[classes.index("Effusion")] == 1
+    assert findings.sum() == 2
+    assert (ds["label_finding"].sel(case="00000002_000").values == 0).all()
+    assert (ds["label_finding"].sel(case="00000003_000").values == -1).all()
+    cases = open_store(out).cases.set_index("case_id")
+    # Two images of patient 1: one pseudonym, one split.
+    assert cases.loc["00000001_000", "patient_id"] == cases.loc["00000001_001", "patient_id"]
+    assert cases.loc["00000001_000", "split"] == cases.loc["00000001_001", "split"]
+    assert cases.loc["00000001_000", "view_position"] == "PA"
+
+
+def test_cli_recipe_mistake_is_one_line(tmp_path, capsys, volume_source):
+    bad = tmp_path / "bad.yaml"
+    recipe = load_recipe("volume-folder").data | {"harmonise": {}}
+    bad.write_text(json.dumps(recipe))
+    code = main(["build", str(bad), "--source", str(volume_source), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and str(bad) in err and "'harmonise' was unexpected" in err
+
+
+def test_cli_missing_source_folder(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    code = main(["build", "volume-folder", "--source", str(missing), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert str(missing) in err and "does not exist" in err
+
+
+def test_corrupt_file_fails_its_case_only(volume_source, tmp_path, capsys):
+    corrupt = volume_source / "images" / "case9.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00 this is not a gzip stream")
+    out = tmp_path / "ct.zarr"
+    args = ["build", "volume-folder", "--source", str(volume_source), "--out", str(out),
+            "--set", "harmonize.spacing=[2,2,2]", "--set",
+            'labels.segmentation.classes={"0": background, "1": a, "2": b}', "--quiet"]
+    assert main(args) == 1
+    output = capsys.readouterr().out
+    failure = [line for line in output.splitlines() if "failed case9" in line]
+    assert len(failure) == 1 and str(corrupt) in failure[0]
+    assert "3 case(s) built, 1 failed" in output
+    assert list(open_store(out).cases["case_id"]) == ["case0", "case1", "case2"]
+    assert main(args + ["--overwrite", "--allow-failures"]) == 0
+
+
+def test_mask_on_another_grid_is_refused_naming_both_files(volume_source, tmp_path):
+    image, mask = _ct_volume(0)
+    shifted = OBLIQUE_LPS.copy()
+    shifted[0, 3] += 3.0
+    nib.save(nib.Nifti1Image(mask, shifted), volume_source / "labels" / "case0.nii.gz")
+    report = build_store(_volume_recipe(), volume_source, tmp_path / "o.zarr", progress=False)
+    error = report.failed["case0"]
+    assert "labels/case0.nii.gz" in error and "images/case0.nii.gz" in error and "mm" in error
+
+
+def test_real_ct_with_segmentation(shared_data, tmp_path):
+    """The real TotalSegmentator CT (DICOM, J2K, intercept -1024) with its segmentation."""
+    base = shared_data / "totalsegmentator"
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    (source / "images" / "ct").symlink_to(base / "example_ct_dicom")
+    (source / "labels" / "ct.nii.gz").symlink_to(base / "example_seg_dicom.nii.gz")
+    seg = np.asanyarray(nib.load(base / "example_seg_dicom.nii.gz").dataobj)
+    classes = {str(int(v)): f"s{int(v)}" for v in np.unique(seg)}
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"labels": {"segmentation": {"classes": classes}}})
+    out = tmp_path / "ct.zarr"
+    assert build_store(recipe, source, out, progress=False).ok
+    store = open_store(out)
+    image, mask = store.read_image("ct"), store.read_mask("ct")
+    assert image.array.dtype == np.int16 and image.spacing == pytest.approx((1.5, 1.5, 1.5))
+    assert -1024 <= image.array.min() and image.array.max() <= 3071
+    assert mask.array.shape == image.array.shape[:3]
+    # Nearest-neighbour resampling keeps label values and roughly each label's volume.
+    assert set(np.unique(mask.array)) <= {int(v) for v in np.unique(seg)}
+    original = nib.load(base / "example_seg_dicom.nii.gz")
+    voxel_ml = np.prod(original.header.get_zooms()[:3]) / 1000
+    for value in [5, 52]:  # two large structures
+        before = (seg == value).sum() * voxel_ml
+        after = (mask.array == value).sum() * 1.5**3 / 1000
+        assert after == pytest.approx(before, rel=0.1)
+
+
+def test_demo_builds_every_store(shared_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEDIMG_SHARED_DATA", str(shared_data))
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    output = capsys.readouterr().out
+    for name in ["pydicom-ct", "nibabel-mr", "totalsegmentator-ct", "chest-xray"]:
+        assert (tmp_path / "demo" / f"{name}.zarr").is_dir(), output
+        assert f"{name}" in output
+    assert "skipped" not in output and "failed" not in output
+    chest = open_store(tmp_path / "demo" / "chest-xray.zarr")
+    assert len(chest.cases) >= 5
+    assert main(["inspect", str(tmp_path / "demo" / "chest-xray.zarr")]) == 0
+
+
+def test_demo_works_without_shared_data(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-shared-data"]) == 0
+    output = capsys.readouterr().out
+    assert (tmp_path / "demo" / "pydicom-ct.zarr").is_dir()
+    assert (tmp_path / "demo" / "nibabel-mr.zarr").is_dir()
+    assert "chest-xray           skipped" in output
