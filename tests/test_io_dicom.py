@@ -35,6 +35,8 @@ LOSSLESS_SYNTAXES = {
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless Only",
 }
 
+SIIM_CR = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+
 # 4D (time / diffusion) series are a later issue; failing/ has its own tests below.
 NOT_PLAIN_VOLUMES = ("dti", "fmri", "failing")
 
@@ -157,6 +159,45 @@ def test_one_image_in_nine_transfer_syntaxes(shared_data):
         assert image.array.dtype.isnative
 
 
+DCM2NIIX_REFERENCES = [
+    ("dcm_qa_ts", f"{k}.dcm", f"{k}.nii") for k in range(1, 10)
+] + [
+    ("dcm_qa_12bit", "12bitUnsigned.dcm", "2.nii"),
+    ("dcm_qa_12bit", "12bitUnsigned_0x0F0F.dcm", "3.nii"),
+    ("dcm_qa_12bit", "12bitSigned_0x0F0F.dcm", "4.nii"),
+]
+
+
+@pytest.mark.parametrize(("folder", "dcm", "ref"), DCM2NIIX_REFERENCES,
+                         ids=[f"{f}/{d}" for f, d, _ in DCM2NIIX_REFERENCES])
+def test_siemens_mosaic_matches_dcm2niix(shared_data, folder, dcm, ref):
+    # Each file is a Siemens mosaic: 35 slices of 64x64 tiled in one 384x384 image.
+    # Tiles, their positions (IPP of the mosaic shifted to the tile) and the 12-bit
+    # masking / sign extension must give exactly what dcm2niix wrote.
+    image = read_image(shared_data / folder / "In" / dcm)
+    truth = nib.as_closest_canonical(nib.load(shared_data / folder / "Ref" / ref))
+    ours = canonical(image.array, image.affine)
+    assert ours.shape == truth.shape == (64, 64, 35)
+    np.testing.assert_allclose(ours.affine, truth.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asanyarray(ours.dataobj), np.asanyarray(truth.dataobj))
+
+
+def test_mosaic_without_csa_header_uses_the_public_tags(shared_data, tmp_path):
+    source = shared_data / "dcm_qa_ts/In/1.dcm"
+    reference = read_image(source)
+    ds = pydicom.dcmread(source)
+    del ds[0x0029, 0x1010]  # CSA image header (slice normal, mosaic count)
+    ds.save_as(tmp_path / "no_csa.dcm")
+    image = read_image(tmp_path / "no_csa.dcm")
+    np.testing.assert_array_equal(image.array, reference.array)
+    np.testing.assert_allclose(image.affine, reference.affine, atol=1e-4)
+    del ds[0x0019, 0x100A]  # NumberOfImagesInMosaic: nothing left to untile with
+    ds.save_as(tmp_path / "no_count.dcm")
+    with pytest.raises(DicomSeriesError) as caught:
+        read_image(tmp_path / "no_count.dcm")
+    assert "mosaic" in one_line(caught.value, tmp_path / "no_count.dcm")
+
+
 def test_pydicom_small_mr_in_every_encoding():
     reference = read_image(PYDICOM_FILES / "MR_small.dcm")
     for name in ("MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm",
@@ -181,7 +222,8 @@ def test_totalsegmentator_ct_is_in_hu_on_the_segmentation_grid(shared_data):
     assert ct.array.min() == -1024  # air outside the body: stored 0 + intercept
     assert ct.array.max() > 1000  # bone
 
-    seg = nib.as_closest_canonical(nib.load(shared_data / "totalsegmentator/example_seg_dicom.nii.gz"))
+    seg_path = shared_data / "totalsegmentator/example_seg_dicom.nii.gz"
+    seg = nib.as_closest_canonical(nib.load(seg_path))
     ours = canonical(ct.array, ct.affine)
     assert ours.shape == seg.shape == (512, 512, 20)
     np.testing.assert_allclose(ours.affine, seg.affine, atol=1e-3)
@@ -202,7 +244,7 @@ def test_extensionless_single_dicom_file(shared_data):
 def test_monochrome1_is_inverted_to_match_monochrome2(shared_data):
     folder = shared_data / "torchxrayvision/tests"
     fake = folder / "Fake_MONOHR1.dcm"
-    siim = folder / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+    siim = folder / SIIM_CR
     # The fake stores the very same pixel bytes, only relabelled MONOCHROME1...
     assert pydicom.dcmread(fake).PixelData == pydicom.dcmread(siim).PixelData
     mono1, mono2 = read_image(fake), read_image(siim)
@@ -214,7 +256,7 @@ def test_monochrome1_is_inverted_to_match_monochrome2(shared_data):
 
 
 def test_cr_without_orientation_is_a_2d_picture_with_pixel_spacing(shared_data):
-    siim = shared_data / "torchxrayvision/tests/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+    siim = shared_data / "torchxrayvision/tests" / SIIM_CR
     image = read_image(siim)
     ds = pydicom.dcmread(siim)
     assert image.spatial_ndim == 2
@@ -327,8 +369,12 @@ def test_two_slice_series_reads_like_dicom2nifti(shared_data):
     np.testing.assert_array_equal(np.asanyarray(ours.dataobj), np.asanyarray(truth.dataobj))
 
 
-def test_4d_series_is_refused_not_stacked(shared_data):
-    folder = shared_data / "dicom2nifti/ge/fmri/001"
+@pytest.mark.parametrize("rel", ["dicom2nifti/ge/fmri/001", "dicom2nifti/philips_enhanced/dti/001",
+                                 "dcm_qa_nih/In/20180918Si/mr_0003",
+                                 "dcm_qa_nih/In/20180918GE/mr_0005"])
+def test_4d_series_is_refused_not_stacked(shared_data, rel):
+    # classic GE slices, an enhanced Philips file, Siemens mosaics: all 4D
+    folder = shared_data / rel
     with pytest.raises(DicomSeriesError) as caught:
         read_image(folder)
     assert "4D" in one_line(caught.value, folder)

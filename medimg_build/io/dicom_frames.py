@@ -1,0 +1,340 @@
+"""Frames of a DICOM series and the volume geometry they define.
+
+A frame is one 2D image: a classic single-frame file, one frame of an enhanced
+multi-frame file (geometry from its functional groups), or one tile of a Siemens mosaic.
+All three go through the same ordering and checks, the way dcm2niix and dicom2nifti do:
+
+* slices are ordered by the projection of ImagePositionPatient (IPP) on the slice normal
+  (row x column cosine of ImageOrientationPatient, IOP), never by InstanceNumber or file
+  name, which scanners and anonymizers get wrong;
+* the slice step is measured from the positions; SliceThickness is the excitation
+  thickness, which differs from the spacing for gapped or overlapping acquisitions;
+* slices that are not one clean volume (missing slice, uneven spacing, mixed orientation,
+  duplicate positions, gantry tilt) raise a DicomSeriesError naming the problem, instead
+  of being stacked into a silently wrong volume.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from ..errors import DicomSeriesError
+
+# Tolerances, chosen like dcm2niix/dicom2nifti: scanners write positions with ~1e-5 mm
+# rounding, a missing slice or a real gap is of the order of the spacing itself.
+SPACING_RTOL = 1e-2  # relative deviation of one gap from the median gap
+SPACING_ATOL_MM = 0.05  # or absolute deviation, whichever is larger
+ORIENTATION_ATOL = 1e-3  # difference of direction cosines between slices
+DUPLICATE_MM = 1e-3  # two slices closer than this along the normal are "the same"
+TILT_SINE_TOL = 1e-2  # ~0.6 degrees between the slice step and the slice normal
+
+
+@dataclass
+
+
+class Frame:
+    """One 2D image: a classic file, a frame of a multi-frame file, or a mosaic tile."""
+
+    path: Path
+    dataset: Dataset
+    index: int | None  # frame (or mosaic tile) number inside its file; None: classic file
+    position: np.ndarray | None  # IPP, LPS mm
+    orientation: np.ndarray | None  # IOP, six direction cosines
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns) mm
+    thickness: float | None
+    slope: float
+    intercept: float
+
+
+def floats(value, count: int) -> np.ndarray | None:
+    try:
+        array = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return array if array.size == count else None
+
+
+def frames_of(folder: Path, members: list[tuple[Path, Dataset]]) -> list[Frame]:
+    frames: list[Frame] = []
+    for path, dataset in members:
+        n_frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        if "PerFrameFunctionalGroupsSequence" in dataset:
+            if len(members) > 1:
+                raise DicomSeriesError(
+                    folder, f"series holds {len(members)} multi-frame files",
+                    hint="series split over several enhanced multi-frame files are "
+                    "not supported yet; point at one file",
+                )
+            frames.extend(_enhanced_frames(path, dataset))
+        elif n_frames > 1:
+            raise DicomSeriesError(
+                path, f"multi-frame image ({n_frames} frames, "
+                f"{dataset.get('SOPClassUID', 'unknown SOP class')}) without "
+                "per-frame functional groups is not supported yet",
+                hint="cine/ultrasound/nuclear multi-frame files have no volume geometry; "
+                "convert them with dcm2niix",
+            )
+        elif _is_mosaic(dataset):
+            frames.extend(_mosaic_frames(path, dataset))
+        else:
+            frames.append(_classic_frame(path, dataset))
+    return frames
+
+
+def _classic_frame(path: Path, dataset: Dataset) -> Frame:
+    spacing = floats(dataset.get("PixelSpacing"), 2)
+    return Frame(
+        path=path,
+        dataset=dataset,
+        index=None,
+        position=floats(dataset.get("ImagePositionPatient"), 3),
+        orientation=floats(dataset.get("ImageOrientationPatient"), 6),
+        pixel_spacing=None if spacing is None else (spacing[0], spacing[1]),
+        thickness=optional_float(dataset.get("SliceThickness")),
+        slope=optional_float(dataset.get("RescaleSlope")) or 1.0,
+        intercept=optional_float(dataset.get("RescaleIntercept")) or 0.0,
+    )
+
+
+def _enhanced_frames(path: Path, dataset: Dataset) -> list[Frame]:
+    # A functional group holds for one frame when present in its per-frame item, and for
+    # all frames when present in the shared item (PS3.3 C.7.6.16).
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    shared_item = shared[0] if shared else Dataset()
+    frames = []
+    for index, item in enumerate(dataset.PerFrameFunctionalGroupsSequence):
+
+        def group(name: str, item=item) -> Dataset:
+            for source in (item, shared_item):
+                if name in source and len(source[name].value):
+                    return source[name].value[0]
+            return dataset  # old converters leave the attribute at the top level
+
+        measures = group("PixelMeasuresSequence")
+        transform = group("PixelValueTransformationSequence")
+        spacing = floats(measures.get("PixelSpacing"), 2)
+        frames.append(
+            Frame(
+                path=path,
+                dataset=dataset,
+                index=index,
+                position=floats(group("PlanePositionSequence").get("ImagePositionPatient"), 3),
+                orientation=floats(
+                    group("PlaneOrientationSequence").get("ImageOrientationPatient"), 6
+                ),
+                pixel_spacing=None if spacing is None else (spacing[0], spacing[1]),
+                thickness=optional_float(measures.get("SliceThickness")),
+                slope=optional_float(transform.get("RescaleSlope")) or 1.0,
+                intercept=optional_float(transform.get("RescaleIntercept")) or 0.0,
+            )
+        )
+    return frames
+
+
+def _is_mosaic(dataset: Dataset) -> bool:
+    image_type = [str(v).upper() for v in (dataset.get("ImageType") or [])]
+    return "MOSAIC" in image_type
+
+
+def _mosaic_layout(path: Path, dataset: Dataset):
+    """(tiles, tiles per side, tile rows, tile cols, CSA slice normal or None)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel.nicom announces itself as experimental
+        from nibabel.nicom import csareader
+
+    try:
+        csa = csareader.get_csa_header(dataset, "image")
+    except Exception:  # noqa: BLE001 - damaged or stripped private header
+        csa = None
+    count = csareader.get_n_mosaic(csa) if csa else None
+    if not count and (0x0019, 0x100A) in dataset:  # Siemens NumberOfImagesInMosaic
+        count = dataset[0x0019, 0x100A].value
+    if not count:
+        raise DicomSeriesError(
+            path, "Siemens mosaic without NumberOfImagesInMosaic (private tags removed?)",
+            hint="convert the original, non-anonymized files with dcm2niix",
+        )
+    count = int(count)
+    per_side = int(np.ceil(np.sqrt(count)))
+    normal = csareader.get_slice_normal(csa) if csa else None
+    return count, per_side, int(dataset.Rows) // per_side, int(dataset.Columns) // per_side, (
+        None if normal is None else np.asarray(normal, dtype=np.float64))
+
+
+def _mosaic_frames(path: Path, dataset: Dataset) -> list[Frame]:
+    """The slices tiled in a Siemens mosaic, each with its own position.
+
+    The mosaic's IPP is that of a slice as large as the whole mosaic, centred where the
+    real slices are: shift it by half the size difference (dcm2niix, nibabel do the same).
+    Tiles are stacked along CSA's SliceNormalVector, SpacingBetweenSlices apart.
+    """
+    count, _, tile_rows, tile_cols, normal = _mosaic_layout(path, dataset)
+    template = _classic_frame(path, dataset)
+    if template.orientation is None or template.position is None:
+        raise DicomSeriesError(path, "Siemens mosaic without ImagePositionPatient/"
+                               "ImageOrientationPatient", hint="convert it with dcm2niix")
+    row_spacing, col_spacing = template.pixel_spacing or (1.0, 1.0)
+    row_cosine, col_cosine = template.orientation[:3], template.orientation[3:]
+    first = (template.position
+             + row_cosine * col_spacing * (int(dataset.Columns) - tile_cols) / 2
+             + col_cosine * row_spacing * (int(dataset.Rows) - tile_rows) / 2)
+    if normal is None:
+        normal = np.cross(row_cosine, col_cosine)  # no CSA: assume the right-handed normal
+    gap = (optional_float(dataset.get("SpacingBetweenSlices"))
+           or template.thickness or 1.0)
+    return [
+        Frame(path=path, dataset=dataset, index=k, position=first + k * gap * normal,
+               orientation=template.orientation, pixel_spacing=template.pixel_spacing,
+               thickness=template.thickness, slope=template.slope,
+               intercept=template.intercept)
+        for k in range(count)
+    ]
+
+
+def _mosaic_tiles(path: Path, dataset: Dataset, pixels: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` mosaic to ``(tiles, tile_rows, tile_cols)``, row-major tile order."""
+    count, per_side, tile_rows, tile_cols, _ = _mosaic_layout(path, dataset)
+    if pixels.ndim != 2 or pixels.shape != (per_side * tile_rows, per_side * tile_cols):
+        raise DicomSeriesError(path, f"mosaic of shape {pixels.shape} cannot hold {count} "
+                               "tiles", hint="the mosaic header is inconsistent")
+    tiles = pixels.reshape(per_side, tile_rows, per_side, tile_cols).transpose(0, 2, 1, 3)
+    return tiles.reshape(per_side * per_side, tile_rows, tile_cols)[:count]
+
+
+def optional_float(value) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def volume_geometry(where: Path, frames: list[Frame]) -> tuple[list[Frame], np.ndarray, dict]:
+    """Sorted frames, the LPS affine and geometry facts, or a DicomSeriesError."""
+    iop = frames[0].orientation
+    if any(not np.allclose(f.orientation, iop, atol=ORIENTATION_ATOL) for f in frames):
+        n_orient = len({tuple(np.round(f.orientation, 3)) for f in frames})
+        raise DicomSeriesError(
+            where, f"mixed orientation: {len(frames)} slices in {n_orient} different "
+            "ImageOrientationPatient planes (e.g. a 3-plane localizer)",
+            hint="split the slices into one folder per orientation",
+        )
+    row_cosine = iop[:3] / np.linalg.norm(iop[:3])
+    col_cosine = iop[3:] / np.linalg.norm(iop[3:])
+    normal = np.cross(row_cosine, col_cosine)
+    distances = np.array([f.position @ normal for f in frames])
+    order = np.argsort(distances, kind="stable")
+    frames = [frames[k] for k in order]
+    distances = distances[order]
+    row_spacing, col_spacing = frames[0].pixel_spacing or (1.0, 1.0)
+    facts: dict[str, Any] = {"pixel_spacing_known": frames[0].pixel_spacing is not None}
+
+    if len(frames) == 1:
+        # One slice: nothing to measure, so the slab is as thick as the slice (dcm2niix).
+        step = normal * (frames[0].thickness or 1.0)
+        facts.update(
+            slice_spacing=float(np.linalg.norm(step)),
+            slice_spacing_source="SliceThickness" if frames[0].thickness else "default 1.0",
+        )
+    else:
+        _check_positions(where, frames, distances, normal)
+        step = (frames[-1].position - frames[0].position) / (len(frames) - 1)
+        facts.update(slice_spacing=float(distances[-1] - distances[0]) / (len(frames) - 1),
+                     slice_spacing_source="ImagePositionPatient")
+    lps = np.eye(4)
+    lps[:3, 0] = row_cosine * col_spacing  # i runs along a row: next column
+    lps[:3, 1] = col_cosine * row_spacing  # j runs down a column: next row
+    lps[:3, 2] = step
+    lps[:3, 3] = frames[0].position
+    return frames, lps, facts
+
+
+def _check_positions(where: Path, frames, distances: np.ndarray, normal: np.ndarray) -> None:
+    gaps = np.diff(distances)
+    n_distinct = 1 + int(np.count_nonzero(gaps > DUPLICATE_MM))
+    if n_distinct < len(frames):
+        raise DicomSeriesError(
+            where, f"{len(frames)} slices at only {n_distinct} distinct positions "
+            "(duplicate slices, or a 4D time/diffusion series, which is not supported yet)",
+            hint="remove duplicated files, or split the volumes into one folder each",
+        )
+    problems = []
+    mean_gap = (distances[-1] - distances[0]) / (len(frames) - 1)
+    typical = float(np.median(gaps))
+    tolerance = max(SPACING_ATOL_MM, SPACING_RTOL * typical)
+    if (np.abs(gaps - typical) > tolerance).any():
+        # Gaps that are whole multiples of the smallest one: slices are missing.
+        base = float(gaps.min())
+        ratios = gaps / base
+        if np.allclose(ratios, np.round(ratios), atol=0.1) and (ratios > 1.5).any():
+            missing = int(np.round(ratios).sum() - ratios.size)
+            problems.append(
+                f"missing slice: {missing} slice(s) missing from a stack spaced "
+                f"{base:.4g} mm (gaps of {_mm(gaps[ratios > 1.5])} mm)"
+            )
+        else:
+            problems.append(
+                f"uneven spacing: gaps between slices range from {gaps.min():.4g} to "
+                f"{gaps.max():.4g} mm (mean {mean_gap:.4g} mm)"
+            )
+    travel = frames[-1].position - frames[0].position
+    sine = np.linalg.norm(np.cross(travel / np.linalg.norm(travel), normal))
+    if sine > TILT_SINE_TOL:
+        problems.append(
+            f"gantry tilt or sheared stack: slices move {np.degrees(np.arcsin(min(sine, 1))):.2f} "
+            "degrees off the slice normal"
+        )
+    if problems:
+        raise DicomSeriesError(
+            where, "; ".join(problems),
+            hint="the slices do not form one regular volume; "
+            "check the series for missing files or resample it with dcm2niix",
+        )
+
+
+def _mm(values: np.ndarray) -> str:
+    return ", ".join(f"{v:.4g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+
+
+def planar_geometry(frame: Frame) -> tuple[np.ndarray, dict]:
+    """Projection images (CR, DX, MG, SC) have no patient frame: spacing only."""
+    dataset = frame.dataset
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        spacing = floats(dataset.get(keyword), 2)
+        if spacing is not None and np.all(spacing > 0):
+            affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])
+            # ImagerPixelSpacing is measured at the detector, not at the patient
+            # (magnification uncorrected); the source says which one this is.
+            return affine, {"pixel_spacing_known": True, "pixel_spacing_source": keyword}
+    return np.eye(4), {"pixel_spacing_known": False, "pixel_spacing_source": None}
+
+
+def frame_stack(path: Path, dataset: Dataset, pixels: np.ndarray) -> np.ndarray:
+    """A file's decoded pixels as ``(frames, rows, cols[, samples])``, indexed like its frames."""
+    if "PerFrameFunctionalGroupsSequence" in dataset:
+        return _frames_first(path, dataset, pixels)
+    return _mosaic_tiles(path, dataset, pixels)
+
+
+def _frames_first(path: Path, dataset: Dataset, pixels: np.ndarray) -> np.ndarray:
+    # pydicom drops the frame axis of a one-frame file; put it back.
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if pixels.ndim == (2 if samples == 1 else 3):
+        pixels = pixels[np.newaxis]
+    n_items = len(dataset.PerFrameFunctionalGroupsSequence)
+    if pixels.shape[0] != n_items:
+        raise DicomSeriesError(
+            path, f"pixel data holds {pixels.shape[0]} frames but the header describes "
+            f"{n_items}", hint="the multi-frame file is inconsistent or truncated",
+        )
+    return pixels

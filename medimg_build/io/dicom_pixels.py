@@ -1,0 +1,109 @@
+"""Pixel values of DICOM frames: decoding, stacking, MONOCHROME1 and the modality LUT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from ..errors import DicomSeriesError, ImageReadError
+from .dicom_frames import Frame, frame_stack
+
+
+def _decode(path: Path, dataset: Dataset) -> np.ndarray:
+    try:
+        # pydicom decodes compressed transfer syntaxes through its plugins (pylibjpeg,
+        # Pillow) and converts YBR colour to RGB; nothing else is applied here.
+        pixels = dataset.pixel_array
+    except Exception as error:  # noqa: BLE001 - plugin errors have no common base class
+        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
+        raise ImageReadError(
+            path, f"cannot decode pixel data ({name}; {type(error).__name__}: {error})",
+            hint="the file may be truncated, or needs a pylibjpeg/gdcm plugin",
+        ) from error
+    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, dataset)
+    return pixels
+
+
+def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
+    """Stored values of the (sorted) frames as one ``(n, rows, cols[, samples])`` array."""
+    stack = None
+    decoded: dict[Path, np.ndarray] = {}
+    for k, frame in enumerate(frames):
+        if frame.index is None:
+            pixels = _decode(frame.path, frame.dataset)
+        else:
+            if frame.path not in decoded:
+                all_frames = _decode(frame.path, frame.dataset)
+                decoded[frame.path] = frame_stack(frame.path, frame.dataset, all_frames)
+            pixels = decoded[frame.path][frame.index]
+        if stack is None:
+            stack = np.empty((len(frames),) + pixels.shape, dtype=pixels.dtype)
+        elif pixels.shape != stack.shape[1:]:
+            raise DicomSeriesError(
+                where, f"slices of different sizes: {frame.path.name} is "
+                f"{pixels.shape} while the first slice is {stack.shape[1:]}",
+                hint="the folder mixes images of different series or matrix sizes",
+            )
+        elif pixels.dtype != stack.dtype:
+            stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
+        stack[k] = pixels
+    return stack
+
+
+def invert_monochrome1(stack: np.ndarray, bits_stored: int, signed: bool) -> tuple[np.ndarray, int]:
+    """MONOCHROME1 shows low values bright; flip it so that higher = brighter everywhere.
+
+    Unsigned: ``(2**bits_stored - 1) - v``. Signed: ``-1 - v`` (bitwise NOT), which maps the
+    stored range ``[-2**(b-1), 2**(b-1) - 1]`` onto itself reversed, without overflow.
+    """
+    if signed:
+        return np.invert(stack), -1
+    top = (1 << bits_stored) - 1
+    if stack.size and int(stack.max()) > top:  # header understates the bits in use
+        top = (1 << (stack.dtype.itemsize * 8)) - 1
+    return (top - stack).astype(stack.dtype), top
+
+
+def rescale(stack: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, str]:
+    """Modality LUT (RescaleSlope/Intercept), frame by frame; how it was stored."""
+    slopes = np.array([f.slope for f in frames])
+    intercepts = np.array([f.intercept for f in frames])
+    if np.all(slopes == 1) and np.all(intercepts == 0):
+        return stack, "none"
+    uniform = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
+    if uniform and slopes[0] == 1 and float(intercepts[0]).is_integer():
+        low = int(stack.min()) + int(intercepts[0])
+        high = int(stack.max()) + int(intercepts[0])
+        info = np.iinfo(np.int16)
+        if info.min <= low and high <= info.max:
+            out = np.empty(stack.shape, dtype=np.int16)
+            for k in range(stack.shape[0]):  # slice by slice: no full int32 temporary
+                out[k] = stack[k].astype(np.int32) + int(intercepts[0])
+            return out, "int16"
+    # Computed in float64 (exact for every stored integer), stored as float32.
+    out = np.empty(stack.shape, dtype=np.float32)
+    for k in range(stack.shape[0]):
+        out[k] = stack[k].astype(np.float64) * slopes[k] + intercepts[k]
+    return out, "float32"
+
+
+def to_index_order(stack: np.ndarray, spatial_ndim: int) -> np.ndarray:
+    """``(n, rows, cols[, samples])`` to ``(cols, rows[, n])[, samples]`` (i along a row)."""
+    colour = stack.ndim == 4
+    if spatial_ndim == 2:
+        stack = stack[0]
+        array = stack.transpose((1, 0, 2)) if colour else stack.T
+    else:
+        array = stack.transpose((2, 1, 0, 3)) if colour else stack.transpose((2, 1, 0))
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        array = np.ascontiguousarray(array)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
