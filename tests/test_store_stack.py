@@ -20,8 +20,9 @@ from medimg_build.store.stack import default_cases_per_shard
 
 FINDINGS = ["effusion", "nodule", "mass"]
 ATTRS = {"dataset": "toy-cxr", "modality": "XR", "organ": "chest",
-         "labels": {"findings": {"kind": "multilabel", "classes": FINDINGS},
-                    "view": {"kind": "multiclass", "classes": ["PA", "AP", "LAT"]}}}
+         "labels": {"classification": {  # the shape the build writes
+             "findings": {"kind": "multilabel", "classes": FINDINGS},
+             "view": {"kind": "multiclass", "classes": ["PA", "AP", "LAT"]}}}}
 
 
 def oblique_affine(i: int, spatial_ndim: int) -> np.ndarray:
@@ -52,11 +53,13 @@ def table_of(cases: list[Case]) -> pd.DataFrame:
 
 
 def build(path: Path, cases: list[Case], order=None, skip=(), k=2, **kwargs) -> Path:
-    writer = create_store(path, "stack", n_cases=len(cases), attrs=ATTRS,
+    attrs = dict(ATTRS)
+    writer = create_store(path, "stack", n_cases=len(cases), attrs=attrs,
                           cases_per_shard=k, **kwargs)
     for i in order if order is not None else range(len(cases)):
         if i not in skip:
             writer.write_case(i, cases[i])
+    attrs["build_report"] = {"built": len(cases) - len(skip)}  # added before close: kept
     writer.close(table_of(cases))
     return path
 
@@ -69,6 +72,7 @@ def cases() -> list[Case]:
 def test_round_trip_2d_rgb_with_labels(tmp_path, cases):
     store = open_store(build(tmp_path / "s.zarr", cases))
     assert store.layout == "stack" and store.attrs["dataset"] == "toy-cxr"
+    assert store.attrs["build_report"] == {"built": 7}
     assert store.cases["case_id"].tolist() == [c.case_id for c in cases]
     for case in cases:
         image = store.read_image(case.case_id)
@@ -95,6 +99,7 @@ def test_opens_with_xarray_open_zarr(tmp_path, cases):
     np.testing.assert_array_equal(one.affine.values, cases[4].image.affine)
     assert ds.label_findings.dims == ("case", "findings_class")
     assert ds.findings_class.values.tolist() == FINDINGS
+    assert ds.label_view.attrs["classes"] == ["PA", "AP", "LAT"]
     assert ds.split.sel(case="img000").values.item() == "test"
     np.testing.assert_allclose(one.spacing.values, cases[4].image.spacing[::-1])
     assert ds.spatial.values.tolist() == ["y", "x"]
@@ -150,11 +155,12 @@ def test_out_of_order_and_threaded_writes_give_identical_bytes(tmp_path, cases):
     shuffled = build(tmp_path / "b.zarr", cases, order=[5, 0, 6, 3, 1, 4, 2])
     assert _contents(in_order) == _contents(shuffled)
 
-    writer = create_store(tmp_path / "c.zarr", "stack", n_cases=len(cases), attrs=ATTRS,
+    attrs = dict(ATTRS, build_report={"built": 7})
+    writer = create_store(tmp_path / "c.zarr", "stack", n_cases=len(cases), attrs=attrs,
                           cases_per_shard=2)
+    order = [6, 2, 4, 0, 1, 5, 3]
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(writer.write_case, [6, 2, 4, 0, 1, 5, 3], [cases[i] for i in
-                                                                   [6, 2, 4, 0, 1, 5, 3]]))
+        list(pool.map(writer.write_case, order, [cases[i] for i in order]))
     writer.close(table_of(cases))
     assert _contents(in_order) == _contents(tmp_path / "c.zarr")
 
@@ -177,6 +183,11 @@ def test_case_of_another_shape_is_refused(tmp_path, cases):
     with pytest.raises(StoreError, match="'odd'.*shape"):
         writer.write_case(1, Case("odd", rgb_case(1, shape=(8, 8)).image))
     writer.write_case(1, cases[1])  # the failed index can still be written
+    with_mask = rgb_case(2)
+    with_mask.mask = MedicalImage(np.ones((12, 9), np.uint8), with_mask.image.affine,
+                                  spatial_ndim=2)
+    with pytest.raises(StoreError, match="'img002'.*mask dtype"):  # one mask array for all
+        writer.write_case(2, with_mask)
 
 
 def test_default_cases_per_shard():

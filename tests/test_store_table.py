@@ -116,6 +116,10 @@ def test_index_and_id_errors(tmp_path):
         writer.write_case(0, small_case("b"))
     with pytest.raises(StoreError, match="twice"):
         writer.write_case(1, small_case("A"))  # one folder on macOS and Windows
+    clashing = small_case("b")
+    clashing.row = {"case_id": "b", "spacing": [0.5, 0.25]}
+    with pytest.raises(StoreError, match="spacing clash"):  # at once, not after the build
+        writer.write_case(1, clashing)
     with pytest.raises(StoreError, match="'case_id'"):
         writer.close(pd.DataFrame({"id": ["a", "b"]}))
     with pytest.raises(StoreError, match="row 0"):
@@ -150,3 +154,9 @@ def test_open_by_url_and_zip(tmp_path):
     zipped = open_store(archive)
     assert zipped.cases["case_id"].tolist() == ["a", "b", "c"]
     assert int(zipped.dataset().image.sel(case="c").max()) == 2
+
+
+def test_volumes_root_has_room_for_geometry_columns(tmp_path):
+    table = pd.DataFrame({"case_id": ["a"], "spacing": [[0.5, 0.25]], "affine": [None]})
+    store = open_store(write(tmp_path / "v.zarr", table, layout="volumes"))
+    assert store.cases["spacing"].tolist() == [[0.5, 0.25]]

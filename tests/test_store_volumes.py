@@ -69,6 +69,7 @@ def test_round_trip_3d_with_mask(tmp_path, cases):
         np.testing.assert_array_equal(mask.array, case.mask.array)
         np.testing.assert_array_equal(mask.affine, case.image.affine)
     assert store.labels("tumour").tolist() == [0, 1, 0]
+    assert store.dataset()["label_tumour"].attrs["classes"] == ["no", "yes"]
 
 
 def test_opens_with_xarray_open_datatree(tmp_path, cases):
@@ -169,3 +170,21 @@ def test_2d_volumes_case(tmp_path):
     assert back.spatial_ndim == 2
     np.testing.assert_array_equal(back.array, image.array)
     assert store.case("fundus").image.dims == ("channel", "y", "x")
+
+
+def test_a_volumes_case_may_lack_a_mask(tmp_path):
+    bare = ct_case(0)
+    bare.mask = None
+    store = open_store(build(tmp_path / "v.zarr", [bare, ct_case(1)]))
+    assert store.read_mask("liver_00") is None
+    assert "mask" not in store.case("liver_00")
+    np.testing.assert_array_equal(store.read_mask("liver_01").array, ct_case(1).mask.array)
+
+
+def test_volumes_cases_may_differ_in_channels(tmp_path):
+    affine = ras_affine(0)
+    series = MedicalImage(np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5), affine)
+    store = open_store(build(tmp_path / "v.zarr", [ct_case(0), Case("fmri", series)]))
+    np.testing.assert_array_equal(store.read_image("fmri").array, series.array)
+    assert store.read_image("liver_00").array.ndim == 3
+    assert store.case("fmri").image.shape == (5, 4, 3, 2)

@@ -24,7 +24,7 @@ from ..errors import StoreError
 from ..image import MedicalImage
 from ..provenance import to_jsonable
 from .labels import LabelBuffer
-from .schema import CHANNEL, ROOT_NAMES, SCHEMA_VERSION, array_info, check_case_id
+from .schema import CHANNEL, SCHEMA_VERSION, array_info, check_case_id
 from .table import check_table, write_table
 
 
@@ -39,44 +39,56 @@ class ImageTemplate:
         self.mask_dtype = None if mask is None else mask.array.dtype
         self.spatial_shape = image.spatial_shape
 
-    def mismatch(self, image: MedicalImage, mask: MedicalImage | None, same_shape: bool):
-        """A description of how a case differs from the template, or None."""
+    def mismatch(self, image: MedicalImage, mask: MedicalImage | None, stack: bool):
+        """A description of how a case differs from the template, or None.
+
+        The stack has one array for all cases: same shape, channels and dtype, and a
+        mask for every case or for none. A volumes case has its own arrays, so only
+        the dtype (chosen per modality) and the number of spatial axes (the arrays'
+        dims) are shared; a case may lack a mask; masks share the first mask's dtype."""
         mask_dtype = None if mask is None else mask.array.dtype
+        if not stack and self.mask_dtype is None:
+            self.mask_dtype = mask_dtype
         checks = [
             ("spatial axes", self.spatial_ndim, image.spatial_ndim),
-            ("channel axis", self.channel_axis, image.has_channels),
-            ("channels", self.n_channels, image.n_channels),
             ("dtype", self.dtype, image.array.dtype),
-            ("mask dtype", self.mask_dtype, mask_dtype),
         ]
-        if same_shape:
-            checks.append(("shape", self.spatial_shape, image.spatial_shape))
+        if stack or mask_dtype is not None:
+            checks.append(("mask dtype", self.mask_dtype, mask_dtype))
+        if stack:
+            checks += [("channel axis", self.channel_axis, image.has_channels),
+                       ("channels", self.n_channels, image.n_channels),
+                       ("shape", self.spatial_shape, image.spatial_shape)]
         for what, expected, got in checks:
             if expected != got:
                 return f"{what} {got} where the store has {expected}"
         return None
 
-    def to_attrs(self) -> dict[str, Any]:
-        return {"spatial_ndim": self.spatial_ndim, "channel_axis": self.channel_axis,
-                "n_channels": self.n_channels, "channel_dim": CHANNEL}
+    def to_attrs(self, stack: bool) -> dict[str, Any]:
+        """The root ``image`` entry; a volumes case's channels are in its own attrs."""
+        shared = {"spatial_ndim": self.spatial_ndim, "channel_dim": CHANNEL}
+        if stack:
+            shared.update(channel_axis=self.channel_axis, n_channels=self.n_channels)
+        return shared
 
 
 class BaseWriter:
     layout: str = ""
+    reserved: frozenset[str] = frozenset()  # root names no table column may take
 
     def __init__(self, root: zarr.Group, location: str, n_cases: int,
                  attrs: dict[str, Any], compressor) -> None:
         self._root = root
         self.location = location
         self.n_cases = n_cases
-        self._attrs = attrs
+        self._attrs = attrs  # the caller's dict, read at close: it may add to it until then
         self._compressor = compressor
         self._lock = threading.Lock()
         self._ids: dict[int, str] = {}  # index -> case id, claimed or written
         # The same ids casefolded: "Case1" and "case1" would be one group on macOS and
         # Windows filesystems, so ids must differ by more than letter case.
         self._taken_ids: set[str] = set()
-        self._labels = LabelBuffer(n_cases, attrs.get("labels", attrs.get("label_vocabulary")))
+        self._labels = LabelBuffer(n_cases)
         self._template: ImageTemplate | None = None
         self._closed = False
 
@@ -111,9 +123,22 @@ class BaseWriter:
                 raise StoreError(self.location, f"case id {case_id!r} is written twice",
                                  hint="case ids must be unique in a store, ignoring case")
             labels = self._labels.check(case_id, case.labels, self.location)
+            self._check_row(case)
             self._ids[int(index)] = case_id
             self._taken_ids.add(case_id.casefold())
         return labels
+
+    def _taken_names(self) -> set[str]:
+        return set(self.reserved) | set(self._labels.names())
+
+    def _check_row(self, case: Case) -> None:
+        """Fail on the first case, not at close after the whole build, when the case's
+        table row has a column that would clash with a store array."""
+        clashes = sorted(set(map(str, case.row)) & self._taken_names())
+        if clashes:
+            raise StoreError(self.location, f"case {case.case_id!r}: table column(s) "
+                             f"{', '.join(clashes)} clash with {self.layout} store arrays",
+                             hint="rename those columns of the case table")
 
     def _check_geometry(self, case: Case) -> None:
         mask = case.mask
@@ -127,13 +152,13 @@ class BaseWriter:
             raise StoreError(self.location, f"case {case.case_id!r}: the mask's affine "
                              "differs from the image's", hint="resample the mask onto the image")
 
-    def _fit_template(self, case: Case, same_shape: bool) -> bool:
+    def _fit_template(self, case: Case, stack: bool) -> bool:
         """Check ``case`` against the first case (call under the lock); True when
         ``case`` is the first and the arrays must be created."""
         if self._template is None:
             self._template = ImageTemplate(case.image, case.mask)
             return True
-        problem = self._template.mismatch(case.image, case.mask, same_shape)
+        problem = self._template.mismatch(case.image, case.mask, stack)
         if problem:
             raise StoreError(self.location, f"case {case.case_id!r} does not fit the "
                              f"{self.layout} store: {problem}",
@@ -155,19 +180,21 @@ class BaseWriter:
         if self._closed:
             raise StoreError(self.location, "the store writer is already closed")
         with self._lock:
-            taken = set(ROOT_NAMES) | set(self._labels.names())
-            check_table(table, self.n_cases, dict(self._ids), taken, self.location)
+            check_table(table, self.n_cases, dict(self._ids), self._taken_names(),
+                        self.location)
         self._flush()
         with self._lock:
-            self._labels.write(self._root, self.location)
+            vocabulary = self._attrs.get("labels", self._attrs.get("label_vocabulary"))
+            self._labels.write(self._root, vocabulary, self.location)
             arrays = self._arrays_info()  # before the table: its columns are in `table`
             table_info = write_table(self._root, table)
             self._closed = True
-        medimg = dict(self._attrs)
+        medimg = dict(to_jsonable(self._attrs))
         medimg.update(
             schema_version=SCHEMA_VERSION, layout=self.layout, n_cases=self.n_cases,
             finished=True, table=table_info, arrays=arrays,
-            image=None if self._template is None else self._template.to_attrs(),
+            image=None if self._template is None else self._template.to_attrs(
+                self.layout == "stack"),
         )
         self._root.attrs["medimg"] = to_jsonable(medimg)
         consolidate(self._root)

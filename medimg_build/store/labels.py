@@ -24,9 +24,8 @@ from .schema import (
 
 
 class LabelBuffer:
-    def __init__(self, n_cases: int, vocabulary: Any) -> None:
+    def __init__(self, n_cases: int) -> None:
         self._n = n_cases
-        self._vocabulary = vocabulary
         self._widths: dict[str, int | None] = {}  # None = scalar, else number of classes
         self._values: dict[int, dict[str, int | np.ndarray]] = {}
 
@@ -65,10 +64,11 @@ class LabelBuffer:
         out += [class_coord_name(n) for n, w in self._widths.items() if w is not None]
         return out
 
-    def write(self, root, where: str) -> None:
-        """All label arrays, -1 where a case has no value."""
+    def write(self, root, vocabulary: Any, where: str) -> None:
+        """All label arrays, -1 where a case has no value; ``vocabulary`` (the root
+        attrs' ``labels``) names the classes."""
         for name, width in self._widths.items():
-            spec = to_jsonable(vocabulary_entry(self._vocabulary, name))
+            spec = to_jsonable(vocabulary_entry(vocabulary, name))
             if width is None:
                 self._write_scalar(root, name, spec)
             else:
@@ -109,10 +109,13 @@ class LabelBuffer:
 def vocabulary_entry(vocabulary: Any, name: str) -> dict[str, Any]:
     """The recipe's description of label ``name`` (kind, classes...), or {}.
 
-    Accepts the vocabulary as ``{name: {...}}`` or ``[{"name": name, ...}, ...]``: the
-    store only needs the class names, and should not break if the recipe reshapes it."""
+    Accepts ``{name: {...}}``, ``{"classification": {name: {...}}}`` (what the build
+    writes) or ``[{"name": name, ...}, ...]``: the store only needs the class names and
+    should not break if the recipe reshapes its vocabulary."""
     if isinstance(vocabulary, dict):
         entry = vocabulary.get(name)
+        if entry is None and isinstance(vocabulary.get("classification"), (dict, list)):
+            return vocabulary_entry(vocabulary["classification"], name)
     elif isinstance(vocabulary, list):
         entry = next((e for e in vocabulary if isinstance(e, dict) and e.get("name") == name),
                      None)

@@ -32,9 +32,11 @@ LABEL_PREFIX = "label_"
 CLASS_SUFFIX = "_class"
 MISSING_LABEL = -1
 
-ROOT_NAMES = frozenset(
+# Root names a table column cannot take (label arrays are added to these).
+STACK_ROOT_NAMES = frozenset(
     {CASE, CASES_GROUP, IMAGE, MASK, COMPLETE, AFFINE, SPACING, ORIGIN, SPATIAL, WORLD}
 )
+VOLUMES_ROOT_NAMES = frozenset({CASE, CASES_GROUP})
 
 # Each 1-D per-case array (table columns, labels) is one chunk up to this many cases:
 # a column is then read in one request, yet a 2M-image dataset is not one 100 MB chunk.

@@ -22,7 +22,7 @@ from .axes import stored_spacing
 from .base import BaseWriter
 from .schema import (
     AFFINE, AFFINE_DIMS, CASE, CHANNEL, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, SPATIAL,
-    TARGET_SHARD_BYTES, WORLD,
+    STACK_ROOT_NAMES, TARGET_SHARD_BYTES, WORLD,
 )
 
 
@@ -34,6 +34,7 @@ def default_cases_per_shard(case_bytes: int, n_cases: int) -> int:
 
 class StackWriter(BaseWriter):
     layout = "stack"
+    reserved = STACK_ROOT_NAMES
 
     def __init__(self, *args: Any, cases_per_shard: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,7 +45,7 @@ class StackWriter(BaseWriter):
 
     def _write(self, index: int, case: Case) -> None:
         with self._lock:
-            if self._fit_template(case, same_shape=True):
+            if self._fit_template(case, stack=True):
                 self._create_arrays(case)
             shard = index // self._k
             pending = self._pending.setdefault(shard, {})

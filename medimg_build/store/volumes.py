@@ -19,13 +19,14 @@ from .axes import (
 )
 from .base import BaseWriter
 from .ngff import ome_attrs
-from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, array_info
+from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, VOLUMES_ROOT_NAMES, array_info
 
 CASE_ATTRS = "medimg_case"
 
 
 class VolumesWriter(BaseWriter):
     layout = "volumes"
+    reserved = VOLUMES_ROOT_NAMES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -34,7 +35,7 @@ class VolumesWriter(BaseWriter):
 
     def _write(self, index: int, case: Case) -> None:
         with self._lock:
-            self._fit_template(case, same_shape=False)
+            self._fit_template(case, stack=False)
         image = case.image
         stored = image_to_stored(image)
         attrs = case_attrs(case.case_id, image.affine, image.spatial_ndim,

@@ -29,7 +29,8 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     ``close(table)``.
 
     ``attrs`` becomes the root ``medimg`` attribute (the writer adds the schema version,
-    layout, table and array descriptions). ``cases_per_shard`` applies to the stack
+    layout, table and array descriptions). It is read again at ``close``, so the caller
+    may add to it (a build report, say) until then. ``cases_per_shard`` applies to the stack
     only (default: ~64 MiB of image per shard). ``compressor`` is a Zarr v3
     bytes-to-bytes codec for image and mask (default Blosc zstd-5 with bit-shuffle).
     """
@@ -42,15 +43,15 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     if cases_per_shard is not None and cases_per_shard < 1:
         raise StoreError(location, f"cases_per_shard must be >= 1, got {cases_per_shard}")
     _make_room(location, overwrite)
-    medimg = dict(to_jsonable(attrs or {}))
+    attrs = {} if attrs is None else attrs
     # Written now and completed by close(): a reader that finds finished=False knows
     # the build was interrupted rather than mistaking the store for a whole one.
-    initial = dict(medimg, schema_version=SCHEMA_VERSION, layout=layout, n_cases=n_cases,
-                   finished=False)
+    initial = dict(to_jsonable(attrs), schema_version=SCHEMA_VERSION, layout=layout,
+                   n_cases=int(n_cases), finished=False)
     root = zarr.open_group(location, mode="w", zarr_format=3, attributes={"medimg": initial})
     writer_class = StackWriter if layout == "stack" else VolumesWriter
     extra = {"cases_per_shard": cases_per_shard} if layout == "stack" else {}
-    return writer_class(root, location, int(n_cases), medimg,
+    return writer_class(root, location, int(n_cases), attrs,
                         compressor or default_compressor(), **extra)
 
 
