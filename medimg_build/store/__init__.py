@@ -25,8 +25,9 @@ Root attributes: ``attrs["medimg"]`` is the dict the builder passes (dataset, mo
 organ, recipe, harmonization, label vocabulary, versions, provenance) plus:
 ``schema_version`` ("1.0"), ``layout``, ``n_cases``, ``finished`` (false until the
 writer is closed: a reader refuses an interrupted build), ``table`` = {"columns",
-"json_columns"}, ``image`` = {"spatial_ndim", "channel_axis", "n_channels",
-"channel_dim"} and ``arrays`` = {name: {dims, dtype, shape, chunks, shards, codecs}}.
+"json_columns"}, ``image`` = {"spatial_ndim", "channel_dim"[, "channel_axis",
+"n_channels" (stack only; a volumes case has its own)]} and ``arrays`` = {name: {dims,
+dtype, shape, chunks, shards, codecs}}.
 Metadata is consolidated into the root ``zarr.json`` at close (one request to open).
 
 Case table (both layouts): one 1-D array per column at the root, dimension ``case``.
@@ -34,12 +35,16 @@ The DataFrame column ``case_id`` is the array ``case`` (str), so xarray indexes 
 id. str/int/float/bool columns keep their type (a missing str is ""; a missing int makes
 the column float64 with NaN); any other column (lists, dicts, mixed) is stored as JSON
 strings, listed in ``table.json_columns`` and decoded by the reader. Strings use Zarr's
-variable-length string dtype.
+variable-length string dtype. A column may not take the name of another root array
+(stack: image, mask, affine, spacing, origin, complete, spatial, world; both: case,
+cases, label_<name>, <name>_class): the writer refuses it at the first case whose
+``Case.row`` has it, and at close.
 
 Classification labels (both layouts, at the root, -1 = missing/unknown): a scalar label
 ``name`` is ``label_<name>`` (case,) int16; a multi-label one is ``label_<name>`` (case,
 <name>_class) int8 with the coordinate array ``<name>_class`` of class names (from the
-vocabulary in ``attrs["medimg"]["labels"][name]["classes"]``, else "0".."n-1"). Each
+vocabulary, ``attrs["medimg"]["labels"]["classification"][name]["classes"]`` or
+``...["labels"][name]["classes"]``, else "0".."n-1"). Each
 label array's attributes hold its vocabulary entry.
 
 stack (every case has the same shape, dtype and channels; opens with
@@ -60,7 +65,9 @@ stack (every case has the same shape, dtype and channels; opens with
 [1, N]); affine/spacing/origin/complete are chunked by k cases too, so each shard is
 written by one call without touching another shard's chunks.
 
-volumes (each case its own grid; opens with ``xarray.open_datatree(path, engine="zarr")``)::
+volumes (each case its own grid and channel count, and a mask or not; all share the
+image dtype and number of spatial axes; opens with
+``xarray.open_datatree(path, engine="zarr")``)::
 
     zarr.json                 root group, attrs["medimg"], consolidated metadata
     case, <column>, label_<name>, <name>_class    as in the stack
