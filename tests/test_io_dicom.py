@@ -448,6 +448,14 @@ def test_truncated_file_in_a_copy(tmp_path):
     one_line(caught.value, cut)
 
 
+def test_damaged_slice_in_a_folder_is_named(shared_data, tmp_path):
+    files = _copy_series(shared_data / "dicom2nifti/generic/anatomical/001", tmp_path / "s")
+    files[1].write_bytes(files[1].read_bytes()[:300])  # preamble kept, header cut short
+    with pytest.raises(ImageReadError) as caught:
+        read_image(tmp_path / "s")
+    assert "damaged DICOM file" in one_line(caught.value, files[1])
+
+
 def test_dicom_without_pixels_is_refused():
     path = PYDICOM_FILES / "rtplan.dcm"
     with pytest.raises(ImageReadError) as caught:

@@ -114,6 +114,13 @@ def _is_image(dataset: Dataset) -> bool:
     return "PixelData" in dataset and "Rows" in dataset and "Columns" in dataset
 
 
+def _claims_image(dataset: Dataset) -> bool:
+    """The SOP class is an image storage class (reports, plans, structure sets are not)."""
+    file_meta = getattr(dataset, "file_meta", None) or Dataset()
+    uid = dataset.get("SOPClassUID") or file_meta.get("MediaStorageSOPClassUID")
+    return uid is not None and "Image Storage" in str(getattr(uid, "name", ""))
+
+
 def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
     found = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -130,6 +137,11 @@ def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
             ) from error
         if _is_image(dataset):
             found.append((path, dataset))
+        elif _claims_image(dataset):
+            raise ImageReadError(
+                path, "damaged DICOM file in the series: an image SOP class without "
+                "pixel data (truncated?)", hint="replace or remove the file",
+            )
     if not found:
         raise ImageReadError(
             folder, "contains no DICOM image files",
