@@ -8,7 +8,6 @@ the same image as NIfTI and reading that with nibabel.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -186,6 +186,15 @@ def test_tiff_rgb(tmp_path, planar):
     assert image.meta["intensity"]["photometric"] == "RGB"
 
 
+def test_tiff_rgba_drops_alpha_and_says_so(tmp_path):
+    pixels = RNG.integers(0, 256, size=(6, 7, 4), dtype=np.uint8)
+    path = tmp_path / "rgba.tif"
+    tifffile.imwrite(path, pixels, photometric="rgb", extrasamples=["unassalpha"])
+    image = read_image(path)
+    np.testing.assert_array_equal(image.array, pixels[..., :3].transpose(1, 0, 2))
+    assert image.meta["intensity"]["alpha_dropped"] is True
+
+
 def test_tiff_compressed_and_float(tmp_path):
     pixels = RNG.random((9, 10), dtype=np.float32)
     path = tmp_path / "f.tif"

@@ -96,7 +96,10 @@ def read_tiff(path: Path) -> MedicalImage:
         return read_pillow(path)
     except (tifffile.TiffFileError, OSError, EOFError, IndexError, KeyError) as error:
         raise _tiff_error(path, error) from error
+    samples = pixels.shape[axes.index("S")] if "S" in axes else 1
     pixels = _tiff_rows_first(path, pixels, axes)
+    if samples in (2, 4):
+        notes["alpha_dropped"] = True
     if photometric == "MINISWHITE" and pixels.dtype.kind == "u":
         # TIFF's MONOCHROME1: flip it so that higher = brighter, as for DICOM.
         pixels = np.iinfo(pixels.dtype).max - pixels
@@ -154,7 +157,7 @@ def _picture(path: Path, pixels: np.ndarray, fmt: str, reader: str,
         "photometric": "RGB" if colour else "MONOCHROME2",
         "inverted": bool(notes.pop("inverted", False)),
     }
-    if notes.get("alpha_dropped") or (colour and pixels.shape[-1] != 3):
+    if notes.get("alpha_dropped"):
         intensity["alpha_dropped"] = True
     meta = {
         "format": fmt,
