@@ -109,7 +109,7 @@ DEMOS = [
               _lay_out_totalsegmentator, needs_shared=True),
     DemoStore("chest-xray", "nih-chestxray14",
               {"title": "Real chest X-rays (NIH ChestX-ray14, SIIM, COVID, TBX11K samples)",
-               "harmonize": {"shape": [256, 256]}},
+               "source": {"images": "images/*"}, "harmonize": {"shape": [256, 256]}},
               _lay_out_chest_xrays, needs_shared=True),
 ]
 
@@ -154,8 +154,8 @@ def _summary_line(name: str, store: Path, seconds: float) -> str:
 
     opened = open_store(store)
     cases = opened.cases
-    shapes = sorted({"x".join(str(n) for n in s) for s in cases["shape"]})
-    spacing = sorted({"x".join(f"{v:g}" for v in s) for s in cases["spacing"]})
+    shapes = sorted({"x".join(str(n) for n in s) for s in cases["harmonized_shape"]})
+    spacing = sorted({"x".join(f"{v:g}" for v in s) for s in cases["harmonized_spacing"]})
     size = directory_size(store)
     return (f"{name:20} {len(cases):2} case(s), {opened.layout:7}, shapes {', '.join(shapes)}, "
             f"spacing {', '.join(spacing)} mm, {size / 1e6:.2f} MB in {file_count(store)} "

@@ -46,7 +46,7 @@ def describe_store(path: str) -> str:
     for name, info in attrs.get("arrays", {}).items():
         lines.append(f"    {name:12} {info}")
     if len(cases):
-        columns = [c for c in ["case_id", "split", "modality", "shape", "spacing"] if c in cases]
+        columns = [c for c in ["case_id", "split", "modality", "harmonized_shape", "harmonized_spacing"] if c in cases]
         lines.append("  first cases")
         lines += ["    " + line for line in cases[columns].head(5).to_string(index=False).splitlines()]
     return "\n".join(lines)

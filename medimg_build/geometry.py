@@ -77,3 +77,18 @@ def voxel_to_world(affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
 def world_to_voxel(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map ``(n, 3)`` RAS+ mm points to ``(n, 3)`` (fractional) voxel indices."""
     return voxel_to_world(np.linalg.inv(affine), points)
+
+
+def ras_grid(shape, affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """The spatial shape and affine a grid would have after reorientation to the closest
+    RAS+ (permuting/flipping axes only), without touching any pixels. Two grids that
+    hold the same voxel centres in different axis orders compare equal this way."""
+    from nibabel.orientations import inv_ornt_aff, io_orientation
+
+    shape = tuple(int(n) for n in shape) + (1,) * (3 - len(shape))
+    ornt = io_orientation(affine)
+    ras_affine = affine @ inv_ornt_aff(ornt, shape)
+    ras_shape = [0, 0, 0]
+    for axis, (target, _) in enumerate(ornt):
+        ras_shape[int(target)] = shape[axis]
+    return tuple(ras_shape), ras_affine

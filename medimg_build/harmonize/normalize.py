@@ -151,15 +151,19 @@ def _nominal_range(image: MedicalImage) -> tuple[float, float, int | None]:
     array = image.array
     if array.dtype == np.bool_:
         return 0.0, 1.0, 1
-    if np.issubdtype(array.dtype, np.integer):
-        info = np.iinfo(array.dtype)
-        intensity = image.meta.get("intensity") or {}
-        bits = min(int(intensity.get("bits_stored") or info.bits), info.bits)
+    intensity = image.meta.get("intensity") or {}
+    if np.issubdtype(array.dtype, np.integer) or intensity.get("bits_stored"):
+        # Float pixels that were integers before resampling keep their source's range:
+        # the reader's bits_stored says what the pixel format could hold.
+        info = np.iinfo(array.dtype) if np.issubdtype(array.dtype, np.integer) else None
+        bits = int(intensity.get("bits_stored") or info.bits)
+        if info is not None:
+            bits = min(bits, info.bits)
         # Readers say whether the stored pixels are signed (DICOM PixelRepresentation);
         # unsigned 12-bit X-rays often arrive in an int16 array.
         signed = intensity.get("signed")
         if signed is None:
-            signed = info.min < 0
+            signed = info is not None and info.min < 0
         if signed:
             return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1, bits
         return 0.0, 2.0**bits - 1, bits

@@ -33,9 +33,10 @@ def encode(spec: dict[str, Any], raw: Any, where: str) -> int | np.ndarray:
 
 
 def vocabulary(spec: dict[str, Any]) -> dict[str, Any]:
-    """What the store records about a classification label."""
+    """What the store records about a classification label. (Not "missing_value":
+    xarray would read that CF attribute as a mask and turn the labels into floats.)"""
     return {"kind": spec["kind"], "classes": list(spec["classes"]),
-            "column": spec["column"], "missing_value": MISSING}
+            "column": spec["column"], "unknown_value": MISSING}
 
 
 def _index(spec: dict[str, Any], name: str, where: str) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..case import Case
 from ..errors import GeometryError, LabelError
+from ..geometry import ras_grid
 from ..harmonize.convert import drop_singleton_slice, to_grayscale
 from ..harmonize.normalize import normalize
 from ..harmonize.orient import to_ras
@@ -97,16 +98,18 @@ def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalIm
 
 def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,
                      source: CaseSource) -> None:
-    if mask.spatial_shape != image.spatial_shape:
-        raise GeometryError(source.mask_path, f"mask shape {mask.spatial_shape} differs from "
-                            f"image {source.image_path} shape {image.spatial_shape}",
+    """Same voxel centres in mm, whatever the axis order each file was saved in
+    (dcm2niix flips DICOM rows; a mask saved by another tool may not)."""
+    mask_shape, mask_affine = ras_grid(mask.spatial_shape, mask.affine)
+    image_shape, image_affine = ras_grid(image.spatial_shape, image.affine)
+    if mask_shape != image_shape:
+        raise GeometryError(source.mask_path, f"mask grid {mask_shape} differs from image "
+                            f"{source.image_path} grid {image_shape} (in RAS+ axis order)",
                             hint="masks must be on their image's grid")
     # Compare where the corners of the grid land in mm, which is what matters.
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image.spatial_shape])).reshape(
-        image.spatial_ndim, -1).T
-    corners = np.pad(corners, ((0, 0), (0, 3 - image.spatial_ndim)))
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image_shape])).reshape(3, -1).T
     homogeneous = np.c_[corners, np.ones(len(corners))].T
-    offset = np.abs((mask.affine - image.affine) @ homogeneous).max()
+    offset = np.abs((mask_affine - image_affine) @ homogeneous).max()
     if offset > tolerance:
         raise GeometryError(source.mask_path, f"mask grid is {offset:.3g} mm away from image "
                             f"{source.image_path} (tolerance {tolerance} mm)",
@@ -137,8 +140,8 @@ def _table_row(source: CaseSource, raw: MedicalImage, image: MedicalImage,
         "original_spacing": [round(s, 6) for s in raw.spacing],
         "original_orientation": raw.orientation,
         "original_affine": np.round(raw.affine, 6).tolist(),
-        "shape": list(image.array.shape),
-        "spacing": [round(s, 6) for s in image.spacing],
+        "harmonized_shape": list(image.array.shape),
+        "harmonized_spacing": [round(s, 6) for s in image.spacing],
         "dtype": str(image.array.dtype),
         "source_files": [_relative(f, context.source_dir) for f in files],
         "source_sha256": [_sha256(f) for f in files],
