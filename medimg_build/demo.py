@@ -155,10 +155,11 @@ def _summary_line(name: str, store: Path, seconds: float) -> str:
     opened = open_store(store)
     cases = opened.cases
     shapes = sorted({"x".join(str(n) for n in s) for s in cases["harmonized_shape"]})
-    spacing = sorted({"x".join(f"{v:g}" for v in s) for s in cases["harmonized_spacing"]})
+    spacing = sorted({"x".join(f"{v:.3g}" for v in s) + (" px" if unit == "pixel" else " mm")
+                      for s, unit in zip(cases["harmonized_spacing"], cases["spacing_unit"])})
     size = directory_size(store)
     return (f"{name:20} {len(cases):2} case(s), {opened.layout:7}, shapes {', '.join(shapes)}, "
-            f"spacing {', '.join(spacing)} mm, {size / 1e6:.2f} MB in {file_count(store)} "
+            f"spacing {', '.join(spacing)}, {size / 1e6:.2f} MB in {file_count(store)} "
             f"files, {seconds:.1f} s")
 
 

@@ -44,9 +44,30 @@ def describe_store(path: str) -> str:
         lines.append(f"  segmentation {len(labels['segmentation']['classes'])} classes")
     lines.append("  arrays")
     for name, info in attrs.get("arrays", {}).items():
-        lines.append(f"    {name:12} {info}")
+        lines.append(f"    {info.get('path', name):22} {_array_line(info)}")
     if len(cases):
         columns = [c for c in ["case_id", "split", "modality", "harmonized_shape", "harmonized_spacing"] if c in cases]
         lines.append("  first cases")
         lines += ["    " + line for line in cases[columns].head(5).to_string(index=False).splitlines()]
     return "\n".join(lines)
+
+
+def _array_line(info: dict) -> str:
+    """``int16 (channel, z, y, x) chunks 1x1xYxX shards ... blosc zstd-5 bitshuffle``."""
+    def sizes(values):  # None = the case's own extent (volumes)
+        if not values:
+            return "-"
+        return "x".join("*" if v is None else str(v) for v in values)
+
+    codecs = []
+    for codec in info.get("codecs", []):
+        config = codec.get("configuration", {})
+        if codec.get("name") == "blosc":
+            codecs.append(f"blosc {config.get('cname')}-{config.get('clevel')} "
+                          f"{config.get('shuffle')}")
+        else:
+            codecs.append(codec.get("name", "?"))
+    dims = ", ".join(info.get("dims", []))
+    return (f"{info.get('dtype')} ({dims}) shape {sizes(info.get('shape'))} chunks "
+            f"{sizes(info.get('chunks'))} shards {sizes(info.get('shards'))} "
+            f"{', '.join(codecs)}")

@@ -231,3 +231,16 @@ def test_demo_works_without_shared_data(tmp_path, capsys):
     assert (tmp_path / "demo" / "pydicom-ct.zarr").is_dir()
     assert (tmp_path / "demo" / "nibabel-mr.zarr").is_dir()
     assert "chest-xray           skipped" in output
+
+
+def test_parallel_build_on_dask_equals_serial_build(volume_source, tmp_path):
+    """Two local Dask worker processes give the same store contents as one process."""
+    recipe = _volume_recipe()
+    serial, parallel = tmp_path / "serial.zarr", tmp_path / "parallel.zarr"
+    assert build_store(recipe, volume_source, serial, progress=False).ok
+    assert build_store(recipe, volume_source, parallel, workers=2, progress=False).ok
+    one, two = open_store(serial), open_store(parallel)
+    assert one.cases.to_json() == two.cases.to_json()
+    for case_id in one.cases["case_id"]:
+        np.testing.assert_array_equal(one.read_image(case_id).array, two.read_image(case_id).array)
+        np.testing.assert_array_equal(one.read_image(case_id).affine, two.read_image(case_id).affine)

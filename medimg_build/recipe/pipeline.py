@@ -142,6 +142,8 @@ def _table_row(source: CaseSource, raw: MedicalImage, image: MedicalImage,
         "original_affine": np.round(raw.affine, 6).tolist(),
         "harmonized_shape": list(image.array.shape),
         "harmonized_spacing": [round(s, 6) for s in image.spacing],
+        # Pictures without a known pixel size keep spacings in pixels, not mm.
+        "spacing_unit": "pixel" if raw.meta.get("pixel_spacing_known") is False else "mm",
         "dtype": str(image.array.dtype),
         "source_files": [_relative(f, context.source_dir) for f in files],
         "source_sha256": [_sha256(f) for f in files],
