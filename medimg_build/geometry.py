@@ -35,15 +35,20 @@ def affine_from_sitk(image: sitk.Image) -> np.ndarray:
 
 
 def array_from_sitk(image: sitk.Image) -> np.ndarray:
-    """Pixels of a SimpleITK image in ``(i, j[, k][, channel])`` order."""
-    array = sitk.GetArrayFromImage(image)  # (k, j, i[, c])
+    """Pixels of a SimpleITK image in ``(i, j[, k][, channel])`` order: a transposed
+    view, Fortran-ordered, as the MedicalImage memory layout wants (no copy)."""
+    array = sitk.GetArrayFromImage(image)  # (k, j, i[, c]), C order
     spatial = image.GetDimension()
     order = tuple(reversed(range(spatial))) + tuple(range(spatial, array.ndim))
-    return np.ascontiguousarray(array.transpose(order))
+    return array.transpose(order)
 
 
 def to_sitk(image: MedicalImage) -> sitk.Image:
-    """A SimpleITK image with the same pixels and geometry (LPS+, ITK axis order)."""
+    """A SimpleITK image with the same pixels and geometry (LPS+, ITK axis order).
+
+    A 2D SimpleITK image has no third world axis, so a 2D image must lie in the x-y plane
+    of its affine (a coronal slice would give ITK a singular direction); resampling
+    therefore works in the index frame (``harmonize.resample``), where that always holds."""
     n = image.spatial_ndim
     order = tuple(reversed(range(n))) + tuple(range(n, image.array.ndim))
     pixels = image.array.transpose(order)

@@ -85,10 +85,10 @@ def normalize_ct(image: MedicalImage, window=(-1024, 3071), dtype="int16") -> Me
             raise IntensityError(image_source(image),
                                  f"CT window {[low, high]} does not fit {out_dtype}",
                                  f"keep the window within [{info.min}, {info.max}]")
-    array = np.clip(image.array, low, high)
-    if out_dtype.kind in "iu":
-        array = np.rint(array)
-    return image.replace(array=array.astype(out_dtype)).recorded(
+    array = np.clip(image.array, low, high)  # the one full-size temporary
+    if out_dtype.kind in "iu" and array.dtype.kind == "f":
+        np.rint(array, out=array)
+    return image.replace(array=array.astype(out_dtype, copy=False)).recorded(
         "normalize_ct", method="ct", window=[low, high], dtype=out_dtype.name
     )
 

@@ -72,8 +72,9 @@ def to_ras(image: MedicalImage) -> MedicalImage:
         )
 
     # apply_orientation acts on the first len(ornt) axes; the channel axis follows along.
-    # Flips give negative-stride views: make a contiguous copy, cheaper for every reader.
-    array = np.ascontiguousarray(apply_orientation(image.array, ornt))
+    # Flips give negative-stride views: copy once, in the Fortran layout every later
+    # step and the store read without transposing (see image.py).
+    array = np.asfortranarray(apply_orientation(image.array, ornt))
 
     # inv_ornt_aff maps new indices back to old ones; prepend it to the old affine so
     # that new voxel u lands on the world point of the old voxel it came from.

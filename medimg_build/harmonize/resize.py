@@ -52,11 +52,16 @@ def _antialias(image: MedicalImage, sigma_voxels: float) -> MedicalImage:
     needs 4 voxels per axis; thinner images use the discrete (kernel) Gaussian, which
     takes no vector pixels, so one channel at a time.
     """
-    pixels = np.ascontiguousarray(image.array, dtype=np.float32)
+    pixels = image.array.astype(np.float32, copy=False)
     if min(image.spatial_shape) >= 4:
-        source = sitk.GetImageFromArray(pixels, isVector=image.has_channels)
-        smoothed = sitk.SmoothingRecursiveGaussian(source, float(sigma_voxels))
-        return image.replace(array=sitk.GetArrayFromImage(smoothed))
+        # Hand ITK whichever axis order is contiguous (the Fortran layout of image.py
+        # reversed), so that no transposed copy is made on the way in or out.
+        reverse = not image.has_channels and pixels.flags.f_contiguous
+        source = sitk.GetImageFromArray(pixels.T if reverse else np.ascontiguousarray(pixels),
+                                        isVector=image.has_channels)
+        smoothed = sitk.GetArrayFromImage(
+            sitk.SmoothingRecursiveGaussian(source, float(sigma_voxels)))
+        return image.replace(array=smoothed.T if reverse else smoothed)
     width = max(3, int(2 * np.ceil(4 * sigma_voxels) + 1))
 
     def discrete(channel: np.ndarray) -> np.ndarray:

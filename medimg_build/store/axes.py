@@ -24,8 +24,9 @@ def spatial_dims(spatial_ndim: int) -> tuple[str, ...]:
 
 
 def _swap(array: np.ndarray, spatial_ndim: int) -> np.ndarray:
-    order = tuple(range(spatial_ndim, -1, -1))
-    return np.ascontiguousarray(array.transpose(order))
+    # A view: a Fortran-ordered image (image.py) is C-ordered once reversed, which is
+    # what zarr reads slice by slice without copying.
+    return array.transpose(tuple(range(spatial_ndim, -1, -1)))
 
 
 def image_to_stored(image: MedicalImage) -> np.ndarray:
@@ -43,7 +44,7 @@ def image_from_stored(stored: np.ndarray, channel_axis: bool) -> np.ndarray:
 
 def mask_to_stored(mask: np.ndarray) -> np.ndarray:
     """``(x, y[, z])`` -> ``([z,] y, x)``."""
-    return np.ascontiguousarray(mask.transpose(tuple(reversed(range(mask.ndim)))))
+    return mask.transpose(tuple(reversed(range(mask.ndim))))
 
 
 def mask_from_stored(stored: np.ndarray) -> np.ndarray:
