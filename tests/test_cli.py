@@ -1,0 +1,36 @@
+"""The command line: help for every command, the recipe list, inspect."""
+
+from __future__ import annotations
+
+import pytest
+
+from medimg_build.cli import main
+
+
+@pytest.mark.parametrize("command", [[], ["build"], ["demo"], ["inspect"], ["recipes"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(command + ["--help"])
+    assert exit_.value.code == 0
+    assert "usage: medimg-build" in capsys.readouterr().out
+
+
+def test_recipes_lists_modality_organ_labels_layout(capsys):
+    assert main(["recipes"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "DX" in lines["nih-chestxray14"] and "chest" in lines["nih-chestxray14"]
+    assert "classification" in lines["nih-chestxray14"] and "stack" in lines["nih-chestxray14"]
+    assert "segmentation" in lines["volume-folder"] and "volumes" in lines["volume-folder"]
+
+
+def test_inspect_a_missing_store_is_one_line(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "nothing.zarr")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nothing.zarr" in err
+
+
+def test_bad_set_override_is_one_line(tmp_path, capsys):
+    code = main(["build", "volume-folder", "--source", str(tmp_path), "--out",
+                 str(tmp_path / "o.zarr"), "--set", "harmonize.spacing"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "KEY=VALUE" in err and err.count("\n") == 0
