@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..case import Case
 from ..errors import MedimgError
 from ..labels import classification
-from ..privacy import pseudonym_key
+from ..privacy import deidentification_record, pseudonym_key
 from ..store import create_store
 from .model import Recipe
 from .pipeline import BuildContext, harmonize_case
@@ -39,9 +39,18 @@ class BuildReport:
     def ok(self) -> bool:
         return not self.failed
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"built": len(self.built), "failed": dict(self.failed),
-                "seconds": round(self.seconds, 3)}
+    def to_dict(self, source_dir: Path | None = None) -> dict[str, Any]:
+        """The report as stored: paths relative to ``source_dir``, since the folders
+        above it (a user's home, a patient-named download) are nobody's business."""
+        failed = dict(self.failed)
+        if source_dir is not None:
+            prefixes = sorted({f"{source_dir.resolve()}/", f"{source_dir}/"}, key=len,
+                              reverse=True)
+            for case_id, message in failed.items():
+                for prefix in prefixes:
+                    message = message.replace(prefix, "")
+                failed[case_id] = message
+        return {"built": len(self.built), "failed": failed, "seconds": round(self.seconds, 3)}
 
     def summary(self) -> str:
         lines = [f"{self.store}: {len(self.built)} case(s) built, {len(self.failed)} failed "
@@ -55,8 +64,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                 key: str | None = None, progress: bool = True) -> BuildReport:
     started = time.perf_counter()
     source_dir = Path(source_dir)
-    cases = discover_cases(recipe, source_dir)
     secret, key_is_secret = pseudonym_key(key)
+    cases = discover_cases(recipe, source_dir, secret)
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret)
     attrs = store_attributes(recipe, key_is_secret)
     writer = create_store(out, layout=recipe.layout, n_cases=len(cases), attrs=attrs,
@@ -78,7 +87,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
         bar.update()
     bar.close()
     report.seconds = time.perf_counter() - started
-    attrs["build_report"] = report.to_dict()
+    attrs["build_report"] = report.to_dict(source_dir)
     writer.close(pd.DataFrame(rows))
     return report
 
@@ -102,9 +111,7 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
         "harmonization": recipe.harmonize,
         "labels": labels,
         "software": _versions(),
-        "privacy": {"patient_id": "hmac-sha256, first 16 hex digits",
-                    "key": "secret (given at build time)" if key_is_secret
-                    else "built-in default: not secret, IDs can be guessed"},
+        "deidentification": deidentification_record(key_is_secret),
         # Excluded from content hashes: the only part that differs between two builds.
         "provenance": {"built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "python": platform.python_version(), "platform": platform.platform()},

@@ -5,7 +5,6 @@ history; this module only decides which steps a recipe asks for, in which order.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ from ..harmonize.resize import resize_with_pad
 from ..image import MedicalImage
 from ..io import read_image
 from ..labels import classification
-from ..labels.splits import assign_split
-from ..privacy import pseudonymize
+from .case_table import case_row
 from .model import Recipe
 from .sources import CaseSource
 
@@ -50,7 +48,13 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
                                             _row_name(source, context))
         for spec in recipe.labels.get("classification", [])
     }
-    row = _table_row(source, raw, image, context)
+    row = case_row(
+        case_id=source.case_id, raw=raw, image=image,
+        patient=source.patient_id or raw.meta.get("patient_id") or source.case_id,
+        image_path=source.image_path, mask_path=source.mask_path,
+        extra={new: source.fields.get(old, "")
+               for old, new in recipe.source.get("columns", {}).items()},
+        recipe_data=recipe.data, source_dir=context.source_dir, key=context.pseudonym_key)
     return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row)
 
 
@@ -116,58 +120,6 @@ def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,
                             hint="masks must be on their image's grid; check the pairing")
 
 
-def _table_row(source: CaseSource, raw: MedicalImage, image: MedicalImage,
-               context: BuildContext) -> dict[str, Any]:
-    recipe = context.recipe
-    patient = source.patient_id or raw.meta.get("patient_id") or source.case_id
-    patient_pseudonym = pseudonymize(str(patient), context.pseudonym_key)
-    split_spec = recipe.data.get("split", {})
-    fractions = split_spec.get("fractions", {"train": 1.0})
-    files = [Path(f) for f in raw.meta.get("source_files", [source.image_path])]
-    if source.mask_path is not None:
-        files.append(source.mask_path)
-    kept = {new: source.fields.get(old, "")
-            for old, new in recipe.source.get("columns", {}).items()}
-    normalization = next((s.params for s in reversed(image.history)
-                          if s.name.startswith("normalize")), {})
-    return {
-        "case_id": source.case_id,
-        "patient_id": patient_pseudonym,
-        "split": assign_split(patient_pseudonym, split_spec.get("seed", 0), fractions),
-        "modality": raw.meta.get("modality") or recipe.data["modality"],
-        "organ": recipe.data["organ"],
-        "original_shape": list(raw.array.shape),
-        "original_spacing": [round(s, 6) for s in raw.spacing],
-        "original_orientation": raw.orientation,
-        "original_affine": np.round(raw.affine, 6).tolist(),
-        "harmonized_shape": list(image.array.shape),
-        "harmonized_spacing": [round(s, 6) for s in image.spacing],
-        # Pictures without a known pixel size keep spacings in pixels, not mm.
-        "spacing_unit": "pixel" if raw.meta.get("pixel_spacing_known") is False else "mm",
-        "dtype": str(image.array.dtype),
-        "source_files": [_relative(f, context.source_dir) for f in files],
-        "source_sha256": [_sha256(f) for f in files],
-        "intensity": normalization,
-        "steps": [step.to_dict() for step in image.history],
-        **_acquisition(raw),
-        **kept,
-    }
-
-
-# The acquisition facts a researcher filters on; nothing here identifies a person.
-_ACQUISITION_KEYS = {
-    "Manufacturer": "manufacturer", "ManufacturerModelName": "model", "KVP": "kvp",
-    "MagneticFieldStrength": "field_strength", "SliceThickness": "slice_thickness",
-    "ConvolutionKernel": "convolution_kernel", "SeriesDescription": "series_description",
-    "BodyPartExamined": "body_part", "ContrastBolusAgent": "contrast_agent",
-}
-
-
-def _acquisition(raw: MedicalImage) -> dict[str, Any]:
-    dicom = raw.meta.get("dicom", {})
-    return {column: dicom[key] for key, column in _ACQUISITION_KEYS.items() if key in dicom}
-
-
 def _target_ndim(recipe: Recipe) -> int | None:
     shape = recipe.harmonize.get("shape") or recipe.harmonize.get("spacing")
     return len(shape) if shape else None
@@ -177,17 +129,3 @@ def _row_name(source: CaseSource, context: BuildContext) -> str:
     table = context.recipe.source.get("table")
     return f"{context.source_dir / table} (row of {source.case_id})" if table else source.case_id
 
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return Path(path).name
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

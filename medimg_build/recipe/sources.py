@@ -3,6 +3,7 @@ folder listings and label tables: pixels are read later, one case at a time."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import RecipeError
+from ..io.dicom import is_dicom_file
+from ..privacy import identifying_values_of_files, pseudonym_key, pseudonymize, scrub
 from .model import Recipe
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -28,13 +31,16 @@ class CaseSource:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def discover_cases(recipe: Recipe, source_dir: str | Path) -> list[CaseSource]:
+def discover_cases(recipe: Recipe, source_dir: str | Path,
+                   key: bytes | None = None) -> list[CaseSource]:
+    """The cases of ``source_dir``; ``key`` pseudonymizes case ids that would otherwise
+    carry a patient identifier (DICOM folders named after the PatientID, as TCIA's)."""
     root = Path(source_dir)
     if not root.is_dir():
         raise RecipeError(root, "source folder does not exist",
                           hint="pass the folder holding the downloaded dataset to --source")
     finders = {"volume_folder": _volume_folder, "image_table": _image_table}
-    cases = finders[recipe.source["kind"]](recipe.source, root)
+    cases = finders[recipe.source["kind"]](recipe.source, root, key or pseudonym_key()[0])
     if not cases:
         raise RecipeError(root, f"no cases found with {recipe.source['kind']} pattern "
                           f"{recipe.source.get('images')!r}",
@@ -53,7 +59,7 @@ def case_id_from_name(path: Path, rule: str = "stem") -> str:
     return path.stem if path.is_file() or "." in name else name
 
 
-def _volume_folder(source: dict[str, Any], root: Path) -> list[CaseSource]:
+def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> list[CaseSource]:
     rule = source.get("case_id", "stem")
     mask_template = source.get("masks")
     cases = []
@@ -68,11 +74,11 @@ def _volume_folder(source: dict[str, Any], root: Path) -> list[CaseSource]:
             candidate = root / mask_template.format(case_id=case_id)
             mask = candidate if candidate.exists() else None
         patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
-        cases.append(CaseSource(case_id, path, mask, patient))
+        cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient))
     return cases
 
 
-def _image_table(source: dict[str, Any], root: Path) -> list[CaseSource]:
+def _image_table(source: dict[str, Any], root: Path, key: bytes) -> list[CaseSource]:
     table_path = root / source["table"]
     table = read_label_table(table_path)
     wanted = [source["image_column"]] + [c for c in [source.get("patient_column")] if c]
@@ -92,6 +98,18 @@ def _image_table(source: dict[str, Any], root: Path) -> list[CaseSource]:
         cases.append(CaseSource(_safe_id(case_id_from_name(Path(name)), table_path),
                                 path, None, patient or None, row))
     return cases
+
+
+def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
+    """``case_id``, or a pseudonym when it contains an identifying value of the DICOM
+    headers it names (the headers of one file: patient and study are the same in all)."""
+    if not (path.is_dir() or is_dicom_file(path) or path.suffix.lower() == ".dcm"):
+        return case_id
+    files = (p for p in sorted(path.rglob("*")) if p.is_file()) if path.is_dir() else [path]
+    identifiers = identifying_values_of_files(itertools.islice(files, 20))
+    if scrub(case_id, identifiers, key) == case_id:
+        return case_id
+    return f"case-{pseudonymize(case_id, key)[:12]}"
 
 
 def read_label_table(path: Path) -> pd.DataFrame:

@@ -1,0 +1,118 @@
+"""One case's row of the case table: identity, geometry before and after, sources,
+intensity parameters, steps, acquisition facts -- and nothing that identifies a patient.
+
+Every text of the row passes through ``privacy.scrub`` with the identifying values of
+the case's DICOM headers, and every absolute path becomes relative to the source
+folder, so that neither headers nor the user's folder names leak into a store."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..image import MedicalImage
+from ..labels.splits import assign_split
+from ..privacy import identifying_values_of_files, pseudonymize, scrub
+
+# DICOM acquisition facts a researcher filters on -> table column. Descriptors in the
+# PS3.15 profile (series description, protocol, contrast agent) are kept under its
+# Clean Descriptors Option: scrubbed like every other text of the row.
+ACQUISITION_COLUMNS = {
+    "Manufacturer": "manufacturer", "ManufacturerModelName": "model", "KVP": "kvp",
+    "MagneticFieldStrength": "field_strength", "SliceThickness": "slice_thickness",
+    "ConvolutionKernel": "convolution_kernel", "SeriesDescription": "series_description",
+    "ProtocolName": "protocol_name", "BodyPartExamined": "body_part",
+    "ContrastBolusAgent": "contrast_agent",
+}
+
+
+def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: str,
+             image_path: Path, mask_path: Path | None, extra: dict[str, Any],
+             recipe_data: dict[str, Any], source_dir: Path, key: bytes) -> dict[str, Any]:
+    files = [Path(f) for f in raw.meta.get("source_files", [image_path])]
+    identifiers = case_identifiers(raw)
+    patient_pseudonym = pseudonymize(str(patient), key)
+    split = recipe_data.get("split", {})
+    # A DICOM series is named by its folder: file names there are often SOP UIDs.
+    listed = [image_path] if raw.meta.get("format") == "dicom" else list(files)
+    if mask_path is not None:
+        files.append(mask_path)
+        listed.append(mask_path)
+    dicom = raw.meta.get("dicom", {})
+    row = {
+        "case_id": case_id,
+        "patient_id": patient_pseudonym,
+        "split": assign_split(patient_pseudonym, split.get("seed", 0),
+                              split.get("fractions", {"train": 1.0})),
+        "modality": raw.meta.get("modality") or recipe_data["modality"],
+        "organ": recipe_data["organ"],
+        "original_shape": list(raw.array.shape),
+        "original_spacing": [round(s, 6) for s in raw.spacing],
+        "original_orientation": raw.orientation,
+        "original_affine": np.round(raw.affine, 6).tolist(),
+        "harmonized_shape": list(image.array.shape),
+        "harmonized_spacing": [round(s, 6) for s in image.spacing],
+        # Pictures without a known pixel size keep spacings in pixels, not mm.
+        "spacing_unit": "pixel" if raw.meta.get("pixel_spacing_known") is False else "mm",
+        "dtype": str(image.array.dtype),
+        "source_files": listed,
+        "n_source_files": len(files),
+        "source_sha256": [sha256_of(f) for f in files],
+        "intensity": next((s.params for s in reversed(image.history)
+                           if s.name.startswith("normalize")), {}),
+        "steps": [step.to_dict() for step in image.history],
+        **{column: dicom[k] for k, column in ACQUISITION_COLUMNS.items() if k in dicom},
+        **{f"{name}_uid": pseudonymize(dicom[k], key)
+           for k, name in (("StudyInstanceUID", "study"), ("SeriesInstanceUID", "series"))
+           if dicom.get(k)},
+        **extra,
+    }
+    # The case id was made safe at discovery (sources.py), and must match the store's.
+    return {"case_id": case_id,
+            **_private({k: v for k, v in row.items() if k != "case_id"}, identifiers, key,
+                       source_dir)}
+
+
+def case_identifiers(raw: MedicalImage) -> set[str]:
+    """Identifying values of a case's DICOM headers (empty for other formats)."""
+    if raw.meta.get("format") != "dicom":
+        return set()
+    found = identifying_values_of_files(raw.meta.get("source_files", [])[:1])
+    if raw.meta.get("patient_id"):
+        found.add(str(raw.meta["patient_id"]))
+    return found
+
+
+def _private(value: Any, identifiers: set[str], key: bytes, source_dir: Path) -> Any:
+    """Every text in ``value`` made relative (paths) and scrubbed (identifiers)."""
+    if isinstance(value, dict):
+        return {k: _private(v, identifiers, key, source_dir) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_private(v, identifiers, key, source_dir) for v in value]
+    if isinstance(value, Path) or (isinstance(value, str) and value.startswith("/")):
+        value = relative_path(Path(value), source_dir)
+    if isinstance(value, str):
+        return scrub(value, identifiers, key)
+    return value
+
+
+def relative_path(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (symbolic links are not followed, so a linked
+    file keeps its name in the source tree); just the name when it lies elsewhere."""
+    for candidate, base in ((path, root), (path.resolve(), root.resolve())):
+        try:
+            return str(Path(candidate).relative_to(base))
+        except ValueError:
+            continue
+    return path.name
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
