@@ -1,0 +1,27 @@
+"""What every benchmark shares: medians of repeated runs and where the data is."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+REPEATS = int(os.environ.get("MEDIMG_BENCH_REPEATS", "5"))
+
+
+def median_seconds(function: Callable[[], object], repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def shared_data() -> Path | None:
+    root = Path(os.environ.get("MEDIMG_SHARED_DATA", HERE.parents[1] / "shared" / "data"))
+    return root if root.is_dir() else None
