@@ -14,6 +14,13 @@ from typing import Callable
 from ..errors import ImageReadError, MedimgError
 from ..image import MedicalImage
 from . import dicom, itk, nifti, raster
+from .dicom_discovery import (
+    DicomDiscovery,
+    DicomSeriesRef,
+    SkippedFile,
+    discover_series,
+    read_dicom_series,
+)
 
 Reader = Callable[[Path], MedicalImage]
 
@@ -27,7 +34,10 @@ READERS: dict[str, Reader] = {
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(READERS))
 
-__all__ = ["READERS", "SUPPORTED_SUFFIXES", "read_image", "reader_for"]
+__all__ = [
+    "READERS", "SUPPORTED_SUFFIXES", "DicomDiscovery", "DicomSeriesRef", "SkippedFile",
+    "discover_series", "read_dicom_series", "read_image", "reader_for",
+]
 
 
 def read_image(path: str | PathLike) -> MedicalImage:

@@ -7,6 +7,7 @@ metadata; dicom_frames decides the geometry and dicom_pixels the values.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,18 @@ def read_dicom(path: Path) -> MedicalImage:
         datasets = [(path, _read_file(path))]
     frames = frames_of(path, _one_series(path, datasets))
     return _build_image(path, frames)
+
+
+def read_dicom_files(where: Path, files: Sequence[Path]) -> MedicalImage:
+    """Exactly these files as one series (a DicomSeriesRef's), named ``where`` in errors.
+
+    Each file goes through the same reading, frame and pixel code as a folder's files, in
+    the same (sorted path) order, so the result equals reading a folder of just them.
+    """
+    datasets = [(path, _read_file(path)) for path in sorted(files)]
+    if not datasets:
+        raise ImageReadError(where, "no DICOM files given", hint="discover_series lists them")
+    return _build_image(where, frames_of(where, datasets))
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -151,23 +164,23 @@ def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
 
 
 def _one_series(folder: Path, datasets: list[tuple[Path, Dataset]]):
-    series: dict[str, list[tuple[Path, Dataset]]] = {}
-    for path, dataset in datasets:
-        series.setdefault(str(dataset.get("SeriesInstanceUID", "")), []).append((path, dataset))
+    # Discovery's grouping, so that the error lists what discover_series would return
+    # (imported here: dicom_discovery builds on this module).
+    from .dicom_discovery import group_datasets
+
+    refs = group_datasets(datasets)
+    # One (study, series) may still be split into parts (echoes, planes...): that stays
+    # this reader's own specific error (e.g. "mixed orientation"), as before discovery.
+    series = {ref.key[:2] for ref in refs}
     if len(series) == 1:
-        return next(iter(series.values()))
-    listed = []
-    for members in sorted(series.values(), key=lambda m: str(m[0][0])):
-        first = members[0][1]
-        number = first.get("SeriesNumber", "?")
-        description = str(first.get("SeriesDescription", "")).strip() or "no description"
-        listed.append(
-            f"#{number} '{description}' ({len(members)} files in {members[0][0].parent.name})"
-        )
-    shown = "; ".join(listed[:8]) + ("; ..." if len(listed) > 8 else "")
+        return datasets
+    listed = [f"{ref.label} ({len(ref.files)} files in {ref.folder.name})" for ref in refs]
+    shown = "; ".join(listed[:8]) + (f"; ... {len(listed) - 8} more" if len(listed) > 8 else "")
+    volumes = f" ({len(refs)} volumes)" if len(refs) != len(series) else ""
     raise DicomSeriesError(
-        folder, f"contains {len(series)} DICOM series: {shown}",
-        hint="point at a folder that holds one series",
+        folder, f"contains {len(series)} DICOM series{volumes}: {shown}",
+        hint="point at a folder that holds one series, or read each with "
+        "medimg_build.io.dicom_discovery.discover_series and read_dicom_series",
     )
 
 

@@ -1,0 +1,369 @@
+"""Find every DICOM series in a folder tree of mixed files, reading headers only.
+
+``discover_series(root)`` walks a tree (several patients, studies, series, DICOMDIR
+indexes, reports, stray files) and returns one ``DicomSeriesRef`` per volume plus the
+files it skipped and why; ``read_dicom_series(ref)`` reads one of them through the same
+code as ``read_image(folder)``, so a series reads identically either way.
+
+Grouping rules (those of dcm2niix's ``isSameSet``, minus its vendor-specific ones):
+
+* files group by (StudyInstanceUID, SeriesInstanceUID); files whose SeriesInstanceUID is
+  empty or missing (anonymizers strip it, e.g. TotalSegmentator's example CT) group by
+  their folder plus SeriesNumber instead;
+* one series UID is split into several volumes where SeriesNumber, EchoNumbers (multi-
+  echo), ImageOrientationPatient (localizers, mixed planes) or Rows/Columns differ; the
+  part's ``split`` names what differs, e.g. ``"echo 2"`` or ``"orientation 2 (axial)"``;
+* time points and diffusion directions of one series stay together (they are one 4D
+  series): no split by TemporalPositionIdentifier, AcquisitionNumber or b-value;
+* within a volume, a byte-identical copy of a file (same SOPInstanceUID, same bytes) is
+  skipped as a duplicate; differing files with one SOPInstanceUID are kept (and refused
+  by the reader as duplicate positions), never silently dropped.
+
+Only headers are read, never pixel data: the element header of PixelData is checked
+against the file size, so a truncated file is reported here rather than at decode time.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import warnings
+from io import BytesIO
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_partial
+from pydicom.tag import Tag
+
+from ..errors import ImageReadError, MedimgError
+from ..image import MedicalImage
+from .dicom import DICOMDIR_SOP_CLASS, read_dicom_files
+from .dicom_frames import ORIENTATION_ATOL, floats
+
+__all__ = ["DicomDiscovery", "DicomSeriesRef", "SkippedFile", "discover_series",
+           "group_datasets", "read_dicom_series"]
+
+# The attributes grouping needs; everything else is skipped unparsed (specific_tags).
+HEADER_TAGS = (
+    "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
+    "SeriesNumber", "SeriesDescription", "EchoNumbers", "ImageOrientationPatient",
+    "Rows", "Columns", "NumberOfFrames",
+)
+_HEADER_TAG_NUMBERS = [Tag(keyword) for keyword in HEADER_TAGS]  # read_partial wants tags
+PIXEL_TAGS = {0x7FE00010, 0x7FE00009, 0x7FE00008}  # PixelData, Double/Float PixelData
+UNDEFINED_LENGTH = 0xFFFFFFFF
+HEAD_BYTES = 64 * 1024  # enough for a classic header; longer ones are re-read
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str  # one line: "not DICOM ...", "DICOMDIR index", "no pixel data (...)", ...
+
+
+@dataclass(frozen=True)
+class DicomSeriesRef:
+    """One readable volume: a series, or one part of a series that had to be split."""
+
+    study_uid: str
+    series_uid: str  # "" when the files carry none (grouped by folder + SeriesNumber)
+    split: str  # "" unless the series UID holds several volumes; then what differs
+    files: tuple[Path, ...]  # sorted
+    modality: str | None
+    series_description: str
+    series_number: int | None
+    n_frames: int  # 2D frames stored (a multi-frame file counts its NumberOfFrames)
+    label: str  # e.g. "#4 'T1 SAG' MR [echo 2]"; no patient identifiers
+
+    @property
+    def folder(self) -> Path:
+        """The deepest folder holding all files (where errors point)."""
+        return Path(os.path.commonpath([str(p.parent) for p in self.files]))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Unique within one discovery: (study UID, series UID or folder#number, split)."""
+        series = self.series_uid or f"{self.folder}#{self.series_number}"
+        return (self.study_uid, series, self.split)
+
+
+@dataclass(frozen=True)
+class DicomDiscovery:
+    root: Path
+    series: list[DicomSeriesRef]
+    skipped: list[SkippedFile]
+
+    def summary(self) -> str:
+        lines = [f"{self.root}: {len(self.series)} series, {len(self.skipped)} files skipped"]
+        lines += [f"  {ref.label}: {len(ref.files)} files in {ref.folder}" for ref in self.series]
+        lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def discover_series(root: str | os.PathLike) -> DicomDiscovery:
+    """Every DICOM series under ``root`` (a folder, searched recursively, or one file)."""
+    root = Path(root).expanduser()
+    if root.is_dir():
+        # rglob, like read_image(folder): the same files, and no loops through symlinked dirs
+        paths = sorted(p for p in root.rglob("*") if p.is_file())
+    elif root.is_file():
+        paths = [root]
+    else:
+        raise ImageReadError(root, "no such file or folder", hint="check the path")
+    headers, skipped = [], []
+    for path in paths:
+        found = _read_header(path)
+        (skipped if isinstance(found, SkippedFile) else headers).append(found)
+    series, duplicates = _group(headers)
+    return DicomDiscovery(root=root, series=series, skipped=skipped + duplicates)
+
+
+def group_datasets(pairs: Iterable[tuple[Path, Dataset]]) -> list[DicomSeriesRef]:
+    """Already-read image datasets grouped by the rules above (used by read_image)."""
+    series, _ = _group([_Header.of(path, ds) for path, ds in pairs])
+    return series
+
+
+def read_dicom_series(ref: DicomSeriesRef) -> MedicalImage:
+    """Exactly the ref's files, through the same frame/geometry/pixel code as a folder."""
+    try:
+        return read_dicom_files(ref.folder, ref.files)
+    except MedimgError as error:
+        # Name the series too: a split part shares its folder with its siblings.
+        raise type(error)(error.path, f"series {ref.label}: {error.problem}",
+                          hint=error.hint) from error
+
+
+# -- reading headers ------------------------------------------------------------------------
+
+
+@dataclass
+class _Header:
+    path: Path
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    series_number: int | None
+    description: str
+    modality: str | None
+    echo: str
+    orientation: np.ndarray | None
+    size: tuple[int, int]
+    n_frames: int
+
+    @classmethod
+    def of(cls, path: Path, ds: Dataset) -> _Header:
+        return cls(
+            path=path,
+            sop_uid=_text(ds.get("SOPInstanceUID")),
+            study_uid=_text(ds.get("StudyInstanceUID")),
+            series_uid=_text(ds.get("SeriesInstanceUID")),
+            series_number=_int(ds.get("SeriesNumber")),
+            description=" ".join(_text(ds.get("SeriesDescription")).split()),
+            modality=_text(ds.get("Modality")) or None,
+            echo=_text(ds.get("EchoNumbers")),
+            orientation=floats(ds.get("ImageOrientationPatient"), 6),
+            size=(_int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0),
+            n_frames=_int(ds.get("NumberOfFrames")) or 1,
+        )
+
+
+def _read_header(path: Path) -> _Header | SkippedFile:
+    if path.name.upper() == "DICOMDIR":
+        return SkippedFile(path, "DICOMDIR index")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+            if head[128:132] != b"DICM":
+                return _without_preamble(path, head, size)
+            # Parse from memory: pydicom calls tell() per element, a syscall on a real
+            # file (GE headers hold ~700 elements). Headers longer than the first read
+            # (enhanced multi-frame) end without reaching the pixels: parse the file.
+            ds, pixels = _parse(BytesIO(head))
+            if not pixels and len(head) < size:
+                handle.seek(0)
+                ds, pixels = _parse(handle)
+    except Exception as error:  # noqa: BLE001 - any failure here makes the file unusable
+        return SkippedFile(path, f"unreadable: {type(error).__name__}: {_one_line(error)}")
+    file_meta = getattr(ds, "file_meta", None) or Dataset()
+    if (file_meta.get("MediaStorageSOPClassUID") == DICOMDIR_SOP_CLASS
+            or "DirectoryRecordSequence" in ds):
+        return SkippedFile(path, "DICOMDIR index")
+    if not pixels:
+        return SkippedFile(path, f"no pixel data ({_sop_name(ds, file_meta)})")
+    if pixels["length"] != UNDEFINED_LENGTH and pixels["start"] + pixels["length"] > size:
+        have = max(size - pixels["start"], 0)
+        return SkippedFile(path, f"unreadable: pixel data truncated ({have} of "
+                                 f"{pixels['length']} bytes present)")
+    if "Rows" not in ds or "Columns" not in ds:
+        return SkippedFile(path, "unreadable: pixel data without Rows/Columns")
+    return _Header.of(path, ds)
+
+
+def _without_preamble(path: Path, head: bytes, size: int) -> SkippedFile:
+    """Never part of a series (the rule of read_image(folder)), but say what it is."""
+    if size == 0:
+        return SkippedFile(path, "not DICOM (empty file)")
+    # Old ACR-NEMA style files start straight with a little-endian group 0002 or 0008
+    # element; anything else (text, PNG, NIfTI) is not worth a parse attempt.
+    if head[:2] in (b"\x02\x00", b"\x08\x00"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = read_partial(BytesIO(head), stop_when=None, force=True,
+                                  specific_tags=_HEADER_TAG_NUMBERS)
+        except Exception:  # noqa: BLE001 - not parseable: not DICOM after all
+            ds = None
+        if ds is not None and "SOPClassUID" in ds:
+            if "Rows" not in ds:
+                file_meta = getattr(ds, "file_meta", None) or Dataset()
+                return SkippedFile(path, f"no pixel data ({_sop_name(ds, file_meta)})")
+            return SkippedFile(path, "DICOM without the 'DICM' preamble (old ACR-NEMA "
+                                     "style): not read as part of a series; read it alone")
+    return SkippedFile(path, "not DICOM (no 'DICM' marker at byte 128)")
+
+
+def _parse(source) -> tuple[Dataset, dict[str, int]]:
+    """The header up to the pixel data, and where the pixel data value starts and ends."""
+    pixels: dict[str, int] = {}
+
+    def at_pixels(tag, vr, length) -> bool:
+        # Called with the source positioned at the value: remember where it ends.
+        if tag in PIXEL_TAGS:
+            pixels.update(start=source.tell(), length=length)
+            return True
+        return False
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd values in unrelated tags
+        ds = read_partial(source, stop_when=at_pixels, specific_tags=_HEADER_TAG_NUMBERS)
+    return ds, pixels
+
+
+def _sop_name(ds: Dataset, file_meta: Dataset) -> str:
+    uid = ds.get("SOPClassUID") or file_meta.get("MediaStorageSOPClassUID")
+    if uid is None:
+        return "no SOP class"
+    return str(getattr(uid, "name", "") or uid)
+
+
+# -- grouping -------------------------------------------------------------------------------
+
+
+def _group(headers: list[_Header]) -> tuple[list[DicomSeriesRef], list[SkippedFile]]:
+    groups: dict[tuple, list[_Header]] = {}
+    for header in headers:
+        if header.series_uid:
+            key: tuple = (header.study_uid, header.series_uid)
+        else:
+            key = (header.study_uid, "", str(header.path.parent), header.series_number)
+        groups.setdefault(key, []).append(header)
+    series: list[DicomSeriesRef] = []
+    duplicates: list[SkippedFile] = []
+    for members in groups.values():
+        for split, part in _split(members):
+            kept = _without_duplicates(part, duplicates)
+            series.append(_ref(kept, split))
+    series.sort(key=lambda ref: (str(ref.files[0]), ref.split))
+    return series, duplicates
+
+
+def _split(members: list[_Header]) -> list[tuple[str, list[_Header]]]:
+    """One series UID's files as volumes: by SeriesNumber, echo, orientation, size."""
+    planes: list[np.ndarray] = []  # representatives, matched within ORIENTATION_ATOL
+
+    def plane(orientation: np.ndarray | None) -> int:
+        if orientation is None:
+            return -1
+        for k, known in enumerate(planes):
+            if np.allclose(orientation, known, atol=ORIENTATION_ATOL):
+                return k
+        planes.append(orientation)
+        return len(planes) - 1
+
+    parts: dict[tuple, list[_Header]] = {}
+    for h in members:
+        parts.setdefault((h.series_number, h.echo, plane(h.orientation), h.size), []).append(h)
+    if len(parts) == 1:
+        return [("", members)]
+    varies = [len({signature[k] for signature in parts}) > 1 for k in range(4)]
+    named = []
+    for (number, echo, k, (rows, cols)), part in parts.items():
+        words = []
+        if varies[0]:
+            words.append(f"series number {number}")
+        if varies[1]:
+            words.append(f"echo {echo or '?'}")
+        if varies[2]:
+            words.append("no orientation" if k < 0 else
+                         f"orientation {k + 1} ({_plane_name(planes[k])})")
+        if varies[3]:
+            words.append(f"{cols}x{rows}")
+        named.append((", ".join(words), part))
+    return named
+
+
+def _plane_name(orientation: np.ndarray) -> str:
+    normal = np.abs(np.cross(orientation[:3], orientation[3:]))
+    if normal.max() < 0.8:  # more than ~37 degrees off every axis
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[int(np.argmax(normal))]
+
+
+def _without_duplicates(part: list[_Header], duplicates: list[SkippedFile]) -> list[_Header]:
+    # Only byte-identical copies (a folder copied twice, "series (1)") are dropped; files
+    # that share a SOPInstanceUID but differ (re-encoded, edited) stay, and the reader
+    # refuses their duplicate positions loudly instead of discovery picking one silently.
+    first: dict[str, list[Path]] = {}
+    kept = []
+    for h in sorted(part, key=lambda h: h.path):
+        same = [p for p in first.get(h.sop_uid, []) if _identical(p, h.path)] if h.sop_uid else []
+        if same:
+            duplicates.append(SkippedFile(h.path, f"duplicate of {same[0]} (identical file)"))
+            continue
+        first.setdefault(h.sop_uid, []).append(h.path)
+        kept.append(h)
+    return kept
+
+
+def _identical(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def _ref(part: list[_Header], split: str) -> DicomSeriesRef:
+    head = part[0]
+    number = "?" if head.series_number is None else head.series_number
+    label = (f"#{number} '{head.description or 'no description'}' "
+             f"{head.modality or 'unknown modality'}" + (f" [{split}]" if split else ""))
+    return DicomSeriesRef(
+        study_uid=head.study_uid, series_uid=head.series_uid, split=split,
+        files=tuple(h.path for h in part), modality=head.modality,
+        series_description=head.description, series_number=head.series_number,
+        n_frames=sum(h.n_frames for h in part), label=label,
+    )
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:200]
