@@ -37,7 +37,7 @@ LOSSLESS_SYNTAXES = {
 
 SIIM_CR = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 
-# 4D (time / diffusion) series are a later issue; failing/ has its own tests below.
+# 4D (time / diffusion) series: test_io_dicom_4d.py; failing/ has its own tests below.
 NOT_PLAIN_VOLUMES = ("dti", "fmri", "failing")
 
 
@@ -367,17 +367,6 @@ def test_two_slice_series_reads_like_dicom2nifti(shared_data):
     ours = canonical(image.array, image.affine)
     np.testing.assert_allclose(ours.affine, truth.affine, atol=1e-3)
     np.testing.assert_array_equal(np.asanyarray(ours.dataobj), np.asanyarray(truth.dataobj))
-
-
-@pytest.mark.parametrize("rel", ["dicom2nifti/ge/fmri/001", "dicom2nifti/philips_enhanced/dti/001",
-                                 "dcm_qa_nih/In/20180918Si/mr_0003",
-                                 "dcm_qa_nih/In/20180918GE/mr_0005"])
-def test_4d_series_is_refused_not_stacked(shared_data, rel):
-    # classic GE slices, an enhanced Philips file, Siemens mosaics: all 4D
-    folder = shared_data / rel
-    with pytest.raises(DicomSeriesError) as caught:
-        read_image(folder)
-    assert "4D" in one_line(caught.value, folder)
 
 
 def test_folder_with_several_series_lists_them():

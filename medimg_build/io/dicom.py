@@ -20,6 +20,7 @@ from pydicom.multival import MultiValue
 from ..errors import DicomSeriesError, ImageReadError
 from ..geometry import LPS_TO_RAS
 from ..image import MedicalImage
+from .dicom_4d import split_volumes
 from .dicom_frames import Frame, frames_of, planar_geometry, volume_geometry
 from .dicom_pixels import invert_monochrome1, rescale, stack_pixels, to_index_order
 
@@ -190,7 +191,12 @@ def _one_series(folder: Path, datasets: list[tuple[Path, Dataset]]):
 def _build_image(where: Path, frames: list[Frame]) -> MedicalImage:
     first = frames[0].dataset
     has_geometry = all(f.orientation is not None and f.position is not None for f in frames)
-    if has_geometry:
+    volumes = split_volumes(where, frames) if has_geometry else None
+    if volumes is not None:  # 4D: volumes along the channel axis, grid of the first one
+        frames, lps, geometry = volumes.frames, volumes.lps, volumes.geometry
+        affine = LPS_TO_RAS @ lps
+        spatial_ndim, space = 3, "patient"
+    elif has_geometry:
         frames, lps, geometry = volume_geometry(where, frames)
         affine = LPS_TO_RAS @ lps
         spatial_ndim, space = 3, "patient"
@@ -205,7 +211,8 @@ def _build_image(where: Path, frames: list[Frame]) -> MedicalImage:
             hint="projection images (CR/DX/MG/SC) are read one file at a time",
         )
 
-    array, intensity, stored_as = _pixel_values(where, frames, spatial_ndim)
+    n_volumes = volumes.n_volumes if volumes is not None else 1
+    array, intensity, stored_as = _pixel_values(where, frames, spatial_ndim, n_volumes)
     files = sorted({str(f.path.resolve()) for f in frames})
     meta = {
         "format": "dicom",
@@ -218,14 +225,19 @@ def _build_image(where: Path, frames: list[Frame]) -> MedicalImage:
         "dicom": _facts(first, frames, files),
         "patient_id": str(first.get("PatientID", "")) or None,
     }
+    step: dict[str, Any] = {}
+    if volumes is not None:
+        meta["dicom"].update(volumes.facts)
+        step = {"n_volumes": n_volumes, "volumes_vary_in": volumes.facts["VolumesVaryIn"]}
     image = MedicalImage(array=array, affine=affine, spatial_ndim=spatial_ndim, meta=meta)
     return image.recorded(
-        "read", reader="dicom", path=str(where), n_files=len(files), n_slices=len(frames),
-        rescale=stored_as, inverted=intensity["inverted"], space=space,
+        "read", reader="dicom", path=str(where), n_files=len(files),
+        n_slices=len(frames) // n_volumes, rescale=stored_as, inverted=intensity["inverted"],
+        space=space, **step,
     )
 
 
-def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int):
+def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int, n_volumes: int = 1):
     """Array in index order, the intensity facts, and how the rescale was stored."""
     first = frames[0].dataset
     stack = stack_pixels(where, frames)
@@ -256,7 +268,7 @@ def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int):
     unit = _unit(first, str(first.get("Modality", "")) or None)
     if unit:
         intensity["unit"] = unit
-    return to_index_order(stack, spatial_ndim), intensity, stored_as
+    return to_index_order(stack, spatial_ndim, n_volumes), intensity, stored_as
 
 
 def _unit(dataset: Dataset, modality: str | None) -> str | None:

@@ -37,8 +37,6 @@ TILT_SINE_TOL = 1e-2  # ~0.6 degrees between the slice step and the slice normal
 
 
 @dataclass
-
-
 class Frame:
     """One 2D image: a classic file, a frame of a multi-frame file, or a mosaic tile."""
 
@@ -51,6 +49,9 @@ class Frame:
     thickness: float | None
     slope: float
     intercept: float
+    # Enhanced multi-frame: this frame's per-frame functional group item (temporal
+    # position, diffusion); None for classic files and mosaic tiles.
+    item: Dataset | None = None
 
 
 def floats(value, count: int) -> np.ndarray | None:
@@ -133,6 +134,7 @@ def _enhanced_frames(path: Path, dataset: Dataset) -> list[Frame]:
                 thickness=optional_float(measures.get("SliceThickness")),
                 slope=optional_float(transform.get("RescaleSlope")) or 1.0,
                 intercept=optional_float(transform.get("RescaleIntercept")) or 0.0,
+                item=item,
             )
         )
     return frames
@@ -219,8 +221,8 @@ def optional_float(value) -> float | None:
         return None
 
 
-def volume_geometry(where: Path, frames: list[Frame]) -> tuple[list[Frame], np.ndarray, dict]:
-    """Sorted frames, the LPS affine and geometry facts, or a DicomSeriesError."""
+def slice_axes(where: Path, frames: list[Frame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit row, column and slice-normal vectors (LPS) shared by all frames, or an error."""
     iop = frames[0].orientation
     if any(not np.allclose(f.orientation, iop, atol=ORIENTATION_ATOL) for f in frames):
         n_orient = len({tuple(np.round(f.orientation, 3)) for f in frames})
@@ -231,7 +233,12 @@ def volume_geometry(where: Path, frames: list[Frame]) -> tuple[list[Frame], np.n
         )
     row_cosine = iop[:3] / np.linalg.norm(iop[:3])
     col_cosine = iop[3:] / np.linalg.norm(iop[3:])
-    normal = np.cross(row_cosine, col_cosine)
+    return row_cosine, col_cosine, np.cross(row_cosine, col_cosine)
+
+
+def volume_geometry(where: Path, frames: list[Frame]) -> tuple[list[Frame], np.ndarray, dict]:
+    """Sorted frames, the LPS affine and geometry facts, or a DicomSeriesError."""
+    row_cosine, col_cosine, normal = slice_axes(where, frames)
     distances = np.array([f.position @ normal for f in frames])
     order = np.argsort(distances, kind="stable")
     frames = [frames[k] for k in order]
@@ -265,8 +272,7 @@ def _check_positions(where: Path, frames, distances: np.ndarray, normal: np.ndar
     if n_distinct < len(frames):
         raise DicomSeriesError(
             where, f"{len(frames)} slices at only {n_distinct} distinct positions "
-            "(duplicate slices, or a 4D time/diffusion series, which is not supported yet)",
-            hint="remove duplicated files, or split the volumes into one folder each",
+            "(duplicate slices)", hint="remove the duplicated files",
         )
     problems = []
     mean_gap = (distances[-1] - distances[0]) / (len(frames) - 1)

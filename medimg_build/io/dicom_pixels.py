@@ -94,14 +94,25 @@ def rescale(stack: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, str]:
     return out, "float32"
 
 
-def to_index_order(stack: np.ndarray, spatial_ndim: int) -> np.ndarray:
-    """``(n, rows, cols[, samples])`` to ``(cols, rows[, n])[, samples]`` (i along a row)."""
+def to_index_order(stack: np.ndarray, spatial_ndim: int, n_volumes: int = 1) -> np.ndarray:
+    """``(n, rows, cols[, samples])`` to ``(cols, rows[, n])[, samples]`` (i along a row).
+
+    With ``n_volumes > 1`` the frames are volume after volume, and the volumes become the
+    trailing channel axis: ``(cols, rows, slices, volumes)``, still Fortran-ordered.
+    """
     colour = stack.ndim == 4
+    if n_volumes > 1:
+        volumes = stack.reshape((n_volumes, stack.shape[0] // n_volumes) + stack.shape[1:])
+        return _native(volumes.transpose((3, 2, 1, 0)))
     if spatial_ndim == 2:
         stack = stack[0]
         array = stack.transpose((1, 0, 2)) if colour else stack.T
     else:
         array = stack.transpose((2, 1, 0, 3)) if colour else stack.transpose((2, 1, 0))
+    return _native(array)
+
+
+def _native(array: np.ndarray) -> np.ndarray:
     if not (array.flags.c_contiguous or array.flags.f_contiguous):
         array = np.ascontiguousarray(array)
     if not array.dtype.isnative:

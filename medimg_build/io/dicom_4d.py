@@ -1,0 +1,286 @@
+"""4D DICOM series (fMRI time points, diffusion directions, perfusion phases).
+
+When several frames share a slice position, the series is a stack of volumes. It comes
+out as dcm2niix writes it: the volumes along a trailing channel axis, the spatial grid
+from the first volume, and the frames at each slice position ordered by
+TemporalPositionIdentifier, then AcquisitionNumber, then InstanceNumber (enhanced files:
+DimensionIndexValues last index first, then TemporalPositionIndex, then frame number). Every slice position must hold the same
+number of frames, and per-volume labels (time point, b-value, gradient) must agree
+across positions: otherwise a frame is missing or duplicated, and stacking would shift
+the volumes against each other silently, so the series is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from ..errors import DicomSeriesError
+from .dicom_frames import DUPLICATE_MM, Frame, floats, optional_float, slice_axes, volume_geometry
+
+# Frames stacked at one slice position sit at the very same IPP (written from the same
+# prescription); a larger in-plane shift means a moving table or another field of view.
+IN_PLANE_ATOL_MM = 0.01
+
+# Private diffusion tags of GE (b-value first in 0043,xx39; gradient in 0019,xxBB-BD) and
+# Siemens (0019,xx0C b-value, 0019,xx0E gradient), read when the public ones are absent.
+GE_BVALUE = (0x0043, 0x1039)
+GE_GRADIENT = ((0x0019, 0x10BB), (0x0019, 0x10BC), (0x0019, 0x10BD))
+SIEMENS_BVALUE = (0x0019, 0x100C)
+SIEMENS_GRADIENT = (0x0019, 0x100E)
+
+
+@dataclass
+class Volumes:
+    """The frames of a 4D series, volume after volume, and what the volumes are."""
+
+    frames: list[Frame]  # volume-major; slices in spatial order within each volume
+    n_volumes: int
+    lps: np.ndarray  # affine of the first volume
+    geometry: dict[str, Any]
+    facts: dict[str, Any] = field(default_factory=dict)  # merged into meta["dicom"]
+
+
+@dataclass(frozen=True)
+class _Label:
+    """What a frame says about the volume it belongs to, and its rank within a position."""
+
+    temporal: int | None
+    acquisition: int | None
+    instance: int | None
+    b_value: float | None
+    gradient: tuple[float, float, float] | None
+    # Enhanced files: DimensionIndexValues, last index first. dcm2niix sorts frames by
+    # them in that order, so a Philips DTI whose b=0 frames carry gradient index 65 ends
+    # with the b=0 volume, as dcm2niix writes it.
+    dimensions: tuple[int, ...] = ()
+
+    def sort_key(self) -> tuple:
+        missing = -(2**62)  # absent numbers sort first, like dcm2niix's zero default
+        return (
+            self.dimensions,
+            missing if self.temporal is None else self.temporal,
+            missing if self.acquisition is None else self.acquisition,
+            missing if self.instance is None else self.instance,
+        )
+
+    def volume_identity(self) -> tuple:
+        # Time point and diffusion encoding belong to the volume, so they must be equal
+        # across its slices; Acquisition/InstanceNumber may legitimately run per slice.
+        gradient = None if self.gradient is None else tuple(np.round(self.gradient, 4))
+        return (self.temporal, self.b_value, gradient)
+
+
+def split_volumes(where: Path, frames: list[Frame]) -> Volumes | None:
+    """The volumes of a 4D series, or None when every frame has its own slice position."""
+    _, _, normal = slice_axes(where, frames)
+    distances = np.array([f.position @ normal for f in frames])
+    order = np.argsort(distances, kind="stable")
+    gaps = np.diff(distances[order])
+    if not (gaps <= DUPLICATE_MM).any():
+        return None  # a plain 3D series: its geometry is checked as before
+    groups = np.split(order, np.flatnonzero(gaps > DUPLICATE_MM) + 1)
+    if len(groups) == 1:
+        # One position, several frames: a single-slice time series (e.g. CT bolus
+        # tracking) or copies of one slice. Neither is a volume.
+        raise DicomSeriesError(
+            where, f"{len(frames)} slices but no distinct positions: all at one place (a "
+            "single-slice time series or duplicated files, not a volume)",
+            hint="point at a volume, or read one of the files on its own",
+        )
+    if int(frames[0].dataset.get("SamplesPerPixel", 1) or 1) > 1:
+        raise DicomSeriesError(
+            where, f"colour 4D series ({len(frames)} frames at {len(groups)} positions): "
+            "an image has only one channel axis", hint="split the volumes into one folder each",
+        )
+    stacks = [[frames[k] for k in group] for group in groups]
+    _check_counts(where, stacks)
+    labels = {id(f): _label(f) for f in frames}
+    for stack in stacks:
+        stack.sort(key=lambda f: labels[id(f)].sort_key())
+        _check_stack(where, stack, labels)
+    _check_same_volumes(where, stacks, labels)
+
+    first_volume, lps, geometry = volume_geometry(where, [s[0] for s in stacks])
+    by_first = {id(s[0]): s for s in stacks}
+    stacks = [by_first[id(f)] for f in first_volume]  # the order volume_geometry chose
+    n_volumes = len(stacks[0])
+    ordered = [stack[v] for v in range(n_volumes) for stack in stacks]
+    return Volumes(frames=ordered, n_volumes=n_volumes, lps=lps, geometry=geometry,
+                   facts=_volume_facts([labels[id(f)] for f in stacks[0]]))
+
+
+def _check_counts(where: Path, stacks: list[list[Frame]]) -> None:
+    counts = np.array([len(s) for s in stacks])
+    typical = int(np.bincount(counts).argmax())
+    odd = np.flatnonzero(counts != typical)
+    if odd.size == 0:
+        return
+    shown = ", ".join(
+        f"slice {k + 1} holds {counts[k]}" for k in odd[:4]
+    ) + (", ..." if odd.size > 4 else "")
+    raise DicomSeriesError(
+        where, f"4D series with a missing or duplicated frame: {len(stacks)} slice "
+        f"positions, most hold {typical} frames but {shown}",
+        hint="a time point or diffusion direction is incomplete; re-export the series",
+    )
+
+
+def _check_stack(where: Path, stack: list[Frame], labels: dict[int, _Label]) -> None:
+    """Frames at one position: same place in-plane, and each one a different volume."""
+    positions = np.array([f.position for f in stack])
+    shift = float(np.abs(positions - positions[0]).max())
+    if shift > IN_PLANE_ATOL_MM:
+        raise DicomSeriesError(
+            where, f"frames at the same slice position are shifted in-plane by up to "
+            f"{shift:.3g} mm (moving table or different fields of view)",
+            hint="split the acquisitions into one folder each",
+        )
+    for a, b in zip(stack, stack[1:]):
+        key = labels[id(a)].sort_key()
+        if key == labels[id(b)].sort_key() and a.index == b.index:
+            raise DicomSeriesError(
+                where, f"duplicated frame: {_name(a)} and {_name(b)} sit at the same "
+                "position with the same temporal/acquisition/instance numbers",
+                hint="remove the duplicated file (or the series lacks the numbers that order "
+                "its volumes)",
+            )
+
+
+def _check_same_volumes(where: Path, stacks: list[list[Frame]],
+                        labels: dict[int, _Label]) -> None:
+    reference = [labels[id(f)].volume_identity() for f in stacks[0]]
+    for k, stack in enumerate(stacks[1:], start=2):
+        identity = [labels[id(f)].volume_identity() for f in stack]
+        if identity != reference:
+            v = next(i for i, (a, b) in enumerate(zip(identity, reference)) if a != b)
+            raise DicomSeriesError(
+                where, f"4D series with a missing or duplicated frame: volume {v + 1} is "
+                f"{_describe(reference[v])} at slice 1 but {_describe(identity[v])} at "
+                f"slice {k}", hint="a time point or diffusion direction is incomplete",
+            )
+
+
+def _describe(identity: tuple) -> str:
+    temporal, b_value, gradient = identity
+    parts = [f"time point {temporal}" if temporal is not None else ""]
+    if b_value or (gradient is not None and any(gradient)):  # b=0 says nothing more
+        parts.append(f"b={b_value or 0:g}")
+        if gradient is not None:
+            parts.append("gradient (" + ", ".join(f"{g:.4g}" for g in gradient) + ")")
+    return " ".join(p for p in parts if p) or "unlabelled"
+
+
+def _name(frame: Frame) -> str:
+    return frame.path.name + ("" if frame.index is None else f" frame {frame.index + 1}")
+
+
+# -- what a frame says about its volume -------------------------------------------------------
+
+
+def _label(frame: Frame) -> _Label:
+    ds, item = frame.dataset, frame.item
+    if item is not None:  # enhanced multi-frame: everything is per frame
+        content = _first_item(item, "FrameContentSequence")
+        b_value, gradient = _public_diffusion(_first_item(item, "MRDiffusionSequence"))
+        if b_value is None:
+            shared = ds.get("SharedFunctionalGroupsSequence")
+            b_value, gradient = _public_diffusion(
+                _first_item(shared[0], "MRDiffusionSequence") if shared else None)
+        dimensions = content.get("DimensionIndexValues") if content else None
+        if isinstance(dimensions, int):  # one dimension: pydicom gives a bare number
+            dimensions = [dimensions]
+        return _Label(temporal=_int(content.get("TemporalPositionIndex") if content else None),
+                      acquisition=None, instance=frame.index, b_value=b_value,
+                      gradient=gradient,
+                      dimensions=tuple(int(v) for v in reversed(dimensions or [])))
+    b_value, gradient = _classic_diffusion(ds)
+    return _Label(
+        temporal=_int(ds.get("TemporalPositionIdentifier")),
+        acquisition=_int(ds.get("AcquisitionNumber")),
+        instance=_int(ds.get("InstanceNumber")),
+        b_value=b_value,
+        gradient=gradient,
+    )
+
+
+def _first_item(dataset: Dataset | None, keyword: str) -> Dataset | None:
+    if dataset is None or keyword not in dataset:
+        return None
+    sequence = dataset[keyword].value
+    return sequence[0] if len(sequence) else None
+
+
+def _public_diffusion(item: Dataset | None):
+    if item is None:
+        return None, None
+    b_value = optional_float(item.get("DiffusionBValue"))
+    direction = _first_item(item, "DiffusionGradientDirectionSequence")
+    gradient = floats(direction.get("DiffusionGradientOrientation"), 3) if direction else None
+    if gradient is None:
+        gradient = floats(item.get("DiffusionGradientOrientation"), 3)
+    return b_value, None if gradient is None else tuple(float(g) for g in gradient)
+
+
+def _classic_diffusion(ds: Dataset):
+    b_value, gradient = _public_diffusion(ds)
+    if b_value is not None:
+        return b_value, gradient
+    if SIEMENS_BVALUE in ds and "SIEMENS" in str(ds.get("Manufacturer", "")).upper():
+        direction = floats(_value(ds, SIEMENS_GRADIENT), 3)
+        return (optional_float(_value(ds, SIEMENS_BVALUE)),
+                None if direction is None else tuple(float(g) for g in direction))
+    if GE_BVALUE in ds and "GE" in str(ds.get("Manufacturer", "")).upper():
+        b_value = optional_float(_value(ds, GE_BVALUE))  # first of its four numbers
+        direction = [optional_float(_value(ds, tag)) for tag in GE_GRADIENT]
+        gradient = None if None in direction else tuple(float(d) for d in direction)
+        return b_value, gradient
+    return None, None
+
+
+def _value(ds: Dataset, tag: tuple[int, int]):
+    value = ds[tag].value if tag in ds else None
+    if isinstance(value, bytes):  # implicit VR files leave private tags undecoded
+        try:
+            text = value.decode("ascii").strip("\x00 ")
+        except UnicodeDecodeError:
+            return None
+        return text.split("\\") if "\\" in text else text
+    return value
+
+
+def _int(value) -> int | None:
+    number = optional_float(value)
+    return None if number is None else int(number)
+
+
+def _volume_facts(labels: list[_Label]) -> dict[str, Any]:
+    """NumberOfVolumes, which numbers vary between volumes, and diffusion encoding."""
+    facts: dict[str, Any] = {"NumberOfVolumes": len(labels)}
+    varied = []
+    enhanced = any(label.dimensions for label in labels)
+    for name, attribute in (("DimensionIndexValues", "dimensions"),
+                            ("TemporalPositionIdentifier", "temporal"),
+                            ("AcquisitionNumber", "acquisition"),
+                            ("FrameNumber" if enhanced else "InstanceNumber", "instance"),
+                            ("DiffusionBValue", "b_value"),
+                            ("DiffusionGradientOrientation", "gradient")):
+        values = [getattr(label, attribute) for label in labels]
+        if any(v is not None for v in values) and len(set(values)) > 1:
+            varied.append(name)
+    facts["VolumesVaryIn"] = varied
+    b_values = [label.b_value for label in labels]
+    gradients = [label.gradient for label in labels]
+    diffusion = any(b for b in b_values if b) or any(
+        g is not None and any(g) for g in gradients)
+    if diffusion:
+        # As stored in DICOM (patient frame for the public tags), one per volume, like
+        # dcm2niix's .bval/.bvec before it rotates the vectors into the voxel frame.
+        facts["DiffusionBValues"] = [b if b is not None else 0.0 for b in b_values]
+        facts["DiffusionGradients"] = [list(g) if g is not None else [0.0, 0.0, 0.0]
+                                       for g in gradients]
+    return facts
