@@ -241,3 +241,11 @@ def test_a_ref_is_a_small_frozen_value(found):
     with pytest.raises(AttributeError):
         ref.label = "changed"  # type: ignore[misc]
     assert hash(ref) == hash(ref)
+
+
+def test_discovery_follows_folder_links_without_looping(shared_data, tmp_path):
+    """Cluster data trees are link farms: linked folders are searched, loops end."""
+    (tmp_path / "linked").symlink_to(shared_data / "dicom2nifti" / "anatomical" / "001")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    found = discover_series(tmp_path)
+    assert [len(ref.files) for ref in found.series] == [4]

@@ -6,6 +6,7 @@ metadata; dicom_frames decides the geometry and dicom_pixels the values.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,22 @@ def read_dicom_files(where: Path, files: Sequence[Path]) -> MedicalImage:
     if not datasets:
         raise ImageReadError(where, "no DICOM files given", hint="discover_series lists them")
     return _build_image(where, frames_of(where, datasets))
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, sorted, following symbolic links to folders (data
+    trees on clusters are often link farms) but visiting each real folder once, so that
+    a link loop ends instead of recursing forever."""
+    seen: set[str] = set()
+    found = []
+    for directory, subdirectories, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirectories.clear()
+            continue
+        seen.add(real)
+        found += [Path(directory) / name for name in files]
+    return sorted(p for p in found if p.is_file())
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -137,7 +154,7 @@ def _claims_image(dataset: Dataset) -> bool:
 
 def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
     found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files_under(folder):
         if path.name.upper() == "DICOMDIR" or not is_dicom_file(path):
             continue  # READMEs, JSON sidecars, thumbnails, DICOMDIR indexes
         try:

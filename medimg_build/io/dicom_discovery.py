@@ -40,7 +40,7 @@ from pydicom.tag import Tag
 
 from ..errors import ImageReadError, MedimgError
 from ..image import MedicalImage
-from .dicom import DICOMDIR_SOP_CLASS, read_dicom_files
+from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files
 from .dicom_frames import ORIENTATION_ATOL, floats
 
 __all__ = ["DicomDiscovery", "DicomSeriesRef", "SkippedFile", "discover_series",
@@ -107,8 +107,7 @@ def discover_series(root: str | os.PathLike) -> DicomDiscovery:
     """Every DICOM series under ``root`` (a folder, searched recursively, or one file)."""
     root = Path(root).expanduser()
     if root.is_dir():
-        # rglob, like read_image(folder): the same files, and no loops through symlinked dirs
-        paths = sorted(p for p in root.rglob("*") if p.is_file())
+        paths = files_under(root)
     elif root.is_file():
         paths = [root]
     else:

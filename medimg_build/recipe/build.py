@@ -22,7 +22,7 @@ from ..privacy import deidentification_record, pseudonym_key
 from ..store import create_store
 from .model import Recipe
 from .pipeline import BuildContext, harmonize_case
-from .sources import CaseSource, discover_cases
+from .sources import CaseSource, list_sources
 
 _VERSIONED = ["medimg-build", "numpy", "pydicom", "nibabel", "SimpleITK", "Pillow",
               "tifffile", "zarr", "numcodecs", "xarray", "dask", "pandas"]
@@ -33,6 +33,7 @@ class BuildReport:
     store: str
     built: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # found, not a case: path -> why
     seconds: float = 0.0
 
     @property
@@ -50,11 +51,19 @@ class BuildReport:
                 for prefix in prefixes:
                     message = message.replace(prefix, "")
                 failed[case_id] = message
-        return {"built": len(self.built), "failed": failed, "seconds": round(self.seconds, 3)}
+        # Skipped files by reason only: their paths (TCIA folders are patient IDs) stay
+        # on the console, out of the store.
+        reasons: dict[str, int] = {}
+        for reason in self.skipped.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        return {"built": len(self.built), "failed": failed, "skipped": reasons,
+                "seconds": round(self.seconds, 3)}
 
     def summary(self) -> str:
         lines = [f"{self.store}: {len(self.built)} case(s) built, {len(self.failed)} failed "
-                 f"in {self.seconds:.1f} s"]
+                 f"in {self.seconds:.1f} s"
+                 + (f"; {len(self.skipped)} source file(s) skipped" if self.skipped else "")]
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped.items()]
         lines += [f"  failed {case_id}: {error}" for case_id, error in self.failed.items()]
         return "\n".join(lines)
 
@@ -65,13 +74,14 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     started = time.perf_counter()
     source_dir = Path(source_dir)
     secret, key_is_secret = pseudonym_key(key)
-    cases = discover_cases(recipe, source_dir, secret)
+    listing = list_sources(recipe, source_dir, secret)
+    cases = listing.cases
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret)
     attrs = store_attributes(recipe, key_is_secret)
     writer = create_store(out, layout=recipe.layout, n_cases=len(cases), attrs=attrs,
                           cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"),
                           overwrite=overwrite)
-    report = BuildReport(store=str(out))
+    report = BuildReport(store=str(out), skipped=listing.skipped)
     rows: list[dict[str, Any]] = [{"case_id": c.case_id} for c in cases]
     bar = tqdm(total=len(cases), unit="case", desc=recipe.name, disable=not progress)
     for index, result in _harmonized(cases, context, workers, scheduler):

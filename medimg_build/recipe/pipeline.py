@@ -21,6 +21,7 @@ from ..harmonize.resample import resample_to_grid, resample_to_spacing
 from ..harmonize.resize import resize_with_pad
 from ..image import MedicalImage
 from ..io import read_image
+from ..io.dicom_discovery import read_dicom_series
 from ..labels import classification
 from .case_table import case_row
 from .model import Recipe
@@ -38,7 +39,8 @@ class BuildContext:
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     recipe = context.recipe
-    raw = _with_recipe_facts(read_image(source.image_path), recipe)
+    raw = read_dicom_series(source.series) if source.series else read_image(source.image_path)
+    raw = _with_recipe_facts(raw, recipe)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
     mask = None
     if source.mask_path is not None:

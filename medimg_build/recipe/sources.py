@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..errors import RecipeError
 from ..io.dicom import is_dicom_file
+from ..io.dicom_discovery import DicomSeriesRef, discover_series
 from ..privacy import identifying_values_of_files, pseudonym_key, pseudonymize, scrub
 from .model import Recipe
 
@@ -29,24 +30,42 @@ class CaseSource:
     mask_path: Path | None = None
     patient_id: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    series: DicomSeriesRef | None = None  # a series found by DICOM discovery
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """The cases of a source, and what was found but is not a case (path -> reason)."""
+
+    cases: list[CaseSource]
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def discover_cases(recipe: Recipe, source_dir: str | Path,
                    key: bytes | None = None) -> list[CaseSource]:
+    return list_sources(recipe, source_dir, key).cases
+
+
+def list_sources(recipe: Recipe, source_dir: str | Path,
+                 key: bytes | None = None) -> SourceListing:
     """The cases of ``source_dir``; ``key`` pseudonymizes case ids that would otherwise
     carry a patient identifier (DICOM folders named after the PatientID, as TCIA's)."""
     root = Path(source_dir)
     if not root.is_dir():
         raise RecipeError(root, "source folder does not exist",
                           hint="pass the folder holding the downloaded dataset to --source")
-    finders = {"volume_folder": _volume_folder, "image_table": _image_table}
-    cases = finders[recipe.source["kind"]](recipe.source, root, key or pseudonym_key()[0])
-    if not cases:
+    finders = {"volume_folder": _volume_folder, "image_table": _image_table,
+               "dicom_tree": _dicom_tree}
+    listing = finders[recipe.source["kind"]](recipe.source, root, key or pseudonym_key()[0])
+    if isinstance(listing, list):
+        listing = SourceListing(listing)
+    if not listing.cases:
         raise RecipeError(root, f"no cases found with {recipe.source['kind']} pattern "
-                          f"{recipe.source.get('images')!r}",
-                          hint="check --source and the recipe's source.images glob")
-    _check_unique(cases, root)
-    return cases
+                          f"{recipe.source.get('images', recipe.source.get('root', '.'))!r}"
+                          f" ({len(listing.skipped)} files skipped)",
+                          hint="check --source and the recipe's source section")
+    _check_unique(listing.cases, root)
+    return listing
 
 
 def case_id_from_name(path: Path, rule: str = "stem") -> str:
@@ -98,6 +117,28 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> list[CaseSou
         cases.append(CaseSource(_safe_id(case_id_from_name(Path(name)), table_path),
                                 path, None, patient or None, row))
     return cases
+
+
+def _dicom_tree(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
+    """One case per DICOM series (or split part of one), named by a keyed hash of its
+    UIDs: stable across builds with the same key, and no UID in the store."""
+    tree = root / source.get("root", ".")
+    discovery = discover_series(tree)
+    skipped = {str(s.path.relative_to(root)): s.reason for s in discovery.skipped}
+    modalities = source.get("modalities")
+    cases = []
+    for ref in discovery.series:
+        where = str(ref.folder.relative_to(root))
+        if modalities and ref.modality not in modalities:
+            skipped[f"{where} {ref.label}"] = f"modality {ref.modality} not in {modalities}"
+        elif ref.n_frames < source.get("min_frames", 1):
+            skipped[f"{where} {ref.label}"] = (f"{ref.n_frames} frames, fewer than "
+                                              f"min_frames {source['min_frames']}")
+        else:
+            series = ref.series_uid or f"{where}#{ref.series_number}"
+            name = pseudonymize("/".join((ref.study_uid, series, ref.split)), key)[:12]
+            cases.append(CaseSource(f"series-{name}", ref.folder, series=ref))
+    return SourceListing(cases, skipped)
 
 
 def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
