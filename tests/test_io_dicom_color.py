@@ -1,0 +1,63 @@
+"""Colour DICOM: palette colour and YBR come out as RGB channels (pydicom's shipped files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.pixels import apply_color_lut, convert_color_space, pixel_array
+from pydicom.uid import ExplicitVRLittleEndian
+
+from medimg_build.io import read_image
+
+# pydicom's shipped files, located without ever calling its downloader.
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def test_palette_colour_becomes_rgb_through_the_lut():
+    path = PYDICOM_FILES / "examples_palette.dcm"
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR"
+    image = read_image(path)
+    rgb = apply_color_lut(ds.pixel_array, ds)  # 8-bit indices into 16-bit LUT entries
+    assert image.array.shape == (ds.Columns, ds.Rows, 3)
+    np.testing.assert_array_equal(image.array, rgb.transpose(1, 0, 2))
+    assert image.array.dtype == np.uint16
+    intensity = image.meta["intensity"]
+    assert intensity["photometric"] == "PALETTE COLOR" and intensity["converted_to"] == "RGB"
+    assert intensity["bits_stored"] == 16  # the range of the values now in the array
+    # Not a grey picture in disguise: the LUT maps indices to distinct colours.
+    assert (image.array[..., 0] != image.array[..., 2]).any()
+
+
+def test_ybr_full_422_is_rgb_like_the_rgb_original():
+    # The same 100x100 picture stored as RGB (RLE) and as YBR_FULL_422 (chroma halved
+    # horizontally, so a few levels off, never a colour swap or a grey image).
+    rgb = read_image(PYDICOM_FILES / "SC_rgb_rle.dcm")
+    path = PYDICOM_FILES / "SC_ybr_full_422_uncompressed.dcm"
+    image = read_image(path)
+    assert image.meta["intensity"]["converted_to"] == "RGB"
+    assert image.array.shape == rgb.array.shape and image.array.dtype == np.uint8
+    difference = np.abs(image.array.astype(int) - rgb.array.astype(int))
+    assert difference.max() <= 8 and difference.mean() < 1
+    # Exactly pydicom's YBR_FULL -> RGB conversion of the stored values.
+    ybr = pixel_array(path, as_rgb=False)
+    np.testing.assert_array_equal(
+        image.array, convert_color_space(ybr, "YBR_FULL", "RGB").transpose(1, 0, 2))
+
+
+def test_ybr_full_round_trip(tmp_path):
+    # RGB -> YBR_FULL (uncompressed, no subsampling) -> read: back within rounding.
+    ds = pydicom.dcmread(PYDICOM_FILES / "SC_rgb_rle.dcm")
+    original = ds.pixel_array
+    ds.PixelData = convert_color_space(original, "RGB", "YBR_FULL").tobytes()
+    ds.PhotometricInterpretation = "YBR_FULL"
+    ds.PlanarConfiguration = 0
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = tmp_path / "ybr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    image = read_image(path)
+    difference = np.abs(image.array.astype(int) - original.transpose(1, 0, 2).astype(int))
+    assert difference.max() <= 2
+    assert image.meta["intensity"]["photometric"] == "YBR_FULL"
