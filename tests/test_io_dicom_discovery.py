@@ -153,7 +153,7 @@ def test_several_series_in_one_folder_are_listed(tree):
     assert "\n" not in message and str(folder) in message
     assert "contains 2 DICOM series: #4 'no description' MR (4 files in ge); " in message
     assert "(4 files in t1)" in message
-    assert "discover_series" in message
+    assert "dicom-tree" in message
 
 
 def test_split_series_are_counted_as_volumes_in_the_listing():

@@ -197,8 +197,8 @@ def _one_series(folder: Path, datasets: list[tuple[Path, Dataset]]):
     volumes = f" ({len(refs)} volumes)" if len(refs) != len(series) else ""
     raise DicomSeriesError(
         folder, f"contains {len(series)} DICOM series{volumes}: {shown}",
-        hint="point at a folder that holds one series, or read each with "
-        "medimg_build.io.dicom_discovery.discover_series and read_dicom_series",
+        hint="point at a folder that holds one series, build every series with the "
+        "dicom-tree recipe, or read each with medimg_build.io.dicom_discovery",
     )
 
 
