@@ -190,3 +190,13 @@ def test_temporal_position_orders_volumes_before_instance_number(shared_data, tm
     image = read_image(folder)
     np.testing.assert_array_equal(image.array, reference.array)
     assert image.meta["dicom"]["VolumesVaryIn"][0] == "TemporalPositionIdentifier"
+
+
+def test_a_duplicated_slice_in_a_3d_series_is_named_as_such(shared_data, tmp_path):
+    folder = tmp_path / "ct"
+    shutil.copytree(shared_data / "dicom2nifti/generic/anatomical/001", folder)
+    shutil.copy(sorted(folder.iterdir())[1], folder / "copy.dcm")
+    with pytest.raises(DicomSeriesError) as caught:
+        read_image(folder)
+    message = _one_line(caught.value, folder)
+    assert "5 slices at only 4 distinct positions" in message and "holds 2" in message

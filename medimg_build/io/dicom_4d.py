@@ -13,6 +13,7 @@ the volumes against each other silently, so the series is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from ..errors import DicomSeriesError
-from .dicom_frames import DUPLICATE_MM, Frame, floats, optional_float, slice_axes, volume_geometry
+from .dicom_frames import (
+    DUPLICATE_MM,
+    Frame,
+    floats,
+    optional_float,
+    slice_axes,
+    volume_geometry,
+)
 
 # Frames stacked at one slice position sit at the very same IPP (written from the same
 # prescription); a larger in-plane shift means a moving table or another field of view.
@@ -123,6 +131,11 @@ def _check_counts(where: Path, stacks: list[list[Frame]]) -> None:
     shown = ", ".join(
         f"slice {k + 1} holds {counts[k]}" for k in odd[:4]
     ) + (", ..." if odd.size > 4 else "")
+    if typical == 1:  # a 3D series with a few slices twice, not a 4D one
+        raise DicomSeriesError(
+            where, f"{counts.sum()} slices at only {len(stacks)} distinct positions "
+            f"(duplicate slices: {shown})", hint="remove the duplicated files",
+        )
     raise DicomSeriesError(
         where, f"4D series with a missing or duplicated frame: {len(stacks)} slice "
         f"positions, most hold {typical} frames but {shown}",
@@ -140,7 +153,7 @@ def _check_stack(where: Path, stack: list[Frame], labels: dict[int, _Label]) -> 
             f"{shift:.3g} mm (moving table or different fields of view)",
             hint="split the acquisitions into one folder each",
         )
-    for a, b in zip(stack, stack[1:]):
+    for a, b in pairwise(stack):
         key = labels[id(a)].sort_key()
         if key == labels[id(b)].sort_key() and a.index == b.index:
             raise DicomSeriesError(
