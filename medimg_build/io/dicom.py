@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from io import BytesIO
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,12 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def _read_file(path: Path) -> Dataset:
-    # Pixel data is deferred: it is decoded later, for the chosen series only.
+    # The whole file is parsed from memory: pydicom asks a file for its position at
+    # every element, which costs more than reading the pixel bytes along (measured in
+    # benchmarks/dicom_read.py); pixels are decoded later, for the chosen series only.
     try:
-        dataset = pydicom.dcmread(path, defer_size="64 KB", force=False)
+        dataset = pydicom.dcmread(BytesIO(path.read_bytes()), force=False)
+        dataset.filename = str(path)
     except InvalidDicomError:
         dataset = _read_without_preamble(path)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
