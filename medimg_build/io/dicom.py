@@ -98,13 +98,18 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
+def _parse(path: Path) -> Dataset:
+    """The whole file, parsed from memory: pydicom asks a file for its position at every
+    element, which costs more than reading the pixel bytes along; pixels are decoded
+    later, for the chosen series only."""
+    dataset = pydicom.dcmread(BytesIO(path.read_bytes()), force=False)
+    dataset.filename = str(path)
+    return dataset
+
+
 def _read_file(path: Path) -> Dataset:
-    # The whole file is parsed from memory: pydicom asks a file for its position at
-    # every element, which costs more than reading the pixel bytes along (measured in
-    # benchmarks/dicom_read.py); pixels are decoded later, for the chosen series only.
     try:
-        dataset = pydicom.dcmread(BytesIO(path.read_bytes()), force=False)
-        dataset.filename = str(path)
+        dataset = _parse(path)
     except InvalidDicomError:
         dataset = _read_without_preamble(path)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
@@ -162,7 +167,7 @@ def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
         if path.name.upper() == "DICOMDIR" or not is_dicom_file(path):
             continue  # READMEs, JSON sidecars, thumbnails, DICOMDIR indexes
         try:
-            dataset = pydicom.dcmread(path, defer_size="64 KB", force=False)
+            dataset = _parse(path)
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as error:
             # It has the DICOM preamble, so it is a damaged slice, not a stray file:
             # skipping it would only turn into a vaguer "missing slice" later.
@@ -190,6 +195,10 @@ def _one_series(folder: Path, datasets: list[tuple[Path, Dataset]]):
     # (imported here: dicom_discovery builds on this module).
     from .dicom_discovery import group_datasets
 
+    uids = {(str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")))
+            for _, ds in datasets}
+    if len(uids) == 1 and all(next(iter(uids))):
+        return datasets  # the common case, decided without grouping every header
     refs = group_datasets(datasets)
     # One (study, series) may still be split into parts (echoes, planes...): that stays
     # this reader's own specific error (e.g. "mixed orientation"), as before discovery.
