@@ -81,6 +81,8 @@ def _lay_out_chest_xrays(folder: Path, shared: Path | None) -> None:
         rows.append({"Image Index": name, "Finding Labels": "", "Patient ID": patient,
                      "Follow-up #": "", "Patient Age": "", "Patient Gender": "",
                      "View Position": ""})
+    # None of these images is in the official test list: it is empty here.
+    (folder / "test_list.txt").write_text("")
     with open(folder / "Data_Entry_2017.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

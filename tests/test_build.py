@@ -102,6 +102,7 @@ def _chest_source(root: Path, rows: list[tuple[str, str, str]]) -> Path:
     for name, _, _ in rows:
         pixels = rng.integers(0, 256, size=(80, 100)).astype(np.uint8)
         Image.fromarray(pixels).save(root / "images_001" / "images" / name)
+    (root / "test_list.txt").write_text(f"{rows[-1][0]}\n")  # the official test list
     with open(root / "Data_Entry_2017.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["Image Index", "Finding Labels", "Follow-up #", "Patient ID",
@@ -137,6 +138,9 @@ def test_stack_of_xrays_with_multilabel_findings(tmp_path):
     assert cases.loc["00000001_000", "patient_id"] == cases.loc["00000001_001", "patient_id"]
     assert cases.loc["00000001_000", "split"] == cases.loc["00000001_001", "split"]
     assert cases.loc["00000001_000", "view_position"] == "PA"
+    assert cases.loc["00000003_000", "split"] == "test"  # from the official list
+    assert set(cases["split"]) <= {"train", "val", "test"}
+    assert open_store(out).attrs["split"]["method"].startswith("official lists (test)")
 
 
 def test_cli_recipe_mistake_is_one_line(tmp_path, capsys, volume_source):

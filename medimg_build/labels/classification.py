@@ -47,3 +47,23 @@ def _index(spec: dict[str, Any], name: str, where: str) -> int:
         return int(name)  # sources that store class indices (e.g. DR grades 0-4)
     raise LabelError(where, f"{spec['name']}: {name!r} is not a class of the vocabulary "
                      f"{classes}", hint="add it to the recipe's classes or to 'missing'")
+
+
+def strata(spec: dict[str, Any], values: list[int | np.ndarray]) -> list[int]:
+    """One stratum per case for stratified splits: the class for single-label kinds;
+    for multi-label, the case's rarest positive class in this dataset (rare findings
+    are what a split must not lose), -2 when none is present and -1 when unknown."""
+    if spec["kind"] != "multilabel":
+        return [int(v) for v in values]
+    stacked = np.array(values, dtype=np.int64).reshape(len(values), len(spec["classes"]))
+    frequency = np.where(stacked == 1, 1, 0).sum(axis=0)
+    result = []
+    for row in stacked:
+        if (row == MISSING).all():
+            result.append(MISSING)
+        elif not (row == 1).any():
+            result.append(-2)
+        else:
+            positives = np.flatnonzero(row == 1)
+            result.append(int(positives[np.argmin(frequency[positives])]))
+    return result

@@ -16,9 +16,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..case import Case
-from ..errors import MedimgError
+from ..errors import MedimgError, RecipeError
+from ..labels.splits import SplitPlan, plan_splits
 from ..labels import classification
-from ..privacy import deidentification_record, pseudonym_key
+from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
 from .model import Recipe
 from .pipeline import BuildContext, harmonize_case
@@ -76,8 +77,11 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     secret, key_is_secret = pseudonym_key(key)
     listing = list_sources(recipe, source_dir, secret)
     cases = listing.cases
-    context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret)
+    splits = plan_case_splits(recipe, cases, source_dir, secret)
+    context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
+                           splits=splits)
     attrs = store_attributes(recipe, key_is_secret)
+    attrs["split"] = splits.describe()
     writer = create_store(out, layout=recipe.layout, n_cases=len(cases), attrs=attrs,
                           cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"),
                           overwrite=overwrite)
@@ -126,6 +130,34 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
         "provenance": {"built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "python": platform.python_version(), "platform": platform.platform()},
     }
+
+
+def plan_case_splits(recipe: Recipe, cases: list[CaseSource], source_dir: Path,
+                     key: bytes) -> SplitPlan:
+    """The recipe's split section applied to the discovered cases (patients known at
+    discovery are pseudonymized exactly as the case table will be)."""
+    spec = recipe.data.get("split", {})
+    stratify = spec.get("stratify")
+    label = next((s for s in recipe.labels.get("classification", [])
+                  if s["name"] == stratify), None)
+    if stratify and label is None:
+        raise RecipeError(recipe.path, f"split.stratify names {stratify!r}, which is not a "
+                          "classification label of the recipe",
+                          hint="use the name of one of labels.classification")
+    strata = classification.strata(label, [_encoded(label, c) for c in cases]) \
+        if label else [None] * len(cases)
+    described = [(c.case_id, pseudonymize(str(c.patient_id), key) if c.patient_id else None,
+                  c.image_path.name, stratum) for c, stratum in zip(cases, strata)]
+    return plan_splits(spec, described, source_dir)
+
+
+def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
+    """A case's label for stratification; a bad cell is the case's own failure later,
+    here it only counts as unknown."""
+    try:
+        return classification.encode(label, case.fields.get(label["column"]), case.case_id)
+    except MedimgError:
+        return classification.encode(label, None, case.case_id)
 
 
 def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,

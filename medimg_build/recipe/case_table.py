@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..image import MedicalImage
-from ..labels.splits import assign_split
+from ..labels.splits import SplitPlan
 from ..privacy import identifying_values_of_files, pseudonymize, scrub
 
 # DICOM acquisition facts a researcher filters on -> table column. Descriptors in the
@@ -31,11 +31,11 @@ ACQUISITION_COLUMNS = {
 
 def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: str,
              image_path: Path, mask_path: Path | None, extra: dict[str, Any],
-             recipe_data: dict[str, Any], source_dir: Path, key: bytes) -> dict[str, Any]:
+             recipe_data: dict[str, Any], splits: SplitPlan, source_dir: Path,
+             key: bytes) -> dict[str, Any]:
     files = [Path(f) for f in raw.meta.get("source_files", [image_path])]
     identifiers = case_identifiers(raw)
     patient_pseudonym = pseudonymize(str(patient), key)
-    split = recipe_data.get("split", {})
     # A DICOM series is named by its folder: file names there are often SOP UIDs.
     listed = [image_path] if raw.meta.get("format") == "dicom" else list(files)
     if mask_path is not None:
@@ -45,8 +45,7 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
     row = {
         "case_id": case_id,
         "patient_id": patient_pseudonym,
-        "split": assign_split(patient_pseudonym, split.get("seed", 0),
-                              split.get("fractions", {"train": 1.0})),
+        "split": splits.split_of(patient_pseudonym),
         "modality": raw.meta.get("modality") or recipe_data["modality"],
         "organ": recipe_data["organ"],
         "original_shape": list(raw.array.shape),

@@ -23,6 +23,7 @@ from ..image import MedicalImage
 from ..io import read_image
 from ..io.dicom_discovery import read_dicom_series
 from ..labels import classification
+from ..labels.splits import SplitPlan
 from .case_table import case_row
 from .model import Recipe
 from .sources import CaseSource
@@ -35,6 +36,7 @@ class BuildContext:
     recipe: Recipe
     source_dir: Path
     pseudonym_key: bytes
+    splits: SplitPlan = SplitPlan()
 
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
@@ -56,7 +58,8 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
         image_path=source.image_path, mask_path=source.mask_path,
         extra={new: source.fields.get(old, "")
                for old, new in recipe.source.get("columns", {}).items()},
-        recipe_data=recipe.data, source_dir=context.source_dir, key=context.pseudonym_key)
+        recipe_data=recipe.data, splits=context.splits, source_dir=context.source_dir,
+        key=context.pseudonym_key)
     return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row)
 
 
