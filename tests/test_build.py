@@ -248,3 +248,51 @@ def test_parallel_build_on_dask_equals_serial_build(volume_source, tmp_path):
     for case_id in one.cases["case_id"]:
         np.testing.assert_array_equal(one.read_image(case_id).array, two.read_image(case_id).array)
         np.testing.assert_array_equal(one.read_image(case_id).affine, two.read_image(case_id).affine)
+
+
+def test_stack_with_2d_masks_mapped_to_labels(tmp_path):
+    """PNG masks saved as 0/255 become label 1 on the resized image grid."""
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "masks").mkdir()
+    rows = []
+    for index in range(3):
+        pixels = np.full((80, 100), 20, np.uint8)
+        mask = np.zeros((80, 100), np.uint8)
+        mask[10 + index * 5:40, 30:70] = 255
+        pixels[mask > 0] = 220  # the structure the mask outlines
+        name = f"{index:08d}_000.png"
+        Image.fromarray(pixels).save(source / "images" / name)
+        Image.fromarray(mask).save(source / "masks" / f"{index:08d}_000_mask.png")
+        rows.append({"Image Index": name, "Finding Labels": "No Finding", "Patient ID": str(index)})
+    with open(source / "Data_Entry_2017.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (source / "test_list.txt").write_text("")
+    recipe = load_recipe("nih-chestxray14").with_overrides({
+        "source": {"masks": "masks/{case_id}_mask.png"},
+        "labels": {"segmentation": {"classes": {"0": "background", "1": "structure"},
+                                    "map": {"255": 1}}},
+        "harmonize": {"shape": [64, 64]}})
+    out = tmp_path / "masks.zarr"
+    assert build_store(recipe, source, out, progress=False).ok
+    ds = xr.open_zarr(out)
+    assert ds["mask"].dims == ("case", "y", "x") and ds["mask"].dtype == np.uint8
+    assert set(np.unique(ds["mask"].values)) == {0, 1}
+    image, mask = ds["image"].values[:, 0].astype(float), ds["mask"].values
+    assert image[mask == 1].mean() > 0.8 and image[(mask == 0) & (image > 0.05)].mean() < 0.2
+
+
+def test_stack_case_without_its_mask_fails_alone(tmp_path):
+    source = _chest_source(tmp_path / "nih", [("00000001_000.png", "", "1"),
+                                              ("00000002_000.png", "", "2")])
+    (source / "masks").mkdir()
+    Image.fromarray(np.zeros((80, 100), np.uint8)).save(source / "masks" / "00000001_000.png")
+    recipe = load_recipe("nih-chestxray14").with_overrides({
+        "source": {"masks": "masks/{case_id}.png", "images": "images_001/**/*.png"},
+        "harmonize": {"shape": [32, 32]},
+        "labels": {"segmentation": {"classes": {"0": "background"}}}})
+    report = build_store(recipe, source, tmp_path / "o.zarr", progress=False)
+    assert report.built == ["00000001_000"]
+    assert "mask" in report.failed["00000002_000"]

@@ -91,7 +91,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     for index, result in _harmonized(cases, context, workers, scheduler):
         case_id = cases[index].case_id
         if isinstance(result, Case):
-            writer.write_case(index, result)
+            result = _written(writer, index, result)
+        if isinstance(result, Case):
             rows[index] = {**result.row, "status": "built", "error": ""}
             report.built.append(case_id)
         else:
@@ -149,6 +150,16 @@ def plan_case_splits(recipe: Recipe, cases: list[CaseSource], source_dir: Path,
     described = [(c.case_id, pseudonymize(str(c.patient_id), key) if c.patient_id else None,
                   c.image_path.name, stratum) for c, stratum in zip(cases, strata)]
     return plan_splits(spec, described, source_dir)
+
+
+def _written(writer, index: int, case: Case) -> Case | str:
+    """The case once written, or why the store refused it (a stack case without the
+    mask the others have, say): that case fails, the build goes on."""
+    try:
+        writer.write_case(index, case)
+    except MedimgError as error:
+        return str(error)
+    return case
 
 
 def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:

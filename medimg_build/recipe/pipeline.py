@@ -90,6 +90,7 @@ def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalIm
                    recipe: Recipe, source: CaseSource) -> MedicalImage:
     """The mask on the harmonized image's grid, by nearest neighbour: labels stay labels."""
     spec = recipe.labels.get("segmentation", {})
+    mask = _label_values(_one_channel(mask, source), spec.get("map", {}))
     _check_same_grid(mask, raw_image, spec.get("geometry_tolerance_mm", 0.01), source)
     if image.spatial_ndim == 2:
         mask = drop_singleton_slice(mask)
@@ -103,6 +104,27 @@ def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalIm
                          hint="list every label value in the recipe's labels.segmentation.classes")
     dtype = np.uint8 if values.max(initial=0) < 256 else np.uint16
     return mask.replace(array=mask.array.astype(dtype))
+
+
+def _one_channel(mask: MedicalImage, source: CaseSource) -> MedicalImage:
+    """Masks saved as RGB pictures with equal channels (GIF/PNG exports) as one channel."""
+    if not mask.has_channels:
+        return mask
+    first = mask.array[..., 0]
+    if any(not np.array_equal(first, mask.array[..., c]) for c in range(1, mask.n_channels)):
+        raise LabelError(source.mask_path, f"mask has {mask.n_channels} differing colour "
+                         "channels", hint="masks must be label images (one value per voxel)")
+    return mask.replace(array=np.asfortranarray(first))
+
+
+def _label_values(mask: MedicalImage, mapping: dict[str, int]) -> MedicalImage:
+    """Raw mask values into the recipe's label values (e.g. 255 -> 1)."""
+    if not mapping:
+        return mask
+    array = mask.array.copy(order="K")
+    for raw, label in mapping.items():
+        array[mask.array == int(raw)] = label
+    return mask.replace(array=array).recorded("map_label_values", mapping=mapping)
 
 
 def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,

@@ -109,14 +109,30 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> list[CaseSou
                               f"(the other is {files[path.name]})",
                               hint="narrow the recipe's source.images glob")
         files[path.name] = path
+    if source.get("mask_column"):
+        _require_columns(table, [source["mask_column"]], table_path)
     cases = []
     for row in table.to_dict(orient="records"):
         name = row[source["image_column"]]
         path = files.get(name, root / name)  # a missing file fails as that case alone
         patient = row.get(source.get("patient_column", ""), None)
-        cases.append(CaseSource(_safe_id(case_id_from_name(Path(name)), table_path),
-                                path, None, patient or None, row))
+        case_id = _safe_id(case_id_from_name(Path(name)), table_path)
+        cases.append(CaseSource(case_id, path, _table_mask(source, row, case_id, root),
+                                patient or None, row))
     return cases
+
+
+def _table_mask(source: dict[str, Any], row: dict[str, Any], case_id: str,
+                root: Path) -> Path | None:
+    """A listed mask must exist (a missing one fails its case); a templated one is
+    optional, as masks often exist for a subset of a dataset."""
+    if source.get("mask_column"):
+        listed = str(row[source["mask_column"]]).strip()
+        return root / listed if listed else None
+    if source.get("masks"):
+        candidate = root / source["masks"].format(case_id=case_id)
+        return candidate if candidate.exists() else None
+    return None
 
 
 def _dicom_tree(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
