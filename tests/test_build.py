@@ -296,3 +296,34 @@ def test_stack_case_without_its_mask_fails_alone(tmp_path):
     report = build_store(recipe, source, tmp_path / "o.zarr", progress=False)
     assert report.built == ["00000001_000"]
     assert "mask" in report.failed["00000002_000"]
+
+
+def test_real_segmentation_at_native_spacing_keeps_every_voxel(shared_data, tmp_path):
+    """Without resampling, the stored mask has the source's labels and voxel counts, and
+    lies on the same HU structures (bone labels on dense voxels)."""
+    base = shared_data / "totalsegmentator"
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    (source / "images" / "ct").symlink_to(base / "example_ct_dicom")
+    (source / "labels" / "ct.nii.gz").symlink_to(base / "example_seg_dicom.nii.gz")
+    seg = np.asanyarray(nib.load(base / "example_seg_dicom.nii.gz").dataobj)
+    values, counts = np.unique(seg, return_counts=True)
+    recipe = load_recipe("volume-folder").with_overrides({
+        "harmonize": {"spacing": None},
+        "labels": {"segmentation": {"classes": {str(int(v)): f"s{int(v)}" for v in values}}}})
+    out = tmp_path / "native.zarr"
+    assert build_store(recipe, source, out, progress=False).ok
+    store = open_store(out)
+    image, mask = store.read_image("ct"), store.read_mask("ct")
+    stored_values, stored_counts = np.unique(mask.array, return_counts=True)
+    np.testing.assert_array_equal(stored_values, values)
+    np.testing.assert_array_equal(stored_counts, counts)
+    # The overlap with dense (bone) voxels is the source's: same HU under each label.
+    from medimg_build import read_image
+    from medimg_build.harmonize import to_ras
+    source_ct = to_ras(read_image(base / "example_ct_dicom")).array
+    source_seg = to_ras(read_image(base / "example_seg_dicom.nii.gz")).array
+    for value in values[values > 0][:8]:
+        np.testing.assert_array_equal(np.sort(image.array[mask.array == value]),
+                                      np.sort(np.clip(source_ct[source_seg == value], -1024, 3071)))
