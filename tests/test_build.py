@@ -327,3 +327,31 @@ def test_real_segmentation_at_native_spacing_keeps_every_voxel(shared_data, tmp_
     for value in values[values > 0][:8]:
         np.testing.assert_array_equal(np.sort(image.array[mask.array == value]),
                                       np.sort(np.clip(source_ct[source_seg == value], -1024, 3071)))
+
+
+def test_mask_keeps_its_labels_and_volume_through_the_pipeline(tmp_path):
+    """Two ellipsoids on an anisotropic LPS grid, resampled to 1.5 mm: same label set,
+    each label's volume in mm^3 within 2%."""
+    shape, spacing = (160, 150, 48), (0.8, 0.8, 2.5)
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    affine[:3, 3] = [60, 50, -40]
+    i, j, k = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    mask = np.zeros(shape, np.uint8)
+    mask[((i - 60) / 30) ** 2 + ((j - 60) / 25) ** 2 + ((k - 60) / 35) ** 2 <= 1] = 1
+    mask[((i - 95) / 15) ** 2 + ((j - 70) / 20) ** 2 + ((k - 50) / 25) ** 2 <= 1] = 2
+    image = np.where(mask > 0, 300, -800).astype(np.int16)
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    nib.save(nib.Nifti1Image(image, affine), source / "images" / "e.nii.gz")
+    nib.save(nib.Nifti1Image(mask, affine), source / "labels" / "e.nii.gz")
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"labels": {"segmentation": {"classes": {"0": "bg", "1": "big", "2": "small"}}}})
+    out = tmp_path / "e.zarr"
+    assert build_store(recipe, source, out, progress=False).ok
+    stored = open_store(out).read_mask("e").array
+    assert set(np.unique(stored)) == {0, 1, 2}
+    for value in (1, 2):
+        before = (mask == value).sum() * np.prod(spacing)
+        after = (stored == value).sum() * 1.5**3
+        assert after == pytest.approx(before, rel=0.02), value
