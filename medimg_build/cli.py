@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. harmonize.spacing=[1,1,1]")
     build.add_argument("--key", help="secret key for pseudonymizing patient IDs "
                        "(default: $MEDIMG_PSEUDONYM_KEY)")
+    build.add_argument("--format", choices=("zarr", "hdf5"), default=None,
+                       help="zarr (a directory) or hdf5 (one file, same schema); default: "
+                       "hdf5 when STORE ends in .h5/.hdf5, else zarr")
     build.add_argument("--overwrite", action="store_true", help="replace an existing store")
     build.add_argument("--allow-failures", action="store_true",
                        help="exit 0 even when some cases failed")
@@ -81,7 +84,7 @@ def _build(args: argparse.Namespace) -> int:
         recipe = recipe.with_overrides(_overrides(args.set, recipe.path))
     report = build_store(recipe, args.source, args.out, workers=args.workers,
                          scheduler=args.scheduler, overwrite=args.overwrite, key=args.key,
-                         progress=not args.quiet)
+                         progress=not args.quiet, format=args.format)
     print(report.summary())
     return 0 if report.ok or args.allow_failures else 1
 

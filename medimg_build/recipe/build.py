@@ -71,7 +71,9 @@ class BuildReport:
 
 def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                 workers: int = 1, scheduler: str | None = None, overwrite: bool = False,
-                key: str | None = None, progress: bool = True) -> BuildReport:
+                key: str | None = None, progress: bool = True,
+                format: str | None = None) -> BuildReport:
+    """``format``: "zarr" or "hdf5" (default: HDF5 for a .h5/.hdf5 ``out``, else Zarr)."""
     started = time.perf_counter()
     source_dir = Path(source_dir)
     secret, key_is_secret = pseudonym_key(key)
@@ -84,7 +86,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["split"] = splits.describe()
     writer = create_store(out, layout=recipe.layout, n_cases=len(cases), attrs=attrs,
                           cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"),
-                          overwrite=overwrite)
+                          overwrite=overwrite, format=format)
     report = BuildReport(store=str(out), skipped=listing.skipped)
     rows: list[dict[str, Any]] = [{"case_id": c.case_id} for c in cases]
     bar = tqdm(total=len(cases), unit="case", desc=recipe.name, disable=not progress)

@@ -197,12 +197,20 @@ class BaseWriter:
                 self.layout == "stack"),
         )
         self._root.attrs["medimg"] = to_jsonable(medimg)
+        self._finish()
+
+    # -- what differs between storage formats (Zarr here; HDF5 in hdf5_writer.py) ------
+    def _finish(self) -> None:
+        """Last step of ``close``, after the root attributes."""
         consolidate(self._root)
+
+    def _array_info(self, array) -> dict[str, Any]:
+        return array_info(array)
 
     def _root_arrays_info(self) -> dict[str, Any]:
         """Every root array written so far, sorted: directory listing order varies, and
         the same inputs must give the same bytes."""
-        return {name: array_info(array) for name, array in sorted(self._root.arrays())}
+        return {name: self._array_info(array) for name, array in sorted(self._root.arrays())}
 
 
 def consolidate(root: zarr.Group) -> None:

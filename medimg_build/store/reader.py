@@ -31,9 +31,15 @@ from .volumes import CASE_ATTRS
 
 
 def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = None):
-    """Open a store: a local directory, a ``.zip``, or any fsspec URL (s3://, https://,
-    ...) with its ``storage_options``."""
+    """Open a store: a local directory, a ``.zip``, an HDF5 file (recognized by its
+    signature), or any fsspec URL (s3://, https://, ...) with its ``storage_options``."""
     location = os.fspath(path_or_url)
+    from .hdf5_backend import is_hdf5_file  # the HDF5 reader subclasses MedimgStore
+
+    if is_hdf5_file(location, storage_options):
+        from .hdf5_reader import open_hdf5_store
+
+        return open_hdf5_store(location, storage_options)
     store = _zarr_store(location, storage_options)
     try:
         root = zarr.open_group(store, mode="r")

@@ -19,7 +19,7 @@ from .axes import (
 )
 from .base import BaseWriter
 from .ngff import ome_attrs
-from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, VOLUMES_ROOT_NAMES, array_info
+from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, VOLUMES_ROOT_NAMES
 
 CASE_ATTRS = "medimg_case"
 
@@ -73,7 +73,7 @@ class VolumesWriter(BaseWriter):
         group = self._root[self._first_path]
         for name, array in group.arrays():
             if name in (IMAGE, MASK):
-                pattern = array_info(array)
+                pattern = self._array_info(array)
                 ndim = len(pattern["shape"])
                 pattern.update(path=f"{CASES_GROUP}/{{case_id}}/{name}", shape=[None] * ndim,
                                chunks=pattern["chunks"][:-2] + [None, None],

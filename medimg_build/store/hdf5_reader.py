@@ -1,0 +1,273 @@
+"""Reading the HDF5 format: the same ``MedimgStore`` over one HDF5 file.
+
+``MedimgStore`` reads the table and labels through ``root[name][:]`` and a few group
+calls; ``H5ReadGroup`` offers those over h5py (strings decoded to str). The layout
+reads build xarray objects from dask arrays over the datasets, not through xarray's
+netCDF engines: h5netcdf is not a dependency, and the netCDF data model would want
+every dim as a dimension scale, which ``channel`` or ``affine_row`` are not.
+
+Lazy and picklable: a dask chunk holds an ``H5Source`` (location + options), which
+opens the file once per process on first use, so the arrays work on Dask distributed
+workers as well as in threads (h5py serializes reads on its global lock).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import Any
+
+import dask.array as da
+import h5py
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from ..errors import StoreError
+from .hdf5_backend import decode_attrs, dims_of, is_string
+from .reader import MedimgStore
+from .schema import (
+    AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LAYOUTS, MASK, SCHEMA_VERSION,
+)
+from .volumes import CASE_ATTRS
+
+STRINGS = np.dtypes.StringDType()  # what xarray gives for Zarr strings
+
+
+class H5Source:
+    """Where the file is; the open h5py file is per process and never pickled."""
+
+    def __init__(self, location: str, storage_options: dict | None = None) -> None:
+        self.location = location
+        self.storage_options = storage_options
+        self._file: h5py.File | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"location": self.location, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["location"], state["storage_options"])
+
+    @property
+    def file(self) -> h5py.File:
+        with self._lock:
+            if self._file is None:
+                self._file = self._open()
+            return self._file
+
+    def _open(self) -> h5py.File:
+        if "://" not in self.location:
+            return h5py.File(self.location, "r")
+        import fsspec  # remote: h5py reads through a file-like object, range by range
+
+        fs, path = fsspec.core.url_to_fs(self.location, **(self.storage_options or {}))
+        return h5py.File(fs.open(path, "rb"), "r")
+
+
+def read_values(dataset: h5py.Dataset, key: Any = ()) -> np.ndarray:
+    """``dataset[key]`` with strings as str (h5py gives bytes)."""
+    if is_string(dataset.dtype):
+        return np.asarray(dataset.asstr()[key], dtype=object)
+    return dataset[key]
+
+
+class _Chunks:
+    """The array-like dask reads one dataset through (picklable, see ``H5Source``)."""
+
+    def __init__(self, source: H5Source, path: str, shape: tuple[int, ...], dtype) -> None:
+        self.source, self.path, self.shape, self.dtype = source, path, shape, dtype
+        self.ndim = len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return read_values(self.source.file[self.path], key)
+
+
+class H5ReadGroup:
+    """The ``zarr.Group`` calls ``MedimgStore``, table.py and labels.py read with."""
+
+    def __init__(self, source: H5Source, group: h5py.Group) -> None:
+        self.source, self.h5 = source, group
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return decode_attrs(self.h5.attrs)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.h5
+
+    def __getitem__(self, path: str):
+        node = self.h5[path]
+        if isinstance(node, h5py.Group):
+            return H5ReadGroup(self.source, node)
+        return _Values(node)
+
+    def array_keys(self) -> list[str]:
+        return [k for k, v in self.h5.items() if isinstance(v, h5py.Dataset)]
+
+    def groups(self) -> dict[str, H5ReadGroup]:
+        return {k: H5ReadGroup(self.source, v) for k, v in self.h5.items()
+                if isinstance(v, h5py.Group)}
+
+    def lazy(self, name: str) -> da.Array | np.ndarray:
+        """A dataset as dask, chunked as stored; strings eagerly (small table columns,
+        and dask has no string dtype worth having)."""
+        dataset = self.h5[name]
+        if is_string(dataset.dtype):
+            return np.array(read_values(dataset).tolist(), dtype=STRINGS)
+        source = _Chunks(self.source, dataset.name, dataset.shape, dataset.dtype)
+        token = tokenize(self.source.location, dataset.name, dataset.shape, str(dataset.dtype))
+        return da.from_array(source, chunks=dataset.chunks or dataset.shape,
+                             name=f"h5-{name}-{token}", asarray=True, meta=np.empty(
+                                 (0,) * dataset.ndim, dtype=dataset.dtype))
+
+    def to_dataset(self, names: list[str] | None = None) -> xr.Dataset:
+        """The group's datasets as xarray variables, dims from ``dimension_names``; a
+        1-D dataset named after its dim is an index coordinate (as xarray.open_zarr)."""
+        variables, coords = {}, {}
+        for name in self.array_keys() if names is None else names:
+            dataset = self.h5[name]
+            dims = dims_of(dataset)
+            variable = xr.Variable(dims, self.lazy(name), attrs=decode_attrs(dataset.attrs))
+            if dims == (name,):
+                coords[name] = variable.load()
+            else:
+                variables[name] = variable
+        return xr.Dataset(variables, coords=coords, attrs=self.attrs)
+
+
+class _Values:
+    """A dataset as the store code reads it: ``[key]`` gives decoded values."""
+
+    def __init__(self, dataset: h5py.Dataset) -> None:
+        self._dataset = dataset
+        self.shape, self.dtype = dataset.shape, dataset.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return read_values(self._dataset, key)
+
+
+def open_hdf5_store(location: str, storage_options: dict | None = None) -> Hdf5Store:
+    source = H5Source(location, storage_options)
+    try:
+        handle = source.file
+    except OSError as err:
+        raise StoreError(location, f"cannot open the HDF5 file ({err})") from None
+    return Hdf5Store(source, H5ReadGroup(source, handle), location)
+
+
+def check_medimg(medimg: Any, location: str) -> dict[str, Any]:
+    """The root ``medimg`` attrs if this file is a readable, finished store (the same
+    checks as reader._check_root for Zarr)."""
+    if not isinstance(medimg, dict):
+        raise StoreError(location, "is an HDF5 file but not a medimg store (no 'medimg' "
+                         "root attribute)", hint="was it written by medimg-build?")
+    version = str(medimg.get("schema_version", ""))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise StoreError(location, f"store schema {version!r} is not readable by this "
+                         f"version (schema {SCHEMA_VERSION})", hint="upgrade medimg-build")
+    if medimg.get("layout") not in LAYOUTS:
+        raise StoreError(location, f"unknown store layout {medimg.get('layout')!r}",
+                         hint="upgrade medimg-build")
+    if not medimg.get("finished"):
+        raise StoreError(location, "the build that wrote this store did not finish",
+                         hint="build it again with --overwrite (or --resume)")
+    return medimg
+
+
+class Hdf5Store(MedimgStore):
+    """``MedimgStore`` over an HDF5 file; only the layout reads differ."""
+
+    def __init__(self, source: H5Source, root: H5ReadGroup, location: str) -> None:
+        self.location = location
+        self.attrs = check_medimg(root.attrs.get("medimg"), location)
+        self.layout = self.attrs["layout"]
+        self._store = source
+        self._root = root
+        layout_class = _StackReads if self.layout == "stack" else _VolumesReads
+        self._reads = layout_class(source, root, self.attrs)
+
+
+class _StackReads:
+    def __init__(self, source: H5Source, root: H5ReadGroup, attrs: dict[str, Any]) -> None:
+        self._root = root
+        self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
+
+    def complete(self, ids: np.ndarray) -> np.ndarray:
+        if COMPLETE not in self._root:
+            return np.zeros(len(ids), dtype=bool)
+        return np.asarray(self._root[COMPLETE][()], dtype=bool)
+
+    @cached_property
+    def _raw(self) -> xr.Dataset:
+        return self._root.to_dataset()
+
+    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.Dataset:
+        ds = _rechunked(self._raw, kwargs)
+        return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
+
+    def case(self, position: int, case_id: str) -> xr.Dataset:
+        names = [n for n in (IMAGE, MASK) if n in self._raw]
+        return self._raw[names].isel({CASE: position})
+
+    def affine(self, position: int, case_id: str) -> np.ndarray:
+        return np.asarray(self._root[AFFINE][position], dtype=np.float64)
+
+    def channel_axis(self, position: int, case_id: str) -> bool:
+        return self._channel_axis
+
+    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+        return self._root[name][position] if name in self._root else None
+
+
+class _VolumesReads:
+    def __init__(self, source: H5Source, root: H5ReadGroup, attrs: dict[str, Any]) -> None:
+        self._root = root
+
+    @cached_property
+    def _groups(self) -> dict[str, H5ReadGroup]:
+        return self._root[CASES_GROUP].groups() if CASES_GROUP in self._root else {}
+
+    def _case_attrs(self, case_id: str) -> dict[str, Any]:
+        group = self._groups.get(case_id)
+        return {} if group is None else dict(group.attrs.get(CASE_ATTRS) or {})
+
+    def complete(self, ids: np.ndarray) -> np.ndarray:
+        return np.array([self._case_attrs(i).get("complete") is True for i in ids], dtype=bool)
+
+    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.DataTree:
+        """The DataTree ``xarray.open_datatree`` gives for the Zarr store, without the
+        incomplete cases."""
+        root = self._root.to_dataset()
+        if not complete.all():
+            root = root.isel({CASE: np.flatnonzero(complete)})
+        nodes = {"/": root, f"/{CASES_GROUP}": xr.Dataset(attrs=self._cases_attrs())}
+        for case_id in ids[complete]:
+            nodes[f"/{CASES_GROUP}/{case_id}"] = self._groups[case_id].to_dataset()
+        return xr.DataTree.from_dict({k: _rechunked(v, kwargs) for k, v in nodes.items()})
+
+    def _cases_attrs(self) -> dict[str, Any]:
+        return self._root[CASES_GROUP].attrs if CASES_GROUP in self._root else {}
+
+    def case(self, position: int, case_id: str) -> xr.Dataset:
+        return self._groups[case_id].to_dataset()
+
+    def affine(self, position: int, case_id: str) -> np.ndarray:
+        return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
+
+    def channel_axis(self, position: int, case_id: str) -> bool:
+        return bool(self._case_attrs(case_id).get("channel_axis", False))
+
+    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+        group = self._groups[case_id]
+        return group[name][...] if name in group else None
+
+
+def _rechunked(ds: xr.Dataset, kwargs: dict[str, Any]) -> xr.Dataset:
+    """``dataset(chunks=...)`` as for xarray.open_zarr; other open options have no
+    meaning for HDF5 and are refused rather than silently ignored."""
+    unknown = set(kwargs) - {"chunks"}
+    if unknown:
+        raise TypeError(f"unsupported options for an HDF5 store: {', '.join(sorted(unknown))}")
+    chunks = kwargs.get("chunks")
+    return ds if chunks in (None, {}) else ds.chunk(chunks)

@@ -1,0 +1,86 @@
+"""Writers of the HDF5 format: the Zarr layout writers over an ``H5Group``.
+
+Only what HDF5 does differently is here: describing a dataset, flushing after each
+case, attaching dimension scales and closing the file. h5py serializes every call on
+one global lock, so threads calling ``write_case`` are safe, but processes are not:
+the one process that owns the writer writes (as ``build_store`` does).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import h5py
+
+from ..case import Case
+from ..errors import StoreError
+from .hdf5_backend import (
+    DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales,
+)
+from .stack import StackWriter
+from .volumes import VolumesWriter
+
+
+class _Hdf5Writing:
+    _root: H5Group
+
+    def _write(self, index: int, case: Case) -> None:
+        super()._write(index, case)  # type: ignore[misc]
+        # An interrupted build leaves a readable file whose finished cases are whole:
+        # flushed after each case, HDF5 metadata on disk never lags the pixels by more
+        # than the case being written (whose completion marker is not set yet).
+        self._root.h5.file.flush()
+
+    def _array_info(self, array) -> dict[str, Any]:
+        return array_info(array)
+
+    def _finish(self) -> None:
+        attach_dimension_scales(self._root.h5)
+        self._root.h5.file.close()
+
+
+class Hdf5StackWriter(_Hdf5Writing, StackWriter):
+    pass
+
+
+class Hdf5VolumesWriter(_Hdf5Writing, VolumesWriter):
+    pass
+
+
+def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str, Any],
+                       initial: dict[str, Any], cases_per_shard: int | None,
+                       compressor: dict[str, Any] | None, overwrite: bool):
+    """The HDF5 counterpart of ``create_store``'s Zarr branch (arguments checked there).
+
+    ``compressor`` is a dict of h5py ``create_dataset`` filter arguments (e.g.
+    ``{"compression": "gzip", "compression_opts": 9, "shuffle": True}``, or an
+    ``hdf5plugin`` filter's ``**kwargs``); default: gzip level 4 with shuffle."""
+    if "://" in location:
+        raise StoreError(location, "HDF5 stores are written to a local file only",
+                         hint="write it locally and upload it, or use --format zarr")
+    if compressor is not None and not isinstance(compressor, dict):
+        raise StoreError(location, "an HDF5 store's compressor is a dict of h5py filter "
+                         f"arguments, got {type(compressor).__name__}",
+                         hint='e.g. {"compression": "gzip", "compression_opts": 4}')
+    _make_room(location, overwrite)
+    handle = h5py.File(location, "w", libver=LIBVER)
+    root = H5Group(handle, compressor or DEFAULT_COMPRESSION)
+    root.attrs["medimg"] = initial
+    writer_class = Hdf5StackWriter if layout == "stack" else Hdf5VolumesWriter
+    extra = {"cases_per_shard": cases_per_shard} if layout == "stack" else {}
+    return writer_class(root, location, n_cases, attrs, None, **extra)
+
+
+def _make_room(location: str, overwrite: bool) -> None:
+    """Refuse an existing path unless ``overwrite``; even then, delete only an HDF5
+    file, never a folder or another kind of file that merely happens to be there."""
+    if not os.path.lexists(location):
+        return
+    if not overwrite:
+        raise StoreError(location, "a store already exists here",
+                         hint="pass --overwrite to replace it, or choose another --out")
+    if not os.path.isfile(location) or not h5py.is_hdf5(location):
+        raise StoreError(location, "exists and is not an HDF5 file; refusing to delete it",
+                         hint="choose another --out")
+    os.remove(location)
