@@ -2,7 +2,8 @@
 
 A format is one module with a reader function and its suffixes; ``READERS`` maps each
 suffix to its reader. Folders, ``.dcm`` files and files with an unknown suffix that carry
-the DICOM preamble (e.g. ``CT.1.2.840...`` names) go to the DICOM reader.
+the DICOM preamble (e.g. ``CT.1.2.840...`` names) go to the DICOM reader, which hands a
+DICOM Segmentation (SEG) file -- or a folder holding just one -- to ``dicom_seg``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .dicom_discovery import (
     discover_series,
     read_dicom_series,
 )
+from .dicom_seg import read_dicom_seg
 
 Reader = Callable[[Path], MedicalImage]
 
@@ -36,7 +38,7 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(READERS))
 
 __all__ = [
     "READERS", "SUPPORTED_SUFFIXES", "DicomDiscovery", "DicomSeriesRef", "SkippedFile",
-    "discover_series", "read_dicom_series", "read_image", "reader_for",
+    "discover_series", "read_dicom_seg", "read_dicom_series", "read_image", "reader_for",
 ]
 
 

@@ -25,6 +25,7 @@ from ..image import MedicalImage
 from .dicom_4d import split_volumes
 from .dicom_frames import Frame, frames_of, planar_geometry, volume_geometry
 from .dicom_pixels import invert_monochrome1, rescale, stack_pixels, to_index_order
+from .dicom_seg import is_segmentation, segmentation_image
 
 SUFFIXES = (".dcm", ".dicom", ".ima")
 
@@ -56,6 +57,9 @@ def read_dicom(path: Path) -> MedicalImage:
         datasets = _read_folder(path)
     else:
         datasets = [(path, _read_file(path))]
+    if len(datasets) == 1 and is_segmentation(datasets[0][1]):
+        # A DICOM SEG (a mask, not an image series): decided on the header already read.
+        return segmentation_image(*datasets[0])
     frames = frames_of(path, _one_series(path, datasets))
     return _build_image(path, frames)
 
