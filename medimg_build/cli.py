@@ -1,4 +1,4 @@
-"""The ``medimg-build`` command: build, demo, inspect, recipes.
+"""The ``medimg-build`` command: build, demo, inspect, validate, export-table, recipes.
 
 User mistakes end as one line on stderr (``medimg-build: error: <file>: <problem>``)
 and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
@@ -70,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("store", metavar="STORE")
     inspect.set_defaults(run=_inspect)
 
+    validate = commands.add_parser(
+        "validate", help="check a store against its schema and invariants",
+        description="Check STORE's root attributes against schema/store.schema.json and its "
+        "arrays and labels against the layout's invariants; exit 1 listing every violation.")
+    validate.add_argument("store", metavar="STORE")
+    validate.set_defaults(run=_validate)
+
+    export = commands.add_parser("export-table", help="write a store's case table to Parquet")
+    export.add_argument("store", metavar="STORE")
+    export.add_argument("--out", metavar="FILE.parquet",
+                        help="default: <STORE>.cases.parquet next to the store")
+    export.set_defaults(run=_export_table)
+
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)
     return parser
@@ -99,6 +112,26 @@ def _inspect(args: argparse.Namespace) -> int:
     from .describe import describe_store
 
     print(describe_store(args.store))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .store.validate import store_summary, validate_store
+
+    violations = validate_store(args.store)
+    for violation in violations:
+        print(f"{args.store}: {violation}")
+    if violations:
+        return 1
+    print(f"{args.store}: valid ({store_summary(args.store)})")
+    return 0
+
+
+def _export_table(args: argparse.Namespace) -> int:
+    from .store.export import export_table
+
+    where, rows = export_table(args.store, args.out)
+    print(f"{where}: case table of {args.store} ({rows} rows)")
     return 0
 
 

@@ -1,0 +1,422 @@
+"""``validate_store``: check a store against ``schema/store.schema.json`` and the array
+and label invariants of the layout (see the package docstring), and list every
+violation rather than stopping at the first.
+
+The store is read as it is on disk, not through its consolidated metadata (which a
+broken or hand-edited store may contradict), and pixel data one shard (stack) or one
+case (volumes) at a time, so a large store is checked in bounded memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jsonschema
+import numpy as np
+import zarr
+from referencing import Registry, Resource
+
+from ..errors import StoreError
+from ..resources import schema_dir
+from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
+from .labels import vocabulary_entry
+from .schema import (
+    AFFINE, CASE, CASES_GROUP, CHANNEL, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK,
+    MISSING_LABEL, ORIGIN, SPACING, class_coord_name,
+)
+from .table import CASE_ID
+from .volumes import CASE_ATTRS
+
+ANNOTATION_GROUPS = ("boxes", "landmarks")
+_ATOL_MM = 1e-6  # geometry is written from the same floats: any real drift is a bug
+
+
+@dataclass(frozen=True)
+class Violation:
+    where: str  # a JSON path into the root attrs, or an array/group path in the store
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
+
+
+@cache
+def store_schema_validator() -> jsonschema.Draft202012Validator:
+    """The store schema, with recipe.schema.json registered under its $id so that the
+    shared enums (modality, organ, layout, label kinds) are defined once."""
+    store = json.loads((schema_dir() / "store.schema.json").read_text())
+    recipe = json.loads((schema_dir() / "recipe.schema.json").read_text())
+    registry = Registry().with_resource(recipe["$id"], Resource.from_contents(recipe))
+    return jsonschema.Draft202012Validator(
+        store, registry=registry, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def validate_store(path_or_url: str | os.PathLike,
+                   storage_options: dict | None = None) -> list[Violation]:
+    """Every violation found in the store; [] for a valid store. A path that is not a
+    Zarr group at all raises StoreError (there is nothing to validate)."""
+    root = _open_root(path_or_url, storage_options)
+    medimg = root.attrs.get("medimg")
+    if not isinstance(medimg, dict):
+        return [Violation("attrs", "no 'medimg' root attribute: not a medimg store")]
+    found = [Violation("attrs medimg" + error.json_path[1:], error.message)
+             for error in sorted(store_schema_validator().iter_errors(medimg),
+                                 key=lambda e: e.json_path)]
+    layout, n = medimg.get("layout"), medimg.get("n_cases")
+    if layout not in LAYOUTS or not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return found  # the schema errors say why; nothing below can be checked without
+    checker = _Checker(root, medimg, layout, n)
+    checker.run()
+    return found + checker.found
+
+
+def _open_root(path_or_url: str | os.PathLike,
+               storage_options: dict | None) -> zarr.Group:
+    from .reader import _zarr_store  # the reader's resolution of paths, zips and URLs
+
+    location = os.fspath(path_or_url)
+    store = _zarr_store(location, storage_options)
+    try:
+        return zarr.open_group(store, mode="r", use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
+        raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
+                         hint="check the path, or build a store with 'medimg-build build'")
+
+
+class _Checker:
+    def __init__(self, root: zarr.Group, medimg: dict[str, Any], layout: str, n: int):
+        self.root, self.medimg, self.layout, self.n = root, medimg, layout, n
+        self.found: list[Violation] = []
+        image = medimg.get("image") if isinstance(medimg.get("image"), dict) else {}
+        self.spatial_ndim = image.get("spatial_ndim") if image.get("spatial_ndim") in (2, 3) \
+            else None
+        self.arrays = dict(root.arrays())
+        labels = medimg.get("labels") if isinstance(medimg.get("labels"), dict) else {}
+        segmentation = labels.get("segmentation") or {}
+        classes = segmentation.get("classes") if isinstance(segmentation, dict) else None
+        self.mask_values = ({int(k) for k in classes if str(k).isdigit()}
+                            if isinstance(classes, dict) else None)
+        self.labels = labels
+        self.image_shapes: dict[int, tuple[int, ...]] = {}  # case index -> spatial shape
+
+    def add(self, where: str, problem: str) -> None:
+        self.found.append(Violation(where, problem))
+
+    def run(self) -> None:
+        self.check_dimension_names()
+        self.check_case_axis()
+        ids = self.case_ids()
+        complete = self.check_stack(ids) if self.layout == "stack" else self.check_volumes(ids)
+        self.check_table(ids, complete)
+        self.check_labels()
+        _check_annotations(self, ids)
+
+    # -- every array ---------------------------------------------------------------------
+    def check_dimension_names(self) -> None:
+        for path, array in self.root.members(max_depth=None):
+            if not isinstance(array, zarr.Array):
+                continue
+            names = array.metadata.dimension_names
+            if names is None or len(names) != array.ndim or any(n is None for n in names):
+                self.add(path, f"dimension_names {names!r} do not name all {array.ndim} "
+                         "dimensions")
+
+    def check_case_axis(self) -> None:
+        for name, array in sorted(self.arrays.items()):
+            dims = array.metadata.dimension_names or ()
+            if CASE in dims[:1] and array.shape[0] != self.n:
+                self.add(name, f"has {array.shape[0]} entries on the case axis, the store "
+                         f"has n_cases={self.n}")
+            elif CASE in dims[1:]:
+                self.add(name, f"dims {list(dims)}: 'case' must be the first dimension")
+
+    def case_ids(self) -> list[str]:
+        if CASE not in self.arrays:
+            self.add(CASE, "missing: the array of case ids")
+            return [""] * self.n
+        ids = [str(v) for v in self.arrays[CASE][:].tolist()]
+        return ids + [""] * (self.n - len(ids))
+
+    # -- stack ---------------------------------------------------------------------------
+    def check_stack(self, ids: list[str]) -> np.ndarray:
+        """The image, its mask and the per-case geometry; returns the complete flags."""
+        if COMPLETE not in self.arrays:  # no case was ever written
+            return np.zeros(self.n, dtype=bool)
+        complete = np.asarray(self.arrays[COMPLETE][:], dtype=bool)[:self.n]
+        if IMAGE not in self.arrays:
+            self.add(IMAGE, "missing from a stack store that has cases")
+            return complete
+        image = self.arrays[IMAGE]
+        nd = self.spatial_ndim or image.ndim - 2
+        self.expect_dims(IMAGE, image, (CASE, CHANNEL) + spatial_dims(nd))
+        spatial = tuple(image.shape[2:])
+        self.image_shapes = {int(i): spatial for i in np.flatnonzero(complete)}
+        if MASK in self.arrays:
+            mask = self.arrays[MASK]
+            self.expect_dims(MASK, mask, (CASE,) + spatial_dims(nd))
+            if tuple(mask.shape) != (image.shape[0],) + spatial:
+                self.add(MASK, f"shape {list(mask.shape)} is not the image's (case, "
+                         f"{'z, ' if nd == 3 else ''}y, x) = {[image.shape[0], *spatial]}")
+            else:
+                self.check_mask_values(MASK, mask, complete)
+        self.check_stack_geometry(complete, nd)
+        return complete
+
+    def check_stack_geometry(self, complete: np.ndarray, nd: int) -> None:
+        """spacing/origin must be what the affine says: a reader maps voxels with either."""
+        if not all(name in self.arrays for name in (AFFINE, SPACING, ORIGIN)):
+            self.add("/", "affine, spacing and origin arrays are required in a stack store")
+            return
+        affines = np.asarray(self.arrays[AFFINE][:], dtype=np.float64)
+        spacing = np.asarray(self.arrays[SPACING][:])
+        origin = np.asarray(self.arrays[ORIGIN][:])
+        for i in np.flatnonzero(complete):
+            problem = _geometry_problem(affines[i], nd, spacing[i], origin[i])
+            if problem:
+                self.add(f"{AFFINE}[{i}]", problem)
+
+    # -- volumes -------------------------------------------------------------------------
+    def check_volumes(self, ids: list[str]) -> np.ndarray:
+        groups = dict(self.root[CASES_GROUP].groups()) if CASES_GROUP in self.root else {}
+        position = {case_id: i for i, case_id in enumerate(ids)}
+        complete = np.zeros(self.n, dtype=bool)
+        pattern = self.medimg.get("arrays", {}).get(f"{CASES_GROUP}/*/{IMAGE}") or {}
+        for name, group in sorted(groups.items()):
+            where = f"{CASES_GROUP}/{name}"
+            attrs = group.attrs.get(CASE_ATTRS)
+            if not isinstance(attrs, dict):
+                self.add(where, f"no '{CASE_ATTRS}' attribute")
+                continue
+            if attrs.get("complete") is not True:
+                continue  # an interrupted case: invisible to readers, not an error
+            if name not in position:
+                self.add(where, "complete case group whose id is not in the 'case' array")
+                continue
+            if attrs.get("case_id") != name:
+                self.add(where, f"{CASE_ATTRS}.case_id {attrs.get('case_id')!r} is not the "
+                         "group's name")
+            complete[position[name]] = True
+            self.check_case(where, group, attrs, position[name], pattern)
+        return complete
+
+    def check_case(self, where: str, group: zarr.Group, attrs: dict[str, Any], index: int,
+                   pattern: dict[str, Any]) -> None:
+        arrays = dict(group.arrays())
+        if IMAGE not in arrays:
+            self.add(where, "complete case without an image")
+            return
+        image = arrays[IMAGE]
+        nd = self.spatial_ndim or image.ndim - 1
+        self.expect_dims(f"{where}/{IMAGE}", image, (CHANNEL,) + spatial_dims(nd))
+        spatial = tuple(image.shape[1:])
+        self.image_shapes[index] = spatial
+        if pattern.get("dtype") and str(image.dtype) != pattern["dtype"]:
+            self.add(f"{where}/{IMAGE}", f"dtype {image.dtype} where the store's arrays say "
+                     f"{pattern['dtype']}")
+        if list(attrs.get("shape") or []) != list(spatial):
+            self.add(where, f"{CASE_ATTRS}.shape {attrs.get('shape')} is not the image's "
+                     f"spatial shape {list(spatial)}")
+        if MASK in arrays:
+            mask = arrays[MASK]
+            self.expect_dims(f"{where}/{MASK}", mask, spatial_dims(nd))
+            if tuple(mask.shape) != spatial:
+                self.add(f"{where}/{MASK}", f"shape {list(mask.shape)} is not on the image "
+                         f"grid {list(spatial)}")
+            else:
+                self.check_mask_values(f"{where}/{MASK}", mask, None)
+        try:
+            affine = np.asarray(attrs.get("affine"), dtype=np.float64)
+            assert affine.shape == (4, 4)
+        except (TypeError, ValueError, AssertionError):
+            self.add(where, f"{CASE_ATTRS}.affine is not a 4x4 matrix")
+            return
+        problem = _geometry_problem(affine, nd, attrs.get("spacing"), attrs.get("origin"))
+        if problem:
+            self.add(where, f"{CASE_ATTRS}: {problem}")
+        # The 1-D coordinates are exact only on axis-aligned grids (see axes.axis_coords).
+        if attrs.get("axis_aligned"):
+            for axis, expected in axis_coords(affine, spatial).items():
+                if axis in arrays and not np.allclose(arrays[axis][:], expected, atol=1e-4):
+                    self.add(f"{where}/{axis}", "coordinates disagree with the case's affine")
+
+    # -- shared --------------------------------------------------------------------------
+    def expect_dims(self, where: str, array: zarr.Array, dims: tuple[str, ...]) -> None:
+        got = tuple(array.metadata.dimension_names or ())
+        if got != dims:
+            self.add(where, f"dims {list(got)}, expected {list(dims)}")
+
+    def check_mask_values(self, where: str, mask: zarr.Array, complete: np.ndarray | None
+                          ) -> None:
+        """Integer dtype, values in the segmentation vocabulary; read one shard at a time
+        along the first axis (stack) or the whole case (volumes: one shard per array)."""
+        if mask.dtype.kind not in "iu":
+            self.add(where, f"dtype {mask.dtype} is not an integer type")
+            return
+        if self.mask_values is None:
+            self.add(where, "a mask but no labels.segmentation.classes vocabulary")
+            return
+        step = (mask.shards or mask.chunks)[0] if complete is not None else mask.shape[0]
+        seen: set[int] = set()
+        for start in range(0, mask.shape[0], max(1, step)):
+            block = mask[start:start + step]
+            if complete is not None:  # incomplete stack cases hold fill values only
+                block = block[complete[start:start + step]]
+            seen.update(int(v) for v in np.unique(block))
+        unknown = sorted(seen - self.mask_values)
+        if unknown:
+            self.add(where, f"values {unknown} are not in the segmentation vocabulary "
+                     f"{sorted(self.mask_values)}")
+
+    def check_table(self, ids: list[str], complete: np.ndarray) -> None:
+        table = self.medimg.get("table")
+        if not isinstance(table, dict) or not isinstance(table.get("columns"), list):
+            return  # the schema check names it
+        columns = [c for c in table["columns"] if isinstance(c, str)]
+        for name in table.get("json_columns") or []:
+            if name not in columns:
+                self.add("attrs medimg.table.json_columns", f"{name!r} is not a table column")
+        for name in columns:
+            array_name = CASE if name == CASE_ID else name
+            array = self.arrays.get(array_name)
+            if array is None:
+                self.add(array_name, f"table column {name!r} is listed in the root attrs but "
+                         "the array is missing")
+                continue
+            if array.ndim != 1 or array.shape[0] != self.n:
+                self.add(array_name, f"table column of shape {list(array.shape)}, expected "
+                         f"[{self.n}]")
+                continue
+            if name in (table.get("json_columns") or []):
+                self.check_json_column(array_name, array, ids, complete)
+        for i in np.flatnonzero(complete):
+            if not ids[i]:
+                self.add(f"{CASE}[{i}]", "a complete case without a table row (empty case id)")
+
+    def check_json_column(self, name: str, array: zarr.Array, ids: list[str],
+                          complete: np.ndarray) -> None:
+        for i, text in enumerate(array[:].tolist()):
+            try:
+                json.loads(text)
+            except (TypeError, ValueError):
+                if complete[i]:
+                    self.add(f"{name}[{i}]", f"case {ids[i]!r}: not JSON: {str(text)[:40]!r}")
+                    return  # one row says it; a column of garbage would say it N times
+
+    def check_labels(self) -> None:
+        for name, array in sorted(self.arrays.items()):
+            if not name.startswith(LABEL_PREFIX):
+                continue
+            label = name[len(LABEL_PREFIX):]
+            entry = vocabulary_entry(self.labels, label)
+            classes = entry.get("classes")
+            if not entry or not isinstance(classes, list):
+                self.add(name, f"label {label!r} has no classes in labels.classification")
+                continue
+            if array.dtype.kind not in "iu":
+                self.add(name, f"dtype {array.dtype} is not an integer type")
+                continue
+            values = np.unique(array[:])
+            if array.ndim == 2:  # multi-label: one 0/1 per class, -1 unknown
+                allowed, what = {MISSING_LABEL, 0, 1}, "{-1, 0, 1}"
+                self.check_class_coord(label, array, classes)
+            else:
+                allowed = {MISSING_LABEL, *range(len(classes))}
+                what = f"{{-1}} or [0, {len(classes)})"
+            bad = sorted(int(v) for v in values if int(v) not in allowed)
+            if bad:
+                self.add(name, f"values {bad} are not in {what} ({len(classes)} classes)")
+
+    def check_class_coord(self, label: str, array: zarr.Array, classes: list[str]) -> None:
+        coord_name = class_coord_name(label)
+        if array.shape[1] != len(classes):
+            self.add(LABEL_PREFIX + label, f"{array.shape[1]} class columns for "
+                     f"{len(classes)} classes in the vocabulary")
+        coord = self.arrays.get(coord_name)
+        if coord is None:
+            self.add(coord_name, f"missing: the class names of label {label!r}")
+        elif [str(c) for c in coord[:].tolist()] != [str(c) for c in classes]:
+            self.add(coord_name, "class names differ from the vocabulary's")
+
+
+def _geometry_problem(affine: np.ndarray, nd: int, spacing: Any, origin: Any) -> str | None:
+    if not np.all(np.isfinite(affine)):
+        return "affine is not finite"
+    try:
+        spacing_ok = np.allclose(np.asarray(spacing, dtype=float),
+                                 stored_spacing(affine, nd), atol=_ATOL_MM)
+        origin_ok = np.allclose(np.asarray(origin, dtype=float), stored_origin(affine),
+                                atol=_ATOL_MM)
+    except (TypeError, ValueError):
+        return "spacing/origin are not numeric vectors"
+    if not spacing_ok:
+        return f"spacing {np.round(np.asarray(spacing, float), 6).tolist()} disagrees with " \
+               f"the affine's {np.round(stored_spacing(affine, nd), 6).tolist()}"
+    if not origin_ok:
+        return f"origin {np.round(np.asarray(origin, float), 6).tolist()} disagrees with " \
+               f"the affine's {np.round(stored_origin(affine), 6).tolist()}"
+    return None
+
+
+def _check_annotations(checker: _Checker, ids: list[str]) -> None:
+    """Box and landmark tables (store/annotations.py: groups ``boxes``/``landmarks`` of
+    1-D columns): each row names a case on the case axis and a class of the group's
+    ``classes``, and lies inside that case's image. Voxel centres are at integers and
+    box coordinates are edges, so the image spans -0.5 .. size-0.5 on every axis."""
+    for group_name in ANNOTATION_GROUPS:
+        if group_name not in checker.root:
+            continue
+        group = checker.root[group_name]
+        columns = dict(group.arrays())
+        if "case_index" not in columns:
+            checker.add(group_name, "no case_index column")
+            continue
+        cases = np.asarray(columns["case_index"][:], dtype=np.int64)
+        outside = np.flatnonzero((cases < 0) | (cases >= checker.n))
+        if outside.size:
+            checker.add(f"{group_name}/case_index[{outside[0]}]",
+                        f"{cases[outside[0]]} is not a case index (n_cases={checker.n})")
+            continue
+        classes = group.attrs.get("classes")
+        if "label_index" in columns and isinstance(classes, list):
+            labels = np.asarray(columns["label_index"][:])
+            bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
+            if bad.size:
+                checker.add(f"{group_name}/label_index[{bad[0]}]", f"{labels[bad[0]]} is "
+                            f"not an index into the {len(classes)} classes")
+        for axis_pos, axis in enumerate(("z", "y", "x")):
+            names = [axis + s for s in ("_min", "_max", "") if axis + s in columns]
+            values = {name: np.asarray(columns[name][:], dtype=float) for name in names}
+            if f"{axis}_min" in values and f"{axis}_max" in values:
+                flipped = np.flatnonzero(values[f"{axis}_min"] > values[f"{axis}_max"])
+                if flipped.size:
+                    checker.add(f"{group_name}/{axis}_min[{flipped[0]}]",
+                                f"greater than {axis}_max")
+            for name, column in values.items():
+                _check_inside(checker, f"{group_name}/{name}", cases, column, axis_pos, ids)
+
+
+def _check_inside(checker: _Checker, where: str, cases: np.ndarray, values: np.ndarray,
+                  axis_pos: int, ids: list[str]) -> None:
+    """The first row of a complete case outside its image along stored axis
+    ``axis_pos`` (0=z, 1=y, 2=x); one line per column is enough to find the bug."""
+    for row, (case, value) in enumerate(zip(cases.tolist(), values.tolist())):
+        shape = checker.image_shapes.get(case)
+        if shape is None or np.isnan(value) or len(shape) < 3 - axis_pos:
+            continue  # an incomplete case, a padded 2D row, or no such axis
+        extent = shape[axis_pos - 3]
+        if not -0.5 - 1e-6 <= value <= extent - 0.5 + 1e-6:
+            checker.add(f"{where}[{row}]", f"case {ids[case]!r}: {value:g} is outside the "
+                        f"image (-0.5 .. {extent - 0.5:g} along {where.rsplit('/')[-1][0]})")
+            return
+
+
+def store_summary(path_or_url: str | os.PathLike, storage_options: dict | None = None) -> str:
+    """"N cases, layout" of a valid store, N = complete cases (what readers see)."""
+    from .reader import open_store
+
+    store = open_store(path_or_url, storage_options)
+    return f"{len(store.cases)} cases, {store.layout}"
