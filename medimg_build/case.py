@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .image import MedicalImage
+from .labels.annotations import Boxes, Landmarks
 
 
 @dataclass(eq=False)
@@ -18,6 +19,8 @@ class Case:
     ``labels`` maps a label name of the recipe's vocabulary to its value for this case
     (an int for binary/multi-class/ordinal, an int8 vector for multi-label, with -1 for
     "unknown"). ``row`` is the case's row of the case table.
+    ``boxes`` / ``landmarks`` are on the grid of ``image`` too (``Boxes.onto(image)``);
+    their ``source`` keeps the coordinates as given on the source image.
     """
 
     case_id: str
@@ -25,3 +28,5 @@ class Case:
     mask: MedicalImage | None = None
     labels: dict[str, int | np.ndarray] = field(default_factory=dict)
     row: dict[str, Any] = field(default_factory=dict)
+    boxes: Boxes | None = None
+    landmarks: Landmarks | None = None

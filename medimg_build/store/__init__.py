@@ -47,6 +47,22 @@ vocabulary, ``attrs["medimg"]["labels"]["classification"][name]["classes"]`` or
 ``...["labels"][name]["classes"]``, else "0".."n-1"). Each
 label array's attributes hold its vocabulary entry.
 
+Boxes and landmarks (both layouts, written at close): the groups ``boxes`` (dimension
+``box``) and ``landmarks`` (dimension ``landmark``), each a table of 1-D column arrays,
+one row per box/point, sorted by case index: ``case_index`` (position along ``case``),
+``case_id``, ``label``, ``label_index`` (into the group attribute ``classes``: the
+vocabulary's ``labels.boxes.classes`` / ``labels.landmarks.classes``, else the sorted
+labels), harmonized voxel coordinates in stored axis names (boxes ``[z_min, z_max,]
+y_min, y_max, x_min, x_max``, points ``[z,] y, x``; voxel centres at integers, box
+min/max are voxel EDGES, so voxels 10..19 are 9.5 .. 19.5), RAS+ mm (boxes ``R_min,
+R_max, A_min, A_max, S_min, S_max`` = extent, points ``R, A, S``), for 3D boxes
+``key_slice`` (harmonized z of a box drawn on one slice, else -1), and the original
+coordinates on the source image in its own index order (``source_i_min`` ... /
+``source_i, source_j[, source_k]``; boxes also ``source_key_slice``). A group exists
+only when some case has that kind; ``attrs["medimg"]["annotations"]`` = {kind: {rows,
+classes, columns}}. Readers (``store.boxes()``, ``store.landmarks()``) keep the rows
+of complete cases. ``boxes``/``landmarks`` are reserved root names.
+
 stack (every case has the same shape, dtype and channels; opens with
 ``xarray.open_zarr(path)``)::
 

@@ -23,6 +23,7 @@ from ..case import Case
 from ..errors import StoreError
 from ..image import MedicalImage
 from ..provenance import to_jsonable
+from .annotations import GROUP_NAMES, AnnotationBuffer
 from .labels import LabelBuffer
 from .schema import CHANNEL, SCHEMA_VERSION, array_info, check_case_id
 from .table import check_table, write_table
@@ -89,6 +90,7 @@ class BaseWriter:
         # Windows filesystems, so ids must differ by more than letter case.
         self._taken_ids: set[str] = set()
         self._labels = LabelBuffer(n_cases)
+        self._annotations = AnnotationBuffer()  # boxes and landmarks, written at close
         self._template: ImageTemplate | None = None
         self._closed = False
 
@@ -104,9 +106,11 @@ class BaseWriter:
             with self._lock:  # let the caller retry or skip this index
                 self._taken_ids.discard(str(self._ids.pop(index, "")).casefold())
                 self._labels.discard(index)
+                self._annotations.discard(index)
             raise
         with self._lock:
             self._labels.add(index, labels)
+            self._annotations.add(index, case)
 
     def _claim(self, index: int, case: Case) -> dict[str, Any]:
         if self._closed:
@@ -123,13 +127,17 @@ class BaseWriter:
                 raise StoreError(self.location, f"case id {case_id!r} is written twice",
                                  hint="case ids must be unique in a store, ignoring case")
             labels = self._labels.check(case_id, case.labels, self.location)
+            self._annotations.check(case, self._vocabulary(), self.location)
             self._check_row(case)
             self._ids[int(index)] = case_id
             self._taken_ids.add(case_id.casefold())
         return labels
 
     def _taken_names(self) -> set[str]:
-        return set(self.reserved) | set(self._labels.names())
+        return set(self.reserved) | set(self._labels.names()) | GROUP_NAMES
+
+    def _vocabulary(self) -> Any:
+        return self._attrs.get("labels", self._attrs.get("label_vocabulary"))
 
     def _check_row(self, case: Case) -> None:
         """Fail on the first case, not at close after the whole build, when the case's
@@ -184,15 +192,18 @@ class BaseWriter:
                         self.location)
         self._flush()
         with self._lock:
-            vocabulary = self._attrs.get("labels", self._attrs.get("label_vocabulary"))
+            vocabulary = self._vocabulary()
             self._labels.write(self._root, vocabulary, self.location)
+            annotations = self._annotations.write(
+                self._root, vocabulary,
+                None if self._template is None else self._template.spatial_ndim)
             arrays = self._arrays_info()  # before the table: its columns are in `table`
             table_info = write_table(self._root, table)
             self._closed = True
         medimg = dict(to_jsonable(self._attrs))
         medimg.update(
             schema_version=SCHEMA_VERSION, layout=self.layout, n_cases=self.n_cases,
-            finished=True, table=table_info, arrays=arrays,
+            finished=True, table=table_info, arrays=arrays, annotations=annotations,
             image=None if self._template is None else self._template.to_attrs(
                 self.layout == "stack"),
         )

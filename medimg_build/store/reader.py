@@ -19,6 +19,7 @@ from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from ..errors import StoreError
 from ..image import MedicalImage
+from .annotations import BOXES, LANDMARKS, read_annotations
 from .axes import axis_coords, image_from_stored, mask_from_stored
 from .axes import stored_origin, stored_spacing
 from .labels import read_label
@@ -162,6 +163,20 @@ class MedimgStore:
             raise StoreError(self.location, f"no label {name!r} in the store",
                              hint=f"stored labels: {', '.join(stored) or 'none'}")
         return read_label(self._root, name, self._ids, self._complete)
+
+    def boxes(self) -> pd.DataFrame:
+        """The bounding boxes of complete cases, one row per box: ``case_index`` (along
+        the stored ``case`` axis), ``case_id``, ``label``, ``label_index``, harmonized
+        voxel edges ``[z_min, z_max,] y_min, y_max, x_min, x_max``, their RAS+ extent
+        in mm ``R_min .. S_max``, ``key_slice`` (3D) and the source coordinates
+        ``source_i_min ..`` (see ``medimg_build.store.annotations``)."""
+        return read_annotations(self._root, BOXES, self._complete, self.location)
+
+    def landmarks(self) -> pd.DataFrame:
+        """The landmarks of complete cases, one row per point: ``case_index``,
+        ``case_id``, ``label``, ``label_index``, harmonized voxel ``[z,] y, x``, RAS+
+        mm ``R, A, S`` and the source coordinates ``source_i, source_j[, source_k]``."""
+        return read_annotations(self._root, LANDMARKS, self._complete, self.location)
 
     def _meta(self, case_id: str) -> dict[str, Any]:
         meta = {"case_id": case_id, "store": self.location}

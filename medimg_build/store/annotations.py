@@ -1,0 +1,199 @@
+"""Bounding boxes and landmarks as tables: one Zarr group of 1-D column arrays each.
+
+``boxes/`` (dimension ``box``) and ``landmarks/`` (dimension ``landmark``), one row per
+box or point, rows sorted by case index (then as the case listed them), so the same
+inputs give the same bytes whatever order the workers finished in. Columns:
+
+* ``case_index`` (int64, position along the root ``case`` axis -- not named ``case``,
+  which would shadow the root's ``case`` coordinate in a DataTree), ``case_id`` (str),
+  ``label`` (str), ``label_index`` (int32, into the group's ``classes`` attribute).
+* Harmonized voxel coordinates, stored axis names (``x`` = index axis i, ``y`` = j,
+  ``z`` = k): boxes ``[z_min, z_max,] y_min, y_max, x_min, x_max``, landmarks
+  ``[z,] y, x`` (float64). Voxel centres are at integers; box min/max are the box's
+  EDGES, so a box covering voxels 10..19 is 9.5 .. 19.5.
+* RAS+ mm: boxes ``R_min, R_max, A_min, A_max, S_min, S_max`` (the axis-aligned hull
+  of the box's corners: its extent, edge to edge), landmarks ``R, A, S``.
+* 3D boxes: ``key_slice`` (int32): for a box drawn on one slice (DeepLesion), the
+  harmonized ``z`` index of that slice, else -1.
+* The original coordinates, on the source image and in its own index order
+  ``(i, j[, k])`` (which need not be RAS): boxes ``source_i_min, source_i_max, ...``,
+  landmarks ``source_i, source_j[, source_k]``; boxes also ``source_key_slice``.
+  NaN where a case's source image had fewer axes than another's.
+
+Like classification labels, they are buffered in memory and written once at close:
+no two workers ever write one chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LabelError, StoreError
+from ..labels.annotations import Boxes, Landmarks
+from .axes import spatial_dims
+from .labels import vocabulary_entry
+from .schema import COLUMN_CHUNK
+
+BOXES, LANDMARKS = "boxes", "landmarks"
+GROUP_NAMES = frozenset({BOXES, LANDMARKS})
+DIMS = {BOXES: "box", LANDMARKS: "landmark"}
+_SOURCE_AXES = ("i", "j", "k")
+_WORLD = ("R", "A", "S")
+
+
+class AnnotationBuffer:
+    def __init__(self) -> None:
+        # kind -> case index -> (case_id, Boxes | Landmarks)
+        self._rows: dict[str, dict[int, tuple[str, Any]]] = {BOXES: {}, LANDMARKS: {}}
+
+    def check(self, case, vocabulary: Any, where: str) -> None:
+        """Refuse annotations that are not on the case's image grid or whose labels
+        the recipe's vocabulary does not list (call under the writer's lock)."""
+        for kind, kind_type in ((BOXES, Boxes), (LANDMARKS, Landmarks)):
+            value = getattr(case, kind)
+            if value is None:
+                continue
+            if not isinstance(value, kind_type):
+                raise StoreError(where, f"case {case.case_id!r}: {kind} must be "
+                                 f"{kind_type.__name__}, got {type(value).__name__}")
+            image = case.image
+            same_grid = value.shape == image.spatial_shape and np.allclose(
+                value.affine, image.affine, atol=1e-4)
+            if not same_grid:
+                raise StoreError(where, f"case {case.case_id!r}: {kind} are not on the "
+                                 "image's grid", hint=f"move them with {kind}.onto(image)")
+            classes = _vocabulary_classes(vocabulary, kind)
+            unknown = sorted(set(value.labels) - set(classes or value.labels))
+            if unknown:
+                raise LabelError(where, f"case {case.case_id!r}: {kind} label(s) "
+                                 f"{unknown[:5]} are not in the vocabulary {classes}",
+                                 hint=f"list them under the recipe's labels.{kind}")
+
+    def add(self, index: int, case) -> None:
+        for kind in (BOXES, LANDMARKS):
+            if getattr(case, kind) is not None:
+                self._rows[kind][index] = (case.case_id, getattr(case, kind))
+
+    def discard(self, index: int) -> None:
+        for rows in self._rows.values():
+            rows.pop(index, None)
+
+    def write(self, root, vocabulary: Any, spatial_ndim: int | None) -> dict[str, Any]:
+        """Write the tables that any case has; returns the root attrs' ``annotations``."""
+        info = {}
+        for kind, rows in self._rows.items():
+            if not rows:
+                continue
+            ndim = spatial_ndim or next(iter(rows.values()))[1].ndim
+            columns, classes = _columns(kind, rows, ndim, _vocabulary_classes(vocabulary, kind))
+            group = root.create_group(kind, attributes={
+                "dimension": DIMS[kind], "classes": classes, "spatial_ndim": ndim,
+                "columns": list(columns),
+                "coordinates": "voxel centres at integer indices; box min/max are edges",
+            })
+            n = len(columns["label"])
+            for name, values in columns.items():
+                array = group.create_array(
+                    name, shape=(n,), chunks=(max(1, min(n, COLUMN_CHUNK)),),
+                    dtype=str if values.dtype == object else values.dtype,
+                    dimension_names=(DIMS[kind],))
+                if n:
+                    array[:] = values
+            info[kind] = {"rows": n, "classes": classes, "columns": list(columns)}
+        return info
+
+
+def _vocabulary_classes(vocabulary: Any, kind: str) -> list[str] | None:
+    entry = vocabulary.get(kind) if isinstance(vocabulary, dict) else None
+    if isinstance(entry, list):  # a bare list of class names
+        return [str(c) for c in entry]
+    classes = vocabulary_entry(vocabulary, kind).get("classes")
+    if isinstance(classes, dict):  # {"0": "nodule", ...} as segmentation classes are
+        classes = [classes[k] for k in sorted(classes, key=int)]
+    return None if classes is None else [str(c) for c in classes]
+
+
+def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
+             classes: list[str] | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    ordered = [(index, *rows[index]) for index in sorted(rows)]
+    labels = [label for _, _, value in ordered for label in value.labels]
+    classes = classes if classes is not None else sorted(set(labels))
+    lookup = {name: i for i, name in enumerate(classes)}
+    count = [len(value) for _, _, value in ordered]
+    columns: dict[str, np.ndarray] = {
+        "case_index": np.repeat([i for i, _, _ in ordered], count).astype(np.int64),
+        "case_id": np.array(np.repeat([c for _, c, _ in ordered], count).tolist(), dtype=object),
+        "label": np.array(labels, dtype=object),
+        "label_index": np.array([lookup[name] for name in labels], dtype=np.int32),
+    }
+    values = [value for _, _, value in ordered]
+    source_ndim = max([1] + [_source(v).ndim for v in values])
+    names = spatial_dims(ndim)  # stored order (z,) y, x = index axes (k,) j, i
+    if kind == BOXES:
+        lo, hi = _stack([v.lo for v in values], ndim), _stack([v.hi for v in values], ndim)
+        world = [v.to_world() for v in values]
+        w_lo, w_hi = _stack([w[0] for w in world], 3), _stack([w[1] for w in world], 3)
+        for p, name in enumerate(names):
+            axis = ndim - 1 - p
+            columns[f"{name}_min"], columns[f"{name}_max"] = lo[:, axis], hi[:, axis]
+        for axis, name in enumerate(_WORLD):
+            columns[f"{name}_min"], columns[f"{name}_max"] = w_lo[:, axis], w_hi[:, axis]
+        if ndim == 3:
+            columns["key_slice"] = _concat([v.slice_index for v in values], np.int32)
+        s_lo = _stack([_source(v).lo for v in values], source_ndim)
+        s_hi = _stack([_source(v).hi for v in values], source_ndim)
+        for axis in range(source_ndim):
+            name = _SOURCE_AXES[axis]
+            columns[f"source_{name}_min"] = s_lo[:, axis]
+            columns[f"source_{name}_max"] = s_hi[:, axis]
+        columns["source_key_slice"] = _concat([_source(v).slice_index for v in values],
+                                              np.int32)
+    else:
+        points = _stack([v.points for v in values], ndim)
+        world = _stack([v.to_world() for v in values], 3)
+        for p, name in enumerate(names):
+            columns[name] = points[:, ndim - 1 - p]
+        for axis, name in enumerate(_WORLD):
+            columns[name] = world[:, axis]
+        source = _stack([_source(v).points for v in values], source_ndim)
+        for axis in range(source_ndim):
+            columns[f"source_{_SOURCE_AXES[axis]}"] = source[:, axis]
+    return columns, classes
+
+
+def _source(value):
+    return value.source if value.source is not None else value
+
+
+def _stack(tables: list[np.ndarray], width: int) -> np.ndarray:
+    """Row-stack ``(n_b, d_b)`` tables into ``(N, width)``, NaN-padding narrower ones."""
+    out = [np.pad(np.asarray(t, float), ((0, 0), (0, width - np.shape(t)[1])),
+                  constant_values=np.nan) for t in tables]
+    return np.concatenate(out) if out else np.zeros((0, width))
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def read_annotations(root, kind: str, complete: np.ndarray, where: str) -> pd.DataFrame:
+    """The ``kind`` table, rows of complete cases only."""
+    if kind not in root:
+        raise StoreError(where, f"no {kind} in the store",
+                         hint="the recipe has no labels of this kind")
+    group = root[kind]
+    columns = group.attrs.get("columns")
+    data = {}
+    for name in columns:
+        values = group[name][:]
+        if values.dtype.kind in "OTU":  # h5py gives bytes
+            values = [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
+            data[name] = pd.Series(values, dtype="str")
+        else:
+            data[name] = pd.Series(values)
+    table = pd.DataFrame(data)
+    keep = complete[table["case_index"].to_numpy()] if len(table) else np.zeros(0, bool)
+    return table[keep].reset_index(drop=True)
