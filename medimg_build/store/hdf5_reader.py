@@ -244,6 +244,9 @@ class _VolumesReads:
         nodes = {"/": root, f"/{CASES_GROUP}": xr.Dataset(attrs=self._cases_attrs())}
         for case_id in ids[complete]:
             nodes[f"/{CASES_GROUP}/{case_id}"] = self._groups[case_id].to_dataset()
+        for name, group in self._root.groups().items():  # boxes, landmarks tables
+            if name != CASES_GROUP:
+                nodes[f"/{name}"] = group.to_dataset()
         return xr.DataTree.from_dict({k: _rechunked(v, kwargs) for k, v in nodes.items()})
 
     def _cases_attrs(self) -> dict[str, Any]:
