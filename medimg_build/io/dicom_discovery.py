@@ -53,6 +53,7 @@ HEADER_TAGS = (
     "Rows", "Columns", "NumberOfFrames",
 )
 _HEADER_TAG_NUMBERS = [Tag(keyword) for keyword in HEADER_TAGS]  # read_partial wants tags
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage SOP class
 PIXEL_TAGS = {0x7FE00010, 0x7FE00009, 0x7FE00008}  # PixelData, Double/Float PixelData
 UNDEFINED_LENGTH = 0xFFFFFFFF
 HEAD_BYTES = 64 * 1024  # enough for a classic header; longer ones are re-read
@@ -194,6 +195,9 @@ def _read_header(path: Path) -> _Header | SkippedFile:
         return SkippedFile(path, "DICOMDIR index")
     if not pixels:
         return SkippedFile(path, f"no pixel data ({_sop_name(ds, file_meta)})")
+    if (ds.get("SOPClassUID") or file_meta.get("MediaStorageSOPClassUID")) == SEGMENTATION:
+        # Labels of another series, not an image: recipes pair them with their image.
+        return SkippedFile(path, "segmentation (DICOM SEG), not an image series")
     if pixels["length"] != UNDEFINED_LENGTH and pixels["start"] + pixels["length"] > size:
         have = max(size - pixels["start"], 0)
         return SkippedFile(path, f"unreadable: pixel data truncated ({have} of "

@@ -22,6 +22,7 @@ from ..harmonize.resize import resize_with_pad
 from ..image import MedicalImage
 from ..io import read_image
 from ..io.dicom_discovery import read_dicom_series
+from ..io.dicom_seg import place_on_grid
 from ..labels import classification
 from ..labels.splits import SplitPlan
 from .case_table import case_row
@@ -90,8 +91,12 @@ def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalIm
                    recipe: Recipe, source: CaseSource) -> MedicalImage:
     """The mask on the harmonized image's grid, by nearest neighbour: labels stay labels."""
     spec = recipe.labels.get("segmentation", {})
+    tolerance = spec.get("geometry_tolerance_mm", 0.01)
+    if mask.meta.get("format") == "dicom-seg":
+        # A SEG stores only its non-empty frames: put it back on the whole image grid.
+        mask = place_on_grid(mask, raw_image, tolerance)
     mask = _label_values(_one_channel(mask, source), spec.get("map", {}))
-    _check_same_grid(mask, raw_image, spec.get("geometry_tolerance_mm", 0.01), source)
+    _check_same_grid(mask, raw_image, tolerance, source)
     if image.spatial_ndim == 2:
         mask = drop_singleton_slice(mask)
     mask = resample_to_grid(to_ras(mask), image, "nearest")
