@@ -355,3 +355,46 @@ def test_mask_keeps_its_labels_and_volume_through_the_pipeline(tmp_path):
         before = (mask == value).sum() * np.prod(spacing)
         after = (stored == value).sum() * 1.5**3
         assert after == pytest.approx(before, rel=0.02), value
+
+
+def test_nih_boxes_and_landmarks_land_on_their_structure(tmp_path):
+    """ChestX-ray14's BBox_List (x, y, w, h on the 1024-pixel image) and a landmark
+    table, through the stack recipe: the stored boxes cover the bright structure of the
+    resized image, and the stored landmark is on it."""
+    source = _chest_source(tmp_path / "nih", [("00000001_000.png", "Mass", "1"),
+                                              ("00000002_000.png", "No Finding", "2")])
+    pixels = np.full((80, 100), 10, np.uint8)
+    pixels[20:35, 60:90] = 250  # rows 20..34, columns 60..89
+    Image.fromarray(pixels).save(source / "images_001" / "images" / "00000001_000.png")
+    with open(source / "BBox_List_2017.csv", "w", newline="") as handle:
+        handle.write("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
+        handle.write("00000001_000.png,Mass,60,20,30,15,,,\n")
+    with open(source / "points.csv", "w", newline="") as handle:
+        handle.write("image,name,x,y\n00000001_000.png,centre,75,27\n")
+    recipe = load_recipe("nih-chestxray14").with_overrides({
+        "source": {"images": "images_001/**/*.png"}, "harmonize": {"shape": [64, 64]},
+        "labels": {"boxes": {"table": "BBox_List_2017.csv", "image_column": "Image Index",
+                             "label_column": "Finding Label", "format": "xywh",
+                             "columns": ["Bbox [x", "y", "w", "h]"], "classes": ["Mass"]},
+                   "landmarks": {"table": "points.csv", "image_column": "image",
+                                 "label_column": "name", "columns": ["x", "y"]}}})
+    out = tmp_path / "boxes.zarr"
+    assert build_store(recipe, source, out, progress=False).ok
+    store = open_store(out)
+    boxes, points = store.boxes(), store.landmarks()
+    assert list(boxes["case_id"]) == ["00000001_000"] and list(boxes["label"]) == ["Mass"]
+    image = store.read_image("00000001_000").array  # (x, y) = (column, row)
+    box = boxes.iloc[0]
+    inside = image[int(np.ceil(box.x_min)):int(np.floor(box.x_max)) + 1,
+                   int(np.ceil(box.y_min)):int(np.floor(box.y_max)) + 1]
+    # The box holds the bright structure (edge voxels are partly covered: partial volume).
+    assert inside.min() > 0.5 and inside.mean() > 0.85
+    bright = np.argwhere(image > 0.7)
+    assert bright[:, 0].min() >= box.x_min - 1 and bright[:, 0].max() <= box.x_max + 1
+    assert bright[:, 1].min() >= box.y_min - 1 and bright[:, 1].max() <= box.y_max + 1
+    point = points.iloc[0]
+    assert image[int(round(point.x)), int(round(point.y))] > 0.7  # ...and the point on it
+    # Original coordinates are kept, as box edges in voxel-centre units (pixel 60 spans
+    # 59.5 .. 60.5): x = 60, w = 30 covers columns 60..89.
+    assert (box["source_i_min"], box["source_i_max"]) == (59.5, 89.5)
+    assert (box["source_j_min"], box["source_j_max"]) == (19.5, 34.5)

@@ -21,6 +21,8 @@ from ..labels.splits import SplitPlan, plan_splits
 from ..labels import classification
 from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
+from . import annotations
+from .annotations import with_annotations
 from .model import Recipe
 from .pipeline import BuildContext, harmonize_case
 from .sources import CaseSource, list_sources
@@ -78,7 +80,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     source_dir = Path(source_dir)
     secret, key_is_secret = pseudonym_key(key)
     listing = list_sources(recipe, source_dir, secret)
-    cases = listing.cases
+    cases = with_annotations(listing.cases, recipe.labels, source_dir)
     splits = plan_case_splits(recipe, cases, source_dir, secret)
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
                            splits=splits)
@@ -117,6 +119,7 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
                            for s in recipe.labels.get("classification", [])}}
     if "segmentation" in recipe.labels:
         labels["segmentation"] = {"classes": recipe.labels["segmentation"]["classes"]}
+    labels.update(annotations.vocabulary(recipe.labels))
     return {
         "dataset": recipe.name,
         "title": data.get("title", recipe.name),

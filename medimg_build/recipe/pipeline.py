@@ -25,6 +25,7 @@ from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
 from ..labels import classification
 from ..labels.splits import SplitPlan
+from .annotations import case_annotations
 from .case_table import case_row
 from .model import Recipe
 from .sources import CaseSource
@@ -48,11 +49,12 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     mask = None
     if source.mask_path is not None:
         mask = harmonize_mask(read_image(source.mask_path), raw, image, recipe, source)
+    where = _row_name(source, context)
     labels = {
-        spec["name"]: classification.encode(spec, source.fields.get(spec["column"]),
-                                            _row_name(source, context))
+        spec["name"]: classification.encode(spec, source.fields.get(spec["column"]), where)
         for spec in recipe.labels.get("classification", [])
     }
+    annotations = case_annotations(recipe.labels, source.annotations, raw, image, where)
     row = case_row(
         case_id=source.case_id, raw=raw, image=image,
         patient=source.patient_id or raw.meta.get("patient_id") or source.case_id,
@@ -61,7 +63,8 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
                for old, new in recipe.source.get("columns", {}).items()},
         recipe_data=recipe.data, splits=context.splits, source_dir=context.source_dir,
         key=context.pseudonym_key)
-    return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row)
+    return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row,
+                **annotations)
 
 
 def _with_recipe_facts(image: MedicalImage, recipe: Recipe) -> MedicalImage:

@@ -31,6 +31,7 @@ class CaseSource:
     patient_id: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     series: DicomSeriesRef | None = None  # a series found by DICOM discovery
+    annotations: dict[str, list[dict]] = field(default_factory=dict)  # kind -> table rows
 
 
 @dataclass(frozen=True)

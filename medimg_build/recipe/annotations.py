@@ -1,0 +1,103 @@
+"""Boxes and landmarks of a recipe: rows of the source's annotation tables turned into
+``labels.annotations`` values on the image as read, then moved onto the harmonized
+grid through the world position (see labels/annotations.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LabelError
+from ..image import MedicalImage
+from ..labels.annotations import Boxes, Landmarks
+from .sources import CaseSource, read_label_table
+
+KINDS = ("boxes", "landmarks")
+
+
+def annotation_rows(labels: dict[str, Any], root: Path) -> dict[str, dict[str, list[dict]]]:
+    """kind -> image name (or case id) -> its rows, for the tables a recipe names."""
+    found: dict[str, dict[str, list[dict]]] = {}
+    for kind in KINDS:
+        spec = labels.get(kind)
+        if not spec:
+            continue
+        path = root / spec["table"]
+        table = read_label_table(path)
+        wanted = [spec["image_column"], spec["label_column"], *spec["columns"]]
+        wanted += [spec["slice_column"]] if spec.get("slice_column") else []
+        missing = [c for c in wanted if c not in table.columns]
+        if missing:
+            raise LabelError(path, f"missing column(s) {missing}; it has {list(table.columns)}",
+                             hint=f"fix the recipe's labels.{kind} column names")
+        rows: dict[str, list[dict]] = defaultdict(list)
+        for row in table.to_dict(orient="records"):
+            rows[str(row[spec["image_column"]]).strip()].append(row)
+        found[kind] = dict(rows)
+    return found
+
+
+def with_annotations(cases: list[CaseSource], labels: dict[str, Any],
+                     root: Path) -> list[CaseSource]:
+    """``cases`` with their rows of the recipe's box and landmark tables, matched by
+    image file name or case id."""
+    tables = annotation_rows(labels, root)
+    if not tables:
+        return cases
+    return [dataclasses.replace(case, annotations={
+        kind: rows.get(case.image_path.name) or rows.get(case.case_id) or []
+        for kind, rows in tables.items()}) for case in cases]
+
+
+def vocabulary(labels: dict[str, Any]) -> dict[str, Any]:
+    """The store's vocabulary entries of the annotation kinds the recipe names."""
+    return {kind: {"classes": labels[kind]["classes"]} for kind in KINDS
+            if labels.get(kind, {}).get("classes")}
+
+
+def case_annotations(labels: dict[str, Any], rows: dict[str, list[dict]], raw: MedicalImage,
+                     image: MedicalImage, where: str) -> dict[str, Boxes | Landmarks]:
+    """The case's boxes and landmarks on the harmonized ``image`` (None when none)."""
+    result: dict[str, Any] = {}
+    if rows.get("boxes"):
+        result["boxes"] = _boxes(labels["boxes"], rows["boxes"], raw, where).onto(image, where)
+    if rows.get("landmarks"):
+        spec = labels["landmarks"]
+        points = _numbers(rows["landmarks"], spec["columns"], where)
+        result["landmarks"] = Landmarks.from_pixels(
+            raw, _names(rows["landmarks"], spec), points,
+            convention=spec.get("convention", "index"), where=where).onto(image, where)
+    return result
+
+
+def _boxes(spec: dict[str, Any], rows: list[dict], raw: MedicalImage, where: str) -> Boxes:
+    values = _numbers(rows, spec["columns"], where)
+    names = _names(rows, spec)
+    convention = spec.get("convention", "corner")
+    kind = spec["format"]
+    if kind == "xywh":
+        return Boxes.from_xywh(raw, names, values, where=where)
+    if kind == "corners":
+        return Boxes.from_corners(raw, names, values, convention=convention, where=where)
+    if kind == "key_slice_corners":
+        slices = _numbers(rows, [spec["slice_column"]], where)[:, 0] - spec.get("slice_base", 0)
+        return Boxes.from_key_slice(raw, names, values, slices, convention=convention,
+                                    where=where)
+    half = values.shape[1] // 2
+    return Boxes.from_voxel_ranges(raw, names, values[:, :half], values[:, half:], where=where)
+
+
+def _numbers(rows: list[dict], columns: list[str], where: str) -> np.ndarray:
+    try:
+        return np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
+    except ValueError as error:
+        raise LabelError(where, f"annotation coordinates are not numbers ({error})",
+                         hint="check the recipe's annotation columns") from error
+
+
+def _names(rows: list[dict], spec: dict[str, Any]) -> list[str]:
+    return [str(row[spec["label_column"]]).strip() for row in rows]
