@@ -19,6 +19,7 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.pipeline import BuildContext, harmonize_case
 from medimg_build.recipe.sources import discover_cases
+from medimg_build.store.validate import validate_store
 
 # An oblique, LPS-stored CT-like volume: the harmonized store must be RAS+ anyway.
 OBLIQUE_LPS = np.array([[-0.8, 0.05, 0.0, 120.0],
@@ -60,6 +61,7 @@ def test_volumes_round_trip_equals_in_memory_harmonization(volume_source, tmp_pa
     out = tmp_path / "ct.zarr"
     report = build_store(recipe, volume_source, out, progress=False)
     assert report.ok and sorted(report.built) == ["case0", "case1", "case2"]
+    assert validate_store(out) == []
 
     store = open_store(out)
     assert store.layout == "volumes"
@@ -226,6 +228,8 @@ def test_demo_builds_every_store(shared_data, tmp_path, capsys, monkeypatch):
     assert "skipped" not in output and "failed" not in output
     chest = open_store(tmp_path / "demo" / "chest-xray.zarr")
     assert len(chest.cases) >= 5
+    for name in ["pydicom-ct", "nibabel-mr", "totalsegmentator-ct", "chest-xray"]:
+        assert validate_store(tmp_path / "demo" / f"{name}.zarr") == [], name
     assert main(["inspect", str(tmp_path / "demo" / "chest-xray.zarr")]) == 0
 
 
@@ -277,6 +281,7 @@ def test_stack_with_2d_masks_mapped_to_labels(tmp_path):
         "harmonize": {"shape": [64, 64]}})
     out = tmp_path / "masks.zarr"
     assert build_store(recipe, source, out, progress=False).ok
+    assert validate_store(out) == []
     ds = xr.open_zarr(out)
     assert ds["mask"].dims == ("case", "y", "x") and ds["mask"].dtype == np.uint8
     assert set(np.unique(ds["mask"].values)) == {0, 1}
@@ -381,6 +386,7 @@ def test_nih_boxes_and_landmarks_land_on_their_structure(tmp_path):
     out = tmp_path / "boxes.zarr"
     assert build_store(recipe, source, out, progress=False).ok
     store = open_store(out)
+    assert validate_store(out) == []
     boxes, points = store.boxes(), store.landmarks()
     assert list(boxes["case_id"]) == ["00000001_000"] and list(boxes["label"]) == ["Mass"]
     image = store.read_image("00000001_000").array  # (x, y) = (column, row)
