@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -38,16 +39,25 @@ def _volume_source(root: Path, n: int, with_masks=range(99)) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, Path]:
     """One store of each kind the builder writes; tests break copies of them."""
-    base = tmp_path_factory.mktemp("stores")
+    return _build_all(tmp_path_factory.mktemp("stores"), ".zarr")
+
+
+@pytest.fixture(scope="module")
+def built_h5(tmp_path_factory) -> dict[str, Path]:
+    """The same stores, built as HDF5 files."""
+    return _build_all(tmp_path_factory.mktemp("h5stores"), ".h5")
+
+
+def _build_all(base: Path, suffix: str) -> dict[str, Path]:
     segmentation = {"segmentation": {"classes": CLASSES}}
     volumes = load_recipe("volume-folder").with_overrides(
         {"harmonize": {"spacing": [3.0, 3.0, 4.0]}, "labels": segmentation})
     # The third case has no mask: volumes allow that.
     _volume_source(base / "vsrc", 3, with_masks=(0, 1))
-    assert build_store(volumes, base / "vsrc", base / "volumes.zarr", progress=False).ok
+    assert build_store(volumes, base / "vsrc", base / f"volumes{suffix}", progress=False).ok
     stack = volumes.with_overrides({"layout": "stack", "harmonize": {"shape": [12, 10, 6]}})
     _volume_source(base / "ssrc", 3)
-    assert build_store(stack, base / "ssrc", base / "stack.zarr", progress=False).ok
+    assert build_store(stack, base / "ssrc", base / f"stack{suffix}", progress=False).ok
     rows = [("00000001_000.png", "Cardiomegaly", "1"),
             ("00000001_001.png", "Cardiomegaly|Effusion", "1"),
             ("00000002_000.png", "No Finding", "2"), ("00000003_000.png", "", "3")]
@@ -58,9 +68,8 @@ def built(tmp_path_factory) -> dict[str, Path]:
             {"name": "view", "column": "View Position", "kind": "multiclass",
              "classes": ["PA", "AP"]}]}})
     source = _chest_source(base / "csrc", rows)
-    assert build_store(chest, source, base / "chest.zarr", progress=False).ok
-    return {"volumes": base / "volumes.zarr", "stack": base / "stack.zarr",
-            "chest": base / "chest.zarr"}
+    assert build_store(chest, source, base / f"chest{suffix}", progress=False).ok
+    return {kind: base / f"{kind}{suffix}" for kind in ("volumes", "stack", "chest")}
 
 
 @pytest.fixture
@@ -72,19 +81,35 @@ def copy_of(built, tmp_path):
     return copy
 
 
+@pytest.fixture
+def copy_h5(built_h5, tmp_path):
+    def copy(kind: str) -> Path:
+        target = tmp_path / f"{kind}-{len(list(tmp_path.iterdir()))}.h5"
+        shutil.copyfile(built_h5[kind], target)
+        return target
+    return copy
+
+
 def _problems(path) -> list[str]:
     return [str(v) for v in validate_store(path)]
 
 
 def _set_medimg(path: Path, **changes) -> None:
+    if Path(path).is_file():  # HDF5: JSON text in the HDF5 format (see store/hdf5_backend.py)
+        with h5py.File(path, "r+") as f:
+            f.attrs["medimg"] = json.dumps(_changed(json.loads(f.attrs["medimg"]), changes))
+        return
     root = zarr.open_group(path, mode="r+")
-    medimg = dict(root.attrs["medimg"])
+    root.attrs["medimg"] = _changed(dict(root.attrs["medimg"]), changes)
+
+
+def _changed(medimg: dict, changes: dict) -> dict:
     for key, value in changes.items():
         if value is None:
             medimg.pop(key)
         else:
             medimg[key] = value
-    root.attrs["medimg"] = medimg
+    return medimg
 
 
 @pytest.mark.parametrize("kind", ["volumes", "stack", "chest"])
@@ -283,3 +308,169 @@ def test_boxes_inside_the_image(copy_of):
         "boxes/label_index[1]: 1 is not an index into the 1 classes",
         (f"boxes/x_max[1]: case 'case2': {x + 0.5:g} is outside the image "
          f"(-0.5 .. {x - 0.5:g} along x)")]
+
+
+# -- HDF5: the same checks, the same messages -------------------------------------------
+
+@pytest.mark.parametrize("kind", ["volumes", "stack", "chest"])
+def test_built_hdf5_stores_are_valid(built_h5, kind):
+    assert h5py.is_hdf5(built_h5[kind])
+    assert _problems(built_h5[kind]) == []
+
+
+def test_built_hdf5_stores_have_what_the_checks_need(built_h5):
+    with h5py.File(built_h5["stack"]) as f:
+        assert "mask" in f
+    with h5py.File(built_h5["volumes"]) as f:
+        assert "mask" in f["cases/case0"] and "mask" not in f["cases/case2"]
+    with h5py.File(built_h5["chest"]) as f:
+        assert f["label_finding"].ndim == 2 and f["label_view"].ndim == 1
+
+
+def _edit(path: Path):
+    """The store opened for writing: a zarr.Group or an h5py.File (close it)."""
+    return h5py.File(path, "r+") if path.is_file() else zarr.open_group(path, mode="r+")
+
+
+def _close(root) -> None:
+    if isinstance(root, h5py.File):
+        root.close()
+
+
+def _replace_array(root, name: str, shape: tuple, dims: tuple) -> None:
+    if isinstance(root, h5py.Group):
+        del root[name]
+        dataset = root.create_dataset(name, shape=shape, dtype="uint8")
+        dataset.attrs["dimension_names"] = np.array(dims, dtype=h5py.string_dtype())
+    else:
+        root.create_array(name, shape=shape, dtype="uint8", dimension_names=dims,
+                          overwrite=True)
+
+
+def _break_stack_mask_shape(path: Path) -> None:
+    root = _edit(path)
+    shape = root["image"].shape
+    _replace_array(root, "mask", (shape[0],) + tuple(shape[2:-1]) + (3,),
+                   ("case", "z", "y", "x"))
+    _close(root)
+
+
+def _break_volumes_mask_shape(path: Path) -> None:
+    root = _edit(path)
+    group = root["cases/case0"]
+    z, y, x = group["image"].shape[1:]
+    _replace_array(group, "mask", (z, y + 1, x), ("z", "y", "x"))
+    _close(root)
+
+
+def _break_mask_values(name: str):
+    def breakage(path: Path) -> None:
+        root = _edit(path)
+        mask = root[name]
+        mask[(-1,) * mask.ndim] = 7
+        _close(root)
+    return breakage
+
+
+def _break_labels(path: Path) -> None:
+    root = _edit(path)
+    root["label_view"][0] = 7
+    root["label_finding"][1, 2] = 2
+    _close(root)
+
+
+def _break_table(path: Path) -> None:
+    root = _edit(path)
+    del root["split"]
+    root["intensity"][0] = "{not json"
+    _close(root)
+
+
+def _break_layout(path: Path) -> None:
+    _set_medimg(path, organ=None, layout="pile")
+
+
+def _break_case_affine(path: Path) -> None:
+    root = _edit(path)
+    group = root["cases/case1"]
+    if isinstance(group, h5py.Group):
+        attrs = json.loads(group.attrs["medimg_case"])
+    else:
+        attrs = dict(group.attrs["medimg_case"])
+    attrs["affine"] = (np.asarray(attrs["affine"]) @ np.diag([2.0, 1, 1, 1])).tolist()
+    group.attrs["medimg_case"] = json.dumps(attrs) if isinstance(group, h5py.Group) else attrs
+    _close(root)
+
+
+BREAKAGES = {  # kind, breakage, a line the report must hold
+    "stack mask shape": ("stack", _break_stack_mask_shape, "mask: shape [3, 6, 10, 3] is "
+                         "not the image's (case, z, y, x) = [3, 6, 10, 12]"),
+    "volumes mask shape": ("volumes", _break_volumes_mask_shape, "cases/case0/mask: shape"),
+    "stack mask value": ("stack", _break_mask_values("mask"), "mask: values [7] are not in "
+                         "the segmentation vocabulary [0, 1, 2]"),
+    "volumes mask value": ("volumes", _break_mask_values("cases/case1/mask"),
+                           "cases/case1/mask: values [7] are not in the segmentation "
+                           "vocabulary [0, 1, 2]"),
+    "label value": ("chest", _break_labels, "label_view: values [7] are not in {-1} or "
+                    "[0, 2) (2 classes)"),
+    "table column": ("volumes", _break_table, "split: table column 'split' is listed in "
+                     "the root attrs but the array is missing"),
+    "layout pile": ("chest", _break_layout, "attrs medimg.layout: 'pile' is not one of"),
+    "case affine": ("volumes", _break_case_affine, "cases/case1: medimg_case: spacing"),
+}
+
+
+@pytest.mark.parametrize("name", list(BREAKAGES))
+def test_hdf5_breakages_reported_as_on_zarr(name, copy_of, copy_h5):
+    kind, breakage, expected = BREAKAGES[name]
+    on_zarr, on_h5 = copy_of(kind), copy_h5(kind)
+    breakage(on_zarr)
+    breakage(on_h5)
+    zarr_problems, h5_problems = _problems(on_zarr), _problems(on_h5)
+    assert any(p.startswith(expected) for p in zarr_problems), zarr_problems
+    assert h5_problems == zarr_problems
+
+
+def test_hdf5_dimension_names_required(copy_h5):
+    path = copy_h5("chest")
+    with h5py.File(path, "r+") as f:
+        del f["patient_age"].attrs["dimension_names"]
+    assert any(p.startswith("patient_age: dimension_names None do not name all 1")
+               for p in _problems(path))
+
+
+def test_hdf5_unfinished_and_not_a_store(copy_h5, tmp_path):
+    path = copy_h5("chest")
+    _set_medimg(path, finished=False)
+    assert _problems(path) == ["attrs medimg.finished: True was expected"]
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f.attrs["note"] = "not a store"
+    assert _problems(tmp_path / "plain.h5") == [
+        "attrs: no 'medimg' root attribute: not a medimg store"]
+    with h5py.File(tmp_path / "text.h5", "w") as f:  # hand-written, not JSON
+        f.attrs["medimg"] = "layout: stack"
+    assert _problems(tmp_path / "text.h5") == [
+        "attrs: no 'medimg' root attribute: not a medimg store"]
+
+
+def test_cli_validate_hdf5(built_h5, copy_h5, capsys, tmp_path):
+    for kind, layout in (("volumes", "volumes"), ("stack", "stack"), ("chest", "stack")):
+        assert main(["validate", str(built_h5[kind])]) == 0
+        cases = 4 if kind == "chest" else 3
+        assert capsys.readouterr().out == f"{built_h5[kind]}: valid ({cases} cases, {layout})\n"
+    path = copy_h5("chest")
+    _set_medimg(path, layout="pile", dataset=None)
+    assert main(["validate", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{path}: attrs medimg") for line in lines)
+    path = copy_h5("stack")
+    _break_mask_values("mask")(path)
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out == (f"{path}: mask: values [7] are not in the "
+                                       "segmentation vocabulary [0, 1, 2]\n")
+    assert main(["validate", str(tmp_path / "nowhere.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no store at this path" in err
+    (tmp_path / "fake.h5").write_bytes(b"not an HDF5 file")
+    assert main(["validate", str(tmp_path / "fake.h5")]) == 2
+    assert "not a Zarr v3 group" in capsys.readouterr().err

@@ -41,7 +41,7 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
         from .hdf5_reader import open_hdf5_store
 
         return open_hdf5_store(location, storage_options)
-    store = _zarr_store(location, storage_options)
+    store = zarr_store(location, storage_options)
     try:
         root = zarr.open_group(store, mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
@@ -50,7 +50,9 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
     return MedimgStore(store, root, location)
 
 
-def _zarr_store(location: str, storage_options: dict | None):
+def zarr_store(location: str, storage_options: dict | None = None):
+    """The read-only Zarr store at ``location``: an fsspec URL, a ``.zip`` or a local
+    directory (StoreError if a local path does not exist)."""
     if "://" in location:
         return FsspecStore.from_url(location, storage_options=storage_options, read_only=True)
     if not os.path.exists(location):

@@ -4,7 +4,9 @@ violation rather than stopping at the first.
 
 The store is read as it is on disk, not through its consolidated metadata (which a
 broken or hand-edited store may contradict), and pixel data one shard (stack) or one
-case (volumes) at a time, so a large store is checked in bounded memory.
+case (volumes) at a time, so a large store is checked in bounded memory. Zarr stores and
+HDF5 stores (same layout in one file) get the same checks and the same messages: the
+checks read both through the views of ``tree.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ from typing import Any
 
 import jsonschema
 import numpy as np
-import zarr
 from referencing import Registry, Resource
 
-from ..errors import StoreError
 from ..resources import schema_dir
 from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
 from .labels import vocabulary_entry
@@ -29,6 +29,7 @@ from .schema import (
     MISSING_LABEL, ORIGIN, SPACING, class_coord_name,
 )
 from .table import CASE_ID
+from .tree import ArrayView, GroupView, open_tree
 from .volumes import CASE_ATTRS
 
 ANNOTATION_GROUPS = ("boxes", "landmarks")
@@ -57,9 +58,14 @@ def store_schema_validator() -> jsonschema.Draft202012Validator:
 
 def validate_store(path_or_url: str | os.PathLike,
                    storage_options: dict | None = None) -> list[Violation]:
-    """Every violation found in the store; [] for a valid store. A path that is not a
-    Zarr group at all raises StoreError (there is nothing to validate)."""
-    root = _open_root(path_or_url, storage_options)
+    """Every violation found in the store (Zarr or HDF5); [] for a valid store. A path
+    that is neither a Zarr group nor an HDF5 file raises StoreError (there is nothing to
+    validate)."""
+    with open_tree(path_or_url, storage_options) as root:
+        return _validate_root(root)
+
+
+def _validate_root(root: GroupView) -> list[Violation]:
     medimg = root.attrs.get("medimg")
     if not isinstance(medimg, dict):
         return [Violation("attrs", "no 'medimg' root attribute: not a medimg store")]
@@ -74,21 +80,8 @@ def validate_store(path_or_url: str | os.PathLike,
     return found + checker.found
 
 
-def _open_root(path_or_url: str | os.PathLike,
-               storage_options: dict | None) -> zarr.Group:
-    from .reader import _zarr_store  # the reader's resolution of paths, zips and URLs
-
-    location = os.fspath(path_or_url)
-    store = _zarr_store(location, storage_options)
-    try:
-        return zarr.open_group(store, mode="r", use_consolidated=False)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
-        raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
-                         hint="check the path, or build a store with 'medimg-build build'")
-
-
 class _Checker:
-    def __init__(self, root: zarr.Group, medimg: dict[str, Any], layout: str, n: int):
+    def __init__(self, root: GroupView, medimg: dict[str, Any], layout: str, n: int):
         self.root, self.medimg, self.layout, self.n = root, medimg, layout, n
         self.found: list[Violation] = []
         image = medimg.get("image") if isinstance(medimg.get("image"), dict) else {}
@@ -117,17 +110,15 @@ class _Checker:
 
     # -- every array ---------------------------------------------------------------------
     def check_dimension_names(self) -> None:
-        for path, array in self.root.members(max_depth=None):
-            if not isinstance(array, zarr.Array):
-                continue
-            names = array.metadata.dimension_names
+        for path, array in self.root.all_arrays():
+            names = array.dimension_names
             if names is None or len(names) != array.ndim or any(n is None for n in names):
                 self.add(path, f"dimension_names {names!r} do not name all {array.ndim} "
                          "dimensions")
 
     def check_case_axis(self) -> None:
         for name, array in sorted(self.arrays.items()):
-            dims = array.metadata.dimension_names or ()
+            dims = array.dimension_names or ()
             if CASE in dims[:1] and array.shape[0] != self.n:
                 self.add(name, f"has {array.shape[0]} entries on the case axis, the store "
                          f"has n_cases={self.n}")
@@ -181,7 +172,7 @@ class _Checker:
 
     # -- volumes -------------------------------------------------------------------------
     def check_volumes(self, ids: list[str]) -> np.ndarray:
-        groups = dict(self.root[CASES_GROUP].groups()) if CASES_GROUP in self.root else {}
+        groups = self.root[CASES_GROUP].groups() if CASES_GROUP in self.root else {}
         position = {case_id: i for i, case_id in enumerate(ids)}
         complete = np.zeros(self.n, dtype=bool)
         pattern = self.medimg.get("arrays", {}).get(f"{CASES_GROUP}/*/{IMAGE}") or {}
@@ -203,9 +194,9 @@ class _Checker:
             self.check_case(where, group, attrs, position[name], pattern)
         return complete
 
-    def check_case(self, where: str, group: zarr.Group, attrs: dict[str, Any], index: int,
+    def check_case(self, where: str, group: GroupView, attrs: dict[str, Any], index: int,
                    pattern: dict[str, Any]) -> None:
-        arrays = dict(group.arrays())
+        arrays = group.arrays()
         if IMAGE not in arrays:
             self.add(where, "complete case without an image")
             return
@@ -244,12 +235,12 @@ class _Checker:
                     self.add(f"{where}/{axis}", "coordinates disagree with the case's affine")
 
     # -- shared --------------------------------------------------------------------------
-    def expect_dims(self, where: str, array: zarr.Array, dims: tuple[str, ...]) -> None:
-        got = tuple(array.metadata.dimension_names or ())
+    def expect_dims(self, where: str, array: ArrayView, dims: tuple[str, ...]) -> None:
+        got = tuple(array.dimension_names or ())
         if got != dims:
             self.add(where, f"dims {list(got)}, expected {list(dims)}")
 
-    def check_mask_values(self, where: str, mask: zarr.Array, complete: np.ndarray | None
+    def check_mask_values(self, where: str, mask: ArrayView, complete: np.ndarray | None
                           ) -> None:
         """Integer dtype, values in the segmentation vocabulary; read one shard at a time
         along the first axis (stack) or the whole case (volumes: one shard per array)."""
@@ -259,7 +250,7 @@ class _Checker:
         if self.mask_values is None:
             self.add(where, "a mask but no labels.segmentation.classes vocabulary")
             return
-        step = (mask.shards or mask.chunks)[0] if complete is not None else mask.shape[0]
+        step = mask.chunks[0] if complete is not None else mask.shape[0]
         seen: set[int] = set()
         for start in range(0, mask.shape[0], max(1, step)):
             block = mask[start:start + step]
@@ -296,7 +287,7 @@ class _Checker:
             if not ids[i]:
                 self.add(f"{CASE}[{i}]", "a complete case without a table row (empty case id)")
 
-    def check_json_column(self, name: str, array: zarr.Array, ids: list[str],
+    def check_json_column(self, name: str, array: ArrayView, ids: list[str],
                           complete: np.ndarray) -> None:
         for i, text in enumerate(array[:].tolist()):
             try:
@@ -330,7 +321,7 @@ class _Checker:
             if bad:
                 self.add(name, f"values {bad} are not in {what} ({len(classes)} classes)")
 
-    def check_class_coord(self, label: str, array: zarr.Array, classes: list[str]) -> None:
+    def check_class_coord(self, label: str, array: ArrayView, classes: list[str]) -> None:
         coord_name = class_coord_name(label)
         if array.shape[1] != len(classes):
             self.add(LABEL_PREFIX + label, f"{array.shape[1]} class columns for "
@@ -370,7 +361,7 @@ def _check_annotations(checker: _Checker, ids: list[str]) -> None:
         if group_name not in checker.root:
             continue
         group = checker.root[group_name]
-        columns = dict(group.arrays())
+        columns = group.arrays()
         if "case_index" not in columns:
             checker.add(group_name, "no case_index column")
             continue

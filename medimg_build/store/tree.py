@@ -1,0 +1,178 @@
+"""A read-only view of a store's tree of groups and arrays, the same over a Zarr group
+and an HDF5 file, for code that inspects a store as it is on disk (``validate.py``).
+
+Only what such code asks is here: the arrays and groups of a group (one level, or
+every array below it), an array's shape, dtype, dimension names, storage block and
+values, and attributes as Python dicts. The two formats are made to look alike:
+
+- dimension names are a tuple, or None when the array has none (Zarr's metadata says
+  None; HDF5 has no ``dimension_names`` attribute, or the empty one writers store
+  for "none");
+- strings read as ``str`` and their dtype is ``StringDType`` (what Zarr gives);
+- attributes are JSON-decoded for HDF5 (see ``hdf5_backend``), a value that is not
+  JSON is kept as its text (a hand-edited file is reported on, not crashed on);
+- ``chunks`` is the block an array is best read by: the shard (Zarr, sharded), the
+  chunk, or the whole array (HDF5, contiguous).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import h5py
+import numpy as np
+import zarr
+
+from ..errors import StoreError
+from .hdf5_backend import DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string
+
+STRINGS = np.dtypes.StringDType()  # Zarr's dtype for string arrays
+
+
+class ArrayView:
+    """One array: ``shape``, ``ndim``, ``dtype``, ``dimension_names``, ``chunks``,
+    ``attrs`` and ``view[key]`` (a NumPy array)."""
+
+    def __init__(self, node: zarr.Array | h5py.Dataset) -> None:
+        self._node = node
+        self.shape: tuple[int, ...] = tuple(int(n) for n in node.shape)
+        self.ndim = len(self.shape)
+        if isinstance(node, zarr.Array):
+            self.dtype = node.dtype
+            self.dimension_names = _names(node.metadata.dimension_names)
+            self.chunks = tuple(node.shards or node.chunks)
+        else:
+            self.dtype = STRINGS if is_string(node.dtype) else node.dtype
+            names = node.attrs.get(DIMENSION_NAMES)
+            self.dimension_names = None if names is None or len(names) == 0 else tuple(
+                n.decode() if isinstance(n, bytes) else str(n) for n in names)
+            self.chunks = tuple(node.chunks or node.shape)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return _attrs(self._node)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        node = self._node
+        if isinstance(node, h5py.Dataset) and is_string(node.dtype):
+            return np.asarray(node.asstr()[key], dtype=object)
+        return np.asarray(node[key])
+
+
+class GroupView:
+    """One group: ``attrs``, ``arrays()``, ``groups()``, ``all_arrays()``, ``name in
+    view`` and ``view[path]`` (an ArrayView or a GroupView)."""
+
+    def __init__(self, node: zarr.Group | h5py.Group) -> None:
+        self._node = node
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return _attrs(self._node)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._node
+
+    def __getitem__(self, path: str) -> ArrayView | GroupView:
+        return _view(self._node[path])
+
+    def arrays(self) -> dict[str, ArrayView]:
+        """The arrays directly in this group, by name."""
+        if isinstance(self._node, zarr.Group):
+            return {name: ArrayView(array) for name, array in self._node.arrays()}
+        return {name: ArrayView(node) for name, node in self._node.items()
+                if isinstance(node, h5py.Dataset)}
+
+    def groups(self) -> dict[str, GroupView]:
+        """The groups directly in this group, by name."""
+        if isinstance(self._node, zarr.Group):
+            return {name: GroupView(group) for name, group in self._node.groups()}
+        return {name: GroupView(node) for name, node in self._node.items()
+                if isinstance(node, h5py.Group)}
+
+    def all_arrays(self) -> Iterator[tuple[str, ArrayView]]:
+        """Every array below this group, with its path relative to the group."""
+        if isinstance(self._node, zarr.Group):
+            for path, node in self._node.members(max_depth=None):
+                if isinstance(node, zarr.Array):
+                    yield path, ArrayView(node)
+            return
+        found: list[tuple[str, ArrayView]] = []
+        self._node.visititems(lambda path, node: found.append((path, ArrayView(node)))
+                              if isinstance(node, h5py.Dataset) else None)
+        yield from found
+
+
+def _view(node) -> ArrayView | GroupView:
+    return GroupView(node) if isinstance(node, (zarr.Group, h5py.Group)) else ArrayView(node)
+
+
+def _names(names) -> tuple | None:
+    return None if names is None else tuple(names)
+
+
+def _attrs(node) -> dict[str, Any]:
+    if not isinstance(node, (h5py.Group, h5py.Dataset)):
+        return dict(node.attrs)
+    out = {}
+    for key in node.attrs:
+        if key in SCALE_ATTRS:
+            continue
+        value = node.attrs[key]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass  # not JSON: kept as text, and reported as whatever it is not
+        out[key] = value
+    return out
+
+
+@contextmanager
+def open_tree(path_or_url: str | os.PathLike,
+              storage_options: dict | None = None) -> Iterator[GroupView]:
+    """The root of the store at ``path_or_url`` as it is on disk (for Zarr, not through
+    its consolidated metadata), closed on exit (HDF5). An HDF5 file is recognized by its
+    signature, as ``open_store`` does; anything else must be a Zarr v3 group."""
+    from .reader import zarr_store  # the reader's resolution of paths, zips and URLs
+
+    location = os.fspath(path_or_url)
+    if is_hdf5_file(location, storage_options):
+        handle, raw = _open_hdf5(location, storage_options)
+        try:
+            yield GroupView(handle)
+        finally:
+            handle.close()
+            if raw is not None:
+                raw.close()
+        return
+    store = zarr_store(location, storage_options)
+    try:
+        root = zarr.open_group(store, mode="r", use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
+        raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
+                         hint="check the path, or build a store with 'medimg-build build'")
+    yield GroupView(root)
+
+
+def _open_hdf5(location: str, storage_options: dict | None):
+    """The h5py file, and the fsspec file it reads through (remote) or None."""
+    raw = None
+    try:
+        if "://" not in location:
+            return h5py.File(location, "r"), None
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
+        raw = fs.open(path, "rb")
+        return h5py.File(raw, "r"), raw
+    except OSError as err:
+        if raw is not None:
+            raw.close()
+        raise StoreError(location, f"cannot open the HDF5 file ({err})") from None
