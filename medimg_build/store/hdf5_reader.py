@@ -14,7 +14,6 @@ workers as well as in threads (h5py serializes reads on its global lock).
 from __future__ import annotations
 
 import threading
-from functools import cached_property
 from typing import Any
 
 import dask.array as da
@@ -25,11 +24,10 @@ from dask.base import tokenize
 
 from ..errors import StoreError
 from .hdf5_backend import decode_attrs, dims_of, is_string
-from .reader import MedimgStore
+from .reader import MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
-    AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LAYOUTS, MASK, SCHEMA_VERSION,
+    CASE, CASES_GROUP,
 )
-from .volumes import CASE_ATTRS
 
 STRINGS = np.dtypes.StringDType()  # what xarray gives for Zarr strings
 
@@ -156,31 +154,12 @@ def open_hdf5_store(location: str, storage_options: dict | None = None) -> Hdf5S
     return Hdf5Store(source, H5ReadGroup(source, handle), location)
 
 
-def check_medimg(medimg: Any, location: str) -> dict[str, Any]:
-    """The root ``medimg`` attrs if this file is a readable, finished store (the same
-    checks as reader._check_root for Zarr)."""
-    if not isinstance(medimg, dict):
-        raise StoreError(location, "is an HDF5 file but not a medimg store (no 'medimg' "
-                         "root attribute)", hint="was it written by medimg-build?")
-    version = str(medimg.get("schema_version", ""))
-    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise StoreError(location, f"store schema {version!r} is not readable by this "
-                         f"version (schema {SCHEMA_VERSION})", hint="upgrade medimg-build")
-    if medimg.get("layout") not in LAYOUTS:
-        raise StoreError(location, f"unknown store layout {medimg.get('layout')!r}",
-                         hint="upgrade medimg-build")
-    if not medimg.get("finished"):
-        raise StoreError(location, "the build that wrote this store did not finish",
-                         hint="build it again with --overwrite (or --resume)")
-    return medimg
-
-
 class Hdf5Store(MedimgStore):
     """``MedimgStore`` over an HDF5 file; only the layout reads differ."""
 
     def __init__(self, source: H5Source, root: H5ReadGroup, location: str) -> None:
         self.location = location
-        self.attrs = check_medimg(root.attrs.get("medimg"), location)
+        self.attrs = check_medimg(root.attrs.get("medimg"), location, "an HDF5 file")
         self.layout = self.attrs["layout"]
         self._store = source
         self._root = root
@@ -188,53 +167,12 @@ class Hdf5Store(MedimgStore):
         self._reads = layout_class(source, root, self.attrs)
 
 
-class _StackReads:
-    def __init__(self, source: H5Source, root: H5ReadGroup, attrs: dict[str, Any]) -> None:
-        self._root = root
-        self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
-
-    def complete(self, ids: np.ndarray) -> np.ndarray:
-        if COMPLETE not in self._root:
-            return np.zeros(len(ids), dtype=bool)
-        return np.asarray(self._root[COMPLETE][()], dtype=bool)
-
-    @cached_property
-    def _raw(self) -> xr.Dataset:
-        return self._root.to_dataset()
-
-    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.Dataset:
-        ds = _rechunked(self._raw, kwargs)
-        return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
-
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        names = [n for n in (IMAGE, MASK) if n in self._raw]
-        return self._raw[names].isel({CASE: position})
-
-    def affine(self, position: int, case_id: str) -> np.ndarray:
-        return np.asarray(self._root[AFFINE][position], dtype=np.float64)
-
-    def channel_axis(self, position: int, case_id: str) -> bool:
-        return self._channel_axis
-
-    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
-        return self._root[name][position] if name in self._root else None
+class _StackReads(StackReads):
+    def _open(self, **kwargs: Any) -> xr.Dataset:
+        return _rechunked(self._root.to_dataset(), kwargs)
 
 
-class _VolumesReads:
-    def __init__(self, source: H5Source, root: H5ReadGroup, attrs: dict[str, Any]) -> None:
-        self._root = root
-
-    @cached_property
-    def _groups(self) -> dict[str, H5ReadGroup]:
-        return self._root[CASES_GROUP].groups() if CASES_GROUP in self._root else {}
-
-    def _case_attrs(self, case_id: str) -> dict[str, Any]:
-        group = self._groups.get(case_id)
-        return {} if group is None else dict(group.attrs.get(CASE_ATTRS) or {})
-
-    def complete(self, ids: np.ndarray) -> np.ndarray:
-        return np.array([self._case_attrs(i).get("complete") is True for i in ids], dtype=bool)
-
+class _VolumesReads(VolumesReads):
     def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.DataTree:
         """The DataTree ``xarray.open_datatree`` gives for the Zarr store, without the
         incomplete cases."""
@@ -254,16 +192,6 @@ class _VolumesReads:
 
     def case(self, position: int, case_id: str) -> xr.Dataset:
         return self._groups[case_id].to_dataset()
-
-    def affine(self, position: int, case_id: str) -> np.ndarray:
-        return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
-
-    def channel_axis(self, position: int, case_id: str) -> bool:
-        return bool(self._case_attrs(case_id).get("channel_axis", False))
-
-    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
-        group = self._groups[case_id]
-        return group[name][...] if name in group else None
 
 
 def _rechunked(ds: xr.Dataset, kwargs: dict[str, Any]) -> xr.Dataset:

@@ -64,9 +64,16 @@ def zarr_store(location: str, storage_options: dict | None = None):
 
 
 def _check_root(root: zarr.Group, location: str) -> dict[str, Any]:
-    medimg = root.attrs.get("medimg")
-    if not isinstance(medimg, dict) or root.metadata.zarr_format != 3:
-        raise StoreError(location, "is a Zarr group but not a medimg store (no 'medimg' "
+    if root.metadata.zarr_format != 3:
+        raise StoreError(location, "is a Zarr v2 group, not a medimg store",
+                         hint="was it written by medimg-build?")
+    return check_medimg(root.attrs.get("medimg"), location, "a Zarr group")
+
+
+def check_medimg(medimg: Any, location: str, container: str) -> dict[str, Any]:
+    """The root ``medimg`` attributes if they describe a readable, finished store."""
+    if not isinstance(medimg, dict):
+        raise StoreError(location, f"is {container} but not a medimg store (no 'medimg' "
                          "root attribute)", hint="was it written by medimg-build?")
     version = str(medimg.get("schema_version", ""))
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
@@ -88,7 +95,7 @@ class MedimgStore:
         self.layout: str = self.attrs["layout"]
         self._store = store
         self._root = root
-        layout_class = _StackReads if self.layout == "stack" else _VolumesReads
+        layout_class = StackReads if self.layout == "stack" else VolumesReads
         self._reads = layout_class(store, root, self.attrs)
 
     def __repr__(self) -> str:
@@ -188,24 +195,29 @@ class MedimgStore:
         return meta
 
 
-class _StackReads:
-    """Reads of the stack layout: a case is a position along ``case``."""
+class StackReads:
+    """Reads of the stack layout: a case is a position along ``case``. The array reads
+    go through the root group (Zarr, or the HDF5 view); ``_open`` makes the lazy
+    xarray Dataset and is all a format has to provide."""
 
-    def __init__(self, store, root: zarr.Group, attrs: dict[str, Any]) -> None:
+    def __init__(self, store, root, attrs: dict[str, Any]) -> None:
         self._store, self._root = store, root
         self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
+
+    def _open(self, **kwargs: Any) -> xr.Dataset:
+        return xr.open_zarr(self._store, **kwargs)
 
     def complete(self, ids: np.ndarray) -> np.ndarray:
         if COMPLETE not in self._root:  # no case was ever written
             return np.zeros(len(ids), dtype=bool)
-        return np.asarray(self._root[COMPLETE][:], dtype=bool)
+        return np.asarray(self._root[COMPLETE][...], dtype=bool)
 
     @cached_property
     def _raw(self) -> xr.Dataset:
-        return xr.open_zarr(self._store)
+        return self._open()
 
     def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.Dataset:
-        ds = xr.open_zarr(self._store, **kwargs) if kwargs else self._raw
+        ds = self._open(**kwargs) if kwargs else self._raw
         return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
 
     def case(self, position: int, case_id: str) -> xr.Dataset:
@@ -222,17 +234,16 @@ class _StackReads:
         return self._root[name][position] if name in self._root else None
 
 
-class _VolumesReads:
-    """Reads of the volumes layout: a case is the group ``cases/<case_id>``."""
+class VolumesReads:
+    """Reads of the volumes layout: a case is the group ``cases/<case_id>``. A format
+    provides ``case`` (one lazy Dataset) and ``dataset`` (the DataTree)."""
 
-    def __init__(self, store, root: zarr.Group, attrs: dict[str, Any]) -> None:
+    def __init__(self, store, root, attrs: dict[str, Any]) -> None:
         self._store, self._root = store, root
 
     @cached_property
-    def _groups(self) -> dict[str, zarr.Group]:
-        if CASES_GROUP not in self._root:
-            return {}
-        return dict(self._root[CASES_GROUP].groups())
+    def _groups(self) -> dict[str, Any]:
+        return dict(self._root[CASES_GROUP].groups()) if CASES_GROUP in self._root else {}
 
     def _case_attrs(self, case_id: str) -> dict[str, Any]:
         group = self._groups.get(case_id)
