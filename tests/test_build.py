@@ -14,6 +14,7 @@ from PIL import Image
 
 from medimg_build import open_store
 from medimg_build.cli import main
+from medimg_build.errors import RecipeError
 from medimg_build.privacy import pseudonym_key
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
@@ -404,3 +405,27 @@ def test_nih_boxes_and_landmarks_land_on_their_structure(tmp_path):
     # 59.5 .. 60.5): x = 60, w = 30 covers columns 60..89.
     assert (box["source_i_min"], box["source_i_max"]) == (59.5, 89.5)
     assert (box["source_j_min"], box["source_j_max"]) == (19.5, 34.5)
+
+
+def test_table_and_folder_that_disagree_are_reported_with_counts(tmp_path):
+    rows = [("00000001_000.png", "Cardiomegaly", "1"), ("00000002_000.png", "", "2")]
+    source = _chest_source(tmp_path / "nih", rows)
+    (source / "images_001" / "images" / "00000002_000.png").unlink()  # a row, no image
+    for extra in ("00000009_000.png", "00000009_001.png"):  # images, no rows
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / "images_001" / "images" / extra)
+    report = build_store(load_recipe("nih-chestxray14").with_overrides(
+        {"harmonize": {"shape": [16, 16]}}), source, tmp_path / "o.zarr", progress=False)
+    assert report.built == ["00000001_000"]
+    reasons = list(report.skipped.values())
+    assert reasons.count("row without an image file") == 1
+    assert reasons.count("image without a table row") == 2
+    assert "skipped 2: image without a table row" in report.summary()
+    assert open_store(tmp_path / "o.zarr").attrs["build_report"]["skipped"] == {
+        "row without an image file": 1, "image without a table row": 2}
+
+
+def test_table_that_matches_no_image_names_the_mismatch(tmp_path):
+    source = _chest_source(tmp_path / "nih", [("00000001_000.png", "", "1")])
+    recipe = load_recipe("nih-chestxray14").with_overrides({"source": {"images": "**/*.jpg"}})
+    with pytest.raises(RecipeError, match=r"none of its 1 rows names an image .*0 image files"):
+        build_store(recipe, source, tmp_path / "o.zarr", progress=False)

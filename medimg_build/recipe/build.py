@@ -66,7 +66,13 @@ class BuildReport:
         lines = [f"{self.store}: {len(self.built)} case(s) built, {len(self.failed)} failed "
                  f"in {self.seconds:.1f} s"
                  + (f"; {len(self.skipped)} source file(s) skipped" if self.skipped else "")]
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped.items()]
+        by_reason: dict[str, list[str]] = {}
+        for path, reason in self.skipped.items():
+            by_reason.setdefault(reason, []).append(path)
+        for reason, paths in by_reason.items():
+            shown = ", ".join(paths[:3]) + (f", ... ({len(paths) - 3} more)"
+                                            if len(paths) > 3 else "")
+            lines.append(f"  skipped {len(paths)}: {reason}: {shown}")
         lines += [f"  failed {case_id}: {error}" for case_id, error in self.failed.items()]
         return "\n".join(lines)
 

@@ -98,7 +98,9 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> list[CaseS
     return cases
 
 
-def _image_table(source: dict[str, Any], root: Path, key: bytes) -> list[CaseSource]:
+def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
+    """One case per table row whose image exists; rows without an image and images
+    without a row are reported (with their number), not silently dropped."""
     table_path = root / source["table"]
     table = read_label_table(table_path)
     wanted = [source["image_column"]] + [c for c in [source.get("patient_column")] if c]
@@ -112,15 +114,27 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> list[CaseSou
         files[path.name] = path
     if source.get("mask_column"):
         _require_columns(table, [source["mask_column"]], table_path)
-    cases = []
+    cases, skipped, listed = [], {}, set()
     for row in table.to_dict(orient="records"):
-        name = row[source["image_column"]]
-        path = files.get(name, root / name)  # a missing file fails as that case alone
+        name = str(row[source["image_column"]]).strip()
+        listed.add(name)
+        if name not in files:
+            skipped[f"{source['table']}: {name}"] = "row without an image file"
+            continue
         patient = row.get(source.get("patient_column", ""), None)
         case_id = _safe_id(case_id_from_name(Path(name)), table_path)
-        cases.append(CaseSource(case_id, path, _table_mask(source, row, case_id, root),
+        cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
                                 patient or None, row))
-    return cases
+    for name, path in files.items():
+        if name not in listed:
+            skipped[str(path.relative_to(root))] = "image without a table row"
+    if not cases and listed:
+        example = next(iter(sorted(listed)))
+        raise RecipeError(table_path, f"none of its {len(listed)} rows names an image found "
+                          f"with {source['images']!r} under {root} ({len(files)} image files "
+                          f"found; first row names {example!r})",
+                          hint="check --source and the recipe's source.images glob")
+    return SourceListing(cases, skipped)
 
 
 def _table_mask(source: dict[str, Any], row: dict[str, Any], case_id: str,
