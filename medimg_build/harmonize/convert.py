@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
+from ..errors import GeometryError
+from ..geometry import ras_grid
 from ..image import MedicalImage
+from .orient import to_ras
 
 # ITU-R BT.601 luma, the weights Pillow's "L" conversion and most X-ray tools use.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -32,3 +36,40 @@ def drop_singleton_slice(image: MedicalImage) -> MedicalImage:
         return image
     array = image.array[:, :, 0, ...]
     return image.replace(array=array, spatial_ndim=2).recorded("drop_singleton_slice")
+
+
+def stack_channels(images: list[MedicalImage], names: list[str] | None = None,
+                   tolerance_mm: float = 0.01) -> MedicalImage:
+    """Single-channel images of one grid (BraTS' t1, t1ce, t2, flair) as the channels of
+    one image. The grids are compared in RAS+ order, like masks, so sequences saved with
+    different axis orders still stack; the result keeps the first image's orientation
+    and metadata."""
+    first = images[0]
+    reference_shape, reference = ras_grid(first.spatial_shape, first.affine)
+    arrays = []
+    for index, image in enumerate(images):
+        where = (image.meta.get("source_files") or ["channel"])[0]
+        if image.has_channels:
+            raise GeometryError(where, f"channel {index} has {image.n_channels} channels "
+                                "itself", hint="stack single-channel files only")
+        shape, affine = ras_grid(image.spatial_shape, image.affine)
+        if shape != reference_shape or np.abs(affine - reference).max() > tolerance_mm:
+            raise GeometryError(where, f"channel {index} is not on the grid of the first "
+                                f"channel {(first.meta.get('source_files') or ['?'])[0]}",
+                                hint="channels of one case must share one grid")
+        arrays.append(_in_order_of(image, first))
+    stacked = np.stack(arrays, axis=-1)
+    files = [f for image in images for f in image.meta.get("source_files", [])]
+    meta = {**first.meta, "source_files": files, "channel_names": list(names or [])}
+    return first.replace(array=np.asfortranarray(stacked), meta=meta).recorded(
+        "stack_channels", n_channels=len(images), names=list(names or []))
+
+
+def _in_order_of(image: MedicalImage, reference: MedicalImage) -> np.ndarray:
+    """``image``'s pixels in ``reference``'s axis order (same grid, maybe permuted)."""
+    if np.allclose(image.affine, reference.affine, atol=1e-3):
+        return image.array
+    # Through RAS+: reorient the image there, then apply the reference's RAS -> own
+    # orientation (a permutation and flips: no interpolation).
+    ornt = ornt_transform(io_orientation(np.eye(4)), io_orientation(reference.affine))
+    return apply_orientation(to_ras(image).array, ornt)

@@ -14,7 +14,7 @@ import numpy as np
 from ..case import Case
 from ..errors import GeometryError, LabelError
 from ..geometry import ras_grid
-from ..harmonize.convert import drop_singleton_slice, to_grayscale
+from ..harmonize.convert import drop_singleton_slice, stack_channels, to_grayscale
 from ..harmonize.normalize import normalize
 from ..harmonize.orient import to_ras
 from ..harmonize.resample import resample_to_grid, resample_to_spacing
@@ -25,6 +25,7 @@ from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
 from ..labels import classification
 from ..labels.splits import SplitPlan
+from . import parsers
 from .annotations import case_annotations
 from .case_table import case_row
 from .model import Recipe
@@ -43,8 +44,7 @@ class BuildContext:
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     recipe = context.recipe
-    raw = read_dicom_series(source.series) if source.series else read_image(source.image_path)
-    raw = _with_recipe_facts(raw, recipe)
+    raw = _with_recipe_facts(read_source(source, recipe), recipe)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
     mask = None
     if source.mask_path is not None:
@@ -65,6 +65,19 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
         key=context.pseudonym_key)
     return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row,
                 **annotations)
+
+
+def read_source(source: CaseSource, recipe: Recipe) -> MedicalImage:
+    """The case's image as read: a discovered DICOM series, a parser's loader, several
+    files stacked as channels, or one file or folder."""
+    if source.series is not None:
+        return read_dicom_series(source.series)
+    if source.loader:
+        return parsers.load(source.loader, source.image_path, source.loader_args)
+    if source.channels:
+        names = recipe.source.get("channel_names")
+        return stack_channels([read_image(path) for path in source.channels], names)
+    return read_image(source.image_path)
 
 
 def _with_recipe_facts(image: MedicalImage, recipe: Recipe) -> MedicalImage:

@@ -31,6 +31,9 @@ class CaseSource:
     patient_id: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     series: DicomSeriesRef | None = None  # a series found by DICOM discovery
+    channels: tuple[Path, ...] = ()  # several files stacked as channels (BraTS' sequences)
+    loader: str | None = None  # a registered loader (recipe/parsers) instead of read_image
+    loader_args: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, list[dict]] = field(default_factory=dict)  # kind -> table rows
 
 
@@ -55,8 +58,11 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
     if not root.is_dir():
         raise RecipeError(root, "source folder does not exist",
                           hint="pass the folder holding the downloaded dataset to --source")
+    from .image_folder import image_folder
+    from .parsers import run_parser
+
     finders = {"volume_folder": _volume_folder, "image_table": _image_table,
-               "dicom_tree": _dicom_tree}
+               "dicom_tree": _dicom_tree, "image_folder": image_folder, "parser": run_parser}
     listing = finders[recipe.source["kind"]](recipe.source, root, key or pseudonym_key()[0])
     if isinstance(listing, list):
         listing = SourceListing(listing)
@@ -86,15 +92,19 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> list[CaseS
     for path in sorted(root.glob(source["images"])):
         if path.name.startswith("."):
             continue
-        case_id = _safe_id(
+        case_id = safe_id(
             str(path.relative_to(root)).replace("/", "_") if rule == "path"
             else case_id_from_name(path, rule), path)
+        where = path.relative_to(root).as_posix()
         mask = None
         if mask_template:
-            candidate = root / mask_template.format(case_id=case_id)
+            candidate = root / mask_template.format(case_id=case_id, path=where)
             mask = candidate if candidate.exists() else None
+        channels = tuple(root / t.format(case_id=case_id, path=where)
+                         for t in source.get("channels", []))
         patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
-        cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient))
+        cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient,
+                                channels=channels))
     return cases
 
 
@@ -122,7 +132,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             skipped[f"{source['table']}: {name}"] = "row without an image file"
             continue
         patient = row.get(source.get("patient_column", ""), None)
-        case_id = _safe_id(case_id_from_name(Path(name)), table_path)
+        case_id = safe_id(case_id_from_name(Path(name)), table_path)
         cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
                                 patient or None, row))
     for name, path in files.items():
@@ -203,7 +213,7 @@ def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> Non
                           hint="fix the recipe's column names or the table")
 
 
-def _safe_id(case_id: str, where: Path) -> str:
+def safe_id(case_id: str, where: Path) -> str:
     if not _SAFE_ID.match(case_id) or ".." in case_id:
         raise RecipeError(where, f"case id {case_id!r} is not a safe name",
                           hint="case ids may use letters, digits and . _ + - only")

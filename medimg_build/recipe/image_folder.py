@@ -1,0 +1,57 @@
+"""The ``image_folder`` source kind: images found by a glob, with facts read from their
+paths by a regular expression (class folders, MURA's patient/study/label folders,
+cervix types...). Paths that do not match are reported, never guessed at."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecipeError
+from .sources import CaseSource, SourceListing, case_id_from_name, safe_id
+
+
+def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
+    pattern = _compiled(source.get("path_pattern"))
+    cases, skipped = [], {}
+    for path in sorted(root.glob(source["images"])):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        relative = path.relative_to(root).as_posix()
+        match = pattern.fullmatch(relative) if pattern else None
+        if pattern and match is None:
+            skipped[relative] = "path does not match source.path_pattern"
+            continue
+        fields = {k: v for k, v in (match.groupdict() if match else {}).items() if v is not None}
+        case_id = safe_id(_case_id(source.get("case_id", "stem"), path, relative, fields), path)
+        patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
+        mask = None
+        if source.get("masks"):
+            candidate = root / source["masks"].format(case_id=case_id, **fields)
+            mask = candidate if candidate.exists() else None
+        cases.append(CaseSource(case_id, path, mask, patient, fields))
+    return SourceListing(cases, skipped)
+
+
+def _case_id(rule: str, path: Path, relative: str, fields: dict[str, str]) -> str:
+    if rule == "stem":
+        return case_id_from_name(path)
+    if rule == "path":  # unique wherever the same file name repeats (image1.png...)
+        return case_id_from_name(Path(relative.replace("/", "_")))
+    try:
+        return rule.format(**fields)
+    except KeyError as error:
+        raise RecipeError(relative, f"source.case_id {rule!r} names {error}, which "
+                          f"source.path_pattern did not capture (it has {sorted(fields)})",
+                          hint="use named groups (?P<name>...) of path_pattern") from None
+
+
+def _compiled(text: str | None) -> re.Pattern | None:
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as error:
+        raise RecipeError(None, f"source.path_pattern is not a valid regular expression "
+                          f"({error})", hint="see Python's re syntax") from None
