@@ -126,7 +126,9 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         _require_columns(table, [source["mask_column"]], table_path)
     cases, skipped, listed = [], {}, set()
     for row in table.to_dict(orient="records"):
-        name = str(row[source["image_column"]]).strip()
+        # image_suffix: tables that name images without their extension (Kaggle DR's
+        # trainLabels.csv says "10_left" for train/10_left.jpeg).
+        name = str(row[source["image_column"]]).strip() + source.get("image_suffix", "")
         listed.add(name)
         if name not in files:
             skipped[f"{source['table']}: {name}"] = "row without an image file"

@@ -1,0 +1,40 @@
+"""The bundled Kaggle diabetic-retinopathy recipe builds its miniature download."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import xarray as xr
+
+from medimg_build import open_store
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.store.validate import validate_store
+
+from fixtures import diabetic_retinopathy
+
+
+def test_diabetic_retinopathy_recipe_builds_its_fixture(tmp_path):
+    source = tmp_path / "kaggle-dr"
+    made = diabetic_retinopathy.make(source)
+    recipe = load_recipe("diabetic-retinopathy")
+    out = tmp_path / "dr.zarr"
+    report = build_store(recipe, source, out, progress=False)
+    assert report.ok and len(report.built) == made["cases"]
+    assert validate_store(out) == []
+
+    store = open_store(out)
+    labels = store.labels("grade")
+    classes = store.attrs["labels"]["classification"]["grade"]["classes"]
+    assert classes == diabetic_retinopathy.GRADES
+    assert store.attrs["labels"]["classification"]["grade"]["kind"] == "ordinal"
+    assert {case: int(v) for case, v in labels.items()} == made["grades"]  # "10_left" -> 10_left.jpeg
+    assert Counter(classes[int(v)] for v in labels.tolist()) == made["per_class"]
+    # Colour fundus photographs stay RGB, scaled to [0, 1]; the test/ images are not cases.
+    ds = xr.open_zarr(out)
+    assert ds["image"].shape == (made["cases"], 3, 512, 512)
+    centre = ds["image"].sel(case="16_left").values[:, 256, 256].astype(float)
+    assert centre[0] > centre[1] > centre[2] > 0.1  # the orange disc: red > green > blue
+    assert not any(case.startswith("1_") for case in store.cases["case_id"])
+    assert set(store.cases["split"]) == {"train"}
