@@ -86,11 +86,13 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     source_dir = Path(source_dir)
     secret, key_is_secret = pseudonym_key(key)
     listing = list_sources(recipe, source_dir, secret)
+    declared, recipe = recipe, with_source_labels(recipe, listing)
     cases = with_annotations(listing.cases, recipe.labels, source_dir)
     splits = plan_case_splits(recipe, cases, source_dir, secret)
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
                            splits=splits)
     attrs = store_attributes(recipe, key_is_secret)
+    attrs["recipe"] = declared.describe()  # as written; the source's own labels are in "labels"
     attrs["split"] = splits.describe()
     writer = create_store(out, layout=recipe.layout, n_cases=len(cases), attrs=attrs,
                           cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"),
@@ -115,6 +117,19 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["build_report"] = report.to_dict(source_dir)
     writer.close(pd.DataFrame(rows))
     return report
+
+
+def with_source_labels(recipe: Recipe, listing) -> Recipe:
+    """The recipe with the label vocabulary its source declares (a parser's
+    ``ParsedListing.labels``, e.g. a Decathlon dataset.json's label names): each label
+    kind's keys replace the recipe's, and the result is validated like a recipe."""
+    found = getattr(listing, "labels", None)
+    if not found:
+        return recipe
+    labels = {**recipe.labels}
+    for kind, spec in found.items():
+        labels[kind] = {**labels.get(kind, {}), **spec} if isinstance(spec, dict) else spec
+    return Recipe.from_dict({**recipe.data, "labels": labels}, recipe.path)
 
 
 def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:

@@ -10,14 +10,28 @@ package."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...errors import RecipeError
 from ...image import MedicalImage
+from ..sources import SourceListing
 
 Parser = Callable[[dict[str, Any], Path, bytes], Any]  # (options, root, key) -> SourceListing
 Loader = Callable[..., MedicalImage]
+
+
+
+@dataclass(frozen=True)
+class ParsedListing(SourceListing):
+    """A parser's cases plus the label vocabulary the source itself declares (a
+    Decathlon dataset.json's "labels"), as a ``labels`` section of a recipe, e.g.
+    ``{"segmentation": {"classes": {"0": "background", "1": "liver"}}}``. The build
+    puts each of its label kinds' keys over the recipe's (recipe/build.py)."""
+
+    labels: dict[str, Any] = field(default_factory=dict)
+
 
 PARSERS: dict[str, Parser] = {}
 LOADERS: dict[str, Loader] = {}

@@ -1,0 +1,121 @@
+"""The Medical Segmentation Decathlon (Simpson et al. 2019; http://medicaldecathlon.com),
+any of its ten tasks, read through the task's own ``dataset.json``:
+
+    Task03_Liver/
+      dataset.json    {"name", "description", "tensorImageSize", "modality": {"0": "CT"},
+                       "labels": {"0": "background", "1": "liver", "2": "cancer"},
+                       "numTraining", "numTest",
+                       "training": [{"image": "./imagesTr/liver_0.nii.gz",
+                                     "label": "./labelsTr/liver_0.nii.gz"}, ...],
+                       "test": ["./imagesTs/liver_132.nii.gz", ...]}
+      imagesTr/  labelsTr/  imagesTs/      (plus macOS "._*" resource forks in the tarballs)
+
+Cases are the "training" entries, each with its mask; the label names come from
+"labels" and become the store's segmentation vocabulary (``ParsedListing.labels``).
+Multi-modal tasks (BrainTumour, Prostate) keep their 4D images: the fourth axis is the
+channel axis, named by "modality". Test images have no labels: they are reported as
+skipped unless ``options.include_test`` is true.
+
+Options: ``include_test`` (bool, default false); ``modality`` ("CT" or "MR"): the
+recipe's modality, checked against dataset.json so that an MR task is not normalized
+as CT by mistake (recipes ``msd`` for the CT tasks, ``msd-mr`` for the MR ones)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ...errors import RecipeError
+from ..sources import CaseSource, case_id_from_name, safe_id
+from . import ParsedListing, parser
+
+_REQUIRED = ("name", "modality", "labels", "training")
+
+
+@parser("msd")
+def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
+    unknown = set(options) - {"include_test", "modality"}
+    if unknown:
+        raise RecipeError(None, f"msd parser: unknown option(s) {sorted(unknown)}",
+                          hint="options are include_test and modality")
+    path = _dataset_json(root)
+    task = path.parent
+    try:
+        dataset = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RecipeError(path, f"is not valid JSON ({error})",
+                          hint="the Decathlon's dataset.json is damaged") from error
+    missing = [k for k in _REQUIRED if k not in dataset]
+    if missing:
+        raise RecipeError(path, f"missing key(s) {missing}; it has {sorted(dataset)}",
+                          hint="a Decathlon dataset.json has name, modality, labels, training")
+    channels = [str(dataset["modality"][k]) for k in sorted(dataset["modality"], key=int)]
+    _check_modality(options.get("modality"), channels, path)
+    classes = {str(int(k)): str(v) for k, v in dataset["labels"].items()}
+
+    fields = {"task": task.name, "task_name": str(dataset["name"]),
+              "channels": ",".join(channels)}
+    cases: list[CaseSource] = []
+    skipped: dict[str, str] = {}
+    listed: set[Path] = set()
+    for number, entry in enumerate(dataset["training"]):
+        if not isinstance(entry, dict) or not {"image", "label"} <= set(entry):
+            raise RecipeError(path, f"training entry {number} is {entry!r}, not "
+                              "{\"image\": ..., \"label\": ...}",
+                              hint="the Decathlon's dataset.json is damaged")
+        image, label = task / entry["image"], task / entry["label"]
+        listed.update({image.resolve(), label.resolve()})
+        if not image.is_file():
+            skipped[f"dataset.json training: {entry['image']}"] = \
+                "training entry without its image file"
+        elif not label.is_file():
+            skipped[f"dataset.json training: {entry['label']}"] = \
+                "training entry without its label file"
+        else:
+            case_id = safe_id(case_id_from_name(image), path)
+            cases.append(CaseSource(case_id, image, label, case_id, dict(fields)))
+    for entry in dataset.get("test", []):
+        image = task / (entry["image"] if isinstance(entry, dict) else entry)
+        listed.add(image.resolve())
+        where = f"dataset.json test: {image.relative_to(task).as_posix()}"
+        if not image.is_file():
+            skipped[where] = "test entry without its image file"
+        elif options.get("include_test"):
+            case_id = safe_id(case_id_from_name(image), path)
+            cases.append(CaseSource(case_id, image, None, case_id, dict(fields)))
+        else:
+            skipped[where] = "test image without labels (options.include_test is false)"
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        for file in sorted((task / folder).glob("*")):
+            where = file.relative_to(root).as_posix()
+            if file.name.startswith("._"):
+                skipped[where] = "macOS resource fork (._*), not an image"
+            elif file.resolve() not in listed:
+                skipped[where] = "file not listed in dataset.json"
+    return ParsedListing(cases, skipped, labels={"segmentation": {"classes": classes}})
+
+
+def _dataset_json(root: Path) -> Path:
+    """``root/dataset.json``, or the one of a single ``Task*`` folder under ``root``."""
+    if (root / "dataset.json").is_file():
+        return root / "dataset.json"
+    found = sorted(root.glob("*/dataset.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise RecipeError(root, "no dataset.json here or in a folder below",
+                          hint="pass the Decathlon task folder (e.g. Task03_Liver) to --source")
+    names = ", ".join(p.parent.name for p in found)
+    raise RecipeError(root, f"{len(found)} Decathlon tasks found ({names})",
+                      hint="pass one task folder to --source: a store holds one task")
+
+
+def _check_modality(expected: str | None, channels: list[str], path: Path) -> None:
+    if expected is None:
+        return
+    actual = "CT" if channels == ["CT"] else "MR"
+    if actual != expected:
+        raise RecipeError(path, f"the task's modality is {channels} ({actual}), the recipe "
+                          f"says {expected}",
+                          hint="use the msd recipe for CT tasks, msd-mr for MR tasks")
