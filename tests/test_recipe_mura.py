@@ -1,0 +1,38 @@
+"""The bundled MURA recipe builds its miniature download."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from medimg_build import open_store
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.store.validate import validate_store
+
+from fixtures import mura
+
+
+def test_mura_recipe_builds_its_fixture(tmp_path):
+    made = mura.make(tmp_path)
+    out = tmp_path / "mura.zarr"
+    report = build_store(load_recipe("mura"), tmp_path, out, progress=False)
+    assert report.ok and len(report.built) == made["cases"]
+    assert report.skipped == {}  # the CSVs are beside the images, not matched by the glob
+    assert validate_store(out) == []
+
+    store = open_store(out)
+    classes = store.attrs["labels"]["classification"]["abnormal"]["classes"]
+    labels = {case: classes[int(v)] for case, v in store.labels("abnormal").items()}
+    assert labels == made["labels"]
+    assert Counter(labels.values()) == made["per_class"]
+    cases = store.cases.set_index("case_id")
+    # Every image the official CSVs list is a case, with its official split and part.
+    for split, paths in made["image_paths"].items():
+        for path in paths:
+            _, _, part, patient, study, image = path.split("/")
+            case = f"{patient[7:]}_{part[3:]}_{study.split('_')[0][5:]}_{image[5:-4]}"
+            assert cases.loc[case, "official_split"] == split
+            assert cases.loc[case, "body_part"] == part[3:]
+    # Patient 00001 has shoulder and elbow studies: one pseudonym, one split for all.
+    own = cases[cases.index.str.startswith("00001_")]
+    assert len(own) == 6 and own["patient_id"].nunique() == 1 and own["split"].nunique() == 1
