@@ -57,18 +57,23 @@ class SplitPlan:
 
 
 def plan_splits(spec: dict[str, Any], cases: list[tuple[str, str | None, str, int | None]],
-                source_dir: Path) -> SplitPlan:
+                source_dir: Path, official: list[Any] | None = None) -> SplitPlan:
     """The split plan of a recipe's ``split`` section for ``cases`` given as
-    (case id, patient pseudonym or None, image file name, stratum or None)."""
+    (case id, patient pseudonym or None, image file name, stratum or None);
+    ``official``: each case's raw value of ``split.column``, if the recipe names one."""
     seed = int(spec.get("seed", 0))
     fractions = dict(spec.get("fractions", {"train": 1.0}))
     fixed = _from_lists(spec.get("lists", {}), cases, source_dir)
+    if spec.get("column"):
+        fixed = {**_from_column(spec, cases, official or [None] * len(cases)), **fixed}
     method = "hash"
     if spec.get("stratify"):
         method = f"stratified by {spec['stratify']}"
         fixed = {**_stratified(cases, seed, fractions, fixed, spec["stratify"]), **fixed}
     if spec.get("lists"):
         method = f"official lists ({', '.join(sorted(spec['lists']))}) + {method}"
+    if spec.get("column"):
+        method = f"official column {spec['column']} + {method}"
     return SplitPlan(seed=seed, fractions=fractions, by_patient=fixed, method=method)
 
 
@@ -95,6 +100,30 @@ def _from_lists(lists: dict[str, str], cases, source_dir: Path) -> dict[str, str
             raise RecipeError(source_dir / lists[split], f"patient {patient} has images in "
                               f"both the {by_patient[patient]!r} and {split!r} lists",
                               hint="official lists must keep each patient in one split")
+    return by_patient
+
+
+def _from_column(spec: dict[str, Any], cases, official: list[Any]) -> dict[str, str]:
+    """patient pseudonym -> split, from each case's cell of ``split.column`` mapped by
+    ``split.values`` (an empty cell leaves the case to the other rules)."""
+    column, values = spec["column"], spec.get("values", {})
+    by_patient: dict[str, str] = {}
+    for (case_id, patient, _, _), raw in zip(cases, official):
+        text = "" if raw is None else str(raw).strip()
+        if not text:
+            continue
+        split = values.get(text, text if not values else None)
+        if split is None:
+            raise RecipeError(None, f"case {case_id}: {column}={text!r} is not one of "
+                              f"split.values {sorted(values)}",
+                              hint="add the value to the recipe's split.values")
+        if patient is None:
+            raise RecipeError(None, f"split.column={column!r} needs patient ids at discovery",
+                              hint="the source must name each case's patient")
+        if by_patient.setdefault(patient, split) != split:
+            raise RecipeError(None, f"{column}: a patient has cases in both the "
+                              f"{by_patient[patient]!r} and {split!r} splits (case {case_id})",
+                              hint="official splits must keep each patient in one split")
     return by_patient
 
 

@@ -24,7 +24,7 @@ def annotation_rows(labels: dict[str, Any], root: Path) -> dict[str, dict[str, l
     found: dict[str, dict[str, list[dict]]] = {}
     for kind in KINDS:
         spec = labels.get(kind)
-        if not spec:
+        if not spec or not spec.get("table"):  # no table: the source's parser gives the rows
             continue
         path = root / spec["table"]
         table = read_label_table(path)
@@ -44,13 +44,14 @@ def annotation_rows(labels: dict[str, Any], root: Path) -> dict[str, dict[str, l
 def with_annotations(cases: list[CaseSource], labels: dict[str, Any],
                      root: Path) -> list[CaseSource]:
     """``cases`` with their rows of the recipe's box and landmark tables, matched by
-    image file name or case id."""
+    image file name or case id. Rows a parser already gave a case (``CaseSource.
+    annotations``: DeepLesion's boxes on its stacked volume, LIDC's nodules) are kept."""
     tables = annotation_rows(labels, root)
     if not tables:
         return cases
-    return [dataclasses.replace(case, annotations={
+    return [dataclasses.replace(case, annotations={**{
         kind: rows.get(case.image_path.name) or rows.get(case.case_id) or []
-        for kind, rows in tables.items()}) for case in cases]
+        for kind, rows in tables.items()}, **case.annotations}) for case in cases]
 
 
 def vocabulary(labels: dict[str, Any]) -> dict[str, Any]:

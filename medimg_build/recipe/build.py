@@ -175,7 +175,8 @@ def plan_case_splits(recipe: Recipe, cases: list[CaseSource], source_dir: Path,
         if label else [None] * len(cases)
     described = [(c.case_id, pseudonymize(str(c.patient_id), key) if c.patient_id else None,
                   c.image_path.name, stratum) for c, stratum in zip(cases, strata)]
-    return plan_splits(spec, described, source_dir)
+    official = [c.fields.get(spec["column"]) for c in cases] if spec.get("column") else None
+    return plan_splits(spec, described, source_dir, official)
 
 
 def _written(writer, index: int, case: Case) -> Case | str:
