@@ -85,6 +85,33 @@ def _parser() -> argparse.ArgumentParser:
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)
+
+    catalog = commands.add_parser(
+        "catalog", help="one table over the cases of many stores",
+        description="Summarize the cases of every STORE (paths, URLs or catalog files "
+        "listing them) and count those matching --where.")
+    catalog.add_argument("stores", nargs="+", metavar="STORE")
+    catalog.add_argument("--where", metavar="SQL",
+                         help="a DuckDB condition over the table 'cases', e.g. \"modality = "
+                         "'CT' and has_segmentation\"")
+    catalog.add_argument("--out", metavar="FILE.parquet",
+                         help="write the (matching) catalog rows to Parquet")
+    catalog.set_defaults(run=_catalog)
+
+    collection = commands.add_parser(
+        "build-collection", help="build several stores and a catalog of them",
+        description="Build every store listed in COLLECTION (YAML: stores: [{recipe, "
+        "source, out, set}, ...]) into --out, and write DIR/catalog.yaml listing them.")
+    collection.add_argument("collection", metavar="COLLECTION.yaml")
+    collection.add_argument("--out", required=True, metavar="DIR")
+    collection.add_argument("--workers", type=int, default=1, metavar="N",
+                            help="local Dask worker processes per build (default 1)")
+    collection.add_argument("--overwrite", action="store_true",
+                            help="replace existing stores")
+    collection.add_argument("--allow-failures", action="store_true",
+                            help="exit 0 even when some cases or stores failed")
+    collection.add_argument("--quiet", action="store_true", help="no progress bars")
+    collection.set_defaults(run=_build_collection)
     return parser
 
 
@@ -145,6 +172,35 @@ def _recipes(args: argparse.Namespace) -> int:
         print(f"{recipe.name:20} {data['modality']:3} {data['organ']:10} {recipe.layout:8} "
               f"labels: {', '.join(kinds) or '-':28} license: {data.get('license', '?')}")
     return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from .catalog import Catalog, describe_subset
+
+    catalog = Catalog.open(args.stores)
+    print(catalog.summary())
+    rows = catalog.cases
+    if args.where:
+        rows = catalog.where(args.where)
+        print(f"where {args.where}: {describe_subset(rows)}")
+    if args.out:
+        catalog.to_parquet(args.out, rows)
+        print(f"{args.out}: {len(rows)} catalog row(s)")
+    return 0
+
+
+def _build_collection(args: argparse.Namespace) -> int:
+    from .catalog import build_collection
+
+    reports, errors = build_collection(args.collection, args.out, workers=args.workers,
+                                       overwrite=args.overwrite, progress=not args.quiet)
+    for report in reports:
+        print(report.summary())
+    for out, error in errors.items():
+        print(f"{out}: not built: {error}")
+    print(f"{args.out}/catalog.yaml: {len(reports)} store(s) built, {len(errors)} not built")
+    failed = errors or any(not report.ok for report in reports)
+    return 1 if failed and not args.allow_failures else 0
 
 
 def _overrides(pairs: list[str], recipe_path: str | None) -> dict:
