@@ -1,4 +1,5 @@
-"""The ``medimg-build`` command: build, demo, inspect, validate, export-table, recipes.
+"""The ``medimg-build`` command: build, build-collection, demo, inspect, validate,
+export-table, catalog, recipes.
 
 User mistakes end as one line on stderr (``medimg-build: error: <file>: <problem>``)
 and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
@@ -165,12 +166,16 @@ def _export_table(args: argparse.Namespace) -> int:
 def _recipes(args: argparse.Namespace) -> int:
     from .recipe.model import bundled_recipes
 
+    rows = [("recipe", "modality", "organ", "layout", "labels", "license")]
     for recipe in bundled_recipes():
         data = recipe.data
-        kinds = list(recipe.labels.get("classification", []) and ["classification"])
-        kinds += ["segmentation"] if "segmentation" in recipe.labels else []
-        print(f"{recipe.name:20} {data['modality']:3} {data['organ']:10} {recipe.layout:8} "
-              f"labels: {', '.join(kinds) or '-':28} license: {data.get('license', '?')}")
+        kinds = [kind for kind in ("classification", "segmentation", "boxes", "landmarks")
+                 if recipe.labels.get(kind)]
+        rows.append((recipe.name, data["modality"], data["organ"], recipe.layout,
+                     ", ".join(kinds) or "-", data.get("license", "?")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     return 0
 
 
