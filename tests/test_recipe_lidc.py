@@ -1,0 +1,49 @@
+"""The bundled lidc-idri recipe builds LIDC's layout (CT series + LidcReadMessage XML)
+recreated from the real TotalSegmentator CT (tests/fixtures/lidc.py): consensus nodule
+boxes of >= 50 % of the readers, labelled by their median malignancy."""
+
+from __future__ import annotations
+
+import pytest
+
+from medimg_build import open_store
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.store.validate import validate_store
+from fixtures.lidc import make_lidc
+
+
+def test_ct_series_build_with_consensus_nodule_boxes(tmp_path, shared_data):
+    made = make_lidc(tmp_path / "src", shared_data)
+    out = tmp_path / "lidc.zarr"
+    report = build_store(load_recipe("lidc-idri"), made["root"], out, progress=False)
+    assert report.ok and len(report.built) == made["n_cases"]
+    assert validate_store(out) == []
+    store = open_store(out)
+    cases = store.cases.set_index("case_id")
+    assert len(cases) == made["n_cases"] and cases["patient_id"].nunique() == 2
+    assert not cases["patient_id"].str.startswith("LIDC").any()  # pseudonymized
+    reasons = list(report.skipped.values())
+    assert reasons.count("IdriReadMessage XML, not a CT read") == made["skipped_xml"]
+
+    boxes = store.boxes()
+    assert len(boxes) == made["n_boxes"]
+    by_depth = {shape[2]: case for case, shape in cases["original_shape"].items()}
+    for patient, expected in made["boxes"].items():
+        case = by_depth[made["n_slices"][patient]]
+        rows = boxes[boxes["case_id"] == case]
+        assert len(rows) == len(expected)
+        (i0, j0, k0, i1, j1, k1), label, n_readers = expected[0]
+        row = rows.iloc[0]
+        assert row["label"] == label
+        # voxel ranges on the series as read (edges at +-0.5 around the voxels)
+        assert (row["source_i_min"], row["source_j_min"], row["source_k_min"]) == \
+            (i0 - 0.5, j0 - 0.5, k0 - 0.5)
+        assert (row["source_i_max"], row["source_j_max"], row["source_k_max"]) == \
+            (i1 + 0.5, j1 + 0.5, k1 + 0.5)
+        assert cases.loc[case, "n_nodules"] == "1" or cases.loc[case, "n_nodules"] == 1
+    # series 1: nodule B (one reader of four) is not a consensus nodule
+    one = by_depth[20]
+    assert int(cases.loc[one, "n_reader_nodules"]) == 4 and int(cases.loc[one, "n_readers"]) == 4
+    assert cases.loc[one, "malignancy_median"] == "4"
+    assert store.read_image(one).spacing == pytest.approx((1.0, 1.0, 1.0))
