@@ -1,0 +1,103 @@
+"""``table_join``: images found by a glob, each joined to the row of a table through a
+key read from its path -- for datasets whose files are named by a subject or session id
+with more around it (OASIS' ``OAS1_0001_MR1_mpr_n4_anon_111_t88_gfc.img`` for the row
+``OAS1_0001_MR1``; an ADNI download's ``ADNI_..._I45108.nii`` for ``Image Data ID``
+``I45108``), where ``image_table``'s exact file names do not apply.
+
+Options (all paths relative to the source folder):
+
+- ``table``: the CSV; ``key_column``: its column holding the key.
+- ``images``: glob finding the image files.
+- ``path_pattern``: regular expression matched against the whole relative path; its
+  named group ``key`` is the key, other named groups become fields too.
+- ``patient_column`` (a table column) or ``patient_field`` (a named group): the patient.
+- ``case_id``: ``key`` (default), ``stem``, or a template of named groups.
+- ``masks``: optional mask path template with {case_id} and the named groups; a case
+  without the file has no mask.
+
+Each case's fields are its table row plus the named groups, so that a recipe's labels
+and ``columns`` name table columns as for ``image_table``. Paths that do not match the
+pattern, images whose key has no row, rows without an image, and second images of one
+key are reported as skipped, each with its reason."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ...errors import RecipeError
+from ..sources import (CaseSource, SourceListing, _require_columns, case_id_from_name,
+                       read_label_table, safe_id)
+from . import parser
+
+_OPTIONS = {"table", "key_column", "images", "path_pattern", "patient_column",
+            "patient_field", "case_id", "masks"}
+
+
+@parser("table_join")
+def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
+    missing = [o for o in ("table", "key_column", "images", "path_pattern") if o not in options]
+    unknown = sorted(set(options) - _OPTIONS)
+    if missing or unknown:
+        raise RecipeError(None, f"table_join parser: missing option(s) {missing}, unknown "
+                          f"option(s) {unknown}", hint=f"options are {sorted(_OPTIONS)}")
+    try:
+        pattern = re.compile(options["path_pattern"])
+    except re.error as error:
+        raise RecipeError(None, f"table_join: path_pattern is not a valid regular "
+                          f"expression ({error})", hint="see Python's re syntax") from None
+    if "key" not in pattern.groupindex:
+        raise RecipeError(None, "table_join: path_pattern has no named group (?P<key>...)",
+                          hint="the key group is matched against options.key_column")
+    table_path = root / options["table"]
+    table = read_label_table(table_path)
+    _require_columns(table, [options["key_column"]]
+                     + [c for c in [options.get("patient_column")] if c], table_path)
+    rows: dict[str, dict[str, Any]] = {}
+    for row in table.to_dict(orient="records"):
+        rows.setdefault(str(row[options["key_column"]]).strip(), row)
+
+    cases, skipped, used = [], {}, {}
+    for path in sorted(root.glob(options["images"])):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        relative = path.relative_to(root).as_posix()
+        match = pattern.fullmatch(relative)
+        if match is None:
+            skipped[relative] = "path does not match options.path_pattern"
+            continue
+        groups = {k: v for k, v in match.groupdict().items() if v is not None}
+        found = groups["key"]
+        if found not in rows:
+            skipped[relative] = f"image without a row in {options['table']}"
+            continue
+        if found in used:
+            skipped[relative] = f"second image for {options['key_column']} {found!r} " \
+                                f"(the first is {used[found]})"
+            continue
+        used[found] = relative
+        fields = {**rows[found], **groups}
+        case_id = safe_id(_case_id(options.get("case_id", "key"), path, groups), path)
+        patient = (fields.get(options["patient_field"]) if options.get("patient_field")
+                   else rows[found].get(options.get("patient_column", ""))) or None
+        mask = None
+        if options.get("masks"):
+            candidate = root / options["masks"].format(case_id=case_id, **groups)
+            mask = candidate if candidate.exists() else None
+        cases.append(CaseSource(case_id, path, mask, patient, fields))
+    for name in rows:
+        if name not in used:
+            skipped[f"{options['table']}: {name}"] = "row without an image file"
+    return SourceListing(cases, skipped)
+
+
+def _case_id(rule: str, path: Path, groups: dict[str, str]) -> str:
+    if rule == "stem":
+        return case_id_from_name(path)
+    try:
+        return groups["key"] if rule == "key" else rule.format(**groups)
+    except KeyError as error:
+        raise RecipeError(path, f"options.case_id {rule!r} names {error}, which "
+                          f"path_pattern did not capture (it has {sorted(groups)})",
+                          hint="use named groups (?P<name>...) of path_pattern") from None
