@@ -1,0 +1,57 @@
+"""The bundled SCR recipe builds JSRT raw images; the SCR masks combine into one map."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import xarray as xr
+
+from medimg_build import open_store
+from medimg_build.recipe import parsers
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.sources import list_sources
+from medimg_build.store.validate import validate_store
+
+from fixtures import scr
+
+
+def test_scr_recipe_builds_jsrt_raw_images(tmp_path):
+    made = scr.make(tmp_path)
+    recipe = load_recipe("scr")
+    out = tmp_path / "scr.zarr"
+    report = build_store(recipe, tmp_path, out, progress=False)
+    assert report.ok and len(report.built) == made["cases"]
+    assert validate_store(out) == []
+
+    store = open_store(out)
+    classes = store.attrs["labels"]["classification"]["nodule"]["classes"]
+    labels = {case: classes[int(v)] for case, v in store.labels("nodule").items()}
+    assert Counter(labels.values()) == made["per_class"]
+    assert labels["JPCLN001"] == "yes" and labels["JPCNN001"] == "no"
+    cases = store.cases.set_index("case_id")
+    assert (cases["scr_folder"] == "scratch").all()
+    # Inverted: the lungs (dark on film, high raw values) are dark in the store.
+    ds = xr.open_zarr(out)
+    image = ds["image"].sel(case="JPCLN001").values[0].astype(float)  # (y, x) 512 x 512
+    assert image[250, 150] < image[50, 256]  # right lung field vs. above the lungs
+
+
+def test_jsrt_raw_and_scr_labels_share_one_grid(tmp_path):
+    made = scr.make(tmp_path)
+    listing = list_sources(load_recipe("scr"), tmp_path)
+    assert listing.skipped == {}
+    case = next(c for c in listing.cases if c.case_id == "JPCLN002")
+    image = parsers.load(case.loader, case.image_path, case.loader_args)
+    assert image.spatial_shape == (1024, 1024) and image.spacing == (0.35, 0.35)
+    assert image.meta["pixel_spacing_known"] and image.meta["intensity"]["bits_stored"] == 12
+    density = made["made"]["JPCLN002"]["density"]
+    np.testing.assert_array_equal(image.array.T, 4095 - density)  # higher = brighter
+    mask = parsers.load("scr_labels", case.image_path,
+                        {"masks": case.fields["scr_masks"], "bin": 2})
+    np.testing.assert_allclose(mask.affine, image.affine)
+    labels = mask.array.T
+    np.testing.assert_array_equal(labels, made["made"]["JPCLN002"]["labels"])
+    # The clavicle crosses the lung apex: there it is the clavicle (3), below it lung (1).
+    assert labels[250, 300] == 3 and labels[300, 300] == 1 and labels[700, 500] == 2
