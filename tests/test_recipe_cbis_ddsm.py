@@ -1,0 +1,38 @@
+"""The bundled cbis-ddsm recipe builds CBIS-DDSM's layout (descriptive TCIA folders, CSVs
+naming UID paths the download lacks) recreated from a real CR DICOM
+(tests/fixtures/cbis_ddsm.py): one case per abnormality, ROI mask, pathology."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medimg_build import open_store
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.store.validate import validate_store
+from fixtures.cbis_ddsm import make_cbis_ddsm
+
+
+def test_abnormalities_build_with_roi_mask_pathology_and_official_split(tmp_path, shared_data):
+    made = make_cbis_ddsm(tmp_path / "src", shared_data)
+    out = tmp_path / "cbis.zarr"
+    report = build_store(load_recipe("cbis-ddsm"), made["root"], out, progress=False)
+    assert report.ok and len(report.built) == len(made["cases"]), report.summary()
+    assert validate_store(out) == []
+    store = open_store(out)
+    cases = store.cases.set_index("case_id")
+    # case ids held the DICOM PatientID (the folder name): pseudonymized
+    assert all(c.startswith("case-") for c in cases.index)
+    pathology = store.labels("pathology")
+    classes = store.attrs["labels"]["classification"]["pathology"]["classes"]
+    got = sorted((r["laterality"], r["view"], int(r["abnormality_id"]),
+                  classes[int(pathology.loc[c])], r["split"]) for c, r in cases.iterrows())
+    assert got == sorted((s, v, a, p, split) for _, s, v, a, p, split in made["cases"])
+    assert sum(r.startswith("row without its mammogram") for r in report.skipped.values()) \
+        == made["rows_without_images"]
+    assert (cases["modality"] == "MG").all() and (cases["organ"] == "breast").all()
+    # The mask is the ROI file on the mammogram's grid (never the smaller crop), 255 -> 1.
+    for case_id in cases.index:
+        mask = store.read_mask(case_id).array
+        assert set(np.unique(mask)) == {0, 1}
+    assert store.read_image(cases.index[0]).array.shape[:2] == (640, 1024)
