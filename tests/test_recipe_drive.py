@@ -28,6 +28,7 @@ def test_drive_recipe_builds_its_fixture(tmp_path):
     assert ds["mask"].shape == (made["cases"], 584, 565)
     for stem, truth in made["made"].items():
         assert cases.loc[stem, "official_split"] == truth["set"]
+        assert cases.loc[stem, "split"] == {"training": "train", "test": "test"}[truth["set"]]
         mask = ds["mask"].sel(case=stem).values  # (y, x) = rows, columns of the GIF
         assert set(np.unique(mask)) == {0, 1}
         assert int(mask.sum()) == made["vessel_pixels"][stem]

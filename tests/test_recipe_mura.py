@@ -32,6 +32,7 @@ def test_mura_recipe_builds_its_fixture(tmp_path):
             _, _, part, patient, study, image = path.split("/")
             case = f"{patient[7:]}_{part[3:]}_{study.split('_')[0][5:]}_{image[5:-4]}"
             assert cases.loc[case, "official_split"] == split
+            assert cases.loc[case, "split"] == {"train": "train", "valid": "val"}[split]
             assert cases.loc[case, "body_part"] == part[3:]
     # Patient 00001 has shoulder and elbow studies: one pseudonym, one split for all.
     own = cases[cases.index.str.startswith("00001_")]
