@@ -1,0 +1,37 @@
+"""The bundled abide recipe builds a miniature ABIDE Preprocessed download
+(tests/fixtures/abide.py): 4D func_preproc found from FILE_ID, diagnosis labels,
+"no_filename" rows reported."""
+
+from __future__ import annotations
+
+from fixtures.abide import N_VOLUMES, make_abide
+from medimg_build import open_store
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.store.validate import validate_store
+
+
+def test_abide_builds_func_preproc_with_diagnosis(tmp_path):
+    made = make_abide(tmp_path / "src")
+    out = tmp_path / "abide.zarr"
+    report = build_store(load_recipe("abide"), tmp_path / "src", out, progress=False)
+    assert report.ok and sorted(report.built) == made["cases"]
+    assert list(report.skipped.values()) == ["row without an image file"] * made["no_filename"]
+    assert validate_store(out) == []
+
+    store = open_store(out)
+    cases = store.cases.set_index("case_id")
+    assert sorted(cases.index) == made["cases"]
+    dx, dsm = store.labels("dx_group"), store.labels("dsm_iv_tr")
+    for case_id in made["cases"]:
+        assert dx[case_id] == ["1", "2"].index(made["dx_group"][case_id])
+        code = made["dsm"][case_id]
+        assert dsm[case_id] == (-1 if code == "-9999" else int(code))
+        assert cases.loc[case_id, "site"] == made["site"][case_id]
+    # The BOLD series keeps its time points as channels, at MNI 3 mm.
+    image = store.read_image("Pitt_0050003_func_preproc")
+    assert image.n_channels == N_VOLUMES
+    assert image.spacing == (3.0, 3.0, 3.0)
+    # One patient per SUB_ID, pseudonymized.
+    assert cases["patient_id"].nunique() == len(made["cases"])
+    assert "50003" not in set(cases["patient_id"])
