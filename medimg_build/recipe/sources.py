@@ -181,7 +181,54 @@ def _dicom_tree(source: dict[str, Any], root: Path, key: bytes) -> SourceListing
             series = ref.series_uid or f"{where}#{ref.series_number}"
             name = pseudonymize("/".join((ref.study_uid, series, ref.split)), key)[:12]
             cases.append(CaseSource(f"series-{name}", ref.folder, series=ref))
-    return SourceListing(cases, skipped)
+    if not source.get("segmentations"):
+        return SourceListing(cases, skipped)
+    return _paired_with_segs(cases, discovery, skipped, root)
+
+
+def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str],
+                      root: Path) -> SourceListing:
+    """Each series with the DICOM SEG that references it (ReferencedSeriesSequence) as
+    its mask; the store's segment names are the SEGs' segment labels, which must agree
+    where two SEGs use the same segment number. SEGs of no case stay skipped."""
+    import dataclasses
+
+    import pydicom
+
+    from .parsers import ParsedListing
+
+    by_series: dict[str, list[tuple[Path, dict[str, str]]]] = {}
+    for file in discovery.skipped:
+        if not file.reason.startswith("segmentation (DICOM SEG)"):
+            continue
+        ds = pydicom.dcmread(file.path, stop_before_pixels=True)
+        segments = {str(s.SegmentNumber): str(s.get("SegmentLabel", "") or
+                                              s.get("SegmentDescription", "") or
+                                              f"segment {s.SegmentNumber}")
+                    for s in ds.get("SegmentSequence", [])}
+        for item in ds.get("ReferencedSeriesSequence", []):
+            by_series.setdefault(str(item.SeriesInstanceUID), []).append((file.path, segments))
+    classes, named, paired = {"0": "background"}, {}, []
+    for case in cases:
+        segs = by_series.get(case.series.series_uid, []) if not case.series.split else []
+        if not segs:
+            paired.append(case)
+            continue
+        path, segments = sorted(segs)[0]
+        for number, label in segments.items():
+            if classes.setdefault(number, label) != label:
+                raise RecipeError(path, f"segment {number} is {label!r} here but "
+                                  f"{classes[number]!r} in {named[number]}",
+                                  hint="SEGs of one store must number their segments alike")
+            named.setdefault(number, path)
+        skipped.pop(str(path.relative_to(root)), None)
+        for other, _ in sorted(segs)[1:]:
+            skipped[str(other.relative_to(root))] = "another DICOM SEG of a paired series"
+        paired.append(dataclasses.replace(case, mask_path=path))
+    for key_, reason in list(skipped.items()):
+        if reason.startswith("segmentation (DICOM SEG)"):
+            skipped[key_] = "DICOM SEG of no series of the tree"
+    return ParsedListing(paired, skipped, labels={"segmentation": {"classes": classes}})
 
 
 def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
