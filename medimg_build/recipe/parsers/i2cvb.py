@@ -1,0 +1,51 @@
+"""I2CVB multi-parametric prostate MR (Lemaitre et al. 2015, Computers in Biology and
+Medicine 60:8-31; 19 patients, Siemens 3 T), in the layout its authors' code reads
+(glemaitre/protoclass and mp-mri-prostate scripts)::
+
+    SOURCE/Patient 383/T2W/            one DICOM series
+    SOURCE/Patient 383/ADC/ DCE/ MRSI/ (ADC map; DCE time series; Siemens spectroscopy)
+    SOURCE/Patient 383/GT_inv/prostate/  pz/  cg/  cap/
+                                       binary DICOM series on the T2W grid, one per
+                                       structure (cap: the cancer)
+
+One case per patient folder: its T2W series, with the mask of one structure (option
+``mask``, default ``GT_inv/prostate``). Patient folders carry a space ("Patient 383"),
+which a case id may not: the id is the folder name with "_" for the space.
+
+Options: ``image`` (default ``T2W``), ``mask`` (default ``GT_inv/prostate``),
+``patients`` (glob of patient folders, default ``Patient *``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...errors import RecipeError
+from ..sources import CaseSource, SourceListing, _private_case_id, safe_id
+from . import parser
+
+_OPTIONS = {"image", "mask", "patients"}
+
+
+@parser("i2cvb")
+def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise RecipeError(None, f"i2cvb parser: unknown option(s) {unknown}",
+                          hint=f"options are {sorted(_OPTIONS)}")
+    image_name = options.get("image", "T2W")
+    mask_name = options.get("mask", "GT_inv/prostate")
+    cases, skipped = [], {}
+    for folder in sorted(root.glob(options.get("patients", "Patient *"))):
+        if not folder.is_dir():
+            continue
+        where = folder.relative_to(root).as_posix()
+        image = folder / image_name
+        if not image.is_dir():
+            skipped[where] = f"patient folder without {image_name}/"
+            continue
+        mask = folder / mask_name  # a patient without it is built without a mask
+        case_id = safe_id("_".join(folder.name.split()), folder)
+        cases.append(CaseSource(_private_case_id(case_id, image, key), image,
+                                mask if mask.is_dir() else None, folder.name))
+    return SourceListing(cases, skipped)
