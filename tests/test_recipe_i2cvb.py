@@ -25,10 +25,6 @@ def test_i2cvb_cases_are_patient_folders_with_t2w_and_the_prostate_series(tmp_pa
     assert list(listing.skipped.values()) == ["patient folder without T2W/"] * made["skipped"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: case_table.case_row hashes the mask "
-                   "path as one file (sha256_of), so a mask that is a DICOM series folder "
-                   "fails with IsADirectoryError; it should hash the folder's files as it "
-                   "does for image series")
 def test_i2cvb_builds_t2w_with_the_prostate_mask(tmp_path):
     made = make_i2cvb(tmp_path / "src")
     out = tmp_path / "i2cvb.zarr"

@@ -1,4 +1,5 @@
-"""The bundled SCR recipe builds JSRT raw images; the SCR masks combine into one map."""
+"""The bundled SCR recipe builds JSRT raw images with the SCR masks combined into one
+label map as each case's mask."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def test_scr_recipe_builds_jsrt_raw_images(tmp_path):
     ds = xr.open_zarr(out)
     image = ds["image"].sel(case="JPCLN001").values[0].astype(float)  # (y, x) 512 x 512
     assert image[250, 150] < image[50, 256]  # right lung field vs. above the lungs
+    # The combined SCR map is the stored mask, on the stacked image grid.
+    mask = ds["mask"].sel(case="JPCLN001").values  # (y, x)
+    assert set(np.unique(mask)) <= {0, 1, 2, 3} and {1, 2} <= set(np.unique(mask))
+    assert image[mask == 1].mean() < image[mask == 0].mean()  # lung fields are dark
 
 
 def test_jsrt_raw_and_scr_labels_share_one_grid(tmp_path):

@@ -30,7 +30,8 @@ ACQUISITION_COLUMNS = {
 
 
 def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: str,
-             image_path: Path, mask_path: Path | None, extra: dict[str, Any],
+             image_path: Path, mask_path: Path | None, mask_files: list[Path],
+             extra: dict[str, Any],
              recipe_data: dict[str, Any], splits: SplitPlan, source_dir: Path,
              key: bytes) -> dict[str, Any]:
     files = [Path(f) for f in raw.meta.get("source_files", [image_path])]
@@ -38,8 +39,8 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
     patient_pseudonym = pseudonymize(str(patient), key)
     # A DICOM series is named by its folder: file names there are often SOP UIDs.
     listed = [image_path] if raw.meta.get("format") == "dicom" else list(files)
+    files += mask_files  # every file of a mask series or a combined label map
     if mask_path is not None:
-        files.append(mask_path)
         listed.append(mask_path)
     dicom = raw.meta.get("dicom", {})
     row = {

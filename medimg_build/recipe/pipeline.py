@@ -46,9 +46,11 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     recipe = context.recipe
     raw = _with_recipe_facts(read_source(source, recipe), recipe)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
-    mask = None
-    if source.mask_path is not None:
-        mask = harmonize_mask(read_image(source.mask_path), raw, image, recipe, source)
+    mask, mask_files = None, []
+    if source.mask_path is not None or source.mask_loader:
+        mask_raw = read_mask_source(source)
+        mask_files = [Path(f) for f in mask_raw.meta.get("source_files", [source.mask_path])]
+        mask = harmonize_mask(mask_raw, raw, image, recipe, source)
     where = _row_name(source, context)
     labels = {
         spec["name"]: classification.encode(spec, source.fields.get(spec["column"]), where)
@@ -58,7 +60,7 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     row = case_row(
         case_id=source.case_id, raw=raw, image=image,
         patient=source.patient_id or raw.meta.get("patient_id") or source.case_id,
-        image_path=source.image_path, mask_path=source.mask_path,
+        image_path=source.image_path, mask_path=source.mask_path, mask_files=mask_files,
         extra={new: source.fields.get(old, "")
                for old, new in recipe.source.get("columns", {}).items()},
         recipe_data=recipe.data, splits=context.splits, source_dir=context.source_dir,
@@ -78,6 +80,14 @@ def read_source(source: CaseSource, recipe: Recipe) -> MedicalImage:
         names = recipe.source.get("channel_names")
         return stack_channels([read_image(path) for path in source.channels], names)
     return read_image(source.image_path)
+
+
+def read_mask_source(source: CaseSource) -> MedicalImage:
+    """The case's mask as read: one file or DICOM folder, or a parser's mask loader
+    (several structure files combined into one label map)."""
+    if source.mask_loader:
+        return parsers.load(source.mask_loader, source.image_path, source.mask_loader_args)
+    return read_image(source.mask_path)
 
 
 def _with_recipe_facts(image: MedicalImage, recipe: Recipe) -> MedicalImage:

@@ -34,6 +34,8 @@ class CaseSource:
     channels: tuple[Path, ...] = ()  # several files stacked as channels (BraTS' sequences)
     loader: str | None = None  # a registered loader (recipe/parsers) instead of read_image
     loader_args: dict[str, Any] = field(default_factory=dict)
+    mask_loader: str | None = None  # the same for the mask (several files into one map)
+    mask_loader_args: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, list[dict]] = field(default_factory=dict)  # kind -> table rows
 
 

@@ -66,7 +66,9 @@ def scr(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         fields = {"nodule": "yes" if stem.startswith("JPCLN") else "no", "scr_fold": fold,
                   "scr_masks": {s: str(p) for s, p in masks.items()}}
         cases.append(CaseSource(safe_id(stem, path), path, None, stem, fields,
-                                loader="jsrt_raw", loader_args={"bin": binning}))
+                                loader="jsrt_raw", loader_args={"bin": binning},
+                                mask_loader="scr_labels" if masks else None,
+                                mask_loader_args={"masks": fields["scr_masks"], "bin": binning}))
     for stem, masks in found.items():
         for path in masks.values():
             skipped[str(path.relative_to(root))] = "SCR mask without a JSRT image"
@@ -123,7 +125,9 @@ def scr_labels(path: Path, masks: dict[str, str], bin: int = 2) -> MedicalImage:
     if labels.shape[0] * bin != SIZE:
         raise ImageReadError(path, f"SCR masks of {labels.shape} do not match the image "
                              f"binned {bin}x{bin} ({SIZE // bin})", hint="use bin: 2")
-    return _picture(path, labels, PIXEL_MM * bin, bin, "scr_labels", {}).recorded(
+    image = _picture(path, labels, PIXEL_MM * bin, bin, "scr_labels", {})
+    files = sorted(str(Path(p).resolve()) for p in masks.values())
+    return image.replace(meta={**image.meta, "source_files": files}).recorded(
         "read", reader="scr_labels", structures=sorted(masks))
 
 
