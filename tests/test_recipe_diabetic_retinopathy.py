@@ -37,4 +37,10 @@ def test_diabetic_retinopathy_recipe_builds_its_fixture(tmp_path):
     centre = ds["image"].sel(case="16_left").values[:, 256, 256].astype(float)
     assert centre[0] > centre[1] > centre[2] > 0.1  # the orange disc: red > green > blue
     assert not any(case.startswith("1_") for case in store.cases["case_id"])
-    assert set(store.cases["split"]) == {"train"}
+    # Both eyes of a subject share a pseudonymous patient and so a split.
+    cases = store.cases.set_index("case_id")
+    for left in [c for c in cases.index if c.endswith("_left")]:
+        right = left.replace("_left", "_right")
+        if right in cases.index:
+            assert cases.loc[left, "patient_id"] == cases.loc[right, "patient_id"]
+            assert cases.loc[left, "split"] == cases.loc[right, "split"]

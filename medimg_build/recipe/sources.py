@@ -130,12 +130,14 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     for row in table.to_dict(orient="records"):
         # image_suffix: tables that name images without their extension (Kaggle DR's
         # trainLabels.csv says "10_left" for train/10_left.jpeg).
-        name = str(row[source["image_column"]]).strip() + source.get("image_suffix", "")
+        listed_as = str(row[source["image_column"]]).strip()
+        name = listed_as + source.get("image_suffix", "")
         listed.add(name)
         if name not in files:
             skipped[f"{source['table']}: {name}"] = "row without an image file"
             continue
-        patient = row.get(source.get("patient_column", ""), None)
+        patient = row.get(source.get("patient_column", ""), None) or \
+            _patient_from_name(source.get("patient_pattern"), listed_as, table_path)
         case_id = safe_id(case_id_from_name(Path(name)), table_path)
         cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
                                 patient or None, row))
@@ -149,6 +151,17 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                           f"found; first row names {example!r})",
                           hint="check --source and the recipe's source.images glob")
     return SourceListing(cases, skipped)
+
+
+def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | None:
+    """The patient part of an image name (Kaggle DR's ``10_left`` -> ``10``)."""
+    if not pattern:
+        return None
+    match = re.search(pattern, name)
+    if match is None:
+        raise RecipeError(where, f"image name {name!r} does not match source.patient_pattern "
+                          f"{pattern!r}", hint="fix the pattern, or the table row")
+    return match.groupdict().get("patient") or match.group(1)
 
 
 def _table_mask(source: dict[str, Any], row: dict[str, Any], case_id: str,
