@@ -46,3 +46,17 @@ def test_a_class_folder_missing_from_the_vocabulary_fails_its_images_by_name(tmp
                          progress=False)
     assert sorted(report.failed) == ["normal_n1", "normal_n2", "normal_n3"]
     assert all("'normal' is not a class" in error for error in report.failed.values())
+
+
+def test_without_a_vocabulary_the_classes_are_the_folders_found(tmp_path):
+    made = class_folders.make(tmp_path)
+    recipe = load_recipe("class-folders").with_overrides({"harmonize": {"shape": [16, 16]}})
+    out = tmp_path / "found.zarr"
+    assert build_store(recipe, tmp_path, out, progress=False).ok
+    assert validate_store(out) == []
+    store = open_store(out)
+    classes = store.attrs["labels"]["classification"]["class"]["classes"]
+    assert classes == sorted(made["per_class"])
+    labels = {case: classes[int(v)] for case, v in store.labels("class").items()}
+    assert labels == made["labels"]
+    assert store.attrs["recipe"]["content"]["labels"]["classification"][0]["classes"] == "from_data"

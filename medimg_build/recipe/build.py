@@ -86,7 +86,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     source_dir = Path(source_dir)
     secret, key_is_secret = pseudonym_key(key)
     listing = list_sources(recipe, source_dir, secret)
-    declared, recipe = recipe, with_source_labels(recipe, listing)
+    declared, recipe = recipe, with_data_classes(with_source_labels(recipe, listing),
+                                                 listing.cases)
     cases = with_annotations(listing.cases, recipe.labels, source_dir)
     splits = plan_case_splits(recipe, cases, source_dir, secret)
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
@@ -117,6 +118,24 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["build_report"] = report.to_dict(source_dir)
     writer.close(pd.DataFrame(rows))
     return report
+
+
+def with_data_classes(recipe: Recipe, cases: list[CaseSource]) -> Recipe:
+    """``classes: from_data`` replaced by the sorted distinct values the source holds
+    (a folder-per-class dataset names its classes only by its folders)."""
+    specs = recipe.labels.get("classification", [])
+    if not any(spec["classes"] == "from_data" for spec in specs):
+        return recipe
+    resolved = []
+    for spec in specs:
+        if spec["classes"] == "from_data":
+            unknown = set(spec.get("missing", [""])) | set(spec.get("none", []))
+            found = {str(c.fields.get(spec["column"], "")).strip() for c in cases}
+            spec = {**spec, "classes": sorted(found - unknown)}
+        resolved.append(spec)
+    return Recipe.from_dict({**recipe.data, "labels": {**recipe.labels,
+                                                       "classification": resolved}},
+                            recipe.path)
 
 
 def with_source_labels(recipe: Recipe, listing) -> Recipe:
