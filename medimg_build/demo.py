@@ -83,6 +83,7 @@ def _lay_out_chest_xrays(folder: Path, shared: Path | None) -> None:
                      "View Position": ""})
     # None of these images is in the official test list: it is empty here.
     (folder / "test_list.txt").write_text("")
+    (folder / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
     with open(folder / "Data_Entry_2017.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

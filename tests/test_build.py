@@ -106,6 +106,7 @@ def _chest_source(root: Path, rows: list[tuple[str, str, str]]) -> Path:
         pixels = rng.integers(0, 256, size=(80, 100)).astype(np.uint8)
         Image.fromarray(pixels).save(root / "images_001" / "images" / name)
     (root / "test_list.txt").write_text(f"{rows[-1][0]}\n")  # the official test list
+    (root / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
     with open(root / "Data_Entry_2017.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["Image Index", "Finding Labels", "Follow-up #", "Patient ID",
@@ -275,6 +276,7 @@ def test_stack_with_2d_masks_mapped_to_labels(tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     (source / "test_list.txt").write_text("")
+    (source / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
     recipe = load_recipe("nih-chestxray14").with_overrides({
         "source": {"masks": "masks/{case_id}_mask.png"},
         "labels": {"segmentation": {"classes": {"0": "background", "1": "structure"},
