@@ -128,8 +128,16 @@ def test_store_refusals(tmp_path):
 
 
 def test_store_without_annotations_says_so(tmp_path):
-    path = build(tmp_path / "n.zarr", "stack", [Case("a", xray_case(0).image)])
+    path = build(tmp_path / "n.zarr", "stack", [Case("a", xray_case(0).image)],
+                 attrs={"labels": {}})
     store = open_store(path)
     assert store.attrs["annotations"] == {}
     with pytest.raises(StoreError, match="no boxes in the store"):
         store.boxes()
+
+
+def test_declared_kind_without_rows_is_an_empty_table(tmp_path):
+    """ChestX-ray14 declares boxes, yet most subsets have none: an empty table."""
+    path = build(tmp_path / "e.zarr", "stack", [Case("a", xray_case(0).image)])
+    assert len(open_store(path).boxes()) == 0
+    assert list(open_store(path).boxes().columns)[:2] == ["case_index", "case_id"]

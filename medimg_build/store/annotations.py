@@ -179,9 +179,16 @@ def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def read_annotations(root, kind: str, complete: np.ndarray, where: str) -> pd.DataFrame:
-    """The ``kind`` table, rows of complete cases only."""
+def read_annotations(root, kind: str, complete: np.ndarray, where: str,
+                     declared: bool = False) -> pd.DataFrame:
+    """The ``kind`` table, rows of complete cases only. A kind the recipe declares but
+    no case has (ChestX-ray14 images without boxes) is an empty table, not an error."""
     if kind not in root:
+        if declared:
+            return pd.DataFrame({"case_index": pd.Series(dtype="int64"),
+                                 "case_id": pd.Series(dtype="str"),
+                                 "label": pd.Series(dtype="str"),
+                                 "label_index": pd.Series(dtype="int32")})
         raise StoreError(where, f"no {kind} in the store",
                          hint="the recipe has no labels of this kind")
     group = root[kind]
