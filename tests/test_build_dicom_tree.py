@@ -5,25 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pydicom
 import pytest
 
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 
+from fixtures import dicom_tree as dicom_tree_fixture
+
 
 @pytest.fixture
 def dicom_tree(shared_data, tmp_path) -> Path:
-    source = tmp_path / "tree"
-    source.mkdir()
-    dicomdir_tests = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent / "dicomdirtests"
-    (source / "archive").symlink_to(dicomdir_tests)
-    (source / "patient-A" / "study-1").mkdir(parents=True)
-    (source / "patient-A" / "study-1" / "ct").symlink_to(
-        shared_data / "totalsegmentator" / "example_ct_dicom")
-    (source / "notes.txt").write_text("not an image")
-    return source
+    dicom_tree_fixture.make(tmp_path / "tree", shared_data)
+    return tmp_path / "tree"
 
 
 def test_every_ct_series_of_a_tree_is_a_case(dicom_tree, tmp_path):
