@@ -1,4 +1,5 @@
-"""The bundled DRIVE recipe builds its miniature download: vessels on vessel pixels."""
+"""The bundled DRIVE recipe builds its miniature download: vessels on vessel pixels,
+inside the field of view."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def test_drive_recipe_builds_its_fixture(tmp_path):
         assert cases.loc[stem, "official_split"] == truth["set"]
         assert cases.loc[stem, "split"] == {"training": "train", "test": "test"}[truth["set"]]
         mask = ds["mask"].sel(case=stem).values  # (y, x) = rows, columns of the GIF
-        assert set(np.unique(mask)) == {0, 1}
-        assert int(mask.sum()) == made["vessel_pixels"][stem]
-        # The mask lands on the vessel pixels, and they are the dark ones of the image.
-        np.testing.assert_array_equal(mask == 1, truth["vessels"])
+        assert set(np.unique(mask)) == {0, 1, 2}  # outside FOV, retina, vessel
+        assert int((mask == 2).sum()) == made["vessel_pixels"][stem]
+        # The map lands on the vessel pixels (dark ones of the image) and the FOV.
+        np.testing.assert_array_equal(mask == 2, truth["vessels"])
+        np.testing.assert_array_equal(mask > 0, truth["fov"] | truth["vessels"])
         red = ds["image"].sel(case=stem).values[0].astype(float)
         assert red[truth["vessels"]].max() < red[truth["fov"] & ~truth["vessels"]].min()

@@ -122,3 +122,31 @@ def test_unknown_parser_is_named(tmp_path):
         "harmonize": {"intensity": {"preset": "ct"}}})
     with pytest.raises(RecipeError, match="unknown source parser 'no_such_parser'"):
         build_store(recipe, tmp_path, tmp_path / "o.zarr", progress=False)
+
+
+def test_layered_masks_combine_into_one_label_map(tmp_path):
+    """One binary file per structure (organ, then lesion inside it): the higher label
+    wins where they overlap; a case missing a layer has no mask."""
+    source = tmp_path / "src"
+    for folder in ("images", "organ", "lesion"):
+        (source / folder).mkdir(parents=True)
+    for case in ("a", "b"):
+        image = np.full((10, 10, 6), -100, np.int16)
+        organ = np.zeros(image.shape, np.uint8)
+        organ[2:8, 2:8, 1:5] = 1
+        lesion = np.zeros(image.shape, np.uint8)
+        lesion[4:6, 4:6, 2:4] = 255
+        nib.save(nib.Nifti1Image(image, AFFINE), source / "images" / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image(organ, AFFINE), source / "organ" / f"{case}.nii.gz")
+        if case == "a":
+            nib.save(nib.Nifti1Image(lesion, AFFINE), source / "lesion" / f"{case}.nii.gz")
+    recipe = load_recipe("volume-folder").with_overrides({
+        "source": {"masks": {"1": "organ/{case_id}.nii.gz", "2": "lesion/{case_id}.nii.gz"}},
+        "labels": {"segmentation": {"classes": {"0": "bg", "1": "organ", "2": "lesion"}}},
+        "harmonize": {"spacing": None}})
+    out = tmp_path / "layers.zarr"
+    assert build_store(recipe, source, out, progress=False).ok
+    store = open_store(out)
+    values, counts = np.unique(store.read_mask("a").array, return_counts=True)
+    assert dict(zip(values.tolist(), counts.tolist())) == {0: 600 - 144, 1: 144 - 8, 2: 8}
+    assert store.read_mask("b") is None

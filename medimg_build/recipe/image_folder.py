@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from .sources import CaseSource, SourceListing, case_id_from_name, safe_id
+from .sources import CaseSource, SourceListing, case_id_from_name, masks_of, safe_id
 
 
 def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
@@ -26,11 +26,8 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         fields = {k: v for k, v in (match.groupdict() if match else {}).items() if v is not None}
         case_id = safe_id(_case_id(source.get("case_id", "stem"), path, relative, fields), path)
         patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
-        mask = None
-        if source.get("masks"):
-            candidate = root / source["masks"].format(case_id=case_id, **fields)
-            mask = candidate if candidate.exists() else None
-        cases.append(CaseSource(case_id, path, mask, patient, fields))
+        mask, layers = masks_of(source.get("masks"), root, case_id=case_id, **fields)
+        cases.append(CaseSource(case_id, path, mask, patient, fields, **layers))
     return SourceListing(cases, skipped)
 
 

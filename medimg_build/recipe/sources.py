@@ -98,15 +98,12 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> list[CaseS
             str(path.relative_to(root)).replace("/", "_") if rule == "path"
             else case_id_from_name(path, rule), path)
         where = path.relative_to(root).as_posix()
-        mask = None
-        if mask_template:
-            candidate = root / mask_template.format(case_id=case_id, path=where)
-            mask = candidate if candidate.exists() else None
+        mask, layers = masks_of(mask_template, root, case_id=case_id, path=where)
         channels = tuple(root / t.format(case_id=case_id, path=where)
                          for t in source.get("channels", []))
         patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
         cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient,
-                                channels=channels))
+                                channels=channels, **layers))
     return cases
 
 
@@ -151,6 +148,24 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                           f"found; first row names {example!r})",
                           hint="check --source and the recipe's source.images glob")
     return SourceListing(cases, skipped)
+
+
+def masks_of(spec: str | dict[str, str] | None, root: Path,
+             **names: str) -> tuple[Path | None, dict[str, Any]]:
+    """A case's mask from a recipe's ``masks``: one path template (the mask, if the file
+    exists), or {label value: template} layers combined into one map (all must exist;
+    a case missing a layer has no mask). Returns (mask path, CaseSource loader fields)."""
+    if not spec:
+        return None, {}
+    if isinstance(spec, str):
+        candidate = root / spec.format(**names)
+        return (candidate if candidate.exists() else None), {}
+    layers = [[int(value), str(root / template.format(**names))]
+              for value, template in sorted(spec.items(), key=lambda item: int(item[0]))]
+    if not all(Path(file).exists() for _, file in layers):
+        return None, {}
+    return Path(layers[-1][1]), {"mask_loader": "combined_masks",
+                                 "mask_loader_args": {"layers": layers}}
 
 
 def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | None:
