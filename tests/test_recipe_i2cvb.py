@@ -1,5 +1,6 @@
 """The bundled i2cvb recipe builds a miniature I2CVB download (tests/fixtures/i2cvb.py):
-T2W DICOM series with the prostate ground truth (a binary DICOM series, 255 -> 1)."""
+T2W DICOM series with the ADC map resampled onto it as a second channel, and the zone
+and cancer ground truths (binary DICOM series) combined into one label map."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ def test_i2cvb_cases_are_patient_folders_with_t2w_and_the_prostate_series(tmp_pa
     listing = list_sources(load_recipe("i2cvb"), tmp_path / "src")
     assert sorted(c.case_id for c in listing.cases) == made["cases"]
     for case in listing.cases:
-        assert case.image_path.name == "T2W" and case.mask_path.parts[-2:] == \
-            ("GT_inv", "prostate")
+        assert case.image_path.name == "T2W" and case.channel_names == ("T2W", "ADC")
+        assert [layer[0] for layer in case.mask_loader_args["layers"]] == [1, 2, 3]
         assert case.patient_id == case.case_id.replace("_", " ")
     assert list(listing.skipped.values()) == ["patient folder without T2W/"] * made["skipped"]
 
 
-def test_i2cvb_builds_t2w_with_the_prostate_mask(tmp_path):
+def test_i2cvb_builds_t2w_and_adc_with_zones_and_cancer(tmp_path):
     made = make_i2cvb(tmp_path / "src")
     out = tmp_path / "i2cvb.zarr"
     report = build_store(load_recipe("i2cvb"), tmp_path / "src", out, progress=False)
@@ -36,21 +37,27 @@ def test_i2cvb_builds_t2w_with_the_prostate_mask(tmp_path):
     store = open_store(out)
     assert sorted(store.cases["case_id"]) == made["cases"]
     for case_id in made["cases"]:
-        mask = store.read_mask(case_id)
-        assert sorted(int(v) for v in np.unique(mask.array)) == [0, 1]
+        mask, image = store.read_mask(case_id), store.read_image(case_id)
+        assert sorted(int(v) for v in np.unique(mask.array)) == [0, 1, 2, 3]
+        # Two channels; the gland is bright on T2W and dark on ADC (restricted diffusion).
+        t2w, adc = image.array[..., 0], image.array[..., 1]
+        assert t2w[mask.array > 0].mean() > t2w[mask.array == 0].mean()
+        covered = adc > adc.min()  # where the ADC grid reaches (0 outside, before z-score)
+        assert adc[covered & (mask.array > 0)].mean() < adc[covered & (mask.array == 0)].mean()
         # 0.8 x 0.8 x 3 mm voxels resampled to 1 mm: the gland keeps its volume (nearest).
-        volume = int(mask.array.sum())
+        volume = int((mask.array > 0).sum())
         assert volume == pytest.approx(made["prostate_voxels"][case_id] * 0.8 * 0.8 * 3,
                                        rel=0.15)
     assert set(store.cases["manufacturer"]) == {"SIEMENS"}
 
 
 def test_i2cvb_t2w_alone_builds(tmp_path):
-    """Until masks may be series folders: the T2W images build and validate."""
+    """The T2W images alone, without masks, build and validate."""
     made = make_i2cvb(tmp_path / "src")
     out = tmp_path / "t2w.zarr"
     recipe = load_recipe("i2cvb").with_overrides(
-        {"source": {"options": {"mask": "no-such-folder"}}, "labels": None})
+        {"source": {"options": {"images": None, "masks": None, "mask": "no-such-folder"}},
+         "labels": None})
     report = build_store(recipe, tmp_path / "src", out, progress=False)
     assert report.ok and sorted(report.built) == made["cases"]
     assert validate_store(out) == []

@@ -16,9 +16,10 @@ def combine_masks(layers: list[tuple[int, str | Path]]) -> MedicalImage:
     """Each layer's nonzero pixels set to its label value, in order, so a later layer
     wins where two overlap (list the enclosing region first: FOV, then vessels). All
     layers must share one grid."""
-    combined, first = None, None
+    combined, first, files = None, None, []
     for value, path in layers:
         layer = read_image(path)
+        files += layer.meta.get("source_files", [str(Path(path).resolve())])
         pixels = layer.array[..., 0] if layer.has_channels else layer.array
         if first is None:
             first, combined = layer, np.zeros(pixels.shape, np.uint16)
@@ -28,7 +29,6 @@ def combine_masks(layers: list[tuple[int, str | Path]]) -> MedicalImage:
                              hint="combined masks must share one grid")
         combined[pixels != 0] = int(value)
     dtype = np.uint8 if combined.max(initial=0) < 256 else np.uint16
-    files = [str(Path(p).resolve()) for _, p in layers]
     return first.replace(array=np.asfortranarray(combined.astype(dtype)),
                          meta={**first.meta, "source_files": files}).recorded(
         "combine_masks", layers=[[int(v), Path(p).name] for v, p in layers])

@@ -77,8 +77,12 @@ def read_source(source: CaseSource, recipe: Recipe) -> MedicalImage:
     if source.loader:
         return parsers.load(source.loader, source.image_path, source.loader_args)
     if source.channels:
-        names = recipe.source.get("channel_names")
-        return stack_channels([read_image(path) for path in source.channels], names)
+        names = list(source.channel_names) or recipe.source.get("channel_names")
+        images = [read_image(path) for path in source.channels]
+        if source.channels_onto_first:
+            # Multi-parametric MR: each map onto the first sequence's grid, in mm.
+            images[1:] = [resample_to_grid(i, images[0], "linear") for i in images[1:]]
+        return stack_channels(images, names)
     return read_image(source.image_path)
 
 

@@ -32,6 +32,8 @@ class CaseSource:
     fields: dict[str, Any] = field(default_factory=dict)
     series: DicomSeriesRef | None = None  # a series found by DICOM discovery
     channels: tuple[Path, ...] = ()  # several files stacked as channels (BraTS' sequences)
+    channel_names: tuple[str, ...] = ()
+    channels_onto_first: bool = False  # resample channels on other grids (ADC onto T2W)
     loader: str | None = None  # a registered loader (recipe/parsers) instead of read_image
     loader_args: dict[str, Any] = field(default_factory=dict)
     mask_loader: str | None = None  # the same for the mask (several files into one map)

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import RecipeError
-from ..sources import CaseSource, SourceListing, _private_case_id, safe_id
+from ..sources import CaseSource, SourceListing, _private_case_id, masks_of, safe_id
 from . import parser
 
-_OPTIONS = {"image", "mask", "patients"}
+_OPTIONS = {"image", "images", "mask", "masks", "patients"}
 
 
 @parser("i2cvb")
@@ -33,7 +33,8 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     if unknown:
         raise RecipeError(None, f"i2cvb parser: unknown option(s) {unknown}",
                           hint=f"options are {sorted(_OPTIONS)}")
-    image_name = options.get("image", "T2W")
+    names = options.get("images") or [options.get("image", "T2W")]
+    image_name = names[0]
     mask_name = options.get("mask", "GT_inv/prostate")
     cases, skipped = [], {}
     for folder in sorted(root.glob(options.get("patients", "Patient *"))):
@@ -44,8 +45,17 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         if not image.is_dir():
             skipped[where] = f"patient folder without {image_name}/"
             continue
-        mask = folder / mask_name  # a patient without it is built without a mask
+        missing = [n for n in names if not (folder / n).is_dir()]
+        if missing:
+            skipped[where] = f"patient folder without {', '.join(missing)}/"
+            continue
         case_id = safe_id("_".join(folder.name.split()), folder)
-        cases.append(CaseSource(_private_case_id(case_id, image, key), image,
-                                mask if mask.is_dir() else None, folder.name))
+        if options.get("masks"):  # structures combined into one map (masks_of)
+            mask, layers = masks_of(options["masks"], folder)
+        else:  # a patient without it is built without a mask
+            mask, layers = ((folder / mask_name) if (folder / mask_name).is_dir() else None), {}
+        channels = tuple(folder / n for n in names) if len(names) > 1 else ()
+        cases.append(CaseSource(_private_case_id(case_id, image, key), image, mask,
+                                folder.name, channels=channels, channel_names=tuple(names),
+                                channels_onto_first=bool(channels), **layers))
     return SourceListing(cases, skipped)
