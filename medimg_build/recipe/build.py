@@ -3,6 +3,7 @@ Dask when asked), write, report. A bad case is reported and skipped, never fatal
 
 from __future__ import annotations
 
+import itertools
 import platform
 import time
 from collections.abc import Iterator
@@ -217,9 +218,17 @@ def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
         return classification.encode(label, None, case.case_id)
 
 
+IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle, memory bounded
+
+
 def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
                 scheduler: str | None) -> Iterator[tuple[int, Case | str]]:
-    """(index, Case or one-line error) in completion order."""
+    """(index, Case or one-line error) in completion order.
+
+    On Dask, at most a few cases per worker are in flight, submitted in index order: a
+    worker holds a few cases at a time, and the stack writer, which writes whole shards
+    only, never waits on more than a window of partial shards -- memory stays bounded
+    by the largest cases, not by the dataset."""
     if workers <= 1 and scheduler is None:
         for index, source in enumerate(cases):
             yield index, _attempt(source, context)
@@ -232,11 +241,22 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
                                dashboard_address=None)
     client = Client(scheduler or cluster)
     try:
-        futures = {client.submit(_attempt, source, context, pure=False): index
-                   for index, source in enumerate(cases)}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
+        context_future = client.scatter(context, broadcast=True)  # sent once per worker
+        pending = iter(enumerate(cases))
+        futures: dict = {}
+        completed = as_completed()
+        for index, source in itertools.islice(pending, window):
+            future = client.submit(_attempt, source, context_future, pure=False)
+            futures[future] = index
+            completed.add(future)
+        for future in completed:
+            yield futures.pop(future), future.result()
             future.release()
+            for index, source in itertools.islice(pending, 1):
+                follow = client.submit(_attempt, source, context_future, pure=False)
+                futures[follow] = index
+                completed.add(follow)
     finally:
         client.close()
         if cluster is not None:
