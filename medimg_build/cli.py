@@ -7,6 +7,7 @@ and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("recipe", metavar="RECIPE")
     build.add_argument("--source", required=True, metavar="DIR", help="the downloaded dataset")
     build.add_argument("--out", required=True, metavar="STORE", help="the store to create")
-    build.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="local Dask worker processes (default 1: no cluster)")
+    build.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
+                       help="local Dask worker processes (default: every core, or "
+                       "$MEDIMG_WORKERS; 1 builds in this process, without a cluster)")
     build.add_argument("--scheduler", metavar="ADDRESS",
                        help="address of a running Dask distributed scheduler")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -105,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
         "source, out, set}, ...]) into --out, and write DIR/catalog.yaml listing them.")
     collection.add_argument("collection", metavar="COLLECTION.yaml")
     collection.add_argument("--out", required=True, metavar="DIR")
-    collection.add_argument("--workers", type=int, default=1, metavar="N",
-                            help="local Dask worker processes per build (default 1)")
+    collection.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
+                            help="local Dask worker processes per build (default: every "
+                            "core, or $MEDIMG_WORKERS)")
     collection.add_argument("--overwrite", action="store_true",
                             help="replace existing stores")
     collection.add_argument("--allow-failures", action="store_true",
@@ -114,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     collection.add_argument("--quiet", action="store_true", help="no progress bars")
     collection.set_defaults(run=_build_collection)
     return parser
+
+
+def _default_workers() -> int:
+    """Every core of this machine, unless $MEDIMG_WORKERS says otherwise."""
+    configured = os.environ.get("MEDIMG_WORKERS")
+    return int(configured) if configured else max(1, os.cpu_count() or 1)
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -13,6 +13,10 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+# CLI builds in tests run in-process (no Dask cluster per test); the tests of parallel
+# builds ask for their workers explicitly.
+os.environ.setdefault("MEDIMG_WORKERS", "1")
+
 
 def shared_data_dir() -> Path:
     configured = os.environ.get("MEDIMG_SHARED_DATA")
