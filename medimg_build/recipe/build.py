@@ -264,6 +264,7 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
 
 
 def _attempt(source: CaseSource, context: BuildContext) -> Case | str:
+    _share_cores_with_other_workers()
     try:
         return harmonize_case(source, context)
     except MedimgError as error:
@@ -271,6 +272,21 @@ def _attempt(source: CaseSource, context: BuildContext) -> Case | str:
     except Exception as error:  # a bug or an unforeseen file: report it, keep building
         message = " ".join(str(error).split())
         return f"{source.image_path}: unexpected {type(error).__name__}: {message}"
+
+
+def _share_cores_with_other_workers() -> None:
+    """On a Dask worker, ITK gets the worker's threads, not every core of the node:
+    several workers each running ITK on all cores only fight for them."""
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return  # not on a worker: this process may use every core
+    import SimpleITK as sitk
+
+    if sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() != threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
 def _versions() -> dict[str, str]:
