@@ -51,6 +51,10 @@ def read_image(path: str | PathLike) -> MedicalImage:
     if not path.exists():
         raise ImageReadError(path, "no such file or folder", hint="check the path")
     reader = reader_for(path)
+    if path.is_file() and path.stat().st_size == 0:
+        # Every reader would fail on it in its own words; this says what it is.
+        raise ImageReadError(path, "empty file (0 bytes)",
+                             hint="the download or copy was interrupted; fetch the file again")
     try:
         return reader(path)
     except MedimgError:

@@ -121,12 +121,31 @@ def _read_file(path: Path) -> Dataset:
             path, f"cannot read DICOM file ({type(error).__name__}: {error})",
             hint="the file may be truncated or corrupt",
         ) from error
+    if not _is_image(dataset) and not _has_header(dataset):
+        raise _no_header(path)
     if not _is_image(dataset):
         raise ImageReadError(
             path, "DICOM file holds no image (no PixelData)",
             hint="point at an image file, not a report, structure set or DICOMDIR",
         )
     return dataset
+
+
+def _has_header(dataset: Dataset) -> bool:
+    """A Part 10 file names its SOP class (file meta or dataset); bytes after the 'DICM'
+    marker that parse into no known attribute are garbage, not a report or a plan."""
+    file_meta = getattr(dataset, "file_meta", None) or Dataset()
+    try:
+        return any(k in dataset for k in ("SOPClassUID", "Modality", "DirectoryRecordSequence")) \
+            or "MediaStorageSOPClassUID" in file_meta
+    except Exception:  # noqa: BLE001 - a lazily parsed garbage element fails on access
+        return False
+
+
+def _no_header(path: Path) -> ImageReadError:
+    return ImageReadError(path, "damaged DICOM file: the 'DICM' marker is followed by no "
+                          "readable DICOM header (no SOP class, no modality)",
+                          hint="replace the file: it is corrupt")
 
 
 def _read_without_preamble(path: Path) -> Dataset:
@@ -181,6 +200,8 @@ def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
             ) from error
         if _is_image(dataset):
             found.append((path, dataset))
+        elif not _has_header(dataset):
+            raise _no_header(path)
         elif _claims_image(dataset):
             raise ImageReadError(
                 path, "damaged DICOM file in the series: an image SOP class without "

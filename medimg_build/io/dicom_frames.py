@@ -244,6 +244,14 @@ def volume_geometry(where: Path, frames: list[Frame]) -> tuple[list[Frame], np.n
     frames = [frames[k] for k in order]
     distances = distances[order]
     row_spacing, col_spacing = frames[0].pixel_spacing or (1.0, 1.0)
+    if not (np.isfinite([row_spacing, col_spacing]).all() and row_spacing > 0
+            and col_spacing > 0):
+        # A zero or negative pixel size gives a singular or mirrored grid: refuse it here,
+        # naming the tag, rather than as a vague "degenerate affine" steps later.
+        raise DicomSeriesError(
+            where, f"PixelSpacing {_mm(np.array([row_spacing, col_spacing]))} of "
+            f"{frames[0].path.name} is not a positive size in mm",
+            hint="the header is damaged; fix PixelSpacing or re-export the series")
     facts: dict[str, Any] = {"pixel_spacing_known": frames[0].pixel_spacing is not None}
 
     if len(frames) == 1:

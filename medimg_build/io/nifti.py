@@ -39,10 +39,11 @@ def read_nifti(path: Path) -> MedicalImage:
         slope, inter = _scaling(img)
     except _READ_ERRORS as error:
         raise ImageReadError(
-            path, f"cannot read as NIfTI/MGH ({type(error).__name__}: {error})",
+            path, f"{_what_failed(error)} ({type(error).__name__}: {error})",
             hint="the file may be truncated or not what its suffix says",
         ) from error
 
+    _check_voxel_sizes(path, img)
     intensity: dict[str, Any] = {}
     array = raw
     if array.dtype.names:  # RGB24/RGBA32 voxels are structured: make a channel axis
@@ -74,6 +75,51 @@ def read_nifti(path: Path) -> MedicalImage:
                          spatial_ndim=spatial_ndim, meta=meta)
     return image.recorded("read", reader=fmt, path=str(path), shape=list(raw.shape),
                           scaled=slope is not None)
+
+
+def _what_failed(error: Exception) -> str:
+    """The failure in words, from what nibabel and gzip raise: a truncated download, a
+    file that is not gzip, a header whose dims promise more voxels than the file holds."""
+    if isinstance(error, EOFError):
+        return "truncated: the compressed stream ends early"
+    if isinstance(error, (zlib.error, gzip.BadGzipFile)):
+        return "not a valid gzip stream (damaged, or not gzip-compressed)"
+    if isinstance(error, OSError) and "Expected" in str(error) and "bytes" in str(error):
+        return "truncated, or its header's dim is wrong: fewer voxel bytes than the " \
+            "header's dimensions require"
+    if isinstance(error, ImageFileError):
+        return "not a NIfTI/MGH file (no valid header)"
+    return "cannot read as NIfTI/MGH"
+
+
+def _check_voxel_sizes(path: Path, img) -> None:
+    """Refuse a zero, negative or non-finite voxel size in pixdim when the affine is
+    built from pixdim (no sform). nibabel silently repairs such headers (abs() of a
+    negative size, 1 mm for a zero one), which would invent a geometry: a negative size
+    may be meant as a flip (ANALYZE habits) or not, so which side is left is a guess.
+    With an sform, the sform alone places the voxels (a flip there is legitimate)."""
+    if not isinstance(img.header, nib.Nifti1Header) or int(img.header["sform_code"]) > 0:
+        return
+    try:
+        with nib.openers.ImageOpener(path) as handle:  # the header as written, unrepaired
+            header = type(img.header).from_fileobj(handle, check=False)
+    except Exception:  # noqa: BLE001 - nibabel has read it once already; keep its view
+        return
+    ndim = min(int(header["dim"][0]), 3)
+    for axis in range(1, ndim + 1):
+        size, n = float(header["pixdim"][axis]), int(header["dim"][axis])
+        if n > 1 and not np.isfinite(size):
+            raise ImageReadError(path, f"voxel size pixdim[{axis}] is {size}",
+                                 hint="the header is damaged; rewrite it with the true sizes")
+        if n > 1 and size == 0:
+            raise ImageReadError(path, f"voxel size pixdim[{axis}] is zero and there is no "
+                                 "sform to place the voxels", hint="rewrite the header with "
+                                 "the true voxel sizes (e.g. nibabel set_zooms)")
+        if n > 1 and size < 0:
+            raise ImageReadError(path, f"negative voxel size pixdim[{axis}] = {size:g} with "
+                                 "no sform: the NIfTI standard gives it no meaning, so the "
+                                 "orientation is ambiguous", hint="rewrite the file with an "
+                                 "sform stating the orientation (flips belong in the affine)")
 
 
 def _scaling(img) -> tuple[float | None, float | None]:

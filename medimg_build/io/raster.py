@@ -48,13 +48,43 @@ def read_pillow(path: Path) -> MedicalImage:
             path, f"image too large ({type(error).__name__}: {error})",
             hint="raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted",
         ) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+    except UnidentifiedImageError as error:
+        raise ImageReadError(path, _unidentified(path),
+                             hint="the file may be damaged or not what its suffix says"
+                             ) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageReadError(
             path, f"cannot read as {path.suffix.lstrip('.').upper()} image "
             f"({type(error).__name__}: {error})",
             hint="the file may be truncated, empty or not what its suffix says",
         ) from error
     return _picture(path, pixels, {"jpg": "jpeg"}.get(fmt, fmt), reader="pillow", notes=notes)
+
+
+# Leading bytes of the formats a picture folder may hold under a wrong name.
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8": "JPEG", b"GIF8": "GIF",
+          b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x1f\x8b": "gzip",
+          b"%PDF": "PDF", b"PK\x03\x04": "ZIP"}
+
+
+def _unidentified(path: Path) -> str:
+    """What a file Pillow cannot identify is instead, from its first bytes: a damaged
+    header of its own format, another format, text (an HTML error page, a list), or
+    unknown bytes."""
+    expected = _FORMAT_NAMES.get(path.suffix.lower(), path.suffix.lstrip(".")).upper()
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    found = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+    if found == expected:
+        return f"corrupt {expected} header (the file starts like a {expected} but " \
+            "Pillow cannot parse its header)"
+    if found:
+        return f"not a {expected} image: it is a {found} file"
+    if head and not any(byte < 9 or 13 < byte < 32 for byte in head):
+        shown = head[:40].decode("utf-8", "replace").split("\n")[0]
+        return f"not a {expected} image: it is text ({shown!r}...)"
+    return f"not a {expected} image: its first bytes {head[:8].hex(' ')} match no " \
+        "picture format"
 
 
 def _pillow_pixels(pil: Image.Image, notes: dict[str, Any]) -> tuple[np.ndarray, dict]:

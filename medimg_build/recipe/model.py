@@ -89,6 +89,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path = bundled
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as error:
+        raise RecipeError(path, f"is not a text file (byte {error.start} is not UTF-8)",
+                          hint="a recipe is a YAML text file") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

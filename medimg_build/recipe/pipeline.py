@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from ..errors import GeometryError, LabelError
+from ..errors import GeometryError, ImageReadError, LabelError
 from ..geometry import ras_grid
 from ..harmonize.convert import drop_singleton_slice, stack_channels, to_grayscale
 from ..harmonize.normalize import normalize
@@ -45,10 +45,12 @@ class BuildContext:
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     recipe = context.recipe
     raw = _with_recipe_facts(read_source(source, recipe), recipe)
+    require_finite(raw, source.image_path)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
     mask, mask_files = None, []
     if source.mask_path is not None or source.mask_loader:
         mask_raw = read_mask_source(source)
+        require_finite(mask_raw, source.mask_path)
         mask_files = [Path(f) for f in mask_raw.meta.get("source_files", [source.mask_path])]
         mask = harmonize_mask(mask_raw, raw, image, recipe, source)
     where = _row_name(source, context)
@@ -56,7 +58,8 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
         spec["name"]: classification.encode(spec, source.fields.get(spec["column"]), where)
         for spec in recipe.labels.get("classification", [])
     }
-    annotations = case_annotations(recipe.labels, source.annotations, raw, image, where)
+    annotations = case_annotations(recipe.labels, source.annotations, raw, image,
+                                   _annotation_rows_name(source, context) or where)
     row = case_row(
         case_id=source.case_id, raw=raw, image=image,
         patient=source.patient_id or raw.meta.get("patient_id") or source.case_id,
@@ -92,6 +95,22 @@ def read_mask_source(source: CaseSource) -> MedicalImage:
     if source.mask_loader:
         return parsers.load(source.mask_loader, source.image_path, source.mask_loader_args)
     return read_image(source.mask_path)
+
+
+def require_finite(image: MedicalImage, path: Path | None) -> None:
+    """Refuse NaN and infinite voxels, with their count. Linear resampling spreads a NaN
+    to its neighbours and percentile/min-max normalization turns one inf into a black
+    image, so they cannot pass through; replacing them by a guessed value (0, the
+    minimum) would store numbers nobody measured without a word. The user decides."""
+    if image.array.dtype.kind not in "fc" or np.isfinite(image.array).all():
+        return  # integers cannot hold either; one pass for the usual clean float image
+    nan = int(np.isnan(image.array).sum())
+    inf = int(np.isinf(image.array).sum())
+    counts = " and ".join([f"{nan} NaN"] * (nan > 0) + [f"{inf} infinite"] * (inf > 0))
+    if counts:
+        raise ImageReadError(path, f"holds {counts} voxel value(s) (of {image.array.size})",
+                             hint="replace them with a real value (e.g. the background) in "
+                             "the source file, or leave the case out")
 
 
 def _with_recipe_facts(image: MedicalImage, recipe: Recipe) -> MedicalImage:
@@ -191,3 +210,12 @@ def _row_name(source: CaseSource, context: BuildContext) -> str:
     table = context.recipe.source.get("table")
     return f"{context.source_dir / table} (row of {source.case_id})" if table else source.case_id
 
+
+
+def _annotation_rows_name(source: CaseSource, context: BuildContext) -> str | None:
+    """Where a case's box/landmark rows come from: the recipe's annotation tables (a box
+    outside the image is a row of BBox_List_2017.csv, not of the image table)."""
+    labels = context.recipe.labels
+    tables = [str(context.source_dir / labels[kind]["table"]) for kind in ("boxes", "landmarks")
+              if labels.get(kind, {}).get("table") and source.annotations.get(kind)]
+    return f"{', '.join(tables)} (rows of {source.image_path.name})" if tables else None

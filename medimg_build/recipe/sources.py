@@ -19,6 +19,7 @@ from .model import Recipe
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
+_SAFE_HINT = "case ids may use letters, digits and . _ + - only"
 
 
 @dataclass(frozen=True)
@@ -89,24 +90,29 @@ def case_id_from_name(path: Path, rule: str = "stem") -> str:
     return path.stem if path.is_file() or "." in name else name
 
 
-def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> list[CaseSource]:
+def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     rule = source.get("case_id", "stem")
     mask_template = source.get("masks")
-    cases = []
+    cases, skipped = [], {}
     for path in sorted(root.glob(source["images"])):
-        if path.name.startswith("."):
-            continue
-        case_id = safe_id(
-            str(path.relative_to(root)).replace("/", "_") if rule == "path"
-            else case_id_from_name(path, rule), path)
         where = path.relative_to(root).as_posix()
+        if path.name.startswith("."):
+            # Reported, not silently dropped: '..x.nii.gz' may be a case someone meant.
+            skipped[where] = "hidden file (name starts with '.'), not read as a case"
+            continue
+        case_id = str(path.relative_to(root)).replace("/", "_") if rule == "path" \
+            else case_id_from_name(path, rule)
+        if not is_safe_id(case_id):
+            # One badly named file is that file's problem, not the whole build's.
+            skipped[where] = f"case id {case_id!r} is not a safe name ({_SAFE_HINT})"
+            continue
         mask, layers = masks_of(mask_template, root, case_id=case_id, path=where)
         channels = tuple(root / t.format(case_id=case_id, path=where)
                          for t in source.get("channels", []))
         patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
         cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
-    return cases
+    return SourceListing(cases, skipped)
 
 
 def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
@@ -131,13 +137,20 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         # trainLabels.csv says "10_left" for train/10_left.jpeg).
         listed_as = str(row[source["image_column"]]).strip()
         name = listed_as + source.get("image_suffix", "")
+        if name in listed and name in files:
+            raise RecipeError(table_path, f"lists image {name!r} in two rows",
+                              hint="one row per image: remove the duplicate row")
         listed.add(name)
         if name not in files:
-            skipped[f"{source['table']}: {name}"] = "row without an image file"
+            skipped[f"{source['table']}: {name}"] = _missing_image_reason(name)
             continue
         patient = row.get(source.get("patient_column", ""), None) or \
             _patient_from_name(source.get("patient_pattern"), listed_as, table_path)
-        case_id = safe_id(case_id_from_name(Path(name)), table_path)
+        case_id = case_id_from_name(Path(name))
+        if not is_safe_id(case_id):
+            skipped[f"{source['table']}: {name}"] = (f"case id {case_id!r} is not a safe "
+                                                     f"name ({_SAFE_HINT})")
+            continue
         cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
                                 patient or None, row))
     for name, path in files.items():
@@ -280,6 +293,16 @@ def read_label_table(path: Path) -> pd.DataFrame:
     leading zeros and "NA" stays a value until a recipe says what it means."""
     if not path.is_file():
         raise RecipeError(path, "label table not found", hint="check the recipe's source.table")
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if not head.strip():
+        raise RecipeError(path, "label table is empty (no header row)",
+                          hint="the download or copy was interrupted; fetch the table again")
+    if b"\0" in head:
+        # pandas would read some binaries as one garbled column, then complain about
+        # missing columns: say what the file is instead.
+        raise RecipeError(path, "is binary, not a CSV text table (it holds NUL bytes)",
+                          hint="check the file is the dataset's CSV table")
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -294,11 +317,27 @@ def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> Non
                           hint="fix the recipe's column names or the table")
 
 
+def is_safe_id(case_id: str) -> bool:
+    """A case id is a store path component: no separators, no '..', no leading dot."""
+    return bool(_SAFE_ID.match(case_id)) and ".." not in case_id
+
+
 def safe_id(case_id: str, where: Path) -> str:
-    if not _SAFE_ID.match(case_id) or ".." in case_id:
+    if not is_safe_id(case_id):
         raise RecipeError(where, f"case id {case_id!r} is not a safe name",
-                          hint="case ids may use letters, digits and . _ + - only")
+                          hint=_SAFE_HINT)
     return case_id
+
+
+def _missing_image_reason(name: str) -> str:
+    """Why a table row names no image: images are found by file name under the source,
+    so a path that is absolute or climbs out is never followed -- and is said to be so."""
+    if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name):
+        return "image named by an absolute path; images are looked up by file name " \
+            "under the source folder, not read"
+    if ".." in re.split(r"[\\/]", name):
+        return "image path leads outside the source folder ('..'), not read"
+    return "row without an image file"
 
 
 def _check_unique(cases: list[CaseSource], root: Path) -> None:
