@@ -150,3 +150,13 @@ def test_layered_masks_combine_into_one_label_map(tmp_path):
     values, counts = np.unique(store.read_mask("a").array, return_counts=True)
     assert dict(zip(values.tolist(), counts.tolist())) == {0: 600 - 144, 1: 144 - 8, 2: 8}
     assert store.read_mask("b") is None
+
+
+def test_image_folder_skips_a_file_whose_case_id_is_unsafe(tmp_path):
+    for name in ("ok.png", "bad name.png"):
+        (tmp_path / "benign").mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "benign" / name)
+    recipe = load_recipe("class-folders").with_overrides({"harmonize": {"shape": [8, 8]}})
+    report = build_store(recipe, tmp_path, tmp_path / "o.zarr", progress=False)
+    assert report.built == ["benign_ok"]
+    assert "not a safe name" in report.skipped["benign/bad name.png"]

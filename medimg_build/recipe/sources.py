@@ -19,7 +19,7 @@ from .model import Recipe
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
-_SAFE_HINT = "case ids may use letters, digits and . _ + - only"
+SAFE_HINT = "case ids may use letters, digits and . _ + - only"
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             else case_id_from_name(path, rule)
         if not is_safe_id(case_id):
             # One badly named file is that file's problem, not the whole build's.
-            skipped[where] = f"case id {case_id!r} is not a safe name ({_SAFE_HINT})"
+            skipped[where] = f"case id {case_id!r} is not a safe name ({SAFE_HINT})"
             continue
         mask, layers = masks_of(mask_template, root, case_id=case_id, path=where)
         channels = tuple(root / t.format(case_id=case_id, path=where)
@@ -149,7 +149,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         case_id = case_id_from_name(Path(name))
         if not is_safe_id(case_id):
             skipped[f"{source['table']}: {name}"] = (f"case id {case_id!r} is not a safe "
-                                                     f"name ({_SAFE_HINT})")
+                                                     f"name ({SAFE_HINT})")
             continue
         cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
                                 patient or None, row))
@@ -325,7 +325,7 @@ def is_safe_id(case_id: str) -> bool:
 def safe_id(case_id: str, where: Path) -> str:
     if not is_safe_id(case_id):
         raise RecipeError(where, f"case id {case_id!r} is not a safe name",
-                          hint=_SAFE_HINT)
+                          hint=SAFE_HINT)
     return case_id
 
 
