@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="zarr (a directory) or hdf5 (one file, same schema); default: "
                        "hdf5 when STORE ends in .h5/.hdf5, else zarr")
     build.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    build.add_argument("--resume", action="store_true",
+                       help="finish the store an interrupted build of the same recipe and "
+                       "source left at --out, redoing only its unfinished cases")
     build.add_argument("--allow-failures", action="store_true",
                        help="exit 0 even when some cases failed")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -134,7 +137,7 @@ def _build(args: argparse.Namespace) -> int:
         recipe = recipe.with_overrides(_overrides(args.set, recipe.path))
     report = build_store(recipe, args.source, args.out, workers=args.workers,
                          scheduler=args.scheduler, overwrite=args.overwrite, key=args.key,
-                         progress=not args.quiet, format=args.format)
+                         progress=not args.quiet, format=args.format, resume=args.resume)
     print(report.summary())
     return 0 if report.ok or args.allow_failures else 1
 

@@ -17,11 +17,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..case import Case
-from ..errors import MedimgError, RecipeError
+from ..errors import MedimgError, RecipeError, StoreError
 from ..labels.splits import SplitPlan, plan_splits
 from ..labels import classification
 from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
+from ..store.journal import test_kill_point
+from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
 from .model import Recipe
@@ -39,6 +41,9 @@ class BuildReport:
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # found, not a case: path -> why
     seconds: float = 0.0
+    already_complete: int = 0  # --resume: cases found complete, not built again
+    notes: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the case table
 
     @property
     def ok(self) -> bool:
@@ -74,6 +79,12 @@ class BuildReport:
             shown = ", ".join(paths[:3]) + (f", ... ({len(paths) - 3} more)"
                                             if len(paths) > 3 else "")
             lines.append(f"  skipped {len(paths)}: {reason}: {shown}")
+        if self.already_complete:
+            done = len(self.built) + len(self.failed)
+            lines.append(f"  resumed: {self.already_complete} case(s) already complete"
+                         + (" (all cases: nothing to redo)" if self.already_complete == done
+                            else f", {done - self.already_complete} redone"))
+        lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  failed {case_id}: {error}" for case_id, error in self.failed.items()]
         return "\n".join(lines)
 
@@ -81,8 +92,15 @@ class BuildReport:
 def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                 workers: int = 1, scheduler: str | None = None, overwrite: bool = False,
                 key: str | None = None, progress: bool = True,
-                format: str | None = None) -> BuildReport:
-    """``format``: "zarr" or "hdf5" (default: HDF5 for a .h5/.hdf5 ``out``, else Zarr)."""
+                format: str | None = None, resume: bool = False) -> BuildReport:
+    """``format``: "zarr" or "hdf5" (default: HDF5 for a .h5/.hdf5 ``out``, else Zarr).
+
+    ``resume``: finish the store that an interrupted build of the same recipe and
+    cases left at ``out``, redoing only the cases not complete in it (the result is the
+    store an uninterrupted build makes; see ``medimg_build.store.journal``)."""
+    if resume and overwrite:
+        raise StoreError(str(out), "--resume and --overwrite exclude each other",
+                         hint="--resume continues a store, --overwrite replaces it")
     started = time.perf_counter()
     source_dir = Path(source_dir)
     secret, key_is_secret = pseudonym_key(key)
@@ -96,28 +114,79 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs = store_attributes(recipe, key_is_secret)
     attrs["recipe"] = declared.describe()  # as written; the source's own labels are in "labels"
     attrs["split"] = splits.describe()
-    writer = create_store(out, layout=recipe.layout, n_cases=len(cases), attrs=attrs,
-                          cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"),
-                          overwrite=overwrite, format=format)
-    report = BuildReport(store=str(out), skipped=listing.skipped)
+    writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume)
+    try:
+        report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
+                              BuildReport(store=str(out), skipped=listing.skipped))
+        report.seconds = time.perf_counter() - started
+        attrs["build_report"] = report.to_dict(source_dir)
+        writer.close(pd.DataFrame(report.rows))
+    except BaseException:
+        writer.abort()  # release the lock; the store stays resumable
+        raise
+    return report
+
+
+def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
+                 out, overwrite: bool, format: str | None, resume: bool):
+    """A new store's writer, or with ``resume`` the reopened store's. The journal
+    identifies the build: a resume with another recipe or case list is refused."""
+    journal = {"recipe_sha256": attrs["recipe"]["sha256"],
+               "case_ids": [c.case_id for c in cases]}
+    options = dict(layout=recipe.layout, n_cases=len(cases), attrs=attrs, format=format,
+                   cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"))
+    if resume:
+        writer = reopen_store(out, journal=journal, **options)
+    else:
+        writer = create_store(out, overwrite=overwrite, journal=journal, **options)
+    lock = getattr(writer, "lock", None)
+    # Provenance is the part of the attrs that may differ between equal stores.
+    if resume:
+        attrs["provenance"]["resumed"] = {"already_complete": len(writer.recovered)}
+    if lock is not None and lock.taken_over:
+        attrs["provenance"]["lock"] = lock.taken_over
+    return writer
+
+
+def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: BuildContext,
+                 workers: int, scheduler: str | None, progress: bool,
+                 report: BuildReport) -> BuildReport:
+    """Harmonize and write every case not recovered from a resumed store; the report's
+    ``rows`` is the case table. Lists are in case order, not completion order."""
     rows: list[dict[str, Any]] = [{"case_id": c.case_id} for c in cases]
-    bar = tqdm(total=len(cases), unit="case", desc=recipe.name, disable=not progress)
-    for index, result in _harmonized(cases, context, workers, scheduler):
+    built: dict[int, str] = {}
+    failed: dict[int, tuple[str, str]] = {}
+    for index, record in writer.recovered.items():
+        rows[index] = {**record["row"], "status": "built", "error": ""}
+        built[index] = cases[index].case_id
+    todo = [index for index in range(len(cases)) if index not in writer.recovered]
+    lock = getattr(writer, "lock", None)
+    if lock is not None and lock.taken_over:
+        report.notes.append(lock.taken_over)
+    report.already_complete = len(writer.recovered)
+    bar = tqdm(total=len(cases), initial=len(built), unit="case", desc=recipe.name,
+               disable=not progress)
+    count = 0
+    for position, result in _harmonized([cases[i] for i in todo], context, workers,
+                                        scheduler):
+        index = todo[position]
         case_id = cases[index].case_id
         if isinstance(result, Case):
             result = _written(writer, index, result)
         if isinstance(result, Case):
             rows[index] = {**result.row, "status": "built", "error": ""}
-            report.built.append(case_id)
+            built[index] = case_id
         else:
             rows[index].update(status="failed", error=result)
-            report.failed[case_id] = result
-        bar.set_postfix(failed=len(report.failed), refresh=False)
+            failed[index] = (case_id, result)
+        bar.set_postfix(failed=len(failed), refresh=False)
         bar.update()
+        count += 1
+        test_kill_point(count)  # TEST HOOK: SIGKILL after $MEDIMG_TEST_KILL_AFTER cases
     bar.close()
-    report.seconds = time.perf_counter() - started
-    attrs["build_report"] = report.to_dict(source_dir)
-    writer.close(pd.DataFrame(rows))
+    report.built = [built[i] for i in sorted(built)]
+    report.failed = {failed[i][0]: failed[i][1] for i in sorted(failed)}
+    report.rows = rows
     return report
 
 

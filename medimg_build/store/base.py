@@ -12,6 +12,7 @@ call touches (its own shard or its own case group).
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 import warnings
 from typing import Any
 
@@ -24,6 +25,8 @@ from ..errors import StoreError
 from ..image import MedicalImage
 from ..provenance import to_jsonable
 from .annotations import GROUP_NAMES, AnnotationBuffer
+from .journal import BuildLock, Journal, annotation_from, case_record, labels_from
+from .journal import test_kill_point
 from .labels import LabelBuffer
 from .schema import CHANNEL, SCHEMA_VERSION, array_info, check_case_id
 from .table import check_table, write_table
@@ -39,6 +42,26 @@ class ImageTemplate:
         self.dtype = image.array.dtype
         self.mask_dtype = None if mask is None else mask.array.dtype
         self.spatial_shape = image.spatial_shape
+
+    def to_record(self) -> dict[str, Any]:
+        return {"spatial_ndim": self.spatial_ndim, "channel_axis": self.channel_axis,
+                "n_channels": self.n_channels, "dtype": str(self.dtype),
+                "mask_dtype": None if self.mask_dtype is None else str(self.mask_dtype),
+                "spatial_shape": list(self.spatial_shape)}
+
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any]]) -> ImageTemplate:
+        """The template of a resumed store, from its complete cases' journal records
+        (any case will do: all share what the template checks; a volumes store takes
+        its mask dtype from any case that has a mask)."""
+        first = records[0]["template"]
+        template = cls.__new__(cls)
+        template.spatial_ndim, template.channel_axis = first["spatial_ndim"], first["channel_axis"]
+        template.n_channels, template.dtype = first["n_channels"], np.dtype(first["dtype"])
+        template.spatial_shape = tuple(first["spatial_shape"])
+        masks = [r["template"]["mask_dtype"] for r in records if r["template"]["mask_dtype"]]
+        template.mask_dtype = np.dtype(masks[0]) if masks else None
+        return template
 
     def mismatch(self, image: MedicalImage, mask: MedicalImage | None, stack: bool):
         """A description of how a case differs from the template, or None.
@@ -93,6 +116,12 @@ class BaseWriter:
         self._annotations = AnnotationBuffer()  # boxes and landmarks, written at close
         self._template: ImageTemplate | None = None
         self._closed = False
+        # Resumable builds only (create_store/reopen_store with a journal): the lock,
+        # the journal, the records of cases not yet in it, and the cases recovered.
+        self.lock: BuildLock | None = None
+        self.journal: Journal | None = None
+        self._records: dict[int, dict[str, Any]] = {}
+        self.recovered: dict[int, dict[str, Any]] = {}  # index -> journal record
 
     # -- writing cases -----------------------------------------------------------------
     def write_case(self, index: int, case: Case) -> None:
@@ -101,12 +130,18 @@ class BaseWriter:
         index = int(index)
         try:
             self._check_geometry(case)
+            if self.journal is not None:
+                record = case_record(index, case, labels)
+                with self._lock:
+                    record["template"] = ImageTemplate(case.image, case.mask).to_record()
+                    self._records[index] = record
             self._write(index, case)
         except BaseException:
             with self._lock:  # let the caller retry or skip this index
                 self._taken_ids.discard(str(self._ids.pop(index, "")).casefold())
                 self._labels.discard(index)
                 self._annotations.discard(index)
+                self._records.pop(index, None)
             raise
         with self._lock:
             self._labels.add(index, labels)
@@ -176,6 +211,67 @@ class BaseWriter:
     def _write(self, index: int, case: Case) -> None:
         raise NotImplementedError
 
+    def _journal_unit(self, unit: str, indices: list[int]) -> None:
+        """Journal the records of ``indices`` as ``unit``: call before the unit's
+        completion marker, so that every complete case has its record."""
+        if self.journal is None:
+            return
+        with self._lock:
+            records = [self._records.pop(index) for index in sorted(indices)]
+        self.journal.write_unit(unit, records)
+
+    # -- resuming ----------------------------------------------------------------------
+    def resume(self, case_ids: list[str]) -> None:
+        """Take the cases that are complete in a reopened store (``recovered``, their
+        journal records) as written; everything else is left for the build to redo."""
+        records = self._complete_records(case_ids)
+        for record in sorted(records, key=lambda r: r["index"]):
+            index, case_id = record["index"], record["case_id"]
+            if case_ids[index] != case_id:
+                raise StoreError(self.location, f"the journal has case {case_id!r} at index "
+                                 f"{index}, the source {case_ids[index]!r}",
+                                 hint="rebuild with --overwrite")
+            labels = self._labels.check(case_id, labels_from(record), self.location)
+            self._labels.add(index, labels)
+            self._annotations.add(index, Case(
+                case_id, image=None, boxes=annotation_from("boxes", record["boxes"]),
+                landmarks=annotation_from("landmarks", record["landmarks"])))
+            self._ids[index] = case_id
+            self._taken_ids.add(case_id.casefold())
+            self.recovered[index] = record
+        if records:
+            self._template = ImageTemplate.from_records(records)
+        self._after_resume()
+
+    def _complete_records(self, case_ids: list[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _after_resume(self) -> None:
+        """Remove what ``close`` writes (a killed close may have left part of it) and
+        what unfinished cases left behind, so those are written afresh."""
+        keep = self._kept_on_resume()
+        with beside_hierarchy():
+            names = [name for name, _ in self._root.members()]
+        for name in names:
+            if name not in keep:
+                del self._root[name]
+
+    def _kept_on_resume(self) -> set[str]:
+        """Root nodes that hold complete cases (the rest is rewritten)."""
+        raise NotImplementedError
+
+    def _unit_records(self, unit: str) -> list[dict[str, Any]]:
+        records = None if self.journal is None else self.journal.read_unit(unit)
+        if records is None:
+            raise StoreError(self.location, f"{unit} is complete but has no journal record",
+                             hint="the store was not built resumably; rebuild with --overwrite")
+        return records
+
+    def abort(self) -> None:
+        """An error exit: release the lock (the store stays unfinished, resumable)."""
+        if self.lock is not None:
+            self.lock.release()
+
     def _flush(self) -> None:
         """Write whatever is still buffered (the stack's partial shards)."""
 
@@ -200,6 +296,7 @@ class BaseWriter:
             arrays = self._arrays_info()  # before the table: its columns are in `table`
             table_info = write_table(self._root, table)
             self._closed = True
+        test_kill_point("close")  # TEST HOOK: killed with the table written, not finished
         medimg = dict(to_jsonable(self._attrs))
         medimg.update(
             schema_version=SCHEMA_VERSION, layout=self.layout, n_cases=self.n_cases,
@@ -209,6 +306,9 @@ class BaseWriter:
         )
         self._root.attrs["medimg"] = to_jsonable(medimg)
         self._finish()
+        if self.journal is not None and len(self._ids) == self.n_cases:
+            self.journal.remove()  # kept while cases failed: --resume retries them
+        self.abort()
 
     # -- what differs between storage formats (Zarr here; HDF5 in hdf5_writer.py) ------
     def _finish(self) -> None:
@@ -221,7 +321,18 @@ class BaseWriter:
     def _root_arrays_info(self) -> dict[str, Any]:
         """Every root array written so far, sorted: directory listing order varies, and
         the same inputs must give the same bytes."""
-        return {name: self._array_info(array) for name, array in sorted(self._root.arrays())}
+        with beside_hierarchy():
+            arrays = sorted(self._root.arrays())
+        return {name: self._array_info(array) for name, array in arrays}
+
+
+@contextmanager
+def beside_hierarchy():
+    """Silence Zarr on listing a store with the build lock and journal in it: they are
+    files beside the hierarchy on purpose (journal.py)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .medimg-build")
+        yield
 
 
 def consolidate(root: zarr.Group) -> None:
@@ -231,4 +342,5 @@ def consolidate(root: zarr.Group) -> None:
         # Zarr v3 consolidated metadata is not in the spec yet; zarr-python and xarray
         # read it, and a reader without it still finds every zarr.json.
         warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message="Object at .medimg-build")  # journal.py
         zarr.consolidate_metadata(root.store, path=root.path)

@@ -20,10 +20,19 @@ from ..case import Case
 from .axes import WORLD_LABELS, image_to_stored, mask_to_stored, spatial_dims, stored_origin
 from .axes import stored_spacing
 from .base import BaseWriter
+from .journal import test_kill_point
 from .schema import (
     AFFINE, AFFINE_DIMS, CASE, CHANNEL, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, SPATIAL,
     STACK_ROOT_NAMES, TARGET_SHARD_BYTES, WORLD,
 )
+
+
+# What the stack writes before close (the rest of the root is written by close).
+STACK_LAYOUT_ARRAYS = (IMAGE, MASK, AFFINE, SPACING, ORIGIN, COMPLETE, SPATIAL, WORLD)
+
+
+def shard_unit(shard: int) -> str:
+    return f"shard-{shard:06d}"
 
 
 def default_cases_per_shard(case_bytes: int, n_cases: int) -> int:
@@ -128,7 +137,36 @@ class StackWriter(BaseWriter):
         self._arrays[AFFINE][start:stop] = affine
         self._arrays[SPACING][start:stop] = spacing
         self._arrays[ORIGIN][start:stop] = origin
+        self._journal_unit(shard_unit(shard), list(batch))
+        test_kill_point("shard")  # TEST HOOK: killed with a shard written but not complete
         self._arrays[COMPLETE][start:stop] = complete
+
+    # -- resuming ----------------------------------------------------------------------
+    def _complete_records(self, case_ids: list[str]) -> list[dict[str, Any]]:
+        """Records of the cases of entirely complete shards. A shard with any case
+        not complete is rewritten whole (all its cases redone): never a partial write
+        into a shard, which concurrent writers would corrupt (zarr-python #3514)."""
+        if IMAGE not in self._root or COMPLETE not in self._root:
+            return []
+        self._arrays = {name: self._root[name] for name in
+                        (IMAGE, MASK, AFFINE, SPACING, ORIGIN, COMPLETE) if name in self._root}
+        self._k = int(self._arrays[IMAGE].shards[0])
+        records = []
+        for shard in range(-(-self.n_cases // self._k)):
+            start, stop = shard * self._k, self._shard_stop(shard)
+            try:
+                whole = bool(np.all(self._arrays[COMPLETE][start:stop]))
+            except Exception:  # a chunk torn by the kill: that shard is not complete
+                whole = False
+            if whole:
+                records += self._unit_records(shard_unit(shard))
+        if not records:
+            self._arrays = {}
+        return records
+
+    def _kept_on_resume(self) -> set[str]:
+        # No complete shard: start afresh, arrays created again with the first case.
+        return set(STACK_LAYOUT_ARRAYS) if self._arrays else set()
 
     def _arrays_info(self) -> dict[str, Any]:
         info = self._root_arrays_info()

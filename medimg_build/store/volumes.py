@@ -18,6 +18,7 @@ from .axes import (
     stored_origin, stored_spacing,
 )
 from .base import BaseWriter
+from .journal import test_kill_point
 from .ngff import ome_attrs
 from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, VOLUMES_ROOT_NAMES
 
@@ -30,8 +31,11 @@ class VolumesWriter(BaseWriter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._cases = self._root.create_group(CASES_GROUP)
-        self._first_path: str | None = None  # a written case, to describe its arrays
+        self._cases = (self._root[CASES_GROUP] if CASES_GROUP in self._root  # resuming
+                       else self._root.create_group(CASES_GROUP))
+        # The written case of lowest index describes the arrays of all: the same case
+        # whatever order the workers finished in, and after a resume.
+        self._first: tuple[int, str] | None = None
 
     def _write(self, index: int, case: Case) -> None:
         with self._lock:
@@ -52,9 +56,35 @@ class VolumesWriter(BaseWriter):
             self._array(group, MASK, dims, mask_to_stored(case.mask.array))
         for name, values in axis_coords(image.affine, stored.shape[1:]).items():
             group.create_array(name, data=values, dimension_names=(name,))
+        self._journal_unit(case_unit(index), [index])
+        test_kill_point("case")  # TEST HOOK: killed with a case written but not complete
         group.attrs[CASE_ATTRS] = dict(attrs, complete=True)  # last: the case is whole
+        self._wrote(index, case.case_id)
+
+    def _wrote(self, index: int, case_id: str) -> None:
         with self._lock:
-            self._first_path = self._first_path or f"{CASES_GROUP}/{case.case_id}"
+            self._first = min(self._first or (index, case_id), (index, case_id))
+
+    # -- resuming ----------------------------------------------------------------------
+    def _complete_records(self, case_ids: list[str]) -> list[dict[str, Any]]:
+        """Records of the complete cases; an incomplete case's group is deleted."""
+        records = []
+        for index, case_id in enumerate(case_ids):
+            try:
+                complete = self._cases[case_id].attrs[CASE_ATTRS]["complete"] is True
+            except KeyError:
+                continue  # never started
+            except Exception:  # metadata torn by the kill
+                complete = False
+            if complete:
+                records += self._unit_records(case_unit(index))
+                self._wrote(index, case_id)
+            else:
+                del self._cases[case_id]
+        return records
+
+    def _kept_on_resume(self) -> set[str]:
+        return {CASES_GROUP}
 
     def _array(self, group, name: str, dims: tuple[str, ...], data: np.ndarray) -> None:
         """One shard (the whole array) of 2D-slice chunks."""
@@ -68,9 +98,9 @@ class VolumesWriter(BaseWriter):
         """Root arrays, plus the image and mask of one case as the pattern of all:
         null in ``shape``/``chunks``/``shards`` means that case's own extent."""
         info = self._root_arrays_info()
-        if self._first_path is None:
+        if self._first is None:
             return info
-        group = self._root[self._first_path]
+        group = self._cases[self._first[1]]
         for name, array in group.arrays():
             if name in (IMAGE, MASK):
                 pattern = self._array_info(array)
@@ -80,6 +110,10 @@ class VolumesWriter(BaseWriter):
                                shards=[None] * ndim)
                 info[f"{CASES_GROUP}/*/{name}"] = pattern
         return info
+
+
+def case_unit(index: int) -> str:
+    return f"case-{index:08d}"
 
 
 def case_attrs(case_id: str, affine: np.ndarray, spatial_ndim: int,

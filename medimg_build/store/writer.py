@@ -19,6 +19,7 @@ from ..provenance import to_jsonable
 from .base import BaseWriter
 from .hdf5_backend import wants_hdf5
 from .hdf5_writer import create_hdf5_writer
+from .journal import BuildLock, Journal
 from .schema import LAYOUTS, SCHEMA_VERSION, default_compressor
 from .stack import StackWriter
 from .volumes import VolumesWriter
@@ -27,7 +28,8 @@ from .volumes import VolumesWriter
 def create_store(path: str | os.PathLike, layout: str, n_cases: int,
                  attrs: dict[str, Any] | None = None, cases_per_shard: int | None = None,
                  compressor=None, overwrite: bool = False,
-                 format: str | None = None) -> BaseWriter:
+                 format: str | None = None,
+                 journal: dict[str, Any] | None = None) -> BaseWriter:
     """Create an empty store at ``path`` (a local path or an fsspec URL) and return the
     writer that fills it: ``write_case(index, case)`` for each case, then
     ``close(table)``.
@@ -41,6 +43,10 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     ``format`` is "zarr" or "hdf5" (one HDF5 file of the same schema, see
     ``hdf5_backend.py``); by default HDF5 for a ``.h5``/``.hdf5`` path, else Zarr. An
     HDF5 ``compressor`` is a dict of h5py filter arguments (default gzip-4 + shuffle).
+
+    ``journal`` = {"recipe_sha256", "case_ids"} makes a Zarr build resumable
+    (``reopen_store``) and locked against a second build (see ``journal.py``);
+    the writer releases the lock at ``close`` or ``abort``.
     """
     location = os.fspath(path)
     if layout not in LAYOUTS:
@@ -59,12 +65,133 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     if hdf5:
         return create_hdf5_writer(location, layout, int(n_cases), attrs, initial,
                                   cases_per_shard, compressor, overwrite)
+    lock = BuildLock(location)
+    lock.check()  # before deleting anything: --overwrite must not pull a store from under a build
+    lock.note_stale()  # _make_room deletes a stale lock with the old store: say whose it was
     _make_room(location, overwrite)
-    root = zarr.open_group(location, mode="w", zarr_format=3, attributes={"medimg": initial})
+    if journal is not None:
+        lock.acquire()
+    try:
+        # mode "a" on the emptied location: "w" would delete the lock just taken.
+        root = zarr.open_group(location, mode="a", zarr_format=3,
+                               attributes={"medimg": initial})
+        writer = _writer(root, location, layout, int(n_cases), attrs, cases_per_shard,
+                         compressor)
+        if journal is not None:
+            writer.lock, writer.journal = lock, Journal(location)
+            writer.journal.start(journal.get("recipe_sha256"), list(journal["case_ids"]))
+    except BaseException:
+        if journal is not None:
+            lock.release()
+        raise
+    return writer
+
+
+def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
+                 attrs: dict[str, Any], journal: dict[str, Any],
+                 cases_per_shard: int | None = None, compressor=None,
+                 format: str | None = None) -> BaseWriter:
+    """Reopen the unfinished (or failed-case) store that a build of the same recipe
+    and cases left at ``path``, for ``build_store(resume=True)``: the writer's
+    ``recovered`` holds the journal records of the cases already complete; every other
+    case is to be written again. A missing store is created as by ``create_store``."""
+    location = os.fspath(path)
+    if wants_hdf5(location, format):
+        raise StoreError(location, "--resume works on Zarr stores only (an HDF5 file "
+                         "killed mid-write is not safely reopened)",
+                         hint="rebuild with --overwrite")
+    fs, fs_path = fsspec.core.url_to_fs(location)
+    if not fs.exists(fs_path):
+        return create_store(location, layout, n_cases, attrs, cases_per_shard, compressor,
+                            journal=journal)
+    lock = BuildLock(location)
+    lock.acquire()
+    try:
+        root, medimg = _open_for_resume(location)
+        case_ids = list(journal["case_ids"])
+        known = Journal(location).cases()
+        if known is None and medimg.get("finished") and "case" in root:
+            known = {"recipe_sha256": None, "case_ids": root["case"][:].tolist()}
+        _check_same(location, medimg, layout, journal, known)
+        if medimg.get("finished") and Journal(location).cases() is None:
+            return FinishedStore(location, lock, case_ids)  # close removed the journal
+        initial = dict(to_jsonable(attrs), schema_version=SCHEMA_VERSION, layout=layout,
+                       n_cases=int(n_cases), finished=False)
+        root.attrs["medimg"] = initial  # unfinished (and unconsolidated) while resuming
+        writer = _writer(root, location, layout, int(n_cases), attrs, cases_per_shard,
+                         compressor)
+        writer.lock, writer.journal = lock, Journal(location)
+        writer.journal.start(journal.get("recipe_sha256"), case_ids)
+        writer.resume(case_ids)
+    except BaseException:
+        lock.release()
+        raise
+    return writer
+
+
+class FinishedStore:
+    """A finished store whose every case is complete (close removed its journal only
+    then): resuming it has nothing to do, and its close leaves the store untouched."""
+
+    def __init__(self, location: str, lock: BuildLock, case_ids: list[str]) -> None:
+        self.location, self.lock = location, lock
+        self.recovered = {index: {"index": index, "case_id": case_id, "row": {}}
+                          for index, case_id in enumerate(case_ids)}
+
+    def write_case(self, index: int, case) -> None:
+        raise StoreError(self.location, "the store is finished; no case is left to write")
+
+    def close(self, table=None) -> None:
+        self.lock.release()
+
+    def abort(self) -> None:
+        self.lock.release()
+
+
+def _writer(root, location, layout, n_cases, attrs, cases_per_shard, compressor):
     writer_class = StackWriter if layout == "stack" else VolumesWriter
     extra = {"cases_per_shard": cases_per_shard} if layout == "stack" else {}
-    return writer_class(root, location, int(n_cases), attrs,
-                        compressor or default_compressor(), **extra)
+    return writer_class(root, location, n_cases, attrs, compressor or default_compressor(),
+                        **extra)
+
+
+def _open_for_resume(location: str):
+    """The root group without its consolidated metadata (stale once cases change),
+    and its ``medimg`` attribute."""
+    try:
+        root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
+        medimg = root.attrs.get("medimg")
+    except Exception as error:
+        raise StoreError(location, f"cannot reopen the store to resume it "
+                         f"({type(error).__name__})",
+                         hint="rebuild with --overwrite") from error
+    if not isinstance(medimg, dict) or "layout" not in medimg:
+        raise StoreError(location, "is not a medimg store; cannot resume it",
+                         hint="choose another --out")
+    return root, medimg
+
+
+def _check_same(location: str, medimg: dict[str, Any], layout: str,
+                journal: dict[str, Any], known: dict[str, Any] | None) -> None:
+    """One line on what differs between the stored build and this one."""
+    def refuse(problem: str) -> None:
+        raise StoreError(location, f"cannot resume: {problem}",
+                         hint="use --overwrite to rebuild it")
+
+    if known is None:
+        refuse("the store has no build journal (not built resumably, or already finished)")
+    if medimg["layout"] != layout:
+        refuse(f"the store's layout is {medimg['layout']}, the recipe's {layout}")
+    stored_sha = (medimg.get("recipe") or {}).get("sha256")
+    if stored_sha != journal.get("recipe_sha256"):
+        refuse(f"the store was built by recipe {str(stored_sha)[:12]}, not by this "
+               f"recipe {str(journal.get('recipe_sha256'))[:12]}")
+    stored, ids = list(known["case_ids"]), list(journal["case_ids"])
+    if len(stored) != len(ids):
+        refuse(f"the store has {len(stored)} cases, the source {len(ids)}")
+    for index, (old, new) in enumerate(zip(stored, ids)):
+        if old != new:
+            refuse(f"case {index} is {old!r} in the store but {new!r} in the source")
 
 
 def _make_room(location: str, overwrite: bool) -> None:

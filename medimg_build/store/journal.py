@@ -1,0 +1,241 @@
+"""The build lock and the build journal: what makes a Zarr build resumable.
+
+Both live inside the store directory but outside the Zarr hierarchy (Zarr ignores
+files it does not recognize), so they never show up as arrays:
+
+``.medimg-build.lock`` -- JSON {host, pid, pid_start, since, command}, created with
+O_EXCL when a build creates or reopens the store and removed at close or on an error
+exit. A second build that finds it fails naming the holder; a lock of a process that is
+dead on this host (pid gone, or reused by another process: ``pid_start`` differs) is
+stale and taken over. On an fsspec URL the lock is best-effort: exists-then-write is
+not atomic on object stores, and a holder on another host cannot be checked, so only
+its owner (or a person) removes it.
+
+``.medimg-build/`` -- the journal: ``cases.json`` (recipe hash and the ordered case
+ids, to refuse resuming with other inputs) and ``journal/<unit>.json``, one per write
+unit (a stack shard, a volumes case), holding for each case its table row, labels,
+boxes, landmarks and the image template. A unit's record is written before the unit's
+completion marker, so every complete case has its record: a resumed build recovers
+the case's row, labels and annotations without harmonizing it again. Close removes
+the journal when every case is complete; a store with failed cases keeps it so that
+``--resume`` can retry them later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from ..errors import StoreError
+from ..labels.annotations import Boxes, Landmarks
+from ..provenance import to_jsonable
+
+LOCK_NAME = ".medimg-build.lock"
+JOURNAL_DIR = ".medimg-build"
+KILL_ENV = "MEDIMG_TEST_KILL_AFTER"
+
+
+def test_kill_point(count: int) -> None:
+    """TEST HOOK (tests/test_resume.py): SIGKILL this process when ``count`` equals
+    $MEDIMG_TEST_KILL_AFTER, to interrupt a build at a deterministic point."""
+    if os.environ.get(KILL_ENV) == str(count):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid_start(pid: int) -> str | None:
+    """The process's start time in clock ticks (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, pid_start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return pid_start is None or _pid_start(pid) in (None, pid_start)
+
+
+class BuildLock:
+    """``<store>/.medimg-build.lock``; ``taken_over`` describes a stale lock replaced."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.fs, root = fsspec.core.url_to_fs(location)
+        self.path = f"{root.rstrip('/')}/{LOCK_NAME}"
+        self.local = "://" not in location or location.startswith("file://")
+        self.taken_over: str | None = None
+
+    def holder(self) -> dict[str, Any] | None:
+        """The lock's content when a live build holds it, else None (absent or stale)."""
+        try:
+            text = self.fs.cat_file(self.path).decode()
+        except FileNotFoundError:
+            return None
+        try:
+            info = json.loads(text)
+        except ValueError:
+            # Killed between creating and filling it, or being filled right now.
+            age = time.time() - self.fs.modified(self.path).timestamp()
+            return None if age > 10 else {"host": "?", "pid": "?", "since": "just now"}
+        if self.local and info.get("host") == socket.gethostname() and isinstance(
+                info.get("pid"), int) and not _alive(info["pid"], info.get("pid_start")):
+            return None
+        return info
+
+    def check(self) -> None:
+        """Fail if a live build holds the lock (before touching an existing store)."""
+        info = self.holder()
+        if info is not None:
+            raise StoreError(self.location, f"another build holds its lock: host "
+                             f"{info.get('host')} pid {info.get('pid')} since "
+                             f"{info.get('since')} ({info.get('command', '?')})",
+                             hint=f"wait for it to end; if it is gone, delete {self.path}")
+
+    def note_stale(self) -> None:
+        """Remember whose stale lock is there (call after ``check``), for the report."""
+        if self.taken_over is None and self.fs.exists(self.path):
+            try:
+                old = json.loads(self.fs.cat_file(self.path))
+                self.taken_over = (f"took over the stale lock of host {old.get('host')} "
+                                   f"pid {old.get('pid')} since {old.get('since')}")
+            except ValueError:
+                self.taken_over = "took over an unreadable stale lock"
+
+    def acquire(self) -> None:
+        self.check()
+        self.note_stale()
+        if self.fs.exists(self.path):  # stale (check passed): take it over
+            self.fs.rm(self.path)
+        info = {"host": socket.gethostname(), "pid": os.getpid(),
+                "pid_start": _pid_start(os.getpid()),
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv)[:300]}
+        data = json.dumps(info).encode()
+        if not self.local:
+            self.fs.pipe_file(self.path, data)  # best-effort (see the module docstring)
+            return
+        self.fs.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:  # O_EXCL: of two builds racing here, exactly one creates the file
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            self.check()
+            raise StoreError(self.location, "another build took the lock just now",
+                             hint=f"wait for it to end; if it is gone, delete {self.path}")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+
+    def release(self) -> None:
+        try:
+            self.fs.rm(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class Journal:
+    """``<store>/.medimg-build/``: the case list and one record file per write unit."""
+
+    def __init__(self, location: str) -> None:
+        self.fs, root = fsspec.core.url_to_fs(location)
+        self.root = f"{root.rstrip('/')}/{JOURNAL_DIR}"
+
+    def start(self, recipe_sha256: str | None, case_ids: list[str]) -> None:
+        self.fs.makedirs(f"{self.root}/journal", exist_ok=True)
+        self._put("cases.json", {"recipe_sha256": recipe_sha256, "case_ids": case_ids})
+
+    def cases(self) -> dict[str, Any] | None:
+        return self._get("cases.json")
+
+    def write_unit(self, unit: str, records: list[dict[str, Any]]) -> None:
+        self._put(f"journal/{unit}.json", {"records": records})
+
+    def read_unit(self, unit: str) -> list[dict[str, Any]] | None:
+        found = self._get(f"journal/{unit}.json")
+        return None if found is None else found["records"]
+
+    def remove(self) -> None:
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+
+    def _put(self, name: str, value: Any) -> None:
+        # Plain write: a record is trusted only once its unit's completion marker,
+        # written after this call returns, is set, so a torn record is never read.
+        self.fs.pipe_file(f"{self.root}/{name}", json.dumps(value).encode())
+
+    def _get(self, name: str) -> Any:
+        try:
+            return json.loads(self.fs.cat_file(f"{self.root}/{name}"))
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+# -- one case's record --------------------------------------------------------------
+def case_record(index: int, case, labels: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed build needs of a written case, as JSON (floats round-trip
+    exactly: json writes repr)."""
+    return {"index": index, "case_id": case.case_id, "row": _plain(case.row),
+            "labels": to_jsonable(labels),
+            "boxes": _annotation(case.boxes), "landmarks": _annotation(case.landmarks)}
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as JSON keeps what the table encoding looks at; NaN stays NaN (not
+    null as in to_jsonable) so that a float column reads back the same."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, (float, np.floating)):
+            out[str(key)] = float(value)
+        else:
+            out[str(key)] = to_jsonable(value)
+    return out
+
+
+def _annotation(value) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    fields = {"labels": list(value.labels), "affine": value.affine.tolist(),
+              "shape": [int(n) for n in value.shape],
+              "source": _annotation(value.source)}
+    if isinstance(value, Boxes):
+        fields.update(lo=value.lo.tolist(), hi=value.hi.tolist(),
+                      key_slice=value.key_slice.tolist())
+    else:
+        fields.update(points=value.points.tolist())
+    return fields
+
+
+def annotation_from(kind: str, data: dict[str, Any] | None):
+    """``_annotation`` undone: the Boxes or Landmarks the case had."""
+    if data is None:
+        return None
+    common = {"labels": tuple(data["labels"]), "affine": np.array(data["affine"], float),
+              "shape": tuple(data["shape"]), "source": annotation_from(kind, data["source"])}
+    n, d = len(data["labels"]), len(data["shape"])
+
+    def table(key: str) -> np.ndarray:
+        return np.array(data[key], float).reshape(n, d)
+
+    if kind == "boxes":
+        return Boxes(lo=table("lo"), hi=table("hi"),
+                     key_slice=np.array(data["key_slice"], bool).reshape(n), **common)
+    points = table("points")
+    return Landmarks(points=points, **common)
+
+
+def labels_from(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: value if np.ndim(value) == 0 else np.asarray(value, np.int8)
+            for name, value in record["labels"].items()}
