@@ -104,6 +104,24 @@ array's ``dimension_names``.
 Completeness: a case is visible to readers only when complete (volumes: its group's
 ``medimg_case.complete``; stack: ``complete[case]``). ``MedimgStore.cases`` lists
 complete cases only, and reading any other case raises StoreError.
+
+Builds: lock, journal, resume (Zarr; details in ``journal.py``). ``build_store`` keeps
+two things inside the store directory, outside the Zarr hierarchy:
+``.medimg-build.lock`` (JSON host, pid, since, command; created with O_EXCL, removed
+at close or on an error exit; a second build fails naming the holder; the lock of a
+dead pid on this host is stale and taken over, as the report and ``provenance.lock``
+say; on fsspec URLs best-effort only) and the journal ``.medimg-build/`` (the recipe
+hash and ordered case ids, and per write unit -- a stack shard, a volumes case -- each
+case's table row, labels, boxes, landmarks and image template as JSON, written before
+the unit's completion marker). ``build --resume`` reopens a store of the same recipe
+and case list (else a one-line refusal saying what differs), takes the cases that are
+complete -- volumes: ``complete`` true; stack: shards whose every case is complete,
+since a shard is only ever written whole -- from their journal records without
+harmonizing them again, deletes what close writes and what unfinished cases left, and
+builds the rest: the result equals an uninterrupted build except ``provenance`` (which
+records the resume) and ``build_report.seconds``. Close removes the journal when every
+case is complete (such a store resumes as "nothing to redo"); a store with failed cases
+keeps it, so that ``--resume`` retries them. HDF5 files are not resumable.
 """
 
 from .reader import MedimgStore, open_store
