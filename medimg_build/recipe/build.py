@@ -7,6 +7,7 @@ import itertools
 import platform
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -18,8 +19,8 @@ from tqdm.auto import tqdm
 
 from ..case import Case
 from ..errors import MedimgError, RecipeError, StoreError
-from ..labels.splits import SplitPlan, plan_splits
 from ..labels import classification
+from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
 from ..store.journal import test_kill_point
@@ -167,12 +168,10 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     bar = tqdm(total=len(cases), initial=len(built), unit="case", desc=recipe.name,
                disable=not progress)
     count = 0
-    for position, result in _harmonized([cases[i] for i in todo], context, workers,
-                                        scheduler):
-        index = todo[position]
+
+    def record(index: int, result: Case | str) -> None:
+        nonlocal count
         case_id = cases[index].case_id
-        if isinstance(result, Case):
-            result = _written(writer, index, result)
         if isinstance(result, Case):
             rows[index] = {**result.row, "status": "built", "error": ""}
             built[index] = case_id
@@ -183,6 +182,21 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
         bar.update()
         count += 1
         test_kill_point(count)  # TEST HOOK: SIGKILL after $MEDIMG_TEST_KILL_AFTER cases
+
+    # One writer thread: a case is compressed and written while the next one is being
+    # received or harmonized (the build process spent half its time writing); writes
+    # stay one at a time and in arrival order, and at most two cases are held here.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medimg-writer") as pool:
+        writing: tuple[int, Future] | None = None
+        for position, result in _harmonized([cases[i] for i in todo], context, workers,
+                                            scheduler):
+            if writing is not None:
+                record(writing[0], writing[1].result())
+            index = todo[position]
+            writing = (index, pool.submit(_written, writer, index, result)
+                       if isinstance(result, Case) else _done(result))
+        if writing is not None:
+            record(writing[0], writing[1].result())
     bar.close()
     report.built = [built[i] for i in sorted(built)]
     report.failed = {failed[i][0]: failed[i][1] for i in sorted(failed)}
@@ -266,6 +280,12 @@ def plan_case_splits(recipe: Recipe, cases: list[CaseSource], source_dir: Path,
                   c.image_path.name, stratum) for c, stratum in zip(cases, strata)]
     official = [c.fields.get(spec["column"]) for c in cases] if spec.get("column") else None
     return plan_splits(spec, described, source_dir, official)
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def _written(writer, index: int, case: Case) -> Case | str:
