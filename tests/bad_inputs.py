@@ -19,7 +19,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid

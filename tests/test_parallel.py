@@ -4,17 +4,15 @@ distributed cluster; few files however many cases."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-import zarr
 from PIL import Image
 
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store.validate import validate_store
+from store_contents import store_contents
 
 
 def _stack_source(root: Path, n: int, size=(12, 10)) -> Path:
@@ -39,28 +37,6 @@ def _recipe(cases_per_shard: int | None = None):
     if cases_per_shard:
         overrides["store"] = {"cases_per_shard": cases_per_shard}
     return load_recipe("nih-chestxray14").with_overrides(overrides)
-
-
-def store_contents(path: Path) -> dict:
-    """Every array (values, dims) and attribute of a store, minus what differs between
-    builds by design (build time, host, duration)."""
-    contents = {}
-
-    def visit(group: zarr.Group, prefix: str) -> None:
-        attrs = json.loads(json.dumps(dict(group.attrs)))
-        attrs.get("medimg", {}).pop("provenance", None)
-        attrs.get("medimg", {}).get("build_report", {}).pop("seconds", None)
-        contents[f"{prefix}/@attrs"] = attrs
-        for name, array in group.arrays():
-            values = array[...]
-            contents[f"{prefix}/{name}"] = (array.metadata.dimension_names,
-                                            values.tolist() if values.dtype.kind in "OTU"
-                                            else values.tobytes())
-        for name, child in group.groups():
-            visit(child, f"{prefix}/{name}")
-
-    visit(zarr.open_group(path, mode="r"), "")
-    return contents
 
 
 def test_one_process_two_workers_and_a_cluster_build_the_same_store(tmp_path):

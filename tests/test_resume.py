@@ -11,13 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import zarr
 from PIL import Image
 
 from medimg_build import open_store
@@ -27,6 +25,7 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store.journal import JOURNAL_DIR, KILL_ENV, LOCK_NAME
 from medimg_build.store.validate import validate_store
+from store_contents import store_contents
 
 AFFINE = np.diag([-0.9, -0.9, 2.5, 1.0])
 VOLUME_ARGS = ["volume-folder", "--set", "harmonize.spacing=[1.5,1.5,2.0]", "--set",
@@ -106,31 +105,6 @@ def built(tmp_path_factory):
         _, err = process.communicate(timeout=120)
         assert process.returncode == -signal.SIGKILL, (kind, point, err.decode()[-500:])
     return sources, references, {key: out for key, (out, _) in killed.items()}
-
-
-def store_contents(path: Path) -> dict:
-    """Every array (values, dims, attrs) and group attribute of a store, minus what
-    differs between equal builds by design (provenance, build time)."""
-    contents = {}
-
-    def visit(group: zarr.Group, prefix: str) -> None:
-        attrs = json.loads(json.dumps(dict(group.attrs)))
-        attrs.get("medimg", {}).pop("provenance", None)
-        attrs.get("medimg", {}).get("build_report", {}).pop("seconds", None)
-        contents[f"{prefix}/@attrs"] = attrs
-        for name, array in group.arrays():
-            values = array[...]
-            contents[f"{prefix}/{name}"] = (
-                array.metadata.dimension_names, json.dumps(dict(array.attrs)),
-                str(array.dtype), array.chunks, array.shards,
-                values.tolist() if values.dtype.kind in "OTU" else values.tobytes())
-        for name, child in group.groups():
-            visit(child, f"{prefix}/{name}")
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no stray lock or journal left in the store
-        visit(zarr.open_group(path, mode="r", use_consolidated=False), "")
-    return contents
 
 
 def _assert_same(out: Path, reference: Path) -> None:
