@@ -41,8 +41,15 @@ class Recipe:
 
     def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
         """A new recipe with ``overrides`` deep-merged in (a None value removes the key),
-        validated again."""
-        return Recipe.from_dict(_deep_merge(self.data, overrides), self.path)
+        validated again. Choosing another intensity preset replaces the intensity
+        section: the old preset's parameters do not apply to the new one."""
+        merged = _deep_merge(self.data, overrides)
+        intensity = (overrides.get("harmonize") or {}).get("intensity") or {}
+        if intensity.get("preset") not in (None, self.harmonize["intensity"]["preset"]):
+            # Another preset starts afresh: the CT window means nothing to the MR preset.
+            merged["harmonize"]["intensity"] = {k: v for k, v in intensity.items()
+                                                if v is not None}
+        return Recipe.from_dict(merged, self.path)
 
     # Names the rest of the code reads; everything else stays in ``data``.
     @property
