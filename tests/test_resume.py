@@ -209,6 +209,20 @@ def test_resume_with_another_recipe_or_other_cases_is_refused(built, tmp_path, c
         (out / LOCK_NAME).read_text())["pid"] != os.getpid()  # released on refusal
 
 
+def test_resume_with_another_pseudonymization_key_is_refused(built, tmp_path, capsys):
+    """Patient ids and splits of the two halves would come from two keys."""
+    sources = built[0]
+    out = tmp_path / "half.zarr"  # killed here: the fixture's stores get resumed by others
+    command = [sys.executable, "-m", "medimg_build.cli", *_args("volumes", sources["volumes"], out)]
+    subprocess.run(command, env=dict(os.environ, **{KILL_ENV: "3"}), capture_output=True,
+                   timeout=120)
+    assert (out / JOURNAL_DIR).exists()
+    args = [a if a != "k" else "another-key" for a in _args("volumes", sources["volumes"], out)]
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pseudonymization key differs" in err and "k" not in err.split("(")[-1][:3]
+
+
 def test_hdf5_resume_is_refused(built, tmp_path):
     sources, _, _ = built
     with pytest.raises(StoreError, match="Zarr stores only"):

@@ -115,7 +115,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs = store_attributes(recipe, key_is_secret)
     attrs["recipe"] = declared.describe()  # as written; the source's own labels are in "labels"
     attrs["split"] = splits.describe()
-    writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume)
+    writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume,
+                          key_check=pseudonymize("medimg-build key check", secret))
     try:
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped))
@@ -129,11 +130,12 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
 
 
 def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
-                 out, overwrite: bool, format: str | None, resume: bool):
+                 out, overwrite: bool, format: str | None, resume: bool, key_check: str):
     """A new store's writer, or with ``resume`` the reopened store's. The journal
-    identifies the build: a resume with another recipe or case list is refused."""
+    identifies the build: a resume with another recipe, case list or pseudonymization
+    key (``key_check``: a keyed hash of a constant, not the key) is refused."""
     journal = {"recipe_sha256": attrs["recipe"]["sha256"],
-               "case_ids": [c.case_id for c in cases]}
+               "case_ids": [c.case_id for c in cases], "key_check": key_check}
     options = dict(layout=recipe.layout, n_cases=len(cases), attrs=attrs, format=format,
                    cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"))
     if resume:

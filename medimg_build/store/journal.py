@@ -153,9 +153,11 @@ class Journal:
         self.fs, root = fsspec.core.url_to_fs(location)
         self.root = f"{root.rstrip('/')}/{JOURNAL_DIR}"
 
-    def start(self, recipe_sha256: str | None, case_ids: list[str]) -> None:
+    def start(self, recipe_sha256: str | None, case_ids: list[str],
+              key_check: str | None = None) -> None:
         self.fs.makedirs(f"{self.root}/journal", exist_ok=True)
-        self._put("cases.json", {"recipe_sha256": recipe_sha256, "case_ids": case_ids})
+        self._put("cases.json", {"recipe_sha256": recipe_sha256, "case_ids": case_ids,
+                                 "key_check": key_check})
 
     def cases(self) -> dict[str, Any] | None:
         return self._get("cases.json")

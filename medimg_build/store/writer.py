@@ -79,7 +79,8 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
                          compressor)
         if journal is not None:
             writer.lock, writer.journal = lock, Journal(location)
-            writer.journal.start(journal.get("recipe_sha256"), list(journal["case_ids"]))
+            writer.journal.start(journal.get("recipe_sha256"), list(journal["case_ids"]),
+                                 journal.get("key_check"))
     except BaseException:
         if journal is not None:
             lock.release()
@@ -121,7 +122,7 @@ def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
         writer = _writer(root, location, layout, int(n_cases), attrs, cases_per_shard,
                          compressor)
         writer.lock, writer.journal = lock, Journal(location)
-        writer.journal.start(journal.get("recipe_sha256"), case_ids)
+        writer.journal.start(journal.get("recipe_sha256"), case_ids, journal.get("key_check"))
         writer.resume(case_ids)
     except BaseException:
         lock.release()
@@ -186,6 +187,9 @@ def _check_same(location: str, medimg: dict[str, Any], layout: str,
     if stored_sha != journal.get("recipe_sha256"):
         refuse(f"the store was built by recipe {str(stored_sha)[:12]}, not by this "
                f"recipe {str(journal.get('recipe_sha256'))[:12]}")
+    if known.get("key_check") and known["key_check"] != journal.get("key_check"):
+        refuse("the pseudonymization key differs from the interrupted build's (patient "
+               "ids and splits would mix two keys)")
     stored, ids = list(known["case_ids"]), list(journal["case_ids"])
     if len(stored) != len(ids):
         refuse(f"the store has {len(stored)} cases, the source {len(ids)}")
