@@ -34,3 +34,12 @@ def test_bad_set_override_is_one_line(tmp_path, capsys):
                  str(tmp_path / "o.zarr"), "--set", "harmonize.spacing"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "KEY=VALUE" in err and err.count("\n") == 0
+
+
+def test_the_package_exports_the_python_entry_points():
+    import medimg_build
+
+    for name in ("read_image", "open_store", "build_store", "load_recipe", "MedicalImage"):
+        assert callable(getattr(medimg_build, name)), name
+    with pytest.raises(AttributeError):
+        medimg_build.no_such_thing
