@@ -1,5 +1,5 @@
 """The ``medimg-build`` command: build, build-collection, demo, inspect, validate,
-export-table, catalog, recipes.
+verify, snapshot, export-table, catalog, recipes.
 
 User mistakes end as one line on stderr (``medimg-build: error: <file>: <problem>``)
 and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
@@ -83,6 +83,22 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("store", metavar="STORE")
     validate.set_defaults(run=_validate)
 
+    verify = commands.add_parser(
+        "verify", help="re-read a store and check it against its content manifest",
+        description="Re-read every object of STORE (a directory or a .zip snapshot) and "
+        "compare it with the manifest written at build time; exit 1 listing every changed, "
+        "missing or extra object.")
+    verify.add_argument("store", metavar="STORE")
+    verify.set_defaults(run=_verify)
+
+    snapshot = commands.add_parser(
+        "snapshot", help="pack a store into one deterministic .zip",
+        description="Pack STORE into OUT.zip (entries sorted, stored, fixed timestamps: "
+        "equal stores give identical bytes); open_store and verify read it directly.")
+    snapshot.add_argument("store", metavar="STORE")
+    snapshot.add_argument("out", metavar="OUT.zip")
+    snapshot.set_defaults(run=_snapshot)
+
     export = commands.add_parser("export-table", help="write a store's case table to Parquet")
     export.add_argument("store", metavar="STORE")
     export.add_argument("--out", metavar="FILE.parquet",
@@ -164,6 +180,29 @@ def _validate(args: argparse.Namespace) -> int:
     if violations:
         return 1
     print(f"{args.store}: valid ({store_summary(args.store)})")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .store.manifest import verified_summary, verify_store
+
+    problems = verify_store(args.store)
+    for problem in problems:
+        print(f"{args.store}: {problem}")
+    if problems:
+        return 1
+    summary = verified_summary(args.store)
+    print(f"{args.store}: verified {summary['n_objects']} objects, content sha256 "
+          f"{summary['content_sha256']}")
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from .store.manifest import snapshot_store, verified_summary
+
+    entries = snapshot_store(args.store, args.out)
+    print(f"{args.out}: snapshot of {args.store} ({entries} entries, content sha256 "
+          f"{verified_summary(args.out)['content_sha256']})")
     return 0
 
 

@@ -28,6 +28,7 @@ from .annotations import GROUP_NAMES, AnnotationBuffer
 from .journal import BuildLock, Journal, annotation_from, case_record, labels_from
 from .journal import test_kill_point
 from .labels import LabelBuffer
+from .manifest import MANIFEST, write_manifest
 from .schema import CHANNEL, SCHEMA_VERSION, array_info, check_case_id
 from .table import check_table, write_table
 
@@ -169,7 +170,7 @@ class BaseWriter:
         return labels
 
     def _taken_names(self) -> set[str]:
-        return set(self.reserved) | set(self._labels.names()) | GROUP_NAMES
+        return set(self.reserved) | set(self._labels.names()) | GROUP_NAMES | {MANIFEST}
 
     def _vocabulary(self) -> Any:
         return self._attrs.get("labels", self._attrs.get("label_vocabulary"))
@@ -312,7 +313,9 @@ class BaseWriter:
 
     # -- what differs between storage formats (Zarr here; HDF5 in hdf5_writer.py) ------
     def _finish(self) -> None:
-        """Last step of ``close``, after the root attributes."""
+        """Last step of ``close``, after the root attributes: the content manifest, then
+        consolidation (so the consolidated metadata includes the manifest)."""
+        write_manifest(self._root)
         consolidate(self._root)
 
     def _array_info(self, array) -> dict[str, Any]:

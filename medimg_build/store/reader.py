@@ -197,6 +197,10 @@ class MedimgStore:
         return meta
 
 
+# Root arrays that describe the store rather than its cases (store/manifest.py).
+NOT_DATA = ["manifest"]
+
+
 class StackReads:
     """Reads of the stack layout: a case is a position along ``case``. The array reads
     go through the root group (Zarr, or the HDF5 view); ``_open`` makes the lazy
@@ -207,7 +211,7 @@ class StackReads:
         self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
 
     def _open(self, **kwargs: Any) -> xr.Dataset:
-        return xr.open_zarr(self._store, **kwargs)
+        return xr.open_zarr(self._store, **{"drop_variables": NOT_DATA, **kwargs})
 
     def complete(self, ids: np.ndarray) -> np.ndarray:
         if COMPLETE not in self._root:  # no case was ever written
@@ -256,7 +260,8 @@ class VolumesReads:
 
     def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.DataTree:
         kwargs.setdefault("chunks", {})  # dask-backed, like open_zarr's Dataset
-        tree = xr.open_datatree(self._store, engine="zarr", **kwargs)
+        tree = xr.open_datatree(self._store, engine="zarr",
+                                **{"drop_variables": NOT_DATA, **kwargs})
         for case_id in ids[~complete]:
             if case_id in tree[CASES_GROUP].children:
                 del tree[CASES_GROUP][case_id]

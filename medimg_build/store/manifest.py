@@ -1,0 +1,247 @@
+"""Content checksums of a Zarr store: the manifest written at close, ``verify_store``
+and ``snapshot_store``.
+
+What is checksummed: every object of the store by its key -- each chunk/shard file
+and each ``zarr.json`` -- except the root ``zarr.json`` (it holds the provenance, which
+differs between equal builds by design, and the manifest summary itself), the
+``manifest`` array (it holds the list) and the build lock and journal (journal.py;
+they are not data). The root attributes take part in the content hash instead, in
+canonical JSON (sorted keys, no spaces) and without what is time- or host-dependent:
+``medimg.provenance``, ``medimg.build_report.seconds`` (and ``medimg.manifest``).
+
+Where it is stored:
+
+- ``attrs["medimg"]["manifest"]`` = {algorithm, content_sha256, n_objects}: what two labs
+  compare; it is in the root ``zarr.json``, so it comes with opening the store.
+- the root array ``manifest`` (dims ``("manifest",)``, shape (1,), str): one JSON
+  document {algorithm, objects: {key: sha256}, sources: {case_id: [source sha256...]}}.
+  An array rather than a loose ``manifest.json`` key because Zarr warns about every
+  object it does not recognize when it lists a group (xarray, ``members()``, a store
+  opened without consolidated metadata), and because an array is part of the
+  hierarchy: consolidated metadata lists it and stays valid, and any Zarr client
+  (zip, S3, HTTP) reads it with one request, without listing the store.
+
+``content_sha256`` = sha256 of the canonical JSON of {algorithm, attrs (root attributes
+minus the above), objects (sorted [key, sha256] pairs), sources}. Equal inputs, recipe
+and versions give equal hashes on any machine, at any time, in any directory.
+
+A snapshot is a zip of every object (lock and journal excluded), entries sorted, stored
+uncompressed (chunks are compressed already; a stored entry is also what lets Zarr's
+ZipStore read one chunk without inflating others) and with fixed timestamps and
+permissions, so that equal stores give byte-identical snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from ..errors import StoreError
+from .journal import JOURNAL_DIR, LOCK_NAME
+
+MANIFEST = "manifest"  # the root array holding the manifest document
+ALGORITHM = "sha256"
+ROOT_METADATA = "zarr.json"
+# Root-attribute entries that may differ between two builds of the same inputs.
+VOLATILE = (("provenance",), ("build_report", "seconds"), ("manifest",))
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: no build time in a snapshot
+
+
+class ManifestError(StoreError):
+    """A store without a content manifest, or a snapshot that cannot be written."""
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    where: str  # an array or group path ("" for the root), or a key outside any node
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where or '/'}: {self.problem}"
+
+
+# -- writing (at close) ----------------------------------------------------------------
+def write_manifest(root: zarr.Group) -> dict[str, Any]:
+    """Checksum every object of the closed store ``root``, store the manifest and add
+    its summary to ``attrs["medimg"]``; call after the root attributes are final and
+    before consolidating. Returns the summary."""
+    if MANIFEST in root:  # left by a killed close; resume normally removes it first
+        del root[MANIFEST]
+    objects = {key: _digest(root.store, key) for key in _content_keys(root.store)}
+    sources = _sources(root)
+    medimg = dict(root.attrs["medimg"])
+    summary = {"algorithm": ALGORITHM,
+               "content_sha256": content_sha256(dict(root.attrs), objects, sources),
+               "n_objects": len(objects)}
+    document = {"algorithm": ALGORITHM, "objects": dict(sorted(objects.items())),
+                "sources": sources}
+    array = root.create_array(MANIFEST, shape=(1,), dtype=str, dimension_names=[MANIFEST])
+    array[0] = _canonical(document)
+    array.attrs["description"] = "medimg content manifest (medimg_build/store/manifest.py)"
+    medimg["manifest"] = summary
+    root.attrs["medimg"] = medimg
+    return summary
+
+
+def content_sha256(attrs: dict[str, Any], objects: dict[str, str],
+                   sources: dict[str, list[str]]) -> str:
+    """The one hash two labs compare (see the module docstring)."""
+    document = {"algorithm": ALGORITHM, "attrs": stable_attrs(attrs),
+                "objects": sorted(objects.items()), "sources": sources}
+    return hashlib.sha256(_canonical(document).encode()).hexdigest()
+
+
+def stable_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The root attributes without what differs between equal builds (a deep copy)."""
+    attrs = json.loads(json.dumps(attrs))
+    for path in VOLATILE:
+        node = attrs.get("medimg")
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return attrs
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sources(root: zarr.Group) -> dict[str, list[str]]:
+    """case id -> digests of its source files, from the case table's ``source_sha256``
+    column (a JSON column) where the recipe recorded them."""
+    if "source_sha256" not in root or "case" not in root:
+        return {}
+    sources = {}
+    for case_id, value in zip(root["case"][:].tolist(), root["source_sha256"][:].tolist()):
+        if isinstance(value, str) and value:
+            value = json.loads(value)
+        if value:
+            sources[str(case_id)] = list(value)
+    return dict(sorted(sources.items()))
+
+
+# -- reading a store's objects ---------------------------------------------------------
+def _all_keys(store) -> list[str]:
+    """Every key of the store but the build lock and journal, sorted."""
+    async def collect() -> list[str]:
+        return [key async for key in store.list()]
+
+    return sorted(key for key in sync(collect())
+                  if key != LOCK_NAME and not key.startswith(JOURNAL_DIR + "/"))
+
+
+def _content_keys(store) -> list[str]:
+    return [key for key in _all_keys(store)
+            if key != ROOT_METADATA and not key.startswith(MANIFEST + "/")]
+
+
+def _read(store, key: str) -> bytes | None:
+    buffer = sync(store.get(key, prototype=default_buffer_prototype()))
+    return None if buffer is None else buffer.to_bytes()
+
+
+def _digest(store, key: str) -> str:
+    return hashlib.sha256(_read(store, key) or b"").hexdigest()
+
+
+def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
+    summary = (root.attrs.get("medimg") or {}).get("manifest")
+    if not summary or MANIFEST not in root:
+        raise ManifestError(location, "has no content manifest",
+                            hint="built by an older medimg-build, or an HDF5 file; rebuild it")
+    return {"summary": summary, **json.loads(str(root[MANIFEST][:].tolist()[0]))}
+
+
+# -- verifying -------------------------------------------------------------------------
+def verify_store(path_or_url: str | os.PathLike,
+                 storage_options: dict | None = None) -> list[Mismatch]:
+    """Re-read every object of a store (directory, .zip snapshot or URL) and compare it
+    with the manifest: one Mismatch per changed, missing or extra object, and one if the
+    root attributes no longer give the recorded content hash. [] when intact."""
+    from .reader import zarr_store
+
+    location = os.fspath(path_or_url)
+    store = zarr_store(location, storage_options)
+    root = zarr.open_group(store, mode="r")
+    manifest = read_manifest(root, location)
+    recorded: dict[str, str] = manifest["objects"]
+    actual = {key: _digest(store, key) for key in _content_keys(store)}
+    nodes = _node_paths(set(recorded) | set(actual))
+    problems = []
+    for key in sorted(set(recorded) | set(actual)):
+        if key not in actual:
+            problem = "missing"
+        elif key not in recorded:
+            problem = "extra (not in the manifest)"
+        elif actual[key] != recorded[key]:
+            problem = f"{ALGORITHM} differs"
+        else:
+            continue
+        where, what = _locate(key, nodes)
+        problems.append(Mismatch(where, f"{what} {problem}"))
+    if not problems:
+        digest = content_sha256(dict(root.attrs), actual, _sources(root))
+        if digest != manifest["summary"]["content_sha256"]:
+            problems.append(Mismatch("", f"root attributes changed: content sha256 {digest} "
+                                     f"is not the recorded {manifest['summary']['content_sha256']}"))
+    return problems
+
+
+def verified_summary(path_or_url: str | os.PathLike) -> dict[str, Any]:
+    """The manifest summary of a store (after ``verify_store`` found nothing)."""
+    from .reader import zarr_store
+
+    location = os.fspath(path_or_url)
+    return read_manifest(zarr.open_group(zarr_store(location), mode="r"), location)["summary"]
+
+
+def _node_paths(keys: set[str]) -> set[str]:
+    """Paths of every group and array ("" = root), from their zarr.json keys."""
+    return {key[:-len(ROOT_METADATA)].rstrip("/") for key in keys
+            if key == ROOT_METADATA or key.endswith("/" + ROOT_METADATA)} | {""}
+
+
+def _locate(key: str, nodes: set[str]) -> tuple[str, str]:
+    """(node path, "chunk c/0/0" or "metadata zarr.json") for an object key: the
+    deepest node whose path prefixes the key (a case id may itself be "c")."""
+    if key == ROOT_METADATA or key.endswith("/" + ROOT_METADATA):
+        return key[:-len(ROOT_METADATA)].rstrip("/"), f"metadata {ROOT_METADATA}"
+    owner = max((n for n in nodes if not n or key.startswith(n + "/")), key=len)
+    rest = key[len(owner) + 1:] if owner else key
+    return owner, (f"chunk {rest}" if rest.startswith("c/") or rest == "c" else f"object {rest}")
+
+
+# -- snapshots -------------------------------------------------------------------------
+def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Pack a finished store with a manifest into the zip ``out`` (see the module
+    docstring); returns the number of entries."""
+    from .reader import open_store, zarr_store
+
+    location, out = os.fspath(path_or_url), os.fspath(out)
+    if not out.endswith(".zip"):
+        raise ManifestError(out, "a snapshot must be a .zip file", hint="e.g. ds.zarr.zip")
+    medimg_store = open_store(location)  # refuses an unfinished or foreign store
+    if "manifest" not in medimg_store.attrs:
+        raise ManifestError(location, "has no content manifest",
+                            hint="built by an older medimg-build, or an HDF5 file; rebuild it")
+    store = zarr_store(location)
+    keys = _all_keys(store)
+    partial = out + ".partial"  # never leave a truncated zip under the final name
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key in keys:
+            info = zipfile.ZipInfo(key, date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # Unix, on every OS: the header bytes must not vary
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, _read(store, key) or b"")
+    os.replace(partial, out)
+    return len(keys)

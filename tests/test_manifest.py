@@ -1,0 +1,124 @@
+"""Content manifest, verify and snapshots: equal inputs give one content hash (and, with
+the provenance pinned, byte-identical snapshots); any changed byte is found and named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import zipfile
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import zarr
+
+from medimg_build import open_store
+from medimg_build.cli import main
+from medimg_build.recipe import build as build_module
+from medimg_build.store.manifest import snapshot_store, verify_store
+from test_resume import _args, _volume_source
+
+
+class _FixedClock(datetime):
+    """``provenance.built_at`` and ``build_report.seconds`` are the places a build records
+    its time on purpose (in the root zarr.json, out of the content hash): pinned, the
+    snapshots of two builds must be byte-identical."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+class _FixedTimer:
+    perf_counter = staticmethod(lambda: 0.0)
+
+
+def _build(source, out, clock=None):
+    with pytest.MonkeyPatch.context() as patch:
+        if clock:
+            patch.setattr(build_module, "datetime", clock)
+            patch.setattr(build_module, "time", _FixedTimer)
+        assert main(_args("volumes", source, out) + ["--workers", "1"]) == 0
+    return zarr.open_group(out, mode="r").attrs["medimg"]["manifest"]["content_sha256"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("manifest")
+    source = _volume_source(root / "nifti")
+    first = root / "a" / "ds.zarr"
+    hashes = [_build(source, first, _FixedClock)]
+    time.sleep(1)  # another second: any timestamp inside the data would differ
+    second = root / "elsewhere" / "b" / "ds.zarr"
+    hashes.append(_build(source, second, _FixedClock))
+    return root, source, first, second, hashes
+
+
+def test_two_builds_at_different_times_and_places_have_one_content_hash(built):
+    root, source, first, second, hashes = built
+    assert hashes[0] == hashes[1]
+    # the real build time differs, and stays out of the hash
+    assert _build(source, root / "c" / "ds.zarr") == hashes[0]
+    a, b = snapshot_store(first, root / "a.zip"), snapshot_store(second, root / "b.zip")
+    assert a == b
+    assert (root / "a.zip").read_bytes() == (root / "b.zip").read_bytes()
+    with zipfile.ZipFile(root / "a.zip") as zf:
+        names = zf.namelist()
+        assert names == sorted(names) and not any(".medimg-build" in n for n in names)
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+
+
+def test_a_flipped_byte_in_a_chunk_is_named_by_array_and_chunk(built, tmp_path, capsys):
+    store = tmp_path / "ds.zarr"
+    shutil.copytree(built[2], store)
+    chunk = store / "cases" / "case1" / "image" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    assert [str(m) for m in verify_store(store)] == [
+        "cases/case1/image: chunk c/0/0/0/0 sha256 differs"]
+    assert main(["verify", str(store)]) == 1
+    assert "cases/case1/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
+
+
+def test_a_deleted_chunk_and_an_extra_file_are_reported(built, tmp_path):
+    store = tmp_path / "ds.zarr"
+    shutil.copytree(built[2], store)
+    (store / "cases" / "case2" / "mask" / "c" / "0" / "0" / "0").unlink()
+    (store / "cases" / "case2" / "stray.bin").write_bytes(b"x")
+    assert sorted(str(m) for m in verify_store(store)) == [
+        "cases/case2/mask: chunk c/0/0/0 missing",
+        "cases/case2: object stray.bin extra (not in the manifest)"]
+
+
+def test_changed_root_attributes_change_the_content_hash(built, tmp_path):
+    store = tmp_path / "ds.zarr"
+    shutil.copytree(built[2], store)
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["medimg"]["organ"] = "elsewhere"
+    (store / "zarr.json").write_text(json.dumps(meta))
+    [mismatch] = verify_store(store)
+    assert "root attributes changed" in str(mismatch)
+
+
+def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):
+    root, _, first, _, hashes = built
+    snapshot = root / "snap.zarr.zip"
+    assert main(["snapshot", str(first), str(snapshot)]) == 0
+    assert hashes[0] in capsys.readouterr().out
+    directory, packed = open_store(first), open_store(snapshot)
+    assert list(packed.cases["case_id"]) == list(directory.cases["case_id"])
+    for case_id in directory.cases["case_id"]:
+        np.testing.assert_array_equal(packed.case(case_id)["image"].values,
+                                      directory.case(case_id)["image"].values)
+    assert verify_store(snapshot) == []
+    assert main(["verify", str(snapshot)]) == 0
+    assert f"verified 102 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
+
+
+def test_cli_errors(built, tmp_path, capsys):
+    assert main(["verify", str(built[2])]) == 0
+    assert main(["verify", str(tmp_path / "nothing.zarr")]) == 2
+    assert main(["snapshot", str(built[2]), str(tmp_path / "out.tar")]) == 2
+    assert "must be a .zip" in capsys.readouterr().err
