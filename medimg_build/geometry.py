@@ -73,15 +73,21 @@ def from_sitk(result: sitk.Image, like: MedicalImage) -> MedicalImage:
     return like.replace(array=array_from_sitk(result), affine=affine)
 
 
-def voxel_to_world(affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Map ``(n, 3)`` voxel indices to ``(n, 3)`` RAS+ mm."""
-    indices = np.atleast_2d(np.asarray(indices, dtype=np.float64))
-    return indices @ affine[:3, :3].T + affine[:3, 3]
+def transform_points(points: np.ndarray, from_affine: np.ndarray, to_affine: np.ndarray,
+                     ) -> np.ndarray:
+    """Continuous indices ``(n, d)`` of one grid -> ``(n, 3)`` indices of another, via
+    their world position. ``d`` = 2 points lie in the plane ``k = 0`` of their grid."""
+    points = np.asarray(points, dtype=np.float64)
+    homogeneous = np.zeros((len(points), 4))
+    homogeneous[:, : points.shape[1]] = points
+    homogeneous[:, 3] = 1.0
+    mapping = np.linalg.solve(np.asarray(to_affine, float), np.asarray(from_affine, float))
+    return (homogeneous @ mapping.T)[:, :3]
 
 
-def world_to_voxel(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Map ``(n, 3)`` RAS+ mm points to ``(n, 3)`` (fractional) voxel indices."""
-    return voxel_to_world(np.linalg.inv(affine), points)
+def to_world(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Continuous indices ``(n, d)`` -> RAS+ mm ``(n, 3)``."""
+    return transform_points(points, affine, np.eye(4))
 
 
 def ras_grid(shape, affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LabelError
+from ..geometry import to_world, transform_points
 from ..image import MedicalImage
 
 # How far (voxels) a source annotation may overshoot its image before it is an error:
@@ -42,23 +43,6 @@ from ..image import MedicalImage
 _OVERSHOOT = 1.0
 _EPS = 1e-6
 PIXEL_CONVENTIONS = ("corner", "index")
-
-
-def transform_points(points: np.ndarray, from_affine: np.ndarray, to_affine: np.ndarray,
-                     ) -> np.ndarray:
-    """Continuous indices ``(n, d)`` of one grid -> ``(n, 3)`` indices of another, via
-    their world position. ``d`` = 2 points lie in the plane ``k = 0`` of their grid."""
-    points = np.asarray(points, dtype=np.float64)
-    homogeneous = np.zeros((len(points), 4))
-    homogeneous[:, : points.shape[1]] = points
-    homogeneous[:, 3] = 1.0
-    mapping = np.linalg.solve(np.asarray(to_affine, float), np.asarray(from_affine, float))
-    return (homogeneous @ mapping.T)[:, :3]
-
-
-def to_world(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Continuous indices ``(n, d)`` -> RAS+ mm ``(n, 3)``."""
-    return transform_points(points, affine, np.eye(4))
 
 
 def _labels(labels: Sequence[Any], n: int, where: str | None) -> tuple[str, ...]:
