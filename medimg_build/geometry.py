@@ -103,3 +103,16 @@ def ras_grid(shape, affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
     for axis, (target, _) in enumerate(ornt):
         ras_shape[int(target)] = shape[axis]
     return tuple(ras_shape), ras_affine
+
+
+def grid_offset_mm(a: MedicalImage, b: MedicalImage) -> float | None:
+    """How far apart, in mm, the two images' voxel centres lie at the corners of their
+    grids once both are in RAS+ axis order (0 for one grid saved in two axis orders);
+    None when their grids do not even have the same shape."""
+    shape_a, affine_a = ras_grid(a.spatial_shape, a.affine)
+    shape_b, affine_b = ras_grid(b.spatial_shape, b.affine)
+    if shape_a != shape_b:
+        return None
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape_a])).reshape(3, -1).T
+    homogeneous = np.c_[corners, np.ones(len(corners))].T
+    return float(np.abs((affine_a - affine_b) @ homogeneous).max())

@@ -6,7 +6,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
 from ..errors import GeometryError
-from ..geometry import ras_grid
+from ..geometry import grid_offset_mm
 from ..image import MedicalImage
 from .orient import to_ras
 
@@ -45,15 +45,14 @@ def stack_channels(images: list[MedicalImage], names: list[str] | None = None,
     different axis orders still stack; the result keeps the first image's orientation
     and metadata."""
     first = images[0]
-    reference_shape, reference = ras_grid(first.spatial_shape, first.affine)
     arrays = []
     for index, image in enumerate(images):
         where = (image.meta.get("source_files") or ["channel"])[0]
         if image.has_channels:
             raise GeometryError(where, f"channel {index} has {image.n_channels} channels "
                                 "itself", hint="stack single-channel files only")
-        shape, affine = ras_grid(image.spatial_shape, image.affine)
-        if shape != reference_shape or np.abs(affine - reference).max() > tolerance_mm:
+        offset = grid_offset_mm(image, first)
+        if offset is None or offset > tolerance_mm:
             raise GeometryError(where, f"channel {index} is not on the grid of the first "
                                 f"channel {(first.meta.get('source_files') or ['?'])[0]}",
                                 hint="channels of one case must share one grid")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..case import Case
 from ..errors import GeometryError, ImageReadError, LabelError
-from ..geometry import ras_grid
+from ..geometry import grid_offset_mm, ras_grid
 from ..harmonize.convert import drop_singleton_slice, stack_channels, to_grayscale
 from ..harmonize.normalize import normalize
 from ..harmonize.orient import to_ras
@@ -185,16 +185,13 @@ def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,
                      source: CaseSource) -> None:
     """Same voxel centres in mm, whatever the axis order each file was saved in
     (dcm2niix flips DICOM rows; a mask saved by another tool may not)."""
-    mask_shape, mask_affine = ras_grid(mask.spatial_shape, mask.affine)
-    image_shape, image_affine = ras_grid(image.spatial_shape, image.affine)
-    if mask_shape != image_shape:
+    offset = grid_offset_mm(mask, image)
+    if offset is None:
+        mask_shape = ras_grid(mask.spatial_shape, mask.affine)[0]
+        image_shape = ras_grid(image.spatial_shape, image.affine)[0]
         raise GeometryError(source.mask_path, f"mask grid {mask_shape} differs from image "
                             f"{source.image_path} grid {image_shape} (in RAS+ axis order)",
                             hint="masks must be on their image's grid")
-    # Compare where the corners of the grid land in mm, which is what matters.
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image_shape])).reshape(3, -1).T
-    homogeneous = np.c_[corners, np.ones(len(corners))].T
-    offset = np.abs((mask_affine - image_affine) @ homogeneous).max()
     if offset > tolerance:
         raise GeometryError(source.mask_path, f"mask grid is {offset:.3g} mm away from image "
                             f"{source.image_path} (tolerance {tolerance} mm)",
