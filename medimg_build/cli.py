@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import yaml
 
@@ -174,26 +174,28 @@ def _inspect(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .store.validate import store_summary, validate_store
 
-    violations = validate_store(args.store)
-    for violation in violations:
-        print(f"{args.store}: {violation}")
-    if violations:
-        return 1
-    print(f"{args.store}: valid ({store_summary(args.store)})")
-    return 0
+    return _problems_or(args.store, validate_store(args.store),
+                        lambda: f"valid ({store_summary(args.store)})")
 
 
 def _verify(args: argparse.Namespace) -> int:
     from .store.manifest import verified_summary, verify_store
 
-    problems = verify_store(args.store)
+    def verified() -> str:
+        summary = verified_summary(args.store)
+        return f"verified {summary['n_objects']} objects, content sha256 " \
+               f"{summary['content_sha256']}"
+
+    return _problems_or(args.store, verify_store(args.store), verified)
+
+
+def _problems_or(store: str, problems: list, success: Callable[[], str]) -> int:
+    """Each problem on its own line and exit 1, or the one-line success and exit 0."""
     for problem in problems:
-        print(f"{args.store}: {problem}")
+        print(f"{store}: {problem}")
     if problems:
         return 1
-    summary = verified_summary(args.store)
-    print(f"{args.store}: verified {summary['n_objects']} objects, content sha256 "
-          f"{summary['content_sha256']}")
+    print(f"{store}: {success()}")
     return 0
 
 
