@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from medimg_build.resources import find_shared_data
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
 REPEATS = int(os.environ.get("MEDIMG_BENCH_REPEATS", "5"))
@@ -23,5 +25,4 @@ def median_seconds(function: Callable[[], object], repeats: int = REPEATS) -> fl
 
 
 def shared_data() -> Path | None:
-    root = Path(os.environ.get("MEDIMG_SHARED_DATA", HERE.parents[1] / "shared" / "data"))
-    return root if root.is_dir() else None
+    return find_shared_data()

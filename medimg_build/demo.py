@@ -8,7 +8,6 @@ symbolic links, and built with that recipe; nothing is copied."""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from .describe import directory_size, file_count
 from .errors import MedimgError
 from .recipe.build import build_store
 from .recipe.model import load_recipe
+from .resources import find_shared_data
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ DEMOS = [
 def run_demo(out: str | Path, shared_data: str | Path | None = None,
              use_shared: bool = True) -> int:
     out = Path(out)
-    shared = _find_shared(shared_data) if use_shared else None
+    shared = find_shared_data(shared_data) if use_shared else None
     out.mkdir(parents=True, exist_ok=True)
     lines, status = [], 0
     for demo in DEMOS:
@@ -164,13 +164,3 @@ def _summary_line(name: str, store: Path, seconds: float) -> str:
     return (f"{name:20} {len(cases):2} case(s), {opened.layout:7}, shapes {', '.join(shapes)}, "
             f"spacing {', '.join(spacing)}, {size / 1e6:.2f} MB in {file_count(store)} "
             f"files, {seconds:.1f} s")
-
-
-def _find_shared(explicit: str | Path | None) -> Path | None:
-    candidates = [explicit, os.environ.get("MEDIMG_SHARED_DATA"), Path.cwd().parent / "shared" / "data",
-                  Path(__file__).resolve().parents[2] / "shared" / "data"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
-

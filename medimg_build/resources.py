@@ -1,4 +1,5 @@
-"""Where the project's data files (recipes, JSON Schemas) are found at run time."""
+"""Where the project's data files (recipes, JSON Schemas) and the reference data beside
+the project (../shared/data) are found at run time."""
 
 from __future__ import annotations
 
@@ -14,3 +15,16 @@ def recipes_dir() -> Path:
 
 def schema_dir() -> Path:
     return Path(os.environ.get("MEDIMG_SCHEMA_DIR", _PROJECT_ROOT / "schema"))
+
+
+def find_shared_data(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The reference data folder: ``explicit``, else $MEDIMG_SHARED_DATA, else
+    ``shared/data`` beside the project or beside the current folder; None if absent.
+    A folder that is named (argument or variable) is the only one looked at."""
+    named = explicit or os.environ.get("MEDIMG_SHARED_DATA")
+    candidates = [named] if named else [_PROJECT_ROOT.parent / "shared" / "data",
+                                        Path.cwd().parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None

@@ -11,23 +11,19 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from medimg_build.resources import find_shared_data
+
 
 # CLI builds in tests run in-process (no Dask cluster per test); the tests of parallel
 # builds ask for their workers explicitly.
 os.environ.setdefault("MEDIMG_WORKERS", "1")
 
 
-def shared_data_dir() -> Path:
-    configured = os.environ.get("MEDIMG_SHARED_DATA")
-    return Path(configured) if configured else PROJECT_ROOT.parent / "shared" / "data"
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    root = shared_data_dir()
-    if not root.is_dir():
-        message = f"reference data not found at {root} (set MEDIMG_SHARED_DATA)"
+    root = find_shared_data()
+    if root is None:
+        message = "reference data not found beside the project (set MEDIMG_SHARED_DATA)"
         if os.environ.get("MEDIMG_REQUIRE_SHARED_DATA") == "1":
             pytest.fail(message)
         pytest.skip(message)

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from conftest import shared_data_dir
+from medimg_build.resources import find_shared_data
 from medimg_build.errors import DicomSeriesError, ImageReadError, MedimgError
 from medimg_build.io import read_image
 from medimg_build.provenance import AppliedStep
@@ -42,8 +42,9 @@ NOT_PLAIN_VOLUMES = ("dti", "fmri", "failing")
 
 
 def _discover_ground_truth_series() -> list:
-    root = shared_data_dir() / "dicom2nifti"
-    if not root.is_dir():
+    shared = find_shared_data()
+    root = shared / "dicom2nifti" if shared else None
+    if root is None or not root.is_dir():
         return []
     cases = []
     for truth in sorted(root.rglob("*_ground_truth.nii.gz")):
