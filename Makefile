@@ -5,13 +5,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The CPU build of PyTorch this machine keeps on disk; a bare `torch` would download a
+# CUDA build of several GB. The tests run the DataLoader adapter and the MONAI baseline
+# of `make bench` needs it.
+TORCH  ?= torch==2.13.0
 
 .PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,torch,bench]"
 	touch $(STAMP)
 
 demo: $(STAMP)
