@@ -131,7 +131,8 @@ def test_file_count_grows_with_cases_not_slices(tmp_path):
 def test_case_is_lazy_with_geometry(tmp_path, cases):
     store = open_store(build(tmp_path / "v.zarr", cases))
     ds = store.case("liver_02")
-    assert isinstance(ds.image.data, da.Array)
+    assert not ds.image.variable._in_memory
+    assert isinstance(store.case("liver_02", chunks={}).image.data, da.Array)
     assert ds.attrs["affine"] == oblique_affine().tolist()
     assert ds.attrs["spacing"] == pytest.approx([3.0, 0.9, 0.9])
     tree = store.dataset()

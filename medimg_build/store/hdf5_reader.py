@@ -190,8 +190,8 @@ class _VolumesReads(VolumesReads):
     def _cases_attrs(self) -> dict[str, Any]:
         return self._root[CASES_GROUP].attrs if CASES_GROUP in self._root else {}
 
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        return self._groups[case_id].to_dataset()
+    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
+        return _rechunked(self._groups[case_id].to_dataset(), {"chunks": chunks})
 
 
 def _rechunked(ds: xr.Dataset, kwargs: dict[str, Any]) -> xr.Dataset:

@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from xarray.backends.zarr import ZarrStore
 from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from ..errors import StoreError
 from ..image import MedicalImage
 from .annotations import BOXES, LANDMARKS, read_annotations
-from .axes import axis_coords, image_from_stored, mask_from_stored
+from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
 from .labels import read_label
 from .schema import (
@@ -35,19 +36,34 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
     """Open a store: a local directory, a ``.zip``, an HDF5 file (recognized by its
     signature), or any fsspec URL (s3://, https://, ...) with its ``storage_options``."""
     location = os.fspath(path_or_url)
-    from .hdf5_backend import is_hdf5_file  # the HDF5 reader subclasses MedimgStore
-
-    if is_hdf5_file(location, storage_options):
-        from .hdf5_reader import open_hdf5_store
-
-        return open_hdf5_store(location, storage_options)
+    remote = "://" in location
+    # A remote location is tried as Zarr first: asking whether it is a file costs
+    # requests that a Zarr store (the common case) never needs.
+    if not remote and (hdf5 := _hdf5_store(location, storage_options)):
+        return hdf5
     store = zarr_store(location, storage_options)
     try:
-        root = zarr.open_group(store, mode="r")
+        # zarr_format=3: no probing for v2 files (each probe is a request on S3 or HTTP);
+        # the consolidated metadata in the root zarr.json then describes every group and
+        # array, so opening a store and any of its cases costs one read.
+        root = zarr.open_group(store, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
+        if remote and (hdf5 := _hdf5_store(location, storage_options)):
+            return hdf5
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
                          hint="check the path, or build a store with 'medimg-build build'")
     return MedimgStore(store, root, location)
+
+
+def _hdf5_store(location: str, storage_options: dict | None):
+    """The HDF5 reader of ``location`` if it is an HDF5 file, else None."""
+    from .hdf5_backend import is_hdf5_file  # the HDF5 reader subclasses MedimgStore
+
+    if not is_hdf5_file(location, storage_options):
+        return None
+    from .hdf5_reader import open_hdf5_store
+
+    return open_hdf5_store(location, storage_options)
 
 
 def zarr_store(location: str, storage_options: dict | None = None):
@@ -133,11 +149,16 @@ class MedimgStore:
         store without its incomplete cases. ``open_kwargs`` go to xarray."""
         return self._reads.dataset(self._complete, self._ids, **open_kwargs)
 
-    def case(self, case_id: str) -> xr.Dataset:
+    def case(self, case_id: str, chunks: dict | None = None) -> xr.Dataset:
         """One case, lazy: ``image`` (channel, [z,] y, x) [+ ``mask``], coordinates in
-        mm, and case_id, affine, spacing, origin in ``attrs``."""
+        mm, and case_id, affine, spacing, origin in ``attrs``.
+
+        ``chunks=None``: no Dask; each read goes straight to Zarr, so a 2D slice reads
+        one chunk (plus its shard's index) and the whole image one shard. ``chunks={}``
+        (or a dict, as for ``xarray.open_zarr``): Dask-backed, for graphs over many
+        cases. HDF5 stores are always Dask-backed."""
         position = self._position(case_id)
-        ds = self._reads.case(position, case_id)
+        ds = self._reads.case(position, case_id, chunks)
         affine = self._reads.affine(position, case_id)
         spatial = ds[IMAGE].shape[1:]
         ds = ds.assign_coords({k: v for k, v in axis_coords(affine, spatial).items()
@@ -201,6 +222,15 @@ class MedimgStore:
 NOT_DATA = ["manifest"]
 
 
+def open_group_dataset(group: zarr.Group, **kwargs: Any) -> xr.Dataset:
+    """The lazy xarray Dataset of an open Zarr group. Opened from the group, not from the
+    store and a path, so that xarray reuses the group's (consolidated) metadata instead
+    of reading every member's zarr.json again."""
+    drop = list(kwargs.pop("drop_variables", None) or [])
+    return xr.open_dataset(ZarrStore(group, mode="r"),
+                           drop_variables=[*NOT_DATA, *drop], **kwargs)
+
+
 class StackReads:
     """Reads of the stack layout: a case is a position along ``case``. The array reads
     go through the root group (Zarr, or the HDF5 view); ``_open`` makes the lazy
@@ -211,7 +241,7 @@ class StackReads:
         self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
 
     def _open(self, **kwargs: Any) -> xr.Dataset:
-        return xr.open_zarr(self._store, **{"drop_variables": NOT_DATA, **kwargs})
+        return open_group_dataset(self._root, **{"chunks": {}, **kwargs})
 
     def complete(self, ids: np.ndarray) -> np.ndarray:
         if COMPLETE not in self._root:  # no case was ever written
@@ -226,9 +256,15 @@ class StackReads:
         ds = self._open(**kwargs) if kwargs else self._raw
         return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
 
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        names = [n for n in (IMAGE, MASK) if n in self._raw]
-        return self._raw[names].isel({CASE: position})
+    @cached_property
+    def _lazy(self) -> xr.Dataset:
+        return self._open(chunks=None)
+
+    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
+        ds = self._lazy if chunks is None else self._raw if chunks == {} \
+            else self._open(chunks=chunks)
+        names = [n for n in (IMAGE, MASK) if n in ds]
+        return ds[names].isel({CASE: position})
 
     def affine(self, position: int, case_id: str) -> np.ndarray:
         return np.asarray(self._root[AFFINE][position], dtype=np.float64)
@@ -269,9 +305,12 @@ class VolumesReads:
             tree.dataset = tree.to_dataset().isel({CASE: np.flatnonzero(complete)})
         return tree
 
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        # consolidated=False: the consolidated metadata lives at the root, not here.
-        return xr.open_zarr(self._store, group=f"{CASES_GROUP}/{case_id}", consolidated=False)
+    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
+        # The axis coordinates are dropped (MedimgStore.case computes the same values
+        # from the affine) so that opening a case reads nothing.
+        group = self._groups[case_id]
+        return open_group_dataset(group, chunks=chunks,
+                                  drop_variables=spatial_dims(group[IMAGE].ndim - 1))
 
     def affine(self, position: int, case_id: str) -> np.ndarray:
         return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
