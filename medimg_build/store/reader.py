@@ -67,9 +67,16 @@ def _hdf5_store(location: str, storage_options: dict | None):
 
 
 def zarr_store(location: str, storage_options: dict | None = None):
-    """The read-only Zarr store at ``location``: an fsspec URL, a ``.zip`` or a local
-    directory (StoreError if a local path does not exist)."""
+    """The read-only Zarr store at ``location``: an fsspec URL (one ending in ``.zip`` is
+    a snapshot, read in place by range requests), a ``.zip`` or a local directory
+    (StoreError if a local path does not exist)."""
     if "://" in location:
+        if location.endswith(".zip") and not location.startswith("zip::"):
+            # A snapshot (manifest.py) read in place; in a chained URL the options
+            # belong to the inner filesystem, named by its protocol.
+            protocol = location.split("://", 1)[0]
+            location = "zip::" + location
+            storage_options = {protocol: storage_options} if storage_options else None
         return FsspecStore.from_url(location, storage_options=storage_options, read_only=True)
     if not os.path.exists(location):
         raise StoreError(location, "no store at this path",
@@ -142,7 +149,7 @@ class MedimgStore:
     @cached_property
     def cases(self) -> pd.DataFrame:
         """The case table: one row per complete case, JSON columns decoded."""
-        return read_table(self._root, self.attrs["table"], self._complete)
+        return read_table(self._root, self.attrs["table"], self._complete, self._ids)
 
     def dataset(self, **open_kwargs: Any) -> xr.Dataset | xr.DataTree:
         """Stack: the lazy Dataset of complete cases. Volumes: the DataTree of the
@@ -241,7 +248,19 @@ class StackReads:
         self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
 
     def _open(self, **kwargs: Any) -> xr.Dataset:
-        return open_group_dataset(self._root, **{"chunks": {}, **kwargs})
+        ds = open_group_dataset(self._root, **{"chunks": {}, **kwargs})
+        if kwargs.get("chunks", {}) != {}:
+            return ds
+        # By default the images (and masks) get one Dask chunk per shard: a scan then
+        # reads each shard whole, in one request, and a single image is still one chunk
+        # read (Dask fuses the indexing into the read). The other variables keep their
+        # stored chunks (a table column is one chunk: split by shard, a scan of it
+        # would read it once per shard).
+        images = [name for name in (IMAGE, MASK) if name in ds]
+        by_shard = open_group_dataset(
+            self._root, chunks={CASE: self._root[IMAGE].shards[0]},
+            drop_variables=[name for name in ds.variables if name not in images])
+        return ds.assign({name: by_shard[name] for name in images})
 
     def complete(self, ids: np.ndarray) -> np.ndarray:
         if COMPLETE not in self._root:  # no case was ever written

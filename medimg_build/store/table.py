@@ -115,10 +115,15 @@ def write_table(root, table: pd.DataFrame) -> dict[str, list[str]]:
     return {"columns": columns, "json_columns": json_columns}
 
 
-def read_table(root, info: dict[str, list[str]], keep: np.ndarray) -> pd.DataFrame:
-    """The stored table, rows where ``keep`` is True, JSON columns decoded."""
+def read_table(root, info: dict[str, list[str]], keep: np.ndarray,
+               case_ids: np.ndarray | None = None) -> pd.DataFrame:
+    """The stored table, rows where ``keep`` is True, JSON columns decoded; ``case_ids``
+    (all of them) when the caller has read them already."""
     json_columns = set(info.get("json_columns", []))
-    columns = read_whole_arrays(root, [CASE if n == CASE_ID else n for n in info["columns"]])
+    names = [n for n in info["columns"] if not (n == CASE_ID and case_ids is not None)]
+    read = dict(zip(names, read_whole_arrays(root, [CASE if n == CASE_ID else n
+                                                    for n in names])))
+    columns = [case_ids if n not in read else read[n] for n in info["columns"]]
     data = {}
     for name, values in zip(info["columns"], columns):
         values = values[keep]
