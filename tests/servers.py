@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def s3(monkeypatch):
     options = {"key": "test", "secret": "test",
                "client_kwargs": {"endpoint_url": f"http://{host}:{port}",
                                  "region_name": "us-east-1"}}
+    # moto keeps its buckets in the process, across servers: start from none.
+    urllib.request.urlopen(urllib.request.Request(
+        f"http://{host}:{port}/moto-api/reset", method="POST")).close()
     fs = s3fs.S3FileSystem(**options)
     fs.call_s3("create_bucket", Bucket="bucket")
     recorder = Recorder()

@@ -10,6 +10,7 @@ Budgets, after ``open_store`` (which itself reads only the root zarr.json):
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from medimg_build import open_store
+from medimg_build.cli import main
 from reference_stores import CASES_PER_SHARD
 from medimg_build.store.manifest import snapshot_store, verify_store
 from servers import Recorder, http, s3  # noqa: F401  (fixtures)
@@ -137,3 +139,25 @@ def test_a_snapshot_is_read_in_place_from_its_url(server, reference_stores, tmp_
     # only ranges of the one file: the zip's directory, then the entries read
     assert {g.key for g in server.recorder.gets()} == {"nih.zarr.zip"}
     assert verify_store(server.url("nih.zarr.zip"), server.options) == []
+
+
+def test_the_read_commands_take_urls_and_storage_options(server, reference_stores, capsys):
+    options = [] if server.options is None else ["--storage-options",
+                                                 json.dumps(server.options)]
+    url = server.url("ct.zarr")
+    assert main(["verify", url, *options]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert main(["validate", url, *options]) == 0
+    assert main(["inspect", url, *options]) == 0
+    assert "ct" in capsys.readouterr().out
+
+
+def test_urls_that_cannot_be_read_are_one_line_errors(capsys):
+    assert main(["inspect", "nope://bucket/ds.zarr"]) == 2
+    assert main(["inspect", "http://127.0.0.1:9/ds.zarr"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "Protocol not known: nope" in errors[0]
+    assert "check the URL, the network" in errors[1]
+    with pytest.raises(SystemExit):
+        main(["verify", "s3://bucket/ds.zarr", "--storage-options", "[1]"])
+    assert "must be a JSON object" in capsys.readouterr().err

@@ -52,6 +52,10 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
             return hdf5
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
                          hint="check the path, or build a store with 'medimg-build build'")
+    except OSError as err:  # unreachable host, refused credentials...
+        raise StoreError(location, f"cannot read the store ({type(err).__name__}: {err})",
+                         hint="check the URL, the network, and the credentials or "
+                              "storage options") from None
     return MedimgStore(store, root, location)
 
 
@@ -77,7 +81,13 @@ def zarr_store(location: str, storage_options: dict | None = None):
             protocol = location.split("://", 1)[0]
             location = "zip::" + location
             storage_options = {protocol: storage_options} if storage_options else None
-        return FsspecStore.from_url(location, storage_options=storage_options, read_only=True)
+        try:
+            return FsspecStore.from_url(location, storage_options=storage_options,
+                                        read_only=True)
+        except (ImportError, ValueError) as err:  # no such protocol, or its package missing
+            raise StoreError(location, f"cannot open this URL ({err})",
+                             hint="install the fsspec package for its protocol (s3fs, "
+                                  "gcsfs, adlfs...) or check the URL") from None
     if not os.path.exists(location):
         raise StoreError(location, "no store at this path",
                          hint="check the path, or build a store with 'medimg-build build'")

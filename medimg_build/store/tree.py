@@ -138,7 +138,7 @@ def _attrs(node) -> dict[str, Any]:
 def open_tree(path_or_url: str | os.PathLike,
               storage_options: dict | None = None) -> Iterator[GroupView]:
     """The root of the store at ``path_or_url`` as it is on disk (for Zarr, not through
-    its consolidated metadata), closed on exit (HDF5). An HDF5 file is recognized by its
+    its consolidated metadata, unless it cannot be listed), closed on exit (HDF5). An HDF5 file is recognized by its
     signature, as ``open_store`` does; anything else must be a Zarr v3 group."""
     from .reader import zarr_store  # the reader's resolution of paths, zips and URLs
 
@@ -154,11 +154,18 @@ def open_tree(path_or_url: str | os.PathLike,
         return
     store = zarr_store(location, storage_options)
     try:
-        root = zarr.open_group(store, mode="r", use_consolidated=False)
+        root = zarr.open_group(store, mode="r", use_consolidated=not can_list(store))
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
                          hint="check the path, or build a store with 'medimg-build build'")
     yield GroupView(root)
+
+
+def can_list(store) -> bool:
+    """False for a plain HTTP server, which cannot list keys: there the hierarchy is the
+    one the consolidated metadata describes."""
+    protocols = getattr(getattr(store, "fs", None), "protocol", ())
+    return not {"http", "https"} & set([protocols] if isinstance(protocols, str) else protocols)
 
 
 def _open_hdf5(location: str, storage_options: dict | None):
