@@ -25,6 +25,7 @@ from medimg_build.report.figures import geometry_columns
 from medimg_build.report.reading import planes_of, read_case
 from medimg_build.report.sampling import sample
 from medimg_build.report.views import AXIAL, CORONAL, SAGITTAL, plan_plane
+from medimg_build.report.views import view_of_2d_grid
 
 from fixtures import nih_chestxray14, volume_folder
 
@@ -113,6 +114,19 @@ def test_planes_of_a_pil_grid_follow_its_affine():
     for view in (AXIAL, CORONAL, SAGITTAL):
         plane = plan_plane(PIL_AFFINE, PIL_SHAPE, view).extract(image)
         assert_marker_sides(view.name, *bright_centroid(plane, 0))
+
+
+def test_a_radiograph_with_world_geometry_is_a_coronal_view():
+    # As DICOM lays out a PA chest radiograph: rows run towards the patient's left,
+    # columns towards the feet. Shown as read, that is already the radiological view.
+    pa = np.array([[-0.2, 0, 0, 0], [0, 0, 0, 0], [0, -0.2, 0, 0], [0, 0, 0, 1]], float)
+    picture = np.arange(6 * 4).reshape(6, 4)  # (i, j): i across, j down as read
+    assert view_of_2d_grid(pa) is CORONAL
+    np.testing.assert_array_equal(plan_plane(pa, (6, 4), CORONAL).extract(picture), picture.T)
+    ap = pa.copy()
+    ap[0, 0] = 0.2  # an AP image (rows towards the patient's right) is shown mirrored
+    np.testing.assert_array_equal(plan_plane(ap, (6, 4), CORONAL).extract(picture),
+                                  picture.T[:, ::-1])
 
 
 def test_stored_marker_planes_show_the_patients_left_on_the_right(marker_store):

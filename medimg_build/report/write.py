@@ -9,6 +9,7 @@ cases only (a fixed, seeded number per split and per class).
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .sampling import Group, annotation_members, class_members, counts_by_split
 from .sampling import label_groups, split_groups
 from .thumbnails import CHANNEL_NOTE, MASK_OPACITY, colour_of, display_window
 from .thumbnails import displayed_pixels, render_plane, window_notes
-from .views import CONVENTION
+from .views import CONVENTION, PICTURE
 
 PER_GROUP = {2: 8, 3: 3}  # cases shown per split or class, by spatial dimensions
 MAX_CLASSES = 24  # classes given a montage, the most frequent first
@@ -72,8 +73,7 @@ class Intensities:
 def default_out(location: str) -> Path:
     """``<STORE>.report`` beside a local store; in the working directory for a URL."""
     name = location.rstrip("/")
-    return Path(os.path.basename(name) if "://" in name else name).with_name(
-        os.path.basename(name) + ".report")
+    return Path((posixpath.basename(name) if "://" in name else name) + ".report")
 
 
 def write_report(location: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -104,39 +104,60 @@ def write_store_report(store, out: Path, *, seed: int = 0,
     groups = split_groups(cases, per_group, seed) + [
         group for name, classes in members.items()
         for group in label_groups(name, classes, per_group, seed, MAX_CLASSES)]
-    picture = bool((cases.get("spacing_unit", pd.Series(dtype=str)) == "pixel").all()) \
-        and len(cases) > 0
-    renderer = _Renderer(store, cases, attrs, members, boxes, landmarks, picture, images_dir)
+    renderer = _Renderer(store, cases, attrs, members, boxes, landmarks, images_dir)
     montages = [Montage(g.heading, g.total, [renderer.tile(i) for i in g.case_ids])
                 for g in groups]
-
-    figures = {}
-    intensities = renderer.intensities
-    if intensities.stored:
-        figures["intensity"] = intensity_figure(
-            images_dir / "intensity.png", np.concatenate(intensities.original),
-            np.concatenate(intensities.stored), *_intensity_units(attrs))
-    if len(cases):
-        unit = "pixel" if picture else "mm"
-        figures["geometry"] = geometry_figure(
-            images_dir / "geometry.png", geometry_columns(cases, spatial_ndim),
-            axis_names(cases, spatial_ndim, picture), unit)
-
     context = {
         "card": dataset_card(attrs, cases, store.location),
-        "tables": [split_table(cases), *_class_tables(cases, members, attrs)],
+        "tables": [split_table(cases), *_class_tables(cases, members)],
         "montages": montages,
+        "anatomical": bool(renderer.views - {PICTURE.name}),
+        "pictures": PICTURE.name in renderer.views,
         "volumes": spatial_ndim == 3,
-        "picture": picture,
         "convention": CONVENTION,
         "window_note": " ".join(window_notes(renderer.methods)
                                 + ([CHANNEL_NOTE] if renderer.first_channel_only else [])),
-        "mask_opacity": round(MASK_OPACITY * 100),
+        "overlay_note": overlay_note(kinds),
         "n_read": len(renderer.tiles),
         "per_group": per_group, "seed": seed, "max_classes": MAX_CLASSES,
-        "figures": {name: path.relative_to(out).as_posix() for name, path in figures.items()},
+        "figures": {name: path.relative_to(out).as_posix() for name, path in
+                    _charts(images_dir, cases, attrs, spatial_ndim, renderer).items()},
     }
     return write_html(out / "index.html", context)
+
+
+def overlay_note(kinds: list[str]) -> str:
+    """How the store's kinds of annotation are drawn on the thumbnails."""
+    drawn = {"segmentation": f"masks in colour at {round(MASK_OPACITY * 100)}% opacity",
+             "boxes": "boxes as rectangles", "landmarks": "landmarks as crosses"}
+    parts = [drawn[kind] for kind in kinds if kind in drawn]
+    if not parts:
+        return ""
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Drawn on the images: {listed}, each class in its colour."
+
+
+def _charts(images_dir: Path, cases: pd.DataFrame, attrs, spatial_ndim: int,
+            renderer: _Renderer) -> dict[str, Path]:
+    charts = {}
+    intensities = renderer.intensities
+    if intensities.stored:
+        charts["intensity"] = intensity_figure(
+            images_dir / "intensity.png", np.concatenate(intensities.original),
+            np.concatenate(intensities.stored), *_intensity_units(attrs))
+    if len(cases):
+        picture = _is_picture(cases).all()
+        charts["geometry"] = geometry_figure(
+            images_dir / "geometry.png", geometry_columns(cases, spatial_ndim),
+            axis_names(cases, spatial_ndim, picture), "pixel" if picture else "mm")
+    return charts
+
+
+def _is_picture(cases: pd.DataFrame) -> pd.Series:
+    """Per case: a picture without world geometry (spacing in pixels)."""
+    if "spacing_unit" not in cases:
+        return pd.Series(False, index=cases.index)
+    return cases["spacing_unit"] == "pixel"
 
 
 def _class_members(store, attrs, boxes, landmarks) -> dict[str, dict[str, list[str]]]:
@@ -150,7 +171,7 @@ def _class_members(store, attrs, boxes, landmarks) -> dict[str, dict[str, list[s
     return members
 
 
-def _class_tables(cases, members, attrs) -> list[Table]:
+def _class_tables(cases, members) -> list[Table]:
     tables = []
     for name, classes in members.items():
         what = (f"cases with {name} of each class" if name in ("boxes", "landmarks")
@@ -170,10 +191,11 @@ def _intensity_units(attrs) -> tuple[str, str]:
 class _Renderer:
     """Reads each sampled case once, writes its thumbnails, collects its intensities."""
 
-    def __init__(self, store, cases, attrs, members, boxes, landmarks, picture, images_dir):
+    def __init__(self, store, cases, attrs, members, boxes, landmarks, images_dir):
         self._store, self._boxes, self._landmarks = store, boxes, landmarks
-        self._picture, self._dir = picture, images_dir
+        self._dir = images_dir
         table = cases.set_index("case_id")
+        self._picture = _is_picture(cases).set_axis(table.index)
         self._split = table["split"].astype(str) if "split" in table else None
         self._intensity = table["intensity"] if "intensity" in table else None
         self._classes = {label: {name: set(ids) for name, ids in classes.items()}
@@ -185,6 +207,7 @@ class _Renderer:
         self.tiles: dict[str, Tile] = {}
         self.intensities = Intensities()
         self.methods: set = set()  # normalization methods of the cases shown
+        self.views: set[str] = set()  # names of the views shown
         self.first_channel_only = False  # a multi-channel image shown by its channel 0
 
     def tile(self, case_id: str) -> Tile:
@@ -193,7 +216,8 @@ class _Renderer:
         return self.tiles[case_id]
 
     def _render(self, case_id: str) -> Tile:
-        case = read_case(self._store, case_id, self._boxes, self._landmarks, self._picture)
+        case = read_case(self._store, case_id, self._boxes, self._landmarks,
+                         bool(self._picture.get(case_id, False)))
         intensity = self._intensity.get(case_id) if self._intensity is not None else None
         intensity = intensity if isinstance(intensity, dict) else {}
         colour = self._colour and case.image.n_channels == 3
@@ -214,6 +238,7 @@ class _Renderer:
             note = "" if plane.slice_axis is None else \
                 f"slice {plane.slice_index + 1} of {plane.spatial_shape[plane.slice_axis]}"
             thumbnails.append(Thumbnail(f"images/{name}", plane.view.name, note))
+            self.views.add(plane.view.name)
         return Tile(case_id, "" if self._split is None else str(self._split.get(case_id, "")),
                     thumbnails, self._tags(case, mask_values))
 
