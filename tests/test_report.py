@@ -21,7 +21,7 @@ from medimg_build.cli import main
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.report import write_report, write_store_report
-from medimg_build.report.figures import geometry_columns
+from medimg_build.report.figures import geometry_columns, original_intensities
 from medimg_build.report.reading import planes_of, read_case
 from medimg_build.report.sampling import sample
 from medimg_build.report.views import AXIAL, CORONAL, SAGITTAL, plan_plane
@@ -60,11 +60,15 @@ def marker_store(tmp_path_factory) -> Path:
     image, mask = marker_volume()
     nib.save(nib.Nifti1Image(image, PIL_AFFINE), source / "images" / "marker.nii.gz")
     nib.save(nib.Nifti1Image(mask, PIL_AFFINE), source / "labels" / "marker.nii.gz")
-    recipe = load_recipe("volume-folder").with_overrides(
-        {"labels": {"segmentation": {"classes": {"0": "background", "1": "marker"}}}})
     out = source.parent / f"{source.name}.zarr"
-    assert build_store(recipe, source, out, progress=False).ok
+    assert build_store(marker_recipe(), source, out, progress=False).ok
     return out
+
+
+def marker_recipe(**overrides):
+    return load_recipe("volume-folder").with_overrides(
+        {"labels": {"segmentation": {"classes": {"0": "background", "1": "marker"}}},
+         **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +163,19 @@ def test_original_spacing_is_listed_per_anatomical_axis(marker_store):
     np.testing.assert_allclose(columns["original_spacing"][0], [0.8, 1.0, 1.2], atol=1e-5)
     np.testing.assert_allclose(columns["original_shape"][0], [50, 40, 30])
     np.testing.assert_allclose(columns["harmonized_spacing"][0], [1.5, 1.5, 1.5])
+
+
+def test_intensities_before_normalization_are_in_source_units(marker_store, tmp_path):
+    # The marker volume read as MR: z-scored when stored, -800 and 1000 once undone.
+    source = marker_store.parent / marker_store.name.removesuffix(".zarr")
+    recipe = marker_recipe(modality="MR",
+                           harmonize={"intensity": {"preset": "mr", "window": None}})
+    assert build_store(recipe, source, tmp_path / "mr.zarr", progress=False).ok
+    store = open_store(tmp_path / "mr.zarr")
+    stored = store.read_image("marker").array.ravel()
+    original = original_intensities(stored, store.cases["intensity"].iloc[0])
+    assert abs(float(stored.mean())) < 1e-3  # z-scored
+    np.testing.assert_allclose([original.min(), original.max()], [-800, 1000], atol=0.05)
 
 
 def _empty() -> pd.DataFrame:
