@@ -1,5 +1,5 @@
 """The ``medimg-build`` command: build, build-collection, demo, inspect, validate,
-verify, snapshot, export-table, catalog, recipes.
+verify, snapshot, export-table, report, catalog, recipes.
 
 User mistakes end as one line on stderr (``medimg-build: error: <file>: <problem>``)
 and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
@@ -110,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", metavar="FILE.parquet",
                         help="default: <STORE>.cases.parquet next to the store")
     export.set_defaults(run=_export_table)
+
+    report = commands.add_parser(
+        "report", help="write a visual QC report of a store (static HTML)",
+        description="Write a self-contained HTML report of STORE into --out: dataset card, "
+        "counts per split and class, build failures, thumbnails of a seeded sample of "
+        "cases per split and class with labels overlaid and anatomical directions marked, "
+        "intensity histograms and spacing/shape distributions.")
+    report.add_argument("store", metavar="STORE")
+    report.add_argument("--out", metavar="DIR",
+                        help="default: <STORE>.report next to the store")
+    report.set_defaults(run=_report)
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)
@@ -237,6 +248,13 @@ def _export_table(args: argparse.Namespace) -> int:
 
     where, rows = export_table(args.store, args.out, args.storage_options)
     print(f"{where}: case table of {args.store} ({rows} rows)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"{write_report(args.store, args.out)}: QC report of {args.store}")
     return 0
 
 
