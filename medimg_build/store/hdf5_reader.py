@@ -24,7 +24,7 @@ from dask.base import tokenize
 
 from ..errors import StoreError
 from .hdf5_backend import decode_attrs, dims_of, is_string
-from .reader import MedimgStore, StackReads, VolumesReads, check_medimg
+from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
     CASE, CASES_GROUP,
 )
@@ -123,7 +123,8 @@ class H5ReadGroup:
         """The group's datasets as xarray variables, dims from ``dimension_names``; a
         1-D dataset named after its dim is an index coordinate (as xarray.open_zarr)."""
         variables, coords = {}, {}
-        for name in self.array_keys() if names is None else names:
+        for name in [n for n in self.array_keys() if n not in NOT_DATA] if names is None \
+                else names:
             dataset = self.h5[name]
             dims = dims_of(dataset)
             variable = xr.Variable(dims, self.lazy(name), attrs=decode_attrs(dataset.attrs))

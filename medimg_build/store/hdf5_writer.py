@@ -18,6 +18,7 @@ from ..errors import StoreError
 from .hdf5_backend import (
     DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales,
 )
+from .hdf5_manifest import write_hdf5_manifest
 from .stack import StackWriter
 from .volumes import VolumesWriter
 
@@ -37,6 +38,7 @@ class _Hdf5Writing:
 
     def _finish(self) -> None:
         attach_dimension_scales(self._root.h5)
+        write_hdf5_manifest(self._root.h5.file)
         self._root.h5.file.close()
 
 
@@ -64,6 +66,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
                          f"arguments, got {type(compressor).__name__}",
                          hint='e.g. {"compression": "gzip", "compression_opts": 4}')
     _make_room(location, overwrite)
+    os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)  # as Zarr does
     handle = h5py.File(location, "w", libver=LIBVER)
     root = H5Group(handle, compressor or DEFAULT_COMPRESSION)
     root.attrs["medimg"] = initial

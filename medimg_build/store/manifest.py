@@ -39,13 +39,14 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ..errors import StoreError
+from .hdf5_backend import is_hdf5_file, open_hdf5
 from .journal import JOURNAL_DIR, LOCK_NAME
 
 MANIFEST = "manifest"  # the root array holding the manifest document
@@ -187,6 +188,11 @@ def verify_store(path_or_url: str | os.PathLike,
     from .reader import zarr_store
 
     location = os.fspath(path_or_url)
+    if is_hdf5_file(location, storage_options):
+        from .hdf5_manifest import verify_hdf5
+
+        with open_hdf5(location, storage_options) as h5:
+            return verify_hdf5(location, h5)
     store = zarr_store(location, storage_options)
     root = zarr.open_group(store, mode="r", zarr_format=3)
     manifest = read_manifest(root, location)
@@ -195,6 +201,17 @@ def verify_store(path_or_url: str | os.PathLike,
     # server cannot list, and there only extra objects go unnoticed.
     actual = _digests(store, sorted(set(_content_keys(store)) | set(recorded)))
     nodes = _node_paths(set(recorded) | set(actual))
+    problems = compare(recorded, actual, lambda key: _locate(key, nodes))
+    if not problems:
+        digest = content_sha256(dict(root.attrs), actual, _sources(root))
+        problems += hash_problem(digest, manifest["summary"]["content_sha256"])
+    return problems
+
+
+def compare(recorded: dict[str, str], actual: dict[str, str],
+            locate: Callable[[str], tuple[str, str]]) -> list[Mismatch]:
+    """One Mismatch per changed, missing or extra object; ``locate(key)`` names it as
+    (node path, what)."""
     problems = []
     for key in sorted(set(recorded) | set(actual)):
         if key not in actual:
@@ -205,14 +222,18 @@ def verify_store(path_or_url: str | os.PathLike,
             problem = f"{ALGORITHM} differs"
         else:
             continue
-        where, what = _locate(key, nodes)
+        where, what = locate(key)
         problems.append(Mismatch(where, f"{what} {problem}"))
-    if not problems:
-        digest = content_sha256(dict(root.attrs), actual, _sources(root))
-        if digest != manifest["summary"]["content_sha256"]:
-            problems.append(Mismatch("", f"root attributes changed: content sha256 {digest} "
-                                     f"is not the recorded {manifest['summary']['content_sha256']}"))
     return problems
+
+
+def hash_problem(digest: str, recorded: str) -> list[Mismatch]:
+    """[] when the recomputed content hash is the recorded one (every object matched,
+    so only the root attributes can differ)."""
+    if digest == recorded:
+        return []
+    return [Mismatch("", f"root attributes changed: content sha256 {digest} is not the "
+                         f"recorded {recorded}")]
 
 
 def verified_summary(path_or_url: str | os.PathLike,
@@ -221,6 +242,9 @@ def verified_summary(path_or_url: str | os.PathLike,
     from .reader import zarr_store
 
     location = os.fspath(path_or_url)
+    if is_hdf5_file(location, storage_options):
+        with open_hdf5(location, storage_options) as h5:
+            return json.loads(h5.attrs["medimg"])["manifest"]
     root = zarr.open_group(zarr_store(location, storage_options), mode="r")
     return read_manifest(root, location)["summary"]
 
@@ -251,6 +275,9 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
     location, out = os.fspath(path_or_url), os.fspath(out)
     if not out.endswith(".zip"):
         raise ManifestError(out, "a snapshot must be a .zip file", hint="e.g. ds.zarr.zip")
+    if is_hdf5_file(location, storage_options):
+        raise ManifestError(location, "an HDF5 store is one file already",
+                            hint="share the file as it is; `medimg-build verify` checks it")
     medimg_store = open_store(location, storage_options)  # refuses an unfinished store
     if "manifest" not in medimg_store.attrs:
         raise ManifestError(location, "has no content manifest",

@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .hdf5_backend import DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string
+from .hdf5_backend import DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string, open_hdf5
 
 STRINGS = np.dtypes.StringDType()  # Zarr's dtype for string arrays
 
@@ -144,13 +144,8 @@ def open_tree(path_or_url: str | os.PathLike,
 
     location = os.fspath(path_or_url)
     if is_hdf5_file(location, storage_options):
-        handle, raw = _open_hdf5(location, storage_options)
-        try:
+        with open_hdf5(location, storage_options) as handle:
             yield GroupView(handle)
-        finally:
-            handle.close()
-            if raw is not None:
-                raw.close()
         return
     store = zarr_store(location, storage_options)
     try:
@@ -166,20 +161,3 @@ def can_list(store) -> bool:
     one the consolidated metadata describes."""
     protocols = getattr(getattr(store, "fs", None), "protocol", ())
     return not {"http", "https"} & set([protocols] if isinstance(protocols, str) else protocols)
-
-
-def _open_hdf5(location: str, storage_options: dict | None):
-    """The h5py file, and the fsspec file it reads through (remote) or None."""
-    raw = None
-    try:
-        if "://" not in location:
-            return h5py.File(location, "r"), None
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
-        raw = fs.open(path, "rb")
-        return h5py.File(raw, "r"), raw
-    except OSError as err:
-        if raw is not None:
-            raw.close()
-        raise StoreError(location, f"cannot open the HDF5 file ({err})") from None
