@@ -72,23 +72,24 @@ def test_two_builds_at_different_times_and_places_have_one_content_hash(built):
 def test_a_flipped_byte_in_a_chunk_is_named_by_array_and_chunk(built, tmp_path, capsys):
     store = tmp_path / "ds.zarr"
     shutil.copytree(built[2], store)
-    chunk = store / "cases" / "case1" / "image" / "c" / "0" / "0" / "0" / "0"
+    chunk = store / "cases" / "case1" / "scale0" / "image" / "c" / "0" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     assert [str(m) for m in verify_store(store)] == [
-        "cases/case1/image: chunk c/0/0/0/0 sha256 differs"]
+        "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs"]
     assert main(["verify", str(store)]) == 1
-    assert "cases/case1/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
+    assert "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
 
 
 def test_a_deleted_chunk_and_an_extra_file_are_reported(built, tmp_path):
     store = tmp_path / "ds.zarr"
     shutil.copytree(built[2], store)
-    (store / "cases" / "case2" / "mask" / "c" / "0" / "0" / "0").unlink()
+    mask = store / "cases" / "case2" / "labels" / "mask" / "scale0" / "mask"
+    (mask / "c" / "0" / "0" / "0").unlink()
     (store / "cases" / "case2" / "stray.bin").write_bytes(b"x")
     assert sorted(str(m) for m in verify_store(store)) == [
-        "cases/case2/mask: chunk c/0/0/0 missing",
+        "cases/case2/labels/mask/scale0/mask: chunk c/0/0/0 missing",
         "cases/case2: object stray.bin extra (not in the manifest)"]
 
 
@@ -114,7 +115,7 @@ def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):
                                       directory.case(case_id)["image"].values)
     assert verify_store(snapshot) == []
     assert main(["verify", str(snapshot)]) == 0
-    assert f"verified 102 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
+    assert f"verified 120 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
 
 
 def test_cli_errors(built, tmp_path, capsys):

@@ -74,7 +74,7 @@ def test_a_slice_from_s3_costs_the_shard_index_and_one_chunk(s3, tmp_path, monke
     for _, _, byte_range in gets:  # "bytes=-N" (suffix) or "bytes=a-b"
         start, _, end = byte_range.removeprefix("bytes=").partition("-")
         read += int(end) if not start else int(end) - int(start) + 1
-    shard = local / "cases" / "ct" / "image" / "c" / "0" / "0" / "0" / "0"
+    shard = local / "cases" / "ct" / "scale0" / "image" / "c" / "0" / "0" / "0" / "0"
     chunks = 40  # one chunk per slice, one shard per array
     index_bytes = chunks * 16 + 4  # (offset, length) per chunk + crc32c
     chunk_bytes = (shard.stat().st_size - index_bytes) / chunks

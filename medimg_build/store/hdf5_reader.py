@@ -181,7 +181,7 @@ class _VolumesReads(VolumesReads):
             root = root.isel({CASE: np.flatnonzero(complete)})
         nodes = {"/": root, f"/{CASES_GROUP}": xr.Dataset(attrs=self._cases_attrs())}
         for case_id in ids[complete]:
-            nodes[f"/{CASES_GROUP}/{case_id}"] = self._groups[case_id].to_dataset()
+            nodes.update(_subtree(f"/{CASES_GROUP}/{case_id}", self._groups[case_id]))
         for name, group in self._root.groups().items():  # boxes, landmarks tables
             if name != CASES_GROUP:
                 nodes[f"/{name}"] = group.to_dataset()
@@ -190,8 +190,16 @@ class _VolumesReads(VolumesReads):
     def _cases_attrs(self) -> dict[str, Any]:
         return self._root[CASES_GROUP].attrs if CASES_GROUP in self._root else {}
 
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        return self._groups[case_id].to_dataset()
+    def _open_level_0(self, case_id: str, array_path: str) -> xr.Dataset:
+        return self._groups[case_id][array_path.rpartition("/")[0]].to_dataset()
+
+
+def _subtree(path: str, group: H5ReadGroup) -> dict[str, xr.Dataset]:
+    """The DataTree nodes of ``group`` and every group below it, by path."""
+    nodes = {path: group.to_dataset()}
+    for name, child in group.groups().items():
+        nodes.update(_subtree(f"{path}/{name}", child))
+    return nodes
 
 
 def _rechunked(ds: xr.Dataset, kwargs: dict[str, Any]) -> xr.Dataset:

@@ -25,7 +25,7 @@ from .axes import stored_origin, stored_spacing
 from .labels import read_label
 from .schema import (
     AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
-    label_array_name,
+    image_path, label_array_name, mask_path,
 )
 from .table import read_table
 from .volumes import CASE_ATTRS
@@ -241,8 +241,9 @@ class StackReads:
 
 
 class VolumesReads:
-    """Reads of the volumes layout: a case is the group ``cases/<case_id>``. A format
-    provides ``case`` (one lazy Dataset) and ``dataset`` (the DataTree)."""
+    """Reads of the volumes layout: a case is the group ``cases/<case_id>``, read at
+    level 0 (``image_path()``, ``mask_path()``). A format provides ``case`` (one lazy
+    Dataset) and ``dataset`` (the DataTree)."""
 
     def __init__(self, store, root, attrs: dict[str, Any]) -> None:
         self._store, self._root = store, root
@@ -270,8 +271,16 @@ class VolumesReads:
         return tree
 
     def case(self, position: int, case_id: str) -> xr.Dataset:
+        """Level 0 of the image, with the mask (level 0 of the label image) beside it."""
+        ds = self._open_level_0(case_id, image_path())
+        if mask_path() in self._groups[case_id]:
+            ds[MASK] = self._open_level_0(case_id, mask_path())[MASK]
+        return ds
+
+    def _open_level_0(self, case_id: str, array_path: str) -> xr.Dataset:
+        group = f"{CASES_GROUP}/{case_id}/{array_path.rpartition('/')[0]}"
         # consolidated=False: the consolidated metadata lives at the root, not here.
-        return xr.open_zarr(self._store, group=f"{CASES_GROUP}/{case_id}", consolidated=False)
+        return xr.open_zarr(self._store, group=group, consolidated=False)
 
     def affine(self, position: int, case_id: str) -> np.ndarray:
         return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
@@ -280,5 +289,6 @@ class VolumesReads:
         return bool(self._case_attrs(case_id).get("channel_axis", False))
 
     def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+        path = {IMAGE: image_path(), MASK: mask_path()}[name]
         group = self._groups[case_id]
-        return group[name][...] if name in group else None
+        return group[path][...] if path in group else None
