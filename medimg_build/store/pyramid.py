@@ -15,10 +15,11 @@ case's affine, so every level's geometry comes from the affine, exactly; in worl
 terms the spacing grows F-fold and the first voxel centre moves by ``(F-1)/2`` old
 voxels (half the new voxel minus half the old one).
 
-Values. Images are area-averaged: a new voxel is the mean of its block (a box filter,
-as ITK's BinShrink), the antialiasing filter whose support is exactly the new voxel;
-integers are rounded back to their dtype. Masks take each block's most frequent value
-(ties go to the smaller value), so no level holds a label value its block lacks.
+Values. Images are area-averaged: a new voxel is the mean of its level-0 block (a box
+filter, as ITK's BinShrink), the antialiasing filter whose support is exactly the new
+voxel; integers are rounded back to their dtype. Masks take the most frequent value of
+each block of the level above (ties go to the smaller value), so no level holds a label
+value that level 0 lacks.
 """
 
 from __future__ import annotations
@@ -74,24 +75,41 @@ def level_affine(affine: np.ndarray, factors: Factors) -> np.ndarray:
 
 
 def image_levels(stored: np.ndarray, plan: list[Factors]) -> Iterator[np.ndarray]:
-    """The stored image ``(c, [z,] y, x)`` at each level of ``plan``, level 0 first;
-    each level is averaged from the one before."""
-    return _levels(stored, plan, _block_mean, leading=1)
+    """The stored image ``(c, [z,] y, x)`` at each level of ``plan``, level 0 first.
+    Each level is averaged from the one before, kept in floating point so that it is
+    the exact mean of its level-0 block, and rounded only on output."""
+    mean = stored
+    yield stored
+    for step in _steps(plan, leading=1):
+        mean = _blocks(mean, step).mean(axis=-1, dtype=_mean_dtype(stored.dtype))
+        yield np.rint(mean).astype(stored.dtype) if _is_integer(stored.dtype) \
+            else mean.astype(stored.dtype)
 
 
 def mask_levels(stored: np.ndarray, plan: list[Factors]) -> Iterator[np.ndarray]:
-    """The stored mask ``([z,] y, x)`` at each level of ``plan``, level 0 first."""
-    return _levels(stored, plan, _block_mode, leading=0)
+    """The stored mask ``([z,] y, x)`` at each level of ``plan``, level 0 first; each
+    level is the block mode of the one before."""
+    mode = stored
+    yield stored
+    for step in _steps(plan, leading=0):
+        mode = _block_mode(_blocks(mode, step))
+        yield mode
 
 
-def _levels(stored: np.ndarray, plan: list[Factors], reduce, leading: int
-            ) -> Iterator[np.ndarray]:
-    level = stored
-    yield level
+def _steps(plan: list[Factors], leading: int) -> Iterator[tuple[int, ...]]:
+    """Level to level factors, with 1 for ``leading`` non-spatial axes (channel)."""
     for before, after in zip(plan, plan[1:]):
-        step = (1,) * leading + tuple(a // b for a, b in zip(after, before))
-        level = reduce(_blocks(level, step), level.dtype)
-        yield level
+        yield (1,) * leading + tuple(a // b for a, b in zip(after, before))
+
+
+def _mean_dtype(dtype: np.dtype) -> np.dtype:
+    # float64 holds means of integer blocks exactly (their denominators are powers of
+    # two); a float image keeps its own precision (float16 is summed in float32).
+    return np.dtype(np.float64) if _is_integer(dtype) else np.result_type(dtype, np.float32)
+
+
+def _is_integer(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.integer)
 
 
 def _blocks(array: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
@@ -105,19 +123,11 @@ def _blocks(array: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
     return blocked.transpose(order).reshape(blocked.shape[0::2] + (-1,))
 
 
-def _block_mean(blocks: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    # float32 sums 8 int16 (or uint16) values exactly, and halves the memory of float64.
-    mean = blocks.mean(axis=-1, dtype=np.result_type(dtype, np.float32))
-    if np.issubdtype(dtype, np.integer):
-        mean = np.rint(mean)  # a mean of in-range values stays in range
-    return mean.astype(dtype)
-
-
-def _block_mode(blocks: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _block_mode(blocks: np.ndarray) -> np.ndarray:
     # One pass per label value present: masks have a handful of classes, and this is
     # an order of magnitude faster than scipy.stats.mode on a CT-sized mask.
     values = np.unique(blocks)
-    mode = np.full(blocks.shape[:-1], values[0], dtype=dtype)
+    mode = np.full(blocks.shape[:-1], values[0], dtype=blocks.dtype)
     best = np.count_nonzero(blocks == values[0], axis=-1)
     for value in values[1:]:
         count = np.count_nonzero(blocks == value, axis=-1)

@@ -76,9 +76,13 @@ def check_medimg(medimg: Any, location: str, container: str) -> dict[str, Any]:
         raise StoreError(location, f"is {container} but not a medimg store (no 'medimg' "
                          "root attribute)", hint="was it written by medimg-build?")
     version = str(medimg.get("schema_version", ""))
-    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+    major, ours = version.split(".")[0], SCHEMA_VERSION.split(".")[0]
+    if major != ours:
+        older = major.isdigit() and int(major) < int(ours)
         raise StoreError(location, f"store schema {version!r} is not readable by this "
-                         f"version (schema {SCHEMA_VERSION})", hint="upgrade medimg-build")
+                         f"version (schema {SCHEMA_VERSION})",
+                         hint="rebuild the store with this version" if older
+                         else "upgrade medimg-build")
     if medimg.get("layout") not in LAYOUTS:
         raise StoreError(location, f"unknown store layout {medimg.get('layout')!r}",
                          hint="upgrade medimg-build")

@@ -13,7 +13,8 @@ from zarr.codecs import BloscCodec
 
 from ..errors import StoreError
 
-SCHEMA_VERSION = "1.0"
+# 2.0: a volumes case became an OME-NGFF image (levels in scale<n>/, the mask in labels/).
+SCHEMA_VERSION = "2.0"
 LAYOUTS = ("stack", "volumes")
 
 CASE = "case"  # the case dimension, and the array of case ids (so xarray indexes by id)
