@@ -4,6 +4,7 @@ voxel centre where level 0 has it and never invents a label value."""
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shutil
 from collections import Counter
@@ -252,9 +253,20 @@ def test_cli_pyramid_is_recorded_in_the_recipe(tmp_path):
 
 def test_hdf5_store_with_a_pyramid_reads_level_0(tmp_path):
     zarr_store = open_store(_pyramid_store(tmp_path / "p.zarr", levels=3))
-    hdf5_store = open_store(_pyramid_store(tmp_path / "p.h5", levels=3))
+    hdf5_path = _pyramid_store(tmp_path / "p.h5", levels=3)
+    hdf5_store = open_store(hdf5_path)
     xr.testing.assert_identical(hdf5_store.case(CASE).load(), zarr_store.case(CASE).load())
     assert hdf5_store.dataset()["cases/ct/labels/mask/scale2"]["mask"].shape == (4, 4, 5)
+    assert [v for v in validate_store(hdf5_path) if v.where.startswith("cases/")] == []
+
+
+def test_a_store_of_the_layout_before_ngff_is_refused_with_the_fix(tmp_path):
+    path = _pyramid_store(tmp_path / "p.zarr", levels=1)
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["medimg"]["schema_version"] = "1.0"  # mask at cases/<id>/mask
+    (path / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match=r"schema '1\.0' is not readable .*\(rebuild the store"):
+        open_store(path)
 
 
 def test_a_pyramid_needs_the_volumes_layout(tmp_path):
