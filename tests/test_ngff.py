@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
+from ngff_zarr import from_ngff_zarr
 from ngff_zarr import validate as ngff_validate
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Label, Multiscales, Reader
@@ -121,6 +122,20 @@ def test_ome_zarr_py_reads_image_and_labels(real):
     np.testing.assert_array_equal(np.asarray(image.data[0]), store.case(CASE)["image"].values)
     np.testing.assert_array_equal(np.asarray(label.data[0]), store.case(CASE)["mask"].values)
     assert label.metadata["properties"][5]["name"] == real["classes"][5]
+
+
+@pytest.mark.parametrize("group", ["", "/labels/mask"])
+def test_ngff_zarr_reads_image_and_labels(real, group):
+    path = real["stores"][3] / "cases" / CASE
+    levels = from_ngff_zarr(str(path) + group).images
+    level_0 = open_store(real["stores"][3]).case(CASE)
+    dims = ("z", "y", "x") if group else ("channel", "z", "y", "x")
+    assert [image.dims for image in levels] == [dims] * 3
+    assert [image.scale["x"] for image in levels] == [3.0, 6.0, 12.0]
+    assert [image.translation["x"] for image in levels] == pytest.approx(
+        level_0.x.values[0] + np.array([0.0, 1.5, 4.5]), abs=1e-9)
+    array = level_0["mask" if group else "image"].values
+    np.testing.assert_array_equal(np.asarray(levels[0].data), array)
 
 
 def test_readers_read_level_0_of_a_pyramid(real):

@@ -82,8 +82,7 @@ def image_levels(stored: np.ndarray, plan: list[Factors]) -> Iterator[np.ndarray
     yield stored
     for step in _steps(plan, leading=1):
         mean = _blocks(mean, step).mean(axis=-1, dtype=_mean_dtype(stored.dtype))
-        yield np.rint(mean).astype(stored.dtype) if _is_integer(stored.dtype) \
-            else mean.astype(stored.dtype)
+        yield _in_dtype(mean, stored.dtype)
 
 
 def mask_levels(stored: np.ndarray, plan: list[Factors]) -> Iterator[np.ndarray]:
@@ -106,6 +105,11 @@ def _mean_dtype(dtype: np.dtype) -> np.dtype:
     # float64 holds means of integer blocks exactly (their denominators are powers of
     # two); a float image keeps its own precision (float16 is summed in float32).
     return np.dtype(np.float64) if _is_integer(dtype) else np.result_type(dtype, np.float32)
+
+
+def _in_dtype(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    # A mean of in-range values is in range: rounding is all an integer type needs.
+    return (np.rint(mean) if _is_integer(dtype) else mean).astype(dtype)
 
 
 def _is_integer(dtype: np.dtype) -> bool:

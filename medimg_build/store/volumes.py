@@ -25,7 +25,7 @@ from .base import BaseWriter
 from .journal import test_kill_point
 from .labels import segmentation_classes
 from .ngff import image_ome, label_image_ome, labels_ome
-from .pyramid import image_levels, level_affine, mask_levels, plan_levels
+from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
     CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES, image_path,
     level_group, mask_path,
@@ -62,11 +62,7 @@ class VolumesWriter(BaseWriter):
         group = self._cases.create_group(
             case.case_id, overwrite=True,
             attributes={CASE_ATTRS: attrs, "ome": image_ome(case.case_id, affines, nd)})
-        for level, (affine, pixels) in enumerate(zip(affines, image_levels(stored, plan))):
-            node = group.create_group(level_group(level))
-            self._array(node, IMAGE, (CHANNEL,) + spatial_dims(nd), pixels)
-            for name, values in axis_coords(affine, pixels.shape[1:]).items():
-                node.create_array(name, data=values, dimension_names=(name,))
+        self._write_image(group, stored, plan, affines)
         if case.mask is not None:
             self._write_mask(group, case.case_id, mask_to_stored(case.mask.array), plan,
                              affines)
@@ -75,7 +71,18 @@ class VolumesWriter(BaseWriter):
         group.attrs[CASE_ATTRS] = dict(attrs, complete=True)  # last: the case is whole
         self._wrote(index, case.case_id)
 
-    def _write_mask(self, group, case_id: str, stored: np.ndarray, plan: list,
+    def _write_image(self, group, stored: np.ndarray, plan: list[Factors],
+                     affines: list[np.ndarray]) -> None:
+        """Each level of the image in its group ``scale<n>``, with the 1-D voxel-centre
+        positions of that level."""
+        dims = (CHANNEL,) + spatial_dims(stored.ndim - 1)
+        for level, (affine, pixels) in enumerate(zip(affines, image_levels(stored, plan))):
+            node = group.create_group(level_group(level))
+            self._array(node, IMAGE, dims, pixels)
+            for name, values in axis_coords(affine, pixels.shape[1:]).items():
+                node.create_array(name, data=values, dimension_names=(name,))
+
+    def _write_mask(self, group, case_id: str, stored: np.ndarray, plan: list[Factors],
                     affines: list[np.ndarray]) -> None:
         """The mask as the NGFF label image ``labels/mask`` of the case's image, with
         the image's levels; colours and names from the store's segmentation classes."""
