@@ -198,7 +198,7 @@ def test_level_voxel_centres_are_where_the_affine_puts_level_0_blocks(tmp_path):
         for p, axis in enumerate("zyx"):
             along = translation[p] + np.arange(shape[p]) * scale[p]
             np.testing.assert_allclose(group[f"scale{n}/{axis}"][...], along, rtol=0, atol=1e-9)
-            f = int(round(factors[p]))  # the same centres, as means of level-0 centres
+            f = round(factors[p])  # the same centres, as means of level-0 centres
             level_0 = group[f"scale0/{axis}"][: shape[p] * f].reshape(shape[p], f).mean(1)
             np.testing.assert_allclose(along, level_0, rtol=0, atol=1e-9)
 

@@ -83,7 +83,7 @@ def label_colors(values: list[int]) -> list[dict[str, Any]]:
     colors = []
     for value in sorted(values):
         rgba = [0, 0, 0, 0] if value == BACKGROUND else [
-            int(round(255 * c)) for c in palette((value - 1) % palette.N)]
+            round(255 * c) for c in palette((value - 1) % palette.N)]
         colors.append({"label-value": int(value), "rgba": rgba})
     return colors
 
@@ -132,8 +132,8 @@ def ngff_problems(case_group, affine: np.ndarray, spatial_ndim: int
     if label_image in case_group:
         mask_levels = _dataset_paths(case_group[label_image].attrs)
         if len(mask_levels) != len(image_levels):
-            problems.append((label_image, f"{len(mask_levels)} levels where the image has "
-                             f"{len(image_levels)}"))
+            problem = f"{len(mask_levels)} levels where the image has {len(image_levels)}"
+            problems.append((label_image, problem))
         problems += [(f"{label_image}/{path}", "listed in ome.multiscales but missing")
                      for path in mask_levels if f"{label_image}/{path}" not in case_group]
         listed = (case_group[LABELS_GROUP].attrs.get("ome") or {}).get("labels") or []

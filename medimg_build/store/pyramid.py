@@ -25,6 +25,7 @@ value that level 0 lacks.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def mask_levels(stored: np.ndarray, plan: list[Factors]) -> Iterator[np.ndarray]
 
 def _steps(plan: list[Factors], leading: int) -> Iterator[tuple[int, ...]]:
     """Level to level factors, with 1 for ``leading`` non-spatial axes (channel)."""
-    for before, after in zip(plan, plan[1:]):
+    for before, after in pairwise(plan):
         yield (1,) * leading + tuple(a // b for a, b in zip(after, before))
 
 
