@@ -203,6 +203,16 @@ def test_level_voxel_centres_are_where_the_affine_puts_level_0_blocks(tmp_path):
             np.testing.assert_allclose(along, level_0, rtol=0, atol=1e-9)
 
 
+def test_levels_are_chunked_and_sharded_like_level_0(tmp_path):
+    group = _case_group(_pyramid_store(tmp_path / "p.zarr", levels=4))
+    for n in range(4):
+        for path in (f"scale{n}/image", f"labels/mask/scale{n}/mask"):
+            array = group[path]
+            assert array.chunks == (1,) * (array.ndim - 2) + array.shape[-2:]  # a slice
+            assert array.shards == array.shape  # one file per array
+            assert array.compressors == group[path.replace(f"scale{n}", "scale0")].compressors
+
+
 def test_z_halves_only_once_slices_are_at_most_twice_the_pixel():
     ct = plan_levels(np.array([5.0, 0.7, 0.7]), (40, 512, 512), levels=5)
     assert ct == [(1, 1, 1), (1, 2, 2), (1, 4, 4), (2, 8, 8), (4, 16, 16)]
