@@ -16,6 +16,10 @@ import yaml
 
 from .errors import MedimgError
 
+# ``--pyramid`` without a number: full, 1/2, 1/4 and 1/8 in-plane (a 512 x 512 CT slice
+# down to 64 x 64, a thumbnail a viewer fetches in one request).
+PYRAMID_LEVELS = 4
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -54,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--format", choices=("zarr", "hdf5"), default=None,
                        help="zarr (a directory) or hdf5 (one file, same schema); default: "
                        "hdf5 when STORE ends in .h5/.hdf5, else zarr")
+    build.add_argument("--pyramid", nargs="?", type=int, const=PYRAMID_LEVELS, default=None,
+                       metavar="LEVELS", help="volumes layout: resolution levels for "
+                       f"OME-Zarr viewers, LEVELS in all (default {PYRAMID_LEVELS}), each "
+                       "halved in-plane, and along z once slices are at most twice the "
+                       "pixel size")
     build.add_argument("--overwrite", action="store_true", help="replace an existing store")
     build.add_argument("--resume", action="store_true",
                        help="finish the store an interrupted build of the same recipe and "
@@ -187,7 +196,8 @@ def _build(args: argparse.Namespace) -> int:
         recipe = recipe.with_overrides(_overrides(args.set, recipe.path))
     report = build_store(recipe, args.source, args.out, workers=args.workers,
                          scheduler=args.scheduler, overwrite=args.overwrite, key=args.key,
-                         progress=not args.quiet, format=args.format, resume=args.resume)
+                         progress=not args.quiet, format=args.format, resume=args.resume,
+                         pyramid_levels=args.pyramid)
     print(report.summary())
     return 0 if report.ok or args.allow_failures else 1
 

@@ -18,6 +18,7 @@ from medimg_build import open_store
 from medimg_build.cli import main
 from medimg_build.recipe import build as build_module
 from medimg_build.store.manifest import snapshot_store, verify_store
+from medimg_build.store.schema import image_path
 from test_resume import _args, _volume_source
 
 
@@ -73,23 +74,24 @@ def test_two_builds_at_different_times_and_places_have_one_content_hash(built):
 def test_a_flipped_byte_in_a_chunk_is_named_by_array_and_chunk(built, tmp_path, capsys):
     store = tmp_path / "ds.zarr"
     shutil.copytree(built[2], store)
-    chunk = store / "cases" / "case1" / "image" / "c" / "0" / "0" / "0" / "0"
+    chunk = store / "cases" / "case1" / "scale0" / "image" / "c" / "0" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     assert [str(m) for m in verify_store(store)] == [
-        "cases/case1/image: chunk c/0/0/0/0 sha256 differs"]
+        "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs"]
     assert main(["verify", str(store)]) == 1
-    assert "cases/case1/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
+    assert "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
 
 
 def test_a_deleted_chunk_and_an_extra_file_are_reported(built, tmp_path):
     store = tmp_path / "ds.zarr"
     shutil.copytree(built[2], store)
-    (store / "cases" / "case2" / "mask" / "c" / "0" / "0" / "0").unlink()
+    mask = store / "cases" / "case2" / "labels" / "mask" / "scale0" / "mask"
+    (mask / "c" / "0" / "0" / "0").unlink()
     (store / "cases" / "case2" / "stray.bin").write_bytes(b"x")
     assert sorted(str(m) for m in verify_store(store)) == [
-        "cases/case2/mask: chunk c/0/0/0 missing",
+        "cases/case2/labels/mask/scale0/mask: chunk c/0/0/0 missing",
         "cases/case2: object stray.bin extra (not in the manifest)"]
 
 
@@ -115,7 +117,7 @@ def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):
                                       directory.case(case_id)["image"].values)
     assert verify_store(snapshot) == []
     assert main(["verify", str(snapshot)]) == 0
-    assert f"verified 102 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
+    assert f"verified 120 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
 
 
 def test_cli_errors(built, tmp_path, capsys):
@@ -154,7 +156,7 @@ def test_a_flipped_byte_in_an_hdf5_chunk_is_named_by_dataset_and_chunk(built_hdf
     store = tmp_path / "ds.h5"
     shutil.copy(built_hdf5[0], store)
     with h5py.File(store, "r") as h5:
-        image = h5["cases/case1/image"]
+        image = h5[f"cases/case1/{image_path()}"]
         chunk = image.id.get_chunk_info(2)
         grid = [o // c for o, c in zip(chunk.chunk_offset, image.chunks)]
     with open(store, "r+b") as handle:
@@ -162,7 +164,7 @@ def test_a_flipped_byte_in_an_hdf5_chunk_is_named_by_dataset_and_chunk(built_hdf
         byte = handle.read(1)
         handle.seek(-1, 1)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    expected = "cases/case1/image: chunk c/" + "/".join(map(str, grid)) + " sha256 differs"
+    expected = f"cases/case1/{image_path()}: chunk c/" + "/".join(map(str, grid)) + " sha256 differs"
     assert [str(m) for m in verify_store(store)] == [expected]
 
 

@@ -329,6 +329,14 @@ class BaseWriter:
         return {name: self._array_info(array) for name, array in arrays}
 
 
+def layout_options(layout: str, cases_per_shard: int | None, pyramid_levels: int
+                   ) -> dict[str, Any]:
+    """The writer options of ``layout`` (each layout takes its own)."""
+    if layout == "stack":
+        return {"cases_per_shard": cases_per_shard}
+    return {"pyramid_levels": pyramid_levels}
+
+
 @contextmanager
 def beside_hierarchy():
     """Silence Zarr on listing a store with the build lock and journal in it: they are

@@ -182,7 +182,7 @@ class _VolumesReads(VolumesReads):
             root = root.isel({CASE: np.flatnonzero(complete)})
         nodes = {"/": root, f"/{CASES_GROUP}": xr.Dataset(attrs=self._cases_attrs())}
         for case_id in ids[complete]:
-            nodes[f"/{CASES_GROUP}/{case_id}"] = self._groups[case_id].to_dataset()
+            nodes.update(_subtree(f"/{CASES_GROUP}/{case_id}", self._groups[case_id]))
         for name, group in self._root.groups().items():  # boxes, landmarks tables
             if name != CASES_GROUP:
                 nodes[f"/{name}"] = group.to_dataset()
@@ -191,8 +191,17 @@ class _VolumesReads(VolumesReads):
     def _cases_attrs(self) -> dict[str, Any]:
         return self._root[CASES_GROUP].attrs if CASES_GROUP in self._root else {}
 
-    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
-        return _rechunked(self._groups[case_id].to_dataset(), {"chunks": chunks})
+    def _open_level_0(self, case_id: str, array_path: str, chunks: dict | None) -> xr.Dataset:
+        level = self._groups[case_id][array_path.rpartition("/")[0]].to_dataset()
+        return _rechunked(level, {"chunks": chunks})
+
+
+def _subtree(path: str, group: H5ReadGroup) -> dict[str, xr.Dataset]:
+    """The DataTree nodes of ``group`` and every group below it, by path."""
+    nodes = {path: group.to_dataset()}
+    for name, child in group.groups().items():
+        nodes.update(_subtree(f"{path}/{name}", child))
+    return nodes
 
 
 def _rechunked(ds: xr.Dataset, kwargs: dict[str, Any]) -> xr.Dataset:

@@ -26,7 +26,7 @@ from .axes import stored_origin, stored_spacing
 from .labels import read_label
 from .schema import (
     AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
-    label_array_name,
+    image_path, label_array_name, mask_path,
 )
 from .table import read_table
 from .volumes import CASE_ATTRS
@@ -109,9 +109,13 @@ def check_medimg(medimg: Any, location: str, container: str) -> dict[str, Any]:
         raise StoreError(location, f"is {container} but not a medimg store (no 'medimg' "
                          "root attribute)", hint="was it written by medimg-build?")
     version = str(medimg.get("schema_version", ""))
-    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+    major, ours = version.split(".")[0], SCHEMA_VERSION.split(".")[0]
+    if major != ours:
+        older = major.isdigit() and int(major) < int(ours)
         raise StoreError(location, f"store schema {version!r} is not readable by this "
-                         f"version (schema {SCHEMA_VERSION})", hint="upgrade medimg-build")
+                         f"version (schema {SCHEMA_VERSION})",
+                         hint="rebuild the store with this version" if older
+                         else "upgrade medimg-build")
     if medimg.get("layout") not in LAYOUTS:
         raise StoreError(location, f"unknown store layout {medimg.get('layout')!r}",
                          hint="upgrade medimg-build")
@@ -306,8 +310,9 @@ class StackReads:
 
 
 class VolumesReads:
-    """Reads of the volumes layout: a case is the group ``cases/<case_id>``. A format
-    provides ``case`` (one lazy Dataset) and ``dataset`` (the DataTree)."""
+    """Reads of the volumes layout: a case is the group ``cases/<case_id>``, read at
+    level 0 (``image_path()``, ``mask_path()``). A format provides ``case`` (one lazy
+    Dataset) and ``dataset`` (the DataTree)."""
 
     def __init__(self, store, root, attrs: dict[str, Any]) -> None:
         self._store, self._root = store, root
@@ -335,11 +340,17 @@ class VolumesReads:
         return tree
 
     def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
+        """Level 0 of the image, with the mask (level 0 of the label image) beside it."""
+        ds = self._open_level_0(case_id, image_path(), chunks)
+        if mask_path() in self._groups[case_id]:
+            ds[MASK] = self._open_level_0(case_id, mask_path(), chunks)[MASK]
+        return ds
+
+    def _open_level_0(self, case_id: str, array_path: str, chunks: dict | None) -> xr.Dataset:
         # The axis coordinates are dropped (MedimgStore.case computes the same values
         # from the affine) so that opening a case reads nothing.
-        group = self._groups[case_id]
-        return open_group_dataset(group, chunks=chunks,
-                                  drop_variables=spatial_dims(group[IMAGE].ndim - 1))
+        group = self._groups[case_id][array_path.rpartition("/")[0]]
+        return open_group_dataset(group, chunks=chunks, drop_variables=spatial_dims(3))
 
     def affine(self, position: int, case_id: str) -> np.ndarray:
         return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
@@ -348,5 +359,6 @@ class VolumesReads:
         return bool(self._case_attrs(case_id).get("channel_axis", False))
 
     def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+        path = {IMAGE: image_path(), MASK: mask_path()}[name]
         group = self._groups[case_id]
-        return group[name][...] if name in group else None
+        return group[path][...] if path in group else None
