@@ -28,7 +28,8 @@ import numpy as np
 
 from .hdf5_backend import SCALE_ATTRS, decode_attrs, is_string
 from .manifest import (
-    ALGORITHM, MANIFEST, Mismatch, compare, content_sha256, hash_problem, stable_attrs,
+    ALGORITHM, MANIFEST, ManifestError, Mismatch, canonical_json, compare, content_sha256,
+    hash_problem, stable_attrs,
 )
 
 METADATA, VALUES = "metadata", "values"
@@ -46,7 +47,7 @@ def write_hdf5_manifest(h5: h5py.File) -> dict[str, Any]:
                "content_sha256": content_sha256({"medimg": medimg}, objects, sources)}
     document = {"algorithm": ALGORITHM, "objects": dict(sorted(objects.items())),
                 "sources": sources}
-    dataset = h5.create_dataset(MANIFEST, data=[_canonical(document)],
+    dataset = h5.create_dataset(MANIFEST, data=[canonical_json(document)],
                                 dtype=h5py.string_dtype("utf-8"))
     dataset.attrs["dimension_names"] = [MANIFEST]
     dataset.attrs["description"] = json.dumps(
@@ -57,8 +58,6 @@ def write_hdf5_manifest(h5: h5py.File) -> dict[str, Any]:
 
 def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
     """``verify_store`` for an HDF5 file (see manifest.verify_store)."""
-    from .manifest import ManifestError
-
     medimg = json.loads(h5.attrs.get("medimg", "{}"))
     if "manifest" not in medimg or MANIFEST not in h5:
         raise ManifestError(location, "has no content manifest",
@@ -74,18 +73,18 @@ def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
 
 def hdf5_objects(h5: h5py.File) -> dict[str, str]:
     """key -> sha256 of every object the manifest names (module docstring)."""
-    objects = {METADATA: _sha256(_canonical(_root_metadata(h5)).encode())}
+    objects = {METADATA: _sha256(canonical_json(_root_metadata(h5)).encode())}
 
     def visit(name: str, node) -> None:
         if name == MANIFEST:
             return
-        objects[f"{name}/{METADATA}"] = _sha256(_canonical(_metadata(node)).encode())
+        objects[f"{name}/{METADATA}"] = _sha256(canonical_json(_metadata(node)).encode())
         if not isinstance(node, h5py.Dataset):
             return
         if is_string(node.dtype):
             values = node.asstr()[()]
             values = values.tolist() if isinstance(values, np.ndarray) else values
-            objects[f"{name}/{VALUES}"] = _sha256(_canonical(values).encode())
+            objects[f"{name}/{VALUES}"] = _sha256(canonical_json(values).encode())
         elif node.chunks is None:
             objects[f"{name}/{VALUES}"] = _sha256(np.ascontiguousarray(node[()]).tobytes())
         else:
@@ -100,8 +99,7 @@ def hdf5_objects(h5: h5py.File) -> dict[str, str]:
 
 
 def _root_metadata(h5: h5py.File) -> dict[str, Any]:
-    attrs = decode_attrs(h5.attrs)
-    return stable_attrs(attrs)
+    return stable_attrs(decode_attrs(h5.attrs))
 
 
 def _metadata(node) -> dict[str, Any]:
@@ -119,10 +117,8 @@ def _locate(key: str) -> tuple[str, str]:
     """(dataset or group path, "chunk c/0/1", "values" or "metadata") of a key."""
     if key == METADATA:
         return "", METADATA
-    path, _, rest = key.rpartition(f"/{METADATA}") if key.endswith(f"/{METADATA}") \
-        else (None, None, None)
-    if path is not None:
-        return path, METADATA
+    if key.endswith(f"/{METADATA}"):
+        return key.removesuffix(f"/{METADATA}"), METADATA
     if "/c/" in key:
         path, _, grid = key.rpartition("/c/")
         return path, f"chunk c/{grid}"
@@ -140,19 +136,3 @@ def _sources(h5: h5py.File) -> dict[str, list[str]]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_plain)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)
-

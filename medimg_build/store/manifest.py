@@ -46,6 +46,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ..errors import StoreError
+from ..provenance import to_jsonable
 from .hdf5_backend import is_hdf5_file, open_hdf5
 from .journal import JOURNAL_DIR, LOCK_NAME
 
@@ -86,7 +87,7 @@ def write_manifest(root: zarr.Group) -> dict[str, Any]:
     document = {"algorithm": ALGORITHM, "objects": dict(sorted(objects.items())),
                 "sources": sources}
     array = root.create_array(MANIFEST, shape=(1,), dtype=str, dimension_names=[MANIFEST])
-    array[0] = _canonical(document)
+    array[0] = canonical_json(document)
     array.attrs["description"] = "medimg content manifest (medimg_build/store/manifest.py)"
     medimg["manifest"] = summary
     root.attrs["medimg"] = medimg
@@ -98,7 +99,7 @@ def content_sha256(attrs: dict[str, Any], objects: dict[str, str],
     """The one hash two labs compare (see the module docstring)."""
     document = {"algorithm": ALGORITHM, "attrs": stable_attrs(attrs),
                 "objects": sorted(objects.items()), "sources": sources}
-    return hashlib.sha256(_canonical(document).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
 
 
 def stable_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -113,8 +114,10 @@ def stable_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_json(value: Any) -> str:
+    """One text for one value: sorted keys, no spaces, NumPy values as plain ones."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=to_jsonable)
 
 
 def _sources(root: zarr.Group) -> dict[str, list[str]]:
