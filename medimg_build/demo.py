@@ -149,6 +149,7 @@ def run_demo(out: str | Path, shared_data: str | Path | None = None,
     print(f"Demo stores in {out.resolve()}:")
     print("\n".join(lines))
     print(f"\nNext: medimg-build inspect {out / 'pydicom-ct.zarr'}")
+    print(f"      medimg-build report {out / 'chest-xray.zarr'} --out {out / 'report'}")
     return status
 
 
