@@ -1,30 +1,37 @@
 """``make bench``: every suite, as ratios against baselines measured in the same run.
 
-Writes benchmarks/results.md and benchmarks/results.json."""
+Writes benchmarks/results.md and benchmarks/results.json. $MEDIMG_BENCH_REPEATS sets the
+repeats (median taken), $MEDIMG_BENCH_SHAPE the CT size (default 512x512x200)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 
-from . import ct_build, dicom_read, parallel
-from .common import HERE, REPEATS
+from . import ct_build, dicom_read, parallel, reads
+from .common import HERE, REPEATS, WORK
+from .inputs import make_ct_inputs
 
 
 def main() -> None:
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
                f"Python {platform.python_version()}")
+    shutil.rmtree(WORK, ignore_errors=True)
+    inputs = make_ct_inputs(WORK)
     results = {"machine": machine, "repeats": REPEATS,
-               "ct_build": ct_build.run(), "dicom_read": dicom_read.run(),
-               "parallel": parallel.run()}
+               "ct_build": ct_build.run(inputs), "reads": reads.run(inputs),
+               "dicom_read": dicom_read.run(), "parallel": parallel.run()}
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
     lines = ["# Benchmarks", "", f"Machine: {machine}",
-             f"Repeats: median of {REPEATS} (slice reads: 50)", ""]
+             f"Repeats: median of {REPEATS} (slice reads: {reads.SLICE_REPEATS})", ""]
     lines += ct_build.markdown(results["ct_build"]) + [""]
+    lines += reads.markdown(results["reads"]) + [""]
     lines += dicom_read.markdown(results["dicom_read"]) + [""]
     lines += parallel.markdown(results["parallel"])
-    lines += ["", "Reproduce: `make bench` (MEDIMG_BENCH_REPEATS sets the repeats)."]
+    lines += ["", "Reproduce: `make bench` (MEDIMG_BENCH_REPEATS sets the repeats, "
+              "MEDIMG_BENCH_SHAPE the CT size, e.g. 256x256x100)."]
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
