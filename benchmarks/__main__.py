@@ -10,9 +10,9 @@ import os
 import platform
 import shutil
 
-from . import ct_build, dicom_read, parallel, reads
+from . import ct_build, dicom_read, parallel, profile_build, reads, storage, targets
 from .common import HERE, REPEATS, WORK
-from .inputs import make_ct_inputs
+from .inputs import SHAPE, make_ct_inputs
 
 
 def main() -> None:
@@ -20,19 +20,25 @@ def main() -> None:
                f"Python {platform.python_version()}")
     shutil.rmtree(WORK, ignore_errors=True)
     inputs = make_ct_inputs(WORK)
-    results = {"machine": machine, "repeats": REPEATS,
-               "ct_build": ct_build.run(inputs), "reads": reads.run(inputs),
+    results = {"machine": machine, "repeats": REPEATS, "ct_shape": list(SHAPE),
+               "ct_build": ct_build.run(inputs),
+               "profile": profile_build.run(inputs.nifti, inputs.nifti.parent.parent),
+               "reads": reads.run(inputs), "storage": storage.run(inputs),
                "dicom_read": dicom_read.run(), "parallel": parallel.run()}
+    results["targets"] = targets.evaluate(results)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
     lines = ["# Benchmarks", "", f"Machine: {machine}",
              f"Repeats: median of {REPEATS} (slice reads: {reads.SLICE_REPEATS})", ""]
+    lines += targets.markdown(results["targets"]) + [""]
     lines += ct_build.markdown(results["ct_build"]) + [""]
+    lines += profile_build.markdown(results["profile"]) + [""]
     lines += reads.markdown(results["reads"]) + [""]
+    lines += storage.markdown(results["storage"]) + [""]
     lines += dicom_read.markdown(results["dicom_read"]) + [""]
     lines += parallel.markdown(results["parallel"])
     lines += ["", "Reproduce: `make bench` (MEDIMG_BENCH_REPEATS sets the repeats, "
               "MEDIMG_BENCH_SHAPE the CT size, e.g. 256x256x100)."]
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (HERE / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
