@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import zarr
 
 from ..case import Case
 from .axes import (
@@ -21,6 +22,7 @@ from .base import BaseWriter
 from .journal import test_kill_point
 from .ngff import ome_attrs
 from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, VOLUMES_ROOT_NAMES
+from .worker_writes import CaseDestination, WrittenCase
 
 CASE_ATTRS = "medimg_case"
 
@@ -40,26 +42,21 @@ class VolumesWriter(BaseWriter):
     def _write(self, index: int, case: Case) -> None:
         with self._lock:
             self._fit_template(case, stack=False)
-        image = case.image
-        stored = image_to_stored(image)
-        attrs = case_attrs(case.case_id, image.affine, image.spatial_ndim,
-                           stored.shape[1:], image.has_channels)
-        # overwrite=True: a retry of a case whose first attempt failed half-way.
-        group = self._cases.create_group(
-            case.case_id, overwrite=True,
-            attributes={CASE_ATTRS: attrs, "ome": ome_attrs(case.case_id, image.affine,
-                                                             image.spatial_ndim)},
-        )
-        dims = spatial_dims(image.spatial_ndim)
-        self._array(group, IMAGE, (CHANNEL,) + dims, stored)
-        if case.mask is not None:
-            self._array(group, MASK, dims, mask_to_stored(case.mask.array))
-        for name, values in axis_coords(image.affine, stored.shape[1:]).items():
-            group.create_array(name, data=values, dimension_names=(name,))
+        if not isinstance(case, WrittenCase):  # else a worker wrote its group already
+            write_case_group(self._cases, case, self._compressor)
         self._journal_unit(case_unit(index), [index])
         test_kill_point("case")  # TEST HOOK: killed with a case written but not complete
-        group.attrs[CASE_ATTRS] = dict(attrs, complete=True)  # last: the case is whole
+        group = self._cases[case.case_id]
+        group.attrs[CASE_ATTRS] = dict(group.attrs[CASE_ATTRS], complete=True)  # last
         self._wrote(index, case.case_id)
+
+    def worker_destination(self) -> CaseDestination:
+        return CaseDestination(self.location, self._compressor)
+
+    def _discard(self, case: Case) -> None:
+        """Delete the group a worker wrote for a case the store then refused."""
+        if isinstance(case, WrittenCase) and case.case_id in self._cases:
+            del self._cases[case.case_id]
 
     def _wrote(self, index: int, case_id: str) -> None:
         with self._lock:
@@ -86,14 +83,6 @@ class VolumesWriter(BaseWriter):
     def _kept_on_resume(self) -> set[str]:
         return {CASES_GROUP}
 
-    def _array(self, group, name: str, dims: tuple[str, ...], data: np.ndarray) -> None:
-        """One shard (the whole array) of 2D-slice chunks."""
-        chunks = (1,) * (data.ndim - 2) + data.shape[-2:]
-        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                   shards=data.shape, compressors=self._compressor,
-                                   dimension_names=dims)
-        array[...] = data
-
     def _arrays_info(self) -> dict[str, Any]:
         """Root arrays, plus the image and mask of one case as the pattern of all:
         null in ``shape``/``chunks``/``shards`` means that case's own extent."""
@@ -110,6 +99,37 @@ class VolumesWriter(BaseWriter):
                                shards=[None] * ndim)
                 info[f"{CASES_GROUP}/*/{name}"] = pattern
         return info
+
+
+def write_case_group(cases: zarr.Group, case: Case, compressor) -> None:
+    """The case's group under ``cases``: image, mask, axis coordinates, and its
+    attributes with ``complete`` false (the writer sets it once the case is recorded).
+    Touches that group only, so workers can write different cases at once."""
+    image = case.image
+    stored = image_to_stored(image)
+    attrs = case_attrs(case.case_id, image.affine, image.spatial_ndim,
+                       stored.shape[1:], image.has_channels)
+    # overwrite=True: a retry of a case whose first attempt failed half-way.
+    group = cases.create_group(
+        case.case_id, overwrite=True,
+        attributes={CASE_ATTRS: attrs, "ome": ome_attrs(case.case_id, image.affine,
+                                                         image.spatial_ndim)},
+    )
+    dims = spatial_dims(image.spatial_ndim)
+    _array(group, IMAGE, (CHANNEL,) + dims, stored, compressor)
+    if case.mask is not None:
+        _array(group, MASK, dims, mask_to_stored(case.mask.array), compressor)
+    for name, values in axis_coords(image.affine, stored.shape[1:]).items():
+        group.create_array(name, data=values, dimension_names=(name,))
+
+
+def _array(group, name: str, dims: tuple[str, ...], data: np.ndarray, compressor) -> None:
+    """One shard (the whole array) of 2D-slice chunks."""
+    chunks = (1,) * (data.ndim - 2) + data.shape[-2:]
+    array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                               shards=data.shape, compressors=compressor,
+                               dimension_names=dims)
+    array[...] = data
 
 
 def case_unit(index: int) -> str:

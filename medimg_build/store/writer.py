@@ -142,6 +142,9 @@ class FinishedStore:
     def write_case(self, index: int, case) -> None:
         raise StoreError(self.location, "the store is finished; no case is left to write")
 
+    def worker_destination(self) -> None:
+        return None
+
     def close(self, table=None) -> None:
         self.lock.release()
 
