@@ -6,6 +6,8 @@ Besides the times, each baseline's output is compared with our store's voxels, s
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 
 from medimg_build import open_store
@@ -24,6 +26,23 @@ def build_ours(source_dir, out) -> None:
         raise RuntimeError(f"benchmark build failed: {report.failed}")
 
 
+class FreshStores:
+    """A new store path for each timed build (``--overwrite`` deleting the last one
+    is no part of the work the baselines do); ``last`` is the latest store."""
+
+    def __init__(self, folder) -> None:
+        self.folder, self.count = folder, 0
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def next(self):
+        self.count += 1
+        return self.last
+
+    @property
+    def last(self):
+        return self.folder / f"build{self.count}.zarr"
+
+
 def run(inputs: CtInputs) -> dict:
     return {"input": f"{inputs.origin}, {inputs.shape} int16",
             "sources": {"nifti": _one_source(inputs.nifti, inputs.nifti.parent.parent),
@@ -31,12 +50,11 @@ def run(inputs: CtInputs) -> dict:
 
 
 def _one_source(source, source_dir) -> dict:
-    out = WORK / "build" / f"{source_dir.name}.zarr"
+    stores = FreshStores(WORK / "build" / source_dir.name)
     saved = WORK / "build" / "baseline.npy"
-    out.parent.mkdir(parents=True, exist_ok=True)
     seconds = {"decode": median_seconds(lambda: baselines.decode_only(source)),
-               "ours": median_seconds(lambda: build_ours(source_dir, out))}
-    ours = open_store(out).read_image("ct").array
+               "ours": median_seconds(lambda: build_ours(source_dir, stores.next()))}
+    ours = open_store(stores.last).read_image("ct").array
     agreement = {}
     for name, pipeline in [("monai", baselines.monai_pipeline),
                            ("nnunet_order3", lambda s, o: baselines.nnunet_style(s, o, 3)),

@@ -8,8 +8,6 @@ cProfile cannot see this: Zarr encodes in its own event-loop thread."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 
 from medimg_build import read_image
@@ -21,7 +19,7 @@ from medimg_build.store.schema import default_compressor
 
 from . import baselines
 from .common import WORK, median_seconds
-from .ct_build import build_ours
+from .ct_build import FreshStores, build_ours
 
 
 def run(source, source_dir) -> dict:
@@ -32,6 +30,7 @@ def run(source, source_dir) -> dict:
     harmonized = normalize(resampled, "ct", window=list(baselines.WINDOW))
     stored = image_to_stored(harmonized)
     out = WORK / "profile"
+    stores, written = FreshStores(out / "builds"), FreshStores(out / "one-case")
     steps = {
         "decode alone (nibabel/pydicom)": median_seconds(lambda: baselines.decode_only(source)),
         "read (ours)": median_seconds(lambda: read_image(source)),
@@ -40,9 +39,10 @@ def run(source, source_dir) -> dict:
             lambda: resample_to_spacing(ras, baselines.SPACING, "linear")),
         "CT window": median_seconds(lambda: normalize(resampled, "ct",
                                                       window=list(baselines.WINDOW))),
-        "store write (one case)": median_seconds(lambda: _write_case(harmonized, out)),
+        "store write (one case)": median_seconds(
+            lambda: _write_case(harmonized, written.next())),
         "codec alone (Blosc)": median_seconds(lambda: _encode_slices(stored)),
-        "build (whole)": median_seconds(lambda: build_ours(source_dir, out / "build.zarr")),
+        "build (whole)": median_seconds(lambda: build_ours(source_dir, stores.next())),
     }
     work = sum(seconds for name, seconds in steps.items()
                if name not in ("decode alone (nibabel/pydicom)", "codec alone (Blosc)",
@@ -52,8 +52,7 @@ def run(source, source_dir) -> dict:
 
 
 def _write_case(image, out) -> None:
-    shutil.rmtree(out / "one.zarr", ignore_errors=True)
-    writer = create_store(out / "one.zarr", "volumes", n_cases=1)
+    writer = create_store(out, "volumes", n_cases=1)
     writer.write_case(0, Case("ct", image))
 
 
