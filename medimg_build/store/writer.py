@@ -38,7 +38,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     layout, table and array descriptions). It is read again at ``close``, so the caller
     may add to it (a build report, say) until then. ``cases_per_shard`` applies to the stack
     only (default: ~64 MiB of image per shard). ``compressor`` is a Zarr v3
-    bytes-to-bytes codec for image and mask (default Blosc zstd-5 with bit-shuffle).
+    bytes-to-bytes codec for image and mask (default Blosc zstd-3 with byte shuffle).
 
     ``format`` is "zarr" or "hdf5" (one HDF5 file of the same schema, see
     ``hdf5_backend.py``); by default HDF5 for a ``.h5``/``.hdf5`` path, else Zarr. An
