@@ -25,6 +25,7 @@ from medimg_build.image import MedicalImage
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store
+from medimg_build.store.schema import CASES_GROUP, image_path
 
 from .common import REPEATS, WORK, median_seconds
 from .inputs import CtInputs
@@ -56,7 +57,7 @@ def _slice_reads(inputs: CtInputs, native) -> dict:
     depth = inputs.shape[2]
     rng = np.random.default_rng(0)
     image = open_store(native).case("ct")["image"]  # opened once, as a training loop would
-    array = zarr.open_array(native / "cases" / "ct" / "image", mode="r")
+    array = zarr.open_array(native / CASES_GROUP / "ct" / image_path(), mode="r")
     mmap = np.load(inputs.npy, mmap_mode="r")
     z = lambda: int(rng.integers(depth))  # noqa: E731
     seconds = {

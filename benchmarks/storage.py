@@ -19,7 +19,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
-from medimg_build.store.schema import default_compressor
+from medimg_build.store.schema import CASES_GROUP, default_compressor, image_path
 
 from .common import REPEATS, WORK, fastest_seconds
 from .inputs import CtInputs
@@ -59,7 +59,7 @@ def run(inputs: CtInputs) -> dict:
     sizes = {}
     arrays = {}
     for name, path in stores.items():
-        image = path / "cases" / "ct" / "image"
+        image = path / CASES_GROUP / "ct" / image_path()
         arrays[name] = zarr.open_array(image, mode="r")[...]
         sizes[name] = {"store": folder_bytes(path), "image": folder_bytes(image),
                        "raw": int(arrays[name].nbytes)}

@@ -98,10 +98,11 @@ class Catalog:
 
     # -- reading the selected cases ---------------------------------------------------
     def images(self, subset: pd.DataFrame | None = None) -> dict[tuple[str, str], xr.Dataset]:
-        """Lazy per-case Datasets (``store.case(case_id)``: image [+ mask], coordinates
-        in mm) keyed by (store, case_id), in the order of ``subset``."""
+        """Lazy, Dask-backed per-case Datasets (``store.case(case_id, chunks={})``:
+        image [+ mask], coordinates in mm) keyed by (store, case_id), in the order of
+        ``subset``."""
         subset = self.cases if subset is None else subset
-        return {(location, case_id): self.stores[location].case(case_id)
+        return {(location, case_id): self.stores[location].case(case_id, chunks={})
                 for location, case_id in zip(subset["store"], subset["case_id"])}
 
     def stack(self, subset: pd.DataFrame | None = None) -> xr.Dataset:

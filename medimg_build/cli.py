@@ -1,5 +1,5 @@
 """The ``medimg-build`` command: build, build-collection, demo, inspect, validate,
-verify, snapshot, export-table, catalog, recipes.
+verify, snapshot, export-table, report, catalog, recipes.
 
 User mistakes end as one line on stderr (``medimg-build: error: <file>: <problem>``)
 and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
@@ -7,6 +7,7 @@ and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,10 @@ from collections.abc import Callable, Sequence
 import yaml
 
 from .errors import MedimgError
+
+# ``--pyramid`` without a number: full, 1/2, 1/4 and 1/8 in-plane (a 512 x 512 CT slice
+# down to 64 x 64, a thumbnail a viewer fetches in one request).
+PYRAMID_LEVELS = 4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--format", choices=("zarr", "hdf5"), default=None,
                        help="zarr (a directory) or hdf5 (one file, same schema); default: "
                        "hdf5 when STORE ends in .h5/.hdf5, else zarr")
+    build.add_argument("--pyramid", nargs="?", type=int, const=PYRAMID_LEVELS, default=None,
+                       metavar="LEVELS", help="volumes layout: resolution levels for "
+                       f"OME-Zarr viewers, LEVELS in all (default {PYRAMID_LEVELS}), each "
+                       "halved in-plane, and along z once slices are at most twice the "
+                       "pixel size")
     build.add_argument("--overwrite", action="store_true", help="replace an existing store")
     build.add_argument("--resume", action="store_true",
                        help="finish the store an interrupted build of the same recipe and "
@@ -74,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="describe a store")
     inspect.add_argument("store", metavar="STORE")
+    _add_storage_options(inspect)
     inspect.set_defaults(run=_inspect)
 
     validate = commands.add_parser(
@@ -81,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check STORE's root attributes against schema/store.schema.json and its "
         "arrays and labels against the layout's invariants; exit 1 listing every violation.")
     validate.add_argument("store", metavar="STORE")
+    _add_storage_options(validate)
     validate.set_defaults(run=_validate)
 
     verify = commands.add_parser(
@@ -89,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "compare it with the manifest written at build time; exit 1 listing every changed, "
         "missing or extra object.")
     verify.add_argument("store", metavar="STORE")
+    _add_storage_options(verify)
     verify.set_defaults(run=_verify)
 
     snapshot = commands.add_parser(
@@ -96,14 +109,27 @@ def _parser() -> argparse.ArgumentParser:
         description="Pack STORE into OUT.zip (entries sorted, stored, fixed timestamps: "
         "equal stores give identical bytes); open_store and verify read it directly.")
     snapshot.add_argument("store", metavar="STORE")
+    _add_storage_options(snapshot)
     snapshot.add_argument("out", metavar="OUT.zip")
     snapshot.set_defaults(run=_snapshot)
 
     export = commands.add_parser("export-table", help="write a store's case table to Parquet")
     export.add_argument("store", metavar="STORE")
+    _add_storage_options(export)
     export.add_argument("--out", metavar="FILE.parquet",
                         help="default: <STORE>.cases.parquet next to the store")
     export.set_defaults(run=_export_table)
+
+    report = commands.add_parser(
+        "report", help="write a visual QC report of a store (static HTML)",
+        description="Write a self-contained HTML report of STORE into --out: dataset card, "
+        "counts per split and class, build failures, thumbnails of a seeded sample of "
+        "cases per split and class with labels overlaid and anatomical directions marked, "
+        "intensity histograms and spacing/shape distributions.")
+    report.add_argument("store", metavar="STORE")
+    report.add_argument("--out", metavar="DIR",
+                        help="default: <STORE>.report next to the store")
+    report.set_defaults(run=_report)
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)
@@ -138,6 +164,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_storage_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--storage-options", type=_json_object, default=None, metavar="JSON",
+        help='fsspec options for a URL, e.g. \'{"anon": true}\' or \'{"client_kwargs": '
+             '{"endpoint_url": "https://..."}}\' (credentials come from the environment)')
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
 def _default_workers() -> int:
     """Every core of this machine, unless $MEDIMG_WORKERS says otherwise."""
     configured = os.environ.get("MEDIMG_WORKERS")
@@ -153,7 +196,8 @@ def _build(args: argparse.Namespace) -> int:
         recipe = recipe.with_overrides(_overrides(args.set, recipe.path))
     report = build_store(recipe, args.source, args.out, workers=args.workers,
                          scheduler=args.scheduler, overwrite=args.overwrite, key=args.key,
-                         progress=not args.quiet, format=args.format, resume=args.resume)
+                         progress=not args.quiet, format=args.format, resume=args.resume,
+                         pyramid_levels=args.pyramid)
     print(report.summary())
     return 0 if report.ok or args.allow_failures else 1
 
@@ -167,26 +211,27 @@ def _demo(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from .describe import describe_store
 
-    print(describe_store(args.store))
+    print(describe_store(args.store, args.storage_options))
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
     from .store.validate import store_summary, validate_store
 
-    return _problems_or(args.store, validate_store(args.store),
-                        lambda: f"valid ({store_summary(args.store)})")
+    options = args.storage_options
+    return _problems_or(args.store, validate_store(args.store, options),
+                        lambda: f"valid ({store_summary(args.store, options)})")
 
 
 def _verify(args: argparse.Namespace) -> int:
     from .store.manifest import verified_summary, verify_store
 
     def verified() -> str:
-        summary = verified_summary(args.store)
+        summary = verified_summary(args.store, args.storage_options)
         return f"verified {summary['n_objects']} objects, content sha256 " \
                f"{summary['content_sha256']}"
 
-    return _problems_or(args.store, verify_store(args.store), verified)
+    return _problems_or(args.store, verify_store(args.store, args.storage_options), verified)
 
 
 def _problems_or(store: str, problems: list, success: Callable[[], str]) -> int:
@@ -202,7 +247,7 @@ def _problems_or(store: str, problems: list, success: Callable[[], str]) -> int:
 def _snapshot(args: argparse.Namespace) -> int:
     from .store.manifest import snapshot_store, verified_summary
 
-    entries = snapshot_store(args.store, args.out)
+    entries = snapshot_store(args.store, args.out, args.storage_options)
     print(f"{args.out}: snapshot of {args.store} ({entries} entries, content sha256 "
           f"{verified_summary(args.out)['content_sha256']})")
     return 0
@@ -211,8 +256,15 @@ def _snapshot(args: argparse.Namespace) -> int:
 def _export_table(args: argparse.Namespace) -> int:
     from .store.export import export_table
 
-    where, rows = export_table(args.store, args.out)
+    where, rows = export_table(args.store, args.out, args.storage_options)
     print(f"{where}: case table of {args.store} ({rows} rows)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"{write_report(args.store, args.out)}: QC report of {args.store}")
     return 0
 
 

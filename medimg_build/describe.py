@@ -16,8 +16,8 @@ def file_count(path: str | Path) -> int:
     return sum(1 for f in Path(path).rglob("*") if f.is_file())
 
 
-def describe_store(path: str) -> str:
-    store = open_store(path)
+def describe_store(path: str, storage_options: dict | None = None) -> str:
+    store = open_store(path, storage_options)
     attrs = store.attrs
     cases = store.cases
     lines = [

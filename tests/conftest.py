@@ -28,3 +28,12 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def reference_stores(tmp_path_factory, shared_data):
+    """A volumes store of the real CT with its segmentation and a stack store of X-rays
+    (tests/reference_stores.py), built once."""
+    from reference_stores import build_reference_stores
+
+    return build_reference_stores(tmp_path_factory.mktemp("reference"), shared_data)

@@ -81,7 +81,7 @@ def test_volumes_round_trip_equals_in_memory_harmonization(volume_source, tmp_pa
             np.testing.assert_array_equal(mask.array, expected.mask.array)
             assert set(np.unique(mask.array)) <= {0, 1, 2}
     tree = xr.open_datatree(out, engine="zarr")
-    assert tree["cases/case0/image"].dims == ("channel", "z", "y", "x")
+    assert tree["cases/case0/scale0/image"].dims == ("channel", "z", "y", "x")  # NGFF level 0
 
 
 def test_table_has_contract_columns_and_no_raw_ids(volume_source, tmp_path):

@@ -9,6 +9,7 @@ import time
 import zipfile
 from datetime import datetime, timezone
 
+import h5py
 import numpy as np
 import pytest
 import zarr
@@ -17,6 +18,7 @@ from medimg_build import open_store
 from medimg_build.cli import main
 from medimg_build.recipe import build as build_module
 from medimg_build.store.manifest import snapshot_store, verify_store
+from medimg_build.store.schema import image_path
 from test_resume import _args, _volume_source
 
 
@@ -72,23 +74,24 @@ def test_two_builds_at_different_times_and_places_have_one_content_hash(built):
 def test_a_flipped_byte_in_a_chunk_is_named_by_array_and_chunk(built, tmp_path, capsys):
     store = tmp_path / "ds.zarr"
     shutil.copytree(built[2], store)
-    chunk = store / "cases" / "case1" / "image" / "c" / "0" / "0" / "0" / "0"
+    chunk = store / "cases" / "case1" / "scale0" / "image" / "c" / "0" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     assert [str(m) for m in verify_store(store)] == [
-        "cases/case1/image: chunk c/0/0/0/0 sha256 differs"]
+        "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs"]
     assert main(["verify", str(store)]) == 1
-    assert "cases/case1/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
+    assert "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
 
 
 def test_a_deleted_chunk_and_an_extra_file_are_reported(built, tmp_path):
     store = tmp_path / "ds.zarr"
     shutil.copytree(built[2], store)
-    (store / "cases" / "case2" / "mask" / "c" / "0" / "0" / "0").unlink()
+    mask = store / "cases" / "case2" / "labels" / "mask" / "scale0" / "mask"
+    (mask / "c" / "0" / "0" / "0").unlink()
     (store / "cases" / "case2" / "stray.bin").write_bytes(b"x")
     assert sorted(str(m) for m in verify_store(store)) == [
-        "cases/case2/mask: chunk c/0/0/0 missing",
+        "cases/case2/labels/mask/scale0/mask: chunk c/0/0/0 missing",
         "cases/case2: object stray.bin extra (not in the manifest)"]
 
 
@@ -114,7 +117,7 @@ def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):
                                       directory.case(case_id)["image"].values)
     assert verify_store(snapshot) == []
     assert main(["verify", str(snapshot)]) == 0
-    assert f"verified 102 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
+    assert f"verified 120 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
 
 
 def test_cli_errors(built, tmp_path, capsys):
@@ -122,3 +125,58 @@ def test_cli_errors(built, tmp_path, capsys):
     assert main(["verify", str(tmp_path / "nothing.zarr")]) == 2
     assert main(["snapshot", str(built[2]), str(tmp_path / "out.tar")]) == 2
     assert "must be a .zip" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def built_hdf5(built):
+    root, source = built[0], built[1]
+    paths = [root / "h5a" / "ds.h5", root / "h5b" / "elsewhere" / "ds.h5"]
+    for path in paths:
+        assert main(_args("volumes", source, path) + ["--workers", "1"]) == 0
+    return paths
+
+
+def _hdf5_hash(path) -> str:
+    with h5py.File(path, "r") as h5:
+        return json.loads(h5.attrs["medimg"])["manifest"]["content_sha256"]
+
+
+def test_hdf5_stores_carry_a_manifest_with_one_content_hash(built_hdf5, capsys):
+    first, second = built_hdf5
+    assert _hdf5_hash(first) == _hdf5_hash(second)
+    assert verify_store(first) == []
+    assert main(["verify", str(first)]) == 0
+    assert f"content sha256 {_hdf5_hash(first)}" in capsys.readouterr().out
+    assert "manifest" not in open_store(first).dataset().to_dataset()  # not data
+    assert main(["snapshot", str(first), str(first.parent / "s.zip")]) == 2
+    assert "an HDF5 store is one file already" in capsys.readouterr().err
+
+
+def test_a_flipped_byte_in_an_hdf5_chunk_is_named_by_dataset_and_chunk(built_hdf5, tmp_path):
+    store = tmp_path / "ds.h5"
+    shutil.copy(built_hdf5[0], store)
+    with h5py.File(store, "r") as h5:
+        image = h5[f"cases/case1/{image_path()}"]
+        chunk = image.id.get_chunk_info(2)
+        grid = [o // c for o, c in zip(chunk.chunk_offset, image.chunks)]
+    with open(store, "r+b") as handle:
+        handle.seek(chunk.byte_offset + chunk.size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    expected = f"cases/case1/{image_path()}: chunk c/" + "/".join(map(str, grid)) + " sha256 differs"
+    assert [str(m) for m in verify_store(store)] == [expected]
+
+
+def test_changed_hdf5_attributes_are_found(built_hdf5, tmp_path):
+    store = tmp_path / "ds.h5"
+    shutil.copy(built_hdf5[0], store)
+    with h5py.File(store, "r+") as h5:
+        h5["cases/case2"].attrs["note"] = json.dumps("edited")
+        medimg = json.loads(h5.attrs["medimg"])
+        h5.attrs["medimg"] = json.dumps({**medimg, "organ": "elsewhere"})
+    assert sorted(str(m) for m in verify_store(store)) == [
+        "/: metadata sha256 differs", "cases/case2: metadata sha256 differs"]
+    with h5py.File(store, "r+") as h5:
+        del h5["cases/case2"].attrs["note"]
+    assert [str(m) for m in verify_store(store)] == ["/: metadata sha256 differs"]

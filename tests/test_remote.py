@@ -1,81 +1,165 @@
-"""Stores read from S3 (a moto server on 127.0.0.1, through s3fs): one slice of a volume
-costs the shard index and the chunk, nothing more."""
+"""Stores read from S3 (a moto server, through s3fs) and from a plain HTTP server (through
+fsspec): what each read costs in requests and bytes.
+
+Budgets, after ``open_store`` (which itself reads only the root zarr.json):
+- a case opens with no request (its metadata is in the consolidated root metadata);
+- one 2D slice of a volume is the shard index and one chunk (the issue's test);
+- a whole image is its shard, in one request;
+- a full scan of a stack store reads each full shard in one request.
+"""
 
 from __future__ import annotations
 
-import logging
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
-import nibabel as nib
 import numpy as np
 import pytest
 
-from medimg_build import build_store, load_recipe, open_store
+from medimg_build import open_store
+from medimg_build.cli import main
+from reference_stores import CASES_PER_SHARD
+from medimg_build.store.manifest import snapshot_store, verify_store
+from medimg_build.store.schema import image_path, mask_path
+from servers import Recorder, http, s3  # noqa: F401  (fixtures)
+
+INDEX_ENTRY = 16  # a shard index holds (offset, length) as two uint64 per chunk
+CRC32C = 4  # and ends with its checksum
 
 
-@pytest.fixture
-def s3(tmp_path):
-    """A bucket on a local moto S3 server and the storage options to reach it."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
+@dataclass
+class Served:
+    """The stores of ``reference_stores`` behind one of the servers."""
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "test", "secret": "test",
-               "client_kwargs": {"endpoint_url": f"http://{host}:{port}",
-                                 "region_name": "us-east-1"}}
-    fs = s3fs.S3FileSystem(**options)
-    fs.call_s3("create_bucket", Bucket="bucket")
-    yield fs, options
-    server.stop()
+    url: Callable[[str], str]  # name -> URL
+    options: dict | None  # storage_options
+    recorder: Recorder
+    put: Callable[[Path, str], None]  # one more local file or folder, by name
 
 
-def _built_store(tmp_path):
-    source = tmp_path / "src"
-    (source / "images").mkdir(parents=True)
-    volume = np.random.default_rng(0).integers(-1000, 1000, (64, 64, 40)).astype(np.int16)
-    nib.save(nib.Nifti1Image(volume, np.diag([-1.0, -1.0, 2.0, 1.0])),
-             source / "images" / "ct.nii.gz")
-    out = tmp_path / "ds.zarr"
-    recipe = load_recipe("volume-folder").with_overrides(
-        {"labels": None, "harmonize": {"spacing": None}})
-    assert build_store(recipe, source, out, progress=False).ok
-    return out
+@pytest.fixture(params=["s3", "http"])
+def server(request, reference_stores) -> Served:
+    kind = request.param
+    served = request.getfixturevalue(kind)
+    if kind == "s3":
+        served_as = Served(lambda name: f"s3://bucket/{name}", served.options,
+                           served.recorder, lambda path, name: served.upload(path, name))
+    else:
+        def put(path: Path, name: str) -> None:
+            (shutil.copytree if path.is_dir() else shutil.copy)(path, served.root / name)
+
+        served_as = Served(lambda name: f"{served.url}/{name}", None, served.recorder, put)
+    for name in ("ct.zarr", "nih.zarr"):
+        served_as.put(reference_stores.root / name, name)
+    served.recorder.clear()
+    return served_as
 
 
-def test_a_slice_from_s3_costs_the_shard_index_and_one_chunk(s3, tmp_path, monkeypatch):
-    fs, options = s3
-    local = _built_store(tmp_path)
-    fs.put(str(local), "bucket/ds.zarr", recursive=True)
+def _shard(local, *parts: str) -> bytes:
+    return local.joinpath(*parts).read_bytes()
 
-    store = open_store("s3://bucket/ds.zarr", storage_options=options)
-    assert store.cases["case_id"].tolist() == ["ct"]
+
+def test_a_slice_costs_the_shard_index_and_one_chunk(server, reference_stores):
+    url, options, recorder = server.url, server.options, server.recorder
+    local = reference_stores.root
+    store = open_store(url("ct.zarr"), storage_options=options)
+    assert len(recorder.gets()) == 1  # the root zarr.json: consolidated metadata
     case = store.case("ct")
+    recorder.clear()
 
-    # Count S3 calls from here on (s3fs funnels every request through _call_s3).
-    import s3fs
+    depth = case["image"].shape[1]
+    remote = case["image"][0, depth // 2].values
+    np.testing.assert_array_equal(
+        remote, open_store(local / "ct.zarr").case("ct")["image"][0, depth // 2].values)
+    gets = recorder.gets()
+    assert len(gets) <= 2, gets
+    shard = _shard(local, "ct.zarr", "cases", "ct", *image_path().split("/"),
+                   "c", "0", "0", "0", "0")
+    index_bytes = depth * INDEX_ENTRY + CRC32C  # one chunk per slice, one shard per image
+    chunk_bytes = (len(shard) - index_bytes) / depth
+    assert sum(g.n_bytes for g in gets) <= 1.5 * chunk_bytes + index_bytes
 
-    calls = []
-    original = s3fs.S3FileSystem._call_s3
 
-    async def counting(self, method, *args, **kwargs):
-        calls.append((method, kwargs.get("Key"), kwargs.get("Range")))
-        return await original(self, method, *args, **kwargs)
+def test_opening_a_case_and_reading_it_whole(server, reference_stores):
+    url, options, recorder = server.url, server.options, server.recorder
+    local = reference_stores.root
+    store = open_store(url("ct.zarr"), storage_options=options)
+    ids = store.cases["case_id"].tolist()  # the table: a request per column, at most
+    assert len(recorder.gets()) <= 1 + len(store.attrs["table"]["columns"])
+    recorder.clear()
 
-    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counting)
-    remote = case["image"][0, 10].values
-    expected = open_store(local).case("ct")["image"][0, 10].values
-    np.testing.assert_array_equal(remote, expected)
+    case = store.case(ids[0])
+    assert recorder.requests == []  # metadata from the root, coordinates from the affine
+    image, mask = case["image"].values, case["mask"].values
+    gets = recorder.gets()
+    assert sorted(g.key.rsplit("/c/", 1)[0] for g in gets) == sorted(
+        f"ct.zarr/cases/ct/{path}" for path in (image_path(), mask_path()))  # each once
+    assert all(g.n_bytes is None for g in gets)
+    expected = open_store(local / "ct.zarr")
+    np.testing.assert_array_equal(image, expected.case("ct")["image"].values)
+    np.testing.assert_array_equal(mask, expected.case("ct")["mask"].values)
+    assert store.read_image("ct").affine.tolist() == expected.read_image("ct").affine.tolist()
 
-    gets = [c for c in calls if c[0] == "get_object"]
-    assert len(gets) <= 2, calls
-    read = 0
-    for _, _, byte_range in gets:  # "bytes=-N" (suffix) or "bytes=a-b"
-        start, _, end = byte_range.removeprefix("bytes=").partition("-")
-        read += int(end) if not start else int(end) - int(start) + 1
-    shard = local / "cases" / "ct" / "image" / "c" / "0" / "0" / "0" / "0"
-    chunks = 40  # one chunk per slice, one shard per array
-    index_bytes = chunks * 16 + 4  # (offset, length) per chunk + crc32c
-    chunk_bytes = (shard.stat().st_size - index_bytes) / chunks
-    assert read <= 1.5 * chunk_bytes + index_bytes, (read, chunk_bytes)
+
+def test_a_full_scan_of_a_stack_store_reads_each_shard_once(server, reference_stores):
+    url, options, recorder = server.url, server.options, server.recorder
+    local = reference_stores.root
+    store = open_store(url("nih.zarr"), storage_options=options)
+    ds = store.dataset()
+    recorder.clear()
+
+    images = ds["image"].values
+    np.testing.assert_array_equal(images, open_store(local / "nih.zarr").dataset()["image"])
+    n_cases, per_shard = images.shape[0], CASES_PER_SHARD
+    full_shards = n_cases // per_shard
+    by_shard = {}
+    for get in recorder.gets():
+        by_shard.setdefault(get.key, []).append(get)
+    assert len(by_shard) == -(-n_cases // per_shard)  # every shard, nothing else
+    whole = [key for key, gets in by_shard.items() if [g.n_bytes for g in gets] == [None]]
+    assert len(whole) == full_shards
+    # The last shard is partly filled: its index, then its chunks.
+    assert len(recorder.gets()) <= full_shards + 1 + (n_cases - full_shards * per_shard)
+
+
+
+def test_a_snapshot_is_read_in_place_from_its_url(server, reference_stores, tmp_path):
+    snapshot = tmp_path / "nih.zarr.zip"
+    snapshot_store(reference_stores.xray, snapshot)
+    server.put(snapshot, "nih.zarr.zip")
+    server.recorder.clear()
+
+    remote = open_store(server.url("nih.zarr.zip"), storage_options=server.options)
+    local = open_store(reference_stores.xray)
+    assert remote.cases["case_id"].tolist() == local.cases["case_id"].tolist()
+    case_id = local.cases["case_id"][0]
+    np.testing.assert_array_equal(remote.case(case_id)["image"].values,
+                                  local.case(case_id)["image"].values)
+    # only ranges of the one file: the zip's directory, then the entries read
+    assert {g.key for g in server.recorder.gets()} == {"nih.zarr.zip"}
+    assert verify_store(server.url("nih.zarr.zip"), server.options) == []
+
+
+def test_the_read_commands_take_urls_and_storage_options(server, reference_stores, capsys):
+    options = [] if server.options is None else ["--storage-options",
+                                                 json.dumps(server.options)]
+    url = server.url("ct.zarr")
+    assert main(["verify", url, *options]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert main(["validate", url, *options]) == 0
+    assert main(["inspect", url, *options]) == 0
+    assert "ct" in capsys.readouterr().out
+
+
+def test_urls_that_cannot_be_read_are_one_line_errors(capsys):
+    assert main(["inspect", "nope://bucket/ds.zarr"]) == 2
+    assert main(["inspect", "http://127.0.0.1:9/ds.zarr"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "Protocol not known: nope" in errors[0]
+    assert "check the URL, the network" in errors[1]
+    with pytest.raises(SystemExit):
+        main(["verify", "s3://bucket/ds.zarr", "--storage-options", "[1]"])
+    assert "must be a JSON object" in capsys.readouterr().err

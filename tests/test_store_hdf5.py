@@ -104,8 +104,12 @@ def test_volumes_zarr_and_hdf5_read_back_identical(tmp_path):
     assert isinstance(tree_two, xr.DataTree)
     assert set(tree_two["cases"].children) == set(tree_one["cases"].children)
     for case_id in tree_one["cases"].children:
-        xr.testing.assert_identical(tree_two[f"cases/{case_id}"].to_dataset().load(),
-                                    tree_one[f"cases/{case_id}"].to_dataset().load())
+        nodes_one = {n.path: n for n in tree_one[f"cases/{case_id}"].subtree}
+        nodes_two = {n.path: n for n in tree_two[f"cases/{case_id}"].subtree}
+        assert set(nodes_two) == set(nodes_one)  # levels, labels/mask and its levels
+        for path, node in nodes_one.items():
+            xr.testing.assert_identical(nodes_two[path].to_dataset().load(),
+                                        node.to_dataset().load())
     root_one, root_two = tree_one.to_dataset(), tree_two.to_dataset()
     root_one.attrs = root_two.attrs = {}
     xr.testing.assert_identical(root_two.load(), root_one.load())
@@ -117,11 +121,11 @@ def test_h5py_alone_reads_slices_table_and_attrs(tmp_path):
     with h5py.File(path, "r") as f:
         medimg = json.loads(f.attrs["medimg"])
         assert medimg["layout"] == "volumes" and medimg["finished"] is True
-        image = f["cases/liver_02/image"]
+        image = f["cases/liver_02/scale0/image"]
         assert list(image.attrs["dimension_names"]) == ["channel", "z", "y", "x"]
         assert image.chunks == (1, 1) + image.shape[2:]  # one 2D slice per chunk
         assert image.compression == "gzip" and image.shuffle  # no plugin needed
-        assert medimg["arrays"]["cases/*/image"]["codecs"][-1]["name"] == "gzip"
+        assert medimg["arrays"]["cases/*/scale0/image"]["codecs"][-1]["name"] == "gzip"
         expected = np.asarray(cases[2].image.array).T  # (x, y, z) -> (z, y, x)
         np.testing.assert_array_equal(image[0, 3], expected[3])
         assert f["case"].asstr()[:].tolist() == [c.case_id for c in cases]
@@ -131,7 +135,7 @@ def test_h5py_alone_reads_slices_table_and_attrs(tmp_path):
         np.testing.assert_allclose(case_attrs["affine"], cases[2].image.affine)
         assert case_attrs["complete"] is True
         # netCDF-style dimension scales where a coordinate of the dim's name exists
-        assert image.dims[1][0].name == "/cases/liver_02/z"
+        assert image.dims[1][0].name == "/cases/liver_02/scale0/z"
         assert f["label_tumour"].dims[0][0].name == "/case"
 
 
@@ -178,7 +182,7 @@ def test_interrupted_volumes_case_is_hidden(tmp_path, monkeypatch):
 
     store = open_store(path)
     with h5py.File(path, "r") as f:
-        assert "cases/liver_01/image" in f  # written, but its case is not complete
+        assert "cases/liver_01/scale0/image" in f  # written, but its case is not complete
     assert store.cases["case_id"].tolist() == ["liver_00", "liver_02"]
     assert store.labels("tumour").index.tolist() == ["liver_00", "liver_02"]
     assert "liver_01" not in store.dataset()["cases"].children

@@ -108,7 +108,10 @@ def test_opens_with_xarray_open_zarr(tmp_path, cases):
 def test_case_is_lazy_with_geometry(tmp_path, cases):
     store = open_store(build(tmp_path / "s.zarr", cases))
     ds = store.case("img002")
-    assert isinstance(ds.image.data, da.Array) and ds.image.dims == ("channel", "y", "x")
+    assert not ds.image.variable._in_memory and ds.image.dims == ("channel", "y", "x")
+    assert isinstance(store.case("img002", chunks={}).image.data, da.Array)
+    np.testing.assert_array_equal(ds.image.values,
+                                  store.case("img002", chunks={}).image.values)
     assert ds.attrs["affine"] == cases[2].image.affine.tolist()
     assert ds.attrs["origin"] == cases[2].image.affine[:3, 3][::-1].tolist()
     assert ds.x.size == 12 and ds.y.size == 9

@@ -77,13 +77,14 @@ def test_opens_with_xarray_open_datatree(tmp_path, cases):
     tree = xr.open_datatree(path, engine="zarr")
     assert tree["case"].values.tolist() == [c.case_id for c in cases]
     node = tree["cases/liver_01"]
-    assert node["image"].dims == ("channel", "z", "y", "x")
-    assert node["mask"].dims == ("z", "y", "x")
-    np.testing.assert_array_equal(node["image"].values[0],
+    level_0 = node["scale0"]  # the layout moved: levels and the mask are subgroups (NGFF)
+    assert level_0["image"].dims == ("channel", "z", "y", "x")
+    assert node["labels/mask/scale0"]["mask"].dims == ("z", "y", "x")
+    np.testing.assert_array_equal(level_0["image"].values[0],
                                   cases[1].image.array.transpose(2, 1, 0))
     affine = ras_affine(1)
-    np.testing.assert_allclose(node["z"].values, affine[2, 3] + np.arange(5) * affine[2, 2])
-    np.testing.assert_allclose(node["x"].values, affine[0, 3] + np.arange(12) * affine[0, 0])
+    np.testing.assert_allclose(level_0["z"].values, affine[2, 3] + np.arange(5) * affine[2, 2])
+    np.testing.assert_allclose(level_0["x"].values, affine[0, 3] + np.arange(12) * affine[0, 0])
     case_attrs = node.attrs["medimg_case"]
     assert case_attrs["complete"] is True and case_attrs["axis_aligned"] is True
     assert tree["cases/liver_02"].attrs["medimg_case"]["axis_aligned"] is False
@@ -97,21 +98,22 @@ def test_ngff_metadata(tmp_path, cases):
     multiscale = ome["multiscales"][0]
     assert [a["name"] for a in multiscale["axes"]] == ["channel", "z", "y", "x"]
     assert multiscale["axes"][1] == {"name": "z", "type": "space", "unit": "millimeter"}
+    assert multiscale["datasets"][0]["path"] == "scale0/image"
     scale, translation = multiscale["datasets"][0]["coordinateTransformations"]
     affine = ras_affine(1)
     assert scale["scale"] == [1.0, affine[2, 2], affine[1, 1], affine[0, 0]]
     assert translation["translation"] == [0.0, affine[2, 3], affine[1, 3], affine[0, 3]]
-    image = zarr.open_array(path / "cases" / "liver_01" / "image", mode="r")
+    image = zarr.open_array(path / "cases" / "liver_01" / "scale0" / "image", mode="r")
     assert list(image.metadata.dimension_names) == [a["name"] for a in multiscale["axes"]]
 
 
 def test_a_slice_is_one_chunk_and_a_case_one_shard(tmp_path, cases):
     path = build(tmp_path / "v.zarr", cases)
-    image = zarr.open_array(path / "cases" / "liver_00" / "image", mode="r")
+    image = zarr.open_array(path / "cases" / "liver_00" / "scale0" / "image", mode="r")
     assert image.shape == (1, 4, 7, 11)
     assert image.chunks == (1, 1, 7, 11)
     assert image.shards == image.shape
-    pattern = open_store(path).attrs["arrays"]["cases/*/image"]
+    pattern = open_store(path).attrs["arrays"]["cases/*/scale0/image"]
     assert pattern["chunks"] == [1, 1, None, None] and pattern["dtype"] == "int16"
 
 
@@ -125,18 +127,21 @@ def test_file_count_grows_with_cases_not_slices(tmp_path):
     assert _file_count(thin) == _file_count(thick)
     more = build(tmp_path / "more.zarr", [ct_case(i, slices=2) for i in range(8)])
     per_case = (_file_count(more) - _file_count(thin)) / 4
-    assert per_case <= 12  # group + image + mask + 3 coordinates, metadata and data
+    # groups: case, scale0, labels, labels/mask, its scale0; arrays (metadata and data):
+    # image, mask, 3 coordinates
+    assert per_case <= 15
 
 
 def test_case_is_lazy_with_geometry(tmp_path, cases):
     store = open_store(build(tmp_path / "v.zarr", cases))
     ds = store.case("liver_02")
-    assert isinstance(ds.image.data, da.Array)
+    assert not ds.image.variable._in_memory
+    assert isinstance(store.case("liver_02", chunks={}).image.data, da.Array)
     assert ds.attrs["affine"] == oblique_affine().tolist()
     assert ds.attrs["spacing"] == pytest.approx([3.0, 0.9, 0.9])
     tree = store.dataset()
     assert isinstance(tree, xr.DataTree)
-    assert isinstance(tree["cases/liver_00"]["image"].data, da.Array)
+    assert isinstance(tree["cases/liver_00/scale0"]["image"].data, da.Array)
 
 
 def test_interrupted_case_is_hidden(tmp_path, cases, monkeypatch):
@@ -154,7 +159,7 @@ def test_interrupted_case_is_hidden(tmp_path, cases, monkeypatch):
     writer.close(pd.DataFrame({"case_id": [c.case_id for c in cases]}))
 
     store = open_store(tmp_path / "v.zarr")
-    assert (tmp_path / "v.zarr" / "cases" / "liver_01" / "image").exists()
+    assert (tmp_path / "v.zarr" / "cases" / "liver_01" / "scale0" / "image").exists()
     assert store.cases["case_id"].tolist() == ["liver_00", "liver_02"]
     assert store.labels("tumour").index.tolist() == ["liver_00", "liver_02"]
     assert "liver_01" not in store.dataset()["cases"].children

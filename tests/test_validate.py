@@ -126,12 +126,13 @@ def test_built_stores_have_what_the_checks_need(built):
 def test_misaligned_volumes_mask(copy_of):
     path = copy_of("volumes")
     group = zarr.open_group(path, mode="r+")["cases/case0"]
-    shape = group["image"].shape[1:]
-    group.create_array("mask", shape=(shape[0], shape[1] + 1, shape[2]), dtype="uint8",
-                       dimension_names=("z", "y", "x"), overwrite=True)
+    shape = group["scale0/image"].shape[1:]
+    group.create_array("labels/mask/scale0/mask", shape=(shape[0], shape[1] + 1, shape[2]),
+                       dtype="uint8", dimension_names=("z", "y", "x"), overwrite=True)
     problems = _problems(path)
     assert len(problems) == 1
-    assert "cases/case0/mask" in problems[0] and "not on the image grid" in problems[0]
+    assert "cases/case0/labels/mask/scale0/mask" in problems[0]
+    assert "not on the image grid" in problems[0]
 
 
 def test_changed_case_affine(copy_of):
@@ -141,9 +142,11 @@ def test_changed_case_affine(copy_of):
     attrs["affine"] = (np.asarray(attrs["affine"]) @ np.diag([2.0, 1, 1, 1])).tolist()
     group.attrs["medimg_case"] = attrs
     problems = _problems(path)
-    assert len(problems) == 1
+    assert len(problems) == 2  # the affine's own spacing, and the NGFF scale of level 0
     assert problems[0].startswith("cases/case1: medimg_case: spacing")
     assert "disagrees with the affine" in problems[0]
+    assert problems[1] == ("cases/case1: ome level-0 scale/translation disagree with the "
+                           "case's affine")
 
 
 def test_stack_mask_of_another_shape(copy_of):
@@ -157,7 +160,7 @@ def test_stack_mask_of_another_shape(copy_of):
 
 
 def test_mask_value_not_in_vocabulary(copy_of):
-    for kind, name in (("stack", "mask"), ("volumes", "cases/case1/mask")):
+    for kind, name in (("stack", "mask"), ("volumes", "cases/case1/labels/mask/scale0/mask")):
         path = copy_of(kind)
         mask = zarr.open_group(path, mode="r+")[name]
         mask[(-1,) * mask.ndim] = 7
@@ -322,7 +325,7 @@ def test_built_hdf5_stores_have_what_the_checks_need(built_h5):
     with h5py.File(built_h5["stack"]) as f:
         assert "mask" in f
     with h5py.File(built_h5["volumes"]) as f:
-        assert "mask" in f["cases/case0"] and "mask" not in f["cases/case2"]
+        assert "labels/mask/scale0/mask" in f["cases/case0"] and "labels" not in f["cases/case2"]
     with h5py.File(built_h5["chest"]) as f:
         assert f["label_finding"].ndim == 2 and f["label_view"].ndim == 1
 
@@ -358,8 +361,8 @@ def _break_stack_mask_shape(path: Path) -> None:
 def _break_volumes_mask_shape(path: Path) -> None:
     root = _edit(path)
     group = root["cases/case0"]
-    z, y, x = group["image"].shape[1:]
-    _replace_array(group, "mask", (z, y + 1, x), ("z", "y", "x"))
+    z, y, x = group["scale0/image"].shape[1:]
+    _replace_array(group, "labels/mask/scale0/mask", (z, y + 1, x), ("z", "y", "x"))
     _close(root)
 
 
@@ -405,12 +408,13 @@ def _break_case_affine(path: Path) -> None:
 BREAKAGES = {  # kind, breakage, a line the report must hold
     "stack mask shape": ("stack", _break_stack_mask_shape, "mask: shape [3, 6, 10, 3] is "
                          "not the image's (case, z, y, x) = [3, 6, 10, 12]"),
-    "volumes mask shape": ("volumes", _break_volumes_mask_shape, "cases/case0/mask: shape"),
+    "volumes mask shape": ("volumes", _break_volumes_mask_shape,
+                           "cases/case0/labels/mask/scale0/mask: shape"),
     "stack mask value": ("stack", _break_mask_values("mask"), "mask: values [7] are not in "
                          "the segmentation vocabulary [0, 1, 2]"),
-    "volumes mask value": ("volumes", _break_mask_values("cases/case1/mask"),
-                           "cases/case1/mask: values [7] are not in the segmentation "
-                           "vocabulary [0, 1, 2]"),
+    "volumes mask value": ("volumes", _break_mask_values("cases/case1/labels/mask/scale0/mask"),
+                           "cases/case1/labels/mask/scale0/mask: values [7] are not in the "
+                           "segmentation vocabulary [0, 1, 2]"),
     "label value": ("chest", _break_labels, "label_view: values [7] are not in {-1} or "
                     "[0, 2) (2 classes)"),
     "table column": ("volumes", _break_table, "split: table column 'split' is listed in "

@@ -38,19 +38,23 @@ def _volume_source(root, shapes):
 
 
 def test_two_workers_writing_cases_make_the_serial_store(tmp_path, monkeypatch):
-    source = _volume_source(tmp_path / "src", [(40, 36, 12), (32, 30, 9), (44, 40, 7)])
+    """Masks (NGFF label images with the recipe's classes) and a pyramid included."""
+    source = _volume_source(tmp_path / "src", [(80, 72, 12), (64, 60, 9), (88, 80, 7)])
     recipe = load_recipe("volume-folder").with_overrides(
         {"labels": {"segmentation": {"classes": {"0": "background", "1": "bone"}}}})
     serial, parallel = tmp_path / "serial.zarr", tmp_path / "parallel.zarr"
-    assert build_store(recipe, source, serial, progress=False).ok
+    assert build_store(recipe, source, serial, progress=False, pyramid_levels=2).ok
 
     def not_here(*args):
         raise AssertionError("the build process wrote a case's pixels")
 
     # Only this process is patched: the workers (new processes) write with the real one.
     monkeypatch.setattr(volumes, "write_case_group", not_here)
-    assert build_store(recipe, source, parallel, workers=2, progress=False).ok
-    assert store_contents(parallel) == store_contents(serial)
+    assert build_store(recipe, source, parallel, workers=2, progress=False,
+                       pyramid_levels=2).ok
+    contents = store_contents(serial)
+    assert any("scale1" in key for key in contents)  # the pyramid was built
+    assert store_contents(parallel) == contents
     assert validate_store(parallel) == []
 
 

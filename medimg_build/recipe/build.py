@@ -94,8 +94,13 @@ class BuildReport:
 def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                 workers: int = 1, scheduler: str | None = None, overwrite: bool = False,
                 key: str | None = None, progress: bool = True,
-                format: str | None = None, resume: bool = False) -> BuildReport:
+                format: str | None = None, resume: bool = False,
+                pyramid_levels: int | None = None) -> BuildReport:
     """``format``: "zarr" or "hdf5" (default: HDF5 for a .h5/.hdf5 ``out``, else Zarr).
+
+    ``pyramid_levels`` (volumes layout): the most resolution levels of each case, for
+    OME-Zarr viewers (``medimg_build.store.pyramid``); it sets the recipe's
+    ``store.pyramid_levels``, so the store's recipe records it and a resume keeps it.
 
     ``resume``: finish the store that an interrupted build of the same recipe and
     cases left at ``out``, redoing only the cases not complete in it (the result is the
@@ -104,6 +109,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
         raise StoreError(str(out), "--resume and --overwrite exclude each other",
                          hint="--resume continues a store, --overwrite replaces it")
     started = time.perf_counter()
+    if pyramid_levels is not None:
+        recipe = recipe.with_overrides({"store": {"pyramid_levels": pyramid_levels}})
     source_dir = Path(source_dir)
     secret, key_is_secret = pseudonym_key(key)
     listing = list_sources(recipe, source_dir, secret)
@@ -137,8 +144,10 @@ def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
     key (``key_check``: a keyed hash of a constant, not the key) is refused."""
     journal = {"recipe_sha256": attrs["recipe"]["sha256"],
                "case_ids": [c.case_id for c in cases], "key_check": key_check}
+    store = recipe.data.get("store", {})
     options = dict(layout=recipe.layout, n_cases=len(cases), attrs=attrs, format=format,
-                   cases_per_shard=recipe.data.get("store", {}).get("cases_per_shard"))
+                   cases_per_shard=store.get("cases_per_shard"),
+                   pyramid_levels=store.get("pyramid_levels", 1))
     if resume:
         writer = reopen_store(out, journal=journal, **options)
     else:

@@ -1,7 +1,7 @@
 """Harmonized Zarr v3 stores: writing them (``create_store``) and reading them
 (``open_store``).
 
-Layout (schema 1.0)
+Layout (schema 2.0)
 ===================
 
 Axis order. In memory a ``MedicalImage`` is ``array[x, y[, z][, c]]`` (nibabel index
@@ -23,7 +23,7 @@ decodes without its neighbours. Sharding keeps the file count low (below).
 
 Root attributes: ``attrs["medimg"]`` is the dict the builder passes (dataset, modality,
 organ, recipe, harmonization, label vocabulary, versions, provenance) plus:
-``schema_version`` ("1.0"), ``layout``, ``n_cases``, ``finished`` (false until the
+``schema_version`` ("2.0"), ``layout``, ``n_cases``, ``finished`` (false until the
 writer is closed: a reader refuses an interrupted build), ``table`` = {"columns",
 "json_columns"}, ``image`` = {"spatial_ndim", "channel_dim"[, "channel_axis",
 "n_channels" (stack only; a volumes case has its own)]} and ``arrays`` = {name: {dims,
@@ -87,19 +87,32 @@ image dtype and number of spatial axes; opens with
 
     zarr.json                 root group, attrs["medimg"], consolidated metadata
     case, <column>, label_<name>, <name>_class    as in the stack
-    cases/<case_id>/          group; attrs "medimg_case" and "ome" (OME-NGFF 0.5)
+    cases/<case_id>/          group, an OME-NGFF 0.5 image: attrs "medimg_case", "ome"
+      scale0/                 level 0, the harmonized grid
         image  (channel, [z,] y, x)   chunks (1, [1,] Y, X), one shard = the whole array
-        mask   ([z,] y, x)            chunks ([1,] Y, X), one shard = the whole array
         z, y, x                       1-D voxel-centre positions in mm (origin + i*spacing)
+      scale<n>/               pyramid level n (only with pyramid_levels > 1), as scale0
+      labels/                 attrs "ome" = {"version": "0.5", "labels": ["mask"]}
+        mask/                 the NGFF label image: attrs "ome" (multiscales, image-label)
+          scale<n>/mask  ([z,] y, x)  level n of the mask, chunked like the image
 
 ``medimg_case`` = {case_id, affine (4x4 list, nibabel index order), spacing, origin,
 shape (stored spatial), axis_aligned (whether z/y/x are exact), channel_axis,
 complete}. ``complete`` is written true last, after the case's arrays. ``ome`` =
 {"version": "0.5", "multiscales": [{"name": case_id, "axes": [channel, [z,] y, x]
-(space axes in millimeter), "datasets": [{"path": "image", "coordinateTransformations":
-[scale [1, sz, sy, sx], translation [0, tz, ty, tx]]}]}]}. The NGFF axis of channels is
-named "channel" (not "c"), because OME-NGFF 0.5 requires axes names to equal the
-array's ``dimension_names``.
+(space axes in millimeter), "type": "mean", "metadata", "datasets": [{"path":
+"scale<n>/image", "coordinateTransformations": [scale [1, sz, sy, sx], translation
+[0, tz, ty, tx]]} per level]}]}. The NGFF axis of channels is named "channel" (not
+"c"), because OME-NGFF 0.5 requires axes names to equal the array's
+``dimension_names``. The mask's ``ome`` has the same datasets (``scale<n>/mask``,
+spatial axes only: one label map for every channel), "type": "mode", and
+"image-label" = {colors: one RGBA per class value of the vocabulary (0 transparent),
+properties: [{label-value, name}] from ``labels.segmentation.classes``, source:
+{image: "../../"}}. Each level is a group of its own so that xarray opens every level
+as one Dataset (``ngff.py``); levels are halved in-plane, along z only once its
+spacing is at most twice the in-plane spacing, and level n's scale and translation
+put each voxel centre at the centre of the level-0 block it averages (``pyramid.py``).
+Readers read level 0.
 
 Completeness: a case is visible to readers only when complete (volumes: its group's
 ``medimg_case.complete``; stack: ``complete[case]``). ``MedimgStore.cases`` lists

@@ -351,6 +351,14 @@ def check_case_geometry(case: Case, location: str) -> None:
                          "differs from the image's", hint="resample the mask onto the image")
 
 
+def layout_options(layout: str, cases_per_shard: int | None, pyramid_levels: int
+                   ) -> dict[str, Any]:
+    """The writer options of ``layout`` (each layout takes its own)."""
+    if layout == "stack":
+        return {"cases_per_shard": cases_per_shard}
+    return {"pyramid_levels": pyramid_levels}
+
+
 @contextmanager
 def beside_hierarchy():
     """Silence Zarr on listing a store with the build lock and journal in it: they are

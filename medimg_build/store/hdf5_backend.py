@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import h5py
@@ -88,6 +90,29 @@ def is_hdf5_file(location: str, storage_options: dict | None = None) -> bool:
             return has_signature(handle.read(8))
     except (OSError, ValueError):
         return False
+
+
+@contextmanager
+def open_hdf5(location: str, storage_options: dict | None = None) -> Iterator[h5py.File]:
+    """The HDF5 file at a path or URL (read through fsspec), read-only, closed on exit."""
+    raw = None
+    try:
+        if "://" in location:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
+            raw = fs.open(path, "rb")
+        handle = h5py.File(raw if raw is not None else location, "r")
+    except OSError as err:
+        if raw is not None:
+            raw.close()
+        raise StoreError(location, f"cannot open the HDF5 file ({err})") from None
+    try:
+        yield handle
+    finally:
+        handle.close()
+        if raw is not None:
+            raw.close()
 
 
 def encode_attr(value: Any) -> str:

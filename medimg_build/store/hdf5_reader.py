@@ -24,7 +24,7 @@ from dask.base import tokenize
 
 from ..errors import StoreError
 from .hdf5_backend import decode_attrs, dims_of, is_string
-from .reader import MedimgStore, StackReads, VolumesReads, check_medimg
+from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
     CASE, CASES_GROUP,
 )
@@ -123,7 +123,8 @@ class H5ReadGroup:
         """The group's datasets as xarray variables, dims from ``dimension_names``; a
         1-D dataset named after its dim is an index coordinate (as xarray.open_zarr)."""
         variables, coords = {}, {}
-        for name in self.array_keys() if names is None else names:
+        for name in [n for n in self.array_keys() if n not in NOT_DATA] if names is None \
+                else names:
             dataset = self.h5[name]
             dims = dims_of(dataset)
             variable = xr.Variable(dims, self.lazy(name), attrs=decode_attrs(dataset.attrs))
@@ -181,7 +182,7 @@ class _VolumesReads(VolumesReads):
             root = root.isel({CASE: np.flatnonzero(complete)})
         nodes = {"/": root, f"/{CASES_GROUP}": xr.Dataset(attrs=self._cases_attrs())}
         for case_id in ids[complete]:
-            nodes[f"/{CASES_GROUP}/{case_id}"] = self._groups[case_id].to_dataset()
+            nodes.update(_subtree(f"/{CASES_GROUP}/{case_id}", self._groups[case_id]))
         for name, group in self._root.groups().items():  # boxes, landmarks tables
             if name != CASES_GROUP:
                 nodes[f"/{name}"] = group.to_dataset()
@@ -190,8 +191,17 @@ class _VolumesReads(VolumesReads):
     def _cases_attrs(self) -> dict[str, Any]:
         return self._root[CASES_GROUP].attrs if CASES_GROUP in self._root else {}
 
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        return self._groups[case_id].to_dataset()
+    def _open_level_0(self, case_id: str, array_path: str, chunks: dict | None) -> xr.Dataset:
+        level = self._groups[case_id][array_path.rpartition("/")[0]].to_dataset()
+        return _rechunked(level, {"chunks": chunks})
+
+
+def _subtree(path: str, group: H5ReadGroup) -> dict[str, xr.Dataset]:
+    """The DataTree nodes of ``group`` and every group below it, by path."""
+    nodes = {path: group.to_dataset()}
+    for name, child in group.groups().items():
+        nodes.update(_subtree(f"{path}/{name}", child))
+    return nodes
 
 
 def _rechunked(ds: xr.Dataset, kwargs: dict[str, Any]) -> xr.Dataset:

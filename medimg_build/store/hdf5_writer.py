@@ -18,6 +18,8 @@ from ..errors import StoreError
 from .hdf5_backend import (
     DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales,
 )
+from .base import layout_options
+from .hdf5_manifest import write_hdf5_manifest
 from .stack import StackWriter
 from .volumes import VolumesWriter
 
@@ -40,6 +42,7 @@ class _Hdf5Writing:
 
     def _finish(self) -> None:
         attach_dimension_scales(self._root.h5)
+        write_hdf5_manifest(self._root.h5.file)
         self._root.h5.file.close()
 
 
@@ -53,7 +56,8 @@ class Hdf5VolumesWriter(_Hdf5Writing, VolumesWriter):
 
 def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str, Any],
                        initial: dict[str, Any], cases_per_shard: int | None,
-                       compressor: dict[str, Any] | None, overwrite: bool):
+                       compressor: dict[str, Any] | None, overwrite: bool,
+                       pyramid_levels: int = 1):
     """The HDF5 counterpart of ``create_store``'s Zarr branch (arguments checked there).
 
     ``compressor`` is a dict of h5py ``create_dataset`` filter arguments (e.g.
@@ -67,11 +71,12 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
                          f"arguments, got {type(compressor).__name__}",
                          hint='e.g. {"compression": "gzip", "compression_opts": 4}')
     _make_room(location, overwrite)
+    os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)  # as Zarr does
     handle = h5py.File(location, "w", libver=LIBVER)
     root = H5Group(handle, compressor or DEFAULT_COMPRESSION)
     root.attrs["medimg"] = initial
     writer_class = Hdf5StackWriter if layout == "stack" else Hdf5VolumesWriter
-    extra = {"cases_per_shard": cases_per_shard} if layout == "stack" else {}
+    extra = layout_options(layout, cases_per_shard, pyramid_levels)
     return writer_class(root, location, n_cases, attrs, None, **extra)
 
 

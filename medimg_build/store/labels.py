@@ -106,6 +106,15 @@ class LabelBuffer:
         array[:] = data
 
 
+def segmentation_classes(vocabulary: Any) -> dict[int, str]:
+    """Mask value -> class name, from the vocabulary's ``segmentation.classes`` ({} if
+    it has none)."""
+    classes = vocabulary_entry(vocabulary, "segmentation").get("classes")
+    if not isinstance(classes, dict):
+        return {}
+    return {int(value): str(name) for value, name in classes.items() if str(value).isdigit()}
+
+
 def vocabulary_entry(vocabulary: Any, name: str) -> dict[str, Any]:
     """The recipe's description of label ``name`` (kind, classes...), or {}.
 

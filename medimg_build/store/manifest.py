@@ -33,18 +33,20 @@ permissions, so that equal stores give byte-identical snapshots.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ..errors import StoreError
+from .hdf5_backend import is_hdf5_file, open_hdf5
 from .journal import JOURNAL_DIR, LOCK_NAME
 
 MANIFEST = "manifest"  # the root array holding the manifest document
@@ -75,7 +77,7 @@ def write_manifest(root: zarr.Group) -> dict[str, Any]:
     before consolidating. Returns the summary."""
     if MANIFEST in root:  # left by a killed close; resume normally removes it first
         del root[MANIFEST]
-    objects = {key: _digest(root.store, key) for key in _content_keys(root.store)}
+    objects = _digests(root.store, _content_keys(root.store))
     sources = _sources(root)
     medimg = dict(root.attrs["medimg"])
     summary = {"algorithm": ALGORITHM,
@@ -149,8 +151,23 @@ def _read(store, key: str) -> bytes | None:
     return None if buffer is None else buffer.to_bytes()
 
 
-def _digest(store, key: str) -> str:
-    return hashlib.sha256(_read(store, key) or b"").hexdigest()
+CONCURRENT_READS = 16  # enough to hide a remote store's latency, few objects in memory
+
+
+def _digests(store, keys) -> dict[str, str]:
+    """sha256 of each object of ``keys`` that exists, read a few at a time concurrently
+    (one by one, a remote store would cost a round trip per object)."""
+    limit = asyncio.Semaphore(CONCURRENT_READS)
+
+    async def digest(key: str) -> tuple[str, str | None]:
+        async with limit:
+            buffer = await store.get(key, prototype=default_buffer_prototype())
+        return key, None if buffer is None else hashlib.sha256(buffer.to_bytes()).hexdigest()
+
+    async def digest_all() -> list[tuple[str, str | None]]:
+        return await asyncio.gather(*(digest(key) for key in keys))
+
+    return {key: value for key, value in sync(digest_all()) if value is not None}
 
 
 def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
@@ -166,16 +183,35 @@ def verify_store(path_or_url: str | os.PathLike,
                  storage_options: dict | None = None) -> list[Mismatch]:
     """Re-read every object of a store (directory, .zip snapshot or URL) and compare it
     with the manifest: one Mismatch per changed, missing or extra object, and one if the
-    root attributes no longer give the recorded content hash. [] when intact."""
+    root attributes no longer give the recorded content hash. [] when intact. Extra
+    objects are found where the store can be listed (not over plain HTTP)."""
     from .reader import zarr_store
 
     location = os.fspath(path_or_url)
+    if is_hdf5_file(location, storage_options):
+        from .hdf5_manifest import verify_hdf5
+
+        with open_hdf5(location, storage_options) as h5:
+            return verify_hdf5(location, h5)
     store = zarr_store(location, storage_options)
-    root = zarr.open_group(store, mode="r")
+    root = zarr.open_group(store, mode="r", zarr_format=3)
     manifest = read_manifest(root, location)
     recorded: dict[str, str] = manifest["objects"]
-    actual = {key: _digest(store, key) for key in _content_keys(store)}
+    # The recorded keys are read whether or not the store lists them: a plain HTTP
+    # server cannot list, and there only extra objects go unnoticed.
+    actual = _digests(store, sorted(set(_content_keys(store)) | set(recorded)))
     nodes = _node_paths(set(recorded) | set(actual))
+    problems = compare(recorded, actual, lambda key: _locate(key, nodes))
+    if not problems:
+        digest = content_sha256(dict(root.attrs), actual, _sources(root))
+        problems += hash_problem(digest, manifest["summary"]["content_sha256"])
+    return problems
+
+
+def compare(recorded: dict[str, str], actual: dict[str, str],
+            locate: Callable[[str], tuple[str, str]]) -> list[Mismatch]:
+    """One Mismatch per changed, missing or extra object; ``locate(key)`` names it as
+    (node path, what)."""
     problems = []
     for key in sorted(set(recorded) | set(actual)):
         if key not in actual:
@@ -186,22 +222,31 @@ def verify_store(path_or_url: str | os.PathLike,
             problem = f"{ALGORITHM} differs"
         else:
             continue
-        where, what = _locate(key, nodes)
+        where, what = locate(key)
         problems.append(Mismatch(where, f"{what} {problem}"))
-    if not problems:
-        digest = content_sha256(dict(root.attrs), actual, _sources(root))
-        if digest != manifest["summary"]["content_sha256"]:
-            problems.append(Mismatch("", f"root attributes changed: content sha256 {digest} "
-                                     f"is not the recorded {manifest['summary']['content_sha256']}"))
     return problems
 
 
-def verified_summary(path_or_url: str | os.PathLike) -> dict[str, Any]:
+def hash_problem(digest: str, recorded: str) -> list[Mismatch]:
+    """[] when the recomputed content hash is the recorded one (every object matched,
+    so only the root attributes can differ)."""
+    if digest == recorded:
+        return []
+    return [Mismatch("", f"root attributes changed: content sha256 {digest} is not the "
+                         f"recorded {recorded}")]
+
+
+def verified_summary(path_or_url: str | os.PathLike,
+                     storage_options: dict | None = None) -> dict[str, Any]:
     """The manifest summary of a store (after ``verify_store`` found nothing)."""
     from .reader import zarr_store
 
     location = os.fspath(path_or_url)
-    return read_manifest(zarr.open_group(zarr_store(location), mode="r"), location)["summary"]
+    if is_hdf5_file(location, storage_options):
+        with open_hdf5(location, storage_options) as h5:
+            return json.loads(h5.attrs["medimg"])["manifest"]
+    root = zarr.open_group(zarr_store(location, storage_options), mode="r")
+    return read_manifest(root, location)["summary"]
 
 
 def _node_paths(keys: set[str]) -> set[str]:
@@ -221,7 +266,8 @@ def _locate(key: str, nodes: set[str]) -> tuple[str, str]:
 
 
 # -- snapshots -------------------------------------------------------------------------
-def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike) -> int:
+def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
+                   storage_options: dict | None = None) -> int:
     """Pack a finished store with a manifest into the zip ``out`` (see the module
     docstring); returns the number of entries."""
     from .reader import open_store, zarr_store
@@ -229,11 +275,14 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike) -> in
     location, out = os.fspath(path_or_url), os.fspath(out)
     if not out.endswith(".zip"):
         raise ManifestError(out, "a snapshot must be a .zip file", hint="e.g. ds.zarr.zip")
-    medimg_store = open_store(location)  # refuses an unfinished or foreign store
+    if is_hdf5_file(location, storage_options):
+        raise ManifestError(location, "an HDF5 store is one file already",
+                            hint="share the file as it is; `medimg-build verify` checks it")
+    medimg_store = open_store(location, storage_options)  # refuses an unfinished store
     if "manifest" not in medimg_store.attrs:
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build, or an HDF5 file; rebuild it")
-    store = zarr_store(location)
+    store = zarr_store(location, storage_options)
     keys = _all_keys(store)
     partial = out + ".partial"  # never leave a truncated zip under the final name
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:

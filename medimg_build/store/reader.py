@@ -15,17 +15,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+from xarray.backends.zarr import ZarrStore
 from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from ..errors import StoreError
 from ..image import MedicalImage
 from .annotations import BOXES, LANDMARKS, read_annotations
-from .axes import axis_coords, image_from_stored, mask_from_stored
+from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
 from .labels import read_label
 from .schema import (
     AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
-    label_array_name,
+    image_path, label_array_name, mask_path,
 )
 from .table import read_table
 from .volumes import CASE_ATTRS
@@ -35,26 +36,58 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
     """Open a store: a local directory, a ``.zip``, an HDF5 file (recognized by its
     signature), or any fsspec URL (s3://, https://, ...) with its ``storage_options``."""
     location = os.fspath(path_or_url)
-    from .hdf5_backend import is_hdf5_file  # the HDF5 reader subclasses MedimgStore
-
-    if is_hdf5_file(location, storage_options):
-        from .hdf5_reader import open_hdf5_store
-
-        return open_hdf5_store(location, storage_options)
+    remote = "://" in location
+    # A remote location is tried as Zarr first: asking whether it is a file costs
+    # requests that a Zarr store (the common case) never needs.
+    if not remote and (hdf5 := _hdf5_store(location, storage_options)):
+        return hdf5
     store = zarr_store(location, storage_options)
     try:
-        root = zarr.open_group(store, mode="r")
+        # zarr_format=3: no probing for v2 files (each probe is a request on S3 or HTTP);
+        # the consolidated metadata in the root zarr.json then describes every group and
+        # array, so opening a store and any of its cases costs one read.
+        root = zarr.open_group(store, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
+        if remote and (hdf5 := _hdf5_store(location, storage_options)):
+            return hdf5
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
                          hint="check the path, or build a store with 'medimg-build build'")
+    except OSError as err:  # unreachable host, refused credentials...
+        raise StoreError(location, f"cannot read the store ({type(err).__name__}: {err})",
+                         hint="check the URL, the network, and the credentials or "
+                              "storage options") from None
     return MedimgStore(store, root, location)
 
 
+def _hdf5_store(location: str, storage_options: dict | None):
+    """The HDF5 reader of ``location`` if it is an HDF5 file, else None."""
+    from .hdf5_backend import is_hdf5_file  # the HDF5 reader subclasses MedimgStore
+
+    if not is_hdf5_file(location, storage_options):
+        return None
+    from .hdf5_reader import open_hdf5_store
+
+    return open_hdf5_store(location, storage_options)
+
+
 def zarr_store(location: str, storage_options: dict | None = None):
-    """The read-only Zarr store at ``location``: an fsspec URL, a ``.zip`` or a local
-    directory (StoreError if a local path does not exist)."""
+    """The read-only Zarr store at ``location``: an fsspec URL (one ending in ``.zip`` is
+    a snapshot, read in place by range requests), a ``.zip`` or a local directory
+    (StoreError if a local path does not exist)."""
     if "://" in location:
-        return FsspecStore.from_url(location, storage_options=storage_options, read_only=True)
+        if location.endswith(".zip") and not location.startswith("zip::"):
+            # A snapshot (manifest.py) read in place; in a chained URL the options
+            # belong to the inner filesystem, named by its protocol.
+            protocol = location.split("://", 1)[0]
+            location = "zip::" + location
+            storage_options = {protocol: storage_options} if storage_options else None
+        try:
+            return FsspecStore.from_url(location, storage_options=storage_options,
+                                        read_only=True)
+        except (ImportError, ValueError) as err:  # no such protocol, or its package missing
+            raise StoreError(location, f"cannot open this URL ({err})",
+                             hint="install the fsspec package for its protocol (s3fs, "
+                                  "gcsfs, adlfs...) or check the URL") from None
     if not os.path.exists(location):
         raise StoreError(location, "no store at this path",
                          hint="check the path, or build a store with 'medimg-build build'")
@@ -76,9 +109,13 @@ def check_medimg(medimg: Any, location: str, container: str) -> dict[str, Any]:
         raise StoreError(location, f"is {container} but not a medimg store (no 'medimg' "
                          "root attribute)", hint="was it written by medimg-build?")
     version = str(medimg.get("schema_version", ""))
-    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+    major, ours = version.split(".")[0], SCHEMA_VERSION.split(".")[0]
+    if major != ours:
+        older = major.isdigit() and int(major) < int(ours)
         raise StoreError(location, f"store schema {version!r} is not readable by this "
-                         f"version (schema {SCHEMA_VERSION})", hint="upgrade medimg-build")
+                         f"version (schema {SCHEMA_VERSION})",
+                         hint="rebuild the store with this version" if older
+                         else "upgrade medimg-build")
     if medimg.get("layout") not in LAYOUTS:
         raise StoreError(location, f"unknown store layout {medimg.get('layout')!r}",
                          hint="upgrade medimg-build")
@@ -126,18 +163,23 @@ class MedimgStore:
     @cached_property
     def cases(self) -> pd.DataFrame:
         """The case table: one row per complete case, JSON columns decoded."""
-        return read_table(self._root, self.attrs["table"], self._complete)
+        return read_table(self._root, self.attrs["table"], self._complete, self._ids)
 
     def dataset(self, **open_kwargs: Any) -> xr.Dataset | xr.DataTree:
         """Stack: the lazy Dataset of complete cases. Volumes: the DataTree of the
         store without its incomplete cases. ``open_kwargs`` go to xarray."""
         return self._reads.dataset(self._complete, self._ids, **open_kwargs)
 
-    def case(self, case_id: str) -> xr.Dataset:
+    def case(self, case_id: str, chunks: dict | None = None) -> xr.Dataset:
         """One case, lazy: ``image`` (channel, [z,] y, x) [+ ``mask``], coordinates in
-        mm, and case_id, affine, spacing, origin in ``attrs``."""
+        mm, and case_id, affine, spacing, origin in ``attrs``.
+
+        ``chunks=None``: no Dask; each read goes straight to Zarr, so a 2D slice reads
+        one chunk (plus its shard's index) and the whole image one shard. ``chunks={}``
+        (or a dict, as for ``xarray.open_zarr``): Dask-backed, for graphs over many
+        cases. HDF5 stores are always Dask-backed."""
         position = self._position(case_id)
-        ds = self._reads.case(position, case_id)
+        ds = self._reads.case(position, case_id, chunks)
         affine = self._reads.affine(position, case_id)
         spatial = ds[IMAGE].shape[1:]
         ds = ds.assign_coords({k: v for k, v in axis_coords(affine, spatial).items()
@@ -201,6 +243,15 @@ class MedimgStore:
 NOT_DATA = ["manifest"]
 
 
+def open_group_dataset(group: zarr.Group, **kwargs: Any) -> xr.Dataset:
+    """The lazy xarray Dataset of an open Zarr group. Opened from the group, not from the
+    store and a path, so that xarray reuses the group's (consolidated) metadata instead
+    of reading every member's zarr.json again."""
+    drop = list(kwargs.pop("drop_variables", None) or [])
+    return xr.open_dataset(ZarrStore(group, mode="r"),
+                           drop_variables=[*NOT_DATA, *drop], **kwargs)
+
+
 class StackReads:
     """Reads of the stack layout: a case is a position along ``case``. The array reads
     go through the root group (Zarr, or the HDF5 view); ``_open`` makes the lazy
@@ -211,7 +262,19 @@ class StackReads:
         self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
 
     def _open(self, **kwargs: Any) -> xr.Dataset:
-        return xr.open_zarr(self._store, **{"drop_variables": NOT_DATA, **kwargs})
+        ds = open_group_dataset(self._root, **{"chunks": {}, **kwargs})
+        if kwargs.get("chunks", {}) != {}:
+            return ds
+        # By default the images (and masks) get one Dask chunk per shard: a scan then
+        # reads each shard whole, in one request, and a single image is still one chunk
+        # read (Dask fuses the indexing into the read). The other variables keep their
+        # stored chunks (a table column is one chunk: split by shard, a scan of it
+        # would read it once per shard).
+        images = [name for name in (IMAGE, MASK) if name in ds]
+        by_shard = open_group_dataset(
+            self._root, chunks={CASE: self._root[IMAGE].shards[0]},
+            drop_variables=[name for name in ds.variables if name not in images])
+        return ds.assign({name: by_shard[name] for name in images})
 
     def complete(self, ids: np.ndarray) -> np.ndarray:
         if COMPLETE not in self._root:  # no case was ever written
@@ -226,9 +289,15 @@ class StackReads:
         ds = self._open(**kwargs) if kwargs else self._raw
         return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
 
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        names = [n for n in (IMAGE, MASK) if n in self._raw]
-        return self._raw[names].isel({CASE: position})
+    @cached_property
+    def _lazy(self) -> xr.Dataset:
+        return self._open(chunks=None)
+
+    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
+        ds = self._lazy if chunks is None else self._raw if chunks == {} \
+            else self._open(chunks=chunks)
+        names = [n for n in (IMAGE, MASK) if n in ds]
+        return ds[names].isel({CASE: position})
 
     def affine(self, position: int, case_id: str) -> np.ndarray:
         return np.asarray(self._root[AFFINE][position], dtype=np.float64)
@@ -241,8 +310,9 @@ class StackReads:
 
 
 class VolumesReads:
-    """Reads of the volumes layout: a case is the group ``cases/<case_id>``. A format
-    provides ``case`` (one lazy Dataset) and ``dataset`` (the DataTree)."""
+    """Reads of the volumes layout: a case is the group ``cases/<case_id>``, read at
+    level 0 (``image_path()``, ``mask_path()``). A format provides ``case`` (one lazy
+    Dataset) and ``dataset`` (the DataTree)."""
 
     def __init__(self, store, root, attrs: dict[str, Any]) -> None:
         self._store, self._root = store, root
@@ -269,9 +339,18 @@ class VolumesReads:
             tree.dataset = tree.to_dataset().isel({CASE: np.flatnonzero(complete)})
         return tree
 
-    def case(self, position: int, case_id: str) -> xr.Dataset:
-        # consolidated=False: the consolidated metadata lives at the root, not here.
-        return xr.open_zarr(self._store, group=f"{CASES_GROUP}/{case_id}", consolidated=False)
+    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
+        """Level 0 of the image, with the mask (level 0 of the label image) beside it."""
+        ds = self._open_level_0(case_id, image_path(), chunks)
+        if mask_path() in self._groups[case_id]:
+            ds[MASK] = self._open_level_0(case_id, mask_path(), chunks)[MASK]
+        return ds
+
+    def _open_level_0(self, case_id: str, array_path: str, chunks: dict | None) -> xr.Dataset:
+        # The axis coordinates are dropped (MedimgStore.case computes the same values
+        # from the affine) so that opening a case reads nothing.
+        group = self._groups[case_id][array_path.rpartition("/")[0]]
+        return open_group_dataset(group, chunks=chunks, drop_variables=spatial_dims(3))
 
     def affine(self, position: int, case_id: str) -> np.ndarray:
         return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
@@ -280,5 +359,6 @@ class VolumesReads:
         return bool(self._case_attrs(case_id).get("channel_axis", False))
 
     def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+        path = {IMAGE: image_path(), MASK: mask_path()}[name]
         group = self._groups[case_id]
-        return group[name][...] if name in group else None
+        return group[path][...] if path in group else None

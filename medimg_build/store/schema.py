@@ -13,7 +13,8 @@ from zarr.codecs import BloscCodec
 
 from ..errors import StoreError
 
-SCHEMA_VERSION = "1.0"
+# 2.0: a volumes case became an OME-NGFF image (levels in scale<n>/, the mask in labels/).
+SCHEMA_VERSION = "2.0"
 LAYOUTS = ("stack", "volumes")
 
 CASE = "case"  # the case dimension, and the array of case ids (so xarray indexes by id)
@@ -21,6 +22,8 @@ CHANNEL = "channel"
 CASES_GROUP = "cases"  # volumes: one subgroup per case under it
 IMAGE = "image"
 MASK = "mask"
+LABELS_GROUP = "labels"  # volumes: the case's OME-NGFF labels group (its masks)
+LEVEL_PREFIX = "scale"  # volumes: resolution level n of an image or mask is group scale<n>
 COMPLETE = "complete"
 AFFINE = "affine"
 SPACING = "spacing"
@@ -77,6 +80,20 @@ def check_node_name(name: Any, what: str, where: str | None = None) -> str:
 
 def check_case_id(case_id: Any, where: str | None = None) -> str:
     return check_node_name(case_id, "case id", where)
+
+
+def level_group(level: int) -> str:
+    return f"{LEVEL_PREFIX}{level}"
+
+
+def image_path(level: int = 0) -> str:
+    """Where a volumes case's image of resolution ``level`` is, in the case group."""
+    return f"{level_group(level)}/{IMAGE}"
+
+
+def mask_path(level: int = 0) -> str:
+    """Where a volumes case's mask of resolution ``level`` is, in the case group."""
+    return f"{LABELS_GROUP}/{MASK}/{level_group(level)}/{MASK}"
 
 
 def label_array_name(label: str) -> str:

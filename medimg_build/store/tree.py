@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .hdf5_backend import DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string
+from .hdf5_backend import DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string, open_hdf5
 
 STRINGS = np.dtypes.StringDType()  # Zarr's dtype for string arrays
 
@@ -138,41 +138,26 @@ def _attrs(node) -> dict[str, Any]:
 def open_tree(path_or_url: str | os.PathLike,
               storage_options: dict | None = None) -> Iterator[GroupView]:
     """The root of the store at ``path_or_url`` as it is on disk (for Zarr, not through
-    its consolidated metadata), closed on exit (HDF5). An HDF5 file is recognized by its
+    its consolidated metadata, unless it cannot be listed), closed on exit (HDF5). An HDF5 file is recognized by its
     signature, as ``open_store`` does; anything else must be a Zarr v3 group."""
     from .reader import zarr_store  # the reader's resolution of paths, zips and URLs
 
     location = os.fspath(path_or_url)
     if is_hdf5_file(location, storage_options):
-        handle, raw = _open_hdf5(location, storage_options)
-        try:
+        with open_hdf5(location, storage_options) as handle:
             yield GroupView(handle)
-        finally:
-            handle.close()
-            if raw is not None:
-                raw.close()
         return
     store = zarr_store(location, storage_options)
     try:
-        root = zarr.open_group(store, mode="r", use_consolidated=False)
+        root = zarr.open_group(store, mode="r", use_consolidated=not can_list(store))
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
                          hint="check the path, or build a store with 'medimg-build build'")
     yield GroupView(root)
 
 
-def _open_hdf5(location: str, storage_options: dict | None):
-    """The h5py file, and the fsspec file it reads through (remote) or None."""
-    raw = None
-    try:
-        if "://" not in location:
-            return h5py.File(location, "r"), None
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
-        raw = fs.open(path, "rb")
-        return h5py.File(raw, "r"), raw
-    except OSError as err:
-        if raw is not None:
-            raw.close()
-        raise StoreError(location, f"cannot open the HDF5 file ({err})") from None
+def can_list(store) -> bool:
+    """False for a plain HTTP server, which cannot list keys: there the hierarchy is the
+    one the consolidated metadata describes."""
+    protocols = getattr(getattr(store, "fs", None), "protocol", ())
+    return not {"http", "https"} & set([protocols] if isinstance(protocols, str) else protocols)

@@ -25,9 +25,10 @@ from referencing import Registry, Resource
 from ..resources import schema_dir
 from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
 from .labels import vocabulary_entry
+from .ngff import ngff_problems
 from .schema import (
     AFFINE, CASE, CASES_GROUP, CHANNEL, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK,
-    MISSING_LABEL, ORIGIN, SPACING, class_coord_name,
+    MISSING_LABEL, ORIGIN, SPACING, class_coord_name, image_path, level_group, mask_path,
 )
 from .table import CASE_ID
 from .tree import ArrayView, GroupView, open_tree
@@ -179,7 +180,7 @@ class _Checker:
         groups = self.root[CASES_GROUP].groups() if CASES_GROUP in self.root else {}
         position = {case_id: i for i, case_id in enumerate(ids)}
         complete = np.zeros(self.n, dtype=bool)
-        pattern = self.medimg.get("arrays", {}).get(f"{CASES_GROUP}/*/{IMAGE}") or {}
+        pattern = self.medimg.get("arrays", {}).get(f"{CASES_GROUP}/*/{image_path()}") or {}
         for name, group in sorted(groups.items()):
             where = f"{CASES_GROUP}/{name}"
             attrs = group.attrs.get(CASE_ATTRS)
@@ -200,29 +201,29 @@ class _Checker:
 
     def check_case(self, where: str, group: GroupView, attrs: dict[str, Any], index: int,
                    pattern: dict[str, Any]) -> None:
-        arrays = group.arrays()
-        if IMAGE not in arrays:
-            self.add(where, "complete case without an image")
+        if image_path() not in group:
+            self.add(where, f"complete case without an image ({image_path()})")
             return
-        image = arrays[IMAGE]
+        image = group[image_path()]
+        image_where, mask_where = f"{where}/{image_path()}", f"{where}/{mask_path()}"
         nd = self.spatial_ndim or image.ndim - 1
-        self.expect_dims(f"{where}/{IMAGE}", image, (CHANNEL,) + spatial_dims(nd))
+        self.expect_dims(image_where, image, (CHANNEL,) + spatial_dims(nd))
         spatial = tuple(image.shape[1:])
         self.image_shapes[index] = spatial
         if pattern.get("dtype") and str(image.dtype) != pattern["dtype"]:
-            self.add(f"{where}/{IMAGE}", f"dtype {image.dtype} where the store's arrays say "
+            self.add(image_where, f"dtype {image.dtype} where the store's arrays say "
                      f"{pattern['dtype']}")
         if list(attrs.get("shape") or []) != list(spatial):
             self.add(where, f"{CASE_ATTRS}.shape {attrs.get('shape')} is not the image's "
                      f"spatial shape {list(spatial)}")
-        if MASK in arrays:
-            mask = arrays[MASK]
-            self.expect_dims(f"{where}/{MASK}", mask, spatial_dims(nd))
+        if mask_path() in group:
+            mask = group[mask_path()]
+            self.expect_dims(mask_where, mask, spatial_dims(nd))
             if tuple(mask.shape) != spatial:
-                self.add(f"{where}/{MASK}", f"shape {list(mask.shape)} is not on the image "
+                self.add(mask_where, f"shape {list(mask.shape)} is not on the image "
                          f"grid {list(spatial)}")
             else:
-                self.check_mask_values(f"{where}/{MASK}", mask, None)
+                self.check_mask_values(mask_where, mask, None)
         try:
             affine = np.asarray(attrs.get("affine"), dtype=np.float64)
             assert affine.shape == (4, 4)
@@ -232,11 +233,15 @@ class _Checker:
         problem = _geometry_problem(affine, nd, attrs.get("spacing"), attrs.get("origin"))
         if problem:
             self.add(where, f"{CASE_ATTRS}: {problem}")
+        for path, ngff_problem in ngff_problems(group, affine, nd):
+            self.add(f"{where}/{path}".rstrip("/"), ngff_problem)
         # The 1-D coordinates are exact only on axis-aligned grids (see axes.axis_coords).
         if attrs.get("axis_aligned"):
+            level_0 = group[level_group(0)]
             for axis, expected in axis_coords(affine, spatial).items():
-                if axis in arrays and not np.allclose(arrays[axis][:], expected, atol=1e-4):
-                    self.add(f"{where}/{axis}", "coordinates disagree with the case's affine")
+                if axis in level_0 and not np.allclose(level_0[axis][:], expected, atol=1e-4):
+                    self.add(f"{where}/{level_group(0)}/{axis}",
+                             "coordinates disagree with the case's affine")
 
     # -- shared --------------------------------------------------------------------------
     def expect_dims(self, where: str, array: ArrayView, dims: tuple[str, ...]) -> None:

@@ -1,5 +1,9 @@
 """Volumes layout writer: one group ``cases/<case_id>`` per case, each its own grid.
 
+A case group is an OME-NGFF image: its levels ``scale<n>/image`` (level 0 only, unless
+the store has a pyramid: ``pyramid.py``) and its mask as the label image
+``labels/mask/scale<n>/mask`` (layout and metadata: ``ngff.py``).
+
 Each array is one shard (one file per array per case, so N cases make O(N) files
 whatever their slice count) of 2D-slice chunks (a slice decodes alone). The group's
 ``medimg_case.complete`` turns true last, after every array of the case is written.
@@ -8,10 +12,10 @@ Different cases touch different groups, so cases can be written concurrently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import zarr
 
 from ..case import Case
 from .axes import (
@@ -20,8 +24,13 @@ from .axes import (
 )
 from .base import BaseWriter
 from .journal import test_kill_point
-from .ngff import ome_attrs
-from .schema import CASES_GROUP, CHANNEL, IMAGE, MASK, VOLUMES_ROOT_NAMES
+from .labels import segmentation_classes
+from .ngff import image_ome, label_image_ome, labels_ome
+from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
+from .schema import (
+    CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES, image_path,
+    level_group, mask_path,
+)
 from .worker_writes import CaseDestination, WrittenCase
 
 CASE_ATTRS = "medimg_case"
@@ -31,8 +40,9 @@ class VolumesWriter(BaseWriter):
     layout = "volumes"
     reserved = VOLUMES_ROOT_NAMES
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pyramid_levels: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._pyramid_levels = pyramid_levels  # at most; small images get fewer
         self._cases = (self._root[CASES_GROUP] if CASES_GROUP in self._root  # resuming
                        else self._root.create_group(CASES_GROUP))
         # The written case of lowest index describes the arrays of all: the same case
@@ -43,15 +53,19 @@ class VolumesWriter(BaseWriter):
         with self._lock:
             self._fit_template(case, stack=False)
         if not isinstance(case, WrittenCase):  # else a worker wrote its group already
-            write_case_group(self._cases, case, self._compressor)
+            write_case_group(self._cases, case, self._group_settings())
         self._journal_unit(case_unit(index), [index])
         test_kill_point("case")  # TEST HOOK: killed with a case written but not complete
         group = self._cases[case.case_id]
         group.attrs[CASE_ATTRS] = dict(group.attrs[CASE_ATTRS], complete=True)  # last
         self._wrote(index, case.case_id)
 
+    def _group_settings(self) -> CaseGroupSettings:
+        return CaseGroupSettings(self._compressor, self._pyramid_levels,
+                                 segmentation_classes(self._vocabulary()))
+
     def worker_destination(self) -> CaseDestination:
-        return CaseDestination(self.location, self._compressor)
+        return CaseDestination(self.location, self._group_settings())
 
     def _discard(self, case: Case) -> None:
         """Delete the group a worker wrote for a case the store then refused."""
@@ -84,43 +98,77 @@ class VolumesWriter(BaseWriter):
         return {CASES_GROUP}
 
     def _arrays_info(self) -> dict[str, Any]:
-        """Root arrays, plus the image and mask of one case as the pattern of all:
-        null in ``shape``/``chunks``/``shards`` means that case's own extent."""
+        """Root arrays, plus the level-0 image and mask of one case as the pattern of
+        all: null in ``shape``/``chunks``/``shards`` means that case's own extent."""
         info = self._root_arrays_info()
         if self._first is None:
             return info
         group = self._cases[self._first[1]]
-        for name, array in group.arrays():
-            if name in (IMAGE, MASK):
-                pattern = self._array_info(array)
+        for path in (image_path(), mask_path()):
+            if path in group:
+                pattern = self._array_info(group[path])
                 ndim = len(pattern["shape"])
-                pattern.update(path=f"{CASES_GROUP}/{{case_id}}/{name}", shape=[None] * ndim,
+                pattern.update(path=f"{CASES_GROUP}/{{case_id}}/{path}", shape=[None] * ndim,
                                chunks=pattern["chunks"][:-2] + [None, None],
                                shards=[None] * ndim)
-                info[f"{CASES_GROUP}/*/{name}"] = pattern
+                info[f"{CASES_GROUP}/*/{path}"] = pattern
         return info
 
 
-def write_case_group(cases: zarr.Group, case: Case, compressor) -> None:
-    """The case's group under ``cases``: image, mask, axis coordinates, and its
-    attributes with ``complete`` false (the writer sets it once the case is recorded).
-    Touches that group only, so workers can write different cases at once."""
+@dataclass(frozen=True)
+class CaseGroupSettings:
+    """What writing a case group takes besides the case (picklable: workers get it)."""
+
+    compressor: Any
+    pyramid_levels: int  # at most; small images get fewer
+    classes: dict[int, str]  # mask value -> class name, for the NGFF label colours
+
+
+def write_case_group(cases, case: Case, settings: CaseGroupSettings) -> None:
+    """The case's group under ``cases``: its image levels, its mask as a label image,
+    and its attributes with ``complete`` false (the writer sets it once the case is
+    recorded). Touches that group only, so workers can write different cases at once."""
     image = case.image
+    nd = image.spatial_ndim
     stored = image_to_stored(image)
-    attrs = case_attrs(case.case_id, image.affine, image.spatial_ndim,
-                       stored.shape[1:], image.has_channels)
+    plan = plan_levels(stored_spacing(image.affine, nd), stored.shape[1:],
+                       settings.pyramid_levels)
+    affines = [level_affine(image.affine, factors) for factors in plan]
+    attrs = case_attrs(case.case_id, image.affine, nd, stored.shape[1:], image.has_channels)
     # overwrite=True: a retry of a case whose first attempt failed half-way.
     group = cases.create_group(
         case.case_id, overwrite=True,
-        attributes={CASE_ATTRS: attrs, "ome": ome_attrs(case.case_id, image.affine,
-                                                         image.spatial_ndim)},
-    )
-    dims = spatial_dims(image.spatial_ndim)
-    _array(group, IMAGE, (CHANNEL,) + dims, stored, compressor)
+        attributes={CASE_ATTRS: attrs, "ome": image_ome(case.case_id, affines, nd)})
+    _write_image(group, stored, plan, affines, settings.compressor)
     if case.mask is not None:
-        _array(group, MASK, dims, mask_to_stored(case.mask.array), compressor)
-    for name, values in axis_coords(image.affine, stored.shape[1:]).items():
-        group.create_array(name, data=values, dimension_names=(name,))
+        _write_mask(group, case.case_id, mask_to_stored(case.mask.array), plan, affines,
+                    settings)
+
+
+def _write_image(group, stored: np.ndarray, plan: list[Factors], affines: list[np.ndarray],
+                 compressor) -> None:
+    """Each level of the image in its group ``scale<n>``, with the 1-D voxel-centre
+    positions of that level."""
+    dims = (CHANNEL,) + spatial_dims(stored.ndim - 1)
+    for level, (affine, pixels) in enumerate(zip(affines, image_levels(stored, plan))):
+        node = group.create_group(level_group(level))
+        _array(node, IMAGE, dims, pixels, compressor)
+        for name, values in axis_coords(affine, pixels.shape[1:]).items():
+            node.create_array(name, data=values, dimension_names=(name,))
+
+
+def _write_mask(group, case_id: str, stored: np.ndarray, plan: list[Factors],
+                affines: list[np.ndarray], settings: CaseGroupSettings) -> None:
+    """The mask as the NGFF label image ``labels/mask`` of the case's image, with
+    the image's levels; colours and names from the store's segmentation classes."""
+    classes = settings.classes
+    values = sorted(classes) if classes else np.unique(stored).tolist()
+    labels = group.create_group(LABELS_GROUP, attributes={"ome": labels_ome([MASK])})
+    ome = label_image_ome(case_id, affines, stored.ndim, values, classes)
+    label_image = labels.create_group(MASK, attributes={"ome": ome})
+    for level, pixels in enumerate(mask_levels(stored, plan)):
+        node = label_image.create_group(level_group(level))
+        _array(node, MASK, spatial_dims(stored.ndim), pixels, settings.compressor)
 
 
 def _array(group, name: str, dims: tuple[str, ...], data: np.ndarray, compressor) -> None:

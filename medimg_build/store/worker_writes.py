@@ -48,11 +48,11 @@ class WrittenCase(Case):
 
 @dataclass(frozen=True)
 class CaseDestination:
-    """Where a worker writes a volumes case: the store's location and image codec
-    (picklable, sent to each worker once)."""
+    """Where and how a worker writes a volumes case: the store's location and its
+    ``volumes.CaseGroupSettings`` (picklable, sent to each worker once)."""
 
     location: str
-    compressor: Any
+    settings: Any
 
     def reachable(self) -> bool:
         """Whether this process sees the store (a worker on another host without the
@@ -67,7 +67,7 @@ class CaseDestination:
         check_case_geometry(case, self.location)
         cases = zarr.open_group(os.fspath(self.location), mode="r+", path=CASES_GROUP,
                                 zarr_format=3)
-        write_case_group(cases, case, self.compressor)
+        write_case_group(cases, case, self.settings)
         return with_pixels_left_out(case)
 
 

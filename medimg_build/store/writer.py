@@ -16,7 +16,7 @@ import zarr
 
 from ..errors import StoreError
 from ..provenance import to_jsonable
-from .base import BaseWriter
+from .base import BaseWriter, layout_options
 from .hdf5_backend import wants_hdf5
 from .hdf5_writer import create_hdf5_writer
 from .journal import BuildLock, Journal
@@ -29,7 +29,8 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
                  attrs: dict[str, Any] | None = None, cases_per_shard: int | None = None,
                  compressor=None, overwrite: bool = False,
                  format: str | None = None,
-                 journal: dict[str, Any] | None = None) -> BaseWriter:
+                 journal: dict[str, Any] | None = None,
+                 pyramid_levels: int = 1) -> BaseWriter:
     """Create an empty store at ``path`` (a local path or an fsspec URL) and return the
     writer that fills it: ``write_case(index, case)`` for each case, then
     ``close(table)``.
@@ -44,6 +45,11 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     ``hdf5_backend.py``); by default HDF5 for a ``.h5``/``.hdf5`` path, else Zarr. An
     HDF5 ``compressor`` is a dict of h5py filter arguments (default gzip-4 + shuffle).
 
+    ``pyramid_levels`` (volumes only) is the most resolution levels a case gets: 1, the
+    default, writes the harmonized grid alone; more adds levels halved in-plane (and
+    along z where that keeps voxels sensible), fewer where the image is too small to
+    halve (``pyramid.py``).
+
     ``journal`` = {"recipe_sha256", "case_ids"} makes a Zarr build resumable
     (``reopen_store``) and locked against a second build (see ``journal.py``);
     the writer releases the lock at ``close`` or ``abort``.
@@ -56,6 +62,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
         raise StoreError(location, f"a store needs at least one case, got n_cases={n_cases!r}")
     if cases_per_shard is not None and cases_per_shard < 1:
         raise StoreError(location, f"cases_per_shard must be >= 1, got {cases_per_shard}")
+    _check_pyramid(location, layout, pyramid_levels)
     hdf5 = wants_hdf5(location, format)
     attrs = {} if attrs is None else attrs
     # Written now and completed by close(): a reader that finds finished=False knows
@@ -64,7 +71,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
                    n_cases=int(n_cases), finished=False)
     if hdf5:
         return create_hdf5_writer(location, layout, int(n_cases), attrs, initial,
-                                  cases_per_shard, compressor, overwrite)
+                                  cases_per_shard, compressor, overwrite, pyramid_levels)
     lock = BuildLock(location)
     lock.check()  # before deleting anything: --overwrite must not pull a store from under a build
     lock.note_stale()  # _make_room deletes a stale lock with the old store: say whose it was
@@ -76,7 +83,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
         root = zarr.open_group(location, mode="a", zarr_format=3,
                                attributes={"medimg": initial})
         writer = _writer(root, location, layout, int(n_cases), attrs, cases_per_shard,
-                         compressor)
+                         compressor, pyramid_levels)
         if journal is not None:
             writer.lock, writer.journal = lock, Journal(location)
             writer.journal.start(journal.get("recipe_sha256"), list(journal["case_ids"]),
@@ -91,12 +98,13 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
 def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
                  attrs: dict[str, Any], journal: dict[str, Any],
                  cases_per_shard: int | None = None, compressor=None,
-                 format: str | None = None) -> BaseWriter:
+                 format: str | None = None, pyramid_levels: int = 1) -> BaseWriter:
     """Reopen the unfinished (or failed-case) store that a build of the same recipe
     and cases left at ``path``, for ``build_store(resume=True)``: the writer's
     ``recovered`` holds the journal records of the cases already complete; every other
     case is to be written again. A missing store is created as by ``create_store``."""
     location = os.fspath(path)
+    _check_pyramid(location, layout, pyramid_levels)
     if wants_hdf5(location, format):
         raise StoreError(location, "--resume works on Zarr stores only (an HDF5 file "
                          "killed mid-write is not safely reopened)",
@@ -104,7 +112,7 @@ def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
     fs, fs_path = fsspec.core.url_to_fs(location)
     if not fs.exists(fs_path):
         return create_store(location, layout, n_cases, attrs, cases_per_shard, compressor,
-                            journal=journal)
+                            journal=journal, pyramid_levels=pyramid_levels)
     lock = BuildLock(location)
     lock.acquire()
     try:
@@ -120,7 +128,7 @@ def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
                        n_cases=int(n_cases), finished=False)
         root.attrs["medimg"] = initial  # unfinished (and unconsolidated) while resuming
         writer = _writer(root, location, layout, int(n_cases), attrs, cases_per_shard,
-                         compressor)
+                         compressor, pyramid_levels)
         writer.lock, writer.journal = lock, Journal(location)
         writer.journal.start(journal.get("recipe_sha256"), case_ids, journal.get("key_check"))
         writer.resume(case_ids)
@@ -152,11 +160,22 @@ class FinishedStore:
         self.lock.release()
 
 
-def _writer(root, location, layout, n_cases, attrs, cases_per_shard, compressor):
+def _writer(root, location, layout, n_cases, attrs, cases_per_shard, compressor,
+            pyramid_levels):
     writer_class = StackWriter if layout == "stack" else VolumesWriter
-    extra = {"cases_per_shard": cases_per_shard} if layout == "stack" else {}
+    extra = layout_options(layout, cases_per_shard, pyramid_levels)
     return writer_class(root, location, n_cases, attrs, compressor or default_compressor(),
                         **extra)
+
+
+def _check_pyramid(location: str, layout: str, pyramid_levels: Any) -> None:
+    if not isinstance(pyramid_levels, (int, np.integer)) or pyramid_levels < 1:
+        raise StoreError(location, f"pyramid levels must be an integer >= 1, got "
+                         f"{pyramid_levels!r}", hint="1 is no pyramid; e.g. --pyramid 4")
+    if pyramid_levels > 1 and layout != "volumes":
+        raise StoreError(location, "a multiscale pyramid needs the volumes layout (a stack "
+                         "is one array of many cases, not an OME-NGFF image)",
+                         hint="drop --pyramid, or build with --set layout=volumes")
 
 
 def _open_for_resume(location: str):

@@ -1,0 +1,158 @@
+"""Content checksums of an HDF5 store: the counterpart of the Zarr manifest
+(manifest.py), with the same summary, the same ``manifest`` dataset at the root and the
+same content hash formula, so ``verify`` reads both formats alike.
+
+An HDF5 file has no objects of its own to list, so the manifest names what a reader
+depends on, in keys shaped like a Zarr store's:
+
+- ``<path>/c/<i>/<j>...``: the stored (compressed) bytes of each chunk of a numeric
+  dataset, read with ``read_direct_chunk`` -- what a flipped byte on disk changes;
+- ``<path>/values``: a string dataset's values as canonical JSON (variable-length
+  strings are stored as references into the file's heap, which say nothing of the text);
+- ``<path>/metadata``: a node's shape, dtype, chunks, filters and attributes as
+  canonical JSON, without HDF5's dimension-scale bookkeeping (object references that
+  differ from file to file) and, at the root, without what ``stable_attrs`` drops.
+
+The file's own bytes (superblock, B-trees, free space) are not hashed: two equal
+stores written by different HDF5 library versions still give one content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .hdf5_backend import SCALE_ATTRS, decode_attrs, is_string
+from .manifest import (
+    ALGORITHM, MANIFEST, Mismatch, compare, content_sha256, hash_problem, stable_attrs,
+)
+
+METADATA, VALUES = "metadata", "values"
+
+
+def write_hdf5_manifest(h5: h5py.File) -> dict[str, Any]:
+    """Checksum the finished store ``h5`` (root attributes final), store the manifest
+    dataset and add the summary to the root ``medimg`` attribute. Returns the summary."""
+    if MANIFEST in h5:  # left by a killed close
+        del h5[MANIFEST]
+    objects = hdf5_objects(h5)
+    sources = _sources(h5)
+    medimg = json.loads(h5.attrs["medimg"])
+    summary = {"algorithm": ALGORITHM, "n_objects": len(objects),
+               "content_sha256": content_sha256({"medimg": medimg}, objects, sources)}
+    document = {"algorithm": ALGORITHM, "objects": dict(sorted(objects.items())),
+                "sources": sources}
+    dataset = h5.create_dataset(MANIFEST, data=[_canonical(document)],
+                                dtype=h5py.string_dtype("utf-8"))
+    dataset.attrs["dimension_names"] = [MANIFEST]
+    dataset.attrs["description"] = json.dumps(
+        "medimg content manifest (medimg_build/store/hdf5_manifest.py)")
+    h5.attrs["medimg"] = json.dumps({**medimg, "manifest": summary})
+    return summary
+
+
+def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
+    """``verify_store`` for an HDF5 file (see manifest.verify_store)."""
+    from .manifest import ManifestError
+
+    medimg = json.loads(h5.attrs.get("medimg", "{}"))
+    if "manifest" not in medimg or MANIFEST not in h5:
+        raise ManifestError(location, "has no content manifest",
+                            hint="built by an older medimg-build; rebuild it")
+    recorded = json.loads(h5[MANIFEST].asstr()[0])
+    actual = hdf5_objects(h5)
+    problems = compare(recorded["objects"], actual, _locate)
+    if not problems:
+        digest = content_sha256({"medimg": medimg}, actual, _sources(h5))
+        problems += hash_problem(digest, medimg["manifest"]["content_sha256"])
+    return problems
+
+
+def hdf5_objects(h5: h5py.File) -> dict[str, str]:
+    """key -> sha256 of every object the manifest names (module docstring)."""
+    objects = {METADATA: _sha256(_canonical(_root_metadata(h5)).encode())}
+
+    def visit(name: str, node) -> None:
+        if name == MANIFEST:
+            return
+        objects[f"{name}/{METADATA}"] = _sha256(_canonical(_metadata(node)).encode())
+        if not isinstance(node, h5py.Dataset):
+            return
+        if is_string(node.dtype):
+            values = node.asstr()[()]
+            values = values.tolist() if isinstance(values, np.ndarray) else values
+            objects[f"{name}/{VALUES}"] = _sha256(_canonical(values).encode())
+        elif node.chunks is None:
+            objects[f"{name}/{VALUES}"] = _sha256(np.ascontiguousarray(node[()]).tobytes())
+        else:
+            for index in range(node.id.get_num_chunks()):
+                info = node.id.get_chunk_info(index)
+                grid = [o // c for o, c in zip(info.chunk_offset, node.chunks)]
+                _, raw = node.id.read_direct_chunk(info.chunk_offset)
+                objects[f"{name}/c/" + "/".join(map(str, grid))] = _sha256(raw)
+
+    h5.visititems(visit)
+    return objects
+
+
+def _root_metadata(h5: h5py.File) -> dict[str, Any]:
+    attrs = decode_attrs(h5.attrs)
+    return stable_attrs(attrs)
+
+
+def _metadata(node) -> dict[str, Any]:
+    attrs = {k: v for k, v in decode_attrs(node.attrs).items() if k not in SCALE_ATTRS}
+    if "dimension_names" in node.attrs:
+        attrs["dimension_names"] = [str(n) for n in node.attrs["dimension_names"]]
+    if not isinstance(node, h5py.Dataset):
+        return {"attrs": attrs}
+    return {"attrs": attrs, "shape": list(node.shape), "dtype": str(node.dtype),
+            "chunks": list(node.chunks or []), "compression": node.compression,
+            "compression_opts": node.compression_opts, "shuffle": node.shuffle}
+
+
+def _locate(key: str) -> tuple[str, str]:
+    """(dataset or group path, "chunk c/0/1", "values" or "metadata") of a key."""
+    if key == METADATA:
+        return "", METADATA
+    path, _, rest = key.rpartition(f"/{METADATA}") if key.endswith(f"/{METADATA}") \
+        else (None, None, None)
+    if path is not None:
+        return path, METADATA
+    if "/c/" in key:
+        path, _, grid = key.rpartition("/c/")
+        return path, f"chunk c/{grid}"
+    return key.removesuffix(f"/{VALUES}"), VALUES
+
+
+def _sources(h5: h5py.File) -> dict[str, list[str]]:
+    """As manifest._sources: case id -> its source digests (a JSON column)."""
+    if "source_sha256" not in h5 or "case" not in h5:
+        return {}
+    ids = h5["case"].asstr()[()].tolist()
+    cells = [json.loads(c) if c else None for c in h5["source_sha256"].asstr()[()].tolist()]
+    return dict(sorted((str(c), list(d)) for c, d in zip(ids, cells) if d))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+

@@ -1,0 +1,166 @@
+"""A map-style dataset over a store, for PyTorch's DataLoader (or any loop).
+
+``CaseDataset(store_url)`` has ``len()`` and ``[i]`` -- all a DataLoader needs -- and
+imports nothing from torch: items are NumPy arrays and Python values, which the
+DataLoader's default collate turns into tensors and lists. Each item is a dict:
+
+``image``   (channel, [z,] y, x) as stored (dtype kept; normalized stores hold floats)
+``mask``    ([z,] y, x), where the store has masks
+``labels``  {name: int (-1 = unknown) or a 0/1 array per class for multi-label}
+``case_id``, ``split``, ``index`` (into the dataset)
+``spacing`` (mm, stored order), ``origin`` (RAS+ mm of voxel 0, stored order),
+``affine``  the 4x4 of the returned array (nibabel index order), so that a sampled
+            slice or patch keeps its place in the patient
+
+Sampling (optional): ``slice_axis="z"`` returns one random 2D slice of the case along
+that axis (channel, y, x); ``patch_size=(z, y, x)`` (or (y, x) for 2D) a random patch
+of that size, which must fit in every case. Only the chunks under the slice or patch
+are read. The draws are a pure function of (seed, epoch, index): the same on any
+number of workers, and new with ``set_epoch``.
+
+Worker processes: the open store is never shared. Pickling (spawn, forkserver) carries
+only the location and options, and a forked worker sees a different pid and opens its
+own handle on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import StoreError
+from .store import open_store
+from .store.axes import spatial_dims
+
+SPLIT = "split"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What part of a case an item is: all of it, one slice, or one patch."""
+
+    slice_axis: str | None = None
+    patch_size: tuple[int, ...] | None = None
+
+    def window(self, shape: tuple[int, ...], dims: tuple[str, ...],
+               rng: np.random.Generator, location: str, case_id: str) -> tuple[slice, ...]:
+        """The spatial window to read from a case of stored ``shape`` (spatial axes)."""
+        if self.slice_axis is not None:
+            axis = dims.index(self.slice_axis)
+            start = int(rng.integers(shape[axis]))
+            return tuple(slice(start, start + 1) if a == axis else slice(None)
+                         for a in range(len(shape)))
+        if self.patch_size is not None:
+            if len(self.patch_size) != len(shape) or any(
+                    p > s for p, s in zip(self.patch_size, shape)):
+                raise StoreError(location, f"patch_size {list(self.patch_size)} does not fit "
+                                 f"case {case_id!r} of shape {list(shape)}",
+                                 hint="choose a patch no larger than the smallest case")
+            starts = [int(rng.integers(s - p + 1)) for s, p in zip(shape, self.patch_size)]
+            return tuple(slice(b, b + p) for b, p in zip(starts, self.patch_size))
+        return tuple(slice(None) for _ in shape)
+
+
+class CaseDataset:
+    """The complete cases of a store (optionally one split or a list of case ids) as a
+    map-style dataset; see the module docstring for items, sampling and workers."""
+
+    def __init__(self, location: str | os.PathLike, *, storage_options: dict | None = None,
+                 split: str | None = None, case_ids: Sequence[str] | None = None,
+                 labels: Sequence[str] | None = None, slice_axis: str | None = None,
+                 patch_size: Sequence[int] | None = None, seed: int = 0) -> None:
+        if slice_axis is not None and patch_size is not None:
+            raise ValueError("give slice_axis or patch_size, not both")
+        self.location = os.fspath(location)
+        self.storage_options = storage_options
+        self.sampling = Sampling(slice_axis, tuple(patch_size) if patch_size else None)
+        self.seed, self.epoch = seed, 0
+        self._handle: tuple[int, Any] | None = None  # (pid, open store)
+        store = self._store
+        table = store.cases
+        if split is not None:
+            if split not in set(table[SPLIT]):
+                raise StoreError(self.location, f"no case in split {split!r}",
+                                 hint=f"splits: {', '.join(sorted(set(table[SPLIT])))}")
+            table = table[table[SPLIT] == split]
+        if case_ids is not None:
+            missing = sorted(set(case_ids) - set(table["case_id"]))
+            if missing:
+                raise StoreError(self.location, f"cases not in the store (or split): "
+                                 f"{', '.join(missing[:5])}", hint="see store.cases")
+            table = table.set_index("case_id").loc[list(case_ids)].reset_index()
+        self.case_ids: list[str] = table["case_id"].tolist()
+        self._splits: list[str] = table[SPLIT].tolist()
+        stored = sorted((store.attrs.get("labels") or {}).get("classification") or {})
+        self.label_names = list(stored if labels is None else labels)
+        self._labels = {name: _label_values(store.labels(name), self.case_ids)
+                        for name in self.label_names}
+        if slice_axis is not None and slice_axis not in spatial_dims(
+                store.attrs["image"]["spatial_ndim"]):
+            raise StoreError(self.location, f"slice_axis {slice_axis!r} is not a spatial "
+                             "axis of the store", hint="use 'z', 'y' or 'x'")
+
+    # -- the store handle, one per process ---------------------------------------------
+    @property
+    def _store(self):
+        if self._handle is None or self._handle[0] != os.getpid():
+            self._handle = (os.getpid(), open_store(self.location, self.storage_options))
+        return self._handle[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handle": None}
+
+    # -- the dataset -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random slices/patches for every item (call once per epoch)."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        case_id = self.case_ids[index]
+        ds = self._store.case(case_id)
+        spatial = ds["image"].shape[1:]
+        dims = spatial_dims(len(spatial))
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        window = self.sampling.window(spatial, dims, rng, self.location, case_id)
+        item: dict[str, Any] = {"image": ds["image"][(slice(None),) + window].values}
+        if "mask" in ds:
+            item["mask"] = ds["mask"][window].values
+        affine = _window_affine(np.asarray(ds.attrs["affine"]), window)
+        if self.sampling.slice_axis is not None:  # one slice: a 2D item
+            axis = dims.index(self.sampling.slice_axis)
+            item["image"] = np.take(item["image"], 0, axis=1 + axis)
+            if "mask" in item:
+                item["mask"] = np.take(item["mask"], 0, axis=axis)
+        item.update(
+            labels={name: values[index] for name, values in self._labels.items()},
+            case_id=case_id, split=self._splits[index], index=index,
+            spacing=np.asarray(ds.attrs["spacing"]),
+            origin=affine[:3, 3][::-1].copy(), affine=affine)
+        return item
+
+
+def _window_affine(affine: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
+    """The affine of the array cut out by ``window`` (stored order): voxel 0 of the cut
+    is the stored voxel at the window's starts, i.e. index ``starts[::-1]`` in the
+    affine's (x, y[, z]) order."""
+    starts = np.array([s.start or 0 for s in window][::-1], dtype=np.float64)
+    out = affine.copy()
+    out[:3, 3] = affine[:3, :len(starts)] @ starts + affine[:3, 3]
+    return out
+
+
+def _label_values(values, case_ids: list[str]) -> list[Any]:
+    """Per case: an int, or (multi-label DataFrame) an int8 array over the classes."""
+    rows = values.loc[case_ids]
+    if rows.ndim == 1:
+        return [int(v) for v in rows.to_numpy()]
+    return list(rows.to_numpy(dtype=np.int8))

@@ -1,0 +1,112 @@
+"""The training adapter: a DataLoader with worker processes returns what open_store
+returns; sampled slices and patches keep their place in the patient."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from medimg_build import open_store
+from medimg_build.errors import StoreError
+from medimg_build.training import CaseDataset
+from servers import s3  # noqa: F401  (fixture)
+
+torch = pytest.importorskip("torch")
+DataLoader = torch.utils.data.DataLoader
+
+
+def _expected(store, case_id: str, label_names: list[str]) -> dict:
+    ds = store.case(case_id)
+    out = {"image": ds["image"].values, "affine": np.asarray(ds.attrs["affine"])}
+    if "mask" in ds:
+        out["mask"] = ds["mask"].values
+    out["labels"] = {}
+    for name in label_names:
+        values = store.labels(name).loc[case_id]
+        out["labels"][name] = values.to_numpy() if hasattr(values, "to_numpy") else int(values)
+    return out
+
+
+def test_a_dataloader_with_two_workers_returns_what_open_store_returns(reference_stores):
+    dataset = CaseDataset(reference_stores.xray)
+    store = open_store(reference_stores.xray)
+    assert len(dataset) == len(store.cases) and dataset.label_names == ["finding"]
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    seen = []
+    for batch in loader:
+        assert isinstance(batch["image"], torch.Tensor) and batch["image"].shape[1:] == (
+            1, 512, 512)
+        for row, case_id in enumerate(batch["case_id"]):
+            expected = _expected(store, case_id, ["finding"])
+            np.testing.assert_array_equal(batch["image"][row].numpy(), expected["image"])
+            np.testing.assert_array_equal(batch["labels"]["finding"][row].numpy(),
+                                          expected["labels"]["finding"])
+            np.testing.assert_array_equal(batch["affine"][row].numpy(), expected["affine"])
+            assert batch["split"][row] == store.cases.set_index("case_id").loc[case_id, "split"]
+            seen.append(case_id)
+    assert sorted(seen) == sorted(store.cases["case_id"])
+
+
+def test_workers_of_any_start_method_read_from_s3(s3, reference_stores):
+    url = s3.upload(reference_stores.xray, "nih.zarr")
+    dataset = CaseDataset(url, storage_options=s3.options, split="train")
+    assert pickle.loads(pickle.dumps(dataset))._handle is None  # never ships a handle
+    store = open_store(reference_stores.xray)
+    train = store.cases[store.cases["split"] == "train"]["case_id"].tolist()
+    assert dataset.case_ids == train
+    loader = DataLoader(dataset, batch_size=None, num_workers=2,
+                        multiprocessing_context="spawn")
+    items = list(loader)
+    assert [item["case_id"] for item in items] == train
+    for item in items:
+        np.testing.assert_array_equal(item["image"].numpy(),
+                                      _expected(store, item["case_id"], [])["image"])
+
+
+def _voxel_start(item: dict, case_affine: np.ndarray) -> np.ndarray:
+    """Where voxel 0 of an item lies in its case, in stored (z, y, x) index order."""
+    start = np.linalg.solve(case_affine, item["affine"][:, 3])[:3]
+    assert np.allclose(start, np.round(start), atol=1e-6)
+    assert np.allclose(item["affine"][:3, :3], case_affine[:3, :3])
+    return np.round(start).astype(int)[::-1]
+
+
+def test_random_slices_keep_their_place_in_the_patient(reference_stores):
+    dataset = CaseDataset(reference_stores.ct, slice_axis="z", seed=3)
+    store = open_store(reference_stores.ct)
+    case = _expected(store, "ct", [])
+    depths = set()
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        item = dataset[0]
+        z, y, x = _voxel_start(item, case["affine"])
+        assert (y, x) == (0, 0)
+        depths.add(z)
+        np.testing.assert_array_equal(item["image"], case["image"][:, z])
+        np.testing.assert_array_equal(item["mask"], case["mask"][z])
+        assert item["origin"].tolist() == item["affine"][:3, 3][::-1].tolist()
+    assert len(depths) > 1  # a new slice per epoch
+    dataset.set_epoch(0)
+    again = CaseDataset(reference_stores.ct, slice_axis="z", seed=3)[0]
+    np.testing.assert_array_equal(dataset[0]["image"], again["image"])  # (seed, epoch, index)
+
+
+def test_random_patches_keep_their_place_and_must_fit(reference_stores):
+    store = open_store(reference_stores.ct)
+    case = _expected(store, "ct", [])
+    depth, height, width = case["image"].shape[1:]
+    dataset = CaseDataset(reference_stores.ct, patch_size=(8, 32, 40), seed=1)
+    item = dataset[0]
+    z, y, x = _voxel_start(item, case["affine"])
+    assert item["image"].shape == (1, 8, 32, 40) and item["mask"].shape == (8, 32, 40)
+    np.testing.assert_array_equal(item["image"], case["image"][:, z:z + 8, y:y + 32, x:x + 40])
+    np.testing.assert_array_equal(item["mask"], case["mask"][z:z + 8, y:y + 32, x:x + 40])
+    with pytest.raises(StoreError, match="does not fit"):
+        CaseDataset(reference_stores.ct, patch_size=(depth + 1, 8, 8))[0]
+    with pytest.raises(StoreError, match="no case in split 'nope'"):
+        CaseDataset(reference_stores.ct, split="nope")
+    with pytest.raises(StoreError, match="not a spatial axis"):
+        CaseDataset(reference_stores.xray, slice_axis="z")
