@@ -52,7 +52,7 @@ def monai_pipeline(source: Path, out: Path) -> tuple[int, ...]:
 # -- nnU-Net style -----------------------------------------------------------------------
 def nnunet_style(source: Path, out: Path, order: int = 3) -> tuple[int, ...]:
     """SimpleITK read, RAS by flips, scipy resampling of the given spline order."""
-    image = _sitk_read(source)
+    image = sitk_read(source)
     affine = affine_from_sitk(image)
     voxels = sitk.GetArrayViewFromImage(image).T  # (i, j, k)
     voxels, spacing = _flipped_to_ras(voxels, affine)
@@ -65,7 +65,7 @@ def nnunet_style(source: Path, out: Path, order: int = 3) -> tuple[int, ...]:
     return stored.shape
 
 
-def _sitk_read(source: Path) -> sitk.Image:
+def sitk_read(source: Path) -> sitk.Image:
     if not source.is_dir():
         return sitk.ReadImage(str(source))
     reader = sitk.ImageSeriesReader()

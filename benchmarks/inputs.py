@@ -8,7 +8,9 @@ dcm2niix's output, so reorienting to RAS is real work for every pipeline."""
 
 from __future__ import annotations
 
+import locale
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,16 +89,33 @@ def write_dicom_series(image: MedicalImage, folder: Path) -> None:
             "0010|0020": "BENCH", "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
             "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
             "0020|0037": "\\".join(f"{v:.9f}" for v in _row_and_column_cosines(volume))}
-    for k in range(volume.GetDepth()):
-        piece = volume[:, :, k]
-        for tag, value in tags.items():
-            piece.SetMetaData(tag, value)
-        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
-        piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
-        piece.SetMetaData("0020|0013", str(k + 1))
-        piece.SetMetaData("0008|0018", f"{series}.3.{k + 1}")
-        writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
-        writer.Execute(piece)
+    with _locale_kept():
+        for k in range(volume.GetDepth()):
+            _write_slice(writer, volume, k, tags, series, folder)
+
+
+@contextmanager
+def _locale_kept():
+    """GDCM's writer sets the process locale to "C", which makes Python's default text
+    encoding ASCII for the rest of the process: put the locale back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slice(writer, volume, k: int, tags: dict[str, str], series: str,
+                 folder: Path) -> None:
+    piece = volume[:, :, k]
+    for tag, value in tags.items():
+        piece.SetMetaData(tag, value)
+    position = volume.TransformIndexToPhysicalPoint((0, 0, k))
+    piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
+    piece.SetMetaData("0020|0013", str(k + 1))
+    piece.SetMetaData("0008|0018", f"{series}.3.{k + 1}")
+    writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
+    writer.Execute(piece)
 
 
 def _row_and_column_cosines(volume: sitk.Image) -> list[float]:

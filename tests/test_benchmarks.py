@@ -4,16 +4,19 @@ decompression floor decodes exactly the bytes a store read decodes."""
 
 from __future__ import annotations
 
+import locale
+
 import numpy as np
 import pytest
 import zarr
 
 from benchmarks import baselines
 from benchmarks.ct_build import build_ours, compare_voxels
-from benchmarks.inputs import make_ct_inputs
+from benchmarks.inputs import make_ct_inputs, write_dicom_series
 from benchmarks.reads import decoded_chunks, write_slice_stack
 from medimg_build import open_store, read_image
 from medimg_build.harmonize import to_ras
+from medimg_build.image import MedicalImage
 
 SMALL = (256, 224, 100)  # sub-1.5 mm in-plane, as the real size: the build downsamples it
 
@@ -59,3 +62,13 @@ def test_the_blosc_floor_decodes_the_bytes_a_store_read_returns(tmp_path):
     np.testing.assert_array_equal(np.frombuffer(decoded, np.int16).reshape(array.shape),
                                   array[:])
     np.testing.assert_array_equal(array[:, 0], volume)  # slice z is case z, as (y, x)
+
+
+
+def test_writing_a_dicom_series_leaves_the_process_locale_alone(tmp_path):
+    """GDCM sets it to "C" (Python's default text encoding becomes ASCII)."""
+    before = locale.setlocale(locale.LC_ALL)
+    image = MedicalImage(np.zeros((8, 6, 3), np.int16, order="F"), np.eye(4))
+    write_dicom_series(image, tmp_path / "series")
+    assert locale.setlocale(locale.LC_ALL) == before
+    assert len(list((tmp_path / "series").iterdir())) == 3
