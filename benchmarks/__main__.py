@@ -27,8 +27,16 @@ def main() -> None:
                "dicom_read": dicom_read.run(), "parallel": parallel.run()}
     results["targets"] = targets.evaluate(results)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Benchmarks", "", f"Machine: {machine}",
-             f"Repeats: median of {REPEATS} (slice reads: {reads.SLICE_REPEATS})", ""]
+    lines = render(results)
+    (HERE / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+def render(results: dict) -> list[str]:
+    """results.md from the results (results.json holds them all)."""
+    lines = ["# Benchmarks", "", f"Machine: {results['machine']}",
+             f"Repeats: median of {results['repeats']} (slice reads: {reads.SLICE_REPEATS})",
+             ""]
     lines += targets.markdown(results["targets"]) + [""]
     lines += ct_build.markdown(results["ct_build"]) + [""]
     lines += profile_build.markdown(results["profile"]) + [""]
@@ -38,8 +46,7 @@ def main() -> None:
     lines += parallel.markdown(results["parallel"])
     lines += ["", "Reproduce: `make bench` (MEDIMG_BENCH_REPEATS sets the repeats, "
               "MEDIMG_BENCH_SHAPE the CT size, e.g. 256x256x100)."]
-    (HERE / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
