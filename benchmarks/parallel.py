@@ -4,6 +4,7 @@ the peak memory of a worker against the largest case's size as float32."""
 from __future__ import annotations
 
 import resource
+import time
 import shutil
 
 import nibabel as nib
@@ -63,17 +64,21 @@ def run() -> dict:
 
     source, largest = _sources()
     recipe = load_recipe("volume-folder").with_overrides({"labels": None})
-    seconds = {}
+    seconds, timelines = {}, {}
     peak = idle = 0
     for workers in (1, 2):
         stores = FreshStores(WORK / "parallel" / f"w{workers}")
         with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
                           memory_limit="8GiB") as cluster, Client(cluster) as client:
             idle = max(idle, _worker_peak_rss(client))  # before any case
-            seconds[workers] = median_seconds(lambda: build_store(
-                recipe, source, stores.next(), scheduler=cluster.scheduler_address,
-                progress=False))
+
+            def build():
+                build_store(recipe, source, stores.next(),
+                            scheduler=cluster.scheduler_address, progress=False)
+
+            seconds[workers] = median_seconds(build)
             peak = max(peak, _worker_peak_rss(client))
+            timelines[workers] = timeline(client, build, workers)
     speedup = seconds[1] / seconds[2]
     return {"cases": N_CASES, "seconds_1_worker": seconds[1], "seconds_2_workers": seconds[2],
             "speedup_1_to_2": speedup, "efficiency": speedup / 2,
@@ -81,16 +86,36 @@ def run() -> dict:
             "largest_case_float32_bytes": largest,
             "peak_over_largest_case": peak / largest,
             "case_rss_over_largest_case": (peak - idle) / largest,
-            "bottleneck": bottleneck(seconds[1], seconds[2])}
+            "timeline": timelines, "bottleneck": bottleneck(timelines)}
 
 
-def bottleneck(one: float, two: float) -> str:
-    """What the two timings imply (Amdahl: one = s + p, two = s + p / 2)."""
-    serial = max(0.0, 2 * two - one)
-    return (f"workers write their own cases; the timings imply {serial:.1f} s of "
-            f"{two:.1f} s that two workers do not shorten (candidates, not yet timed one "
-            "by one: connecting to the cluster, sending the context, store creation and "
-            "close, two cores shared with the build process and the scheduler)")
+def timeline(client, build, workers: int) -> dict:
+    """One more build, with Dask's task stream: how long before the first case starts
+    on a worker, after the last one ends, and the mean time one case computes
+    (harmonize + write) -- which grows when the workers compete for the cores."""
+    from distributed import get_task_stream
+
+    with get_task_stream(client) as stream:
+        started = time.time()
+        build()
+        ended = time.time()
+    computes = [(start, stop) for task in stream.data
+                for what, start, stop in ((s["action"], s["start"], s["stop"])
+                                          for s in task["startstops"]) if what == "compute"]
+    first, last = min(c[0] for c in computes), max(c[1] for c in computes)
+    return {"workers": workers, "seconds": ended - started,
+            "before_first_case": first - started, "after_last_case": ended - last,
+            "case_seconds_mean": sum(stop - start for start, stop in computes) / len(computes)}
+
+
+def bottleneck(timelines: dict) -> str:
+    one, two = timelines[1], timelines[2]
+    return (f"workers write their own cases; with 2 workers, {two['before_first_case']:.1f} s "
+            f"pass before the first case starts and {two['after_last_case']:.1f} s after the "
+            f"last one ends (of {two['seconds']:.1f} s), and one case takes "
+            f"{two['case_seconds_mean']:.2f} s on a worker against "
+            f"{one['case_seconds_mean']:.2f} s with 1 worker (the two workers share the "
+            "cores with the build process, the scheduler and each other)")
 
 
 def markdown(results: dict) -> list[str]:
