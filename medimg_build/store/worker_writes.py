@@ -72,6 +72,7 @@ class CaseDestination:
 
 
 def with_pixels_left_out(case: Case) -> WrittenCase:
+    """``case`` as a WrittenCase: everything but the pixels, which are on disk now."""
     fields = {f.name: getattr(case, f.name) for f in dataclasses.fields(Case)}
     for name in ("image", "mask"):
         image = fields[name]
