@@ -35,8 +35,7 @@ def to_int16_hu(array: np.ndarray) -> np.ndarray:
 def monai_pipeline(source: Path, out: Path) -> tuple[int, ...]:
     """The MONAI transforms a training script chains for this preprocessing; returns
     the output shape (spatial)."""
-    from monai.transforms import Orientation, ScaleIntensityRange, Spacing
-    from monai.transforms import LoadImage
+    from monai.transforms import LoadImage, Orientation, ScaleIntensityRange, Spacing
 
     reader = "PydicomReader" if source.is_dir() else "NibabelReader"
     image = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(source)
@@ -87,6 +86,6 @@ def decode_only(source: Path) -> None:
     """The pixels as the file holds them; no geometry, no checks, nothing after."""
     if source.is_dir():
         for path in sorted(source.iterdir()):
-            pydicom.dcmread(path).pixel_array
+            _ = pydicom.dcmread(path).pixel_array
         return
     np.asanyarray(nib.load(source).dataobj)

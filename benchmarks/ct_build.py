@@ -6,6 +6,7 @@ Besides the times, each baseline's output is compared with our store's voxels, s
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 import numpy as np
@@ -59,7 +60,7 @@ def _one_source(source, source_dir) -> dict:
     for name, pipeline in [("monai", baselines.monai_pipeline),
                            ("nnunet_order3", lambda s, o: baselines.nnunet_style(s, o, 3)),
                            ("nnunet_order1", lambda s, o: baselines.nnunet_style(s, o, 1))]:
-        seconds[name] = median_seconds(lambda: pipeline(source, saved))
+        seconds[name] = median_seconds(functools.partial(pipeline, source, saved))
         agreement[name] = compare_voxels(np.load(saved), ours)  # the last run's output
     return {"seconds": seconds, "shape": list(ours.shape), "agreement": agreement,
             "monai_over_ours": seconds["monai"] / seconds["ours"],

@@ -3,9 +3,10 @@ the peak memory of a worker against the largest case's size as float32."""
 
 from __future__ import annotations
 
+import functools
 import resource
-import time
 import shutil
+import time
 
 import nibabel as nib
 import numpy as np
@@ -49,9 +50,10 @@ def _sources() -> tuple[object, int]:
 def peak_rss() -> int:
     """This process's peak resident memory in bytes: VmHWM, not getrusage's ru_maxrss,
     which Linux carries across exec (a spawned worker would report its parent's)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux
 
 
@@ -71,11 +73,7 @@ def run() -> dict:
         with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
                           memory_limit="8GiB") as cluster, Client(cluster) as client:
             idle = max(idle, _worker_peak_rss(client))  # before any case
-
-            def build():
-                build_store(recipe, source, stores.next(),
-                            scheduler=cluster.scheduler_address, progress=False)
-
+            build = functools.partial(_build, recipe, source, stores, cluster)
             seconds[workers] = median_seconds(build)
             peak = max(peak, _worker_peak_rss(client))
             timelines[workers] = timeline(client, build, workers)
@@ -87,6 +85,11 @@ def run() -> dict:
             "peak_over_largest_case": peak / largest,
             "case_rss_over_largest_case": (peak - idle) / largest,
             "timeline": timelines, "bottleneck": bottleneck(timelines)}
+
+
+def _build(recipe, source, stores: FreshStores, cluster) -> None:
+    build_store(recipe, source, stores.next(), scheduler=cluster.scheduler_address,
+                progress=False)
 
 
 def timeline(client, build, workers: int) -> dict:

@@ -21,7 +21,6 @@ from . import baselines
 from .common import WORK, median_seconds
 from .ct_build import FreshStores, build_ours
 
-
 # Measured beside the build's steps, not parts of it.
 NOT_BUILD_STEPS = ("decode alone (nibabel/pydicom)", "decode alone (SimpleITK)",
                    "codec alone (Blosc)", "build (whole)")

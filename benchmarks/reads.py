@@ -59,7 +59,7 @@ def _slice_reads(inputs: CtInputs, native) -> dict:
     image = open_store(native).case("ct")["image"]  # opened once, as a training loop would
     array = zarr.open_array(native / CASES_GROUP / "ct" / image_path(), mode="r")
     mmap = np.load(inputs.npy, mmap_mode="r")
-    z = lambda: int(rng.integers(depth))  # noqa: E731
+    z = lambda: int(rng.integers(depth))
     seconds = {
         "ours": median_seconds(lambda: image[0, z()].values, SLICE_REPEATS),
         "zarr": median_seconds(lambda: array[0, z()], SLICE_REPEATS),
@@ -101,7 +101,7 @@ def _stack_scan(stack) -> dict:
 
     def scan_xarray():
         for index in range(array.shape[0]):
-            dataset["image"][index].values
+            _ = dataset["image"][index].values
 
     def scan_zarr():
         for index in range(array.shape[0]):
@@ -164,7 +164,7 @@ def _s3_slice(native) -> dict:
         image = open_store("s3://bench/native.zarr", storage_options=options).case("ct")["image"]
         depth = image.shape[1]
         with _counted_gets(s3fs) as gets:
-            image[0, depth // 2].values
+            _ = image[0, depth // 2].values
         rng = np.random.default_rng(1)
         seconds = median_seconds(lambda: image[0, int(rng.integers(depth))].values,
                                  SLICE_REPEATS // 5)

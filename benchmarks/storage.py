@@ -85,27 +85,28 @@ def _built_stores(inputs: CtInputs) -> dict[str, Path]:
 
 
 def _codec_row(codec, arrays: dict[str, np.ndarray]) -> dict:
-    row = {}
-    for name, data in arrays.items():
-        out = WORK / "storage" / "codec.zarr"
-        written = {}
+    return {name: _codec_speed(codec, name, data, WORK / "storage" / "codec.zarr")
+            for name, data in arrays.items()}
 
-        def write():
-            shutil.rmtree(out, ignore_errors=True)
-            written["array"] = array = zarr.create_array(
-                out, shape=data.shape, dtype=data.dtype, chunks=(1, 1) + data.shape[2:],
-                shards=data.shape, compressors=codec, zarr_format=3)
-            array[...] = data
 
-        write_seconds = fastest_seconds(write, CODEC_REPEATS)
-        read_seconds = fastest_seconds(lambda: written["array"][...], CODEC_REPEATS)
-        if not np.array_equal(written["array"][...], data):
-            raise RuntimeError(f"codec {codec} did not round-trip {name}")
-        megabytes = data.nbytes / 1e6
-        row[name] = {"ratio": data.nbytes / folder_bytes(out),
-                     "write_mb_s": megabytes / write_seconds,
-                     "read_mb_s": megabytes / read_seconds}
-    return row
+def _codec_speed(codec, name: str, data: np.ndarray, out: Path) -> dict:
+    """Ratio and write/read speed of ``codec`` on ``data`` in the store's chunking."""
+    written = {}
+
+    def write():
+        shutil.rmtree(out, ignore_errors=True)
+        written["array"] = array = zarr.create_array(
+            out, shape=data.shape, dtype=data.dtype, chunks=(1, 1) + data.shape[2:],
+            shards=data.shape, compressors=codec, zarr_format=3)
+        array[...] = data
+
+    write_seconds = fastest_seconds(write, CODEC_REPEATS)
+    read_seconds = fastest_seconds(lambda: written["array"][...], CODEC_REPEATS)
+    if not np.array_equal(written["array"][...], data):
+        raise RuntimeError(f"codec {codec} did not round-trip {name}")
+    megabytes = data.nbytes / 1e6
+    return {"ratio": data.nbytes / folder_bytes(out), "write_mb_s": megabytes / write_seconds,
+            "read_mb_s": megabytes / read_seconds}
 
 
 def pick_default(codecs: dict[str, dict], current: str) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from store_contents import store_contents
 
 from medimg_build import open_store
 from medimg_build.case import Case
@@ -21,7 +22,6 @@ from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store, volumes
 from medimg_build.store.validate import validate_store
 from medimg_build.store.worker_writes import WrittenCase, with_pixels_left_out
-from store_contents import store_contents
 
 
 def _volume_source(root, shapes):
