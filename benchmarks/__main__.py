@@ -1,32 +1,52 @@
 """``make bench``: every suite, as ratios against baselines measured in the same run.
 
-Writes benchmarks/results.md and benchmarks/results.json."""
+Writes benchmarks/results.md and benchmarks/results.json. $MEDIMG_BENCH_REPEATS sets the
+repeats (median taken), $MEDIMG_BENCH_SHAPE the CT size (default 512x512x200)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shutil
 
-from . import ct_build, dicom_read, parallel
-from .common import HERE, REPEATS
+from . import ct_build, dicom_read, parallel, profile_build, reads, storage, targets
+from .common import HERE, REPEATS, WORK
+from .inputs import SHAPE, make_ct_inputs
 
 
 def main() -> None:
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
                f"Python {platform.python_version()}")
-    results = {"machine": machine, "repeats": REPEATS,
-               "ct_build": ct_build.run(), "dicom_read": dicom_read.run(),
-               "parallel": parallel.run()}
+    shutil.rmtree(WORK, ignore_errors=True)
+    inputs = make_ct_inputs(WORK)
+    results = {"machine": machine, "repeats": REPEATS, "ct_shape": list(SHAPE),
+               "ct_build": ct_build.run(inputs),
+               "profile": profile_build.run(inputs.nifti, inputs.nifti.parent.parent),
+               "reads": reads.run(inputs), "storage": storage.run(inputs),
+               "dicom_read": dicom_read.run(), "parallel": parallel.run()}
+    results["targets"] = targets.evaluate(results)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Benchmarks", "", f"Machine: {machine}",
-             f"Repeats: median of {REPEATS} (slice reads: 50)", ""]
+    lines = render(results)
+    (HERE / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+def render(results: dict) -> list[str]:
+    """results.md from the results (results.json holds them all)."""
+    lines = ["# Benchmarks", "", f"Machine: {results['machine']}",
+             f"Repeats: median of {results['repeats']} (slice reads: {reads.SLICE_REPEATS})",
+             ""]
+    lines += targets.markdown(results["targets"]) + [""]
     lines += ct_build.markdown(results["ct_build"]) + [""]
+    lines += profile_build.markdown(results["profile"]) + [""]
+    lines += reads.markdown(results["reads"]) + [""]
+    lines += storage.markdown(results["storage"]) + [""]
     lines += dicom_read.markdown(results["dicom_read"]) + [""]
     lines += parallel.markdown(results["parallel"])
-    lines += ["", "Reproduce: `make bench` (MEDIMG_BENCH_REPEATS sets the repeats)."]
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += ["", "Reproduce: `make bench` (MEDIMG_BENCH_REPEATS sets the repeats, "
+              "MEDIMG_BENCH_SHAPE the CT size, e.g. 256x256x100)."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
 
 
 def _array_line(info: dict) -> str:
-    """``int16 (channel, z, y, x) chunks 1x1xYxX shards ... blosc zstd-5 bitshuffle``."""
+    """``int16 (channel, z, y, x) chunks 1x1xYxX shards ... blosc zstd-3 shuffle``."""
     def sizes(values):  # None = the case's own extent (volumes)
         if not values:
             return "-"

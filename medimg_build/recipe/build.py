@@ -24,6 +24,7 @@ from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
 from ..store.journal import test_kill_point
+from ..store.worker_writes import CaseDestination
 from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
@@ -197,10 +198,11 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     # One writer thread: a case is compressed and written while the next one is being
     # received or harmonized (the build process spent half its time writing); writes
     # stay one at a time and in arrival order, and at most two cases are held here.
+    # Dask workers write volumes cases themselves; those are only recorded here.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medimg-writer") as pool:
         writing: tuple[int, Future] | None = None
         for position, result in _harmonized([cases[i] for i in todo], context, workers,
-                                            scheduler):
+                                            scheduler, writer.worker_destination()):
             if writing is not None:
                 record(writing[0], writing[1].result())
             index = todo[position]
@@ -322,8 +324,13 @@ IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle, memor
 
 
 def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
-                scheduler: str | None) -> Iterator[tuple[int, Case | str]]:
+                scheduler: str | None, destination=None
+                ) -> Iterator[tuple[int, Case | str]]:
     """(index, Case or one-line error) in completion order.
+
+    With a ``destination`` (a volumes store, ``worker_writes.CaseDestination``), each
+    Dask worker writes its cases into the store and sends back only a WrittenCase (no
+    pixels): compression and writing run on all workers instead of in this process.
 
     On Dask, at most a few cases per worker are in flight, submitted in index order: a
     worker holds a few cases at a time, and the stack writer, which writes whole shards
@@ -342,19 +349,23 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
     client = Client(scheduler or cluster)
     try:
         window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-        context_future = client.scatter(context, broadcast=True)  # sent once per worker
+        # Sent once per worker.
+        context_future, destination_future = client.scatter([context, destination],
+                                                            broadcast=True)
         pending = iter(enumerate(cases))
         futures: dict = {}
         completed = as_completed()
         for index, source in itertools.islice(pending, window):
-            future = client.submit(_attempt, source, context_future, pure=False)
+            future = client.submit(_attempt, source, context_future, destination_future,
+                                   pure=False)
             futures[future] = index
             completed.add(future)
         for future in completed:
             yield futures.pop(future), future.result()
             future.release()
             for index, source in itertools.islice(pending, 1):
-                follow = client.submit(_attempt, source, context_future, pure=False)
+                follow = client.submit(_attempt, source, context_future, destination_future,
+                                       pure=False)
                 futures[follow] = index
                 completed.add(follow)
     finally:
@@ -363,8 +374,23 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
             cluster.close()
 
 
-def _attempt(source: CaseSource, context: BuildContext) -> Case | str:
+def _attempt(source: CaseSource, context: BuildContext,
+             destination: CaseDestination | None = None) -> Case | str:
+    """The harmonized case or why it failed; with a ``destination`` this process can
+    reach, the case is written there and comes back as a WrittenCase. Errors of the
+    write other than the store refusing the case end the build, as in the build
+    process (a full disk is not one case's problem)."""
     _share_cores_with_other_workers()
+    result = _harmonize(source, context)
+    if isinstance(result, Case) and destination is not None and destination.reachable():
+        try:
+            return destination.write(result)
+        except MedimgError as error:
+            return str(error)
+    return result
+
+
+def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
     try:
         return harmonize_case(source, context)
     except MedimgError as error:

@@ -17,7 +17,7 @@ stored ``(z, y, x)`` run along in the harmonized RAS+ orientation. ``affine`` is
 the full 4x4 in nibabel index order ``(x, y[, z])``, i.e. its columns are the REVERSE of
 the stored dims: it is the truth for oblique grids, where spacing/origin are not enough.
 
-Compression: Blosc zstd level 5 with bit-shuffle (lossless) unless the caller passes
+Compression: Blosc zstd level 3 with byte shuffle (lossless) unless the caller passes
 another Zarr v3 codec. Chunks: one 2D slice of one channel of one case, so a slice
 decodes without its neighbours. Sharding keeps the file count low (below).
 

@@ -126,7 +126,16 @@ class BaseWriter:
 
     # -- writing cases -----------------------------------------------------------------
     def write_case(self, index: int, case: Case) -> None:
-        """Write (or, for the stack, buffer) one harmonized case at ``index``."""
+        """Write (or, for the stack, buffer) one harmonized case at ``index``. A volumes
+        case may come as a ``WrittenCase`` whose group a worker wrote already
+        (``worker_writes.py``): it is only recorded, or deleted if refused."""
+        try:
+            self._write_case(index, case)
+        except BaseException:
+            self._discard(case)
+            raise
+
+    def _write_case(self, index: int, case: Case) -> None:
         labels = self._claim(index, case)
         index = int(index)
         try:
@@ -185,16 +194,7 @@ class BaseWriter:
                              hint="rename those columns of the case table")
 
     def _check_geometry(self, case: Case) -> None:
-        mask = case.mask
-        if mask is None:
-            return
-        if mask.has_channels or mask.spatial_shape != case.image.spatial_shape:
-            raise StoreError(self.location, f"case {case.case_id!r}: mask of shape "
-                             f"{mask.array.shape} is not on the image grid "
-                             f"{case.image.spatial_shape}")
-        if not np.allclose(mask.affine, case.image.affine, atol=1e-4):
-            raise StoreError(self.location, f"case {case.case_id!r}: the mask's affine "
-                             "differs from the image's", hint="resample the mask onto the image")
+        check_case_geometry(case, self.location)
 
     def _fit_template(self, case: Case, stack: bool) -> bool:
         """Check ``case`` against the first case (call under the lock); True when
@@ -211,6 +211,14 @@ class BaseWriter:
 
     def _write(self, index: int, case: Case) -> None:
         raise NotImplementedError
+
+    def _discard(self, case: Case) -> None:
+        """Remove what a refused case left in the store before the writer saw it."""
+
+    def worker_destination(self):
+        """Where Dask workers may write cases themselves (``worker_writes.py``), or
+        None: this layout's cases are written by the build process only."""
+        return None
 
     def _journal_unit(self, unit: str, indices: list[int]) -> None:
         """Journal the records of ``indices`` as ``unit``: call before the unit's
@@ -327,6 +335,20 @@ class BaseWriter:
         with beside_hierarchy():
             arrays = sorted(self._root.arrays())
         return {name: self._array_info(array) for name, array in arrays}
+
+
+def check_case_geometry(case: Case, location: str) -> None:
+    """A mask must lie on its image's grid (the store keeps one grid per case)."""
+    mask = case.mask
+    if mask is None:
+        return
+    if mask.has_channels or mask.spatial_shape != case.image.spatial_shape:
+        raise StoreError(location, f"case {case.case_id!r}: mask of shape "
+                         f"{mask.array.shape} is not on the image grid "
+                         f"{case.image.spatial_shape}")
+    if not np.allclose(mask.affine, case.image.affine, atol=1e-4):
+        raise StoreError(location, f"case {case.case_id!r}: the mask's affine "
+                         "differs from the image's", hint="resample the mask onto the image")
 
 
 def layout_options(layout: str, cases_per_shard: int | None, pyramid_levels: int

@@ -37,6 +37,9 @@ class _Hdf5Writing:
     def _array_info(self, array) -> dict[str, Any]:
         return array_info(array)
 
+    def worker_destination(self) -> None:
+        return None  # one HDF5 file has one writer: the build process
+
     def _finish(self) -> None:
         attach_dimension_scales(self._root.h5)
         write_hdf5_manifest(self._root.h5.file)

@@ -12,6 +12,7 @@ Different cases touch different groups, so cases can be written concurrently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from .schema import (
     CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES, image_path,
     level_group, mask_path,
 )
+from .worker_writes import CaseDestination, WrittenCase
 
 CASE_ATTRS = "medimg_case"
 
@@ -50,50 +52,25 @@ class VolumesWriter(BaseWriter):
     def _write(self, index: int, case: Case) -> None:
         with self._lock:
             self._fit_template(case, stack=False)
-        image = case.image
-        nd = image.spatial_ndim
-        stored = image_to_stored(image)
-        plan = plan_levels(stored_spacing(image.affine, nd), stored.shape[1:],
-                           self._pyramid_levels)
-        affines = [level_affine(image.affine, factors) for factors in plan]
-        attrs = case_attrs(case.case_id, image.affine, nd, stored.shape[1:],
-                           image.has_channels)
-        # overwrite=True: a retry of a case whose first attempt failed half-way.
-        group = self._cases.create_group(
-            case.case_id, overwrite=True,
-            attributes={CASE_ATTRS: attrs, "ome": image_ome(case.case_id, affines, nd)})
-        self._write_image(group, stored, plan, affines)
-        if case.mask is not None:
-            self._write_mask(group, case.case_id, mask_to_stored(case.mask.array), plan,
-                             affines)
+        if not isinstance(case, WrittenCase):  # else a worker wrote its group already
+            write_case_group(self._cases, case, self._group_settings())
         self._journal_unit(case_unit(index), [index])
         test_kill_point("case")  # TEST HOOK: killed with a case written but not complete
-        group.attrs[CASE_ATTRS] = dict(attrs, complete=True)  # last: the case is whole
+        group = self._cases[case.case_id]
+        group.attrs[CASE_ATTRS] = dict(group.attrs[CASE_ATTRS], complete=True)  # last
         self._wrote(index, case.case_id)
 
-    def _write_image(self, group, stored: np.ndarray, plan: list[Factors],
-                     affines: list[np.ndarray]) -> None:
-        """Each level of the image in its group ``scale<n>``, with the 1-D voxel-centre
-        positions of that level."""
-        dims = (CHANNEL,) + spatial_dims(stored.ndim - 1)
-        for level, (affine, pixels) in enumerate(zip(affines, image_levels(stored, plan))):
-            node = group.create_group(level_group(level))
-            self._array(node, IMAGE, dims, pixels)
-            for name, values in axis_coords(affine, pixels.shape[1:]).items():
-                node.create_array(name, data=values, dimension_names=(name,))
+    def _group_settings(self) -> CaseGroupSettings:
+        return CaseGroupSettings(self._compressor, self._pyramid_levels,
+                                 segmentation_classes(self._vocabulary()))
 
-    def _write_mask(self, group, case_id: str, stored: np.ndarray, plan: list[Factors],
-                    affines: list[np.ndarray]) -> None:
-        """The mask as the NGFF label image ``labels/mask`` of the case's image, with
-        the image's levels; colours and names from the store's segmentation classes."""
-        classes = segmentation_classes(self._vocabulary())
-        values = sorted(classes) if classes else np.unique(stored).tolist()
-        labels = group.create_group(LABELS_GROUP, attributes={"ome": labels_ome([MASK])})
-        ome = label_image_ome(case_id, affines, stored.ndim, values, classes)
-        label_image = labels.create_group(MASK, attributes={"ome": ome})
-        for level, pixels in enumerate(mask_levels(stored, plan)):
-            node = label_image.create_group(level_group(level))
-            self._array(node, MASK, spatial_dims(stored.ndim), pixels)
+    def worker_destination(self) -> CaseDestination:
+        return CaseDestination(self.location, self._group_settings())
+
+    def _discard(self, case: Case) -> None:
+        """Delete the group a worker wrote for a case the store then refused."""
+        if isinstance(case, WrittenCase) and case.case_id in self._cases:
+            del self._cases[case.case_id]
 
     def _wrote(self, index: int, case_id: str) -> None:
         with self._lock:
@@ -120,14 +97,6 @@ class VolumesWriter(BaseWriter):
     def _kept_on_resume(self) -> set[str]:
         return {CASES_GROUP}
 
-    def _array(self, group, name: str, dims: tuple[str, ...], data: np.ndarray) -> None:
-        """One shard (the whole array) of 2D-slice chunks."""
-        chunks = (1,) * (data.ndim - 2) + data.shape[-2:]
-        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                   shards=data.shape, compressors=self._compressor,
-                                   dimension_names=dims)
-        array[...] = data
-
     def _arrays_info(self) -> dict[str, Any]:
         """Root arrays, plus the level-0 image and mask of one case as the pattern of
         all: null in ``shape``/``chunks``/``shards`` means that case's own extent."""
@@ -144,6 +113,71 @@ class VolumesWriter(BaseWriter):
                                shards=[None] * ndim)
                 info[f"{CASES_GROUP}/*/{path}"] = pattern
         return info
+
+
+@dataclass(frozen=True)
+class CaseGroupSettings:
+    """What writing a case group takes besides the case (picklable: workers get it)."""
+
+    compressor: Any
+    pyramid_levels: int  # at most; small images get fewer
+    classes: dict[int, str]  # mask value -> class name, for the NGFF label colours
+
+
+def write_case_group(cases, case: Case, settings: CaseGroupSettings) -> None:
+    """The case's group under ``cases``: its image levels, its mask as a label image,
+    and its attributes with ``complete`` false (the writer sets it once the case is
+    recorded). Touches that group only, so workers can write different cases at once."""
+    image = case.image
+    nd = image.spatial_ndim
+    stored = image_to_stored(image)
+    plan = plan_levels(stored_spacing(image.affine, nd), stored.shape[1:],
+                       settings.pyramid_levels)
+    affines = [level_affine(image.affine, factors) for factors in plan]
+    attrs = case_attrs(case.case_id, image.affine, nd, stored.shape[1:], image.has_channels)
+    # overwrite=True: a retry of a case whose first attempt failed half-way.
+    group = cases.create_group(
+        case.case_id, overwrite=True,
+        attributes={CASE_ATTRS: attrs, "ome": image_ome(case.case_id, affines, nd)})
+    _write_image(group, stored, plan, affines, settings.compressor)
+    if case.mask is not None:
+        _write_mask(group, case.case_id, mask_to_stored(case.mask.array), plan, affines,
+                    settings)
+
+
+def _write_image(group, stored: np.ndarray, plan: list[Factors], affines: list[np.ndarray],
+                 compressor) -> None:
+    """Each level of the image in its group ``scale<n>``, with the 1-D voxel-centre
+    positions of that level."""
+    dims = (CHANNEL,) + spatial_dims(stored.ndim - 1)
+    for level, (affine, pixels) in enumerate(zip(affines, image_levels(stored, plan))):
+        node = group.create_group(level_group(level))
+        _array(node, IMAGE, dims, pixels, compressor)
+        for name, values in axis_coords(affine, pixels.shape[1:]).items():
+            node.create_array(name, data=values, dimension_names=(name,))
+
+
+def _write_mask(group, case_id: str, stored: np.ndarray, plan: list[Factors],
+                affines: list[np.ndarray], settings: CaseGroupSettings) -> None:
+    """The mask as the NGFF label image ``labels/mask`` of the case's image, with
+    the image's levels; colours and names from the store's segmentation classes."""
+    classes = settings.classes
+    values = sorted(classes) if classes else np.unique(stored).tolist()
+    labels = group.create_group(LABELS_GROUP, attributes={"ome": labels_ome([MASK])})
+    ome = label_image_ome(case_id, affines, stored.ndim, values, classes)
+    label_image = labels.create_group(MASK, attributes={"ome": ome})
+    for level, pixels in enumerate(mask_levels(stored, plan)):
+        node = label_image.create_group(level_group(level))
+        _array(node, MASK, spatial_dims(stored.ndim), pixels, settings.compressor)
+
+
+def _array(group, name: str, dims: tuple[str, ...], data: np.ndarray, compressor) -> None:
+    """One shard (the whole array) of 2D-slice chunks."""
+    chunks = (1,) * (data.ndim - 2) + data.shape[-2:]
+    array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                               shards=data.shape, compressors=compressor,
+                               dimension_names=dims)
+    array[...] = data
 
 
 def case_unit(index: int) -> str:

@@ -39,7 +39,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     layout, table and array descriptions). It is read again at ``close``, so the caller
     may add to it (a build report, say) until then. ``cases_per_shard`` applies to the stack
     only (default: ~64 MiB of image per shard). ``compressor`` is a Zarr v3
-    bytes-to-bytes codec for image and mask (default Blosc zstd-5 with bit-shuffle).
+    bytes-to-bytes codec for image and mask (default Blosc zstd-3 with byte shuffle).
 
     ``format`` is "zarr" or "hdf5" (one HDF5 file of the same schema, see
     ``hdf5_backend.py``); by default HDF5 for a ``.h5``/``.hdf5`` path, else Zarr. An
@@ -149,6 +149,9 @@ class FinishedStore:
 
     def write_case(self, index: int, case) -> None:
         raise StoreError(self.location, "the store is finished; no case is left to write")
+
+    def worker_destination(self) -> None:
+        return None
 
     def close(self, table=None) -> None:
         self.lock.release()

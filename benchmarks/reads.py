@@ -1,0 +1,231 @@
+"""Reads, against the formats people read from today and against the floors:
+
+* one random 2D slice of the CT on its native grid: our store (xarray, and the zarr
+  array alone) vs nibabel from the .nii.gz vs np.load(mmap_mode="r") from a .npy;
+* the whole case: ``read_image`` vs nibabel vs np.load;
+* a full scan of a stack store of 2D slices, case after case as a training loop reads
+  it, vs the decompression floor: Blosc alone on the very same chunk bytes;
+* one slice from S3 (a moto server on 127.0.0.1), with its GET count after open."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import zarr
+from numcodecs import Blosc
+
+from medimg_build import open_store
+from medimg_build.case import Case
+from medimg_build.image import MedicalImage
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.store import create_store
+from medimg_build.store.schema import CASES_GROUP, image_path
+
+from .common import REPEATS, WORK, median_seconds
+from .inputs import CtInputs
+
+SLICE_REPEATS = 50
+NO_CHUNK = 2**64 - 1  # a shard index entry of a chunk never written
+
+
+def build_native_store(inputs: CtInputs, out) -> None:
+    """The CT losslessly on its native grid (RAS, int16 HU, no resampling)."""
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"labels": None, "harmonize": {"spacing": None}})
+    report = build_store(recipe, inputs.nifti.parent.parent, out, overwrite=True,
+                         progress=False)
+    if not report.ok:
+        raise RuntimeError(f"benchmark build failed: {report.failed}")
+
+
+def run(inputs: CtInputs) -> dict:
+    native = WORK / "reads" / "native.zarr"
+    build_native_store(inputs, native)
+    stack = WORK / "reads" / "slices.zarr"
+    write_slice_stack(np.load(inputs.npy, mmap_mode="r"), stack)
+    return {"slice": _slice_reads(inputs, native), "whole_case": _whole_case(inputs, native),
+            "stack_scan": _stack_scan(stack), "s3": _s3_slice(native)}
+
+
+def _slice_reads(inputs: CtInputs, native) -> dict:
+    depth = inputs.shape[2]
+    rng = np.random.default_rng(0)
+    image = open_store(native).case("ct")["image"]  # opened once, as a training loop would
+    array = zarr.open_array(native / CASES_GROUP / "ct" / image_path(), mode="r")
+    mmap = np.load(inputs.npy, mmap_mode="r")
+    z = lambda: int(rng.integers(depth))
+    seconds = {
+        "ours": median_seconds(lambda: image[0, z()].values, SLICE_REPEATS),
+        "zarr": median_seconds(lambda: array[0, z()], SLICE_REPEATS),
+        "nibabel": median_seconds(
+            lambda: np.asanyarray(nib.load(inputs.nifti).dataobj[:, :, z()]), REPEATS),
+        "npy_mmap": median_seconds(lambda: np.array(mmap[z()]), SLICE_REPEATS),
+    }
+    return {"seconds": seconds, "nibabel_over_ours": seconds["nibabel"] / seconds["ours"],
+            "ours_over_npy": seconds["ours"] / seconds["npy_mmap"],
+            "zarr_over_npy": seconds["zarr"] / seconds["npy_mmap"]}
+
+
+def _whole_case(inputs: CtInputs, native) -> dict:
+    store = open_store(native)
+    seconds = {"ours": median_seconds(lambda: store.read_image("ct")),
+               "nibabel": median_seconds(lambda: np.asanyarray(nib.load(inputs.nifti).dataobj)),
+               "npy": median_seconds(lambda: np.load(inputs.npy))}
+    return {"seconds": seconds, "nibabel_over_ours": seconds["nibabel"] / seconds["ours"],
+            "ours_over_npy": seconds["ours"] / seconds["npy"]}
+
+
+# -- stack full scan ---------------------------------------------------------------------
+def write_slice_stack(volume_zyx: np.ndarray, out) -> None:
+    """Every axial slice of the CT as one 2D case of a stack store (a 2D training set
+    of 512x512 int16 images), written by our store writer with its default codec."""
+    n = volume_zyx.shape[0]
+    writer = create_store(out, "stack", n_cases=n, overwrite=True,
+                          attrs={"dataset": "ct-slices", "modality": "CT", "organ": "abdomen"})
+    for z in range(n):
+        pixels = np.asfortranarray(volume_zyx[z].T)  # (i, j) Fortran: stored (y, x)
+        writer.write_case(z, Case(f"slice{z:04d}", MedicalImage(pixels, np.eye(4),
+                                                                 spatial_ndim=2)))
+    writer.close(pd.DataFrame({"case_id": [f"slice{z:04d}" for z in range(n)]}))
+
+
+def _stack_scan(stack) -> dict:
+    dataset = open_store(stack).dataset()
+    array = zarr.open_array(stack / "image", mode="r")
+
+    def scan_xarray():
+        for index in range(array.shape[0]):
+            _ = dataset["image"][index].values
+
+    def scan_zarr():
+        for index in range(array.shape[0]):
+            array[index]
+
+    def scan_by_shard():  # a loader that fetches a shard's cases in one call
+        step = array.shards[0]
+        for start in range(0, array.shape[0], step):
+            array[start:start + step]
+
+    seconds = {"ours": median_seconds(scan_xarray), "zarr": median_seconds(scan_zarr),
+               "zarr_by_shard": median_seconds(scan_by_shard),
+               "blosc_floor": median_seconds(lambda: blosc_floor(array, stack / "image"))}
+    floor = seconds["blosc_floor"]
+    return {"cases": int(array.shape[0]), "case_shape": list(array.shape[1:]),
+            "cases_per_shard": int(array.shards[0]), "seconds": seconds,
+            "ours_over_floor": seconds["ours"] / floor,
+            "zarr_over_floor": seconds["zarr"] / floor,
+            "zarr_by_shard_over_floor": seconds["zarr_by_shard"] / floor}
+
+
+def blosc_floor(array: zarr.Array, folder) -> int:
+    """Read every shard file and Blosc-decode each chunk in it: the bytes our reads
+    decode, with nothing else (no Zarr, no index checksum, no copy into an array).
+    Returns the number of chunks decoded."""
+    return sum(1 for _ in decoded_chunks(array, folder))
+
+
+def decoded_chunks(array: zarr.Array, folder) -> Iterator[bytes]:
+    """The decoded bytes of every written chunk, shard file by shard file (in key
+    order), in each shard's index order."""
+    per_shard = int(np.prod([s // c for s, c in zip(array.shards, array.chunks)]))
+    blosc = Blosc()
+    for path in sorted(p for p in folder.joinpath("c").rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        index = data[-(16 * per_shard + 4):-4]  # (offset, length) per chunk, then crc32c
+        for offset, length in struct.iter_unpack("<QQ", index):
+            if offset != NO_CHUNK:
+                yield blosc.decode(data[offset:offset + length])
+
+
+# -- S3 ----------------------------------------------------------------------------------
+def _s3_slice(native) -> dict:
+    try:
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError as missing:
+        return {"error": f"{missing.name} is not installed"}
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {"key": "bench", "secret": "bench",
+                   "client_kwargs": {"endpoint_url": f"http://{host}:{port}",
+                                     "region_name": "us-east-1"}}
+        fs = s3fs.S3FileSystem(**options)
+        fs.call_s3("create_bucket", Bucket="bench")
+        fs.put(str(native), "bench/native.zarr", recursive=True)
+        image = open_store("s3://bench/native.zarr", storage_options=options).case("ct")["image"]
+        depth = image.shape[1]
+        with _counted_gets(s3fs) as gets:
+            _ = image[0, depth // 2].values
+        rng = np.random.default_rng(1)
+        seconds = median_seconds(lambda: image[0, int(rng.integers(depth))].values,
+                                 SLICE_REPEATS // 5)
+    finally:
+        server.stop()
+    return {"gets_after_open": len(gets), "seconds": seconds}
+
+
+class _counted_gets:
+    """Counts s3fs get_object calls (every request goes through ``_call_s3``)."""
+
+    def __init__(self, s3fs_module) -> None:
+        self.cls = s3fs_module.S3FileSystem
+        self.calls: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        self.original = original = self.cls._call_s3
+        calls = self.calls
+
+        async def counting(fs, method, *args, **kwargs):
+            if method == "get_object":
+                calls.append(kwargs.get("Range", ""))
+            return await original(fs, method, *args, **kwargs)
+
+        self.cls._call_s3 = counting
+        return calls
+
+    def __exit__(self, *exc) -> None:
+        self.cls._call_s3 = self.original
+
+
+def markdown(results: dict) -> list[str]:
+    s, w, scan, s3 = (results["slice"], results["whole_case"], results["stack_scan"],
+                      results["s3"])
+    ms = {k: v * 1e3 for k, v in s["seconds"].items()}
+    lines = ["## Reads", "",
+             "The CT on its native grid (lossless int16); a 2D stack store of its axial "
+             f"slices ({scan['cases']} cases of {tuple(scan['case_shape'][1:])}).", "",
+             "| measure | ratio | note |", "|---|---|---|",
+             f"| random 2D slice: nibabel .nii.gz / ours (xarray) | "
+             f"{s['nibabel_over_ours']:.0f} | {ms['nibabel']:.1f} ms vs {ms['ours']:.2f} ms |",
+             f"| random 2D slice: ours (xarray) / .npy mmap | {s['ours_over_npy']:.1f} | "
+             f".npy {ms['npy_mmap']:.3f} ms |",
+             f"| random 2D slice: zarr array alone / .npy mmap | {s['zarr_over_npy']:.1f} | "
+             f"{ms['zarr']:.2f} ms: shard index + one chunk decoded, no xarray/dask |",
+             f"| whole case: nibabel .nii.gz / ours (read_image) | "
+             f"{w['nibabel_over_ours']:.1f} | {w['seconds']['ours'] * 1e3:.0f} ms vs "
+             f"{w['seconds']['nibabel'] * 1e3:.0f} ms |",
+             f"| whole case: ours / np.load .npy | {w['ours_over_npy']:.1f} | "
+             f".npy {w['seconds']['npy'] * 1e3:.0f} ms |",
+             f"| stack full scan: ours (xarray, case by case) / Blosc floor | "
+             f"{scan['ours_over_floor']:.2f} | {scan['seconds']['ours']:.2f} s vs "
+             f"{scan['seconds']['blosc_floor']:.2f} s |",
+             f"| stack full scan: zarr array alone / Blosc floor | "
+             f"{scan['zarr_over_floor']:.2f} | {scan['seconds']['zarr']:.2f} s |",
+             f"| stack full scan: zarr, one shard ({scan['cases_per_shard']} cases) per "
+             f"call / Blosc floor | {scan['zarr_by_shard_over_floor']:.2f} | "
+             f"{scan['seconds']['zarr_by_shard']:.2f} s |"]
+    if "error" in s3:
+        lines.append(f"| S3 slice read | not run | {s3['error']} |")
+    else:
+        lines.append(f"| S3 (moto) slice read: GET requests after open | "
+                     f"{s3['gets_after_open']} | {s3['seconds'] * 1e3:.1f} ms per slice |")
+    return lines

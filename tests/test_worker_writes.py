@@ -1,0 +1,92 @@
+"""Dask workers write volumes cases themselves: the store is the one the build process
+would write, a written case travels back without its pixels, and a case the store
+refuses after a worker wrote it leaves nothing behind."""
+
+from __future__ import annotations
+
+import pickle
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from store_contents import store_contents
+
+from medimg_build import open_store
+from medimg_build.case import Case
+from medimg_build.errors import StoreError
+from medimg_build.image import MedicalImage
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.store import create_store, volumes
+from medimg_build.store.validate import validate_store
+from medimg_build.store.worker_writes import WrittenCase, with_pixels_left_out
+
+
+def _volume_source(root, shapes):
+    rng = np.random.default_rng(0)
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True)
+    for index, shape in enumerate(shapes):
+        affine = np.diag([-0.8, 0.9, 2.0 + index, 1.0])
+        image = rng.integers(-1000, 1500, shape).astype(np.int16)
+        mask = (image > 800).astype(np.uint8)
+        nib.save(nib.Nifti1Image(image, affine), root / "images" / f"ct{index}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, affine), root / "labels" / f"ct{index}.nii.gz")
+    return root
+
+
+def test_two_workers_writing_cases_make_the_serial_store(tmp_path, monkeypatch):
+    """Masks (NGFF label images with the recipe's classes) and a pyramid included."""
+    source = _volume_source(tmp_path / "src", [(80, 72, 12), (64, 60, 9), (88, 80, 7)])
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"labels": {"segmentation": {"classes": {"0": "background", "1": "bone"}}}})
+    serial, parallel = tmp_path / "serial.zarr", tmp_path / "parallel.zarr"
+    assert build_store(recipe, source, serial, progress=False, pyramid_levels=2).ok
+
+    def not_here(*args):
+        raise AssertionError("the build process wrote a case's pixels")
+
+    # Only this process is patched: the workers (new processes) write with the real one.
+    monkeypatch.setattr(volumes, "write_case_group", not_here)
+    assert build_store(recipe, source, parallel, workers=2, progress=False,
+                       pyramid_levels=2).ok
+    contents = store_contents(serial)
+    assert any("scale1" in key for key in contents)  # the pyramid was built
+    assert store_contents(parallel) == contents
+    assert validate_store(parallel) == []
+
+
+def _case(case_id, dtype, shape=(30, 20, 10)):
+    pixels = np.asfortranarray(np.arange(np.prod(shape)).reshape(shape).astype(dtype))
+    image = MedicalImage(pixels, np.diag([0.7, 0.8, 2.5, 1.0]), meta={"modality": "CT"})
+    mask = image.replace(array=np.asfortranarray((pixels % 3 == 0).astype(np.uint8)))
+    return Case(case_id, image, mask=mask, row={"site": "A"})
+
+
+def test_a_written_case_travels_without_its_pixels():
+    case = _case("ct0", np.float32, shape=(128, 128, 64))  # 4 MiB of image
+    shipped = pickle.dumps(with_pixels_left_out(case))
+    assert len(shipped) < 20_000
+    arrived = pickle.loads(shipped)
+    assert isinstance(arrived, WrittenCase)
+    for got, sent in ((arrived.image, case.image), (arrived.mask, case.mask)):
+        assert got.array.shape == sent.array.shape and got.array.dtype == sent.array.dtype
+        np.testing.assert_array_equal(got.affine, sent.affine)
+    assert arrived.row == case.row and arrived.case_id == "ct0"
+
+
+def test_a_case_refused_after_a_worker_wrote_it_is_deleted(tmp_path):
+    out = tmp_path / "ds.zarr"
+    writer = create_store(out, "volumes", n_cases=2)
+    writer.write_case(0, _case("ct0", np.int16))
+    destination = pickle.loads(pickle.dumps(writer.worker_destination()))
+    written = destination.write(_case("ct1", np.float32))  # as a worker would
+    assert "ct1" in zarr.open_group(out / "cases", mode="r")
+    with pytest.raises(StoreError, match="dtype float32 where the store has int16"):
+        writer.write_case(1, pickle.loads(pickle.dumps(written)))
+    assert "ct1" not in zarr.open_group(out / "cases", mode="r")
+    writer.write_case(1, _case("ct1", np.int16))  # the index is free again
+    writer.close(pd.DataFrame({"case_id": ["ct0", "ct1"]}))
+    assert open_store(out).read_image("ct1").array.dtype == np.int16
