@@ -3,8 +3,9 @@
 * one random 2D slice of the CT on its native grid: our store (xarray, and the zarr
   array alone) vs nibabel from the .nii.gz vs np.load(mmap_mode="r") from a .npy;
 * the whole case: ``read_image`` vs nibabel vs np.load;
-* a full scan of a stack store of 2D slices, case after case as a training loop reads
-  it, vs the decompression floor: Blosc alone on the very same chunk bytes;
+* a full scan of a stack store of 2D slices as a training loop reads it (PyTorch's
+  DataLoader over our CaseDataset, in batches), and case by case through xarray, vs
+  the decompression floor: Blosc alone on the very same chunk bytes;
 * one slice from S3 (a moto server on 127.0.0.1), with its GET count after open."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import zarr
 from numcodecs import Blosc
+from torch.utils.data import DataLoader
 
 from medimg_build import open_store
 from medimg_build.case import Case
@@ -26,11 +28,13 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store
 from medimg_build.store.schema import CASES_GROUP, image_path
+from medimg_build.training import CaseDataset
 
 from .common import REPEATS, WORK, median_seconds
 from .inputs import CtInputs
 
 SLICE_REPEATS = 50
+TRAINING_BATCH = 64
 NO_CHUNK = 2**64 - 1  # a shard index entry of a chunk never written
 
 
@@ -99,6 +103,12 @@ def _stack_scan(stack) -> dict:
     dataset = open_store(stack).dataset()
     array = zarr.open_array(stack / "image", mode="r")
 
+    training = CaseDataset(stack)
+
+    def scan_training():  # the training adapter in a DataLoader, batches of 64
+        for _ in DataLoader(training, batch_size=TRAINING_BATCH):
+            pass
+
     def scan_xarray():
         for index in range(array.shape[0]):
             _ = dataset["image"][index].values
@@ -112,13 +122,15 @@ def _stack_scan(stack) -> dict:
         for start in range(0, array.shape[0], step):
             array[start:start + step]
 
-    seconds = {"ours": median_seconds(scan_xarray), "zarr": median_seconds(scan_zarr),
+    seconds = {"ours": median_seconds(scan_training), "xarray": median_seconds(scan_xarray),
+               "zarr": median_seconds(scan_zarr),
                "zarr_by_shard": median_seconds(scan_by_shard),
                "blosc_floor": median_seconds(lambda: blosc_floor(array, stack / "image"))}
     floor = seconds["blosc_floor"]
     return {"cases": int(array.shape[0]), "case_shape": list(array.shape[1:]),
             "cases_per_shard": int(array.shards[0]), "seconds": seconds,
             "ours_over_floor": seconds["ours"] / floor,
+            "xarray_over_floor": seconds["xarray"] / floor,
             "zarr_over_floor": seconds["zarr"] / floor,
             "zarr_by_shard_over_floor": seconds["zarr_by_shard"] / floor}
 
@@ -215,9 +227,11 @@ def markdown(results: dict) -> list[str]:
              f"{w['seconds']['nibabel'] * 1e3:.0f} ms |",
              f"| whole case: ours / np.load .npy | {w['ours_over_npy']:.1f} | "
              f".npy {w['seconds']['npy'] * 1e3:.0f} ms |",
-             f"| stack full scan: ours (xarray, case by case) / Blosc floor | "
-             f"{scan['ours_over_floor']:.2f} | {scan['seconds']['ours']:.2f} s vs "
-             f"{scan['seconds']['blosc_floor']:.2f} s |",
+             f"| stack full scan: ours (DataLoader over CaseDataset, batches of "
+             f"{TRAINING_BATCH}) / Blosc floor | {scan['ours_over_floor']:.2f} | "
+             f"{scan['seconds']['ours']:.2f} s vs {scan['seconds']['blosc_floor']:.2f} s |",
+             f"| stack full scan: xarray, case by case / Blosc floor | "
+             f"{scan['xarray_over_floor']:.2f} | {scan['seconds']['xarray']:.2f} s |",
              f"| stack full scan: zarr array alone / Blosc floor | "
              f"{scan['zarr_over_floor']:.2f} | {scan['seconds']['zarr']:.2f} s |",
              f"| stack full scan: zarr, one shard ({scan['cases_per_shard']} cases) per "

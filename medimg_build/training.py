@@ -34,6 +34,7 @@ import numpy as np
 from .errors import StoreError
 from .store import open_store
 from .store.axes import spatial_dims
+from .store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
 
 SPLIT = "split"
 
@@ -81,10 +82,12 @@ class CaseDataset:
         self._handle: tuple[int, Any] | None = None  # (pid, open store)
         store = self._store
         table = store.cases
+        if SPLIT not in table:  # a store written without splits
+            table = table.assign(**{SPLIT: ""})
         if split is not None:
             if split not in set(table[SPLIT]):
-                raise StoreError(self.location, f"no case in split {split!r}",
-                                 hint=f"splits: {', '.join(sorted(set(table[SPLIT])))}")
+                raise StoreError(self.location, f"no case in split {split!r}", hint="splits: "
+                                 f"{', '.join(sorted(set(table[SPLIT]) - {''})) or 'none'}")
             table = table[table[SPLIT] == split]
         if case_ids is not None:
             missing = sorted(set(case_ids) - set(table["case_id"]))
@@ -94,6 +97,8 @@ class CaseDataset:
             table = table.set_index("case_id").loc[list(case_ids)].reset_index()
         self.case_ids: list[str] = table["case_id"].tolist()
         self._splits: list[str] = table[SPLIT].tolist()
+        row = {case_id: i for i, case_id in enumerate(store.cases["case_id"])}
+        self._rows = [row[case_id] for case_id in self.case_ids]  # in store.cases
         stored = sorted((store.attrs.get("labels") or {}).get("classification") or {})
         self.label_names = list(stored if labels is None else labels)
         self._labels = {name: _label_values(store.labels(name), self.case_ids)
@@ -111,7 +116,7 @@ class CaseDataset:
         return self._handle[1]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_handle": None}
+        return {**self.__dict__, "_handle": None, "_stack_of": (None, None)}
 
     # -- the dataset -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -122,30 +127,71 @@ class CaseDataset:
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        index %= len(self)
+        index = self._checked(index)
         case_id = self.case_ids[index]
         ds = self._store.case(case_id)
         spatial = ds["image"].shape[1:]
         dims = spatial_dims(len(spatial))
         rng = np.random.default_rng((self.seed, self.epoch, index))
         window = self.sampling.window(spatial, dims, rng, self.location, case_id)
-        item: dict[str, Any] = {"image": ds["image"][(slice(None),) + window].values}
-        if "mask" in ds:
-            item["mask"] = ds["mask"][window].values
-        affine = _window_affine(np.asarray(ds.attrs["affine"]), window)
+        image = ds["image"][(slice(None),) + window].values
+        mask = ds["mask"][window].values if "mask" in ds else None
         if self.sampling.slice_axis is not None:  # one slice: a 2D item
             axis = dims.index(self.sampling.slice_axis)
-            item["image"] = np.take(item["image"], 0, axis=1 + axis)
-            if "mask" in item:
-                item["mask"] = np.take(item["mask"], 0, axis=axis)
+            image = np.take(image, 0, axis=1 + axis)
+            mask = None if mask is None else np.take(mask, 0, axis=axis)
+        return self._item(index, image, mask,
+                          _window_affine(np.asarray(ds.attrs["affine"]), window),
+                          np.asarray(ds.attrs["spacing"]))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch (the DataLoader asks for one with this call where it exists). Whole
+        cases of a stack store are read together -- one read per shard the batch
+        touches instead of one per case: a scan of a stack store costs about what
+        decoding its chunks does (`make bench`)."""
+        if self._store.layout != "stack" or self.sampling != Sampling():
+            return [self[i] for i in indices]
+        indices = [self._checked(i) for i in indices]
+        rows = [self._rows[i] for i in indices]
+        stack = self._stack
+        images = _read_rows(stack[IMAGE], rows)
+        masks = _read_rows(stack[MASK], rows) if MASK in stack else [None] * len(rows)
+        affines, spacings = _read_rows(stack[AFFINE], rows), _read_rows(stack[SPACING], rows)
+        return [self._item(i, image, mask, affine, spacing) for i, image, mask, affine, spacing
+                in zip(indices, images, masks, affines, spacings)]
+
+    def _checked(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return index % len(self)
+
+    @property
+    def _stack(self):
+        """A stack store as one lazy Dataset without Dask (one read per selection)."""
+        if getattr(self, "_stack_of", (None,))[0] != os.getpid():
+            self._stack_of = (os.getpid(), self._store.dataset(chunks=None))
+        return self._stack_of[1]
+
+    def _item(self, index: int, image: np.ndarray, mask: np.ndarray | None,
+              affine: np.ndarray, spacing: np.ndarray) -> dict[str, Any]:
+        item: dict[str, Any] = {"image": image}
+        if mask is not None:
+            item["mask"] = mask
         item.update(
             labels={name: values[index] for name, values in self._labels.items()},
-            case_id=case_id, split=self._splits[index], index=index,
-            spacing=np.asarray(ds.attrs["spacing"]),
-            origin=affine[:3, 3][::-1].copy(), affine=affine)
+            case_id=self.case_ids[index], split=self._splits[index], index=index,
+            spacing=spacing, origin=affine[:3, 3][::-1].copy(), affine=affine)
         return item
+
+
+def _read_rows(variable, rows: list[int]) -> np.ndarray:
+    """``variable[rows]`` along ``case``, read as runs of consecutive rows: Zarr reads a
+    slice shard by shard, but a list of indices chunk by chunk, ~30x slower."""
+    order = np.unique(rows)
+    runs = np.split(order, np.flatnonzero(np.diff(order) != 1) + 1)
+    read = np.concatenate([variable.isel({CASE: slice(run[0], run[-1] + 1)}).values
+                           for run in runs])
+    return read[np.searchsorted(order, rows)]
 
 
 def _window_affine(affine: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:

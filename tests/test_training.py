@@ -110,3 +110,16 @@ def test_random_patches_keep_their_place_and_must_fit(reference_stores):
         CaseDataset(reference_stores.ct, split="nope")
     with pytest.raises(StoreError, match="not a spatial axis"):
         CaseDataset(reference_stores.xray, slice_axis="z")
+
+
+def test_a_batch_of_a_stack_store_is_its_items_read_together(reference_stores):
+    dataset = CaseDataset(reference_stores.xray)
+    indices = [5, 0, 1, 2, 7, 1, -1]  # unsorted, a repeat, from the end
+    for batch_item, index in zip(dataset.__getitems__(indices), indices):
+        item = dataset[index]
+        assert batch_item.keys() == item.keys() and batch_item["case_id"] == item["case_id"]
+        for key in ("image", "affine", "spacing", "origin"):
+            np.testing.assert_array_equal(batch_item[key], item[key])
+        np.testing.assert_array_equal(batch_item["labels"]["finding"], item["labels"]["finding"])
+    with pytest.raises(IndexError):
+        dataset.__getitems__([0, len(dataset)])
