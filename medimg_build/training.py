@@ -18,6 +18,9 @@ of that size, which must fit in every case. Only the chunks under the slice or p
 are read. The draws are a pure function of (seed, epoch, index): the same on any
 number of workers, and new with ``set_epoch``.
 
+Batches: the DataLoader asks for a batch with ``__getitems__``; whole cases of a stack
+store are then read together, one read per shard the batch touches.
+
 Worker processes: the open store is never shared. Pickling (spawn, forkserver) carries
 only the location and options, and a forked worker sees a different pid and opens its
 own handle on first use.
@@ -80,6 +83,7 @@ class CaseDataset:
         self.sampling = Sampling(slice_axis, tuple(patch_size) if patch_size else None)
         self.seed, self.epoch = seed, 0
         self._handle: tuple[int, Any] | None = None  # (pid, open store)
+        self._stack_of: tuple[int | None, Any] = (None, None)  # (pid, lazy Dataset)
         store = self._store
         table = store.cases
         if SPLIT not in table:  # a store written without splits
@@ -168,7 +172,7 @@ class CaseDataset:
     @property
     def _stack(self):
         """A stack store as one lazy Dataset without Dask (one read per selection)."""
-        if getattr(self, "_stack_of", (None,))[0] != os.getpid():
+        if self._stack_of[0] != os.getpid():
             self._stack_of = (os.getpid(), self._store.dataset(chunks=None))
         return self._stack_of[1]
 
