@@ -129,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("store", metavar="STORE")
     report.add_argument("--out", metavar="DIR",
                         help="default: <STORE>.report next to the store")
+    _add_storage_options(report)
     report.set_defaults(run=_report)
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
@@ -264,7 +265,8 @@ def _export_table(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"{write_report(args.store, args.out)}: QC report of {args.store}")
+    index = write_report(args.store, args.out, storage_options=args.storage_options)
+    print(f"{index}: QC report of {args.store}")
     return 0
 
 

@@ -143,7 +143,8 @@ def test_a_snapshot_is_read_in_place_from_its_url(server, reference_stores, tmp_
     assert verify_store(server.url("nih.zarr.zip"), server.options) == []
 
 
-def test_the_read_commands_take_urls_and_storage_options(server, reference_stores, capsys):
+def test_the_read_commands_take_urls_and_storage_options(server, reference_stores, capsys,
+                                                         tmp_path):
     options = [] if server.options is None else ["--storage-options",
                                                  json.dumps(server.options)]
     url = server.url("ct.zarr")
@@ -152,6 +153,9 @@ def test_the_read_commands_take_urls_and_storage_options(server, reference_store
     assert main(["validate", url, *options]) == 0
     assert main(["inspect", url, *options]) == 0
     assert "ct" in capsys.readouterr().out
+    assert main(["report", url, "--out", str(tmp_path / "report"), *options]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()
+    assert any((tmp_path / "report" / "images").glob("*.png"))
 
 
 def test_urls_that_cannot_be_read_are_one_line_errors(capsys):
