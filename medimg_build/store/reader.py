@@ -23,6 +23,7 @@ from ..image import MedicalImage
 from .annotations import BOXES, LANDMARKS, read_annotations
 from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
+from .chunk_reads import with_lean_reads
 from .labels import read_label
 from .schema import (
     AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
@@ -248,8 +249,9 @@ def open_group_dataset(group: zarr.Group, **kwargs: Any) -> xr.Dataset:
     store and a path, so that xarray reuses the group's (consolidated) metadata instead
     of reading every member's zarr.json again."""
     drop = list(kwargs.pop("drop_variables", None) or [])
-    return xr.open_dataset(ZarrStore(group, mode="r"),
-                           drop_variables=[*NOT_DATA, *drop], **kwargs)
+    ds = xr.open_dataset(ZarrStore(group, mode="r"), drop_variables=[*NOT_DATA, *drop],
+                         **kwargs)
+    return with_lean_reads(ds, group) if kwargs.get("chunks") is None else ds
 
 
 class StackReads:

@@ -1,0 +1,84 @@
+"""One-chunk reads of local stores bypass zarr-python (store/chunk_reads.py) and give
+exactly what zarr-python gives."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import zarr
+
+from medimg_build import build_store, load_recipe, open_store
+from medimg_build.errors import StoreError
+from medimg_build.store.chunk_reads import NO_CHUNK, LeanArray, lean_array
+from medimg_build.store.schema import image_path, mask_path
+
+
+def _arrays(location, case_id):
+    store = open_store(location)
+    root = zarr.open_group(location, mode="r")
+    case = store.case(case_id)
+    return case, root[f"cases/{case_id}/{image_path()}"], root[f"cases/{case_id}/{mask_path()}"]
+
+
+def test_case_arrays_of_a_local_store_read_through_lean_arrays(reference_stores):
+    case, image, mask = _arrays(reference_stores.ct, "ct")
+    for name in ("image", "mask"):
+        assert isinstance(case[name].variable._data.array, LeanArray)
+    assert isinstance(lean_array(image), LeanArray)
+    stack = open_store(reference_stores.xray)
+    first = stack.cases["case_id"][0]
+    np.testing.assert_array_equal(
+        stack.case(first)["image"].values,
+        zarr.open_group(reference_stores.xray, mode="r")["image"][0])
+
+
+@pytest.mark.parametrize("selection", [
+    (0, 0), (0, -1), (0, 7, slice(10, 40), slice(None, None, 3)), (0, 12, 50), (0, 3, -1, -2),
+    (slice(None), 5),  # one channel: still one chunk
+    (0, slice(3, 9)),  # several chunks: zarr-python reads it
+    (slice(None),),  # the whole image
+])
+def test_selections_equal_zarr_python(reference_stores, selection):
+    case, image, _ = _arrays(reference_stores.ct, "ct")
+    np.testing.assert_array_equal(case["image"][selection].values, image[selection])
+
+
+def test_chunks_never_written_read_as_the_fill_value(tmp_path):
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    image = rng.integers(-900, 900, (16, 12, 8)).astype(np.int16)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[4:9, 3:7, 2:5] = 1  # slices 0-1 and 5-7 of the mask stay empty
+    for folder, array in (("images", image), ("labels", mask)):
+        nib.save(nib.Nifti1Image(array, np.diag([1.0, 1.0, 2.0, 1.0])),
+                 source / folder / "case.nii.gz")
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"labels": {"segmentation": {"classes": {"1": "lesion"}}},
+         "harmonize": {"spacing": None}})
+    assert build_store(recipe, source, tmp_path / "s.zarr", progress=False).ok
+    case, _, stored = _arrays(tmp_path / "s.zarr", "case")
+    empty = [z for z in range(stored.shape[0]) if not stored[z].any()]
+    assert empty == [0, 1, 5, 6, 7]
+    shard = tmp_path / "s.zarr" / "cases" / "case" / mask_path() / "c" / "0" / "0" / "0"
+    with open(shard, "rb") as handle:  # zarr wrote no chunk for them
+        index = lean_array(stored)._index((0, 0, 0), handle, shard)
+    assert np.flatnonzero(index[:, 0] == NO_CHUNK).tolist() == empty
+    for z in range(stored.shape[0]):
+        np.testing.assert_array_equal(case["mask"][z].values, stored[z])
+
+
+def test_a_damaged_shard_index_is_an_error_naming_the_file(reference_stores, tmp_path):
+    store = tmp_path / "ct.zarr"
+    shutil.copytree(reference_stores.ct, store)
+    shard = store / "cases" / "ct" / image_path() / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # inside the index, before its checksum
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="crc32c") as caught:
+        open_store(store).case("ct")["image"][0, 0].values
+    assert str(shard) in str(caught.value)
