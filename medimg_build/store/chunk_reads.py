@@ -6,15 +6,17 @@ reads one in ~1.0 ms (a 512x512 int16 chunk, `make bench`) of which Blosc's deco
 read and checked again at every call. For the layout medimg-build writes (a local file
 per shard, ``sharding_indexed`` with the index at the end as ``bytes`` + ``crc32c``,
 chunks as ``bytes`` + ``blosc``), ``LeanArray`` reads each shard's index once, reads the
-chunk with one ``pread`` and lets Blosc decode it. Selections spanning several chunks,
-other codecs and remote stores go to zarr-python as before; the values are the same
-(tests/test_chunk_reads.py). No thread is involved, so forked DataLoader workers are safe.
+chunk with one ``pread`` and lets Blosc decode it; a selection over several chunks is
+assembled chunk by chunk the same way. Other codecs, reversed selections and remote
+stores go to zarr-python as before; the values are the same (tests/test_chunk_reads.py).
+No thread is involved, so forked DataLoader workers are safe.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from itertools import product
 from pathlib import Path
 
 import google_crc32c
@@ -56,7 +58,7 @@ def lean_array(array: zarr.Array) -> LeanArray | None:
 
 
 class LeanArray(BackendArray):
-    """An xarray backend array reading one-chunk selections itself (module docstring)."""
+    """An xarray backend array reading basic selections itself (module docstring)."""
 
     def __init__(self, array: zarr.Array, folder: Path, chunk_shape: tuple[int, ...],
                  stored_dtype: np.dtype) -> None:
@@ -72,28 +74,42 @@ class LeanArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.BASIC, self._read)
 
     def _read(self, key: tuple) -> np.ndarray:
-        chunk, within = self._one_chunk(key)
-        if chunk is None:
-            return self.array[key]
-        return self._chunk(chunk)[within]
+        key, flips = _forward(key, self.shape)
+        plan = [self._along(k, size, extent)
+                for k, size, extent in zip(key, self.chunk_shape, self.shape)]
+        if any(parts is None for parts in plan):
+            return self.array[key][flips]
+        shape = [sum(_length(out) for _, _, out in parts)
+                 for parts in plan if parts[0][2] is not None]
+        result = np.empty(shape, dtype=self.dtype)
+        for pieces in product(*plan):
+            chunk = tuple(c for c, _, _ in pieces)
+            within = tuple(w for _, w, _ in pieces)
+            result[tuple(o for _, _, o in pieces if o is not None)] = self._chunk(chunk)[within]
+        return result[flips]
 
-    def _one_chunk(self, key: tuple) -> tuple[tuple[int, ...] | None, tuple]:
-        """The chunk holding every element of a basic selection, and the selection
-        within it; (None, ()) when it spans several chunks."""
-        chunk, within = [], []
-        for k, size, extent in zip(key, self.chunk_shape, self.shape):
-            if isinstance(k, (int, np.integer)):
-                k = int(k) + extent if k < 0 else int(k)
-                chunk.append(k // size)
-                within.append(k % size)
-                continue
-            start, stop, step = k.indices(extent)
-            if stop <= start or (start // size) != ((stop - 1) // size):
-                return None, ()
-            chunk.append(start // size)
-            origin = chunk[-1] * size
-            within.append(slice(start - origin, stop - origin, step))
-        return tuple(chunk), tuple(within)
+    @staticmethod
+    def _along(k: int | slice, size: int, extent: int) -> list[tuple] | None:
+        """How a basic selection along one axis (forward: see ``_forward``) splits over
+        its chunks: (chunk, selection within the chunk, where it goes in the result --
+        None for an integer, whose axis the result drops); None for an empty slice,
+        left to zarr-python."""
+        if isinstance(k, (int, np.integer)):
+            k = int(k) + extent if k < 0 else int(k)
+            return [(k // size, k % size, None)]
+        start, stop, step = k.indices(extent)
+        if stop <= start:  # empty
+            return None
+        taken = np.arange(start, stop, step)
+        chunks = taken // size
+        bounds = np.flatnonzero(np.diff(chunks)) + 1
+        parts = []
+        for first, last in zip(np.r_[0, bounds], np.r_[bounds, len(taken)]):
+            chunk = int(chunks[first])
+            origin = chunk * size
+            within = slice(int(taken[first]) - origin, int(taken[last - 1]) - origin + 1, step)
+            parts.append((chunk, within, slice(int(first), int(last))))
+        return parts
 
     def _chunk(self, chunk: tuple[int, ...]) -> np.ndarray:
         shard = tuple(c // p for c, p in zip(chunk, self.per_shard))
@@ -127,6 +143,25 @@ class LeanArray(BackendArray):
 
     def _fill(self) -> np.ndarray:
         return np.full(self.chunk_shape, self.array.fill_value, dtype=self.dtype)
+
+
+def _forward(key: tuple, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
+    """``key`` with every reversed slice replaced by the same elements in forward order,
+    and the flips that put the result back in the asked order (zarr reads forward only)."""
+    forward, flips = [], []
+    for k, extent in zip(key, shape):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(extent)
+            taken = range(start, stop, step)
+            if step < 0 and len(taken):
+                k = slice(taken[-1], taken[0] + 1, -step)
+            flips.append(slice(None, None, -1) if step < 0 else slice(None))
+        forward.append(k)
+    return tuple(forward), tuple(flips)
+
+
+def _length(out: slice) -> int:
+    return out.stop - out.start
 
 
 def with_lean_reads(ds: xr.Dataset, group: zarr.Group) -> xr.Dataset:
