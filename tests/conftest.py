@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from medimg_build.resources import find_shared_data
+from servers import http, s3  # noqa: F401  (fixtures: local S3 and HTTP servers)
 
 
 # CLI builds in tests run in-process (no Dask cluster per test); the tests of parallel

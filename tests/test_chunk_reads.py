@@ -96,3 +96,15 @@ def test_stack_selections_across_shards_equal_zarr_python(reference_stores):
     for selection in [slice(1, 8), slice(None, None, 2), (slice(2, 7), 0, 100),
                       (-1, 0, slice(0, 512, 5))]:
         np.testing.assert_array_equal(lazy[selection].values, stored[selection])
+
+
+def test_a_damaged_chunk_is_an_error_naming_the_file(reference_stores, tmp_path):
+    store = tmp_path / "ct.zarr"
+    shutil.copytree(reference_stores.ct, store)
+    shard = store / "cases" / "ct" / image_path() / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[2:16] = bytes(14)  # the first chunk's Blosc header: sizes and flags gone
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="cannot be decoded") as caught:
+        open_store(store).case("ct")["image"][0, 0].values
+    assert str(shard) in str(caught.value)

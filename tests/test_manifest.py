@@ -164,7 +164,8 @@ def test_a_flipped_byte_in_an_hdf5_chunk_is_named_by_dataset_and_chunk(built_hdf
         byte = handle.read(1)
         handle.seek(-1, 1)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    expected = f"cases/case1/{image_path()}: chunk c/" + "/".join(map(str, grid)) + " sha256 differs"
+    chunk_key = "c/" + "/".join(map(str, grid))
+    expected = f"cases/case1/{image_path()}: chunk {chunk_key} sha256 differs"
     assert [str(m) for m in verify_store(store)] == [expected]
 
 

@@ -24,7 +24,7 @@ from medimg_build.cli import main
 from reference_stores import CASES_PER_SHARD
 from medimg_build.store.manifest import snapshot_store, verify_store
 from medimg_build.store.schema import image_path, mask_path
-from servers import Recorder, http, s3  # noqa: F401  (fixtures)
+from servers import Recorder
 
 INDEX_ENTRY = 16  # a shard index holds (offset, length) as two uint64 per chunk
 CRC32C = 4  # and ends with its checksum

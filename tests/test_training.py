@@ -11,7 +11,6 @@ import pytest
 from medimg_build import open_store
 from medimg_build.errors import StoreError
 from medimg_build.training import CaseDataset
-from servers import s3  # noqa: F401  (fixture)
 
 torch = pytest.importorskip("torch")
 DataLoader = torch.utils.data.DataLoader

@@ -23,7 +23,7 @@ from .figures import axis_names, geometry_columns, geometry_figure, intensity_fi
 from .figures import original_intensities
 from .html import write_html
 from .reading import CaseImages, planes_of, read_case
-from .sampling import Group, annotation_members, class_members, counts_by_split
+from .sampling import annotation_members, class_members, counts_by_split
 from .sampling import label_groups, split_groups
 from .thumbnails import CHANNEL_NOTE, MASK_OPACITY, colour_of, display_window
 from .thumbnails import displayed_pixels, render_plane, window_notes

@@ -125,8 +125,12 @@ class LeanArray(BackendArray):
                 data = os.pread(handle.fileno(), nbytes, offset)
         except FileNotFoundError:  # a shard never written holds only fill values
             return self._fill()
-        pixels = np.frombuffer(blosc.decompress(data), dtype=self.stored_dtype)
-        return pixels.astype(self.dtype, copy=False).reshape(self.chunk_shape)
+        try:
+            pixels = np.frombuffer(blosc.decompress(data), dtype=self.stored_dtype)
+            return pixels.astype(self.dtype, copy=False).reshape(self.chunk_shape)
+        except (RuntimeError, ValueError) as error:  # Blosc's or a wrong decoded size
+            raise StoreError(path, f"chunk {list(chunk)} cannot be decoded ({error})",
+                             hint="the file is damaged; `medimg-build verify` lists all") from None
 
     def _index(self, shard: tuple[int, ...], handle, path: Path) -> np.ndarray:
         if shard not in self._indexes:
