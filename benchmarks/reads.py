@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Iterator
 
 import nibabel as nib
@@ -28,6 +27,7 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store
 from medimg_build.store.schema import CASES_GROUP, image_path
+from medimg_build.store.chunk_reads import NO_CHUNK, index_entries, index_size
 from medimg_build.training import CaseDataset
 
 from .common import REPEATS, WORK, median_seconds
@@ -35,7 +35,6 @@ from .inputs import CtInputs
 
 SLICE_REPEATS = 50
 TRAINING_BATCH = 64
-NO_CHUNK = 2**64 - 1  # a shard index entry of a chunk never written
 
 
 def build_native_store(inputs: CtInputs, out) -> None:
@@ -149,8 +148,7 @@ def decoded_chunks(array: zarr.Array, folder) -> Iterator[bytes]:
     blosc = Blosc()
     for path in sorted(p for p in folder.joinpath("c").rglob("*") if p.is_file()):
         data = path.read_bytes()
-        index = data[-(16 * per_shard + 4):-4]  # (offset, length) per chunk, then crc32c
-        for offset, length in struct.iter_unpack("<QQ", index):
+        for offset, length in index_entries(data[-index_size(per_shard):]).tolist():
             if offset != NO_CHUNK:
                 yield blosc.decode(data[offset:offset + length])
 

@@ -21,13 +21,12 @@ import pytest
 
 from medimg_build import open_store
 from medimg_build.cli import main
-from reference_stores import CASES_PER_SHARD
+from medimg_build.store.chunk_reads import index_size
 from medimg_build.store.manifest import snapshot_store, verify_store
 from medimg_build.store.schema import image_path, mask_path
+from reference_stores import CASES_PER_SHARD
 from servers import Recorder
 
-INDEX_ENTRY = 16  # a shard index holds (offset, length) as two uint64 per chunk
-CRC32C = 4  # and ends with its checksum
 
 
 @dataclass
@@ -78,7 +77,7 @@ def test_a_slice_costs_the_shard_index_and_one_chunk(server, reference_stores):
     assert len(gets) <= 2, gets
     shard = _shard(local, "ct.zarr", "cases", "ct", *image_path().split("/"),
                    "c", "0", "0", "0", "0")
-    index_bytes = depth * INDEX_ENTRY + CRC32C  # one chunk per slice, one shard per image
+    index_bytes = index_size(depth)  # one chunk per slice, one shard per image
     chunk_bytes = (len(shard) - index_bytes) / depth
     assert sum(g.n_bytes for g in gets) <= 1.5 * chunk_bytes + index_bytes
 

@@ -27,6 +27,7 @@ from numcodecs import blosc
 from xarray.backends import BackendArray
 from xarray.core import indexing
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.bytes import Endian
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.storage import LocalStore
 
@@ -35,6 +36,18 @@ from ..errors import StoreError
 INDEX_ENTRY = struct.Struct("<QQ")  # (offset, nbytes) per chunk of a shard
 NO_CHUNK = 2**64 - 1  # both fields of a chunk never written
 CRC32C_BYTES = 4
+
+
+def index_size(n_chunks: int) -> int:
+    """Bytes of the index ending a shard of ``n_chunks`` chunks: (offset, nbytes) per
+    chunk, then the crc32c of those."""
+    return n_chunks * INDEX_ENTRY.size + CRC32C_BYTES
+
+
+def index_entries(index: bytes) -> np.ndarray:
+    """The (offset, nbytes) rows of a shard index, in the shard's chunk order (C order);
+    ``NO_CHUNK`` marks a chunk never written. The checksum is not checked here."""
+    return np.frombuffer(index[:-CRC32C_BYTES], dtype="<u8").reshape(-1, 2)
 
 
 def lean_array(array: zarr.Array) -> LeanArray | None:
@@ -49,10 +62,10 @@ def lean_array(array: zarr.Array) -> LeanArray | None:
             and len(inner) == 2 and isinstance(inner[0], BytesCodec)
             and isinstance(inner[1], BloscCodec)
             and len(index) == 2 and isinstance(index[0], BytesCodec)
-            and str(index[0].endian.value) == "little" and isinstance(index[1], Crc32cCodec)
+            and index[0].endian == Endian.little and isinstance(index[1], Crc32cCodec)
             and getattr(array.metadata.chunk_key_encoding, "separator", None) == "/"):
         return None
-    endian = "<" if inner[0].endian is None or inner[0].endian.value == "little" else ">"
+    endian = ">" if inner[0].endian == Endian.big else "<"  # None: one-byte values
     return LeanArray(array, Path(array.store.root) / array.path, sharding.chunk_shape,
                      np.dtype(array.dtype).newbyteorder(endian))
 
@@ -134,15 +147,14 @@ class LeanArray(BackendArray):
 
     def _index(self, shard: tuple[int, ...], handle, path: Path) -> np.ndarray:
         if shard not in self._indexes:
-            n = int(np.prod(self.per_shard))
-            size = n * INDEX_ENTRY.size + CRC32C_BYTES
+            size = index_size(int(np.prod(self.per_shard)))
             handle.seek(-size, os.SEEK_END)
             raw = handle.read(size)
-            body, checksum = raw[:-CRC32C_BYTES], raw[-CRC32C_BYTES:]
-            if google_crc32c.value(body) != int.from_bytes(checksum, "little"):
+            checksum = int.from_bytes(raw[-CRC32C_BYTES:], "little")
+            if google_crc32c.value(raw[:-CRC32C_BYTES]) != checksum:
                 raise StoreError(path, "the shard index fails its crc32c checksum",
                                  hint="the file is damaged; `medimg-build verify` lists all")
-            self._indexes[shard] = np.frombuffer(body, dtype="<u8").reshape(n, 2)
+            self._indexes[shard] = index_entries(raw)
         return self._indexes[shard]
 
     def _fill(self) -> np.ndarray:
