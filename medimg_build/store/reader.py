@@ -264,19 +264,21 @@ class StackReads:
         self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
 
     def _open(self, **kwargs: Any) -> xr.Dataset:
-        ds = open_group_dataset(self._root, **{"chunks": {}, **kwargs})
-        if kwargs.get("chunks", {}) != {}:
-            return ds
+        kwargs = {"chunks": {}, **kwargs}
+        if kwargs["chunks"] != {}:
+            return open_group_dataset(self._root, **kwargs)
         # By default the images (and masks) get one Dask chunk per shard: a scan then
         # reads each shard whole, in one request, and a single image is still one chunk
         # read (Dask fuses the indexing into the read). The other variables keep their
         # stored chunks (a table column is one chunk: split by shard, a scan of it
         # would read it once per shard).
-        images = [name for name in (IMAGE, MASK) if name in ds]
+        images = [name for name in (IMAGE, MASK) if name in self._root]
+        drop = list(kwargs.pop("drop_variables", None) or [])
+        rest = open_group_dataset(self._root, drop_variables=drop + images, **kwargs)
         by_shard = open_group_dataset(
             self._root, chunks={CASE: self._root[IMAGE].shards[0]},
-            drop_variables=[name for name in ds.variables if name not in images])
-        return ds.assign({name: by_shard[name] for name in images})
+            drop_variables=[name for name in self._root.array_keys() if name not in images])
+        return rest.assign({name: by_shard[name] for name in images})
 
     def complete(self, ids: np.ndarray) -> np.ndarray:
         if COMPLETE not in self._root:  # no case was ever written
@@ -287,17 +289,22 @@ class StackReads:
     def _raw(self) -> xr.Dataset:
         return self._open()
 
-    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.Dataset:
-        ds = self._open(**kwargs) if kwargs else self._raw
-        return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
-
     @cached_property
     def _lazy(self) -> xr.Dataset:
         return self._open(chunks=None)
 
-    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
-        ds = self._lazy if chunks is None else self._raw if chunks == {} \
+    def _opened(self, chunks: dict | None) -> xr.Dataset:
+        """The whole Dataset with ``chunks``; the Dask-backed and the lazy one are kept."""
+        return self._lazy if chunks is None else self._raw if chunks == {} \
             else self._open(chunks=chunks)
+
+    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.Dataset:
+        ds = self._opened(kwargs.get("chunks", {})) if set(kwargs) <= {"chunks"} \
+            else self._open(**kwargs)
+        return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
+
+    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
+        ds = self._opened(chunks)
         names = [n for n in (IMAGE, MASK) if n in ds]
         return ds[names].isel({CASE: position})
 
