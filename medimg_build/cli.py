@@ -82,55 +82,35 @@ def _parser() -> argparse.ArgumentParser:
                       help="use only the sample images shipped with the dependencies")
     demo.set_defaults(run=_demo)
 
-    inspect = commands.add_parser("inspect", help="describe a store")
-    inspect.add_argument("store", metavar="STORE")
-    _add_storage_options(inspect)
-    inspect.set_defaults(run=_inspect)
-
-    validate = commands.add_parser(
-        "validate", help="check a store against its schema and invariants",
+    _store_command(commands, "inspect", _inspect, help="describe a store")
+    _store_command(
+        commands, "validate", _validate,
+        help="check a store against its schema and invariants",
         description="Check STORE's root attributes against schema/store.schema.json and its "
         "arrays and labels against the layout's invariants; exit 1 listing every violation.")
-    validate.add_argument("store", metavar="STORE")
-    _add_storage_options(validate)
-    validate.set_defaults(run=_validate)
-
-    verify = commands.add_parser(
-        "verify", help="re-read a store and check it against its content manifest",
-        description="Re-read every object of STORE (a directory or a .zip snapshot) and "
-        "compare it with the manifest written at build time; exit 1 listing every changed, "
-        "missing or extra object.")
-    verify.add_argument("store", metavar="STORE")
-    _add_storage_options(verify)
-    verify.set_defaults(run=_verify)
-
-    snapshot = commands.add_parser(
-        "snapshot", help="pack a store into one deterministic .zip",
+    _store_command(
+        commands, "verify", _verify,
+        help="re-read a store and check it against its content manifest",
+        description="Re-read every object of STORE (a directory, a .zip snapshot or an HDF5 "
+        "file) and compare it with the manifest written at build time; exit 1 listing "
+        "every changed, missing or extra object.")
+    snapshot = _store_command(
+        commands, "snapshot", _snapshot, help="pack a store into one deterministic .zip",
         description="Pack STORE into OUT.zip (entries sorted, stored, fixed timestamps: "
         "equal stores give identical bytes); open_store and verify read it directly.")
-    snapshot.add_argument("store", metavar="STORE")
-    _add_storage_options(snapshot)
     snapshot.add_argument("out", metavar="OUT.zip")
-    snapshot.set_defaults(run=_snapshot)
-
-    export = commands.add_parser("export-table", help="write a store's case table to Parquet")
-    export.add_argument("store", metavar="STORE")
-    _add_storage_options(export)
+    export = _store_command(commands, "export-table", _export_table,
+                            help="write a store's case table to Parquet")
     export.add_argument("--out", metavar="FILE.parquet",
                         help="default: <STORE>.cases.parquet next to the store")
-    export.set_defaults(run=_export_table)
-
-    report = commands.add_parser(
-        "report", help="write a visual QC report of a store (static HTML)",
+    report = _store_command(
+        commands, "report", _report, help="write a visual QC report of a store (static HTML)",
         description="Write a self-contained HTML report of STORE into --out: dataset card, "
         "counts per split and class, build failures, thumbnails of a seeded sample of "
         "cases per split and class with labels overlaid and anatomical directions marked, "
         "intensity histograms and spacing/shape distributions.")
-    report.add_argument("store", metavar="STORE")
     report.add_argument("--out", metavar="DIR",
                         help="default: <STORE>.report next to the store")
-    _add_storage_options(report)
-    report.set_defaults(run=_report)
 
     recipes = commands.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)
@@ -165,11 +145,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_storage_options(command: argparse.ArgumentParser) -> None:
+def _store_command(commands, name: str, run: Callable[[argparse.Namespace], int],
+                   **texts: str) -> argparse.ArgumentParser:
+    """A command that reads the store (path or URL) named by its first argument."""
+    command = commands.add_parser(name, **texts)
+    command.add_argument("store", metavar="STORE")
     command.add_argument(
         "--storage-options", type=_json_object, default=None, metavar="JSON",
         help='fsspec options for a URL, e.g. \'{"anon": true}\' or \'{"client_kwargs": '
              '{"endpoint_url": "https://..."}}\' (credentials come from the environment)')
+    command.set_defaults(run=run)
+    return command
 
 
 def _json_object(text: str) -> dict:
