@@ -23,6 +23,7 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -126,11 +127,11 @@ def _tiny_volume_folder(source: Path) -> None:
 
 def _backend(hook: str, out: Path, cwd: Path) -> str:
     """Run setuptools' PEP 517 ``hook`` in ``cwd``; the name of the file it wrote in ``out``."""
-    code = (f"from setuptools import build_meta; print(build_meta.{hook}({str(out)!r}))")
+    code = f"from setuptools import build_meta; print(build_meta.{hook}({str(out)!r}))"
     return _ok([sys.executable, "-c", code], cwd, os.environ).strip().splitlines()[-1]
 
 
-def _ok(command: list, cwd: Path, env) -> str:
+def _ok(command: list, cwd: Path, env: Mapping[str, str]) -> str:
     result = subprocess.run([str(c) for c in command], cwd=cwd, env=env,
                             capture_output=True, text=True)
     if result.returncode != 0:
