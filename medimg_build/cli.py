@@ -11,9 +11,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 import yaml
 
+from . import __version__
 from .errors import MedimgError
 
 # ``--pyramid`` without a number: full, 1/2, 1/4 and 1/8 in-plane (a 512 x 512 CT slice
@@ -34,10 +36,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _installed_version() -> str:
+    try:
+        return version("medimg-build")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH that pip never installed
+        return f"{__version__} (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medimg-build",
         description="Turn medical-image datasets into harmonized, chunked Zarr stores.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {_installed_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     build = commands.add_parser("build", help="build a store from a recipe and a source folder",

@@ -4,17 +4,32 @@ the project (../shared/data) are found at run time."""
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
+
+from .errors import MedimgError
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipes_dir() -> Path:
-    return Path(os.environ.get("MEDIMG_RECIPES_DIR", _PROJECT_ROOT / "recipes"))
+    return Path(os.environ.get("MEDIMG_RECIPES_DIR", _packaged("recipes")))
 
 
 def schema_dir() -> Path:
-    return Path(os.environ.get("MEDIMG_SCHEMA_DIR", _PROJECT_ROOT / "schema"))
+    return Path(os.environ.get("MEDIMG_SCHEMA_DIR", _packaged("schema")))
+
+
+def _packaged(folder: str) -> Path:
+    """A data folder shipped inside the package (package data of the wheel; the
+    checkout's top-level recipes/ and schema/ are links to these). pip installs a
+    package as plain files, where the resource is a Path; a zipped package is not
+    supported."""
+    resource = files(__package__) / folder
+    if not isinstance(resource, Path):
+        raise MedimgError(resource, "is not a folder on disk (a zipped medimg_build?)",
+                          hint="install medimg-build with pip")
+    return resource
 
 
 def find_shared_data(explicit: str | os.PathLike | None = None) -> Path | None:
