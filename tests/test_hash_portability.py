@@ -194,3 +194,27 @@ def test_dicom_tree_one_hash_and_no_path_host_or_user(tmp_path, monkeypatch, sha
         strings = zarr_strings(out)
         assert any("CT2" in s and "slice" in s for s in strings)  # the failure is stored
         assert leaks(strings, paths, words) == []
+
+
+def test_stored_text_makes_paths_relative_and_keeps_other_text(tmp_path):
+    from medimg_build.recipe.paths import source_root, stored_text
+
+    (tmp_path / "My Data" / "ct").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "My Data")
+    root = source_root(tmp_path / "link" / "ct" / "..") / "ct"  # any spelling: one root
+    assert root == source_root(tmp_path / "My Data" / "ct/")
+    out = str(tmp_path / "out.zarr")
+    assert stored_text(f"{root}/labels/a b.nii.gz: mask values [1]", root) == \
+        "labels/a b.nii.gz: mask values [1]"  # a space in the source folder's path
+    assert stored_text(f"no case in {root} (3 files skipped)", root) == \
+        "no case in . (3 files skipped)"
+    (tmp_path / "plain").mkdir()
+    plain = source_root(tmp_path / "plain")
+    assert stored_text(f"{plain}2/x.dcm differs from {tmp_path}/elsewhere/y.dcm", plain) == \
+        "x.dcm differs from y.dcm"  # a sibling folder is not below the source: names
+    assert stored_text(f"{out}: case 'a' does not fit", root, out) == \
+        "the store: case 'a' does not fit"
+    assert stored_text("out.zarr: case 'a' in out.zarr", root, "out.zarr") == \
+        "the store: case 'a' in out.zarr"  # a relative store name only where errors name it
+    kept = "see https://example.org/a/b, 1/2 of the voxels, mm / s"
+    assert stored_text(kept, root) == kept

@@ -53,16 +53,16 @@ class BuildReport:
         return not self.failed
 
     def to_dict(self, source_dir: Path | None = None) -> dict[str, Any]:
-        """The report as stored: paths relative to ``source_dir``, since the folders
-        above it (a user's home, a patient-named download) are nobody's business."""
-        def stored(text: str) -> str:
-            return text if source_dir is None else stored_text(text, source_dir, self.store)
-
-        failed = {case_id: stored(message) for case_id, message in self.failed.items()}
-        # Skipped files by reason only: their paths (TCIA folders are patient IDs) stay
-        # on the console, out of the store.
+        """The report as stored: errors name files relative to ``source_dir``, since the
+        folders above it (a user's home, a patient-named download) are nobody's
+        business and would make the content hash depend on where the source is."""
+        failed = {case_id: message if source_dir is None else
+                  stored_text(message, source_dir, self.store)
+                  for case_id, message in self.failed.items()}
+        # Skipped files by reason only (reasons are relative since list_sources): their
+        # paths (TCIA folders are patient IDs) stay on the console, out of the store.
         reasons: dict[str, int] = {}
-        for reason in map(stored, self.skipped.values()):
+        for reason in self.skipped.values():
             reasons[reason] = reasons.get(reason, 0) + 1
         return {"built": len(self.built), "failed": failed, "skipped": reasons,
                 "seconds": round(self.seconds, 3)}
