@@ -29,6 +29,7 @@ from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
 from .model import Recipe
+from .paths import source_root, stored_text
 from .pipeline import BuildContext, harmonize_case
 from .sources import CaseSource, list_sources
 
@@ -52,18 +53,14 @@ class BuildReport:
         return not self.failed
 
     def to_dict(self, source_dir: Path | None = None) -> dict[str, Any]:
-        """The report as stored: paths relative to ``source_dir``, since the folders
-        above it (a user's home, a patient-named download) are nobody's business."""
-        failed = dict(self.failed)
-        if source_dir is not None:
-            prefixes = sorted({f"{source_dir.resolve()}/", f"{source_dir}/"}, key=len,
-                              reverse=True)
-            for case_id, message in failed.items():
-                for prefix in prefixes:
-                    message = message.replace(prefix, "")
-                failed[case_id] = message
-        # Skipped files by reason only: their paths (TCIA folders are patient IDs) stay
-        # on the console, out of the store.
+        """The report as stored: errors name files relative to ``source_dir``, since the
+        folders above it (a user's home, a patient-named download) are nobody's
+        business and would make the content hash depend on where the source is."""
+        failed = {case_id: message if source_dir is None else
+                  stored_text(message, source_dir, self.store)
+                  for case_id, message in self.failed.items()}
+        # Skipped files by reason only (reasons are relative since list_sources): their
+        # paths (TCIA folders are patient IDs) stay on the console, out of the store.
         reasons: dict[str, int] = {}
         for reason in self.skipped.values():
             reasons[reason] = reasons.get(reason, 0) + 1
@@ -111,7 +108,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     started = time.perf_counter()
     if pyramid_levels is not None:
         recipe = recipe.with_overrides({"store": {"pyramid_levels": pyramid_levels}})
-    source_dir = Path(source_dir)
+    source_dir = source_root(source_dir)  # one spelling: what is stored is relative to it
     secret, key_is_secret = pseudonym_key(key)
     listing = list_sources(recipe, source_dir, secret)
     declared, recipe = recipe, with_data_classes(with_source_labels(recipe, listing),
@@ -157,7 +154,8 @@ def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
     if resume:
         attrs["provenance"]["resumed"] = {"already_complete": len(writer.recovered)}
     if lock is not None and lock.taken_over:
-        attrs["provenance"]["lock"] = lock.taken_over
+        # The note names the old holder's host: it stays on the console (report.notes).
+        attrs["provenance"]["lock"] = "took over a stale lock"
     return writer
 
 
@@ -188,7 +186,8 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
             rows[index] = {**result.row, "status": "built", "error": ""}
             built[index] = case_id
         else:
-            rows[index].update(status="failed", error=result)
+            rows[index].update(status="failed",
+                               error=stored_text(result, context.source_dir, report.store))
             failed[index] = (case_id, result)
         bar.set_postfix(failed=len(failed), refresh=False)
         bar.update()

@@ -2,8 +2,9 @@
 intensity parameters, steps, acquisition facts -- and nothing that identifies a patient.
 
 Every text of the row passes through ``privacy.scrub`` with the identifying values of
-the case's DICOM headers, and every absolute path becomes relative to the source
-folder, so that neither headers nor the user's folder names leak into a store."""
+the case's DICOM headers, and every path becomes relative to the source folder
+(``recipe/paths.py``), so that neither headers nor the user's folder names leak into a
+store."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from ..image import MedicalImage
 from ..labels.splits import SplitPlan
 from ..privacy import identifying_values_of_files, pseudonymize, scrub
+from .paths import stored_value
 
 # DICOM acquisition facts a researcher filters on -> table column. Descriptors in the
 # PS3.15 profile (series description, protocol, contrast agent) are kept under its
@@ -37,8 +39,10 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
     files = [Path(f) for f in raw.meta.get("source_files", [image_path])]
     identifiers = case_identifiers(raw)
     patient_pseudonym = pseudonymize(str(patient), key)
-    # A DICOM series is named by its folder: file names there are often SOP UIDs.
-    listed = [image_path] if raw.meta.get("format") == "dicom" else list(files)
+    # A DICOM series is named by its folder: file names there are often SOP UIDs. A file
+    # is named as found in the source, not as the reader resolved it (a link's target).
+    listed = [image_path] if raw.meta.get("format") == "dicom" else \
+        [image_path if Path(f) == Path(image_path).resolve() else f for f in files]
     files += mask_files  # every file of a mask series or a combined label map
     if mask_path is not None:
         listed.append(mask_path)
@@ -87,27 +91,15 @@ def case_identifiers(raw: MedicalImage) -> set[str]:
 
 
 def _private(value: Any, identifiers: set[str], key: bytes, source_dir: Path) -> Any:
-    """Every text in ``value`` made relative (paths) and scrubbed (identifiers)."""
+    """Every text in ``value`` with its paths relative to the source folder
+    (``paths.stored_value``: steps and errors name files too) and scrubbed."""
     if isinstance(value, dict):
         return {k: _private(v, identifiers, key, source_dir) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_private(v, identifiers, key, source_dir) for v in value]
-    if isinstance(value, Path) or (isinstance(value, str) and value.startswith("/")):
-        value = relative_path(Path(value), source_dir)
-    if isinstance(value, str):
-        return scrub(value, identifiers, key)
+    if isinstance(value, (str, Path)):
+        return scrub(stored_value(value, source_dir), identifiers, key)
     return value
-
-
-def relative_path(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` (symbolic links are not followed, so a linked
-    file keeps its name in the source tree); just the name when it lies elsewhere."""
-    for candidate, base in ((path, root), (path.resolve(), root.resolve())):
-        try:
-            return str(Path(candidate).relative_to(base))
-        except ValueError:
-            continue
-    return path.name
 
 
 def sha256_of(path: Path) -> str:

@@ -3,6 +3,7 @@ folder listings and label tables: pixels are read later, one case at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from ..io.dicom import is_dicom_file
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
 from ..privacy import identifying_values_of_files, pseudonym_key, pseudonymize, scrub
 from .model import Recipe
+from .paths import source_root, stored_text
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -58,11 +60,9 @@ def discover_cases(recipe: Recipe, source_dir: str | Path,
 def list_sources(recipe: Recipe, source_dir: str | Path,
                  key: bytes | None = None) -> SourceListing:
     """The cases of ``source_dir``; ``key`` pseudonymizes case ids that would otherwise
-    carry a patient identifier (DICOM folders named after the PatientID, as TCIA's)."""
-    root = Path(source_dir)
-    if not root.is_dir():
-        raise RecipeError(root, "source folder does not exist",
-                          hint="pass the folder holding the downloaded dataset to --source")
+    carry a patient identifier (DICOM folders named after the PatientID, as TCIA's).
+    Their paths start with the resolved source folder (``paths.source_root``)."""
+    root = source_root(source_dir)
     from .image_folder import image_folder
     from .parsers import run_parser
 
@@ -77,7 +77,9 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
                           f" ({len(listing.skipped)} files skipped)",
                           hint="check --source and the recipe's source section")
     _check_unique(listing.cases, root)
-    return listing
+    # Reasons are stored (counted in the build report): "duplicate of <path>" relative.
+    return dataclasses.replace(listing, skipped={
+        where: stored_text(reason, root) for where, reason in listing.skipped.items()})
 
 
 def case_id_from_name(path: Path, rule: str = "stem") -> str:
@@ -236,8 +238,6 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
     """Each series with the DICOM SEG that references it (ReferencedSeriesSequence) as
     its mask; the store's segment names are the SEGs' segment labels, which must agree
     where two SEGs use the same segment number. SEGs of no case stay skipped."""
-    import dataclasses
-
     import pydicom
 
     from .parsers import ParsedListing

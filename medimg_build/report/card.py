@@ -4,6 +4,7 @@ cases each split and class holds -- all from the root attributes and the tables.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import pandas as pd
@@ -54,7 +55,14 @@ def _build_entries(entries: Any) -> list[tuple[str, str]]:
     return [(str(entry), "") for entry in entries or []]
 
 
+def store_name(location: str) -> str:
+    """A local store by its name: a report is shared, the folders above the store (a
+    user's home) are not; a URL as it is."""
+    return location if "://" in location else (PurePath(location.rstrip("/")).name or location)
+
+
 def dataset_card(attrs: dict[str, Any], cases: pd.DataFrame, location: str) -> Card:
+    location = store_name(location)
     recipe = attrs.get("recipe") or {}
     provenance = attrs.get("provenance") or {}
     report = attrs.get("build_report") or {}
