@@ -357,9 +357,11 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
     try:
         _write_zip(partial, store, keys)
         os.replace(partial, out)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(partial):  # a full disk: give the space back
             os.remove(partial)
+        if isinstance(err, OSError) and err.filename == partial:
+            raise OSError(err.errno, err.strerror, out) from err  # the name the user gave
         raise
     return len(keys)
 
