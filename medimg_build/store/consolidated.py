@@ -63,11 +63,10 @@ def _parsed(data: bytes) -> Any:
 
 
 def _comparable(metadata: Any) -> Any:
-    """A node's metadata without the empty consolidated-metadata stub Zarr writes into
-    each group's entry (the hierarchy is flattened into the root's)."""
+    """A node's metadata but its own consolidated metadata: the root's copy of a group
+    holds an empty stub there (the root flattens the whole hierarchy), and a copy a
+    group's zarr.json may hold for its subtree (Zarr writes one on editing a group it
+    opened through the root's copy) is in that zarr.json, which the manifest hashes."""
     if not isinstance(metadata, dict):
         return metadata
-    stub = metadata.get(CONSOLIDATED)
-    if stub is None or (isinstance(stub, dict) and not stub.get("metadata")):
-        return {k: v for k, v in metadata.items() if k != CONSOLIDATED}
-    return metadata
+    return {k: v for k, v in metadata.items() if k != CONSOLIDATED}

@@ -205,12 +205,14 @@ def open_root(store, location: str) -> zarr.Group:
     """The root group of a store verify or snapshot reads; StoreError naming the file
     when there is none or its metadata is damaged."""
     try:
-        return zarr.open_group(store, mode="r", zarr_format=3)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        raise ManifestError(location, f"is not a store (no {ROOT_METADATA} at its top)",
-                            hint="give a store directory, a .zip snapshot or an HDF5 file "
-                                 "built by medimg-build") from None
-    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        # Its own metadata, not the consolidated copy: that copy is what verify checks.
+        return zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
+            TypeError) as err:  # JSONDecodeError is a ValueError
+        if _read(store, ROOT_METADATA) is None:
+            raise ManifestError(location, f"is not a store (no {ROOT_METADATA} at its top)",
+                                hint="give a store directory, a .zip snapshot or an HDF5 "
+                                     "file built by medimg-build") from None
         raise ManifestError(_key_location(location, ROOT_METADATA),
                             f"the store's root metadata is damaged ({_first_line(err)})",
                             hint="restore the store from a snapshot, or rebuild it") from None
