@@ -47,13 +47,12 @@ from zarr.core.sync import sync
 
 from ..errors import StoreError
 from ..provenance import to_jsonable
-from .consolidated import consolidated_entries, differences, metadata_key
+from .consolidated import ROOT_METADATA, consolidated_entries, differences, metadata_key
 from .hdf5_backend import is_hdf5_file, open_hdf5
 from .journal import JOURNAL_DIR, LOCK_NAME
 
 MANIFEST = "manifest"  # the root array holding the manifest document
 ALGORITHM = "sha256"
-ROOT_METADATA = "zarr.json"
 # Root-attribute entries that may differ between two builds of the same inputs.
 VOLATILE = (("provenance",), ("build_report", "seconds"), ("manifest",))
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: no build time in a snapshot
