@@ -69,6 +69,19 @@ def test_report_on_a_damaged_chunk_names_the_store_and_the_case(store, tmp_path,
     assert "medimg-build verify" in err
 
 
+@pytest.mark.parametrize("command", ["report", "inspect", "export-table"])
+def test_a_damaged_table_column_is_named(store, tmp_path, capsys, command):
+    chunk = store / "split" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    out = [] if command == "inspect" else ["--out", str(tmp_path / "out")]
+    assert main([command, str(store), *out]) == 2
+    err = _error_line(capsys)
+    assert "ds.zarr/split: the case table's column split cannot be read" in err
+    assert "medimg-build verify" in err
+
+
 def test_verify_a_corrupt_root_metadata(store, capsys):
     (store / "zarr.json").write_text('{"zarr_format": 3, "node_')
     assert main(["verify", str(store)]) == 2

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import StoreError
 from ..image import MedicalImage
+from ..store.damage import undecodable
 from .views import ORTHOGONAL_VIEWS, PICTURE, Plane, plan_plane, view_of_2d_grid
 
 INDEX_AXES = ("x", "y", "z")  # stored axis names of index axes i, j, k (store/axes.py)
@@ -31,23 +31,10 @@ class CaseImages:
 
 def read_case(store, case_id: str, boxes: pd.DataFrame, landmarks: pd.DataFrame,
               picture: bool) -> CaseImages:
-    try:
+    with undecodable(store.location, f"case {case_id}: its pixels"):
         image, mask = store.read_image(case_id), store.read_mask(case_id)
-    except (RuntimeError, ValueError, OSError) as err:
-        # What Blosc, Zarr's sharding (ValueError, RuntimeError) and HDF5's filters
-        # (OSError) raise on bytes that do not decode: a damaged chunk, named by the
-        # store and the case (verify names the chunk).
-        raise StoreError(store.location, f"case {case_id}: its pixels cannot be read "
-                         f"({type(err).__name__}: {_first_line(err)})",
-                         hint="run `medimg-build verify` on the store to find the damaged "
-                              "chunk; restore the store from a snapshot or rebuild it") from err
     return CaseImages(case_id, image, mask, _rows_of(boxes, case_id),
                       _rows_of(landmarks, case_id), picture)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:200] if lines else ""
 
 
 def _rows_of(table: pd.DataFrame, case_id: str) -> pd.DataFrame:
