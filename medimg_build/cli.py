@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Faults of the machine, not of the program, that any writing command can meet: what
-# to do about each. The commands that can fail half-way say how to go on in AGAIN.
+# to do about each, and how to go on ({again}).
 FAULT_FIXES = {
     errno.ENOSPC: "no space left on the device: free space there{again}",
     errno.EDQUOT: "disk quota exceeded: free space within the quota{again}",
@@ -50,15 +50,24 @@ FAULT_FIXES = {
     errno.EPERM: "operation not permitted: check its permissions, or write the output "
                  "elsewhere",
 }
-AGAIN = {"build": ", then run the same command with --resume"}
 
 
 def fault_line(error: OSError, args: argparse.Namespace) -> str:
     """One line naming the file of an OSError in FAULT_FIXES and the fix."""
-    command = getattr(args, "command", None)
     path = error.filename or getattr(args, "out", None) or getattr(args, "store", None)
-    fix = FAULT_FIXES[error.errno].format(again=AGAIN.get(command, ", then run it again"))
+    fix = FAULT_FIXES[error.errno].format(again=_again(args))
     return f"{path}: {fix}" if path else fix
+
+
+def _again(args: argparse.Namespace) -> str:
+    """How to go on after a fault is fixed: a Zarr build resumes where it stopped."""
+    if getattr(args, "command", None) != "build":
+        return ", then run it again"
+    from .store.hdf5_backend import wants_hdf5
+
+    if wants_hdf5(args.out, args.format):
+        return ", then run the same command with --overwrite (HDF5 builds do not resume)"
+    return ", then run the same command with --resume"
 
 
 def _parser() -> argparse.ArgumentParser:
