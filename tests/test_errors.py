@@ -224,6 +224,7 @@ def test_a_forbidden_output_is_one_line_and_other_os_errors_keep_their_traceback
         monkeypatch.setattr(export.pq, "write_table", refuse)
         assert main(["export-table", str(built[2]), "--out", str(out)]) == 2
         assert f"{out}: {fix}" in _error_line(capsys)
+        assert not out.exists()  # no truncated table left under the name
 
     def bug(*args, **kwargs):
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "dtype")
@@ -246,6 +247,17 @@ def test_a_scheduler_that_does_not_answer_fails_fast_naming_it(built, tmp_path, 
     err = _error_line(capsys)
     assert f"{address}: no Dask scheduler answers there within 1 s" in err
     assert "leave out --scheduler" in err
+
+
+def test_a_scheduler_that_answers_still_builds(built, tmp_path, capsys):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        out = tmp_path / "ds.zarr"
+        assert main(_args("volumes", built[1], out) + ["--scheduler",
+                                                       cluster.scheduler_address]) == 0
+    assert _content_hash(out) == _content_hash(built[2])
 
 
 @pytest.mark.parametrize("value", ["[1,1", "{a: [" + "x" * 2000])
