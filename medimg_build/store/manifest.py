@@ -159,22 +159,29 @@ def _read(store, key: str) -> bytes | None:
 CONCURRENT_READS = 16  # enough to hide a remote store's latency, few objects in memory
 
 
-def _digests(store, keys) -> dict[str, str]:
-    """sha256 of each object of ``keys`` that exists."""
-    digests = _read_each(store, keys, lambda data: hashlib.sha256(data).hexdigest())
+def _digests(store, keys, metadata: dict[str, bytes] | None = None) -> dict[str, str]:
+    """sha256 of each object of ``keys`` that exists; with ``metadata``, the bytes of
+    each zarr.json read go there too (small, and compared with the consolidated copy:
+    read once)."""
+    def digest(key: str, data: bytes) -> str:
+        if metadata is not None and key.endswith(ROOT_METADATA):
+            metadata[key] = data
+        return hashlib.sha256(data).hexdigest()
+
+    digests = _read_each(store, keys, digest)
     return {key: value for key, value in digests.items() if value is not None}
 
 
-def _read_each(store, keys, transform: Callable[[bytes], Any]) -> dict[str, Any]:
-    """key -> ``transform(bytes)`` of each object of ``keys`` (None if absent), read a few
-    at a time concurrently (one by one, a remote store would cost a round trip per
+def _read_each(store, keys, transform: Callable[[str, bytes], Any]) -> dict[str, Any]:
+    """key -> ``transform(key, bytes)`` of each object of ``keys`` (None if absent), read
+    a few at a time concurrently (one by one, a remote store would cost a round trip per
     object) and transformed as read (only a few objects are in memory at a time)."""
     limit = asyncio.Semaphore(CONCURRENT_READS)
 
     async def read(key: str) -> tuple[str, Any]:
         async with limit:
             buffer = await store.get(key, prototype=default_buffer_prototype())
-        return key, None if buffer is None else transform(buffer.to_bytes())
+        return key, None if buffer is None else transform(key, buffer.to_bytes())
 
     async def read_all() -> list[tuple[str, Any]]:
         return await asyncio.gather(*(read(key) for key in keys))
@@ -182,11 +189,13 @@ def _read_each(store, keys, transform: Callable[[bytes], Any]) -> dict[str, Any]
     return dict(sync(read_all()))
 
 
-def consolidated_problems(store, nodes: set[str] | None = None) -> list[Mismatch]:
+def consolidated_problems(store, nodes: set[str] | None = None,
+                          read: dict[str, bytes] | None = None) -> list[Mismatch]:
     """One Mismatch per node whose copy in the root zarr.json's consolidated metadata
     (what ``open_store`` reads) is not its own zarr.json (what the manifest hashes);
     ``nodes``: the group and array paths found on the store, by default those its
-    listing shows (consolidated.py)."""
+    listing shows; ``read``: the zarr.json objects read already, by key
+    (consolidated.py)."""
     if nodes is None:
         nodes = _node_paths(set(_all_keys(store)))
     root = _read(store, ROOT_METADATA) or b"{}"
@@ -194,10 +203,12 @@ def consolidated_problems(store, nodes: set[str] | None = None) -> list[Mismatch
         listed = set(consolidated_entries(root) or {})
     except ValueError:
         return [Mismatch("", f"metadata {ROOT_METADATA} is not JSON")]
-    nodes = sorted((set(nodes) | listed) - {""})
-    own = _read_each(store, [metadata_key(node) for node in nodes], lambda data: data)
+    keys = {node: metadata_key(node) for node in sorted((set(nodes) | listed) - {""})}
+    own = dict(read or {})
+    own.update(_read_each(store, [k for k in keys.values() if k not in own],
+                          lambda key, data: data))
     return [Mismatch(node, problem) for node, problem in
-            differences(root, {node: own[metadata_key(node)] for node in nodes})]
+            differences(root, {node: own.get(key) for node, key in keys.items()})]
 
 
 def open_root(store, location: str) -> zarr.Group:
@@ -268,10 +279,11 @@ def verify_store(path_or_url: str | os.PathLike,
     recorded: dict[str, str] = manifest["objects"]
     # The recorded keys are read whether or not the store lists them: a plain HTTP
     # server cannot list, and there only extra objects go unnoticed.
-    actual = _digests(store, sorted(set(_content_keys(store)) | set(recorded)))
+    metadata: dict[str, bytes] = {}
+    actual = _digests(store, sorted(set(_content_keys(store)) | set(recorded)), metadata)
     nodes = _node_paths(set(recorded) | set(actual))
     problems = compare(recorded, actual, lambda key: _locate(key, nodes))
-    problems += consolidated_problems(store, nodes)
+    problems += consolidated_problems(store, nodes, metadata)
     if not problems:
         digest = content_sha256(dict(root.attrs), actual, _sources(root))
         problems += hash_problem(digest, manifest["summary"]["content_sha256"])
