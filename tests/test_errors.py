@@ -5,7 +5,6 @@ a snapshot, a full disk, a read-only output, an absent scheduler, a bad --set va
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import socket

@@ -8,6 +8,9 @@ differs between equal builds by design, and the manifest summary itself), the
 they are not data). The root attributes take part in the content hash instead, in
 canonical JSON (sorted keys, no spaces) and without what is time- or host-dependent:
 ``medimg.provenance``, ``medimg.build_report.seconds`` (and ``medimg.manifest``).
+The rest of the root ``zarr.json``, its consolidated metadata, is a copy of every
+node's own ``zarr.json``: ``verify`` requires each copy to equal its hashed original
+(consolidated.py), so readers of either read what the hash covers.
 
 Where it is stored:
 
