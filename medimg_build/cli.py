@@ -7,6 +7,7 @@ and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 import yaml
 
 from . import __version__
-from .errors import MedimgError
+from .errors import MedimgError, RecipeError
 
 # ``--pyramid`` without a number: full, 1/2, 1/4 and 1/8 in-plane (a 512 x 512 CT slice
 # down to 64 x 64, a thumbnail a viewer fetches in one request).
@@ -31,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedimgError as error:
         print(f"medimg-build: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in FAULT_FIXES:
+            raise  # not a fault of the machine: a bug, whose traceback is wanted
+        print(f"medimg-build: error: {fault_line(error, args)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("medimg-build: interrupted", file=sys.stderr)
         return 130
@@ -43,13 +49,43 @@ def _installed_version() -> str:
         return f"{__version__} (not installed)"
 
 
+# Faults of the machine, not of the program, that any writing command can meet: what
+# to do about each, and how to go on ({again}).
+FAULT_FIXES = {
+    errno.ENOSPC: "no space left on the device: free space there{again}",
+    errno.EDQUOT: "disk quota exceeded: free space within the quota{again}",
+    errno.EROFS: "read-only file system: write the output to a writable location",
+    errno.EACCES: "permission denied: check its permissions, or write the output elsewhere",
+    errno.EPERM: "operation not permitted: check its permissions, or write the output "
+                 "elsewhere",
+}
+
+
+def fault_line(error: OSError, args: argparse.Namespace) -> str:
+    """One line naming the file of an OSError in FAULT_FIXES and the fix."""
+    path = error.filename or getattr(args, "out", None) or getattr(args, "store", None)
+    fix = FAULT_FIXES[error.errno].format(again=_again(args))
+    return f"{path}: {fix}" if path else fix
+
+
+def _again(args: argparse.Namespace) -> str:
+    """How to go on after a fault is fixed: a Zarr build resumes where it stopped."""
+    if getattr(args, "command", None) != "build":
+        return ", then run it again"
+    from .store.hdf5_backend import wants_hdf5
+
+    if wants_hdf5(args.out, args.format):
+        return ", then run the same command with --overwrite (HDF5 builds do not resume)"
+    return ", then run the same command with --resume"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medimg-build",
         description="Turn medical-image datasets into harmonized, chunked Zarr stores.")
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {_installed_version()}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", dest="command")
 
     build = commands.add_parser("build", help="build a store from a recipe and a source folder",
                                 description="Build a store from RECIPE (a YAML path or the "
@@ -324,8 +360,22 @@ def _overrides(pairs: list[str], recipe_path: str | None) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(text)
+        node[leaf] = _yaml_value(key, text, recipe_path)
     return merged
+
+
+SHOWN_VALUE = 200  # characters of a bad --set value quoted back
+
+
+def _yaml_value(key: str, text: str, recipe_path: str | None):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        shown = text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE] + "..."
+        problem = " ".join(str(getattr(error, "problem", None) or "invalid syntax").split())
+        raise RecipeError(recipe_path, f"--set {key}: the value {shown!r} is not YAML "
+                          f"({problem})", hint="quote text, and write lists as [1,1,1] and "
+                          "mappings as {a: 1}") from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from medimg_build.cli import main
 from medimg_build.recipe import build as build_module
 from medimg_build.store.manifest import snapshot_store, verify_store
 from medimg_build.store.schema import image_path
+from medimg_build.store.validate import validate_store
 from test_resume import _args, _volume_source
 
 
@@ -103,6 +104,44 @@ def test_changed_root_attributes_change_the_content_hash(built, tmp_path):
     (store / "zarr.json").write_text(json.dumps(meta))
     [mismatch] = verify_store(store)
     assert "root attributes changed" in str(mismatch)
+
+
+CONSOLIDATED_EDIT = ("cases/case0: its copy in the consolidated metadata of the root "
+                     "zarr.json differs from its own zarr.json")
+
+
+def _edit_consolidated_affine(store) -> None:
+    """Case0's x spacing 1.5 -> 3.0 mm in the root zarr.json only, where open_store
+    reads it (the case's own zarr.json, which the manifest hashes, is untouched)."""
+    meta = json.loads((store / "zarr.json").read_text())
+    case = meta["consolidated_metadata"]["metadata"]["cases/case0"]["attributes"]
+    assert case["medimg_case"]["affine"][0][0] == 1.5
+    case["medimg_case"]["affine"][0][0] = 3.0
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_geometry_edited_in_the_consolidated_metadata_is_found(built, tmp_path, capsys):
+    store = tmp_path / "ds.zarr"
+    shutil.copytree(built[2], store)
+    _edit_consolidated_affine(store)
+    assert open_store(store).read_image("case0").affine[0, 0] == 3.0  # readers see it
+    assert [str(m) for m in verify_store(store)] == [CONSOLIDATED_EDIT]
+    assert [str(v) for v in validate_store(store)] == [CONSOLIDATED_EDIT]
+    assert main(["verify", str(store)]) == 1
+    assert CONSOLIDATED_EDIT in capsys.readouterr().out
+    # a snapshot packs the edited root as it is, and its verify finds the same
+    assert main(["snapshot", str(store), str(tmp_path / "ds.zip")]) == 0
+    assert [str(m) for m in verify_store(tmp_path / "ds.zip")] == [CONSOLIDATED_EDIT]
+
+
+def test_a_node_missing_from_the_consolidated_metadata_is_found(built, tmp_path):
+    store = tmp_path / "ds.zarr"
+    shutil.copytree(built[2], store)
+    meta = json.loads((store / "zarr.json").read_text())
+    del meta["consolidated_metadata"]["metadata"]["cases/case3"]
+    (store / "zarr.json").write_text(json.dumps(meta))
+    assert [str(m) for m in verify_store(store)] == [
+        "cases/case3: missing from the consolidated metadata in the root zarr.json"]
 
 
 def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):

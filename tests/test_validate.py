@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import h5py
@@ -91,6 +92,13 @@ def copy_h5(built_h5, tmp_path):
 
 
 def _problems(path) -> list[str]:
+    if Path(path).is_dir():
+        # The edits of these tests go through zarr, which leaves the consolidated copy of
+        # an edited node stale (itself a violation, test_consolidated_copy_...):
+        # consolidated again as a build does, each store shows only its own breakage.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)  # "not in v3 spec"
+            zarr.consolidate_metadata(path)
     return [str(v) for v in validate_store(path)]
 
 

@@ -341,11 +341,13 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
         return
     from distributed import Client, LocalCluster, as_completed
 
+    from .scheduler import connect
+
     cluster = None
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None)
-    client = Client(scheduler or cluster)
+    client = connect(scheduler) if scheduler else Client(cluster)
     try:
         window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
         # Sent once per worker.

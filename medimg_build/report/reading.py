@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..image import MedicalImage
+from ..store.damage import undecodable
 from .views import ORTHOGONAL_VIEWS, PICTURE, Plane, plan_plane, view_of_2d_grid
 
 INDEX_AXES = ("x", "y", "z")  # stored axis names of index axes i, j, k (store/axes.py)
@@ -30,8 +31,10 @@ class CaseImages:
 
 def read_case(store, case_id: str, boxes: pd.DataFrame, landmarks: pd.DataFrame,
               picture: bool) -> CaseImages:
-    return CaseImages(case_id, store.read_image(case_id), store.read_mask(case_id),
-                      _rows_of(boxes, case_id), _rows_of(landmarks, case_id), picture)
+    with undecodable(store.location, f"case {case_id}: its pixels"):
+        image, mask = store.read_image(case_id), store.read_mask(case_id)
+    return CaseImages(case_id, image, mask, _rows_of(boxes, case_id),
+                      _rows_of(landmarks, case_id), picture)
 
 
 def _rows_of(table: pd.DataFrame, case_id: str) -> pd.DataFrame:

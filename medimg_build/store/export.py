@@ -35,9 +35,22 @@ def export_table(store_location: str | os.PathLike, out: str | os.PathLike | Non
     store = open_store(store_location, storage_options)
     table = table_to_arrow(store.cases, store.attrs.get("table", {}).get("json_columns", []))
     target = os.fspath(out) if out is not None else default_table_path(store.location)
-    with fsspec.open(target, "wb", **(storage_options or {})) as handle:
-        pq.write_table(table, handle)
+    fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    try:
+        with fs.open(path, "wb") as handle:
+            pq.write_table(table, handle)
+    except BaseException:
+        _remove_partial(fs, path)  # a full disk: no truncated table under the name
+        raise
     return target, table.num_rows
+
+
+def _remove_partial(fs, path: str) -> None:
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except OSError:
+        pass  # the write's own error, being raised, says what went wrong
 
 
 def table_to_arrow(cases: pd.DataFrame, json_columns: list[str]) -> pa.Table:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -113,6 +114,20 @@ def open_hdf5(location: str, storage_options: dict | None = None) -> Iterator[h5
         handle.close()
         if raw is not None:
             raw.close()
+
+
+@contextmanager
+def file_errors(path: str) -> Iterator[None]:
+    """HDF5 reports a failed write (a full disk) as a RuntimeError or an OSError whose
+    text alone carries the system's ``errno = N``: raised again as the OSError it is,
+    naming the file, so that callers handle it as any other write error."""
+    try:
+        yield
+    except (RuntimeError, OSError) as err:
+        code = re.search(r"errno = (\d+)", str(err))
+        if code is None or (isinstance(err, OSError) and err.filename):
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), path) from err
 
 
 def encode_attr(value: Any) -> str:

@@ -16,7 +16,7 @@ import h5py
 from ..case import Case
 from ..errors import StoreError
 from .hdf5_backend import (
-    DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales,
+    DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales, file_errors,
 )
 from .base import layout_options
 from .hdf5_manifest import write_hdf5_manifest
@@ -28,11 +28,12 @@ class _Hdf5Writing:
     _root: H5Group
 
     def _write(self, index: int, case: Case) -> None:
-        super()._write(index, case)  # type: ignore[misc]
-        # An interrupted build leaves a readable file whose finished cases are whole:
-        # flushed after each case, HDF5 metadata on disk never lags the pixels by more
-        # than the case being written (whose completion marker is not set yet).
-        self._root.h5.file.flush()
+        with file_errors(self._root.h5.file.filename):
+            super()._write(index, case)  # type: ignore[misc]
+            # An interrupted build leaves a readable file whose finished cases are
+            # whole: flushed after each case, HDF5 metadata on disk never lags the
+            # pixels by more than the case being written (its completion marker unset).
+            self._root.h5.file.flush()
 
     def _array_info(self, array) -> dict[str, Any]:
         return array_info(array)
@@ -41,9 +42,10 @@ class _Hdf5Writing:
         return None  # one HDF5 file has one writer: the build process
 
     def _finish(self) -> None:
-        attach_dimension_scales(self._root.h5)
-        write_hdf5_manifest(self._root.h5.file)
-        self._root.h5.file.close()
+        with file_errors(self._root.h5.file.filename):
+            attach_dimension_scales(self._root.h5)
+            write_hdf5_manifest(self._root.h5.file)
+            self._root.h5.file.close()
 
 
 class Hdf5StackWriter(_Hdf5Writing, StackWriter):

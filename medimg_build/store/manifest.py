@@ -8,6 +8,9 @@ differs between equal builds by design, and the manifest summary itself), the
 they are not data). The root attributes take part in the content hash instead, in
 canonical JSON (sorted keys, no spaces) and without what is time- or host-dependent:
 ``medimg.provenance``, ``medimg.build_report.seconds`` (and ``medimg.manifest``).
+The rest of the root ``zarr.json``, its consolidated metadata, is a copy of every
+node's own ``zarr.json``: ``verify`` requires each copy to equal its hashed original
+(consolidated.py), so readers of either read what the hash covers.
 
 Where it is stored:
 
@@ -47,12 +50,12 @@ from zarr.core.sync import sync
 
 from ..errors import StoreError
 from ..provenance import to_jsonable
+from .consolidated import ROOT_METADATA, consolidated_entries, differences, metadata_key
 from .hdf5_backend import is_hdf5_file, open_hdf5
 from .journal import JOURNAL_DIR, LOCK_NAME
 
 MANIFEST = "manifest"  # the root array holding the manifest document
 ALGORITHM = "sha256"
-ROOT_METADATA = "zarr.json"
 # Root-attribute entries that may differ between two builds of the same inputs.
 VOLATILE = (("provenance",), ("build_report", "seconds"), ("manifest",))
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: no build time in a snapshot
@@ -138,6 +141,8 @@ def _sources(root: zarr.Group) -> dict[str, list[str]]:
 def _all_keys(store) -> list[str]:
     """Every key of the store but the build lock and journal, sorted."""
     async def collect() -> list[str]:
+        # Zarr's ZipStore opens its file on the first get, not on list.
+        await store._ensure_open()
         return [key async for key in store.list()]
 
     return sorted(key for key in sync(collect())
@@ -157,28 +162,103 @@ def _read(store, key: str) -> bytes | None:
 CONCURRENT_READS = 16  # enough to hide a remote store's latency, few objects in memory
 
 
-def _digests(store, keys) -> dict[str, str]:
-    """sha256 of each object of ``keys`` that exists, read a few at a time concurrently
-    (one by one, a remote store would cost a round trip per object)."""
+def _digests(store, keys, metadata: dict[str, bytes] | None = None) -> dict[str, str]:
+    """sha256 of each object of ``keys`` that exists; with ``metadata``, the bytes of
+    each zarr.json read go there too (small, and compared with the consolidated copy:
+    read once)."""
+    def digest(key: str, data: bytes) -> str:
+        if metadata is not None and key.endswith(ROOT_METADATA):
+            metadata[key] = data
+        return hashlib.sha256(data).hexdigest()
+
+    digests = _read_each(store, keys, digest)
+    return {key: value for key, value in digests.items() if value is not None}
+
+
+def _read_each(store, keys, transform: Callable[[str, bytes], Any]) -> dict[str, Any]:
+    """key -> ``transform(key, bytes)`` of each object of ``keys`` (None if absent), read
+    a few at a time concurrently (one by one, a remote store would cost a round trip per
+    object) and transformed as read (only a few objects are in memory at a time)."""
     limit = asyncio.Semaphore(CONCURRENT_READS)
 
-    async def digest(key: str) -> tuple[str, str | None]:
+    async def read(key: str) -> tuple[str, Any]:
         async with limit:
             buffer = await store.get(key, prototype=default_buffer_prototype())
-        return key, None if buffer is None else hashlib.sha256(buffer.to_bytes()).hexdigest()
+        return key, None if buffer is None else transform(key, buffer.to_bytes())
 
-    async def digest_all() -> list[tuple[str, str | None]]:
-        return await asyncio.gather(*(digest(key) for key in keys))
+    async def read_all() -> list[tuple[str, Any]]:
+        return await asyncio.gather(*(read(key) for key in keys))
 
-    return {key: value for key, value in sync(digest_all()) if value is not None}
+    return dict(sync(read_all()))
+
+
+def consolidated_problems(store, nodes: set[str] | None = None,
+                          read: dict[str, bytes] | None = None) -> list[Mismatch]:
+    """One Mismatch per node whose copy in the root zarr.json's consolidated metadata
+    (what ``open_store`` reads) is not its own zarr.json (what the manifest hashes);
+    ``nodes``: the group and array paths found on the store, by default those its
+    listing shows; ``read``: the zarr.json objects read already, by key
+    (consolidated.py)."""
+    if nodes is None:
+        nodes = _node_paths(set(_all_keys(store)))
+    root = _read(store, ROOT_METADATA) or b"{}"
+    try:
+        listed = set(consolidated_entries(root) or {})
+    except ValueError:
+        return [Mismatch("", f"metadata {ROOT_METADATA} is not JSON")]
+    keys = {node: metadata_key(node) for node in sorted((set(nodes) | listed) - {""})}
+    own = dict(read or {})
+    own.update(_read_each(store, [k for k in keys.values() if k not in own],
+                          lambda key, data: data))
+    return [Mismatch(node, problem) for node, problem in
+            differences(root, {node: own.get(key) for node, key in keys.items()})]
+
+
+def open_root(store, location: str) -> zarr.Group:
+    """The root group of a store verify or snapshot reads; StoreError naming the file
+    when there is none or its metadata is damaged."""
+    try:
+        # Its own metadata, not the consolidated copy: that copy is what verify checks.
+        return zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
+            TypeError) as err:  # JSONDecodeError is a ValueError
+        if _read(store, ROOT_METADATA) is None:
+            raise ManifestError(location, f"is not a store (no {ROOT_METADATA} at its top)",
+                                hint="give a store directory, a .zip snapshot or an HDF5 "
+                                     "file built by medimg-build") from None
+        raise ManifestError(_key_location(location, ROOT_METADATA),
+                            f"the store's root metadata is damaged ({_first_line(err)})",
+                            hint="restore the store from a snapshot, or rebuild it") from None
 
 
 def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
     summary = (root.attrs.get("medimg") or {}).get("manifest")
-    if not summary or MANIFEST not in root:
+    if not summary:
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build, or an HDF5 file; rebuild it")
-    return {"summary": summary, **json.loads(str(root[MANIFEST][:].tolist()[0]))}
+    try:
+        document = json.loads(str(root[MANIFEST][:].tolist()[0]))
+        if not isinstance(document.get("objects"), dict):
+            raise ValueError("no 'objects' mapping")
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        # The root attributes say a manifest was written: it was deleted or damaged.
+        raise ManifestError(
+            _key_location(location, MANIFEST),
+            f"the content manifest is missing or damaged ({_first_line(err)}); the root "
+            f"{ROOT_METADATA} records content sha256 {summary.get('content_sha256')}",
+            hint="restore the store from a snapshot, or rebuild it") from None
+    return {"summary": summary, **document}
+
+
+def _key_location(location: str, key: str) -> str:
+    """A key of the store, named as the user would find it."""
+    return f"{location.rstrip('/')}/{key}" if not location.endswith(".zip") \
+        else f"{location} ({key})"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 # -- verifying -------------------------------------------------------------------------
@@ -197,14 +277,16 @@ def verify_store(path_or_url: str | os.PathLike,
         with open_hdf5(location, storage_options) as h5:
             return verify_hdf5(location, h5)
     store = zarr_store(location, storage_options)
-    root = zarr.open_group(store, mode="r", zarr_format=3)
+    root = open_root(store, location)
     manifest = read_manifest(root, location)
     recorded: dict[str, str] = manifest["objects"]
     # The recorded keys are read whether or not the store lists them: a plain HTTP
     # server cannot list, and there only extra objects go unnoticed.
-    actual = _digests(store, sorted(set(_content_keys(store)) | set(recorded)))
+    metadata: dict[str, bytes] = {}
+    actual = _digests(store, sorted(set(_content_keys(store)) | set(recorded)), metadata)
     nodes = _node_paths(set(recorded) | set(actual))
     problems = compare(recorded, actual, lambda key: _locate(key, nodes))
+    problems += consolidated_problems(store, nodes, metadata)
     if not problems:
         digest = content_sha256(dict(root.attrs), actual, _sources(root))
         problems += hash_problem(digest, manifest["summary"]["content_sha256"])
@@ -248,7 +330,7 @@ def verified_summary(path_or_url: str | os.PathLike,
     if is_hdf5_file(location, storage_options):
         with open_hdf5(location, storage_options) as h5:
             return json.loads(h5.attrs["medimg"])["manifest"]
-    root = zarr.open_group(zarr_store(location, storage_options), mode="r")
+    root = open_root(zarr_store(location, storage_options), location)
     return read_manifest(root, location)["summary"]
 
 
@@ -288,12 +370,23 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
     store = zarr_store(location, storage_options)
     keys = _all_keys(store)
     partial = out + ".partial"  # never leave a truncated zip under the final name
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    try:
+        _write_zip(partial, store, keys)
+        os.replace(partial, out)
+    except BaseException as err:
+        if os.path.exists(partial):  # a full disk: give the space back
+            os.remove(partial)
+        if isinstance(err, OSError) and err.filename == partial:
+            raise OSError(err.errno, err.strerror, out) from err  # the name the user gave
+        raise
+    return len(keys)
+
+
+def _write_zip(path: str, store, keys: list[str]) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key in keys:
             info = zipfile.ZipInfo(key, date_time=ZIP_TIME)
             info.compress_type = zipfile.ZIP_STORED
             info.create_system = 3  # Unix, on every OS: the header bytes must not vary
             info.external_attr = 0o644 << 16
             zf.writestr(info, _read(store, key) or b"")
-    os.replace(partial, out)
-    return len(keys)

@@ -31,6 +31,7 @@ from zarr.core.sync import sync
 
 from ..errors import StoreError
 from ..provenance import to_jsonable
+from .damage import undecodable
 from .schema import CASE, COLUMN_CHUNK, check_node_name, is_integer
 
 CASE_ID = "case_id"  # the DataFrame column that becomes the `case` array
@@ -128,7 +129,9 @@ def read_table(root, info: dict[str, list[str]], keep: np.ndarray,
     for name, values in zip(info["columns"], columns):
         values = values[keep]
         if name in json_columns:
-            data[name] = pd.Series([json.loads(v) for v in values.tolist()], dtype=object)
+            with _decoding(root, name):
+                data[name] = pd.Series([json.loads(v) for v in values.tolist()],
+                                       dtype=object)
         elif values.dtype.kind in "OTU":
             data[name] = pd.Series(values.tolist(), dtype="str")
         else:
@@ -140,10 +143,25 @@ def read_whole_arrays(root, names: list[str]) -> list[np.ndarray]:
     """The arrays ``names`` of ``root``, read whole. From a Zarr group they are read
     concurrently: a table of 20 columns on S3 then costs one round trip, not 20."""
     if not isinstance(root, zarr.Group):  # the HDF5 view reads from one local file
-        return [root[name][...] for name in names]
+        values = []
+        for name in names:
+            with _decoding(root, name):
+                values.append(root[name][...])
+        return values
     arrays = [root[name].async_array for name in names]
 
+    async def read(name: str, array) -> np.ndarray:
+        with _decoding(root, name):
+            return await array.getitem(...)
+
     async def read_all() -> list[np.ndarray]:
-        return await asyncio.gather(*(array.getitem(...) for array in arrays))
+        return await asyncio.gather(*(read(n, a) for n, a in zip(names, arrays)))
 
     return sync(read_all())
+
+
+def _decoding(root, name: str):
+    """Damaged bytes of column ``name`` as a StoreError naming it (damage.py)."""
+    # zarr names its store as a URL (file://..., zip://...); HDF5 by the file's name
+    store = root.store if isinstance(root, zarr.Group) else root.h5.file.filename
+    return undecodable(f"{store}/{name}", f"the case table's column {name}")

@@ -74,6 +74,11 @@ class GroupView:
     def attrs(self) -> dict[str, Any]:
         return _attrs(self._node)
 
+    @property
+    def zarr_store(self):
+        """The Zarr store this group is read from; None for HDF5."""
+        return self._node.store if isinstance(self._node, zarr.Group) else None
+
     def __contains__(self, path: str) -> bool:
         return path in self._node
 

@@ -31,7 +31,7 @@ from .schema import (
     MISSING_LABEL, ORIGIN, SPACING, class_coord_name, image_path, level_group, mask_path,
 )
 from .table import CASE_ID
-from .tree import ArrayView, GroupView, open_tree
+from .tree import ArrayView, GroupView, can_list, open_tree
 from .volumes import CASE_ATTRS
 
 ANNOTATION_GROUPS = ("boxes", "landmarks")
@@ -67,7 +67,21 @@ def validate_store(path_or_url: str | os.PathLike,
         # The resume journal of a store with failed cases sits beside the arrays, on
         # purpose (store/journal.py): not a stray object to warn about.
         warnings.filterwarnings("ignore", message="Object at .medimg-build")
-        return _validate_root(root)
+        return _validate_root(root) + _consolidated_violations(root)
+
+
+def _consolidated_violations(root: GroupView) -> list[Violation]:
+    """Nodes whose copy in the consolidated metadata (what ``open_store`` reads) is not
+    the zarr.json checked here. HDF5 keeps one copy of each node's attributes."""
+    from .manifest import consolidated_problems
+
+    store = root.zarr_store
+    if store is None:
+        return []
+    # Over plain HTTP, which cannot list, the nodes are those the copy lists.
+    nodes = None if can_list(store) else set()
+    return [Violation(m.where or "/", m.problem)
+            for m in consolidated_problems(store, nodes)]
 
 
 def _validate_root(root: GroupView) -> list[Violation]:
