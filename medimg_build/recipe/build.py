@@ -23,11 +23,12 @@ from ..labels import classification
 from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
-from ..store.journal import test_kill_point
+from ..store.journal import test_kill_point, test_kill_worker
 from ..store.worker_writes import CaseDestination
 from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
+from .case_table import sha256_of
 from .model import Recipe
 from .pipeline import BuildContext, harmonize_case
 from .sources import CaseSource, list_sources
@@ -95,7 +96,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                 workers: int = 1, scheduler: str | None = None, overwrite: bool = False,
                 key: str | None = None, progress: bool = True,
                 format: str | None = None, resume: bool = False,
-                pyramid_levels: int | None = None) -> BuildReport:
+                pyramid_levels: int | None = None,
+                allow_failures: bool = False) -> BuildReport:
     """``format``: "zarr" or "hdf5" (default: HDF5 for a .h5/.hdf5 ``out``, else Zarr).
 
     ``pyramid_levels`` (volumes layout): the most resolution levels of each case, for
@@ -104,7 +106,14 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
 
     ``resume``: finish the store that an interrupted build of the same recipe and
     cases left at ``out``, redoing only the cases not complete in it (the result is the
-    store an uninterrupted build makes; see ``medimg_build.store.journal``)."""
+    store an uninterrupted build makes; see ``medimg_build.store.journal``). A complete
+    case whose source files changed since (their sha256 differs) is rebuilt, and the
+    report's notes say so.
+
+    ``overwrite``: the new store is built beside the old one and replaces it only when
+    every case is built -- or, with ``allow_failures``, at least one
+    (``medimg_build.store.replace``); otherwise the old store stays, and the report's
+    notes say where the rebuild is."""
     if resume and overwrite:
         raise StoreError(str(out), "--resume and --overwrite exclude each other",
                          hint="--resume continues a store, --overwrite replaces it")
@@ -124,7 +133,9 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["recipe"] = declared.describe()  # as written; the source's own labels are in "labels"
     attrs["split"] = splits.describe()
     writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume,
-                          key_check=pseudonymize("medimg-build key check", secret))
+                          key_check=pseudonymize("medimg-build key check", secret),
+                          changed=_changed_source(source_dir))
+    writer.accept_failures = allow_failures  # read by a replacing writer's close
     try:
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped))
@@ -134,16 +145,21 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     except BaseException:
         writer.abort()  # release the lock; the store stays resumable
         raise
+    if getattr(writer, "kept_old", None):
+        report.notes.append(writer.kept_old)
     return report
 
 
 def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
-                 out, overwrite: bool, format: str | None, resume: bool, key_check: str):
+                 out, overwrite: bool, format: str | None, resume: bool, key_check: str,
+                 changed):
     """A new store's writer, or with ``resume`` the reopened store's. The journal
     identifies the build: a resume with another recipe, case list or pseudonymization
-    key (``key_check``: a keyed hash of a constant, not the key) is refused."""
+    key (``key_check``: a keyed hash of a constant, not the key) is refused; a case
+    ``changed`` finds stale is rebuilt."""
     journal = {"recipe_sha256": attrs["recipe"]["sha256"],
-               "case_ids": [c.case_id for c in cases], "key_check": key_check}
+               "case_ids": [c.case_id for c in cases], "key_check": key_check,
+               "changed": changed}
     store = recipe.data.get("store", {})
     options = dict(layout=recipe.layout, n_cases=len(cases), attrs=attrs, format=format,
                    cases_per_shard=store.get("cases_per_shard"),
@@ -176,6 +192,8 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     lock = getattr(writer, "lock", None)
     if lock is not None and lock.taken_over:
         report.notes.append(lock.taken_over)
+    report.notes += [f"{case_id}: {why}; rebuilt"
+                     for case_id, why in getattr(writer, "rebuilt", {}).items()]
     report.already_complete = len(writer.recovered)
     bar = tqdm(total=len(cases), initial=len(built), unit="case", desc=recipe.name,
                disable=not progress)
@@ -349,29 +367,54 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
     client = Client(scheduler or cluster)
     try:
         window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-        # Sent once per worker.
-        context_future, destination_future = client.scatter([context, destination],
-                                                            broadcast=True)
+        # A task holding what every case needs, rather than scattered data: a worker
+        # that dies (killed for memory, say) takes scattered data with it for good and
+        # every case waiting on it fails, whereas the scheduler recomputes a task.
+        shared = client.submit(_shared, context, destination, pure=False)
         pending = iter(enumerate(cases))
         futures: dict = {}
         completed = as_completed()
-        for index, source in itertools.islice(pending, window):
-            future = client.submit(_attempt, source, context_future, destination_future,
-                                   pure=False)
+
+        def submit(index: int, source: CaseSource) -> None:
+            future = client.submit(_attempt_shared, source, shared, pure=False)
             futures[future] = index
             completed.add(future)
+
+        for index, source in itertools.islice(pending, window):
+            submit(index, source)
         for future in completed:
-            yield futures.pop(future), future.result()
+            index = futures.pop(future)
+            yield index, _outcome(future, cases[index])
             future.release()
             for index, source in itertools.islice(pending, 1):
-                follow = client.submit(_attempt, source, context_future, destination_future,
-                                       pure=False)
-                futures[follow] = index
-                completed.add(follow)
+                submit(index, source)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _shared(context: BuildContext, destination) -> tuple[BuildContext, Any]:
+    return context, destination
+
+
+def _attempt_shared(source: CaseSource, shared: tuple[BuildContext, Any]) -> Case | str:
+    return _attempt(source, *shared)
+
+
+def _outcome(future, source: CaseSource) -> Case | str:
+    """The case's result, or, when the worker running it died (the scheduler gives up
+    on a case after it killed ``distributed.scheduler.allowed-failures`` + 1 workers),
+    that case's own failure: the other cases go on."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    try:
+        return future.result()
+    except (KilledWorker, FutureCancelledError) as error:
+        return (f"{source.image_path}: the Dask worker building this case died "
+                f"({type(error).__name__}; killed for memory, say): give the workers "
+                "more memory, or build this case alone")
 
 
 def _attempt(source: CaseSource, context: BuildContext,
@@ -381,6 +424,8 @@ def _attempt(source: CaseSource, context: BuildContext,
     write other than the store refusing the case end the build, as in the build
     process (a full disk is not one case's problem)."""
     _share_cores_with_other_workers()
+    if _on_a_worker():
+        test_kill_worker(source.case_id)  # TEST HOOK: a worker killed as if for memory
     result = _harmonize(source, context)
     if isinstance(result, Case) and destination is not None and destination.reachable():
         try:
@@ -392,12 +437,60 @@ def _attempt(source: CaseSource, context: BuildContext,
 
 def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
     try:
-        return harmonize_case(source, context)
+        case = harmonize_case(source, context)
+        case.sources = source_digests(case, context.source_dir)
+        return case
     except MedimgError as error:
         return str(error)
     except Exception as error:  # a bug or an unforeseen file: report it, keep building
         message = " ".join(str(error).split())
         return f"{source.image_path}: unexpected {type(error).__name__}: {message}"
+
+
+def source_digests(case: Case, source_dir: Path) -> dict[str, str]:
+    """Each source file the case was read from, relative to ``source_dir``, -> its
+    sha256 (the row's ``source_sha256``, in the same order as the files, when the
+    counts agree). Files outside ``source_dir`` (a symbolic link out of it) cannot be
+    named relative to it and are left out."""
+    files = [Path(f) for image in (case.image, case.mask) if image is not None
+             for f in image.meta.get("source_files", [])]
+    digests = case.row.get("source_sha256") or []
+    if len(digests) != len(files):
+        digests = [sha256_of(f) for f in files]
+    root = source_dir.resolve()
+    found = {}
+    for path, digest in zip(files, digests):
+        try:
+            found[path.resolve().relative_to(root).as_posix()] = digest
+        except ValueError:
+            continue
+    return found
+
+
+def _changed_source(source_dir: Path):
+    """For ``--resume``: a journaled case record -> why it is stale, or None."""
+    root = source_dir.resolve()
+
+    def changed(record: dict[str, Any]) -> str | None:
+        for name, digest in (record.get("sources") or {}).items():
+            path = root / name
+            if not path.is_file():
+                return f"source gone since it was built ({name})"
+            if sha256_of(path) != digest:
+                return f"source changed since it was built ({name})"
+        return None
+
+    return changed
+
+
+def _on_a_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def _share_cores_with_other_workers() -> None:
