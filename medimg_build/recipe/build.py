@@ -362,8 +362,12 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        import dask
+
+        # A case whose worker dies fails at once (then gets its second try alone).
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
     client = Client(scheduler or cluster)
     try:
         window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
@@ -374,6 +378,7 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
         pending = iter(enumerate(cases))
         futures: dict = {}
         completed = as_completed()
+        died: list[int] = []
 
         def submit(index: int, source: CaseSource) -> None:
             future = client.submit(_attempt_shared, source, shared, pure=False)
@@ -384,10 +389,22 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
             submit(index, source)
         for future in completed:
             index = futures.pop(future)
-            yield index, _outcome(future, cases[index])
+            result = _outcome(future)
             future.release()
+            if result is None:
+                died.append(index)
+            else:
+                yield index, result
             for index, source in itertools.islice(pending, 1):
                 submit(index, source)
+        # A worker killed by one case kills the cases queued beside it too: each case
+        # whose worker died gets a second try, alone, so only the culprit fails.
+        if died and shared.status == "error":  # it was being recomputed on that worker
+            shared = client.submit(_shared, context, destination, pure=False)
+        for index in died:
+            future = client.submit(_attempt_shared, cases[index], shared, pure=False)
+            yield index, _outcome(future) or _died(cases[index])
+            future.release()
     finally:
         client.close()
         if cluster is not None:
@@ -402,19 +419,22 @@ def _attempt_shared(source: CaseSource, shared: tuple[BuildContext, Any]) -> Cas
     return _attempt(source, *shared)
 
 
-def _outcome(future, source: CaseSource) -> Case | str:
-    """The case's result, or, when the worker running it died (the scheduler gives up
-    on a case after it killed ``distributed.scheduler.allowed-failures`` + 1 workers),
-    that case's own failure: the other cases go on."""
+def _outcome(future) -> Case | str | None:
+    """The case's result, or None when the worker running it died (the scheduler
+    gives up on a case after it saw ``distributed.scheduler.allowed-failures`` + 1
+    workers die under it)."""
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
 
     try:
         return future.result()
-    except (KilledWorker, FutureCancelledError) as error:
-        return (f"{source.image_path}: the Dask worker building this case died "
-                f"({type(error).__name__}; killed for memory, say): give the workers "
-                "more memory, or build this case alone")
+    except (KilledWorker, FutureCancelledError):
+        return None
+
+
+def _died(source: CaseSource) -> str:
+    return (f"{source.image_path}: the Dask worker building this case died twice "
+            "(killed for memory, say): give the workers more memory, or leave it out")
 
 
 def _attempt(source: CaseSource, context: BuildContext,
