@@ -163,6 +163,25 @@ def test_a_second_overwrite_during_a_build_ends_with_the_lock_message(sources, r
         _same(out, references["volumes-other"])
 
 
+def test_an_overwrite_past_the_lock_check_when_another_takes_the_lock_is_refused(
+        sources, references, tmp_path):
+    """The race of two --overwrite builds: the second passed the lock check before the
+    first took the lock. It must not delete the first build's store: it ends with the
+    one-line lock message, and the first build finishes intact."""
+    out = tmp_path / "ct.zarr"
+    shutil.copytree(references["volumes"], out)
+    args = _other(_args("volumes", sources["volumes"], out)) + ["--overwrite"]
+    second = _stopped(args, "checked")
+    first = _stopped(args, "2")  # holds the lock, two cases written
+    code, output = _finish(second)
+    assert code == 2 and output.strip().count("\n") == 0, output
+    assert "holds its lock" in output and f"pid {first.pid}" in output
+    code, output = _finish(first)
+    assert code == 0, output
+    _same(out, references["volumes-other"])
+    assert _beside(out) == []
+
+
 def test_a_killed_overwrite_is_resumed_beside_the_old_store(sources, references, tmp_path):
     out = tmp_path / "ct.zarr"
     shutil.copytree(references["volumes"], out)

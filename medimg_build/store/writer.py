@@ -85,6 +85,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     lock = None if journal is None else BuildLock(location)
     if lock is not None:
         lock.check()  # first: --overwrite must not touch a store that is being built
+    test_kill_point("checked")  # TEST HOOK: past the check, another build may start now
     replace = _make_room(location, overwrite)
     if replace and not is_local(location):
         refuse_remote_replace(location)
