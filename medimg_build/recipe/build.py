@@ -24,6 +24,7 @@ from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
 from ..store.journal import test_kill_point, test_kill_worker
+from ..store.replace import Replacing
 from ..store.worker_writes import CaseDestination
 from ..store.writer import reopen_store
 from . import annotations
@@ -135,7 +136,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume,
                           key_check=pseudonymize("medimg-build key check", secret),
                           changed=_changed_source(source_dir))
-    writer.accept_failures = allow_failures  # read by a replacing writer's close
+    if isinstance(writer, Replacing):
+        writer.accept_failures = allow_failures
     try:
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped))

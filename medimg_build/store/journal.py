@@ -6,12 +6,12 @@ files it does not recognize), so they never show up as arrays:
 ``.medimg-build.lock`` -- JSON {host, pid, pid_start, since, command}, created with
 O_EXCL when a build creates or reopens the store and removed at close or on an error
 exit. An HDF5 store is one file, so its lock is the file beside it,
-``<file>.medimg-build.lock`` (``BuildLock.beside``). A second build that finds it fails
-naming the holder; a lock of a process that is
-dead on this host (pid gone, or reused by another process: ``pid_start`` differs) is
-stale and taken over. On an fsspec URL the lock is best-effort: exists-then-write is
-not atomic on object stores, and a holder on another host cannot be checked, so only
-its owner (or a person) removes it.
+``<file>.medimg-build.lock`` (``BuildLock.beside``). A second build that finds it
+fails naming the holder; a lock of a process that is dead on this host (pid gone, or
+reused by another process: ``pid_start`` differs) is stale and taken over. On an
+fsspec URL the lock is best-effort: exists-then-write is not atomic on object stores,
+and a holder on another host cannot be checked, so only its owner (or a person)
+removes it. A rebuild (``replace.py``) holds the lock of the store it replaces.
 
 ``.medimg-build/`` -- the journal: ``cases.json`` (recipe hash and the ordered case
 ids, to refuse resuming with other inputs) and ``journal/<unit>.json``, one per write

@@ -39,7 +39,7 @@ TRASH_MARK = ".medimg-trash-"  # a replaced store on its way out
 
 def rebuild_location(location: str) -> str:
     """A fresh, recognizable sibling of ``location`` to build the replacement in."""
-    parent, name = os.path.split(os.path.abspath(location))
+    parent, name = os.path.split(_local_path(location))
     return os.path.join(parent, f".{name}{BUILD_MARK}{uuid.uuid4().hex[:12]}")
 
 
@@ -118,6 +118,7 @@ class Replacing:
 
 def swap_in(new: str, target: str) -> None:
     """Put ``new`` at ``target`` and delete what was there (module docstring)."""
+    target = _local_path(target)
     if not os.path.isdir(new) or not os.path.lexists(target):
         os.replace(new, target)  # a file, or nothing to replace: one atomic rename
         return
@@ -151,8 +152,13 @@ def _exchange(a: str, b: str) -> bool:
     raise OSError(code, os.strerror(code), b)
 
 
+def _local_path(location: str) -> str:
+    """The absolute local path of a local ``location`` (a path or a file:// URL)."""
+    return os.path.abspath(fsspec.core.url_to_fs(location)[1])
+
+
 def _siblings(location: str, mark: str) -> list[str]:
-    parent, name = os.path.split(os.path.abspath(location))
+    parent, name = os.path.split(_local_path(location))
     try:
         names = os.listdir(parent)
     except FileNotFoundError:
