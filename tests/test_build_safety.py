@@ -225,6 +225,32 @@ def test_overwrite_with_allow_failures_swaps_in_the_cases_that_built(sources, re
     assert _beside(out) == []
 
 
+@pytest.mark.parametrize("exchange", [True, False])
+def test_the_swap_puts_the_new_store_in_place_and_leaves_nothing_beside(
+        sources, references, tmp_path, monkeypatch, exchange):
+    """RENAME_EXCHANGE where the system has it (Linux), else two renames."""
+    from medimg_build.store import replace
+
+    if exchange:
+        probe = [tmp_path / "a", tmp_path / "b"]
+        for folder in probe:
+            folder.mkdir()
+        (probe[0] / "marker").touch()
+        assert replace._exchange(str(probe[0]), str(probe[1]))  # else the test is void
+        assert (probe[1] / "marker").exists() and not (probe[0] / "marker").exists()
+    else:
+        monkeypatch.setattr(replace, "_exchange", lambda a, b: False)
+    out = tmp_path / "ct.zarr"
+    shutil.copytree(references["volumes"], out)
+    recipe = load_recipe("volume-folder").with_overrides({
+        "harmonize": {"spacing": [2, 2, 2]},
+        "labels": {"segmentation": {"classes": {"0": "background", "1": "a", "2": "b"}}}})
+    assert build_store(recipe, sources["volumes"], out, key="k", progress=False,
+                       overwrite=True).ok
+    _same(out, references["volumes-other"])
+    assert _beside(out) == []
+
+
 def test_replacing_a_store_on_an_object_store_is_refused():
     location = "memory://safety/ct.zarr"
     create_store(location, "volumes", n_cases=1)  # its zarr.json is written at once

@@ -355,7 +355,11 @@ def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
     On Dask, at most a few cases per worker are in flight, submitted in index order: a
     worker holds a few cases at a time, and the stack writer, which writes whole shards
     only, never waits on more than a window of partial shards -- memory stays bounded
-    by the largest cases, not by the dataset."""
+    by the largest cases, not by the dataset.
+
+    A case whose worker dies (killed for memory, say) is tried once more, alone, after
+    the others; if its worker dies again, that is the case's failure, and every other
+    case is built all the same."""
     if workers <= 1 and scheduler is None:
         for index, source in enumerate(cases):
             yield index, _attempt(source, context)
