@@ -8,6 +8,7 @@ same writers fill an HDF5 file through ``hdf5_writer.py``.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,11 +329,11 @@ def forget_changed(root, journal: Journal, changed) -> dict[str, str]:
     whole shard is marked incomplete (shards are rewritten whole). Case id -> why."""
     if changed is None:
         return {}
-    stale = {}
-    for record in journal.records():
-        reason = changed(record)
-        if reason is not None:
-            stale[record["index"]] = (record["case_id"], reason)
+    records = journal.records()
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashing reads every source file
+        reasons = list(pool.map(changed, records))
+    stale = {record["index"]: (record["case_id"], reason)
+             for record, reason in zip(records, reasons) if reason is not None}
     cases = root[CASES_GROUP] if CASES_GROUP in root else None
     for index, (case_id, _) in sorted(stale.items()):
         if cases is not None and case_id in cases:
