@@ -21,6 +21,9 @@ class Case:
     "unknown"). ``row`` is the case's row of the case table.
     ``boxes`` / ``landmarks`` are on the grid of ``image`` too (``Boxes.onto(image)``);
     their ``source`` keeps the coordinates as given on the source image.
+    ``sources`` maps each source file read (relative to the source folder) to its
+    sha256; the build journal keeps it so that ``--resume`` rebuilds a case whose
+    source changed. It is not a table column.
     """
 
     case_id: str
@@ -30,3 +33,4 @@ class Case:
     row: dict[str, Any] = field(default_factory=dict)
     boxes: Boxes | None = None
     landmarks: Landmarks | None = None
+    sources: dict[str, str] = field(default_factory=dict)

@@ -231,7 +231,7 @@ def _build(args: argparse.Namespace) -> int:
     report = build_store(recipe, args.source, args.out, workers=args.workers,
                          scheduler=args.scheduler, overwrite=args.overwrite, key=args.key,
                          progress=not args.quiet, format=args.format, resume=args.resume,
-                         pyramid_levels=args.pyramid)
+                         pyramid_levels=args.pyramid, allow_failures=args.allow_failures)
     print(report.summary())
     return 0 if report.ok or args.allow_failures else 1
 

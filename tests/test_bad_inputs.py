@@ -17,7 +17,7 @@ from medimg_build.errors import MedimgError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 
-# Words of the last-resort handlers (build._attempt, io.read_image): a corpus input that
+# Words of the last-resort handlers (parallel._attempt, io.read_image): a corpus input that
 # reaches them has no specific error yet, which is a failure of this test.
 GENERIC = re.compile(r"unexpected (failure|[A-Z]\w*(Error|Exception|Warning)\b)")
 PATH = re.compile(r"\S*/\S*")

@@ -1,12 +1,11 @@
 """Build a store from a recipe and a source folder: discover, harmonize (in parallel on
-Dask when asked), write, report. A bad case is reported and skipped, never fatal."""
+Dask when asked: ``parallel.py``), write, report. A bad case is reported and skipped,
+never fatal."""
 
 from __future__ import annotations
 
-import itertools
 import platform
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,13 +23,16 @@ from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import deidentification_record, pseudonym_key, pseudonymize
 from ..store import create_store
 from ..store.journal import test_kill_point
-from ..store.worker_writes import CaseDestination
+from ..store.replace import Replacing
 from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
+from .case_table import sha256_of
 from .model import Recipe
+from .parallel import harmonized
 from .paths import source_root, stored_text
-from .pipeline import BuildContext, harmonize_case
+from .pipeline import BuildContext
+from .scheduler import connect
 from .sources import CaseSource, list_sources
 
 _VERSIONED = ["medimg-build", "numpy", "pydicom", "nibabel", "SimpleITK", "Pillow",
@@ -92,7 +94,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                 workers: int = 1, scheduler: str | None = None, overwrite: bool = False,
                 key: str | None = None, progress: bool = True,
                 format: str | None = None, resume: bool = False,
-                pyramid_levels: int | None = None) -> BuildReport:
+                pyramid_levels: int | None = None,
+                allow_failures: bool = False) -> BuildReport:
     """``format``: "zarr" or "hdf5" (default: HDF5 for a .h5/.hdf5 ``out``, else Zarr).
 
     ``pyramid_levels`` (volumes layout): the most resolution levels of each case, for
@@ -101,7 +104,14 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
 
     ``resume``: finish the store that an interrupted build of the same recipe and
     cases left at ``out``, redoing only the cases not complete in it (the result is the
-    store an uninterrupted build makes; see ``medimg_build.store.journal``)."""
+    store an uninterrupted build makes; see ``medimg_build.store.journal``). A complete
+    case whose source files changed since (their sha256 differs) is rebuilt, and the
+    report's notes say so.
+
+    ``overwrite``: the new store is built beside the old one and replaces it only when
+    every case is built -- or, with ``allow_failures``, at least one
+    (``medimg_build.store.replace``); otherwise the old store stays, and the report's
+    notes say where the rebuild is."""
     if resume and overwrite:
         raise StoreError(str(out), "--resume and --overwrite exclude each other",
                          hint="--resume continues a store, --overwrite replaces it")
@@ -109,6 +119,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     if pyramid_levels is not None:
         recipe = recipe.with_overrides({"store": {"pyramid_levels": pyramid_levels}})
     source_dir = source_root(source_dir)  # one spelling: what is stored is relative to it
+    if scheduler is not None:
+        connect(scheduler).close()  # before the store is touched: no skeleton left behind
     secret, key_is_secret = pseudonym_key(key)
     listing = list_sources(recipe, source_dir, secret)
     declared, recipe = recipe, with_data_classes(with_source_labels(recipe, listing),
@@ -121,7 +133,10 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["recipe"] = declared.describe()  # as written; the source's own labels are in "labels"
     attrs["split"] = splits.describe()
     writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume,
-                          key_check=pseudonymize("medimg-build key check", secret))
+                          key_check=pseudonymize("medimg-build key check", secret),
+                          changed=_changed_source(source_dir))
+    if isinstance(writer, Replacing):
+        writer.accept_failures = allow_failures
     try:
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped))
@@ -131,16 +146,21 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     except BaseException:
         writer.abort()  # release the lock; the store stays resumable
         raise
+    if getattr(writer, "kept_old", None):
+        report.notes.append(writer.kept_old)
     return report
 
 
 def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
-                 out, overwrite: bool, format: str | None, resume: bool, key_check: str):
+                 out, overwrite: bool, format: str | None, resume: bool, key_check: str,
+                 changed):
     """A new store's writer, or with ``resume`` the reopened store's. The journal
     identifies the build: a resume with another recipe, case list or pseudonymization
-    key (``key_check``: a keyed hash of a constant, not the key) is refused."""
+    key (``key_check``: a keyed hash of a constant, not the key) is refused; a case
+    ``changed`` finds stale is rebuilt."""
     journal = {"recipe_sha256": attrs["recipe"]["sha256"],
-               "case_ids": [c.case_id for c in cases], "key_check": key_check}
+               "case_ids": [c.case_id for c in cases], "key_check": key_check,
+               "changed": changed}
     store = recipe.data.get("store", {})
     options = dict(layout=recipe.layout, n_cases=len(cases), attrs=attrs, format=format,
                    cases_per_shard=store.get("cases_per_shard"),
@@ -174,6 +194,8 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     lock = getattr(writer, "lock", None)
     if lock is not None and lock.taken_over:
         report.notes.append(lock.taken_over)
+    report.notes += [f"{case_id}: {why}; rebuilt"
+                     for case_id, why in getattr(writer, "rebuilt", {}).items()]
     report.already_complete = len(writer.recovered)
     bar = tqdm(total=len(cases), initial=len(built), unit="case", desc=recipe.name,
                disable=not progress)
@@ -200,7 +222,7 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     # Dask workers write volumes cases themselves; those are only recorded here.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medimg-writer") as pool:
         writing: tuple[int, Future] | None = None
-        for position, result in _harmonized([cases[i] for i in todo], context, workers,
+        for position, result in harmonized([cases[i] for i in todo], context, workers,
                                             scheduler, writer.worker_destination()):
             if writing is not None:
                 record(writing[0], writing[1].result())
@@ -319,101 +341,20 @@ def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
         return classification.encode(label, None, case.case_id)
 
 
-IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle, memory bounded
+def _changed_source(source_dir: Path):
+    """For ``--resume``: a journaled case record -> why it is stale, or None."""
+    root = source_dir.resolve()
 
+    def changed(record: dict[str, Any]) -> str | None:
+        for name, digest in (record.get("sources") or {}).items():
+            path = root / name
+            if not path.is_file():
+                return f"source gone since it was built ({name})"
+            if sha256_of(path) != digest:
+                return f"source changed since it was built ({name})"
+        return None
 
-def _harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
-                scheduler: str | None, destination=None
-                ) -> Iterator[tuple[int, Case | str]]:
-    """(index, Case or one-line error) in completion order.
-
-    With a ``destination`` (a volumes store, ``worker_writes.CaseDestination``), each
-    Dask worker writes its cases into the store and sends back only a WrittenCase (no
-    pixels): compression and writing run on all workers instead of in this process.
-
-    On Dask, at most a few cases per worker are in flight, submitted in index order: a
-    worker holds a few cases at a time, and the stack writer, which writes whole shards
-    only, never waits on more than a window of partial shards -- memory stays bounded
-    by the largest cases, not by the dataset."""
-    if workers <= 1 and scheduler is None:
-        for index, source in enumerate(cases):
-            yield index, _attempt(source, context)
-        return
-    from distributed import Client, LocalCluster, as_completed
-
-    from .scheduler import connect
-
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-    client = connect(scheduler) if scheduler else Client(cluster)
-    try:
-        window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-        # Sent once per worker.
-        context_future, destination_future = client.scatter([context, destination],
-                                                            broadcast=True)
-        pending = iter(enumerate(cases))
-        futures: dict = {}
-        completed = as_completed()
-        for index, source in itertools.islice(pending, window):
-            future = client.submit(_attempt, source, context_future, destination_future,
-                                   pure=False)
-            futures[future] = index
-            completed.add(future)
-        for future in completed:
-            yield futures.pop(future), future.result()
-            future.release()
-            for index, source in itertools.islice(pending, 1):
-                follow = client.submit(_attempt, source, context_future, destination_future,
-                                       pure=False)
-                futures[follow] = index
-                completed.add(follow)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _attempt(source: CaseSource, context: BuildContext,
-             destination: CaseDestination | None = None) -> Case | str:
-    """The harmonized case or why it failed; with a ``destination`` this process can
-    reach, the case is written there and comes back as a WrittenCase. Errors of the
-    write other than the store refusing the case end the build, as in the build
-    process (a full disk is not one case's problem)."""
-    _share_cores_with_other_workers()
-    result = _harmonize(source, context)
-    if isinstance(result, Case) and destination is not None and destination.reachable():
-        try:
-            return destination.write(result)
-        except MedimgError as error:
-            return str(error)
-    return result
-
-
-def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
-    try:
-        return harmonize_case(source, context)
-    except MedimgError as error:
-        return str(error)
-    except Exception as error:  # a bug or an unforeseen file: report it, keep building
-        message = " ".join(str(error).split())
-        return f"{source.image_path}: unexpected {type(error).__name__}: {message}"
-
-
-def _share_cores_with_other_workers() -> None:
-    """On a Dask worker, ITK gets the worker's threads, not every core of the node:
-    several workers each running ITK on all cores only fight for them."""
-    try:
-        from distributed import get_worker
-
-        threads = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        return  # not on a worker: this process may use every core
-    import SimpleITK as sitk
-
-    if sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() != threads:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    return changed
 
 
 def _versions() -> dict[str, str]:

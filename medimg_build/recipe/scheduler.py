@@ -27,4 +27,4 @@ def connect(address: str):
                              f"{CONNECT_SECONDS} s",
                              hint="start one (`dask scheduler`, then `dask worker ADDRESS`) "
                                   "or check the host and port, or leave out --scheduler to "
-                                  "use local workers; then build again with --resume") from None
+                                  "use local workers") from None

@@ -20,6 +20,8 @@ from .hdf5_backend import (
 )
 from .base import layout_options
 from .hdf5_manifest import write_hdf5_manifest
+from .journal import BuildLock
+from .replace import Replacing, rebuild_location, remove_leftovers
 from .stack import StackWriter
 from .volumes import VolumesWriter
 
@@ -59,12 +61,16 @@ class Hdf5VolumesWriter(_Hdf5Writing, VolumesWriter):
 def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str, Any],
                        initial: dict[str, Any], cases_per_shard: int | None,
                        compressor: dict[str, Any] | None, overwrite: bool,
-                       pyramid_levels: int = 1):
+                       pyramid_levels: int = 1, lock: BuildLock | None = None):
     """The HDF5 counterpart of ``create_store``'s Zarr branch (arguments checked there).
 
     ``compressor`` is a dict of h5py ``create_dataset`` filter arguments (e.g.
     ``{"compression": "gzip", "compression_opts": 9, "shuffle": True}``, or an
-    ``hdf5plugin`` filter's ``**kwargs``); default: gzip level 4 with shuffle."""
+    ``hdf5plugin`` filter's ``**kwargs``); default: gzip level 4 with shuffle.
+
+    ``lock`` (``BuildLock.beside`` the file) is held until close or abort. An existing
+    file is replaced as a Zarr store is (``replace.py``): the new one is written beside
+    it and renamed over it by a close that built every case."""
     if "://" in location:
         raise StoreError(location, "HDF5 stores are written to a local file only",
                          hint="write it locally and upload it, or use --format zarr")
@@ -72,25 +78,42 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
         raise StoreError(location, "an HDF5 store's compressor is a dict of h5py filter "
                          f"arguments, got {type(compressor).__name__}",
                          hint='e.g. {"compression": "gzip", "compression_opts": 4}')
-    _make_room(location, overwrite)
+    if lock is not None:
+        lock.check()  # first: --overwrite must not touch a file that is being built
+    replace = _make_room(location, overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)  # as Zarr does
-    handle = h5py.File(location, "w", libver=LIBVER)
-    root = H5Group(handle, compressor or DEFAULT_COMPRESSION)
-    root.attrs["medimg"] = initial
-    writer_class = Hdf5StackWriter if layout == "stack" else Hdf5VolumesWriter
-    extra = layout_options(layout, cases_per_shard, pyramid_levels)
-    return writer_class(root, location, n_cases, attrs, None, **extra)
+    if lock is not None:
+        lock.acquire()
+    try:
+        if replace:
+            remove_leftovers(location)  # of killed builds: no one's, the lock is ours
+        path = rebuild_location(location) if replace else location
+        handle = h5py.File(path, "w", libver=LIBVER)
+        root = H5Group(handle, compressor or DEFAULT_COMPRESSION)
+        root.attrs["medimg"] = initial
+        writer_class = Hdf5StackWriter if layout == "stack" else Hdf5VolumesWriter
+        extra = layout_options(layout, cases_per_shard, pyramid_levels)
+        writer = writer_class(root, path, n_cases, attrs, None, **extra)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if not replace:
+        writer.lock = lock
+        return writer
+    return Replacing(writer, location, lock, resumable=False)  # no resume for HDF5
 
 
-def _make_room(location: str, overwrite: bool) -> None:
-    """Refuse an existing path unless ``overwrite``; even then, delete only an HDF5
-    file, never a folder or another kind of file that merely happens to be there."""
+def _make_room(location: str, overwrite: bool) -> bool:
+    """Whether there is a file to replace. An existing path is refused unless
+    ``overwrite``; even then only an HDF5 file is replaced, never a folder or another
+    kind of file that merely happens to be there."""
     if not os.path.lexists(location):
-        return
+        return False
     if not overwrite:
         raise StoreError(location, "a store already exists here",
                          hint="pass --overwrite to replace it, or choose another --out")
     if not os.path.isfile(location) or not h5py.is_hdf5(location):
         raise StoreError(location, "exists and is not an HDF5 file; refusing to delete it",
                          hint="choose another --out")
-    os.remove(location)
+    return True

@@ -5,11 +5,13 @@ files it does not recognize), so they never show up as arrays:
 
 ``.medimg-build.lock`` -- JSON {host, pid, pid_start, since, command}, created with
 O_EXCL when a build creates or reopens the store and removed at close or on an error
-exit. A second build that finds it fails naming the holder; a lock of a process that is
-dead on this host (pid gone, or reused by another process: ``pid_start`` differs) is
-stale and taken over. On an fsspec URL the lock is best-effort: exists-then-write is
-not atomic on object stores, and a holder on another host cannot be checked, so only
-its owner (or a person) removes it.
+exit. An HDF5 store is one file, so its lock is the file beside it,
+``<file>.medimg-build.lock`` (``BuildLock.beside``). A second build that finds it
+fails naming the holder; a lock of a process that is dead on this host (pid gone, or
+reused by another process: ``pid_start`` differs) is stale and taken over. On an
+fsspec URL the lock is best-effort: exists-then-write is not atomic on object stores,
+and a holder on another host cannot be checked, so only its owner (or a person)
+removes it. A rebuild (``replace.py``) holds the lock of the store it replaces.
 
 ``.medimg-build/`` -- the journal: ``cases.json`` (recipe hash and the ordered case
 ids, to refuse resuming with other inputs) and ``journal/<unit>.json``, one per write
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -33,6 +36,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
+import fsspec.implementations.local
 import numpy as np
 
 from ..errors import StoreError
@@ -42,13 +46,40 @@ from ..provenance import to_jsonable
 LOCK_NAME = ".medimg-build.lock"
 JOURNAL_DIR = ".medimg-build"
 KILL_ENV = "MEDIMG_TEST_KILL_AFTER"
+STOP_ENV = "MEDIMG_TEST_STOP_AT"
+KILL_WORKER_ENV = "MEDIMG_TEST_KILL_WORKER_ON"
+# A killed zarr LocalStore write leaves its temporary file: ``<key>.<uuid4 hex>.partial``.
+PARTIAL_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
-def test_kill_point(count: int) -> None:
+def test_kill_point(count: int | str) -> None:
     """TEST HOOK (tests/test_resume.py): SIGKILL this process when ``count`` equals
-    $MEDIMG_TEST_KILL_AFTER, to interrupt a build at a deterministic point."""
+    $MEDIMG_TEST_KILL_AFTER, to interrupt a build at a deterministic point; SIGSTOP it
+    when ``count`` equals $MEDIMG_TEST_STOP_AT, to hold a build there while a test
+    starts another (the test sends SIGCONT)."""
     if os.environ.get(KILL_ENV) == str(count):
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(STOP_ENV) == str(count):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def test_kill_worker(case_id: str) -> None:
+    """TEST HOOK (tests/test_build_safety.py): SIGKILL the Dask worker harmonizing the
+    case $MEDIMG_TEST_KILL_WORKER_ON, as the kernel's OOM killer would."""
+    if os.environ.get(KILL_WORKER_ENV) == case_id:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_partial_writes(location: str) -> list[str]:
+    """Delete the temporary files that writes killed midway left in a local store (a
+    resumed build would otherwise list them in its manifest); the paths removed."""
+    fs, root = fsspec.core.url_to_fs(location)
+    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return []  # object stores write whole objects: nothing is left half-written
+    leftovers = [path for path in fs.find(root) if PARTIAL_WRITE.search(path)]
+    for path in leftovers:
+        fs.rm(path)
+    return leftovers
 
 
 def _pid_start(pid: int) -> str | None:
@@ -71,14 +102,22 @@ def _alive(pid: int, pid_start: str | None) -> bool:
 
 
 class BuildLock:
-    """``<store>/.medimg-build.lock``; ``taken_over`` describes a stale lock replaced."""
+    """``<store>/.medimg-build.lock``; ``taken_over`` describes a stale lock replaced.
+    ``inside`` is True when the lock file lies in the store directory (so it moves
+    with the directory when a rebuilt store is swapped in)."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, path: str | None = None) -> None:
         self.location = location
         self.fs, root = fsspec.core.url_to_fs(location)
-        self.path = f"{root.rstrip('/')}/{LOCK_NAME}"
+        self.inside = path is None
+        self.path = f"{root.rstrip('/')}/{LOCK_NAME}" if path is None else path
         self.local = "://" not in location or location.startswith("file://")
         self.taken_over: str | None = None
+
+    @classmethod
+    def beside(cls, location: str) -> BuildLock:
+        """The lock of a store that is one file (HDF5): ``<file>.medimg-build.lock``."""
+        return cls(location, path=f"{fsspec.core.url_to_fs(location)[1]}.medimg-build.lock")
 
     def holder(self) -> dict[str, Any] | None:
         """The lock's content when a live build holds it, else None (absent or stale)."""
@@ -140,6 +179,16 @@ class BuildLock:
             handle.write(data)
 
     def release(self) -> None:
+        """Remove the lock if it is this process's (never another build's lock)."""
+        try:
+            info = json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return
+        except ValueError:
+            info = {}  # torn: only this process can have been writing it just now
+        if info.get("pid", os.getpid()) != os.getpid() or \
+                info.get("host", socket.gethostname()) != socket.gethostname():
+            return
         try:
             self.fs.rm(self.path)
         except FileNotFoundError:
@@ -169,6 +218,15 @@ class Journal:
         found = self._get(f"journal/{unit}.json")
         return None if found is None else found["records"]
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every case record journaled so far, of complete units or not."""
+        try:
+            paths = self.fs.ls(f"{self.root}/journal", detail=False)
+        except FileNotFoundError:
+            return []
+        found = [self._get(f"journal/{path.rsplit('/', 1)[-1]}") for path in sorted(paths)]
+        return [record for unit in found if unit for record in unit["records"]]
+
     def remove(self) -> None:
         if self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
@@ -188,9 +246,10 @@ class Journal:
 # -- one case's record --------------------------------------------------------------
 def case_record(index: int, case, labels: dict[str, Any]) -> dict[str, Any]:
     """What a resumed build needs of a written case, as JSON (floats round-trip
-    exactly: json writes repr)."""
+    exactly: json writes repr). ``sources`` (source file relative to the source
+    folder -> sha256) lets a resume notice a source changed since."""
     return {"index": index, "case_id": case.case_id, "row": _plain(case.row),
-            "labels": to_jsonable(labels),
+            "sources": dict(case.sources), "labels": to_jsonable(labels),
             "boxes": _annotation(case.boxes), "landmarks": _annotation(case.landmarks)}
 
 

@@ -8,6 +8,8 @@ same writers fill an HDF5 file through ``hdf5_writer.py``.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -19,8 +21,14 @@ from ..provenance import to_jsonable
 from .base import BaseWriter, layout_options
 from .hdf5_backend import wants_hdf5
 from .hdf5_writer import create_hdf5_writer
-from .journal import BuildLock, Journal
-from .schema import LAYOUTS, SCHEMA_VERSION, default_compressor
+from .journal import (
+    JOURNAL_DIR, LOCK_NAME, BuildLock, Journal, remove_partial_writes, test_kill_point,
+)
+from .replace import (
+    Replacing, is_local, rebuild_location, rebuilds_beside, refuse_remote_replace,
+    remove_leftovers,
+)
+from .schema import CASES_GROUP, COMPLETE, IMAGE, LAYOUTS, SCHEMA_VERSION, default_compressor
 from .stack import StackWriter
 from .volumes import VolumesWriter
 
@@ -51,8 +59,13 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     halve (``pyramid.py``).
 
     ``journal`` = {"recipe_sha256", "case_ids"} makes a Zarr build resumable
-    (``reopen_store``) and locked against a second build (see ``journal.py``);
-    the writer releases the lock at ``close`` or ``abort``.
+    (``reopen_store``) and locked against a second build (see ``journal.py``; an HDF5
+    build is locked too, not resumable); the writer releases the lock at ``close`` or
+    ``abort``.
+
+    ``overwrite`` replaces an existing store without losing it first: the new one is
+    built beside it and swapped in by ``close`` (``replace.py``); the writer is then a
+    ``Replacing`` one.
     """
     location = os.fspath(path)
     if layout not in LAYOUTS:
@@ -63,36 +76,41 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     if cases_per_shard is not None and cases_per_shard < 1:
         raise StoreError(location, f"cases_per_shard must be >= 1, got {cases_per_shard}")
     _check_pyramid(location, layout, pyramid_levels)
-    hdf5 = wants_hdf5(location, format)
     attrs = {} if attrs is None else attrs
-    # Written now and completed by close(): a reader that finds finished=False knows
-    # the build was interrupted rather than mistaking the store for a whole one.
-    initial = dict(to_jsonable(attrs), schema_version=SCHEMA_VERSION, layout=layout,
-                   n_cases=int(n_cases), finished=False)
-    if hdf5:
-        return create_hdf5_writer(location, layout, int(n_cases), attrs, initial,
-                                  cases_per_shard, compressor, overwrite, pyramid_levels)
-    lock = BuildLock(location)
-    lock.check()  # before deleting anything: --overwrite must not pull a store from under a build
-    lock.note_stale()  # _make_room deletes a stale lock with the old store: say whose it was
-    _make_room(location, overwrite)
-    if journal is not None:
-        lock.acquire()
+    new = NewStore(layout, int(n_cases), attrs, cases_per_shard, compressor, pyramid_levels)
+    if wants_hdf5(location, format):
+        lock = None if journal is None else BuildLock.beside(location)
+        return create_hdf5_writer(location, layout, int(n_cases), attrs, new.initial(),
+                                  cases_per_shard, compressor, overwrite, pyramid_levels,
+                                  lock=lock)
+    lock = None if journal is None else BuildLock(location)
+    if lock is not None:
+        lock.check()  # first: --overwrite must not touch a store that is being built
+    test_kill_point("checked")  # TEST HOOK: past the check, another build may start now
+    replace = _make_room(location, overwrite)
+    if replace and not is_local(location):
+        refuse_remote_replace(location)
+    if lock is not None:
+        lock.acquire()  # from here on a second build of this name is refused
     try:
-        # mode "a" on the emptied location: "w" would delete the lock just taken.
-        root = zarr.open_group(location, mode="a", zarr_format=3,
-                               attributes={"medimg": initial})
-        writer = _writer(root, location, layout, int(n_cases), attrs, cases_per_shard,
-                         compressor, pyramid_levels)
-        if journal is not None:
-            writer.lock, writer.journal = lock, Journal(location)
-            writer.journal.start(journal.get("recipe_sha256"), list(journal["case_ids"]),
-                                 journal.get("key_check"))
+        test_kill_point("lock")  # TEST HOOK: killed holding the lock, nothing written
+        if not replace:
+            Journal(location).remove()  # of a build killed before its first write
+            writer = new.writer(location, journal)
+            writer.lock = lock
+            return writer
+        remove_leftovers(location)  # rebuilds of killed --overwrite builds: no one's now
+        rebuild = rebuild_location(location)
+        inner_lock = None if journal is None else BuildLock(rebuild)
+        if inner_lock is not None:
+            inner_lock.acquire()
+        writer = new.writer(rebuild, journal)
+        writer.lock = inner_lock
+        return Replacing(writer, location, lock)
     except BaseException:
-        if journal is not None:
+        if lock is not None:
             lock.release()
         raise
-    return writer
 
 
 def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
@@ -102,40 +120,107 @@ def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
     """Reopen the unfinished (or failed-case) store that a build of the same recipe
     and cases left at ``path``, for ``build_store(resume=True)``: the writer's
     ``recovered`` holds the journal records of the cases already complete; every other
-    case is to be written again. A missing store is created as by ``create_store``."""
+    case is to be written again. A missing store is created as by ``create_store``;
+    so is one killed before its first write (only its lock and journal are there).
+
+    An ``--overwrite`` rebuild killed midway left its rebuild beside the old store
+    (``replace.py``): that is what is resumed, and swapped in at close.
+
+    ``journal["changed"]``, if given, is called with each journaled case record and
+    returns why the case is stale (a source file changed since), or None; stale cases
+    are rebuilt, and listed in the writer's ``rebuilt`` (case id -> why)."""
     location = os.fspath(path)
     _check_pyramid(location, layout, pyramid_levels)
     if wants_hdf5(location, format):
         raise StoreError(location, "--resume works on Zarr stores only (an HDF5 file "
                          "killed mid-write is not safely reopened)",
                          hint="rebuild with --overwrite")
+    new = NewStore(layout, int(n_cases), attrs, cases_per_shard, compressor, pyramid_levels)
+    rebuilds = rebuilds_beside(location) if is_local(location) else []
+    if len(rebuilds) > 1:
+        raise StoreError(location, f"{len(rebuilds)} interrupted rebuilds lie beside it: "
+                         f"{', '.join(rebuilds)}", hint="delete all but the one to resume")
     fs, fs_path = fsspec.core.url_to_fs(location)
-    if not fs.exists(fs_path):
+    if not rebuilds and not fs.exists(fs_path):
         return create_store(location, layout, n_cases, attrs, cases_per_shard, compressor,
                             journal=journal, pyramid_levels=pyramid_levels)
     lock = BuildLock(location)
     lock.acquire()
     try:
-        root, medimg = _open_for_resume(location)
-        case_ids = list(journal["case_ids"])
-        known = Journal(location).cases()
-        if known is None and medimg.get("finished") and "case" in root:
-            known = {"recipe_sha256": None, "case_ids": root["case"][:].tolist()}
-        _check_same(location, medimg, layout, journal, known)
-        if medimg.get("finished") and Journal(location).cases() is None:
-            return FinishedStore(location, lock, case_ids)  # close removed the journal
-        initial = dict(to_jsonable(attrs), schema_version=SCHEMA_VERSION, layout=layout,
-                       n_cases=int(n_cases), finished=False)
-        root.attrs["medimg"] = initial  # unfinished (and unconsolidated) while resuming
-        writer = _writer(root, location, layout, int(n_cases), attrs, cases_per_shard,
-                         compressor, pyramid_levels)
-        writer.lock, writer.journal = lock, Journal(location)
-        writer.journal.start(journal.get("recipe_sha256"), case_ids, journal.get("key_check"))
-        writer.resume(case_ids)
+        if not rebuilds:
+            return _reopen(location, lock, new, journal)
+        inner_lock = BuildLock(rebuilds[0])
+        inner_lock.acquire()
+        try:
+            return Replacing(_reopen(rebuilds[0], inner_lock, new, journal), location, lock)
+        except BaseException:
+            inner_lock.release()
+            raise
     except BaseException:
         lock.release()
         raise
+
+
+def _reopen(location: str, lock: BuildLock, new: NewStore, journal: dict[str, Any]):
+    """``reopen_store`` of the store at ``location``, its lock held."""
+    remove_partial_writes(location)
+    if _only_build_files(location):
+        Journal(location).remove()  # killed before writing anything: start it afresh
+        writer = new.writer(location, journal)
+        writer.lock = lock
+        return writer
+    root, medimg = _open_for_resume(location)
+    case_ids = list(journal["case_ids"])
+    known = Journal(location).cases()
+    if known is None and medimg.get("finished") and "case" in root:
+        known = {"recipe_sha256": None, "case_ids": root["case"][:].tolist()}
+    _check_same(location, medimg, new.layout, journal, known)
+    if medimg.get("finished") and Journal(location).cases() is None:
+        return FinishedStore(location, lock, case_ids)  # close removed the journal
+    rebuilt = forget_changed(root, Journal(location), journal.get("changed"))
+    root.attrs["medimg"] = new.initial()  # unfinished (and unconsolidated) while resuming
+    writer = new.zarr_writer(root, location)
+    writer.lock, writer.journal = lock, Journal(location)
+    writer.journal.start(journal.get("recipe_sha256"), case_ids, journal.get("key_check"))
+    writer.resume(case_ids)
+    writer.rebuilt = rebuilt
     return writer
+
+
+@dataclass(frozen=True)
+class NewStore:
+    """What ``create_store`` and ``reopen_store`` make a Zarr writer of."""
+
+    layout: str
+    n_cases: int
+    attrs: dict[str, Any]
+    cases_per_shard: int | None
+    compressor: Any
+    pyramid_levels: int
+
+    def initial(self) -> dict[str, Any]:
+        """The root attribute until close: a reader that finds finished=False knows
+        the build was interrupted rather than mistaking the store for a whole one."""
+        return dict(to_jsonable(self.attrs), schema_version=SCHEMA_VERSION,
+                    layout=self.layout, n_cases=self.n_cases, finished=False)
+
+    def writer(self, location: str, journal: dict[str, Any] | None) -> BaseWriter:
+        """A new store at ``location`` (absent, or holding only the build's lock)."""
+        # mode "a": "w" would delete the lock just taken.
+        root = zarr.open_group(location, mode="a", zarr_format=3,
+                               attributes={"medimg": self.initial()})
+        writer = self.zarr_writer(root, location)
+        if journal is not None:
+            writer.journal = Journal(location)
+            writer.journal.start(journal.get("recipe_sha256"), list(journal["case_ids"]),
+                                 journal.get("key_check"))
+        return writer
+
+    def zarr_writer(self, root, location: str) -> BaseWriter:
+        writer_class = StackWriter if self.layout == "stack" else VolumesWriter
+        extra = layout_options(self.layout, self.cases_per_shard, self.pyramid_levels)
+        return writer_class(root, location, self.n_cases, self.attrs,
+                            self.compressor or default_compressor(), **extra)
 
 
 class FinishedStore:
@@ -158,14 +243,6 @@ class FinishedStore:
 
     def abort(self) -> None:
         self.lock.release()
-
-
-def _writer(root, location, layout, n_cases, attrs, cases_per_shard, compressor,
-            pyramid_levels):
-    writer_class = StackWriter if layout == "stack" else VolumesWriter
-    extra = layout_options(layout, cases_per_shard, pyramid_levels)
-    return writer_class(root, location, n_cases, attrs, compressor or default_compressor(),
-                        **extra)
 
 
 def _check_pyramid(location: str, layout: str, pyramid_levels: Any) -> None:
@@ -220,17 +297,49 @@ def _check_same(location: str, medimg: dict[str, Any], layout: str,
             refuse(f"case {index} is {old!r} in the store but {new!r} in the source")
 
 
-def _make_room(location: str, overwrite: bool) -> None:
-    """Refuse an existing path unless ``overwrite``; even then, delete only a Zarr
-    store or an empty directory, never a folder that merely happens to be there."""
+def _make_room(location: str, overwrite: bool) -> bool:
+    """Whether there is a store at ``location`` to replace. An existing path is refused
+    unless ``overwrite``; even then only a Zarr store (or an empty folder, or one that
+    a build killed before its first write left) is replaced, never a folder that merely
+    happens to be there."""
     fs, fs_path = fsspec.core.url_to_fs(location)
     if not fs.exists(fs_path):
-        return
+        return False
     if not overwrite:
         raise StoreError(location, "a store already exists here",
                          hint="pass --overwrite to replace it, or choose another --out")
-    is_store = fs.exists(f"{fs_path.rstrip('/')}/zarr.json")
-    if not fs.isdir(fs_path) or not (is_store or not fs.ls(fs_path)):
+    if fs.isdir(fs_path) and fs.exists(f"{fs_path.rstrip('/')}/zarr.json"):
+        return True
+    if not fs.isdir(fs_path) or not _only_build_files(location):
         raise StoreError(location, "exists and is not a Zarr store; refusing to delete it",
                          hint="choose another --out")
-    fs.rm(fs_path, recursive=True)
+    return False  # nothing readable to keep: built in place
+
+
+def _only_build_files(location: str) -> bool:
+    """The folder holds nothing but a build's lock and journal (or nothing at all)."""
+    fs, fs_path = fsspec.core.url_to_fs(location)
+    names = {entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(fs_path, detail=False)}
+    return names <= {LOCK_NAME, JOURNAL_DIR}
+
+
+def forget_changed(root, journal: Journal, changed) -> dict[str, str]:
+    """Mark incomplete every journaled case that ``changed(record)`` finds stale, so
+    that the resume rebuilds it: a volumes case's group is deleted, a stack case's
+    whole shard is marked incomplete (shards are rewritten whole). Case id -> why."""
+    if changed is None:
+        return {}
+    records = journal.records()
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashing reads every source file
+        reasons = list(pool.map(changed, records))
+    stale = {record["index"]: (record["case_id"], reason)
+             for record, reason in zip(records, reasons) if reason is not None}
+    cases = root[CASES_GROUP] if CASES_GROUP in root else None
+    for index, (case_id, _) in sorted(stale.items()):
+        if cases is not None and case_id in cases:
+            del cases[case_id]
+        elif cases is None and IMAGE in root and COMPLETE in root:
+            per_shard = int(root[IMAGE].shards[0])
+            start = index // per_shard * per_shard
+            root[COMPLETE][start:start + per_shard] = False
+    return {case_id: reason for case_id, reason in stale.values()}

@@ -1,0 +1,197 @@
+"""Harmonizing the cases of a build, in this process or on Dask workers: each case's
+result is the harmonized case or a one-line error, never an exception that ends the
+build (``build.py`` writes them)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..case import Case
+from ..errors import MedimgError
+from ..store.journal import test_kill_worker
+from ..store.worker_writes import CaseDestination
+from .case_table import sha256_of
+from .pipeline import BuildContext, harmonize_case
+from .sources import CaseSource
+
+IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle, memory bounded
+
+
+def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
+               scheduler: str | None, destination=None
+               ) -> Iterator[tuple[int, Case | str]]:
+    """(index, Case or one-line error) in completion order.
+
+    With a ``destination`` (a volumes store, ``worker_writes.CaseDestination``), each
+    Dask worker writes its cases into the store and sends back only a WrittenCase (no
+    pixels): compression and writing run on all workers instead of in this process.
+
+    On Dask, at most a few cases per worker are in flight, submitted in index order: a
+    worker holds a few cases at a time, and the stack writer, which writes whole shards
+    only, never waits on more than a window of partial shards -- memory stays bounded
+    by the largest cases, not by the dataset.
+
+    A case whose worker dies (killed for memory, say) is tried once more, alone, after
+    the others; if its worker dies again, that is the case's failure, and every other
+    case is built all the same."""
+    if workers <= 1 and scheduler is None:
+        for index, source in enumerate(cases):
+            yield index, _attempt(source, context)
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    from .scheduler import connect
+
+    cluster = None
+    if scheduler is None:
+        import dask
+
+        # A case whose worker dies fails at once (then gets its second try alone).
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+    client = connect(scheduler) if scheduler else Client(cluster)
+    try:
+        window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
+        # A task holding what every case needs, rather than scattered data: a worker
+        # that dies (killed for memory, say) takes scattered data with it for good and
+        # every case waiting on it fails, whereas the scheduler recomputes a task.
+        shared = client.submit(_shared, context, destination, pure=False)
+        pending = iter(enumerate(cases))
+        futures: dict = {}
+        completed = as_completed()
+        died: list[int] = []
+
+        def submit(index: int, source: CaseSource) -> None:
+            future = client.submit(_attempt_shared, source, shared, pure=False)
+            futures[future] = index
+            completed.add(future)
+
+        for index, source in itertools.islice(pending, window):
+            submit(index, source)
+        for future in completed:
+            index = futures.pop(future)
+            result = _outcome(future)
+            future.release()
+            if result is None:
+                died.append(index)
+            else:
+                yield index, result
+            for index, source in itertools.islice(pending, 1):
+                submit(index, source)
+        # A worker killed by one case kills the cases queued beside it too: each case
+        # whose worker died gets a second try, alone, so only the culprit fails.
+        if died and shared.status == "error":  # it was being recomputed on that worker
+            shared = client.submit(_shared, context, destination, pure=False)
+        for index in died:
+            future = client.submit(_attempt_shared, cases[index], shared, pure=False)
+            yield index, _outcome(future) or _died(cases[index])
+            future.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _shared(context: BuildContext, destination) -> tuple[BuildContext, Any]:
+    return context, destination
+
+
+def _attempt_shared(source: CaseSource, shared: tuple[BuildContext, Any]) -> Case | str:
+    return _attempt(source, *shared)
+
+
+def _outcome(future) -> Case | str | None:
+    """The case's result, or None when the worker running it died (the scheduler
+    gives up on a case after it saw ``distributed.scheduler.allowed-failures`` + 1
+    workers die under it)."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    try:
+        return future.result()
+    except (KilledWorker, FutureCancelledError):
+        return None
+
+
+def _died(source: CaseSource) -> str:
+    return (f"{source.image_path}: the Dask worker building this case died twice "
+            "(killed for memory, say): give the workers more memory, or leave it out")
+
+
+def _attempt(source: CaseSource, context: BuildContext,
+             destination: CaseDestination | None = None) -> Case | str:
+    """The harmonized case or why it failed; with a ``destination`` this process can
+    reach, the case is written there and comes back as a WrittenCase. Errors of the
+    write other than the store refusing the case end the build, as in the build
+    process (a full disk is not one case's problem)."""
+    _share_cores_with_other_workers()
+    if _on_a_worker():
+        test_kill_worker(source.case_id)  # TEST HOOK: a worker killed as if for memory
+    result = _harmonize(source, context)
+    if isinstance(result, Case) and destination is not None and destination.reachable():
+        try:
+            return destination.write(result)
+        except MedimgError as error:
+            return str(error)
+    return result
+
+
+def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
+    try:
+        case = harmonize_case(source, context)
+        case.sources = source_digests(case, context.source_dir)
+        return case
+    except MedimgError as error:
+        return str(error)
+    except Exception as error:  # a bug or an unforeseen file: report it, keep building
+        message = " ".join(str(error).split())
+        return f"{source.image_path}: unexpected {type(error).__name__}: {message}"
+
+
+def source_digests(case: Case, source_dir: Path) -> dict[str, str]:
+    """Each source file the case was read from, relative to ``source_dir``, -> its
+    sha256 (the row's ``source_sha256``, in the same order as the files, when the
+    counts agree). Files outside ``source_dir`` (a symbolic link out of it) cannot be
+    named relative to it and are left out."""
+    files = [Path(f) for image in (case.image, case.mask) if image is not None
+             for f in image.meta.get("source_files", [])]
+    digests = case.row.get("source_sha256") or []
+    if len(digests) != len(files):
+        digests = [sha256_of(f) for f in files]
+    root = source_dir.resolve()
+    found = {}
+    for path, digest in zip(files, digests):
+        try:
+            found[path.resolve().relative_to(root).as_posix()] = digest
+        except ValueError:
+            continue
+    return found
+
+
+def _on_a_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _share_cores_with_other_workers() -> None:
+    """On a Dask worker, ITK gets the worker's threads, not every core of the node:
+    several workers each running ITK on all cores only fight for them."""
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return  # not on a worker: this process may use every core
+    import SimpleITK as sitk
+
+    if sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() != threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)

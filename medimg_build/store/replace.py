@@ -1,0 +1,174 @@
+"""``--overwrite`` without losing the old store: build beside it, swap it in at close.
+
+A rebuild writes into a sibling of the store it replaces, ``.<name>.medimg-build-<id>``
+(same folder, so same filesystem: a rename there is atomic), and only a close that
+built every case (or, with ``accept_failures``, at least one) swaps it in. Until then
+the old store stays whole and readable; a rebuild that fails or is killed leaves it
+untouched (a killed one leaves the sibling, which ``--resume`` finishes).
+
+The swap of a Zarr directory is one ``renameat2(RENAME_EXCHANGE)`` on Linux: at every
+instant the store's name holds either the whole old store or the whole new one.
+Elsewhere (or on a filesystem without it) it is two renames, old -> trash then
+new -> store, and between them, for the time of one rename, the name holds nothing:
+a reader opening the store right then finds no store (an error, never a mix). An HDF5
+store is one file, replaced by one ``os.replace``. A reader that opened the old store
+before the swap and reads chunks after it reads the new store's files under the old
+metadata: the chunk checksums make such a read fail rather than return wrong pixels.
+
+Object stores (s3://, ...) have no rename at all, so replacing a store there is
+refused (``refuse_remote_replace``): delete the old one first, or write to a new prefix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import uuid
+from typing import Any
+
+import fsspec
+
+from ..errors import StoreError
+from .journal import BuildLock
+
+BUILD_MARK = ".medimg-build-"  # a rebuild in progress, beside its store
+TRASH_MARK = ".medimg-trash-"  # a replaced store on its way out
+
+
+def rebuild_location(location: str) -> str:
+    """A fresh, recognizable sibling of ``location`` to build the replacement in."""
+    parent, name = os.path.split(_local_path(location))
+    return os.path.join(parent, f".{name}{BUILD_MARK}{uuid.uuid4().hex[:12]}")
+
+
+def rebuilds_beside(location: str) -> list[str]:
+    """The rebuilds that killed ``--overwrite`` builds of ``location`` left beside it,
+    oldest first."""
+    return _siblings(location, BUILD_MARK)
+
+
+def remove_leftovers(location: str) -> None:
+    """Delete the rebuilds and trash of earlier builds of ``location`` (call holding
+    its lock: no live build is using them)."""
+    for path in _siblings(location, BUILD_MARK) + _siblings(location, TRASH_MARK):
+        _remove(path)
+
+
+def refuse_remote_replace(location: str) -> None:
+    raise StoreError(location, "cannot replace a store on an object store safely (it has "
+                     "no atomic rename: readers would see a mix of the two stores)",
+                     hint="delete the old store first, or build to a new prefix")
+
+
+def is_local(location: str) -> bool:
+    fs = fsspec.core.url_to_fs(location)[0]
+    return isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+
+
+class Replacing:
+    """A writer that fills ``inner`` (built at a ``rebuild_location``) and, at close,
+    swaps it in for the store at ``target``. ``lock`` is the target's build lock, held
+    from the start to the end of the swap. Everything else is the inner writer's."""
+
+    def __init__(self, inner, target: str, lock: BuildLock | None,
+                 resumable: bool = True) -> None:
+        self.inner, self.target, self.lock, self.resumable = inner, target, lock, resumable
+        self.accept_failures = False  # swap in a store whose failed cases are missing
+        self.kept_old: str | None = None  # why close did not swap, for the build report
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def close(self, table=None) -> None:
+        try:
+            self.inner.close(table)
+            if self._swappable():
+                if self.lock is not None and self.lock.inside:
+                    # The new store carries the lock in: the name stays locked throughout.
+                    BuildLock(self.inner.location).acquire()
+                swap_in(self.inner.location, self.target)
+            else:
+                again = ("run again with --resume to finish and swap it in" if self.resumable
+                         else "rebuild")
+                self.kept_old = (
+                    f"the old store at {self.target} is kept: cases failed, so the rebuild "
+                    f"stays at {self.inner.location}; fix them and {again} (or pass "
+                    "--allow-failures to accept a store without them)")
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def abort(self) -> None:
+        try:
+            self.inner.abort()
+            if not self.resumable:
+                _remove(self.inner.location)  # half a rebuild nothing can finish
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _swappable(self) -> bool:
+        # Cases written or recovered (a resumed FinishedStore has recovered only).
+        written = len(getattr(self.inner, "_ids", self.inner.recovered))
+        every = written == getattr(self.inner, "n_cases", written)
+        return every or (self.accept_failures and written > 0)
+
+
+def swap_in(new: str, target: str) -> None:
+    """Put ``new`` at ``target`` and delete what was there (module docstring)."""
+    target = _local_path(target)
+    if not os.path.isdir(new) or not os.path.lexists(target):
+        os.replace(new, target)  # a file, or nothing to replace: one atomic rename
+        return
+    parent, name = os.path.split(new)
+    trash = os.path.join(parent, name.replace(BUILD_MARK, TRASH_MARK))
+    if _exchange(new, target):
+        os.rename(new, trash)  # the old store, out of the way of --resume's search
+    else:
+        os.rename(target, trash)
+        try:
+            os.rename(new, target)
+        except OSError as error:  # another build took the name in between
+            raise StoreError(target, f"could not move the rebuilt store in ({error}); the "
+                             f"old store is at {trash}, the new one at {new}",
+                             hint="move the one you want back into place by hand") from error
+    _remove(trash)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the
+    system or the filesystem cannot."""
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if rename is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if rename(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
+def _local_path(location: str) -> str:
+    """The absolute local path of a local ``location`` (a path or a file:// URL)."""
+    return os.path.abspath(fsspec.core.url_to_fs(location)[1])
+
+
+def _siblings(location: str, mark: str) -> list[str]:
+    parent, name = os.path.split(_local_path(location))
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return []
+    found = [os.path.join(parent, n) for n in names if n.startswith(f".{name}{mark}")]
+    return sorted(found, key=os.path.getmtime)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
