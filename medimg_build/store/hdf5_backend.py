@@ -55,9 +55,11 @@ STRING = h5py.string_dtype("utf-8")
 # 10-20% ratio on int16/float32 (1.52 -> 1.75 on CT) and costs nothing on uint8.
 DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 4,
                                        "shuffle": True}
-# Upper bound 1.10: no object uses a file format newer than HDF5 1.10, which every
-# h5py 3.x wheel reads.
-LIBVER = ("earliest", "v110")
+# HDF5 1.10's file format, exactly: every h5py 3.x wheel reads it, and unlike the
+# earliest format its metadata (superblock, object headers, chunk indexes) carries
+# checksums, so a damaged header is refused rather than read as other attributes
+# or other chunks (the chunks themselves carry fletcher32).
+LIBVER = ("v110", "v110")
 
 
 def wants_hdf5(location: str, format: str | None) -> bool:

@@ -14,6 +14,8 @@ workers as well as in threads (h5py serializes reads on its global lock).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dask.array as da
@@ -62,6 +64,21 @@ class H5Source:
 
         fs, path = fsspec.core.url_to_fs(self.location, **(self.storage_options or {}))
         return h5py.File(fs.open(path, "rb"), "r")
+
+
+@contextmanager
+def checked(location: str, what: str) -> Iterator[None]:
+    """h5py's errors on a damaged file (a metadata checksum, a chunk index that cannot
+    be read) as one StoreError naming the file and the object; a KeyError about a
+    name that is not there stays a KeyError."""
+    try:
+        yield
+    except KeyError as error:
+        if "doesn't exist" in str(error) or not str(error).startswith("'Unable"):
+            raise
+        raise damaged(location, what, f"cannot be read (HDF5: {error.args[0]})") from None
+    except (OSError, RuntimeError, ValueError) as error:
+        raise damaged(location, what, f"cannot be read (HDF5: {error})") from None
 
 
 def read_values(dataset: h5py.Dataset, key: Any = (), location: str | None = None
@@ -126,35 +143,46 @@ class _Chunks:
 
 
 class H5ReadGroup:
-    """The ``zarr.Group`` calls ``MedimgStore``, table.py and labels.py read with."""
+    """The ``zarr.Group`` calls ``MedimgStore``, table.py and labels.py read with; h5py's
+    errors on a damaged file become StoreErrors (``checked``)."""
 
     def __init__(self, source: H5Source, group: h5py.Group) -> None:
         self.source, self.h5 = source, group
 
+    def _checked(self, name: str = ""):
+        path = f"{self.h5.name.rstrip('/')}/{name}".strip("/") or "the root group"
+        return checked(self.source.location, path)
+
     @property
     def attrs(self) -> dict[str, Any]:
-        return decode_attrs(self.h5.attrs)
+        with self._checked():
+            return decode_attrs(self.h5.attrs)
 
     def __contains__(self, name: str) -> bool:
-        return name in self.h5
+        with self._checked(name):
+            return name in self.h5
 
     def __getitem__(self, path: str):
-        node = self.h5[path]
+        with self._checked(path):
+            node = self.h5[path]
         if isinstance(node, h5py.Group):
             return H5ReadGroup(self.source, node)
         return _Values(node, self.source.location)
 
     def array_keys(self) -> list[str]:
-        return [k for k, v in self.h5.items() if isinstance(v, h5py.Dataset)]
+        with self._checked():
+            return [k for k, v in self.h5.items() if isinstance(v, h5py.Dataset)]
 
     def groups(self) -> dict[str, H5ReadGroup]:
-        return {k: H5ReadGroup(self.source, v) for k, v in self.h5.items()
-                if isinstance(v, h5py.Group)}
+        with self._checked():
+            return {k: H5ReadGroup(self.source, v) for k, v in self.h5.items()
+                    if isinstance(v, h5py.Group)}
 
     def lazy(self, name: str) -> da.Array | np.ndarray:
         """A dataset as dask, chunked as stored; strings eagerly (small table columns,
         and dask has no string dtype worth having)."""
-        dataset = self.h5[name]
+        with self._checked(name):
+            dataset = self.h5[name]
         if is_string(dataset.dtype):
             return np.array(read_values(dataset, location=self.source.location).tolist(),
                             dtype=STRINGS)
@@ -170,9 +198,10 @@ class H5ReadGroup:
         variables, coords = {}, {}
         for name in [n for n in self.array_keys() if n not in NOT_DATA] if names is None \
                 else names:
-            dataset = self.h5[name]
-            dims = dims_of(dataset)
-            variable = xr.Variable(dims, self.lazy(name), attrs=decode_attrs(dataset.attrs))
+            with self._checked(name):
+                dataset = self.h5[name]
+                dims, attrs = dims_of(dataset), decode_attrs(dataset.attrs)
+            variable = xr.Variable(dims, self.lazy(name), attrs=attrs)
             if dims == (name,):
                 coords[name] = variable.load()
             else:
