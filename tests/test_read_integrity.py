@@ -5,6 +5,7 @@ reader (chunk_reads.py) and HDF5 (fletcher32)."""
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -150,6 +151,17 @@ def test_a_deleted_shard_is_an_error_naming_store_array_and_shard(tmp_path, layo
     d.shard.unlink()
     with pytest.raises(StoreError, match="is missing") as caught:
         read(store, d, 1)
+    _assert_names(caught.value, d.path, d)
+
+
+def test_a_pickled_store_still_checks(tmp_path):
+    """A lazy case sent to another process (Dask, a spawned DataLoader worker) checks
+    its reads there too (the store wrapper then finds the array metadata itself)."""
+    d = build(tmp_path, "volumes")
+    case = pickle.loads(pickle.dumps(open_store(d.path).case(d.case_id, chunks={})))
+    d.shard.unlink()
+    with pytest.raises(StoreError, match="is missing") as caught:
+        case["image"][0, 1].values
     _assert_names(caught.value, d.path, d)
 
 

@@ -239,7 +239,7 @@ class CheckedStore(WrapperStore):
             return
         if value is None:
             raise damaged(self.location, array, f"shard {coords} is missing (no object "
-                          f"{key!r}: every chunk of it reads as missing)")
+                          f"{key!r})")
         data = value.as_numpy_array()
         if byte_range is None:
             check_shard(self.location, array, layout, coords, data)
