@@ -69,12 +69,12 @@ class H5Source:
 @contextmanager
 def checked(location: str, what: str) -> Iterator[None]:
     """h5py's errors on a damaged file (a metadata checksum, a chunk index that cannot
-    be read) as one StoreError naming the file and the object; a KeyError about a
-    name that is not there stays a KeyError."""
+    be read) as one StoreError naming the file and the object; any other KeyError
+    (a name that is not there) stays a KeyError."""
     try:
         yield
     except KeyError as error:
-        if "doesn't exist" in str(error) or not str(error).startswith("'Unable"):
+        if "checksum" not in str(error):  # h5py's KeyError for a damaged object header
             raise
         raise damaged(location, what, f"cannot be read (HDF5: {error.args[0]})") from None
     except (OSError, RuntimeError, ValueError) as error:
