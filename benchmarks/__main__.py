@@ -10,7 +10,9 @@ import os
 import platform
 import shutil
 
-from . import ct_build, dicom_read, parallel, profile_build, reads, storage, targets
+from . import (
+    checksums, ct_build, dicom_read, parallel, profile_build, reads, storage, targets,
+)
 from .common import HERE, REPEATS, WORK
 from .inputs import SHAPE, make_ct_inputs
 
@@ -23,7 +25,8 @@ def main() -> None:
     results = {"machine": machine, "repeats": REPEATS, "ct_shape": list(SHAPE),
                "ct_build": ct_build.run(inputs),
                "profile": profile_build.run(inputs.nifti, inputs.nifti.parent.parent),
-               "reads": reads.run(inputs), "storage": storage.run(inputs),
+               "reads": reads.run(inputs), "checksums": checksums.run(inputs),
+               "storage": storage.run(inputs),
                "dicom_read": dicom_read.run(), "parallel": parallel.run()}
     results["targets"] = targets.evaluate(results)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
@@ -41,6 +44,7 @@ def render(results: dict) -> list[str]:
     lines += ct_build.markdown(results["ct_build"]) + [""]
     lines += profile_build.markdown(results["profile"]) + [""]
     lines += reads.markdown(results["reads"]) + [""]
+    lines += checksums.markdown(results["checksums"]) + [""]
     lines += storage.markdown(results["storage"]) + [""]
     lines += dicom_read.markdown(results["dicom_read"]) + [""]
     lines += parallel.markdown(results["parallel"])

@@ -19,6 +19,7 @@ import pandas as pd
 import zarr
 from numcodecs import Blosc
 from torch.utils.data import DataLoader
+from zarr.codecs import Crc32cCodec
 
 from medimg_build import open_store
 from medimg_build.case import Case
@@ -27,7 +28,7 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store
 from medimg_build.store.schema import CASES_GROUP, image_path
-from medimg_build.store.chunk_reads import NO_CHUNK, index_entries, index_size
+from medimg_build.store.chunk_reads import CRC32C_BYTES, NO_CHUNK, index_entries, index_size
 from medimg_build.training import CaseDataset
 
 from .common import REPEATS, WORK, median_seconds
@@ -136,7 +137,7 @@ def _stack_scan(stack) -> dict:
 
 def blosc_floor(array: zarr.Array, folder) -> int:
     """Read every shard file and Blosc-decode each chunk in it: the bytes our reads
-    decode, with nothing else (no Zarr, no index checksum, no copy into an array).
+    decode, with nothing else (no Zarr, no checksums, no copy into an array).
     Returns the number of chunks decoded."""
     return sum(1 for _ in decoded_chunks(array, folder))
 
@@ -145,12 +146,14 @@ def decoded_chunks(array: zarr.Array, folder) -> Iterator[bytes]:
     """The decoded bytes of every written chunk, shard file by shard file (in key
     order), in each shard's index order."""
     per_shard = int(np.prod([s // c for s, c in zip(array.shards, array.chunks)]))
+    # A chunk's last bytes are its crc32c (stores with checksums): not Blosc's.
+    crc = CRC32C_BYTES if isinstance(array.metadata.codecs[0].codecs[-1], Crc32cCodec) else 0
     blosc = Blosc()
     for path in sorted(p for p in folder.joinpath("c").rglob("*") if p.is_file()):
         data = path.read_bytes()
         for offset, length in index_entries(data[-index_size(per_shard):]).tolist():
             if offset != NO_CHUNK:
-                yield blosc.decode(data[offset:offset + length])
+                yield blosc.decode(data[offset:offset + length - crc])
 
 
 # -- S3 ----------------------------------------------------------------------------------

@@ -60,6 +60,11 @@ def _scan_gap(results: dict) -> str:
             "(a copy of every batch into one tensor)")
 
 
+def _checks_gap(results: dict) -> str:
+    return ("the crc32c of each chunk read (google_crc32c, ~25 GB/s) and, for a scan, "
+            "the check of every shard's index for missing chunks")
+
+
 def _parallel_gap(results: dict) -> str:
     p = results["parallel"]
     return (p.get("bottleneck") or "") + f" ({p['seconds_1_worker']:.1f} s vs "\
@@ -97,6 +102,10 @@ TARGETS = [
            lambda r: r["reads"]["slice"]["ours_over_npy"], _slice_gap),
     Target("stack full scan: ours / Blosc decode of the same bytes", 1.25, False,
            lambda r: r["reads"]["stack_scan"]["ours_over_floor"], _scan_gap),
+    Target("random 2D slice: with read checks / before them", 1.10, False,
+           lambda r: r["checksums"]["slice_ratio"], _checks_gap),
+    Target("stack full scan: with read checks / before them", 1.10, False,
+           lambda r: r["checksums"]["scan_ratio"], _checks_gap),
     Target("S3 slice read: GET requests after open", 2, False,
            lambda r: r["reads"]["s3"].get("gets_after_open", float("nan")),
            lambda r: r["reads"]["s3"].get("error", "")),

@@ -72,3 +72,26 @@ def test_writing_a_dicom_series_leaves_the_process_locale_alone(tmp_path):
     write_dicom_series(image, tmp_path / "series")
     assert locale.setlocale(locale.LC_ALL) == before
     assert len(list((tmp_path / "series").iterdir())) == 3
+
+
+def test_the_checks_are_timed_against_a_store_without_them(tmp_path):
+    """The baseline of "What the read checks cost" is the same store with the codec
+    chain of before (no crc32c), read by the same reader to the same pixels."""
+    from zarr.codecs import Crc32cCodec
+
+    from benchmarks.checksums import without_checksums
+
+    volume = np.random.default_rng(0).integers(-1000, 2000, (6, 16, 12)).astype(np.int16)
+    write_slice_stack(volume, tmp_path / "slices.zarr")
+    plain = without_checksums(tmp_path / "slices.zarr", tmp_path / "plain.zarr",
+                              ["image", "affine"])
+    for name, codecs in (("image", lambda a: a.metadata.codecs[0].codecs),
+                         ("affine", lambda a: a.metadata.codecs)):
+        assert any(isinstance(c, Crc32cCodec)
+                   for c in codecs(zarr.open_array(tmp_path / "slices.zarr" / name)))
+        assert not any(isinstance(c, Crc32cCodec)
+                       for c in codecs(zarr.open_array(plain / name)))
+    checked, before = open_store(tmp_path / "slices.zarr"), open_store(plain)
+    for case_id in checked.cases["case_id"]:
+        np.testing.assert_array_equal(before.read_image(case_id).array,
+                                      checked.read_image(case_id).array)

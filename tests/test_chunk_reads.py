@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import google_crc32c
 import nibabel as nib
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ import zarr
 
 from medimg_build import build_store, load_recipe, open_store
 from medimg_build.errors import StoreError
-from medimg_build.store.chunk_reads import NO_CHUNK, LeanArray, lean_array
-from medimg_build.store.schema import image_path, mask_path
+from medimg_build.store.chunk_reads import (
+    CRC32C_BYTES, NO_CHUNK, LeanArray, index_entries, index_size, lean_array,
+)
+from medimg_build.store.schema import default_compressor, image_path, mask_path
 
 
 def _arrays(location, case_id):
@@ -50,7 +53,9 @@ def test_selections_equal_zarr_python(reference_stores, selection):
     np.testing.assert_array_equal(case["image"][selection].values, expected)
 
 
-def test_chunks_never_written_read_as_the_fill_value(tmp_path):
+def test_empty_mask_slices_are_written_and_read_back(tmp_path):
+    """Every chunk is written, an all-zero one too: a chunk missing from a complete
+    case is damage (tests/test_read_integrity.py), never a slice of zeros."""
     source = tmp_path / "src"
     (source / "images").mkdir(parents=True)
     (source / "labels").mkdir()
@@ -69,11 +74,29 @@ def test_chunks_never_written_read_as_the_fill_value(tmp_path):
     empty = [z for z in range(stored.shape[0]) if not stored[z].any()]
     assert empty == [0, 1, 5, 6, 7]
     shard = tmp_path / "s.zarr" / "cases" / "case" / mask_path() / "c" / "0" / "0" / "0"
-    with open(shard, "rb") as handle:  # zarr wrote no chunk for them
-        index = lean_array(stored)._index((0, 0, 0), handle, shard)
-    assert np.flatnonzero(index[:, 0] == NO_CHUNK).tolist() == empty
+    with open(shard, "rb") as handle:
+        index = lean_array(stored)._index((0, 0, 0), handle)
+    assert not (index[:, 0] == NO_CHUNK).any()
     for z in range(stored.shape[0]):
         np.testing.assert_array_equal(case["mask"][z].values, stored[z])
+
+
+def test_chunks_of_an_older_store_never_written_read_as_the_fill_value(tmp_path):
+    """A store written without checksums (before them) left empty chunks out: the lean
+    reader still reads them as fill values, as zarr-python does."""
+    group = zarr.open_group(tmp_path / "old.zarr", mode="w")
+    array = group.create_array("image", shape=(4, 8, 8), dtype="int16", chunks=(1, 8, 8),
+                               shards=(4, 8, 8), compressors=default_compressor())
+    values = np.zeros((4, 8, 8), np.int16)
+    values[2] = 7
+    array[...] = values
+    lean = lean_array(array)
+    assert lean.grid is None  # not checksummed
+    with open(tmp_path / "old.zarr" / "image" / "c" / "0" / "0" / "0", "rb") as handle:
+        assert np.flatnonzero(lean._index((0, 0, 0), handle)[:, 0] == NO_CHUNK).tolist() \
+            == [0, 1, 3]
+    for z in range(4):
+        np.testing.assert_array_equal(lean._read((z, slice(None), slice(None))), values[z])
 
 
 def test_a_damaged_shard_index_is_an_error_naming_the_file(reference_stores, tmp_path):
@@ -85,7 +108,7 @@ def test_a_damaged_shard_index_is_an_error_naming_the_file(reference_stores, tmp
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="crc32c") as caught:
         open_store(store).case("ct")["image"][0, 0].values
-    assert str(shard) in str(caught.value)
+    assert str(caught.value).startswith(f"{store}: cases/ct/{image_path()} shard (0, 0, 0, 0)")
 
 
 def test_stack_selections_across_shards_equal_zarr_python(reference_stores):
@@ -98,13 +121,20 @@ def test_stack_selections_across_shards_equal_zarr_python(reference_stores):
         np.testing.assert_array_equal(lazy[selection].values, stored[selection])
 
 
-def test_a_damaged_chunk_is_an_error_naming_the_file(reference_stores, tmp_path):
+def test_a_damaged_blosc_frame_is_an_error_naming_the_chunk(reference_stores, tmp_path):
+    """A Blosc frame damaged under a valid checksum (so the crc32c check passes) is
+    still one line naming the store, the array and the chunk."""
     store = tmp_path / "ct.zarr"
     shutil.copytree(reference_stores.ct, store)
     shard = store / "cases" / "ct" / image_path() / "c" / "0" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
-    data[2:16] = bytes(14)  # the first chunk's Blosc header: sizes and flags gone
+    n_chunks = zarr.open_array(store / "cases" / "ct" / image_path()).nchunks
+    offset, nbytes = (int(v) for v in index_entries(bytes(data[-index_size(n_chunks):]))[0])
+    frame = offset + nbytes - CRC32C_BYTES
+    data[offset + 2:offset + 16] = bytes(14)  # the first chunk's Blosc header: sizes gone
+    data[frame:frame + CRC32C_BYTES] = google_crc32c.value(bytes(data[offset:frame])
+                                                           ).to_bytes(4, "little")
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="cannot be decoded") as caught:
         open_store(store).case("ct")["image"][0, 0].values
-    assert str(shard) in str(caught.value)
+    assert str(caught.value).startswith(f"{store}: cases/ct/{image_path()} chunk (0, 0, 0, 0)")

@@ -18,8 +18,12 @@ the full 4x4 in nibabel index order ``(x, y[, z])``, i.e. its columns are the RE
 the stored dims: it is the truth for oblique grids, where spacing/origin are not enough.
 
 Compression: Blosc zstd level 3 with byte shuffle (lossless) unless the caller passes
-another Zarr v3 codec. Chunks: one 2D slice of one channel of one case, so a slice
-decodes without its neighbours. Sharding keeps the file count low (below).
+another Zarr v3 codec, followed by ``crc32c``: every chunk of image and mask (and of the
+stack's affine/spacing/origin/complete) ends with the checksum of its compressed bytes,
+and every image and mask chunk is written, an empty one too, so that readers refuse a
+damaged or missing chunk (``integrity.py``). Chunks: one 2D slice of one channel of one
+case, so a slice decodes without its neighbours. Sharding keeps the file count low
+(below).
 
 Root attributes: ``attrs["medimg"]`` is the dict the builder passes (dataset, modality,
 organ, recipe, harmonization, label vocabulary, versions, provenance) plus:

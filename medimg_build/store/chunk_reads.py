@@ -7,7 +7,9 @@ read and checked again at every call. For the layout medimg-build writes (a loca
 per shard, ``sharding_indexed`` with the index at the end as ``bytes`` + ``crc32c``,
 chunks as ``bytes`` + ``blosc``), ``LeanArray`` reads each shard's index once, reads the
 chunk with one ``pread`` and lets Blosc decode it; a selection over several chunks is
-assembled chunk by chunk the same way. Other codecs, reversed selections and remote
+assembled chunk by chunk the same way. Chunks written with their crc32c (``[bytes,
+blosc, crc32c]``, every store of this version) are checked as ``integrity.py`` checks
+them for zarr-python: the checksum, and a missing shard or chunk is damage. Other codecs, reversed selections and remote
 stores go to zarr-python as before; the values are the same (tests/test_chunk_reads.py).
 No thread is involved, so forked DataLoader workers are safe.
 """
@@ -15,11 +17,9 @@ No thread is involved, so forked DataLoader workers are safe.
 from __future__ import annotations
 
 import os
-import struct
 from itertools import product
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
@@ -31,55 +31,58 @@ from zarr.codecs.bytes import Endian
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.storage import LocalStore
 
-from ..errors import StoreError
+from .integrity import (
+    CRC32C_BYTES, NO_CHUNK, CheckedStore, check_chunk, checksummed_array, crc32c_ok,
+    damaged, index_entries, index_size, shard_index,
+)
 
-INDEX_ENTRY = struct.Struct("<QQ")  # (offset, nbytes) per chunk of a shard
-NO_CHUNK = 2**64 - 1  # both fields of a chunk never written
-CRC32C_BYTES = 4
-
-
-def index_size(n_chunks: int) -> int:
-    """Bytes of the index ending a shard of ``n_chunks`` chunks: (offset, nbytes) per
-    chunk, then the crc32c of those."""
-    return n_chunks * INDEX_ENTRY.size + CRC32C_BYTES
-
-
-def index_entries(index: bytes) -> np.ndarray:
-    """The (offset, nbytes) rows of a shard index, in the shard's chunk order (C order);
-    ``NO_CHUNK`` marks a chunk never written. The checksum is not checked here."""
-    return np.frombuffer(index[:-CRC32C_BYTES], dtype="<u8").reshape(-1, 2)
+__all__ = ["CRC32C_BYTES", "NO_CHUNK", "LeanArray", "index_entries", "index_size",
+           "lean_array", "with_lean_reads"]
 
 
 def lean_array(array: zarr.Array) -> LeanArray | None:
     """A ``LeanArray`` over ``array`` when its storage is the layout above, else None."""
-    if not isinstance(array.store, LocalStore) or array.dtype.kind not in "biuf":
+    store, location = array.store, None
+    if isinstance(store, CheckedStore):
+        store, location = store._store, store.location
+    if not isinstance(store, LocalStore) or array.dtype.kind not in "biuf":
         return None
     (sharding, *rest) = array.metadata.codecs
     if rest or not isinstance(sharding, ShardingCodec):
         return None
     inner, index = sharding.codecs, sharding.index_codecs
+    checksummed = isinstance(inner[-1], Crc32cCodec)
+    blosc_codecs = inner[:-1] if checksummed else inner
     if not (sharding.index_location == ShardingCodecIndexLocation.end
-            and len(inner) == 2 and isinstance(inner[0], BytesCodec)
-            and isinstance(inner[1], BloscCodec)
+            and len(blosc_codecs) == 2 and isinstance(blosc_codecs[0], BytesCodec)
+            and isinstance(blosc_codecs[1], BloscCodec)
             and len(index) == 2 and isinstance(index[0], BytesCodec)
             and index[0].endian == Endian.little and isinstance(index[1], Crc32cCodec)
             and getattr(array.metadata.chunk_key_encoding, "separator", None) == "/"):
         return None
     endian = ">" if inner[0].endian == Endian.big else "<"  # None: one-byte values
-    return LeanArray(array, Path(array.store.root) / array.path, sharding.chunk_shape,
-                     np.dtype(array.dtype).newbyteorder(endian))
+    return LeanArray(array, Path(store.root) / array.path, sharding.chunk_shape,
+                     np.dtype(array.dtype).newbyteorder(endian),
+                     location or str(store.root), checksummed)
 
 
 class LeanArray(BackendArray):
-    """An xarray backend array reading basic selections itself (module docstring)."""
+    """An xarray backend array reading basic selections itself (module docstring).
+    ``checksummed``: the chunks end with their crc32c and were all written, so a bad
+    checksum, a missing shard and a missing chunk are each a StoreError naming
+    ``location`` (the store), the array and the chunk; else (a store of an older
+    version) only the shard index is checked and what is missing reads as fill."""
 
     def __init__(self, array: zarr.Array, folder: Path, chunk_shape: tuple[int, ...],
-                 stored_dtype: np.dtype) -> None:
+                 stored_dtype: np.dtype, location: str | None = None,
+                 checksummed: bool = False) -> None:
         self.array, self.folder = array, folder
         self.shape, self.dtype = array.shape, np.dtype(array.dtype)
         self.chunk_shape = tuple(chunk_shape)
         self.per_shard = tuple(s // c for s, c in zip(array.shards, self.chunk_shape))
         self.stored_dtype = stored_dtype
+        self.location = location or str(folder)
+        self.grid = checksummed_array(array.metadata) if checksummed else None
         self._indexes: dict[tuple[int, ...], np.ndarray] = {}
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -131,30 +134,43 @@ class LeanArray(BackendArray):
                                         self.per_shard)
         try:
             with open(path, "rb") as handle:
-                index = self._index(shard, handle, path)
+                index = self._index(shard, handle)
                 offset, nbytes = (int(v) for v in index[position])
-                if offset == NO_CHUNK:
+                if offset == NO_CHUNK:  # outside the array, or (older stores) never written
                     return self._fill()
                 data = os.pread(handle.fileno(), nbytes, offset)
-        except FileNotFoundError:  # a shard never written holds only fill values
-            return self._fill()
+        except FileNotFoundError:
+            if self.grid is not None:
+                raise damaged(self.location, self.array.path, f"shard {shard} is missing "
+                              f"(no file {path})") from None
+            return self._fill()  # an older store: a shard never written holds fill values
+        if self.grid is not None:
+            check_chunk(self.location, self.array.path, chunk, data)
+            data = memoryview(data)[:-CRC32C_BYTES]
         try:
             pixels = np.frombuffer(blosc.decompress(data), dtype=self.stored_dtype)
             return pixels.astype(self.dtype, copy=False).reshape(self.chunk_shape)
         except (RuntimeError, ValueError) as error:  # Blosc's or a wrong decoded size
-            raise StoreError(path, f"chunk {list(chunk)} cannot be decoded ({error})",
-                             hint="the file is damaged; `medimg-build verify` lists all") from None
+            raise damaged(self.location, self.array.path,
+                          f"chunk {chunk} cannot be decoded ({error})") from None
 
-    def _index(self, shard: tuple[int, ...], handle, path: Path) -> np.ndarray:
+    def _index(self, shard: tuple[int, ...], handle) -> np.ndarray:
         if shard not in self._indexes:
             size = index_size(int(np.prod(self.per_shard)))
-            handle.seek(-size, os.SEEK_END)
+            try:
+                handle.seek(-size, os.SEEK_END)
+            except OSError:  # shorter than its index
+                raise damaged(self.location, self.array.path,
+                              f"shard {shard} is truncated") from None
             raw = handle.read(size)
-            checksum = int.from_bytes(raw[-CRC32C_BYTES:], "little")
-            if google_crc32c.value(raw[:-CRC32C_BYTES]) != checksum:
-                raise StoreError(path, "the shard index fails its crc32c checksum",
-                                 hint="the file is damaged; `medimg-build verify` lists all")
-            self._indexes[shard] = index_entries(raw)
+            if self.grid is not None:  # checks the crc32c and that no chunk is missing
+                entries = shard_index(self.location, self.array.path, self.grid, shard, raw)
+            elif crc32c_ok(raw):
+                entries = index_entries(raw)
+            else:
+                raise damaged(self.location, self.array.path,
+                              f"shard {shard}: its chunk index fails its crc32c checksum")
+            self._indexes[shard] = entries
         return self._indexes[shard]
 
     def _fill(self) -> np.ndarray:

@@ -19,8 +19,9 @@ Mapping (the names, groups and dims are the Zarr store's, see ``medimg_build.sto
 - strings are variable-length UTF-8 (``h5py.string_dtype()``);
 - chunks are the Zarr chunks (one 2D slice of image and mask); HDF5 has no shards and
   needs none: the whole store is one file;
-- compression is deflate (gzip) with the byte-shuffle filter, built into every HDF5
-  library, so any h5py reads the file without plugins.
+- compression is deflate (gzip) with the byte-shuffle filter, and every chunk carries
+  HDF5's fletcher32 checksum: all built into every HDF5 library, so any h5py reads
+  (and checks) the file without plugins.
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ STRING = h5py.string_dtype("utf-8")
 # 10-20% ratio on int16/float32 (1.52 -> 1.75 on CT) and costs nothing on uint8.
 DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 4,
                                        "shuffle": True}
-# Upper bound 1.10: no object uses a file format newer than HDF5 1.10, which every
-# h5py 3.x wheel reads.
-LIBVER = ("earliest", "v110")
+# HDF5 1.10's file format, exactly: every h5py 3.x wheel reads it, and unlike the
+# earliest format its metadata (superblock, object headers, chunk indexes) carries
+# checksums, so a damaged header is refused rather than read as other attributes
+# or other chunks (the chunks themselves carry fletcher32).
+LIBVER = ("v110", "v110")
 
 
 def wants_hdf5(location: str, format: str | None) -> bool:
@@ -196,11 +199,13 @@ class H5Group:
         return group
 
     def create_array(self, name: str, *, shape=None, dtype=None, chunks=None,
-                     shards=None, compressors=None, fill_value=None,
+                     shards=None, compressors=None, fill_value=None, config=None,
                      dimension_names=None, attributes=None, data=None) -> h5py.Dataset:
-        """A dataset with Zarr's ``create_array`` arguments. ``shards`` and the Zarr
-        ``compressors`` are ignored: one file needs no shards, and every chunked dataset
-        gets this file's compression (small columns too: it costs nothing)."""
+        """A dataset with Zarr's ``create_array`` arguments. ``shards``, ``config`` and
+        the Zarr ``compressors`` are ignored: one file needs no shards, HDF5 writes
+        every chunk it is given, and every chunked dataset gets this file's compression
+        (small columns too: it costs nothing) and the fletcher32 checksum, which HDF5
+        checks on every read of the chunk (``hdf5_reader.py`` names a mismatch)."""
         if data is not None:
             data = np.asarray(data)
             shape, dtype = data.shape, data.dtype
@@ -208,7 +213,10 @@ class H5Group:
         kwargs: dict[str, Any] = {"shape": tuple(shape), "dtype": STRING if string else dtype,
                                   "track_times": False}  # same inputs, same bytes
         if chunks is not None and 0 not in tuple(shape):
-            kwargs.update(chunks=tuple(int(c) for c in chunks), **self._compression)
+            kwargs.update(self._compression)
+            # HDF5 refuses fletcher32 on variable-length strings (their chunks hold
+            # references to the global heap, not the strings).
+            kwargs.update(chunks=tuple(int(c) for c in chunks), fletcher32=not string)
         if fill_value is not None and not string:
             kwargs["fillvalue"] = fill_value
         dataset = self.h5.create_dataset(name, **kwargs)
@@ -235,6 +243,8 @@ def codecs_of(dataset: h5py.Dataset) -> list[dict[str, Any]]:
     if dataset.compression:
         codecs.append({"name": dataset.compression,
                        "configuration": {"level": dataset.compression_opts}})
+    if dataset.fletcher32:  # last in HDF5's pipeline, as crc32c is in Zarr's
+        codecs.append({"name": "fletcher32"})
     return codecs
 
 

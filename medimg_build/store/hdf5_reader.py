@@ -14,6 +14,8 @@ workers as well as in threads (h5py serializes reads on its global lock).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dask.array as da
@@ -24,6 +26,7 @@ from dask.base import tokenize
 
 from ..errors import StoreError
 from .hdf5_backend import decode_attrs, dims_of, is_string
+from .integrity import damaged
 from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
     CASE, CASES_GROUP,
@@ -63,11 +66,69 @@ class H5Source:
         return h5py.File(fs.open(path, "rb"), "r")
 
 
-def read_values(dataset: h5py.Dataset, key: Any = ()) -> np.ndarray:
-    """``dataset[key]`` with strings as str (h5py gives bytes)."""
-    if is_string(dataset.dtype):
-        return np.asarray(dataset.asstr()[key], dtype=object)
-    return dataset[key]
+@contextmanager
+def checked(location: str, what: str) -> Iterator[None]:
+    """h5py's errors on a damaged file (a metadata checksum, a chunk index that cannot
+    be read) as one StoreError naming the file and the object; any other KeyError
+    (a name that is not there) stays a KeyError."""
+    try:
+        yield
+    except KeyError as error:
+        if "checksum" not in str(error):  # h5py's KeyError for a damaged object header
+            raise
+        raise damaged(location, what, f"cannot be read (HDF5: {error.args[0]})") from None
+    except (OSError, RuntimeError, ValueError) as error:
+        raise damaged(location, what, f"cannot be read (HDF5: {error})") from None
+
+
+def read_values(dataset: h5py.Dataset, key: Any = (), location: str | None = None
+                ) -> np.ndarray:
+    """``dataset[key]`` with strings as str (h5py gives bytes). HDF5 checks each chunk's
+    fletcher32 as it reads it; a chunk that fails is a StoreError naming ``location``,
+    the dataset and the chunk (HDF5 says only "filter returned failure")."""
+    try:
+        if is_string(dataset.dtype):
+            return np.asarray(dataset.asstr()[key], dtype=object)
+        return dataset[key]
+    except OSError as error:
+        raise _damaged(dataset, key, location or dataset.file.filename, error) from None
+
+
+def _damaged(dataset: h5py.Dataset, key: Any, location: str, error: OSError) -> StoreError:
+    """The error of a failed read: which chunk of the selection fails (each is read
+    again alone: an error path only)."""
+    name = dataset.name.lstrip("/")
+    selection = _as_slices(key, dataset.shape)
+    if dataset.chunks is not None and selection is not None:
+        for chunk in dataset.iter_chunks(selection):
+            try:
+                dataset[chunk]
+            except OSError:
+                coords = tuple(s.start // c for s, c in zip(chunk, dataset.chunks))
+                return damaged(location, name, f"chunk {coords} fails its fletcher32 "
+                               "checksum or its decompression")
+    return damaged(location, name, f"cannot be read (HDF5: {error})")
+
+
+def _as_slices(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """A basic selection as one slice per axis (an integer as its one element), or None
+    for anything else (then the chunk is not named)."""
+    key = () if key is Ellipsis else key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key) or len(key) > len(shape):
+        return None
+    out = []
+    for k, n in zip(key + (slice(None),) * (len(shape) - len(key)), shape):
+        if isinstance(k, (int, np.integer)):
+            k = int(k) + n if k < 0 else int(k)
+            out.append(slice(k, k + 1))
+        elif isinstance(k, slice) and k.step in (None, 1):
+            start, stop, _ = k.indices(n)
+            if stop <= start:
+                return None
+            out.append(slice(start, stop))
+        else:
+            return None
+    return tuple(out)
 
 
 class _Chunks:
@@ -78,41 +139,53 @@ class _Chunks:
         self.ndim = len(shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return read_values(self.source.file[self.path], key)
+        return read_values(self.source.file[self.path], key, self.source.location)
 
 
 class H5ReadGroup:
-    """The ``zarr.Group`` calls ``MedimgStore``, table.py and labels.py read with."""
+    """The ``zarr.Group`` calls ``MedimgStore``, table.py and labels.py read with; h5py's
+    errors on a damaged file become StoreErrors (``checked``)."""
 
     def __init__(self, source: H5Source, group: h5py.Group) -> None:
         self.source, self.h5 = source, group
 
+    def _checked(self, name: str = ""):
+        path = f"{self.h5.name.rstrip('/')}/{name}".strip("/") or "the root group"
+        return checked(self.source.location, path)
+
     @property
     def attrs(self) -> dict[str, Any]:
-        return decode_attrs(self.h5.attrs)
+        with self._checked():
+            return decode_attrs(self.h5.attrs)
 
     def __contains__(self, name: str) -> bool:
-        return name in self.h5
+        with self._checked(name):
+            return name in self.h5
 
     def __getitem__(self, path: str):
-        node = self.h5[path]
+        with self._checked(path):
+            node = self.h5[path]
         if isinstance(node, h5py.Group):
             return H5ReadGroup(self.source, node)
-        return _Values(node)
+        return _Values(node, self.source.location)
 
     def array_keys(self) -> list[str]:
-        return [k for k, v in self.h5.items() if isinstance(v, h5py.Dataset)]
+        with self._checked():
+            return [k for k, v in self.h5.items() if isinstance(v, h5py.Dataset)]
 
     def groups(self) -> dict[str, H5ReadGroup]:
-        return {k: H5ReadGroup(self.source, v) for k, v in self.h5.items()
-                if isinstance(v, h5py.Group)}
+        with self._checked():
+            return {k: H5ReadGroup(self.source, v) for k, v in self.h5.items()
+                    if isinstance(v, h5py.Group)}
 
     def lazy(self, name: str) -> da.Array | np.ndarray:
         """A dataset as dask, chunked as stored; strings eagerly (small table columns,
         and dask has no string dtype worth having)."""
-        dataset = self.h5[name]
+        with self._checked(name):
+            dataset = self.h5[name]
         if is_string(dataset.dtype):
-            return np.array(read_values(dataset).tolist(), dtype=STRINGS)
+            return np.array(read_values(dataset, location=self.source.location).tolist(),
+                            dtype=STRINGS)
         source = _Chunks(self.source, dataset.name, dataset.shape, dataset.dtype)
         token = tokenize(self.source.location, dataset.name, dataset.shape, str(dataset.dtype))
         return da.from_array(source, chunks=dataset.chunks or dataset.shape,
@@ -125,9 +198,10 @@ class H5ReadGroup:
         variables, coords = {}, {}
         for name in [n for n in self.array_keys() if n not in NOT_DATA] if names is None \
                 else names:
-            dataset = self.h5[name]
-            dims = dims_of(dataset)
-            variable = xr.Variable(dims, self.lazy(name), attrs=decode_attrs(dataset.attrs))
+            with self._checked(name):
+                dataset = self.h5[name]
+                dims, attrs = dims_of(dataset), decode_attrs(dataset.attrs)
+            variable = xr.Variable(dims, self.lazy(name), attrs=attrs)
             if dims == (name,):
                 coords[name] = variable.load()
             else:
@@ -138,12 +212,12 @@ class H5ReadGroup:
 class _Values:
     """A dataset as the store code reads it: ``[key]`` gives decoded values."""
 
-    def __init__(self, dataset: h5py.Dataset) -> None:
-        self._dataset = dataset
+    def __init__(self, dataset: h5py.Dataset, location: str) -> None:
+        self._dataset, self._location = dataset, location
         self.shape, self.dtype = dataset.shape, dataset.dtype
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return read_values(self._dataset, key)
+        return read_values(self._dataset, key, self._location)
 
 
 def open_hdf5_store(location: str, storage_options: dict | None = None) -> Hdf5Store:

@@ -24,6 +24,7 @@ from .annotations import BOXES, LANDMARKS, read_annotations
 from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
 from .chunk_reads import with_lean_reads
+from .integrity import CheckedStore
 from .labels import read_label
 from .schema import (
     AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
@@ -42,7 +43,9 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
     # requests that a Zarr store (the common case) never needs.
     if not remote and (hdf5 := _hdf5_store(location, storage_options)):
         return hdf5
-    store = zarr_store(location, storage_options)
+    # Every chunk zarr-python fetches is checked first (integrity.py): damage is a
+    # StoreError naming the chunk, never fill values or wrong pixels.
+    store = CheckedStore(zarr_store(location, storage_options), location)
     try:
         # zarr_format=3: no probing for v2 files (each probe is a request on S3 or HTTP);
         # the consolidated metadata in the root zarr.json then describes every group and
@@ -57,6 +60,7 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
         raise StoreError(location, f"cannot read the store ({type(err).__name__}: {err})",
                          hint="check the URL, the network, and the credentials or "
                               "storage options") from None
+    store.watch(root)
     return MedimgStore(store, root, location)
 
 

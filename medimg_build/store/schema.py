@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import StoreError
 
@@ -55,6 +55,18 @@ def default_compressor() -> BloscCodec:
     bit-shuffle at the same write and read speed, and z-scored float32/float16 23%
     smaller (read ~40% slower, still ~1 GB/s on one core)."""
     return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+# Image and mask chunks are written even when they hold only the fill value, so that a
+# chunk missing from a finished store always means damage (integrity.py), never "zero".
+WHOLE_ARRAY_CONFIG = {"write_empty_chunks": True}
+
+
+def checksummed(compressor) -> tuple:
+    """The bytes-to-bytes codecs of a chunk: ``compressor`` (one codec or several), then
+    the crc32c of the compressed bytes, which every reader checks (integrity.py)."""
+    codecs = tuple(compressor) if isinstance(compressor, (list, tuple)) else (compressor,)
+    return codecs + (Crc32cCodec(),)
 
 
 def check_node_name(name: Any, what: str, where: str | None = None) -> str:

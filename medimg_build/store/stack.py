@@ -23,7 +23,7 @@ from .base import BaseWriter
 from .journal import test_kill_point
 from .schema import (
     AFFINE, AFFINE_DIMS, CASE, CHANNEL, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, SPATIAL,
-    STACK_ROOT_NAMES, TARGET_SHARD_BYTES, WORLD,
+    STACK_ROOT_NAMES, TARGET_SHARD_BYTES, WHOLE_ARRAY_CONFIG, WORLD, checksummed,
 )
 
 
@@ -97,11 +97,15 @@ class StackWriter(BaseWriter):
     def _array(self, name: str, dims: tuple[str, ...], case_shape: tuple[int, ...], dtype,
                chunks: tuple[int, ...] | None = None, shards: tuple[int, ...] | None = None,
                fill_value: Any = 0) -> None:
-        """A per-case array; unsharded ones are chunked like the image shards."""
+        """A per-case array; unsharded ones are chunked like the image shards. Every
+        chunk carries a crc32c; the sharded ones (image, mask) are written whole, so
+        that a missing chunk is damage (the per-case arrays of a shard whose cases all
+        failed are never written, and read as fill values by design)."""
         self._arrays[name] = self._root.create_array(
             name, shape=(self.n_cases,) + tuple(case_shape), dtype=dtype,
             chunks=chunks or (self._k,) + tuple(case_shape), shards=shards,
-            compressors=self._compressor if shards else "auto",
+            compressors=checksummed(self._compressor),
+            config=WHOLE_ARRAY_CONFIG if shards else None,
             fill_value=fill_value, dimension_names=dims,
         )
 

@@ -28,8 +28,8 @@ from .labels import segmentation_classes
 from .ngff import image_ome, label_image_ome, labels_ome
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
-    CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES, image_path,
-    level_group, mask_path,
+    CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES, WHOLE_ARRAY_CONFIG,
+    checksummed, image_path, level_group, mask_path,
 )
 from .worker_writes import CaseDestination, WrittenCase
 
@@ -172,11 +172,12 @@ def _write_mask(group, case_id: str, stored: np.ndarray, plan: list[Factors],
 
 
 def _array(group, name: str, dims: tuple[str, ...], data: np.ndarray, compressor) -> None:
-    """One shard (the whole array) of 2D-slice chunks."""
+    """One shard (the whole array) of 2D-slice chunks, each with its crc32c, all
+    written (an empty mask slice too: a chunk missing from a complete case is damage)."""
     chunks = (1,) * (data.ndim - 2) + data.shape[-2:]
     array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                               shards=data.shape, compressors=compressor,
-                               dimension_names=dims)
+                               shards=data.shape, compressors=checksummed(compressor),
+                               config=WHOLE_ARRAY_CONFIG, dimension_names=dims)
     array[...] = data
 
 

@@ -1,0 +1,260 @@
+"""What every read of a store checks, so that a damaged store never reads as wrong pixels.
+
+A chunk written by medimg-build ends with the crc32c of its compressed bytes (the
+``crc32c`` codec last in the chunk's codecs: ``[bytes, blosc, crc32c]`` inside each
+shard), and every chunk of image and mask is written, an empty one too
+(``schema.checksummed``, ``schema.WHOLE_ARRAY_CONFIG``). So, for such an array:
+
+- a chunk whose bytes fail their crc32c, or a shard index failing its own, is damage;
+- a shard that is missing, or a chunk that its shard's index says was never written
+  (inside the array's bounds), is damage too -- zarr-python would read fill values.
+
+Zarr reads go through ``CheckedStore``, a wrapper of the store that checks each object
+zarr-python fetches before zarr decodes it: the index and chunk ranges of a partial
+shard read, a whole shard, an unsharded chunk. It names the store, the array and the
+chunk in a one-line StoreError; zarr's own crc32c check then runs on verified bytes.
+The lean local reader (chunk_reads.py) and HDF5 (fletcher32, hdf5_reader.py) check
+with the same helpers and the same message. Arrays written without the checksum (a
+store of an older version) are read as before.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+
+import google_crc32c
+import numpy as np
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.bytes import Endian
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata import ArrayV3Metadata
+from zarr.storage import WrapperStore
+
+from ..errors import StoreError
+
+DAMAGED_HINT = "the store is damaged: verify it with medimg-build verify, rebuild or restore it"
+INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64 per chunk of a shard
+NO_CHUNK = 2**64 - 1  # both fields of a chunk never written
+CRC32C_BYTES = 4
+CHUNK_DIR = "/c/"  # zarr v3's default chunk keys: <array>/c/<i>/<j>/...
+
+
+def index_size(n_chunks: int) -> int:
+    """Bytes of the index ending a shard of ``n_chunks`` chunks: (offset, nbytes) per
+    chunk, then the crc32c of those."""
+    return n_chunks * INDEX_ENTRY_BYTES + CRC32C_BYTES
+
+
+def index_entries(index) -> np.ndarray:
+    """The (offset, nbytes) rows of a shard index, in the shard's chunk order (C order);
+    ``NO_CHUNK`` marks a chunk never written. The checksum is not checked here."""
+    return np.frombuffer(index, dtype="<u8", count=(len(index) - CRC32C_BYTES) // 8
+                         ).reshape(-1, 2)
+
+
+def damaged(location: str, array: str, problem: str) -> StoreError:
+    """The one-line error of every failed check: store, array, chunk and what failed."""
+    return StoreError(location, f"{array} {problem}", hint=DAMAGED_HINT)
+
+
+def crc32c_ok(data) -> bool:
+    """Whether ``data`` (bytes-like) ends with the crc32c of the rest."""
+    view = np.frombuffer(data, dtype=np.uint8)  # google_crc32c takes arrays, not views
+    if len(view) < CRC32C_BYTES:
+        return False
+    stored = int.from_bytes(view[-CRC32C_BYTES:].tobytes(), "little")
+    return google_crc32c.value(view[:-CRC32C_BYTES]) == stored
+
+
+@dataclass(frozen=True)
+class ChecksummedArray:
+    """The chunk grid of an array whose chunks carry a crc32c. ``per_shard`` is None
+    for an unsharded array (each object is one chunk, and a missing one reads as fill
+    values by design: the stack's per-case arrays of a shard never written)."""
+
+    grid: tuple[int, ...]  # chunks along each axis
+    per_shard: tuple[int, ...] | None
+
+    @property
+    def index_bytes(self) -> int:
+        return index_size(int(np.prod(self.per_shard)))
+
+    def chunk_of(self, shard: tuple[int, ...], position: int) -> tuple[int, ...]:
+        """The array chunk at ``position`` (C order) of the shard's index."""
+        local = np.unravel_index(position, self.per_shard)
+        return tuple(int(s * p + i) for s, p, i in zip(shard, self.per_shard, local))
+
+    def in_bounds(self, chunk: tuple[int, ...]) -> bool:
+        return all(c < n for c, n in zip(chunk, self.grid))
+
+
+def checksummed_array(metadata) -> ChecksummedArray | None:
+    """What ``metadata`` (zarr v3 array metadata) says about checking its chunks, or None
+    when they carry no crc32c (an older store) or are laid out otherwise."""
+    if not isinstance(metadata, ArrayV3Metadata):
+        return None
+    codecs = metadata.codecs
+    outer = tuple(metadata.chunk_grid.chunk_shape)
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sharding = codecs[0]
+        index = sharding.index_codecs
+        if not (isinstance(sharding.codecs[-1], Crc32cCodec)
+                and sharding.index_location == ShardingCodecIndexLocation.end
+                and len(index) == 2 and isinstance(index[0], BytesCodec)
+                and index[0].endian == Endian.little and isinstance(index[1], Crc32cCodec)):
+            return None
+        inner = tuple(sharding.chunk_shape)
+        grid = tuple(-(-n // c) for n, c in zip(metadata.shape, inner))
+        return ChecksummedArray(grid, tuple(o // i for o, i in zip(outer, inner)))
+    if codecs and isinstance(codecs[-1], Crc32cCodec):
+        return ChecksummedArray(tuple(-(-n // c) for n, c in zip(metadata.shape, outer)), None)
+    return None
+
+
+def chunk_key(key: str) -> tuple[str, tuple[int, ...]] | None:
+    """(array path, grid coordinates) of a chunk key, or None for any other key."""
+    head, sep, tail = key.rpartition(CHUNK_DIR)
+    if key.startswith(CHUNK_DIR[1:]) and not sep:  # an array at the store's root path
+        head, tail = "", key[len(CHUNK_DIR) - 1:]
+    parts = tail.split("/")
+    if not parts or not all(p.isdigit() for p in parts):
+        return None
+    return head, tuple(int(p) for p in parts)
+
+
+def shard_index(location: str, array: str, layout: ChecksummedArray,
+                shard: tuple[int, ...], raw) -> np.ndarray:
+    """The (offset, nbytes) rows of a shard's index ``raw`` (its last bytes), after
+    checking its crc32c and that every chunk inside the array's bounds was written."""
+    if len(raw) != layout.index_bytes or not crc32c_ok(raw):
+        raise damaged(location, array, f"shard {shard}: its chunk index fails its crc32c "
+                      "checksum")
+    entries = index_entries(raw)
+    for position in np.flatnonzero(entries[:, 0] == NO_CHUNK):
+        chunk = layout.chunk_of(shard, int(position))
+        if layout.in_bounds(chunk):
+            raise damaged(location, array, f"chunk {chunk} is missing from its shard {shard}")
+    return entries
+
+
+def check_chunk(location: str, array: str, chunk: tuple[int, ...], data) -> None:
+    if not crc32c_ok(data):
+        raise damaged(location, array, f"chunk {chunk} fails its crc32c checksum")
+
+
+def check_shard(location: str, array: str, layout: ChecksummedArray,
+                shard: tuple[int, ...], data) -> None:
+    """A whole shard: its index, then every chunk it lists."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    if len(view) < layout.index_bytes:
+        raise damaged(location, array, f"shard {shard} is truncated")
+    entries = shard_index(location, array, layout, shard, view[-layout.index_bytes:])
+    for position, (offset, nbytes) in enumerate(entries.tolist()):
+        if offset == NO_CHUNK:
+            continue
+        chunk = layout.chunk_of(shard, position)
+        if offset + nbytes > len(view) - layout.index_bytes:
+            raise damaged(location, array, f"chunk {chunk} lies outside its shard {shard}")
+        check_chunk(location, array, chunk, view[offset:offset + nbytes])
+
+
+class CheckedStore(WrapperStore):
+    """A read-only Zarr store that checks every chunk object before zarr-python decodes
+    it (module docstring). ``watch(root)`` lets it find array metadata in the root's
+    consolidated metadata; without it (after pickling, on a Dask worker) it reads the
+    array's ``zarr.json`` once."""
+
+    def __init__(self, store, location: str) -> None:
+        super().__init__(store)
+        self.location = location
+        self._root = None  # the AsyncGroup whose (consolidated) metadata describes arrays
+        self._arrays: dict[str, ChecksummedArray | None] = {}
+
+    def watch(self, root) -> None:
+        self._root = root._async_group if hasattr(root, "_async_group") else root
+
+    def _with_store(self, store) -> CheckedStore:
+        other = type(self)(store, self.location)
+        other._root = self._root
+        return other
+
+    def __getstate__(self) -> dict:
+        return {"store": self._store, "location": self.location}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["store"], state["location"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CheckedStore) and self._store == other._store
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.location))
+
+    async def _layout(self, array: str) -> ChecksummedArray | None:
+        if array not in self._arrays:
+            self._arrays[array] = checksummed_array(await self._metadata(array))
+        return self._arrays[array]
+
+    async def _metadata(self, array: str):
+        if self._root is not None:
+            try:
+                node = await self._root.getitem(array)
+                return node.metadata
+            except (KeyError, ValueError):
+                pass
+        raw = await self._store.get(f"{array}/zarr.json" if array else "zarr.json",
+                                    default_buffer_prototype())
+        if raw is None:
+            return None
+        document = json.loads(raw.to_bytes())
+        return ArrayV3Metadata.from_dict(document) \
+            if document.get("node_type") == "array" else None
+
+    async def get(self, key, prototype, byte_range=None):
+        parsed = chunk_key(key)
+        try:
+            value = await self._store.get(key, prototype, byte_range)
+        except zipfile.BadZipFile as error:  # a snapshot's member fails the zip's CRC-32
+            array, what = parsed if parsed else (key, None)
+            raise damaged(self.location, array, f"shard {what} fails the zip's check "
+                          f"({error})" if what else f"fails the zip's check ({error})"
+                          ) from None
+        if parsed is None:
+            return value
+        array, coords = parsed
+        layout = await self._layout(array)
+        if layout is not None:
+            await self._check(array, coords, layout, key, value, byte_range)
+        return value
+
+    async def _check(self, array: str, coords: tuple[int, ...], layout: ChecksummedArray,
+                     key: str, value, byte_range) -> None:
+        if layout.per_shard is None:  # one object, one chunk
+            if value is not None and byte_range is None:
+                check_chunk(self.location, array, coords, value.as_numpy_array())
+            return
+        if value is None:
+            raise damaged(self.location, array, f"shard {coords} is missing (no object "
+                          f"{key!r})")
+        data = value.as_numpy_array()
+        if byte_range is None:
+            check_shard(self.location, array, layout, coords, data)
+        elif isinstance(byte_range, SuffixByteRequest):  # zarr reads the index first
+            shard_index(self.location, array, layout, coords, data)
+        elif isinstance(byte_range, RangeByteRequest) and not crc32c_ok(data):
+            chunk = await self._chunk_at(array, coords, layout, key, byte_range.start)
+            raise damaged(self.location, array, f"chunk {chunk} fails its crc32c checksum")
+
+    async def _chunk_at(self, array: str, shard: tuple[int, ...], layout: ChecksummedArray,
+                        key: str, offset: int):
+        """The chunk stored at ``offset`` of a shard, to name it (an error path only)."""
+        raw = await self._store.get(key, default_buffer_prototype(),
+                                    SuffixByteRequest(layout.index_bytes))
+        entries = shard_index(self.location, array, layout, shard, raw.as_numpy_array())
+        positions = np.flatnonzero(entries[:, 0] == offset)
+        return layout.chunk_of(shard, int(positions[0])) if len(positions) else \
+            f"at byte {offset} of shard {shard}"
