@@ -5,6 +5,7 @@ a snapshot, a full disk, a read-only output, an absent scheduler, a bad --set va
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -105,6 +106,35 @@ def test_verify_a_folder_that_is_not_a_store(tmp_path, capsys):
     assert f"{tmp_path / 'photos'}: is not a store" in _error_line(capsys)
     assert main(["verify", str(tmp_path / "nothing")]) == 2
     assert f"{tmp_path / 'nothing'}: no store at this path" in _error_line(capsys)
+
+
+def _edit_root_metadata(store, edit) -> None:
+    path = store / "zarr.json"
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda d: d["attributes"].__setitem__("medimg", "x"), "'medimg'"),
+    (lambda d: d["attributes"]["medimg"].__setitem__("manifest", "x"), "'medimg.manifest'"),
+    (lambda d: d["attributes"]["medimg"].pop("manifest"), "'medimg.manifest'")],
+    ids=["medimg a string", "manifest summary a string", "manifest summary removed"])
+def test_verify_root_attributes_of_the_wrong_type(store, capsys, edit, named):
+    """An edited root zarr.json whose medimg record (or its manifest summary) is not a
+    mapping, or is gone while the manifest array is there: one line, not the
+    AttributeError of reading it."""
+    _edit_root_metadata(store, edit)
+    assert main(["verify", str(store)]) == 2
+    err = _error_line(capsys)
+    assert f"{store}/zarr.json: the root attribute {named} is missing or damaged" in err
+
+
+def test_validate_root_metadata_of_the_wrong_type(store, capsys):
+    """zarr raises TypeError on zarr.json fields of the wrong JSON type."""
+    _edit_root_metadata(store, lambda d: d.__setitem__("attributes", []))
+    assert main(["validate", str(store)]) == 2
+    assert f"{store}: not a Zarr v3 group (TypeError)" in _error_line(capsys)
 
 
 def test_a_snapshot_of_a_snapshot_is_the_same_bytes(built, tmp_path, capsys):

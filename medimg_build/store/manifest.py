@@ -232,10 +232,7 @@ def open_root(store, location: str) -> zarr.Group:
 
 
 def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
-    summary = (root.attrs.get("medimg") or {}).get("manifest")
-    if not summary:
-        raise ManifestError(location, "has no content manifest",
-                            hint="built by an older medimg-build, or an HDF5 file; rebuild it")
+    summary = _manifest_summary(root, location)
     try:
         document = json.loads(str(root[MANIFEST][:].tolist()[0]))
         if not isinstance(document.get("objects"), dict):
@@ -248,6 +245,23 @@ def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
             f"{ROOT_METADATA} records content sha256 {summary.get('content_sha256')}",
             hint="restore the store from a snapshot, or rebuild it") from None
     return {"summary": summary, **document}
+
+
+def _manifest_summary(root: zarr.Group, location: str) -> dict[str, Any]:
+    """The root attributes' record of the manifest (its content sha256); a
+    ManifestError if there is none or it is not a mapping (an edited root zarr.json)."""
+    medimg = root.attrs.get("medimg")
+    summary = medimg.get("manifest") if isinstance(medimg, dict) else None
+    if isinstance(summary, dict) and summary:
+        return summary
+    if medimg is None or (summary is None and MANIFEST not in root):
+        raise ManifestError(location, "has no content manifest",
+                            hint="built by an older medimg-build, or an HDF5 file; rebuild it")
+    damaged = "'medimg'" if not isinstance(medimg, dict) else "'medimg.manifest'"
+    raise ManifestError(_key_location(location, ROOT_METADATA),
+                        f"the root attribute {damaged} is missing or damaged, so the "
+                        "recorded content sha256 is unknown",
+                        hint="restore the store from a snapshot, or rebuild it")
 
 
 def _key_location(location: str, key: str) -> str:
