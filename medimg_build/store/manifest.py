@@ -383,9 +383,16 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
                             hint="built by an older medimg-build, or an HDF5 file; rebuild it")
     store = zarr_store(location, storage_options)
     keys = _all_keys(store)
-    partial = out + ".partial"  # never leave a truncated zip under the final name
+    # Never a truncated or unverified zip under the final name (".zip": verify reads it).
+    partial = out[:-len(".zip")] + ".partial.zip"
     try:
         _write_zip(partial, store, keys)
+        problems = verify_store(partial)  # the hash it will be shared by must hold
+        if problems:
+            raise ManifestError(location, f"does not verify, so no snapshot was written "
+                                f"({len(problems)} problem(s), the first: {problems[0]})",
+                                hint="`medimg-build verify` lists them; restore the store "
+                                     "or rebuild it")
         os.replace(partial, out)
     except BaseException as err:
         if os.path.exists(partial):  # a full disk: give the space back
