@@ -314,6 +314,23 @@ def test_resume_rebuilds_a_case_whose_source_changed(kind, point, changed, tmp_p
     _same(out, reference)
 
 
+def test_resume_rebuilds_a_case_whose_mask_was_added(tmp_path, capsys):
+    """A mask put beside a case after the case was built (killed build): the case
+    built without it is stale, as if a source had changed."""
+    source = _volume_source(tmp_path / "src")
+    mask = source / "labels" / "case1.nii.gz"
+    held = mask.rename(tmp_path / "case1 mask.nii.gz")
+    out = tmp_path / "killed.zarr"
+    _killed(_args("volumes", source, out), "4")
+    held.rename(mask)
+    assert main(_args("volumes", source, out) + ["--resume"]) == 0
+    assert "case1: source added since it was built (labels/case1.nii.gz); rebuilt" in \
+        capsys.readouterr().out
+    reference = tmp_path / "reference.zarr"
+    assert main(_args("volumes", source, reference)) == 0
+    _same(out, reference)
+
+
 def _change(path: Path) -> None:
     if path.suffix == ".png":
         from PIL import Image
