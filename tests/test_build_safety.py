@@ -291,6 +291,7 @@ def test_an_hdf5_overwrite_whose_cases_all_fail_keeps_the_old_file(sources, tmp_
         image.write_bytes(b"not a nifti")
     assert main(_args("volumes", broken, out) + ["--overwrite"]) == 1
     assert out.read_bytes() == before
+    assert _beside(out) == []  # the failed rebuild is gone: nothing could finish it
     with pytest.raises(StoreError, match="Zarr stores only"):  # HDF5: no resume
         build_store(load_recipe("volume-folder"), broken, out, progress=False, resume=True)
 

@@ -89,13 +89,18 @@ class Replacing:
                     # The new store carries the lock in: the name stays locked throughout.
                     BuildLock(self.inner.location).acquire()
                 swap_in(self.inner.location, self.target)
-            else:
-                again = ("run again with --resume to finish and swap it in" if self.resumable
-                         else "rebuild")
+            elif self.resumable:
                 self.kept_old = (
                     f"the old store at {self.target} is kept: cases failed, so the rebuild "
-                    f"stays at {self.inner.location}; fix them and {again} (or pass "
-                    "--allow-failures to accept a store without them)")
+                    f"stays at {self.inner.location}; fix them and run again with --resume "
+                    "to finish and swap it in (or pass --allow-failures to accept a store "
+                    "without them)")
+            else:
+                _remove(self.inner.location)  # nothing can finish it: no space left taken
+                self.kept_old = (
+                    f"the old store at {self.target} is kept: cases failed, so the rebuild "
+                    "was discarded; fix them and rebuild (or pass --allow-failures to "
+                    "accept a store without them)")
         finally:
             if self.lock is not None:
                 self.lock.release()
