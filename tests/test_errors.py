@@ -18,6 +18,7 @@ import zarr
 from zarr.storage import _local
 
 from medimg_build.cli import main
+from medimg_build.store.journal import KILL_ENV
 from medimg_build.store.manifest import verify_store
 from test_resume import _args, _volume_source
 
@@ -128,6 +129,18 @@ def test_verify_root_attributes_of_the_wrong_type(store, capsys, edit, named):
     assert main(["verify", str(store)]) == 2
     err = _error_line(capsys)
     assert f"{store}/zarr.json: the root attribute {named} is missing or damaged" in err
+
+
+def test_verify_an_unfinished_store_says_so(built, tmp_path, capsys):
+    """A build killed (or still running): not 'built by an older medimg-build'."""
+    _, source, _ = built
+    out = tmp_path / "killed.zarr"
+    done = subprocess.run([sys.executable, "-m", "medimg_build.cli",
+                           *_args("volumes", source, out), "--workers", "1"],
+                          env=dict(os.environ, **{KILL_ENV: "2"}), capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()[-500:]
+    assert main(["verify", str(out)]) == 2
+    assert f"{out}: the build that writes this store has not finished" in _error_line(capsys)
 
 
 def test_validate_root_metadata_of_the_wrong_type(store, capsys):

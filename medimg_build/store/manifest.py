@@ -254,6 +254,11 @@ def _manifest_summary(root: zarr.Group, location: str) -> dict[str, Any]:
     summary = medimg.get("manifest") if isinstance(medimg, dict) else None
     if isinstance(summary, dict) and summary:
         return summary
+    if isinstance(medimg, dict) and medimg.get("finished") is False:
+        raise ManifestError(location, "the build that writes this store has not finished "
+                            "(the content manifest is written at its end)",
+                            hint="wait for it to end, or if it was killed, run it again "
+                                 "with --resume")
     if medimg is None or (summary is None and MANIFEST not in root):
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build, or an HDF5 file; rebuild it")
