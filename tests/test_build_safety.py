@@ -194,6 +194,23 @@ def test_a_killed_overwrite_is_resumed_beside_the_old_store(sources, references,
     assert _beside(out) == []
 
 
+def test_an_overwrite_through_a_symbolic_link_replaces_the_store_it_points_at(
+        sources, references, tmp_path):
+    """ds.zarr -> a store on a larger disk: the rebuild goes there, the link stays, and
+    the old store is not left behind (it was: the link became a new directory on the
+    link's disk, and the old store stayed where the link had pointed)."""
+    real = tmp_path / "big disk" / "ct.zarr"
+    real.parent.mkdir()
+    shutil.copytree(references["volumes"], real)
+    link = tmp_path / "home" / "ct.zarr"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    assert main(_other(_args("volumes", sources["volumes"], link)) + ["--overwrite"]) == 0
+    assert link.is_symlink() and link.resolve() == real
+    _same(real, references["volumes-other"])
+    assert _beside(real) == [] and _beside(link) == []
+
+
 def _same_but_stale_lock(out: Path, reference: Path) -> None:
     (out / LOCK_NAME).unlink()
     _same(out, reference)

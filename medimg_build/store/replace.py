@@ -158,8 +158,10 @@ def _exchange(a: str, b: str) -> bool:
 
 
 def _local_path(location: str) -> str:
-    """The absolute local path of a local ``location`` (a path or a file:// URL)."""
-    return os.path.abspath(fsspec.core.url_to_fs(location)[1])
+    """The real local path of a local ``location`` (a path or a file:// URL). A store
+    reached through a symbolic link is rebuilt and swapped where it really is: the
+    link keeps pointing at it, and the rebuild is on the store's own filesystem."""
+    return os.path.realpath(fsspec.core.url_to_fs(location)[1])
 
 
 def _siblings(location: str, mark: str) -> list[str]:
