@@ -131,16 +131,20 @@ def test_verify_root_attributes_of_the_wrong_type(store, capsys, edit, named):
     assert f"{store}/zarr.json: the root attribute {named} is missing or damaged" in err
 
 
-def test_verify_an_unfinished_store_says_so(built, tmp_path, capsys):
+@pytest.mark.parametrize("name, again", [("killed.zarr", "--resume"),
+                                         ("killed.h5", "--overwrite")])
+def test_verify_an_unfinished_store_says_so(built, tmp_path, capsys, name, again):
     """A build killed (or still running): not 'built by an older medimg-build'."""
     _, source, _ = built
-    out = tmp_path / "killed.zarr"
+    out = tmp_path / name
     done = subprocess.run([sys.executable, "-m", "medimg_build.cli",
                            *_args("volumes", source, out), "--workers", "1"],
                           env=dict(os.environ, **{KILL_ENV: "2"}), capture_output=True)
     assert done.returncode == -9, done.stderr.decode()[-500:]
     assert main(["verify", str(out)]) == 2
-    assert f"{out}: the build that writes this store has not finished" in _error_line(capsys)
+    err = _error_line(capsys)
+    assert f"{out}: the build that writes this store has not finished" in err
+    assert f"run it again with {again}" in err
 
 
 def test_validate_root_metadata_of_the_wrong_type(store, capsys):

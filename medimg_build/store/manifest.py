@@ -254,11 +254,7 @@ def _manifest_summary(root: zarr.Group, location: str) -> dict[str, Any]:
     summary = medimg.get("manifest") if isinstance(medimg, dict) else None
     if isinstance(summary, dict) and summary:
         return summary
-    if isinstance(medimg, dict) and medimg.get("finished") is False:
-        raise ManifestError(location, "the build that writes this store has not finished "
-                            "(the content manifest is written at its end)",
-                            hint="wait for it to end, or if it was killed, run it again "
-                                 "with --resume")
+    refuse_unfinished(medimg, location, "--resume")
     if medimg is None or (summary is None and MANIFEST not in root):
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build, or an HDF5 file; rebuild it")
@@ -267,6 +263,16 @@ def _manifest_summary(root: zarr.Group, location: str) -> dict[str, Any]:
                         f"the root attribute {damaged} is missing or damaged, so the "
                         "recorded content sha256 is unknown",
                         hint="restore the store from a snapshot, or rebuild it")
+
+
+def refuse_unfinished(medimg: Any, location: str, again: str) -> None:
+    """A ManifestError if the root attributes ``medimg`` are those of a build that has
+    not finished (still running, or killed); ``again``: how to finish it."""
+    if isinstance(medimg, dict) and medimg.get("finished") is False:
+        raise ManifestError(location, "the build that writes this store has not finished "
+                            "(the content manifest is written at its end)",
+                            hint=f"wait for it to end, or if it was killed, run it again "
+                                 f"with {again}")
 
 
 def _key_location(location: str, key: str) -> str:
