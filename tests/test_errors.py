@@ -154,6 +154,41 @@ def test_validate_root_metadata_of_the_wrong_type(store, capsys):
     assert f"{store}: not a Zarr v3 group (TypeError)" in _error_line(capsys)
 
 
+def test_outputs_that_are_directories_are_refused_and_missing_folders_made(
+        built, tmp_path, capsys):
+    """export-table onto a directory (the store itself, say) and snapshot onto one:
+    one line, and the directory untouched; a table under a folder not yet made."""
+    reference = built[2]
+    assert main(["export-table", str(reference), "--out", str(reference)]) == 2
+    assert f"{reference}: is a directory, not a file name for the table" in \
+        _error_line(capsys)
+    assert verify_store(reference) == []
+    (tmp_path / "taken.zip").mkdir()
+    assert main(["snapshot", str(reference), str(tmp_path / "taken.zip")]) == 2
+    assert "is a directory, not a file name for the snapshot" in _error_line(capsys)
+    assert main(["export-table", str(reference), "--out",
+                 str(tmp_path / "new" / "folder" / "t.parquet")]) == 0
+    assert (tmp_path / "new" / "folder" / "t.parquet").stat().st_size > 0
+
+
+def test_an_export_that_cannot_open_its_output_leaves_an_existing_file(
+        built, tmp_path, capsys, monkeypatch):
+    """Only a table the export began writing is removed when it fails, never a file
+    it could not even open (here: permission denied)."""
+    import fsspec.implementations.local
+
+    existing = tmp_path / "cases.parquet"
+    existing.write_bytes(b"last week's table")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(existing))
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "open", denied)
+    assert main(["export-table", str(built[2]), "--out", str(existing)]) == 2
+    assert "permission denied" in _error_line(capsys)
+    assert existing.read_bytes() == b"last week's table"
+
+
 def test_a_snapshot_of_a_snapshot_is_the_same_bytes(built, tmp_path, capsys):
     first, second = tmp_path / "a.zip", tmp_path / "b.zip"
     assert main(["snapshot", str(built[2]), str(first)]) == 0

@@ -385,6 +385,9 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
     location, out = os.fspath(path_or_url), os.fspath(out)
     if not out.endswith(".zip"):
         raise ManifestError(out, "a snapshot must be a .zip file", hint="e.g. ds.zarr.zip")
+    if os.path.isdir(out):
+        raise ManifestError(out, "is a directory, not a file name for the snapshot",
+                            hint="give OUT.zip the path of a new .zip file")
     if is_hdf5_file(location, storage_options):
         raise ManifestError(location, "an HDF5 store is one file already",
                             hint="share the file as it is; `medimg-build verify` checks it")
