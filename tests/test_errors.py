@@ -156,8 +156,8 @@ def test_validate_root_metadata_of_the_wrong_type(store, capsys):
 
 def test_outputs_that_are_directories_are_refused_and_missing_folders_made(
         built, tmp_path, capsys):
-    """export-table onto a directory (the store itself, say) and snapshot onto one:
-    one line, and the directory untouched; a table under a folder not yet made."""
+    """export-table, snapshot or report onto a directory (the store itself, say): one
+    line, and the directory untouched; a table under a folder not yet made."""
     reference = built[2]
     assert main(["export-table", str(reference), "--out", str(reference)]) == 2
     assert f"{reference}: is a directory, not a file name for the table" in \
@@ -166,6 +166,9 @@ def test_outputs_that_are_directories_are_refused_and_missing_folders_made(
     (tmp_path / "taken.zip").mkdir()
     assert main(["snapshot", str(reference), str(tmp_path / "taken.zip")]) == 2
     assert "is a directory, not a file name for the snapshot" in _error_line(capsys)
+    assert main(["report", str(reference), "--out", str(reference)]) == 2
+    assert f"{reference}: is a Zarr store (it holds zarr.json)" in _error_line(capsys)
+    assert verify_store(reference) == []  # no report files written into it
     assert main(["export-table", str(reference), "--out",
                  str(tmp_path / "new" / "folder" / "t.parquet")]) == 0
     assert (tmp_path / "new" / "folder" / "t.parquet").stat().st_size > 0
