@@ -347,6 +347,23 @@ def test_a_scheduler_that_answers_still_builds(built, tmp_path, capsys):
     assert _content_hash(out) == _content_hash(built[2])
 
 
+def test_a_scheduler_without_workers_fails_fast_naming_it(built, tmp_path, capsys,
+                                                           monkeypatch):
+    """`dask scheduler` started, `dask worker` forgotten: the build waited forever."""
+    from distributed import LocalCluster
+
+    from medimg_build.recipe import scheduler
+
+    monkeypatch.setattr(scheduler, "CONNECT_SECONDS", 1)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        out = tmp_path / "ds.zarr"
+        assert main(_args("volumes", built[1], out) + ["--scheduler", address]) == 2
+    err = _error_line(capsys)
+    assert f"{address}: the scheduler there has no worker (none joined within 1 s)" in err
+    assert "dask worker ADDRESS" in err and not out.exists()
+
+
 @pytest.mark.parametrize("value", ["[1,1", "{a: [" + "x" * 2000])
 def test_a_set_value_that_is_not_yaml_names_the_key(built, tmp_path, capsys, value):
     code = main(["build", "volume-folder", "--source", str(built[1]), "--out",
