@@ -413,3 +413,36 @@ def test_a_dead_worker_fails_only_its_case_and_resume_finishes(sources, referenc
     monkeypatch.delenv(KILL_WORKER_ENV)
     assert main(args + ["--resume"]) == 0
     _same(out, references[kind])
+
+
+def test_a_cluster_whose_workers_are_all_gone_ends_the_build_resumably(
+        sources, references, tmp_path, monkeypatch, capsys):
+    """A running scheduler whose only worker dies and is not restarted (no nanny, as a
+    batch job that ended): one line after WORKERLESS_SECONDS, not a wait forever; the
+    store is resumable."""
+    from distributed import LocalCluster
+
+    from medimg_build.recipe import parallel
+
+    monkeypatch.setattr(parallel, "WORKERLESS_SECONDS", 2)
+    out = tmp_path / "ct.zarr"
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny",
+             "--nthreads", "1", "--no-dashboard"],
+            env=dict(os.environ, **{KILL_WORKER_ENV: "case2"},
+                     PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            args = _args("volumes", sources["volumes"], out)
+            assert main(args + ["--scheduler", address]) == 2
+        finally:
+            worker.kill()
+            worker.wait()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{address}: every worker is gone, and none joined within 2 s" in err
+    assert "--resume" in err
+    assert main(args + ["--resume", "--workers", "1"]) == 0
+    _same(out, references["volumes"])
