@@ -194,6 +194,23 @@ def test_a_killed_overwrite_is_resumed_beside_the_old_store(sources, references,
     assert _beside(out) == []
 
 
+def test_an_overwrite_through_a_symbolic_link_replaces_the_store_it_points_at(
+        sources, references, tmp_path):
+    """ds.zarr -> a store on a larger disk: the rebuild goes there, the link stays, and
+    the old store is not left behind (it was: the link became a new directory on the
+    link's disk, and the old store stayed where the link had pointed)."""
+    real = tmp_path / "big disk" / "ct.zarr"
+    real.parent.mkdir()
+    shutil.copytree(references["volumes"], real)
+    link = tmp_path / "home" / "ct.zarr"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    assert main(_other(_args("volumes", sources["volumes"], link)) + ["--overwrite"]) == 0
+    assert link.is_symlink() and link.resolve() == real
+    _same(real, references["volumes-other"])
+    assert _beside(real) == [] and _beside(link) == []
+
+
 def _same_but_stale_lock(out: Path, reference: Path) -> None:
     (out / LOCK_NAME).unlink()
     _same(out, reference)
@@ -291,6 +308,7 @@ def test_an_hdf5_overwrite_whose_cases_all_fail_keeps_the_old_file(sources, tmp_
         image.write_bytes(b"not a nifti")
     assert main(_args("volumes", broken, out) + ["--overwrite"]) == 1
     assert out.read_bytes() == before
+    assert _beside(out) == []  # the failed rebuild is gone: nothing could finish it
     with pytest.raises(StoreError, match="Zarr stores only"):  # HDF5: no resume
         build_store(load_recipe("volume-folder"), broken, out, progress=False, resume=True)
 
@@ -311,6 +329,23 @@ def test_resume_rebuilds_a_case_whose_source_changed(kind, point, changed, tmp_p
         capsys.readouterr().out
     reference = tmp_path / "reference.zarr"
     assert main(_args(kind, source, reference)) == 0
+    _same(out, reference)
+
+
+def test_resume_rebuilds_a_case_whose_mask_was_added(tmp_path, capsys):
+    """A mask put beside a case after the case was built (killed build): the case
+    built without it is stale, as if a source had changed."""
+    source = _volume_source(tmp_path / "src")
+    mask = source / "labels" / "case1.nii.gz"
+    held = mask.rename(tmp_path / "case1 mask.nii.gz")
+    out = tmp_path / "killed.zarr"
+    _killed(_args("volumes", source, out), "4")
+    held.rename(mask)
+    assert main(_args("volumes", source, out) + ["--resume"]) == 0
+    assert "case1: source added since it was built (labels/case1.nii.gz); rebuilt" in \
+        capsys.readouterr().out
+    reference = tmp_path / "reference.zarr"
+    assert main(_args("volumes", source, reference)) == 0
     _same(out, reference)
 
 
@@ -378,3 +413,36 @@ def test_a_dead_worker_fails_only_its_case_and_resume_finishes(sources, referenc
     monkeypatch.delenv(KILL_WORKER_ENV)
     assert main(args + ["--resume"]) == 0
     _same(out, references[kind])
+
+
+def test_a_cluster_whose_workers_are_all_gone_ends_the_build_resumably(
+        sources, references, tmp_path, monkeypatch, capsys):
+    """A running scheduler whose only worker dies and is not restarted (no nanny, as a
+    batch job that ended): one line after WORKERLESS_SECONDS, not a wait forever; the
+    store is resumable."""
+    from distributed import LocalCluster
+
+    from medimg_build.recipe import parallel
+
+    monkeypatch.setattr(parallel, "WORKERLESS_SECONDS", 2)
+    out = tmp_path / "ct.zarr"
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny",
+             "--nthreads", "1", "--no-dashboard"],
+            env=dict(os.environ, **{KILL_WORKER_ENV: "case2"},
+                     PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            args = _args("volumes", sources["volumes"], out)
+            assert main(args + ["--scheduler", address]) == 2
+        finally:
+            worker.kill()
+            worker.wait()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{address}: every worker is gone, and none joined within 2 s" in err
+    assert "--resume" in err
+    assert main(args + ["--resume", "--workers", "1"]) == 0
+    _same(out, references["volumes"])

@@ -5,6 +5,7 @@ a snapshot, a full disk, a read-only output, an absent scheduler, a bad --set va
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import zarr
 from zarr.storage import _local
 
 from medimg_build.cli import main
+from medimg_build.store.journal import KILL_ENV
 from medimg_build.store.manifest import verify_store
 from test_resume import _args, _volume_source
 
@@ -108,6 +110,89 @@ def test_verify_a_folder_that_is_not_a_store(tmp_path, capsys):
     assert f"{tmp_path / 'photos'}: is not a store" in _error_line(capsys)
     assert main(["verify", str(tmp_path / "nothing")]) == 2
     assert f"{tmp_path / 'nothing'}: no store at this path" in _error_line(capsys)
+
+
+def _edit_root_metadata(store, edit) -> None:
+    path = store / "zarr.json"
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda d: d["attributes"].__setitem__("medimg", "x"), "'medimg'"),
+    (lambda d: d["attributes"]["medimg"].__setitem__("manifest", "x"), "'medimg.manifest'"),
+    (lambda d: d["attributes"]["medimg"].pop("manifest"), "'medimg.manifest'")],
+    ids=["medimg a string", "manifest summary a string", "manifest summary removed"])
+def test_verify_root_attributes_of_the_wrong_type(store, capsys, edit, named):
+    """An edited root zarr.json whose medimg record (or its manifest summary) is not a
+    mapping, or is gone while the manifest array is there: one line, not the
+    AttributeError of reading it."""
+    _edit_root_metadata(store, edit)
+    assert main(["verify", str(store)]) == 2
+    err = _error_line(capsys)
+    assert f"{store}/zarr.json: the root attribute {named} is missing or damaged" in err
+
+
+@pytest.mark.parametrize("name, again", [("killed.zarr", "--resume"),
+                                         ("killed.h5", "--overwrite")])
+def test_verify_an_unfinished_store_says_so(built, tmp_path, capsys, name, again):
+    """A build killed (or still running): not 'built by an older medimg-build'."""
+    _, source, _ = built
+    out = tmp_path / name
+    done = subprocess.run([sys.executable, "-m", "medimg_build.cli",
+                           *_args("volumes", source, out), "--workers", "1"],
+                          env=dict(os.environ, **{KILL_ENV: "2"}), capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()[-500:]
+    assert main(["verify", str(out)]) == 2
+    err = _error_line(capsys)
+    assert f"{out}: the build that writes this store has not finished" in err
+    assert f"run it again with {again}" in err
+
+
+def test_validate_root_metadata_of_the_wrong_type(store, capsys):
+    """zarr raises TypeError on zarr.json fields of the wrong JSON type."""
+    _edit_root_metadata(store, lambda d: d.__setitem__("attributes", []))
+    assert main(["validate", str(store)]) == 2
+    assert f"{store}: not a Zarr v3 group (TypeError)" in _error_line(capsys)
+
+
+def test_outputs_that_are_directories_are_refused_and_missing_folders_made(
+        built, tmp_path, capsys):
+    """export-table, snapshot or report onto a directory (the store itself, say): one
+    line, and the directory untouched; a table under a folder not yet made."""
+    reference = built[2]
+    assert main(["export-table", str(reference), "--out", str(reference)]) == 2
+    assert f"{reference}: is a directory, not a file name for the table" in \
+        _error_line(capsys)
+    assert verify_store(reference) == []
+    (tmp_path / "taken.zip").mkdir()
+    assert main(["snapshot", str(reference), str(tmp_path / "taken.zip")]) == 2
+    assert "is a directory, not a file name for the snapshot" in _error_line(capsys)
+    assert main(["report", str(reference), "--out", str(reference)]) == 2
+    assert f"{reference}: is a Zarr store (it holds zarr.json)" in _error_line(capsys)
+    assert verify_store(reference) == []  # no report files written into it
+    assert main(["export-table", str(reference), "--out",
+                 str(tmp_path / "new" / "folder" / "t.parquet")]) == 0
+    assert (tmp_path / "new" / "folder" / "t.parquet").stat().st_size > 0
+
+
+def test_an_export_that_cannot_open_its_output_leaves_an_existing_file(
+        built, tmp_path, capsys, monkeypatch):
+    """Only a table the export began writing is removed when it fails, never a file
+    it could not even open (here: permission denied)."""
+    import fsspec.implementations.local
+
+    existing = tmp_path / "cases.parquet"
+    existing.write_bytes(b"last week's table")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(existing))
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "open", denied)
+    assert main(["export-table", str(built[2]), "--out", str(existing)]) == 2
+    assert "permission denied" in _error_line(capsys)
+    assert existing.read_bytes() == b"last week's table"
 
 
 def test_a_snapshot_of_a_snapshot_is_the_same_bytes(built, tmp_path, capsys):
@@ -263,6 +348,23 @@ def test_a_scheduler_that_answers_still_builds(built, tmp_path, capsys):
         assert main(_args("volumes", built[1], out) + ["--scheduler",
                                                        cluster.scheduler_address]) == 0
     assert _content_hash(out) == _content_hash(built[2])
+
+
+def test_a_scheduler_without_workers_fails_fast_naming_it(built, tmp_path, capsys,
+                                                           monkeypatch):
+    """`dask scheduler` started, `dask worker` forgotten: the build waited forever."""
+    from distributed import LocalCluster
+
+    from medimg_build.recipe import scheduler
+
+    monkeypatch.setattr(scheduler, "CONNECT_SECONDS", 1)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        out = tmp_path / "ds.zarr"
+        assert main(_args("volumes", built[1], out) + ["--scheduler", address]) == 2
+    err = _error_line(capsys)
+    assert f"{address}: the scheduler there has no worker (none joined within 1 s)" in err
+    assert "dask worker ADDRESS" in err and not out.exists()
 
 
 @pytest.mark.parametrize("value", ["[1,1", "{a: [" + "x" * 2000])

@@ -83,6 +83,9 @@ def test_a_flipped_byte_in_a_chunk_is_named_by_array_and_chunk(built, tmp_path, 
         "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs"]
     assert main(["verify", str(store)]) == 1
     assert "cases/case1/scale0/image: chunk c/0/0/0/0 sha256 differs" in capsys.readouterr().out
+    assert main(["snapshot", str(store), str(tmp_path / "ds.zip")]) == 2
+    assert "does not verify, so no snapshot was written" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.zip"))
 
 
 def test_a_deleted_chunk_and_an_extra_file_are_reported(built, tmp_path):
@@ -129,9 +132,12 @@ def test_geometry_edited_in_the_consolidated_metadata_is_found(built, tmp_path, 
     assert [str(v) for v in validate_store(store)] == [CONSOLIDATED_EDIT]
     assert main(["verify", str(store)]) == 1
     assert CONSOLIDATED_EDIT in capsys.readouterr().out
-    # a snapshot packs the edited root as it is, and its verify finds the same
-    assert main(["snapshot", str(store), str(tmp_path / "ds.zip")]) == 0
-    assert [str(m) for m in verify_store(tmp_path / "ds.zip")] == [CONSOLIDATED_EDIT]
+    # no snapshot of it: the zip would be shared under a hash its content does not have
+    capsys.readouterr()
+    assert main(["snapshot", str(store), str(tmp_path / "ds.zip")]) == 2
+    assert f"{store}: does not verify, so no snapshot was written (1 problem(s), the " \
+        f"first: {CONSOLIDATED_EDIT})" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.zip"))
 
 
 def test_a_node_missing_from_the_consolidated_metadata_is_found(built, tmp_path):

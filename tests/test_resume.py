@@ -23,7 +23,7 @@ from medimg_build.cli import main
 from medimg_build.errors import StoreError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
-from medimg_build.store.journal import JOURNAL_DIR, KILL_ENV, LOCK_NAME
+from medimg_build.store.journal import JOURNAL_DIR, KILL_ENV, LOCK_NAME, BuildLock
 from medimg_build.store.validate import validate_store
 from store_contents import store_contents
 
@@ -187,6 +187,31 @@ def test_a_stale_lock_is_taken_over(built, tmp_path):
     assert "took over the stale lock" in report.summary()
     assert not (out / LOCK_NAME).exists()
     _assert_same(out, references["volumes"])
+
+
+def test_a_stale_lock_another_build_took_over_first_is_left_to_it(tmp_path, monkeypatch):
+    """Two builds find one stale lock. The faster takes it over; the slower, whose
+    check read the stale lock, must not delete the faster one's live lock in its turn
+    (both would then build the store): it is refused."""
+    out = tmp_path / "ds.zarr"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock(out, dead.pid)
+    finally:
+        dead.kill()
+        dead.wait()
+    judged_stale = BuildLock.note_stale
+
+    def faster_build_takes_it_now(lock):
+        judged_stale(lock)
+        _lock(out, os.getppid())  # a live build on this host, since 2024-01-01
+
+    monkeypatch.setattr(BuildLock, "note_stale", faster_build_takes_it_now)
+    with pytest.raises(StoreError, match=f"holds its lock: host .* pid {os.getppid()} "):
+        BuildLock(str(out)).acquire()
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getppid()
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
 
 
 def test_resume_with_another_recipe_or_other_cases_is_refused(built, tmp_path, capsys):

@@ -134,7 +134,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["split"] = splits.describe()
     writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume,
                           key_check=pseudonymize("medimg-build key check", secret),
-                          changed=_changed_source(source_dir))
+                          changed=_changed_source(source_dir, cases))
     if isinstance(writer, Replacing):
         writer.accept_failures = allow_failures
     try:
@@ -341,12 +341,19 @@ def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
         return classification.encode(label, None, case.case_id)
 
 
-def _changed_source(source_dir: Path):
-    """For ``--resume``: a journaled case record -> why it is stale, or None."""
+def _changed_source(source_dir: Path, cases: list[CaseSource]):
+    """For ``--resume``: a journaled case record -> why it is stale, or None. Stale: a
+    file it was built from changed or is gone, or the case now has a file it was built
+    without (a mask added since)."""
     root = source_dir.resolve()
+    named = {case.case_id: _files_named(case, root) for case in cases}
 
     def changed(record: dict[str, Any]) -> str | None:
-        for name, digest in (record.get("sources") or {}).items():
+        built_from = record.get("sources") or {}
+        for name in named.get(record.get("case_id"), ()):
+            if name not in built_from:
+                return f"source added since it was built ({name})"
+        for name, digest in built_from.items():
             path = root / name
             if not path.is_file():
                 return f"source gone since it was built ({name})"
@@ -355,6 +362,23 @@ def _changed_source(source_dir: Path):
         return None
 
     return changed
+
+
+def _files_named(case: CaseSource, root: Path) -> list[str]:
+    """The mask and channel files discovery gives ``case`` (read as they are, not
+    through a loader), relative to the resolved source folder ``root``: each one is
+    among the sources of the case once built. (The image file names the case itself.)"""
+    files = [] if case.loader else list(case.channels)
+    if case.mask_path is not None and not case.mask_loader:
+        files.append(case.mask_path)
+    found = []
+    for path in files:
+        try:
+            if path.is_file():
+                found.append(path.resolve().relative_to(root).as_posix())
+        except ValueError:
+            continue  # outside the source folder: never recorded (source_digests)
+    return found
 
 
 def _versions() -> dict[str, str]:

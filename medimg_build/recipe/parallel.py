@@ -5,6 +5,7 @@ build (``build.py`` writes them)."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from .pipeline import BuildContext, harmonize_case
 from .sources import CaseSource
 
 IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle, memory bounded
+# A dead worker of a local cluster is back in seconds: this long without any worker,
+# the cluster's workers are gone for good.
+WORKERLESS_SECONDS = 60
 
 
 def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
@@ -72,9 +76,10 @@ def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
 
         for index, source in itertools.islice(pending, window):
             submit(index, source)
-        for future in completed:
+        watch = _WorkerWatch(client, scheduler)
+        for future in _while_workers_remain(completed, watch):
             index = futures.pop(future)
-            result = _outcome(future)
+            result = _outcome(future, watch)
             future.release()
             if result is None:
                 died.append(index)
@@ -88,12 +93,49 @@ def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
             shared = client.submit(_shared, context, destination, pure=False)
         for index in died:
             future = client.submit(_attempt_shared, cases[index], shared, pure=False)
-            yield index, _outcome(future) or _died(cases[index])
+            yield index, _outcome(future, watch) or _died(cases[index])
             future.release()
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+class _WorkerWatch:
+    """Ends a build whose cluster has had no worker for WORKERLESS_SECONDS. A local
+    cluster restarts a dead worker; the workers of a running scheduler may never come
+    back (a batch job that ended, a worker run without a nanny), and the build would
+    wait for them forever."""
+
+    def __init__(self, client, scheduler: str | None) -> None:
+        self.client, self.scheduler = client, scheduler
+        self.alone_since: float | None = None
+
+    def check(self) -> None:
+        from .scheduler import SchedulerError
+
+        if self.client.scheduler_info().get("workers"):
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = time.monotonic()
+        elif time.monotonic() - self.alone_since > WORKERLESS_SECONDS:
+            raise SchedulerError(self.scheduler or "the local Dask cluster",
+                                 f"every worker is gone, and none joined within "
+                                 f"{WORKERLESS_SECONDS} s",
+                                 hint="start workers (`dask worker ADDRESS`), then run "
+                                      "the build again with --resume")
+
+
+def _while_workers_remain(completed, watch: _WorkerWatch) -> Iterator:
+    """The futures of ``completed`` as they finish, as iterating it gives them, while
+    ``watch`` finds workers."""
+    while not completed.is_empty():
+        if completed.has_ready():
+            yield next(completed)
+            continue
+        watch.check()
+        with completed.thread_condition:  # notified at each completion, as its own
+            completed.thread_condition.wait(timeout=0.1)  # iteration waits
 
 
 def _shared(context: BuildContext, destination) -> tuple[BuildContext, Any]:
@@ -104,17 +146,21 @@ def _attempt_shared(source: CaseSource, shared: tuple[BuildContext, Any]) -> Cas
     return _attempt(source, *shared)
 
 
-def _outcome(future) -> Case | str | None:
+def _outcome(future, watch: _WorkerWatch) -> Case | str | None:
     """The case's result, or None when the worker running it died (the scheduler
     gives up on a case after it saw ``distributed.scheduler.allowed-failures`` + 1
-    workers die under it)."""
+    workers die under it). A finished result lost with its worker is computed again,
+    so this waits, while ``watch`` finds workers."""
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
 
-    try:
-        return future.result()
-    except (KilledWorker, FutureCancelledError):
-        return None
+    while True:
+        try:
+            return future.result(timeout=1)
+        except TimeoutError:
+            watch.check()
+        except (KilledWorker, FutureCancelledError):
+            return None
 
 
 def _died(source: CaseSource) -> str:

@@ -13,8 +13,21 @@ class SchedulerError(MedimgError):
 
 
 def connect(address: str):
-    """A distributed Client of the scheduler at ``address``; SchedulerError naming the
-    address and the fix if there is none."""
+    """A distributed Client of the scheduler at ``address``, which has a worker;
+    SchedulerError naming the address and the fix if there is no scheduler or no
+    worker (a build would wait for one forever)."""
+    client = _client(address)
+    try:
+        client.wait_for_workers(1, timeout=CONNECT_SECONDS)
+    except TimeoutError:  # dask's TimeoutError is the builtin one
+        client.close()
+        raise SchedulerError(address, f"the scheduler there has no worker (none joined "
+                             f"within {CONNECT_SECONDS} s)",
+                             hint="start workers: `dask worker ADDRESS`") from None
+    return client
+
+
+def _client(address: str):
     from distributed import Client
 
     try:

@@ -91,6 +91,9 @@ def write_store_report(store, out: Path, *, seed: int = 0,
     if out.exists() and not out.is_dir():
         raise MedimgError(out, "is a file; the report needs a directory",
                           hint="give --out a new or existing directory")
+    if (out / "zarr.json").exists():  # the store itself, say: writing there damages it
+        raise MedimgError(out, "is a Zarr store (it holds zarr.json); the report needs a "
+                          "directory of its own", hint="give --out a new directory")
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     attrs, cases = store.attrs, store.cases

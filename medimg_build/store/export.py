@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import StoreError
 from ..provenance import to_jsonable
 from .reader import open_store
 
@@ -36,13 +37,25 @@ def export_table(store_location: str | os.PathLike, out: str | os.PathLike | Non
     table = table_to_arrow(store.cases, store.attrs.get("table", {}).get("json_columns", []))
     target = os.fspath(out) if out is not None else default_table_path(store.location)
     fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    handle = _open_output(fs, path, target)  # fails before anything is written there
     try:
-        with fs.open(path, "wb") as handle:
+        with handle:
             pq.write_table(table, handle)
     except BaseException:
         _remove_partial(fs, path)  # a full disk: no truncated table under the name
         raise
     return target, table.num_rows
+
+
+def _open_output(fs, path: str, target: str):
+    """``path`` opened for writing, its folder made if missing. Refuses a directory:
+    a failed write removes its output, which must never be anything but the table."""
+    if fs.isdir(path):
+        raise StoreError(target, "is a directory, not a file name for the table",
+                         hint="give --out the path of a .parquet file")
+    if "/" in path.rstrip("/"):
+        fs.makedirs(path.rstrip("/").rsplit("/", 1)[0], exist_ok=True)
+    return fs.open(path, "wb")
 
 
 def _remove_partial(fs, path: str) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from .hdf5_backend import SCALE_ATTRS, decode_attrs, is_string
 from .manifest import (
     ALGORITHM, MANIFEST, ManifestError, Mismatch, canonical_json, compare, content_sha256,
-    hash_problem, stable_attrs,
+    hash_problem, refuse_unfinished, stable_attrs,
 )
 
 METADATA, VALUES = "metadata", "values"
@@ -59,7 +59,8 @@ def write_hdf5_manifest(h5: h5py.File) -> dict[str, Any]:
 def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
     """``verify_store`` for an HDF5 file (see manifest.verify_store)."""
     medimg = json.loads(h5.attrs.get("medimg", "{}"))
-    if "manifest" not in medimg or MANIFEST not in h5:
+    refuse_unfinished(medimg, location, "--overwrite (HDF5 builds do not resume)")
+    if not isinstance(medimg, dict) or "manifest" not in medimg or MANIFEST not in h5:
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build; rebuild it")
     recorded = json.loads(h5[MANIFEST].asstr()[0])

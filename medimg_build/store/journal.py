@@ -113,6 +113,7 @@ class BuildLock:
         self.path = f"{root.rstrip('/')}/{LOCK_NAME}" if path is None else path
         self.local = "://" not in location or location.startswith("file://")
         self.taken_over: str | None = None
+        self.seen: bytes | None = None  # the lock file as ``holder`` last read it
 
     @classmethod
     def beside(cls, location: str) -> BuildLock:
@@ -121,12 +122,13 @@ class BuildLock:
 
     def holder(self) -> dict[str, Any] | None:
         """The lock's content when a live build holds it, else None (absent or stale)."""
+        self.seen = None
         try:
-            text = self.fs.cat_file(self.path).decode()
+            self.seen = self.fs.cat_file(self.path)
         except FileNotFoundError:
             return None
         try:
-            info = json.loads(text)
+            info = json.loads(self.seen)
         except ValueError:
             # Killed between creating and filling it, or being filled right now.
             age = time.time() - self.fs.modified(self.path).timestamp()
@@ -158,8 +160,7 @@ class BuildLock:
     def acquire(self) -> None:
         self.check()
         self.note_stale()
-        if self.fs.exists(self.path):  # stale (check passed): take it over
-            self.fs.rm(self.path)
+        self._remove_stale(self.seen)
         info = {"host": socket.gethostname(), "pid": os.getpid(),
                 "pid_start": _pid_start(os.getpid()),
                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -177,6 +178,38 @@ class BuildLock:
                              hint=f"wait for it to end; if it is gone, delete {self.path}")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+
+    def _remove_stale(self, stale: bytes | None) -> None:
+        """Delete the lock ``check`` read and found stale (``stale``, its bytes) --
+        only that one: of two builds that both found it stale, the slower must not
+        delete the lock the faster has just taken (both would then hold it). Locally
+        the lock is moved aside (atomic) and compared with what was judged stale; a
+        live lock moved by mistake is put back (os.link: never over a lock taken
+        meanwhile) and this build is refused."""
+        if stale is None:
+            return  # there was none: O_EXCL decides between racing builds
+        if not self.local:
+            self.fs.rm(self.path)  # best-effort (see the module docstring)
+            return
+        aside = f"{self.path}.{os.getpid()}.stale"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return  # another build removed it first: O_EXCL decides between us
+        with open(aside, "rb") as handle:
+            moved = handle.read()
+        if moved == stale:
+            os.remove(aside)
+            return
+        try:
+            os.link(aside, self.path)
+        except FileExistsError:
+            pass  # a third build holds it now; the one moved aside is still refused
+        finally:
+            os.remove(aside)
+        self.check()
+        raise StoreError(self.location, "another build took the lock just now",
+                         hint=f"wait for it to end; if it is gone, delete {self.path}")
 
     def release(self) -> None:
         """Remove the lock if it is this process's (never another build's lock)."""

@@ -232,10 +232,7 @@ def open_root(store, location: str) -> zarr.Group:
 
 
 def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
-    summary = (root.attrs.get("medimg") or {}).get("manifest")
-    if not summary:
-        raise ManifestError(location, "has no content manifest",
-                            hint="built by an older medimg-build, or an HDF5 file; rebuild it")
+    summary = _manifest_summary(root, location)
     try:
         document = json.loads(str(root[MANIFEST][:].tolist()[0]))
         if not isinstance(document.get("objects"), dict):
@@ -248,6 +245,34 @@ def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
             f"{ROOT_METADATA} records content sha256 {summary.get('content_sha256')}",
             hint="restore the store from a snapshot, or rebuild it") from None
     return {"summary": summary, **document}
+
+
+def _manifest_summary(root: zarr.Group, location: str) -> dict[str, Any]:
+    """The root attributes' record of the manifest (its content sha256); a
+    ManifestError if there is none or it is not a mapping (an edited root zarr.json)."""
+    medimg = root.attrs.get("medimg")
+    summary = medimg.get("manifest") if isinstance(medimg, dict) else None
+    if isinstance(summary, dict) and summary:
+        return summary
+    refuse_unfinished(medimg, location, "--resume")
+    if medimg is None or (summary is None and MANIFEST not in root):
+        raise ManifestError(location, "has no content manifest",
+                            hint="built by an older medimg-build, or an HDF5 file; rebuild it")
+    damaged = "'medimg'" if not isinstance(medimg, dict) else "'medimg.manifest'"
+    raise ManifestError(_key_location(location, ROOT_METADATA),
+                        f"the root attribute {damaged} is missing or damaged, so the "
+                        "recorded content sha256 is unknown",
+                        hint="restore the store from a snapshot, or rebuild it")
+
+
+def refuse_unfinished(medimg: Any, location: str, again: str) -> None:
+    """A ManifestError if the root attributes ``medimg`` are those of a build that has
+    not finished (still running, or killed); ``again``: how to finish it."""
+    if isinstance(medimg, dict) and medimg.get("finished") is False:
+        raise ManifestError(location, "the build that writes this store has not finished "
+                            "(the content manifest is written at its end)",
+                            hint=f"wait for it to end, or if it was killed, run it again "
+                                 f"with {again}")
 
 
 def _key_location(location: str, key: str) -> str:
@@ -360,6 +385,9 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
     location, out = os.fspath(path_or_url), os.fspath(out)
     if not out.endswith(".zip"):
         raise ManifestError(out, "a snapshot must be a .zip file", hint="e.g. ds.zarr.zip")
+    if os.path.isdir(out):
+        raise ManifestError(out, "is a directory, not a file name for the snapshot",
+                            hint="give OUT.zip the path of a new .zip file")
     if is_hdf5_file(location, storage_options):
         raise ManifestError(location, "an HDF5 store is one file already",
                             hint="share the file as it is; `medimg-build verify` checks it")
@@ -369,9 +397,16 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
                             hint="built by an older medimg-build, or an HDF5 file; rebuild it")
     store = zarr_store(location, storage_options)
     keys = _all_keys(store)
-    partial = out + ".partial"  # never leave a truncated zip under the final name
+    # Never a truncated or unverified zip under the final name (".zip": verify reads it).
+    partial = out[:-len(".zip")] + ".partial.zip"
     try:
         _write_zip(partial, store, keys)
+        problems = verify_store(partial)  # the hash it will be shared by must hold
+        if problems:
+            raise ManifestError(location, f"does not verify, so no snapshot was written "
+                                f"({len(problems)} problem(s), the first: {problems[0]})",
+                                hint="`medimg-build verify` lists them; restore the store "
+                                     "or rebuild it")
         os.replace(partial, out)
     except BaseException as err:
         if os.path.exists(partial):  # a full disk: give the space back

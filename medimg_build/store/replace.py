@@ -89,13 +89,18 @@ class Replacing:
                     # The new store carries the lock in: the name stays locked throughout.
                     BuildLock(self.inner.location).acquire()
                 swap_in(self.inner.location, self.target)
-            else:
-                again = ("run again with --resume to finish and swap it in" if self.resumable
-                         else "rebuild")
+            elif self.resumable:
                 self.kept_old = (
                     f"the old store at {self.target} is kept: cases failed, so the rebuild "
-                    f"stays at {self.inner.location}; fix them and {again} (or pass "
-                    "--allow-failures to accept a store without them)")
+                    f"stays at {self.inner.location}; fix them and run again with --resume "
+                    "to finish and swap it in (or pass --allow-failures to accept a store "
+                    "without them)")
+            else:
+                _remove(self.inner.location)  # nothing can finish it: no space left taken
+                self.kept_old = (
+                    f"the old store at {self.target} is kept: cases failed, so the rebuild "
+                    "was discarded; fix them and rebuild (or pass --allow-failures to "
+                    "accept a store without them)")
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -153,8 +158,10 @@ def _exchange(a: str, b: str) -> bool:
 
 
 def _local_path(location: str) -> str:
-    """The absolute local path of a local ``location`` (a path or a file:// URL)."""
-    return os.path.abspath(fsspec.core.url_to_fs(location)[1])
+    """The real local path of a local ``location`` (a path or a file:// URL). A store
+    reached through a symbolic link is rebuilt and swapped where it really is: the
+    link keeps pointing at it, and the rebuild is on the store's own filesystem."""
+    return os.path.realpath(fsspec.core.url_to_fs(location)[1])
 
 
 def _siblings(location: str, mark: str) -> list[str]:

@@ -155,7 +155,8 @@ def open_tree(path_or_url: str | os.PathLike,
     store = zarr_store(location, storage_options)
     try:
         root = zarr.open_group(store, mode="r", use_consolidated=not can_list(store))
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
+            TypeError) as err:  # TypeError: zarr.json fields of the wrong JSON type
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
                          hint="check the path, or build a store with 'medimg-build build'")
     yield GroupView(root)
