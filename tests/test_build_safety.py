@@ -135,6 +135,30 @@ def test_a_reader_sees_the_old_store_until_the_rebuild_is_swapped_in(sources, re
     assert _beside(out) == []
 
 
+def test_a_reader_of_the_old_store_never_reads_the_new_one(sources, references, tmp_path):
+    """Opened before an --overwrite whose cases keep their shapes: after the swap its
+    metadata describes the old store, so reading the new store's chunks under it (the
+    same shapes: plausible pixels of the wrong store) must be an error."""
+    out = tmp_path / "ct.zarr"
+    shutil.copytree(references["volumes"], out)
+    changed = tmp_path / "changed"
+    shutil.copytree(sources["volumes"], changed)
+    for path in (changed / "images").glob("*.nii.gz"):
+        image = nib.load(path)
+        brighter = np.asarray(image.dataobj) + np.int16(7)  # same shape, other pixels
+        nib.save(nib.Nifti1Image(brighter, image.affine), path)
+    reader = open_store(out)
+    before = reader.read_image("case1").array
+    lean = reader.case("case2")["image"]
+    assert lean[0, 1].values.shape  # the lean reader has read this shard's index
+    assert main(_args("volumes", changed, out) + ["--overwrite"]) == 0
+    assert not np.array_equal(open_store(out).read_image("case1").array, before)
+    with pytest.raises(StoreError, match="was replaced or removed .* while it was open"):
+        reader.read_image("case1")  # zarr-python's reads
+    with pytest.raises(StoreError, match="was replaced or removed"):
+        lean[0, 2].values  # the lean local reader's
+
+
 def _same_but_locked(out: Path, reference: Path, pid: int) -> None:
     """The old store, whole, with the rebuilding process's lock in it."""
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == pid
@@ -266,6 +290,33 @@ def test_the_swap_puts_the_new_store_in_place_and_leaves_nothing_beside(
                        overwrite=True).ok
     _same(out, references["volumes-other"])
     assert _beside(out) == []
+
+
+def test_a_kill_right_after_the_swap_never_brings_the_old_store_back(
+        sources, references, tmp_path, monkeypatch):
+    """Killed between the exchange and the removal of what it swapped out: the old
+    store must not lie under a rebuild's name, where --resume would swap it back in."""
+    from medimg_build.store import replace
+
+    exchange = replace._exchange
+
+    def exchange_then_die(a: str, b: str) -> bool:
+        assert exchange(a, b)  # else the test is void
+        raise KeyboardInterrupt  # the build dies here
+
+    monkeypatch.setattr(replace, "_exchange", exchange_then_die)
+    out = tmp_path / "ct.zarr"
+    shutil.copytree(references["volumes"], out)
+    recipe = load_recipe("volume-folder").with_overrides({
+        "harmonize": {"spacing": [2, 2, 2]},
+        "labels": {"segmentation": {"classes": {"0": "background", "1": "a", "2": "b"}}}})
+    with pytest.raises(KeyboardInterrupt):
+        build_store(recipe, sources["volumes"], out, key="k", progress=False, overwrite=True)
+    monkeypatch.undo()
+    _same(out, references["volumes-other"])
+    assert replace.rebuilds_beside(str(out)) == []
+    build_store(recipe, sources["volumes"], out, key="k", progress=False, resume=True)
+    _same(out, references["volumes-other"])
 
 
 def test_replacing_a_store_on_an_object_store_is_refused():

@@ -32,8 +32,8 @@ from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.storage import LocalStore
 
 from .integrity import (
-    CRC32C_BYTES, NO_CHUNK, CheckedStore, check_chunk, checksummed_array, crc32c_ok,
-    damaged, index_entries, index_size, shard_index,
+    CRC32C_BYTES, NO_CHUNK, CheckedStore, Pinned, check_chunk, check_pinned,
+    checksummed_array, crc32c_ok, damaged, index_entries, index_size, shard_index,
 )
 
 __all__ = ["CRC32C_BYTES", "NO_CHUNK", "LeanArray", "index_entries", "index_size",
@@ -42,9 +42,9 @@ __all__ = ["CRC32C_BYTES", "NO_CHUNK", "LeanArray", "index_entries", "index_size
 
 def lean_array(array: zarr.Array) -> LeanArray | None:
     """A ``LeanArray`` over ``array`` when its storage is the layout above, else None."""
-    store, location = array.store, None
+    store, location, pinned = array.store, None, None
     if isinstance(store, CheckedStore):
-        store, location = store._store, store.location
+        store, location, pinned = store._store, store.location, store.pinned
     if not isinstance(store, LocalStore) or array.dtype.kind not in "biuf":
         return None
     (sharding, *rest) = array.metadata.codecs
@@ -63,7 +63,7 @@ def lean_array(array: zarr.Array) -> LeanArray | None:
     endian = ">" if inner[0].endian == Endian.big else "<"  # None: one-byte values
     return LeanArray(array, Path(store.root) / array.path, sharding.chunk_shape,
                      np.dtype(array.dtype).newbyteorder(endian),
-                     location or str(store.root), checksummed)
+                     location or str(store.root), checksummed, pinned)
 
 
 class LeanArray(BackendArray):
@@ -75,7 +75,7 @@ class LeanArray(BackendArray):
 
     def __init__(self, array: zarr.Array, folder: Path, chunk_shape: tuple[int, ...],
                  stored_dtype: np.dtype, location: str | None = None,
-                 checksummed: bool = False) -> None:
+                 checksummed: bool = False, pinned: Pinned | None = None) -> None:
         self.array, self.folder = array, folder
         self.shape, self.dtype = array.shape, np.dtype(array.dtype)
         self.chunk_shape = tuple(chunk_shape)
@@ -83,6 +83,7 @@ class LeanArray(BackendArray):
         self.stored_dtype = stored_dtype
         self.location = location or str(folder)
         self.grid = checksummed_array(array.metadata) if checksummed else None
+        self.pinned = pinned  # the store's folder when it was opened (integrity.py)
         self._indexes: dict[tuple[int, ...], np.ndarray] = {}
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -140,10 +141,12 @@ class LeanArray(BackendArray):
                     return self._fill()
                 data = os.pread(handle.fileno(), nbytes, offset)
         except FileNotFoundError:
+            check_pinned(self.location, self.pinned)  # gone with a swapped-out store
             if self.grid is not None:
                 raise damaged(self.location, self.array.path, f"shard {shard} is missing "
                               f"(no file {path})") from None
             return self._fill()  # an older store: a shard never written holds fill values
+        check_pinned(self.location, self.pinned)  # after the read: it read the old store whole
         if self.grid is not None:
             check_chunk(self.location, self.array.path, chunk, data)
             data = memoryview(data)[:-CRC32C_BYTES]

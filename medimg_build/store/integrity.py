@@ -14,13 +14,21 @@ zarr-python fetches before zarr decodes it: the index and chunk ranges of a part
 shard read, a whole shard, an unsharded chunk. It names the store, the array and the
 chunk in a one-line StoreError; zarr's own crc32c check then runs on verified bytes.
 The lean local reader (chunk_reads.py) and HDF5 (fletcher32, hdf5_reader.py) check
-with the same helpers and the same message. Arrays written without the checksum (a
+with the same helpers and the same message.
+
+A local store is also pinned to the folder it opened (``pinned_folder``): ``build
+--overwrite`` swaps a whole new folder in under the store's name (replace.py), and a
+reader holding the old store's metadata must not go on reading the new store's chunks
+(same shapes would read as plausible pixels of the wrong store). Each read checks,
+after it, that the name still holds the folder opened: a read before the swap read the
+old store whole, a read after it is an error. Arrays written without the checksum (a
 store of an older version) are read as before.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 
@@ -32,7 +40,7 @@ from zarr.codecs.bytes import Endian
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata import ArrayV3Metadata
-from zarr.storage import WrapperStore
+from zarr.storage import LocalStore, WrapperStore
 
 from ..errors import StoreError
 
@@ -162,6 +170,39 @@ def check_shard(location: str, array: str, layout: ChecksummedArray,
         check_chunk(location, array, chunk, view[offset:offset + nbytes])
 
 
+Pinned = tuple[str, tuple[int, int]]  # a local store's folder and its (device, inode)
+
+
+def pinned_folder(store) -> Pinned | None:
+    """The folder of a local store with its identity now; None for other stores (an
+    object store has no rename, so --overwrite never swaps one; a zip is read through
+    its open file)."""
+    if not isinstance(store, LocalStore):
+        return None
+    folder = str(store.root)
+    try:
+        status = os.stat(folder)
+    except OSError:
+        return None  # nothing there: opening the store fails on its own
+    return folder, (status.st_dev, status.st_ino)
+
+
+def check_pinned(location: str, pinned: Pinned | None) -> None:
+    """StoreError if the store's name no longer holds the folder that was opened."""
+    if pinned is None:
+        return
+    folder, identity = pinned
+    try:
+        status = os.stat(folder)
+        now = (status.st_dev, status.st_ino)
+    except OSError:
+        now = None
+    if now != identity:
+        raise StoreError(location, "was replaced or removed (by another build's "
+                         "--overwrite?) while it was open: its metadata no longer "
+                         "describes the chunks under its name", hint="open the store again")
+
+
 class CheckedStore(WrapperStore):
     """A read-only Zarr store that checks every chunk object before zarr-python decodes
     it (module docstring). ``watch(root)`` lets it find array metadata in the root's
@@ -171,6 +212,8 @@ class CheckedStore(WrapperStore):
     def __init__(self, store, location: str) -> None:
         super().__init__(store)
         self.location = location
+        # Before the root metadata is read: a swap in between is caught, never missed.
+        self.pinned = pinned_folder(store)
         self._root = None  # the AsyncGroup whose (consolidated) metadata describes arrays
         self._arrays: dict[str, ChecksummedArray | None] = {}
 
@@ -179,14 +222,16 @@ class CheckedStore(WrapperStore):
 
     def _with_store(self, store) -> CheckedStore:
         other = type(self)(store, self.location)
-        other._root = self._root
+        other._root, other.pinned = self._root, self.pinned
         return other
 
     def __getstate__(self) -> dict:
-        return {"store": self._store, "location": self.location}
+        # The folder opened, not the one a worker finds when it unpickles the store.
+        return {"store": self._store, "location": self.location, "pinned": self.pinned}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["store"], state["location"])
+        self.pinned = state["pinned"]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CheckedStore) and self._store == other._store
@@ -223,6 +268,7 @@ class CheckedStore(WrapperStore):
             raise damaged(self.location, array, f"shard {what} fails the zip's check "
                           f"({error})" if what else f"fails the zip's check ({error})"
                           ) from None
+        check_pinned(self.location, self.pinned)
         if parsed is None:
             return value
         array, coords = parsed

@@ -10,10 +10,13 @@ The swap of a Zarr directory is one ``renameat2(RENAME_EXCHANGE)`` on Linux: at 
 instant the store's name holds either the whole old store or the whole new one.
 Elsewhere (or on a filesystem without it) it is two renames, old -> trash then
 new -> store, and between them, for the time of one rename, the name holds nothing:
-a reader opening the store right then finds no store (an error, never a mix). An HDF5
-store is one file, replaced by one ``os.replace``. A reader that opened the old store
-before the swap and reads chunks after it reads the new store's files under the old
-metadata: the chunk checksums make such a read fail rather than return wrong pixels.
+a reader opening the store right then finds no store (an error, never a mix). The
+rebuild is renamed to trash before the swap, so a kill at any point leaves the old
+store or the new one under the name and nothing that ``--resume`` would swap back in.
+An HDF5 store is one file, replaced by one ``os.replace``. A reader that opened the
+old store before the swap and reads after it would read the new store's chunks under
+the old metadata: its reads check that the name still holds the folder it opened
+(``integrity.check_pinned``) and fail instead.
 
 Object stores (s3://, ...) have no rename at all, so replacing a store there is
 refused (``refuse_remote_replace``): delete the old one first, or write to a new prefix.
@@ -128,18 +131,22 @@ def swap_in(new: str, target: str) -> None:
         os.replace(new, target)  # a file, or nothing to replace: one atomic rename
         return
     parent, name = os.path.split(new)
-    trash = os.path.join(parent, name.replace(BUILD_MARK, TRASH_MARK))
-    if _exchange(new, target):
-        os.rename(new, trash)  # the old store, out of the way of --resume's search
-    else:
-        os.rename(target, trash)
-        try:
-            os.rename(new, target)
-        except OSError as error:  # another build took the name in between
-            raise StoreError(target, f"could not move the rebuilt store in ({error}); the "
-                             f"old store is at {trash}, the new one at {new}",
-                             hint="move the one you want back into place by hand") from error
-    _remove(trash)
+    # Out of --resume's sight first: after the exchange this name holds the old store,
+    # and a kill before it is deleted must leave trash, never a "rebuild" to swap back.
+    staged = os.path.join(parent, name.replace(BUILD_MARK, TRASH_MARK))
+    os.rename(new, staged)
+    if _exchange(staged, target):
+        _remove(staged)  # the old store
+        return
+    old = f"{staged}-old"
+    os.rename(target, old)
+    try:
+        os.rename(staged, target)
+    except OSError as error:  # another build took the name in between
+        raise StoreError(target, f"could not move the rebuilt store in ({error}); the "
+                         f"old store is at {old}, the new one at {staged}",
+                         hint="move the one you want back into place by hand") from error
+    _remove(old)
 
 
 def _exchange(a: str, b: str) -> bool:
