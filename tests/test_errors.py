@@ -150,10 +150,11 @@ def test_verify_an_unfinished_store_says_so(built, tmp_path, capsys, name, again
     assert f"run it again with {again}" in err
 
 
-def test_validate_root_metadata_of_the_wrong_type(store, capsys):
+@pytest.mark.parametrize("command", ["validate", "inspect", "export-table"])
+def test_root_metadata_of_the_wrong_type(store, capsys, command):
     """zarr raises TypeError on zarr.json fields of the wrong JSON type."""
     _edit_root_metadata(store, lambda d: d.__setitem__("attributes", []))
-    assert main(["validate", str(store)]) == 2
+    assert main([command, str(store)]) == 2
     assert f"{store}: not a Zarr v3 group (TypeError)" in _error_line(capsys)
 
 

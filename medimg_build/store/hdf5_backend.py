@@ -96,6 +96,18 @@ def is_hdf5_file(location: str, storage_options: dict | None = None) -> bool:
         return False
 
 
+def open_error(location: str, err: OSError) -> StoreError:
+    """Why h5py could not open ``location``, as one line. An HDF5 file in our format
+    (1.10) is marked open for writing until its writer closes it: a build still
+    running, or killed."""
+    if "already open for write" in str(err):
+        return StoreError(location, "the build that writes this store has not finished "
+                          "(HDF5 marks the file open for writing until its build closes it)",
+                          hint="wait for it to end, or if it was killed, run it again with "
+                               "--overwrite (HDF5 builds do not resume)")
+    return StoreError(location, f"cannot open the HDF5 file ({err})")
+
+
 @contextmanager
 def open_hdf5(location: str, storage_options: dict | None = None) -> Iterator[h5py.File]:
     """The HDF5 file at a path or URL (read through fsspec), read-only, closed on exit."""
@@ -110,7 +122,7 @@ def open_hdf5(location: str, storage_options: dict | None = None) -> Iterator[h5
     except OSError as err:
         if raw is not None:
             raw.close()
-        raise StoreError(location, f"cannot open the HDF5 file ({err})") from None
+        raise open_error(location, err) from None
     try:
         yield handle
     finally:

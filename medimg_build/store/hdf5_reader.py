@@ -25,7 +25,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from ..errors import StoreError
-from .hdf5_backend import decode_attrs, dims_of, is_string
+from .hdf5_backend import decode_attrs, dims_of, is_string, open_error
 from .integrity import damaged
 from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
@@ -225,7 +225,7 @@ def open_hdf5_store(location: str, storage_options: dict | None = None) -> Hdf5S
     try:
         handle = source.file
     except OSError as err:
-        raise StoreError(location, f"cannot open the HDF5 file ({err})") from None
+        raise open_error(location, err) from None
     return Hdf5Store(source, H5ReadGroup(source, handle), location)
 
 
@@ -234,7 +234,8 @@ class Hdf5Store(MedimgStore):
 
     def __init__(self, source: H5Source, root: H5ReadGroup, location: str) -> None:
         self.location = location
-        self.attrs = check_medimg(root.attrs.get("medimg"), location, "an HDF5 file")
+        self.attrs = check_medimg(root.attrs.get("medimg"), location, "an HDF5 file",
+                                  resumable=False)
         self.layout = self.attrs["layout"]
         self._store = source
         self._root = root

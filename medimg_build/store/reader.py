@@ -51,7 +51,9 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
         # the consolidated metadata in the root zarr.json then describes every group and
         # array, so opening a store and any of its cases costs one read.
         root = zarr.open_group(store, mode="r", zarr_format=3)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError) as err:
+    # TypeError: zarr's reading of a zarr.json whose fields have the wrong type.
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
+            TypeError) as err:
         if remote and (hdf5 := _hdf5_store(location, storage_options)):
             return hdf5
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
@@ -108,7 +110,8 @@ def _check_root(root: zarr.Group, location: str) -> dict[str, Any]:
     return check_medimg(root.attrs.get("medimg"), location, "a Zarr group")
 
 
-def check_medimg(medimg: Any, location: str, container: str) -> dict[str, Any]:
+def check_medimg(medimg: Any, location: str, container: str,
+                 resumable: bool = True) -> dict[str, Any]:
     """The root ``medimg`` attributes if they describe a readable, finished store."""
     if not isinstance(medimg, dict):
         raise StoreError(location, f"is {container} but not a medimg store (no 'medimg' "
@@ -125,8 +128,9 @@ def check_medimg(medimg: Any, location: str, container: str) -> dict[str, Any]:
         raise StoreError(location, f"unknown store layout {medimg.get('layout')!r}",
                          hint="upgrade medimg-build")
     if not medimg.get("finished"):
+        resume = " (or --resume)" if resumable else ""  # HDF5 builds do not resume
         raise StoreError(location, "the build that wrote this store did not finish",
-                         hint="build it again with --overwrite (or --resume)")
+                         hint=f"build it again with --overwrite{resume}")
     return medimg
 
 
