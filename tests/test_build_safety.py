@@ -96,6 +96,13 @@ def _same(out: Path, reference: Path) -> None:
     assert validate_store(out) == []
 
 
+def _other_recipe():
+    """The recipe of ``_other`` builds, for build_store."""
+    return load_recipe("volume-folder").with_overrides({
+        "harmonize": {"spacing": [2, 2, 2]},
+        "labels": {"segmentation": {"classes": {"0": "background", "1": "a", "2": "b"}}}})
+
+
 def _beside(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}"))
 
@@ -283,9 +290,7 @@ def test_the_swap_puts_the_new_store_in_place_and_leaves_nothing_beside(
         monkeypatch.setattr(replace, "_exchange", lambda a, b: False)
     out = tmp_path / "ct.zarr"
     shutil.copytree(references["volumes"], out)
-    recipe = load_recipe("volume-folder").with_overrides({
-        "harmonize": {"spacing": [2, 2, 2]},
-        "labels": {"segmentation": {"classes": {"0": "background", "1": "a", "2": "b"}}}})
+    recipe = _other_recipe()
     assert build_store(recipe, sources["volumes"], out, key="k", progress=False,
                        overwrite=True).ok
     _same(out, references["volumes-other"])
@@ -307,9 +312,7 @@ def test_a_kill_right_after_the_swap_never_brings_the_old_store_back(
     monkeypatch.setattr(replace, "_exchange", exchange_then_die)
     out = tmp_path / "ct.zarr"
     shutil.copytree(references["volumes"], out)
-    recipe = load_recipe("volume-folder").with_overrides({
-        "harmonize": {"spacing": [2, 2, 2]},
-        "labels": {"segmentation": {"classes": {"0": "background", "1": "a", "2": "b"}}}})
+    recipe = _other_recipe()
     with pytest.raises(KeyboardInterrupt):
         build_store(recipe, sources["volumes"], out, key="k", progress=False, overwrite=True)
     monkeypatch.undo()
