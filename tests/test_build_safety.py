@@ -194,6 +194,24 @@ def test_a_second_overwrite_during_a_build_ends_with_the_lock_message(sources, r
         _same(out, references["volumes-other"])
 
 
+def test_the_lock_never_holds_or_shows_the_pseudonym_key(sources, references, tmp_path,
+                                                         capsys):
+    """The lock records the command line, which may carry --key (issue 14)."""
+    out = tmp_path / "ct.zarr"
+    secret = "s3cret-pseudonym-key"
+    args = [a if a != "k" else secret for a in _args("volumes", sources["volumes"], out)]
+    first = _stopped(args, "2")
+    try:
+        lock = (out / LOCK_NAME).read_text()
+        assert secret not in lock and "--key ***" in lock
+        assert main(args + ["--resume"]) == 2
+        err = capsys.readouterr().err
+        assert "holds its lock" in err and secret not in err
+    finally:
+        code, output = _finish(first)
+    assert code == 0, output
+
+
 def test_an_overwrite_past_the_lock_check_when_another_takes_the_lock_is_refused(
         sources, references, tmp_path):
     """The race of two --overwrite builds: the second passed the lock check before the

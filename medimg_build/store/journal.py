@@ -101,6 +101,31 @@ def _alive(pid: int, pid_start: str | None) -> bool:
     return pid_start is None or _pid_start(pid) in (None, pid_start)
 
 
+SECRET_OPTIONS = ("--key",)  # their values must never be written (the pseudonym key)
+
+
+def _without_secrets(argv: list[str]) -> list[str]:
+    """``argv`` with the value of every option in SECRET_OPTIONS replaced by '***':
+    the lock (and the error naming its holder) shows the command, never the key."""
+    shown, hide_next = [], False
+    for arg in argv:
+        option, equals, _ = arg.partition("=")
+        if hide_next:
+            shown.append("***")
+        elif equals and _secret(option):
+            shown.append(f"{option}=***")
+        else:
+            shown.append(arg)
+        hide_next = not hide_next and _secret(arg)
+    return shown
+
+
+def _secret(option: str) -> bool:
+    """Whether ``option`` names a secret one, abbreviated too (argparse takes '--ke')."""
+    return len(option) > 2 and option.startswith("--") and any(
+        name.startswith(option) for name in SECRET_OPTIONS)
+
+
 class BuildLock:
     """``<store>/.medimg-build.lock``; ``taken_over`` describes a stale lock replaced.
     ``inside`` is True when the lock file lies in the store directory (so it moves
@@ -164,7 +189,7 @@ class BuildLock:
         info = {"host": socket.gethostname(), "pid": os.getpid(),
                 "pid_start": _pid_start(os.getpid()),
                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "command": " ".join(sys.argv)[:300]}
+                "command": " ".join(_without_secrets(sys.argv))[:300]}
         data = json.dumps(info).encode()
         if not self.local:
             self.fs.pipe_file(self.path, data)  # best-effort (see the module docstring)
