@@ -30,6 +30,7 @@ import yaml
 
 from .errors import MedimgError, RecipeError, StoreError
 from .store.reader import MedimgStore, open_store
+from .yaml_input import load_yaml, yaml_problem
 
 CATALOG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 MASK_NAME = "mask"
@@ -281,9 +282,9 @@ def read_catalog_file(path: str | os.PathLike) -> list[tuple[str, dict | None]]:
     if not path.is_file():
         raise StoreError(path, "no catalog file at this path")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        data = load_yaml(path.read_text())  # YAML is a superset of JSON
     except yaml.YAMLError as error:
-        raise StoreError(path, "is not valid YAML or JSON") from error
+        raise StoreError(path, f"is not valid YAML or JSON{yaml_problem(error)}") from None
     entries = data.get("stores") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise StoreError(path, "has no list 'stores'",
@@ -323,11 +324,11 @@ def read_collection(path: str | os.PathLike) -> list[CollectionEntry]:
     paths are relative to the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except FileNotFoundError:
         raise RecipeError(path, "no collection file at this path") from None
     except yaml.YAMLError as error:
-        raise RecipeError(path, "is not valid YAML") from error
+        raise RecipeError(path, f"is not valid YAML{yaml_problem(error)}") from None
     entries = data.get("stores") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise RecipeError(path, "has no list 'stores'",

@@ -11,13 +11,14 @@ import errno
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 import yaml
 
 from . import __version__
-from .errors import MedimgError, RecipeError
+from .errors import MedimgError, MedimgWarning, RecipeError
 
 # ``--pyramid`` without a number: full, 1/2, 1/4 and 1/8 in-plane (a 512 x 512 CT slice
 # down to 64 x 64, a thumbnail a viewer fetches in one request).
@@ -28,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except MedimgError as error:
         print(f"medimg-build: error: {error}", file=sys.stderr)
         return 2
@@ -40,6 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medimg-build: interrupted", file=sys.stderr)
         return 130
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one line, like our errors; any other as Python shows it."""
+    if issubclass(category, MedimgWarning):
+        print(f"medimg-build: warning: {message}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 def _installed_version() -> str:
@@ -368,14 +382,16 @@ SHOWN_VALUE = 200  # characters of a bad --set value quoted back
 
 
 def _yaml_value(key: str, text: str, recipe_path: str | None):
+    from .yaml_input import load_yaml
+
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as error:
         shown = text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE] + "..."
         problem = " ".join(str(getattr(error, "problem", None) or "invalid syntax").split())
         raise RecipeError(recipe_path, f"--set {key}: the value {shown!r} is not YAML "
-                          f"({problem})", hint="quote text, and write lists as [1,1,1] and "
-                          "mappings as {a: 1}") from None
+                          f"({problem[:SHOWN_VALUE]})", hint="quote text, and write lists "
+                          "as [1,1,1] and mappings as {a: 1}") from None
 
 
 if __name__ == "__main__":

@@ -46,3 +46,8 @@ class StoreError(MedimgError):
 
 class LabelError(MedimgError):
     """Labels that do not fit the vocabulary or the image they describe."""
+
+
+class MedimgWarning(UserWarning):
+    """Something a user should know that does not stop the work; the CLI prints it as
+    one line (``medimg-build: warning: ...``)."""

@@ -18,11 +18,14 @@ import hashlib
 import hmac
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import pydicom
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as _ps315
+
+from .errors import MedimgWarning
 
 KEY_ENV = "MEDIMG_PSEUDONYM_KEY"
 # Without a secret key, the hash still hides IDs from casual reading but can be
@@ -41,10 +44,24 @@ _TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC", "DA", "DT", "TM", "UI", "
              "IS", "DS", "UR"}
 
 
+class DefaultKeyWarning(MedimgWarning):
+    """A build pseudonymizes with the built-in key, which anyone can use."""
+
+
+warnings.simplefilter("always", DefaultKeyWarning)  # every build says it, not the first
+
+
 def pseudonym_key(explicit: str | None = None) -> tuple[bytes, bool]:
     """The key and whether it is secret (given by the user)."""
     key = explicit or os.environ.get(KEY_ENV)
     return (key or DEFAULT_KEY).encode(), bool(key)
+
+
+def warn_default_key() -> None:
+    warnings.warn(f"no --key or ${KEY_ENV}: patient pseudonyms use the built-in key, so "
+                  "anyone holding a patient ID can recompute its pseudonym; pass a secret "
+                  "key for data you share (it is never written)", DefaultKeyWarning,
+                  stacklevel=3)
 
 
 def pseudonymize(value: str, key: bytes) -> str:

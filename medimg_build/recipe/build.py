@@ -20,7 +20,9 @@ from ..case import Case
 from ..errors import MedimgError, RecipeError, StoreError
 from ..labels import classification
 from ..labels.splits import SplitPlan, plan_splits
-from ..privacy import deidentification_record, pseudonym_key, pseudonymize
+from ..privacy import (
+    deidentification_record, pseudonym_key, pseudonymize, warn_default_key,
+)
 from ..store import create_store
 from ..store.journal import test_kill_point
 from ..store.replace import Replacing
@@ -122,6 +124,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     if scheduler is not None:
         connect(scheduler).close()  # before the store is touched: no skeleton left behind
     secret, key_is_secret = pseudonym_key(key)
+    if not key_is_secret:
+        warn_default_key()
     listing = list_sources(recipe, source_dir, secret)
     declared, recipe = recipe, with_data_classes(with_source_labels(recipe, listing),
                                                  listing.cases)

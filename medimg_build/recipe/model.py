@@ -16,6 +16,7 @@ import yaml
 
 from ..errors import RecipeError
 from ..resources import recipes_dir, schema_dir
+from ..yaml_input import load_yaml, yaml_problem
 
 
 @lru_cache(maxsize=None)
@@ -95,15 +96,13 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                               hint="give a YAML path, or a name from `medimg-build recipes`")
         path = bundled
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except UnicodeDecodeError as error:
         raise RecipeError(path, f"is not a text file (byte {error.start} is not UTF-8)",
                           hint="a recipe is a YAML text file") from error
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RecipeError(path, f"is not valid YAML{where}",
-                          hint="fix the syntax of the recipe") from error
+        raise RecipeError(path, f"is not valid YAML{yaml_problem(error)}",
+                          hint="fix the syntax of the recipe") from None
     if not isinstance(data, dict):
         raise RecipeError(path, "is not a YAML mapping", hint="a recipe is a mapping of keys")
     return Recipe.from_dict(data, str(path))
