@@ -25,16 +25,14 @@ from .paths import source_root, stored_text
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
 SAFE_HINT = "case ids may use letters, digits and . _ + - only"
-# A case id names a group (volumes) and thumbnail files: 128 leaves room under the
-# 255-byte file-name limit of ext4, APFS and NTFS for what is added to it.
+# A case id names a group, so a folder (volumes): 128 leaves room under the
+# 255-byte file-name limit of ext4, APFS and NTFS (a UTF-8 byte each: ids are ASCII).
 MAX_CASE_ID_CHARS = 128
-# Names the store itself uses, at its root or inside a case's group (compared without
-# case: macOS and Windows folders ignore it). A case id taking one would overwrite it.
-STORE_NAMES = frozenset({
-    "zarr.json", "c", schema.CASE, schema.CASES_GROUP, schema.CHANNEL, schema.IMAGE,
-    schema.MASK, schema.LABELS_GROUP, schema.COMPLETE, schema.AFFINE, schema.SPACING,
-    schema.ORIGIN, schema.SPATIAL, schema.WORLD, MANIFEST, *GROUP_NAMES,
-})
+# Names of the store's own groups and files (compared without case: macOS and Windows
+# folders ignore it). A case group of that name would overwrite, or be taken for, one.
+# Array names (case, image, mask...) are not among them: no case group sits next to one.
+STORE_NAMES = frozenset({"zarr.json", "c", schema.CASES_GROUP, schema.LABELS_GROUP,
+                         MANIFEST, *GROUP_NAMES})
 _STORE_NAME_PATTERN = re.compile(
     rf"{schema.LEVEL_PREFIX}\d+|zarr\..*|.*\.partial", re.IGNORECASE)
 

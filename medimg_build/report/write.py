@@ -265,5 +265,5 @@ def thumbnail_name(number: int, case_id: str, view: str) -> str:
     Case ids are read from the store, which may come from another lab, so an id never
     becomes a path: it is kept as letters, digits and _ + - only (no '.', no '/') and
     capped, for a reader; the number alone makes the name unique."""
-    readable = _UNSAFE_FILE_CHARS.sub("_", case_id)[:FILE_NAME_ID_CHARS].strip("_")
+    readable = _UNSAFE_FILE_CHARS.sub("_", str(case_id))[:FILE_NAME_ID_CHARS].strip("_")
     return f"{number:04d}_{readable or 'case'}_{_UNSAFE_FILE_CHARS.sub('_', view)}.png"
