@@ -26,6 +26,7 @@ from medimg_build.report.reading import planes_of, read_case
 from medimg_build.report.sampling import sample
 from medimg_build.report.views import AXIAL, CORONAL, SAGITTAL, plan_plane
 from medimg_build.report.views import view_of_2d_grid
+from medimg_build.report.write import thumbnail_name
 
 from fixtures import nih_chestxray14, volume_folder
 
@@ -148,8 +149,8 @@ def test_rendered_thumbnails_show_the_marker_on_the_stated_side(marker_store, tm
     html = index.read_text()
     assert "patient&#39;s left on the image&#39;s right" in html  # the convention is stated
     for view in EXPECTED_SIDES:
-        rgb = np.asarray(Image.open(tmp_path / "report" / "images" / f"marker_{view}.png")
-                         .convert("RGB"), dtype=np.int16)
+        thumbnail = tmp_path / "report" / "images" / thumbnail_name(0, "marker", view)
+        rgb = np.asarray(Image.open(thumbnail).convert("RGB"), dtype=np.int16)
         # The marker is white (1000 HU) under the mask's translucent red: pink, unlike
         # the grey background, white pixels and the yellow direction letters.
         red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from .sources import (SAFE_HINT, CaseSource, SourceListing, case_id_from_name, is_safe_id,
-                      masks_of)
+from .sources import CaseSource, SourceListing, case_id_from_name, case_id_problem, masks_of
 
 
 def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
@@ -26,8 +25,8 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             continue
         fields = {k: v for k, v in (match.groupdict() if match else {}).items() if v is not None}
         case_id = _case_id(source.get("case_id", "stem"), path, relative, fields)
-        if not is_safe_id(case_id):  # one oddly named file must not stop the build
-            skipped[relative] = f"case id {case_id!r} is not a safe name ({SAFE_HINT})"
+        if (problem := case_id_problem(case_id)) is not None:
+            skipped[relative] = problem  # one oddly named file must not stop the build
             continue
         patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
         mask, layers = masks_of(source.get("masks"), root, case_id=case_id, **fields)

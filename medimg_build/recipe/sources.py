@@ -16,12 +16,25 @@ from ..errors import RecipeError
 from ..io.dicom import is_dicom_file
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
 from ..privacy import identifying_values_of_files, pseudonym_key, pseudonymize, scrub
+from ..store import schema
+from ..store.annotations import GROUP_NAMES
+from ..store.manifest import MANIFEST
 from .model import Recipe
 from .paths import source_root, stored_text
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
 SAFE_HINT = "case ids may use letters, digits and . _ + - only"
+# A case id names a group, so a folder (volumes): 128 leaves room under the
+# 255-byte file-name limit of ext4, APFS and NTFS (a UTF-8 byte each: ids are ASCII).
+MAX_CASE_ID_CHARS = 128
+# Names of the store's own groups and files (compared without case: macOS and Windows
+# folders ignore it). A case group of that name would overwrite, or be taken for, one.
+# Array names (case, image, mask...) are not among them: no case group sits next to one.
+STORE_NAMES = frozenset({"zarr.json", "c", schema.CASES_GROUP, schema.LABELS_GROUP,
+                         MANIFEST, *GROUP_NAMES})
+_STORE_NAME_PATTERN = re.compile(
+    rf"{schema.LEVEL_PREFIX}\d+|zarr\..*|.*\.partial", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -104,9 +117,9 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             continue
         case_id = str(path.relative_to(root)).replace("/", "_") if rule == "path" \
             else case_id_from_name(path, rule)
-        if not is_safe_id(case_id):
+        if (problem := case_id_problem(case_id)) is not None:
             # One badly named file is that file's problem, not the whole build's.
-            skipped[where] = f"case id {case_id!r} is not a safe name ({SAFE_HINT})"
+            skipped[where] = problem
             continue
         mask, layers = masks_of(mask_template, root, case_id=case_id, path=where)
         channels = tuple(root / t.format(case_id=case_id, path=where)
@@ -149,9 +162,8 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         patient = row.get(source.get("patient_column", ""), None) or \
             _patient_from_name(source.get("patient_pattern"), listed_as, table_path)
         case_id = case_id_from_name(Path(name))
-        if not is_safe_id(case_id):
-            skipped[f"{source['table']}: {name}"] = (f"case id {case_id!r} is not a safe "
-                                                     f"name ({SAFE_HINT})")
+        if (problem := case_id_problem(case_id)) is not None:
+            skipped[f"{source['table']}: {name}"] = problem
             continue
         cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
                                 patient or None, row))
@@ -317,15 +329,30 @@ def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> Non
                           hint="fix the recipe's column names or the table")
 
 
+def case_id_problem(case_id: str) -> str | None:
+    """Why ``case_id`` cannot name a case, or None. A case id is a store path component
+    and a file name: no separators, no '..', no leading dot, not too long, and not a
+    name the store itself uses (a file ``zarr.json.nii.gz`` would overwrite the
+    metadata of the store's case group)."""
+    if len(case_id) > MAX_CASE_ID_CHARS:
+        return (f"case id {case_id[:40]!r}... is {len(case_id)} characters long, over "
+                f"{MAX_CASE_ID_CHARS}: give the file a shorter name")
+    if not _SAFE_ID.match(case_id) or ".." in case_id:
+        return f"case id {case_id!r} is not a safe name ({SAFE_HINT}): rename the file"
+    if case_id.lower() in STORE_NAMES or _STORE_NAME_PATTERN.fullmatch(case_id):
+        return (f"case id {case_id!r} is a name the store itself uses (like zarr.json, "
+                "labels, scale0, manifest, *.partial): rename the file")
+    return None
+
+
 def is_safe_id(case_id: str) -> bool:
-    """A case id is a store path component: no separators, no '..', no leading dot."""
-    return bool(_SAFE_ID.match(case_id)) and ".." not in case_id
+    return case_id_problem(case_id) is None
 
 
 def safe_id(case_id: str, where: Path) -> str:
-    if not is_safe_id(case_id):
-        raise RecipeError(where, f"case id {case_id!r} is not a safe name",
-                          hint=SAFE_HINT)
+    problem = case_id_problem(case_id)
+    if problem is not None:
+        raise RecipeError(where, problem.rsplit(": ", 1)[0], hint=SAFE_HINT)
     return case_id
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from .views import CONVENTION, PICTURE
 PER_GROUP = {2: 8, 3: 3}  # cases shown per split or class, by spatial dimensions
 MAX_CLASSES = 24  # classes given a montage, the most frequent first
 HISTOGRAM_VALUES_PER_PLANE = 1 << 16
+# Characters a case id keeps in a thumbnail's file name, after the tile's number.
+FILE_NAME_ID_CHARS = 40
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_+-]+")
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ class _Renderer:
         for plane in planes_of(case):
             values = plane.extract(case.image.array)
             pixels = displayed_pixels(values, colour)
-            name = f"{case_id}_{plane.view.name}.png"
+            name = thumbnail_name(len(self.tiles), case_id, plane.view.name)
             render_plane(self._dir / name, case, plane, pixels,
                          display_window(pixels, intensity))
             # Channels last, as denormalize takes per-channel parameters.
@@ -254,3 +258,12 @@ class _Renderer:
             tags += [(f"{kind} {row['label']}", colour_of(int(row["label_index"])))
                      for _, row in table.iterrows()]
         return tags
+
+
+def thumbnail_name(number: int, case_id: str, view: str) -> str:
+    """The file name of the thumbnail of the ``number``-th case rendered, in ``images/``.
+    Case ids are read from the store, which may come from another lab, so an id never
+    becomes a path: it is kept as letters, digits and _ + - only (no '.', no '/') and
+    capped, for a reader; the number alone makes the name unique."""
+    readable = _UNSAFE_FILE_CHARS.sub("_", str(case_id))[:FILE_NAME_ID_CHARS].strip("_")
+    return f"{number:04d}_{readable or 'case'}_{_UNSAFE_FILE_CHARS.sub('_', view)}.png"
