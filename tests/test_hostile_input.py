@@ -54,6 +54,7 @@ def test_catalog_and_collection_files_refuse_aliases(tmp_path, reader):
         reader(path)
 
 
+@pytest.mark.filterwarnings("always::medimg_build.privacy.DefaultKeyWarning")
 def test_every_build_with_the_default_key_warns(source, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MEDIMG_PSEUDONYM_KEY", raising=False)
     for n in range(2):  # every build, not only the first of a process
