@@ -13,9 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import StoreError
-
-DAMAGE_HINT = ("run `medimg-build verify` on the store to find the damaged chunk; "
-               "restore the store from a snapshot or rebuild it")
+from .integrity import DAMAGED_HINT
 
 
 @contextmanager
@@ -30,4 +28,4 @@ def undecodable(path: str, what: str) -> Iterator[None]:
             raise
         lines = str(err).strip().splitlines()
         detail = f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
-        raise StoreError(path, f"{what} cannot be read ({detail})", hint=DAMAGE_HINT) from err
+        raise StoreError(path, f"{what} cannot be read ({detail})", hint=DAMAGED_HINT) from err

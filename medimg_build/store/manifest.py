@@ -61,6 +61,8 @@ VOLATILE = (("provenance",), ("build_report", "seconds"), ("manifest",))
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: no build time in a snapshot
 
 
+RESTORE_HINT = "restore the store from a snapshot, or rebuild it"  # verify found damage
+
 class ManifestError(StoreError):
     """A store without a content manifest, or a snapshot that cannot be written."""
 
@@ -228,7 +230,7 @@ def open_root(store, location: str) -> zarr.Group:
                                      "file built by medimg-build") from None
         raise ManifestError(_key_location(location, ROOT_METADATA),
                             f"the store's root metadata is damaged ({_first_line(err)})",
-                            hint="restore the store from a snapshot, or rebuild it") from None
+                            hint=RESTORE_HINT) from None
 
 
 def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
@@ -243,7 +245,7 @@ def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
             _key_location(location, MANIFEST),
             f"the content manifest is missing or damaged ({_first_line(err)}); the root "
             f"{ROOT_METADATA} records content sha256 {summary.get('content_sha256')}",
-            hint="restore the store from a snapshot, or rebuild it") from None
+            hint=RESTORE_HINT) from None
     return {"summary": summary, **document}
 
 
@@ -262,7 +264,7 @@ def _manifest_summary(root: zarr.Group, location: str) -> dict[str, Any]:
     raise ManifestError(_key_location(location, ROOT_METADATA),
                         f"the root attribute {damaged} is missing or damaged, so the "
                         "recorded content sha256 is unknown",
-                        hint="restore the store from a snapshot, or rebuild it")
+                        hint=RESTORE_HINT)
 
 
 def refuse_unfinished(medimg: Any, location: str, again: str) -> None:
