@@ -19,6 +19,7 @@ import yaml
 
 from . import __version__
 from .errors import MedimgError, MedimgWarning, RecipeError
+from .limits import DEFAULT_MAX_VOXELS
 
 # ``--pyramid`` without a number: full, 1/2, 1/4 and 1/8 in-plane (a 512 x 512 CT slice
 # down to 64 x 64, a thumbnail a viewer fetches in one request).
@@ -114,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="address of a running Dask distributed scheduler")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value, e.g. harmonize.spacing=[1,1,1]")
+    build.add_argument("--max-voxels", type=_positive_int, metavar="N",
+                       help="refuse any image, read or harmonized, of more than N values "
+                       f"(voxels x channels; default {DEFAULT_MAX_VOXELS:,}); the recipe's "
+                       "limits.max_voxels")
     build.add_argument("--key", help="secret key for pseudonymizing patient IDs "
                        "(default: $MEDIMG_PSEUDONYM_KEY)")
     build.add_argument("--format", choices=("zarr", "hdf5"), default=None,
@@ -235,6 +240,17 @@ def _default_workers() -> int:
     return int(configured) if configured else max(1, os.cpu_count() or 1)
 
 
+def _positive_int(text: str) -> int:
+    """An integer >= 1, written plainly or with underscores (``1_000_000_000``)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not a positive number")
+    return number
+
+
 def _build(args: argparse.Namespace) -> int:
     from .recipe.build import build_store
     from .recipe.model import load_recipe
@@ -242,6 +258,8 @@ def _build(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if args.set:
         recipe = recipe.with_overrides(_overrides(args.set, recipe.path))
+    if args.max_voxels is not None:
+        recipe = recipe.with_overrides({"limits": {"max_voxels": args.max_voxels}})
     report = build_store(recipe, args.source, args.out, workers=args.workers,
                          scheduler=args.scheduler, overwrite=args.overwrite, key=args.key,
                          progress=not args.quiet, format=args.format, resume=args.resume,

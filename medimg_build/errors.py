@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from os import PathLike
 
+# A problem quotes values from the input (a cell, a header field, a YAML node); a hostile
+# one can be megabytes long, and the message goes into a terminal and a table cell.
+MAX_PROBLEM_CHARS = 400
+
 
 class MedimgError(Exception):
     """Base class of every error this package raises on purpose.
@@ -14,7 +18,7 @@ class MedimgError(Exception):
 
     def __init__(self, path: str | PathLike | None, problem: str, hint: str | None = None):
         self.path = None if path is None else str(path)
-        self.problem = " ".join(str(problem).split())
+        self.problem = _cut(" ".join(str(problem).split()))
         self.hint = hint
         super().__init__(self._format())
 
@@ -51,3 +55,10 @@ class LabelError(MedimgError):
 class MedimgWarning(UserWarning):
     """Something a user should know that does not stop the work; the CLI prints it as
     one line (``medimg-build: warning: ...``)."""
+
+
+def _cut(problem: str) -> str:
+    if len(problem) <= MAX_PROBLEM_CHARS:
+        return problem
+    cut = len(problem) - MAX_PROBLEM_CHARS
+    return f"{problem[:MAX_PROBLEM_CHARS]}... ({cut:,} more characters not shown)"

@@ -25,6 +25,7 @@ from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
 from ..labels import classification
 from ..labels.splits import SplitPlan
+from ..limits import max_voxels
 from . import parsers
 from .annotations import case_annotations
 from .case_table import case_row
@@ -43,6 +44,12 @@ class BuildContext:
 
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
+    # Every reader and step of this case refuses images past the recipe's size limit.
+    with max_voxels(context.recipe.data.get("limits", {}).get("max_voxels")):
+        return _harmonize_case(source, context)
+
+
+def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     recipe = context.recipe
     raw = _with_recipe_facts(read_source(source, recipe), recipe)
     require_finite(raw, source.image_path)
