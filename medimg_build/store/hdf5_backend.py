@@ -131,6 +131,30 @@ def open_hdf5(location: str, storage_options: dict | None = None) -> Iterator[h5
             raw.close()
 
 
+def own_node(node: h5py.Group | h5py.Dataset, parent: h5py.Group, name: str, location: str):
+    """``node``, reached as ``parent[name]``, if every byte of it is in its store's file;
+    else a StoreError.
+
+    An HDF5 file can point outside itself: an external link into another file, a dataset
+    whose values are raw external files, a virtual dataset mapping other files. HDF5
+    follows them on read, so a store from another lab could make its reader read any
+    file of the reader's machine as pixels. medimg-build writes none of them; each is
+    refused when a reader reaches it (links are followed only on access, so this costs
+    one check per object read, not a walk of the whole file)."""
+    name = f"{parent.name.rstrip('/')}/{name}".strip("/")
+    if node.file != parent.file:
+        problem = f"{name} is an external link into {node.file.filename}"
+    elif isinstance(node, h5py.Dataset) and node.external:
+        files = ", ".join(str(entry[0]) for entry in node.external)
+        problem = f"{name} keeps its values in external file(s) {files}"
+    elif isinstance(node, h5py.Dataset) and node.is_virtual:
+        problem = f"{name} is a virtual dataset mapping other files"
+    else:
+        return node
+    raise StoreError(location, problem, hint="a medimg store keeps all its data in its own "
+                     "file: this one was altered, do not read it")
+
+
 @contextmanager
 def file_errors(path: str) -> Iterator[None]:
     """HDF5 reports a failed write (a full disk) as a RuntimeError or an OSError whose

@@ -25,7 +25,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from ..errors import StoreError
-from .hdf5_backend import decode_attrs, dims_of, is_string, open_error
+from .hdf5_backend import decode_attrs, dims_of, is_string, open_error, own_node
 from .integrity import damaged
 from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
@@ -153,6 +153,9 @@ class H5ReadGroup:
         path = f"{self.h5.name.rstrip('/')}/{name}".strip("/") or "the root group"
         return checked(self.source.location, path)
 
+    def _own(self, name: str):
+        return own_node(self.h5[name], self.h5, name, self.source.location)
+
     @property
     def attrs(self) -> dict[str, Any]:
         with self._checked():
@@ -164,7 +167,7 @@ class H5ReadGroup:
 
     def __getitem__(self, path: str):
         with self._checked(path):
-            node = self.h5[path]
+            node = self._own(path)
         if isinstance(node, h5py.Group):
             return H5ReadGroup(self.source, node)
         return _Values(node, self.source.location)
@@ -175,14 +178,14 @@ class H5ReadGroup:
 
     def groups(self) -> dict[str, H5ReadGroup]:
         with self._checked():
-            return {k: H5ReadGroup(self.source, v) for k, v in self.h5.items()
+            return {k: H5ReadGroup(self.source, self._own(k)) for k, v in self.h5.items()
                     if isinstance(v, h5py.Group)}
 
     def lazy(self, name: str) -> da.Array | np.ndarray:
         """A dataset as dask, chunked as stored; strings eagerly (small table columns,
         and dask has no string dtype worth having)."""
         with self._checked(name):
-            dataset = self.h5[name]
+            dataset = self._own(name)
         if is_string(dataset.dtype):
             return np.array(read_values(dataset, location=self.source.location).tolist(),
                             dtype=STRINGS)
@@ -199,7 +202,7 @@ class H5ReadGroup:
         for name in [n for n in self.array_keys() if n not in NOT_DATA] if names is None \
                 else names:
             with self._checked(name):
-                dataset = self.h5[name]
+                dataset = self._own(name)
                 dims, attrs = dims_of(dataset), decode_attrs(dataset.attrs)
             variable = xr.Variable(dims, self.lazy(name), attrs=attrs)
             if dims == (name,):

@@ -28,7 +28,9 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .hdf5_backend import DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string, open_hdf5
+from .hdf5_backend import (
+    DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string, open_hdf5, own_node,
+)
 
 STRINGS = np.dtypes.StringDType()  # Zarr's dtype for string arrays
 
@@ -83,21 +85,27 @@ class GroupView:
         return path in self._node
 
     def __getitem__(self, path: str) -> ArrayView | GroupView:
-        return _view(self._node[path])
+        return _view(self._own(self._node[path], path))
 
     def arrays(self) -> dict[str, ArrayView]:
         """The arrays directly in this group, by name."""
         if isinstance(self._node, zarr.Group):
             return {name: ArrayView(array) for name, array in self._node.arrays()}
-        return {name: ArrayView(node) for name, node in self._node.items()
+        return {name: ArrayView(self._own(node, name)) for name, node in self._node.items()
                 if isinstance(node, h5py.Dataset)}
 
     def groups(self) -> dict[str, GroupView]:
         """The groups directly in this group, by name."""
         if isinstance(self._node, zarr.Group):
             return {name: GroupView(group) for name, group in self._node.groups()}
-        return {name: GroupView(node) for name, node in self._node.items()
+        return {name: GroupView(self._own(node, name)) for name, node in self._node.items()
                 if isinstance(node, h5py.Group)}
+
+    def _own(self, node, name: str):
+        """``self[name]``, refused if it is HDF5 that reads outside its file (``own_node``)."""
+        if isinstance(self._node, zarr.Group):
+            return node
+        return own_node(node, self._node, name, self._node.file.filename)
 
     def all_arrays(self) -> Iterator[tuple[str, ArrayView]]:
         """Every array below this group, with its path relative to the group."""
@@ -107,8 +115,9 @@ class GroupView:
                     yield path, ArrayView(node)
             return
         found: list[tuple[str, ArrayView]] = []
-        self._node.visititems(lambda path, node: found.append((path, ArrayView(node)))
-                              if isinstance(node, h5py.Dataset) else None)
+        self._node.visititems(
+            lambda path, node: found.append((path, ArrayView(self._own(node, path))))
+            if isinstance(node, h5py.Dataset) else None)
         yield from found
 
 
