@@ -131,7 +131,10 @@ def test_a_damaged_blosc_frame_is_an_error_naming_the_chunk(reference_stores, tm
     n_chunks = zarr.open_array(store / "cases" / "ct" / image_path()).nchunks
     offset, nbytes = (int(v) for v in index_entries(bytes(data[-index_size(n_chunks):]))[0])
     frame = offset + nbytes - CRC32C_BYTES
-    data[offset + 2:offset + 16] = bytes(14)  # the first chunk's Blosc header: sizes gone
+    # The first chunk's Blosc header, all but its decoded size (checked before decoding,
+    # test_hostile_stores.py): flags, block and compressed sizes gone.
+    data[offset + 2:offset + 4] = bytes(2)
+    data[offset + 8:offset + 16] = bytes(8)
     data[frame:frame + CRC32C_BYTES] = google_crc32c.value(bytes(data[offset:frame])
                                                            ).to_bytes(4, "little")
     shard.write_bytes(bytes(data))

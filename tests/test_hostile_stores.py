@@ -1,21 +1,32 @@
-"""Stores come from other labs: an HDF5 store must not make its reader read files of the
-reader's own machine. HDF5 follows external links, external raw storage and virtual
-datasets on read; a medimg store has none, so each is refused where a reader meets it."""
+"""Stores come from other labs, so a store is hostile input too: it must not make its
+reader read files of the reader's own machine, nor allocate more than its arrays hold.
+
+HDF5 follows external links, external raw storage and virtual datasets on read; a Zarr
+folder may hold symbolic links, a chunk may declare any decoded size, a snapshot member
+may be compressed. medimg-build writes none of these, so each is refused where a reader
+meets it."""
 
 from __future__ import annotations
 
+import shutil
+import zipfile
 from pathlib import Path
 
+import google_crc32c
 import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+import zarr
+from numcodecs import Blosc
 
 from medimg_build.errors import StoreError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import open_store
+from medimg_build.store.integrity import checksummed_array, index_entries, index_size
 from medimg_build.store.validate import validate_store
+from peak_memory import run_measured
 
 IMAGE = "cases/a/scale0/image"
 SECRET = b"PRIVATE KEY OF THE READER "
@@ -85,3 +96,102 @@ def test_the_unaltered_store_reads(built):
     """The check refuses only what reads outside: the built store itself reads."""
     assert open_store(built).read_image("a").array.shape == (6, 5, 4)
     assert validate_store(built) == []
+
+
+# Zarr: a local store is a folder from someone else, and a snapshot a zip.
+
+@pytest.fixture(scope="module")
+def built_zarr(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hostile_zarr")
+    (root / "src" / "images").mkdir(parents=True)
+    image = np.arange(40 * 30 * 20, dtype=np.int16).reshape(40, 30, 20)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), root / "src" / "images" / "a.nii.gz")
+    recipe = load_recipe("volume-folder").with_overrides({"harmonize": {"spacing": None}})
+    assert build_store(recipe, root / "src", root / "store.zarr", progress=False).ok
+    return root / "store.zarr"
+
+
+def _copy(built: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the store and the path of its image's first shard."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(built, store)
+    return store, next(p for p in (store / IMAGE / "c").rglob("*") if p.is_file())
+
+
+def _reads(store: Path):
+    """Both read paths: zarr-python (read_image) and the lean reader (a case's slice)."""
+    yield lambda: open_store(store).read_image("a")
+    yield lambda: open_store(store).case("a")["image"][0, 0].values
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "outside"])
+def test_a_chunk_that_is_a_link_out_of_the_store_is_refused(built_zarr, tmp_path, target):
+    """/dev/zero would read without end; a file of the reader's machine as pixels."""
+    store, shard = _copy(built_zarr, tmp_path)
+    if target == "outside":
+        target = tmp_path / "secret.bin"
+        target.write_bytes(shard.read_bytes())  # even bytes that pass every checksum
+    shard.unlink()
+    shard.symlink_to(target)
+    for read in _reads(store):
+        with pytest.raises(StoreError, match="(is not a regular file|leads outside the "
+                                             "store).*this one was altered"):
+            read()
+
+
+def test_a_link_inside_the_store_still_reads(built_zarr, tmp_path):
+    store, shard = _copy(built_zarr, tmp_path)
+    moved = store / "moved_shard"
+    shard.rename(moved)
+    shard.symlink_to(moved)
+    for read in _reads(store):
+        read()
+
+
+def _decompression_bomb(built: Path, tmp_path: Path, decoded: int) -> Path:
+    """A copy of the store whose first image chunk is a valid Blosc frame of ``decoded``
+    zero bytes, with a right crc32c and shard index: only its declared size is wrong."""
+    store, shard = _copy(built, tmp_path)
+    array = zarr.open_array(store / IMAGE, mode="r")
+    per_shard = checksummed_array(array.metadata).per_shard
+    data = shard.read_bytes()
+    size = index_size(int(np.prod(per_shard)))
+    entries = index_entries(data[-size:])
+    chunks = [data[o:o + n] for o, n in entries.tolist()]
+    frame = Blosc(cname="lz4").encode(np.zeros(decoded, np.uint8))
+    chunks[0] = frame + google_crc32c.value(frame).to_bytes(4, "little")
+    offsets = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+    index = np.column_stack([offsets, [len(c) for c in chunks]]).astype("<u8").tobytes()
+    shard.write_bytes(b"".join(chunks) + index + google_crc32c.value(index).to_bytes(4, "little"))
+    return store
+
+
+def test_a_chunk_declaring_a_gigabyte_is_refused_before_decoding(built_zarr, tmp_path):
+    """2 MB on disk, 1 GiB once decoded: refused from the Blosc header."""
+    store = _decompression_bomb(built_zarr, tmp_path, 2**30)
+    for read in _reads(store):
+        with pytest.raises(StoreError, match=r"chunk \(0, 0, 0, 0\) declares 1073741824 "
+                                             r"decoded bytes where its shape holds"):
+            read()
+    run = run_measured(f"""
+        from medimg_build import open_store
+        from medimg_build.errors import StoreError
+        try:
+            open_store({str(store)!r}).read_image("a")
+        except StoreError as error:
+            print(error)
+    """)
+    assert "declares 1073741824 decoded bytes" in run.stdout, run.stderr
+    assert run.peak_rss < 2**30 / 2, f"peak {run.peak_mib:.0f} MiB"
+
+
+def test_a_snapshot_with_a_compressed_member_is_refused(built_zarr, tmp_path):
+    """Snapshots store their members; a deflated one could inflate to any size."""
+    snapshot = tmp_path / "store.zip"
+    with zipfile.ZipFile(snapshot, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(built_zarr.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(built_zarr).as_posix())
+    with pytest.raises(StoreError, match="member .* is compressed .*not made by "
+                                         "medimg-build snapshot"):
+        open_store(snapshot)

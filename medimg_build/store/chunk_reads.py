@@ -32,8 +32,9 @@ from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.storage import LocalStore
 
 from .integrity import (
-    CRC32C_BYTES, NO_CHUNK, CheckedStore, Pinned, check_chunk, check_pinned,
-    checksummed_array, crc32c_ok, damaged, index_entries, index_size, shard_index,
+    CRC32C_BYTES, NO_CHUNK, CheckedStore, Pinned, check_chunk, check_local_object,
+    check_pinned, checksummed_array, crc32c_ok, damaged, index_entries, index_size,
+    shard_index,
 )
 
 __all__ = ["CRC32C_BYTES", "NO_CHUNK", "LeanArray", "index_entries", "index_size",
@@ -133,6 +134,8 @@ class LeanArray(BackendArray):
         path = self.folder.joinpath("c", *map(str, shard))
         position = np.ravel_multi_index(tuple(c % p for c, p in zip(chunk, self.per_shard)),
                                         self.per_shard)
+        if shard not in self._indexes:  # once per shard: the file was checked when opened
+            check_local_object(self.location, self.pinned, str(path))
         try:
             with open(path, "rb") as handle:
                 index = self._index(shard, handle)
@@ -148,7 +151,7 @@ class LeanArray(BackendArray):
             return self._fill()  # an older store: a shard never written holds fill values
         check_pinned(self.location, self.pinned)  # after the read: it read the old store whole
         if self.grid is not None:
-            check_chunk(self.location, self.array.path, chunk, data)
+            check_chunk(self.location, self.array.path, chunk, data, self.grid.decoded_bytes)
             data = memoryview(data)[:-CRC32C_BYTES]
         try:
             pixels = np.frombuffer(blosc.decompress(data), dtype=self.stored_dtype)

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import zipfile
 from dataclasses import dataclass
+from functools import lru_cache
 
 import google_crc32c
 import numpy as np
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.bytes import Endian
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
@@ -48,6 +50,7 @@ DAMAGED_HINT = "the store is damaged: verify it with medimg-build verify, rebuil
 INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64 per chunk of a shard
 NO_CHUNK = 2**64 - 1  # both fields of a chunk never written
 CRC32C_BYTES = 4
+BLOSC_HEADER_BYTES = 16
 CHUNK_DIR = "/c/"  # zarr v3's default chunk keys: <array>/c/<i>/<j>/...
 
 
@@ -86,6 +89,8 @@ class ChecksummedArray:
 
     grid: tuple[int, ...]  # chunks along each axis
     per_shard: tuple[int, ...] | None
+    # Bytes a chunk decodes to, when its compressor is Blosc (whose header declares it).
+    decoded_bytes: int | None = None
 
     @property
     def index_bytes(self) -> int:
@@ -117,9 +122,19 @@ def checksummed_array(metadata) -> ChecksummedArray | None:
             return None
         inner = tuple(sharding.chunk_shape)
         grid = tuple(-(-n // c) for n, c in zip(metadata.shape, inner))
-        return ChecksummedArray(grid, tuple(o // i for o, i in zip(outer, inner)))
+        return ChecksummedArray(grid, tuple(o // i for o, i in zip(outer, inner)),
+                                _blosc_bytes(sharding.codecs, inner, metadata))
     if codecs and isinstance(codecs[-1], Crc32cCodec):
-        return ChecksummedArray(tuple(-(-n // c) for n, c in zip(metadata.shape, outer)), None)
+        return ChecksummedArray(tuple(-(-n // c) for n, c in zip(metadata.shape, outer)), None,
+                                _blosc_bytes(codecs, outer, metadata))
+    return None
+
+
+def _blosc_bytes(codecs, chunk_shape: tuple[int, ...], metadata) -> int | None:
+    """The decoded size of one chunk compressed by ``[bytes, blosc, crc32c]``, else None."""
+    if len(codecs) == 3 and isinstance(codecs[0], BytesCodec) \
+            and isinstance(codecs[1], BloscCodec):
+        return int(np.prod(chunk_shape)) * metadata.data_type.to_native_dtype().itemsize
     return None
 
 
@@ -149,9 +164,34 @@ def shard_index(location: str, array: str, layout: ChecksummedArray,
     return entries
 
 
-def check_chunk(location: str, array: str, chunk: tuple[int, ...], data) -> None:
+def check_chunk(location: str, array: str, chunk: tuple[int, ...], data,
+                decoded_bytes: int | None = None) -> None:
+    problem = chunk_problem(data, decoded_bytes)
+    if problem:
+        raise damaged(location, array, f"chunk {chunk} {problem}")
+
+
+def chunk_problem(data, decoded_bytes: int | None = None) -> str | None:
+    """What is wrong with a chunk's bytes: its crc32c and, for Blosc, the decoded size
+    its header declares. The declared size is what Blosc allocates before it decodes: a
+    store from another lab could make each 4 MB chunk decode to 1 GB, and zarr decodes
+    chunks in parallel."""
     if not crc32c_ok(data):
-        raise damaged(location, array, f"chunk {chunk} fails its crc32c checksum")
+        return "fails its crc32c checksum"
+    if decoded_bytes is not None:
+        declared = _blosc_declared_bytes(data)
+        if declared != decoded_bytes:
+            return f"declares {declared} decoded bytes where its shape holds {decoded_bytes}"
+    return None
+
+
+def _blosc_declared_bytes(data) -> int | None:
+    """The uncompressed size in a Blosc 1 header: bytes 4-7, little-endian (c-blosc's
+    README_HEADER.rst); None if the chunk is shorter than a header and its crc32c."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    if len(view) < BLOSC_HEADER_BYTES + CRC32C_BYTES:
+        return None
+    return int.from_bytes(view[4:8].tobytes(), "little")
 
 
 def check_shard(location: str, array: str, layout: ChecksummedArray,
@@ -167,7 +207,7 @@ def check_shard(location: str, array: str, layout: ChecksummedArray,
         chunk = layout.chunk_of(shard, position)
         if offset + nbytes > len(view) - layout.index_bytes:
             raise damaged(location, array, f"chunk {chunk} lies outside its shard {shard}")
-        check_chunk(location, array, chunk, view[offset:offset + nbytes])
+        check_chunk(location, array, chunk, view[offset:offset + nbytes], layout.decoded_bytes)
 
 
 Pinned = tuple[str, tuple[int, int]]  # a local store's folder and its (device, inode)
@@ -201,6 +241,56 @@ def check_pinned(location: str, pinned: Pinned | None) -> None:
         raise StoreError(location, "was replaced or removed (by another build's "
                          "--overwrite?) while it was open: its metadata no longer "
                          "describes the chunks under its name", hint="open the store again")
+
+
+def check_local_object(location: str, pinned: Pinned | None, key: str) -> None:
+    """StoreError unless the object ``key`` (or absolute path) of a local store, links
+    followed, is a regular file inside the store's folder (a missing one is left to the
+    reader).
+
+    A store from another lab may hold symbolic links: one to ``/dev/zero`` or a pipe
+    would read without end, one to a file of the reader's machine would read its bytes
+    as pixels or table cells. medimg-build writes no links; a link that stays inside
+    the store (a copy made with hard or soft links) still reads."""
+    if pinned is None:
+        return
+    path = os.path.join(pinned[0], key)
+    try:
+        status = os.lstat(path)
+        if stat.S_ISLNK(status.st_mode):
+            path = os.path.realpath(path)
+            status = os.stat(path)
+        else:  # one lstat per read; folders are resolved once (a store has few)
+            path = os.path.join(_real_path(os.path.dirname(path)), os.path.basename(path))
+    except OSError:
+        return
+    folder = _real_path(pinned[0])
+    if not stat.S_ISREG(status.st_mode):
+        problem = "is not a regular file"
+    elif os.path.commonpath([path, folder]) != folder:
+        problem = f"leads outside the store, to {path}"
+    else:
+        return
+    raise StoreError(location, f"{key} {problem}", hint="a store holds only its own "
+                     "regular files: this one was altered, do not read it")
+
+
+def check_snapshot_members(location: str, archive: zipfile.ZipFile) -> None:
+    """StoreError if a member of a snapshot zip is compressed. Snapshots store every
+    member as is (manifest.py), so that a chunk is a byte range of the zip; a member
+    compressed by someone else could inflate to any size its header declares."""
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise StoreError(location, f"member {info.filename[:200]} is compressed "
+                             f"({info.compress_size:,} bytes that inflate to "
+                             f"{info.file_size:,})", hint="a snapshot stores its members "
+                             "uncompressed: this one was altered or not made by "
+                             "medimg-build snapshot")
+
+
+@lru_cache(maxsize=4096)
+def _real_path(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 class CheckedStore(WrapperStore):
@@ -261,6 +351,7 @@ class CheckedStore(WrapperStore):
 
     async def get(self, key, prototype, byte_range=None):
         parsed = chunk_key(key)
+        check_local_object(self.location, self.pinned, key)
         try:
             value = await self._store.get(key, prototype, byte_range)
         except zipfile.BadZipFile as error:  # a snapshot's member fails the zip's CRC-32
@@ -281,7 +372,8 @@ class CheckedStore(WrapperStore):
                      key: str, value, byte_range) -> None:
         if layout.per_shard is None:  # one object, one chunk
             if value is not None and byte_range is None:
-                check_chunk(self.location, array, coords, value.as_numpy_array())
+                check_chunk(self.location, array, coords, value.as_numpy_array(),
+                            layout.decoded_bytes)
             return
         if value is None:
             raise damaged(self.location, array, f"shard {coords} is missing (no object "
@@ -291,9 +383,11 @@ class CheckedStore(WrapperStore):
             check_shard(self.location, array, layout, coords, data)
         elif isinstance(byte_range, SuffixByteRequest):  # zarr reads the index first
             shard_index(self.location, array, layout, coords, data)
-        elif isinstance(byte_range, RangeByteRequest) and not crc32c_ok(data):
-            chunk = await self._chunk_at(array, coords, layout, key, byte_range.start)
-            raise damaged(self.location, array, f"chunk {chunk} fails its crc32c checksum")
+        elif isinstance(byte_range, RangeByteRequest):
+            problem = chunk_problem(data, layout.decoded_bytes)
+            if problem:
+                chunk = await self._chunk_at(array, coords, layout, key, byte_range.start)
+                raise damaged(self.location, array, f"chunk {chunk} {problem}")
 
     async def _chunk_at(self, array: str, shard: tuple[int, ...], layout: ChecksummedArray,
                         key: str, offset: int):

@@ -8,6 +8,7 @@ classes below; ``MedimgStore`` is the same for both layouts.
 from __future__ import annotations
 
 import os
+import zipfile
 from functools import cached_property
 from typing import Any
 
@@ -24,7 +25,7 @@ from .annotations import BOXES, LANDMARKS, read_annotations
 from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
 from .chunk_reads import with_lean_reads
-from .integrity import CheckedStore
+from .integrity import CheckedStore, check_snapshot_members
 from .labels import read_label
 from .schema import (
     AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
@@ -89,16 +90,26 @@ def zarr_store(location: str, storage_options: dict | None = None):
             location = "zip::" + location
             storage_options = {protocol: storage_options} if storage_options else None
         try:
-            return FsspecStore.from_url(location, storage_options=storage_options,
-                                        read_only=True)
+            store = FsspecStore.from_url(location, storage_options=storage_options,
+                                         read_only=True)
         except (ImportError, ValueError) as err:  # no such protocol, or its package missing
             raise StoreError(location, f"cannot open this URL ({err})",
                              hint="install the fsspec package for its protocol (s3fs, "
                                   "gcsfs, adlfs...) or check the URL") from None
+        if isinstance(getattr(store.fs, "zip", None), zipfile.ZipFile):  # a snapshot
+            check_snapshot_members(location, store.fs.zip)
+        return store
     if not os.path.exists(location):
         raise StoreError(location, "no store at this path",
                          hint="check the path, or build a store with 'medimg-build build'")
     if location.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(location) as archive:
+                check_snapshot_members(location, archive)
+        except zipfile.BadZipFile as err:
+            raise StoreError(location, f"is not a readable zip file ({err})",
+                             hint="a snapshot is made by 'medimg-build snapshot'; fetch "
+                                  "it again if the copy was cut short") from None
         return ZipStore(location, mode="r")
     return LocalStore(location, read_only=True)
 
