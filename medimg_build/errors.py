@@ -6,7 +6,7 @@ from os import PathLike
 
 # A problem quotes values from the input (a cell, a header field, a YAML node); a hostile
 # one can be megabytes long, and the message goes into a terminal and a table cell.
-MAX_PROBLEM_CHARS = 400
+MAX_PROBLEM_CHARS = 600
 
 
 class MedimgError(Exception):
