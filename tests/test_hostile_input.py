@@ -66,3 +66,17 @@ def test_every_build_with_the_default_key_warns(source, tmp_path, capsys, monkey
     assert main(["build", "volume-folder", "--source", str(source), "--out",
                  str(tmp_path / "keyed.zarr"), "--quiet", "--key", "secret"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_an_error_quoting_a_huge_value_is_cut_to_a_few_hundred_characters(tmp_path):
+    """The schema error quotes the offending value: a 100,000-element list must not
+    make a 700 KB line in the terminal and the build report."""
+    text = open(load_recipe("volume-folder").path).read()
+    huge = "[" + ", ".join(["lol"] * 10**5) + "]"
+    recipe = tmp_path / "huge.yaml"
+    recipe.write_text(text.replace("\nmodality: CT\n", f"\nmodality: {huge}\n", 1))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe)
+    message = str(caught.value)
+    assert len(message) < 1000, len(message)
+    assert "more characters not shown" in message
