@@ -357,3 +357,29 @@ def test_link_loops_end_in_globs_and_folder_walks(tree, shared_data):
     (dicom / "series").symlink_to(shared_data / "dicom2nifti" / "anatomical" / "001")
     (dicom / "again").symlink_to(dicom, target_is_directory=True)  # a loop
     assert [len(ref.files) for ref in discover_series(dicom).series] == [4]
+
+
+# -- 5. other files that name files ------------------------------------------------------
+
+
+def test_an_ome_tiff_naming_a_file_outside_is_read_from_its_own_pages_only(tree):
+    """OME-XML's <UUID FileName=...> lists the files of a multi-file series: tifffile
+    opens them wherever they point. Only the file's own pages are read."""
+    import tifffile
+
+    source, outside = tree
+    tifffile.imwrite(outside / "x.ome.tif", np.full((4, 5), 7, np.uint16), metadata=None)
+    planes = "".join(
+        f'<TiffData FirstZ="{z}" IFD="0" PlaneCount="1"><UUID FileName="{name}">'
+        f"urn:uuid:0000000{z}-0000-0000-0000-000000000000</UUID></TiffData>"
+        for z, name in enumerate(["evil.ome.tif", "../../outside/x.ome.tif"]))
+    ome = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/'
+           'Schemas/OME/2016-06" UUID="urn:uuid:00000000-0000-0000-0000-000000000000">'
+           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" '
+           'SizeX="5" SizeY="4" SizeZ="2" SizeC="1" SizeT="1"><Channel ID="Channel:0:0" '
+           f'SamplesPerPixel="1"/>{planes}</Pixels></Image></OME>')
+    evil = source / "images" / "evil.ome.tif"
+    tifffile.imwrite(evil, np.zeros((4, 5), np.uint16), description=ome, metadata=None)
+    image = read_image(evil)
+    assert image.array.max() == 0  # the outside file's 7s are not in it
+    assert image.meta["source_files"] == [str(evil.resolve())]
