@@ -383,3 +383,18 @@ def test_an_ome_tiff_naming_a_file_outside_is_read_from_its_own_pages_only(tree)
     image = read_image(evil)
     assert image.array.max() == 0  # the outside file's 7s are not in it
     assert image.meta["source_files"] == [str(evil.resolve())]
+
+
+def test_every_line_of_a_list_is_checked_and_a_list_past_the_limit_refused(tree):
+    """MetaIO reads as many LIST lines as its axes hold slices: all lines are checked,
+    so that a miscounted header cannot slip a name past the check."""
+    from medimg_build.io.detached import HEADER_BYTES
+
+    source, _ = tree
+    folder = source / "images"
+    extra = _mhd(folder / "extra.mhd", "LIST", "s1.raw\ns2.raw\n../../outside/raw.bin\n")
+    with pytest.raises(ImageReadError, match="extra.mhd: ElementDataFile '../../outside"):
+        read_image(extra)
+    long = _mhd(folder / "long.mhd", "LIST", "s.raw\n" * (HEADER_BYTES // 6 + 1))
+    with pytest.raises(ImageReadError, match="long.mhd: lists data files past its first"):
+        read_image(long)

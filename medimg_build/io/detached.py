@@ -13,8 +13,8 @@ MetaIO (ITK's ``metaImage.cxx``, ``MetaImage::ReadStream``) reads ``Key = Value`
 last field. Its value is one of:
 
 - ``LOCAL`` (or ``Local``, ``local``): the data follows the header in the same file;
-- ``LIST [n]``: the next lines of the header file name one file each, for the
-  product of the sizes of the axes from ``n`` (default NDims - 1) on;
+- ``LIST [n]``: the next lines of the header file name one file each (MetaIO reads
+  as many as the axes from ``n`` on hold slices; every line is checked here);
 - a printf pattern with ``%`` and up to three numbers ``min max step`` (defaults 1,
   the last axis's size, 1): one file per number, ``pattern % i``;
 - one file name (ITK also tries it with ``.gz`` and ``.Z`` appended).
@@ -26,7 +26,6 @@ or ``<pattern> <min> <max> <step> [<subdim>]``.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -39,6 +38,7 @@ HEADER_BYTES = 1 << 20
 # A pattern or a LIST naming more files than this is refused before any is listed.
 MAX_DATA_FILES = 100_000
 _LOCAL = ("LOCAL", "Local", "local")
+_CUT = "\0cut"  # marks a header longer than HEADER_BYTES (no text line holds a NUL)
 # One integer conversion (what MetaIO and teem give the slice number to); a '%s' or two
 # conversions would make the C library read memory it was not given.
 _INTEGER = r"%[-+ 0#]*\d*(?:\.\d*)?[diuoxX]"
@@ -70,9 +70,12 @@ def _existing(header: Path, name: str, suffix: str) -> Path | None:
 
 
 def _header_lines(path: Path) -> list[str]:
+    """The lines of the first HEADER_BYTES of ``path``, and a last ``_CUT`` line when
+    the file goes on: a LIST cut short by the limit is refused, not half checked."""
     with open(path, "rb") as handle:
-        head = handle.read(HEADER_BYTES)
-    return head.decode("latin-1").split("\n")
+        head = handle.read(HEADER_BYTES + 1)
+    lines = head[:HEADER_BYTES].decode("latin-1").split("\n")
+    return lines if len(head) <= HEADER_BYTES else [*lines, _CUT]
 
 
 def _metaimage_names(path: Path) -> list[str]:
@@ -102,15 +105,10 @@ def _metaimage_forms(path: Path, value: str, fields: dict[str, str],
                      following: list[str]) -> list[str]:
     if value in _LOCAL:
         return []
-    sizes = _integers(fields.get("DimSize", ""))
-    dims = _integer(fields.get("NDims", ""), len(sizes))
-    sizes = sizes[:dims]
     if value.startswith("LIST"):
-        words = value.split()
-        file_dims = int(_number(words[1])) if len(words) > 1 else 0
-        if file_dims <= 0 or file_dims > dims:
-            file_dims = dims - 1
-        return _listed(path, following, math.prod(sizes[max(file_dims, 0):]))
+        return _listed(path, following)
+    sizes = _integers(fields.get("DimSize", ""))
+    sizes = sizes[:_integer(fields.get("NDims", ""), len(sizes))]
     if "%" in value:
         return _pattern_names(path, value, sizes[-1] if sizes else 1)
     return [value]
@@ -157,7 +155,7 @@ def _nrrd_names(path: Path) -> list[str]:
         value = value.strip()
         words = value.split()
         if words and words[0] == "LIST":
-            return _listed(path, lines[number + 1:], None)
+            return _listed(path, lines[number + 1:])
         if len(words) in (4, 5) and "%" in words[0] and \
                 all(re.fullmatch(r"-?\d+", w) for w in words[1:4]):
             first, last, step = (int(w) for w in words[1:4])
@@ -170,12 +168,13 @@ def _nrrd_names(path: Path) -> list[str]:
     return []
 
 
-def _listed(path: Path, lines: list[str], count: int | None) -> list[str]:
-    """The names of a LIST form: ``count`` lines (None: every line to the end), each
-    without its trailing blanks and unprintable bytes, as MetaIO reads them."""
-    names = [re.sub(r"[^\x21-\x7e]+$", "", line)
-             for line in (lines if count is None else lines[:count])]
-    names = [name for name in names if name]
+def _listed(path: Path, lines: list[str]) -> list[str]:
+    """The names of a LIST form: every line to the end of the header file, each without
+    its trailing blanks and unprintable bytes, as MetaIO reads them."""
+    if lines and lines[-1] == _CUT:
+        raise ImageReadError(path, f"lists data files past its first {HEADER_BYTES} bytes",
+                             hint="is this a real image header?")
+    names = [name for line in lines if (name := re.sub(r"[^\x21-\x7e]+$", "", line))]
     if len(names) > MAX_DATA_FILES:
         raise ImageReadError(path, f"lists {len(names)} data files, more than "
                              f"{MAX_DATA_FILES}", hint="is this a real image header?")
