@@ -277,7 +277,9 @@ PARSER_OPTIONS = [
     ("scr", {"images": "../outside/*.IMG"}, "options.images"),
     ("lidc", {"xml": "../outside/*.xml"}, "options.xml"),
     ("i2cvb", {"patients": "../outside"}, "options.patients"),
-    ("i2cvb", {"image": "../../outside"}, "options.images"),
+    ("i2cvb", {"image": "../../outside"}, "options.image"),
+    ("i2cvb", {"images": ["T2W", "../ADC"]}, "options.images"),
+    ("i2cvb", {"mask": "GT_inv/../../x"}, "options.mask"),
 ]
 
 

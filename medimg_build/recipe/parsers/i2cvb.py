@@ -36,7 +36,7 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
                           hint=f"options are {sorted(_OPTIONS)}")
     names = options.get("images") or [options.get("image", "T2W")]
     for name in names:  # folders of each patient folder: they must stay inside it
-        inside(root, name, "source.options.images")
+        inside(root, name, "source.options." + ("images" if "images" in options else "image"))
     image_name = names[0]
     mask_name = options.get("mask", "GT_inv/prostate")
     inside(root, mask_name, "source.options.mask")
