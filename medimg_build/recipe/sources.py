@@ -166,11 +166,13 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         if (problem := case_id_problem(case_id)) is not None:
             skipped[f"{source['table']}: {name}"] = problem
             continue
-        mask = _table_mask(source, row, case_id, root)
-        if isinstance(mask, str):  # a mask cell naming a path outside: the row's refusal
-            skipped[f"{source['table']}: {name}"] = mask
+        listed_mask = str(row[source["mask_column"]]).strip() \
+            if source.get("mask_column") else ""
+        if (problem := outside_problem(listed_mask)) is not None:  # the row's refusal
+            skipped[f"{source['table']}: {name}"] = f"mask {listed_mask!r} {problem}, not read"
             continue
-        cases.append(CaseSource(case_id, files[name], mask, patient or None, row))
+        cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
+                                patient or None, row))
     for name, path in files.items():
         if name not in listed:
             skipped[str(path.relative_to(root))] = "image without a table row"
@@ -214,14 +216,12 @@ def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | Non
 
 
 def _table_mask(source: dict[str, Any], row: dict[str, Any], case_id: str,
-                root: Path) -> Path | str | None:
+                root: Path) -> Path | None:
     """A listed mask must exist (a missing one fails its case); a templated one is
-    optional, as masks often exist for a subset of a dataset. A cell naming a path
-    outside the source folder gives the reason it is not read (a text) instead."""
+    optional, as masks often exist for a subset of a dataset. (A listed mask outside
+    the source folder has refused its row before.)"""
     if source.get("mask_column"):
         listed = str(row[source["mask_column"]]).strip()
-        if (problem := outside_problem(listed)) is not None:
-            return f"mask {listed!r} {problem}, not read"
         return root / listed if listed else None
     if source.get("masks"):
         candidate = from_template(root, source["masks"], "source.masks", case_id=case_id)
