@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from ..errors import ImageReadError
 from ..geometry import LPS_TO_RAS, affine_from_geometry, affine_from_sitk, array_from_sitk
 from ..image import MedicalImage
+from .detached import data_files
 
 SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".hdr", ".img")
 
@@ -23,6 +24,8 @@ _FORMATS = {".mha": "metaimage", ".mhd": "metaimage", ".nrrd": "nrrd", ".nhdr": 
 
 
 def read_itk(path: Path) -> MedicalImage:
+    # Checked before SimpleITK opens the header, which would follow any name it holds.
+    detached = data_files(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -59,7 +62,7 @@ def read_itk(path: Path) -> MedicalImage:
 
     meta = {
         "format": fmt,
-        "source_files": _source_files(path),
+        "source_files": _source_files(path, detached),
         "space": space,
         "modality": _modality(image),
         "intensity": {"pixel_type": image.GetPixelIDTypeAsString(),
@@ -105,32 +108,12 @@ def _modality(image: sitk.Image) -> str | None:
     return None
 
 
-def _source_files(path: Path) -> list[str]:
+def _source_files(path: Path, detached: list[Path]) -> list[str]:
     """The header and, for two-file formats, the data file(s) it points to."""
-    files = {path.resolve()}
-    suffix = path.suffix.lower()
-    if suffix in (".hdr", ".img"):
+    files = {path.resolve(), *(f.resolve() for f in detached)}
+    if path.suffix.lower() in (".hdr", ".img"):
         for other in (path.with_suffix(".img"), path.with_suffix(".hdr")):
             if other.exists():
                 files.add(other.resolve())
-    elif suffix in (".mhd", ".nhdr"):
-        files.update(_detached_data_files(path))
     return sorted(str(f) for f in files)
 
-
-def _detached_data_files(path: Path) -> set[Path]:
-    key = "elementdatafile" if path.suffix.lower() == ".mhd" else "data file"
-    found: set[Path] = set()
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return found
-    for line in text.splitlines():
-        name, sep, value = line.partition("=" if key == "elementdatafile" else ":")
-        if sep and name.strip().lower() in (key, "datafile"):
-            value = value.strip()
-            if value and value.upper() not in ("LOCAL", "LIST") and " " not in value:
-                candidate = (path.parent / value).resolve()
-                if candidate.exists():
-                    found.add(candidate)
-    return found

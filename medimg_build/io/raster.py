@@ -112,7 +112,9 @@ def _pillow_pixels(pil: Image.Image, notes: dict[str, Any]) -> tuple[np.ndarray,
 
 def read_tiff(path: Path) -> MedicalImage:
     try:
-        with tifffile.TiffFile(path) as tif:
+        # Only this file's own pages: OME-XML (UUID FileName) and NDTiff.index name other
+        # files, which tifffile would open wherever they point ('../', absolute).
+        with tifffile.TiffFile(path, _multifile=False, is_ndtiff=False) as tif:
             series = tif.series[0]
             axes, pixels = series.axes, series.asarray()
             page = tif.pages.first

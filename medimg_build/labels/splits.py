@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecipeError
+from ..recipe.paths import inside
 
 
 def assign_split(patient_id: str, seed: int, fractions: dict[str, float]) -> str:
@@ -81,7 +82,7 @@ def _from_lists(lists: dict[str, str], cases, source_dir: Path) -> dict[str, str
     """patient pseudonym -> split, for the patients of images named in official lists."""
     named: dict[str, str] = {}
     for split, relative in lists.items():
-        path = source_dir / relative
+        path = inside(source_dir, relative, f"split.lists.{split}")
         if not path.is_file():
             raise RecipeError(path, f"official split list for {split!r} not found",
                               hint="check the recipe's split.lists")

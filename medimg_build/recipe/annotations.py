@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import LabelError
 from ..image import MedicalImage
 from ..labels.annotations import Boxes, Landmarks
+from .paths import inside
 from .sources import CaseSource, read_label_table
 
 KINDS = ("boxes", "landmarks")
@@ -26,7 +27,7 @@ def annotation_rows(labels: dict[str, Any], root: Path) -> dict[str, dict[str, l
         spec = labels.get(kind)
         if not spec or not spec.get("table"):  # no table: the source's parser gives the rows
             continue
-        path = root / spec["table"]
+        path = inside(root, spec["table"], f"labels.{kind}.table")
         table = read_label_table(path)
         wanted = [spec["image_column"], spec["label_column"], *spec["columns"]]
         wanted += [spec["slice_column"]] if spec.get("slice_column") else []

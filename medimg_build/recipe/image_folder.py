@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
+from .paths import inside_glob
 from .sources import CaseSource, SourceListing, case_id_from_name, case_id_problem, masks_of
 
 
 def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     pattern = _compiled(source.get("path_pattern"))
     cases, skipped = [], {}
-    for path in sorted(root.glob(source["images"])):
+    for path in inside_glob(root, source["images"], "source.images"):
         if not path.is_file() or path.name.startswith("."):
             continue
         relative = path.relative_to(root).as_posix()
@@ -29,7 +30,8 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             skipped[relative] = problem  # one oddly named file must not stop the build
             continue
         patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
-        mask, layers = masks_of(source.get("masks"), root, case_id=case_id, **fields)
+        mask, layers = masks_of(source.get("masks"), root, "source.masks", case_id=case_id,
+                                **fields)
         cases.append(CaseSource(case_id, path, mask, patient, fields, **layers))
     return SourceListing(cases, skipped)
 

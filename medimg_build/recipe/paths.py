@@ -7,7 +7,24 @@ build report, skip reasons, error texts) then passes ``stored_value``, which wri
 paths relative to it. Another absolute path left in a text (a symbolic link's target, a
 library's temporary file) keeps only its file name, and the store's own location is
 called "the store": a store, and its content hash, never tell where a lab keeps its
-data, under which user, or where the store was written."""
+data, under which user, or where the store was written.
+
+**Nothing is read from outside the source folder.** A path that comes from the data or
+the recipe -- a table cell, a header field (a MetaImage's ElementDataFile, a dataset.json
+entry), a recipe setting (glob, template, table) -- is checked as text, before anything
+is opened, by ``outside_problem``: it is refused when it is absolute (``/``, ``\\``,
+``~`` or a drive letter), holds a ``..`` component (with ``/`` or ``\\`` as separator)
+or a NUL byte. What is left, joined to the folder it is relative to, names an entry of
+the tree. The check is lexical on purpose: ``link/..`` is the link's parent for the
+operating system but the folder itself for a normalizing reader, so ``..`` is refused
+outright rather than interpreted.
+
+Symbolic links *inside* the tree are followed wherever they point (data farms link
+folders and files in from other disks); the tree is trusted to be what its owner
+built, the text in it is not. Folder walks follow links to folders but enter each real
+folder once (``io.dicom.files_under``), so a link loop ends; ``Path.glob`` does not
+descend into linked folders for ``**``, and other patterns are bounded by their own
+depth."""
 
 from __future__ import annotations
 
@@ -24,6 +41,53 @@ from ..errors import RecipeError
 # so only a path outside it with a space in a folder name keeps what follows the space.
 _ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"`,;:()\[\]{}<>]+/)+[^\s/'\"`,;:()\[\]{}<>]*")
 STORE_NAME = "the store"
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_SEPARATORS = re.compile(r"[\\/]")
+LINK_HINT = ("paths are relative to the source folder and stay inside it: to use data "
+             "kept elsewhere, put a symbolic link to it inside the source folder")
+
+
+def outside_problem(relative: str) -> str | None:
+    """Why ``relative``, a path read from a table, a header or a recipe, could name
+    something outside the folder it is relative to, or None when it cannot."""
+    text = str(relative)
+    if "\0" in text:
+        return "holds a NUL byte"
+    if text.startswith(("/", "\\", "~")) or _DRIVE.match(text):
+        return "is an absolute path"
+    if ".." in _SEPARATORS.split(text):
+        return "leads outside the source folder ('..')"
+    return None
+
+
+def inside(base: Path, relative: str, setting: str) -> Path:
+    """``base / relative`` for a path a recipe setting gives (``setting`` names it in
+    the error); RecipeError when it could lead outside ``base``."""
+    if (problem := outside_problem(relative)) is not None:
+        raise RecipeError(None, f"{setting} {str(relative)!r} {problem}", hint=LINK_HINT)
+    return base / relative
+
+
+def inside_glob(base: Path, pattern: str, setting: str) -> list[Path]:
+    """The matches of a recipe's glob under ``base``, sorted; RecipeError naming
+    ``setting`` for a pattern that is absolute or climbs out."""
+    inside(base, pattern, setting)
+    return sorted(base.glob(pattern))
+
+
+def from_template(base: Path, template: str, setting: str, **names: str) -> Path:
+    """A recipe's path template filled with ``names`` (file and folder names of the
+    case) under ``base``; RecipeError naming ``setting`` when the result could lead
+    outside it."""
+    try:
+        filled = template.format(**names)
+    except (KeyError, IndexError, ValueError) as error:
+        raise RecipeError(None, f"{setting} {template!r} cannot be filled ({error!r}); "
+                          f"it may name {sorted(names)}",
+                          hint="use {name} fields the recipe says it provides") from None
+    return inside(base, filled, setting)
 
 
 def source_root(source_dir: str | os.PathLike) -> Path:

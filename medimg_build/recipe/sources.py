@@ -20,7 +20,7 @@ from ..store import schema
 from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
 from .model import Recipe
-from .paths import source_root, stored_text
+from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -109,7 +109,7 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
     rule = source.get("case_id", "stem")
     mask_template = source.get("masks")
     cases, skipped = [], {}
-    for path in sorted(root.glob(source["images"])):
+    for path in inside_glob(root, source["images"], "source.images"):
         where = path.relative_to(root).as_posix()
         if path.name.startswith("."):
             # Reported, not silently dropped: '..x.nii.gz' may be a case someone meant.
@@ -121,8 +121,9 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             # One badly named file is that file's problem, not the whole build's.
             skipped[where] = problem
             continue
-        mask, layers = masks_of(mask_template, root, case_id=case_id, path=where)
-        channels = tuple(root / t.format(case_id=case_id, path=where)
+        mask, layers = masks_of(mask_template, root, "source.masks", case_id=case_id,
+                                path=where)
+        channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
                          for t in source.get("channels", []))
         patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
         cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient,
@@ -133,12 +134,12 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
 def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     """One case per table row whose image exists; rows without an image and images
     without a row are reported (with their number), not silently dropped."""
-    table_path = root / source["table"]
+    table_path = inside(root, source["table"], "source.table")
     table = read_label_table(table_path)
     wanted = [source["image_column"]] + [c for c in [source.get("patient_column")] if c]
     _require_columns(table, wanted, table_path)
     files: dict[str, Path] = {}
-    for path in sorted(root.glob(source["images"])):
+    for path in inside_glob(root, source["images"], "source.images"):
         if path.name in files:
             raise RecipeError(path, f"two image files are named {path.name!r} "
                               f"(the other is {files[path.name]})",
@@ -165,6 +166,11 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         if (problem := case_id_problem(case_id)) is not None:
             skipped[f"{source['table']}: {name}"] = problem
             continue
+        listed_mask = str(row[source["mask_column"]]).strip() \
+            if source.get("mask_column") else ""
+        if (problem := outside_problem(listed_mask)) is not None:  # the row's refusal
+            skipped[f"{source['table']}: {name}"] = f"mask {listed_mask!r} {problem}, not read"
+            continue
         cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
                                 patient or None, row))
     for name, path in files.items():
@@ -179,17 +185,18 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     return SourceListing(cases, skipped)
 
 
-def masks_of(spec: str | dict[str, str] | None, root: Path,
+def masks_of(spec: str | dict[str, str] | None, root: Path, setting: str,
              **names: str) -> tuple[Path | None, dict[str, Any]]:
-    """A case's mask from a recipe's ``masks``: one path template (the mask, if the file
-    exists), or {label value: template} layers combined into one map (all must exist;
-    a case missing a layer has no mask). Returns (mask path, CaseSource loader fields)."""
+    """A case's mask from a recipe's ``masks`` (the recipe key ``setting``): one path
+    template (the mask, if the file exists), or {label value: template} layers combined
+    into one map (all must exist; a case missing a layer has no mask). Returns (mask
+    path, CaseSource loader fields). Templates stay inside ``root`` (paths.inside)."""
     if not spec:
         return None, {}
     if isinstance(spec, str):
-        candidate = root / spec.format(**names)
+        candidate = from_template(root, spec, setting, **names)
         return (candidate if candidate.exists() else None), {}
-    layers = [[int(value), str(root / template.format(**names))]
+    layers = [[int(value), str(from_template(root, template, f"{setting}.{value}", **names))]
               for value, template in sorted(spec.items(), key=lambda item: int(item[0]))]
     if not all(Path(file).exists() for _, file in layers):
         return None, {}
@@ -211,12 +218,13 @@ def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | Non
 def _table_mask(source: dict[str, Any], row: dict[str, Any], case_id: str,
                 root: Path) -> Path | None:
     """A listed mask must exist (a missing one fails its case); a templated one is
-    optional, as masks often exist for a subset of a dataset."""
+    optional, as masks often exist for a subset of a dataset. (A listed mask outside
+    the source folder has refused its row before.)"""
     if source.get("mask_column"):
         listed = str(row[source["mask_column"]]).strip()
         return root / listed if listed else None
     if source.get("masks"):
-        candidate = root / source["masks"].format(case_id=case_id)
+        candidate = from_template(root, source["masks"], "source.masks", case_id=case_id)
         return candidate if candidate.exists() else None
     return None
 
@@ -224,7 +232,7 @@ def _table_mask(source: dict[str, Any], row: dict[str, Any], case_id: str,
 def _dicom_tree(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     """One case per DICOM series (or split part of one), named by a keyed hash of its
     UIDs: stable across builds with the same key, and no UID in the store."""
-    tree = root / source.get("root", ".")
+    tree = inside(root, source.get("root", "."), "source.root")
     discovery = discover_series(tree)
     skipped = {str(s.path.relative_to(root)): s.reason for s in discovery.skipped}
     modalities = source.get("modalities")
@@ -359,11 +367,8 @@ def safe_id(case_id: str, where: Path) -> str:
 def _missing_image_reason(name: str) -> str:
     """Why a table row names no image: images are found by file name under the source,
     so a path that is absolute or climbs out is never followed -- and is said to be so."""
-    if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name):
-        return "image named by an absolute path; images are looked up by file name " \
-            "under the source folder, not read"
-    if ".." in re.split(r"[\\/]", name):
-        return "image path leads outside the source folder ('..'), not read"
+    if (problem := outside_problem(name)) is not None:
+        return f"image {name!r} {problem}, not read"
     return "row without an image file"
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import pydicom
 
 from ...errors import RecipeError
+from ..paths import inside
 from ..sources import CaseSource, SourceListing, _private_case_id, read_label_table
 from . import parser
 
@@ -68,7 +69,7 @@ def cbis(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     folders = _folders(root)
     cases, skipped, used = [], {}, set()
     for name in tables:
-        path = root / name
+        path = inside(root, name, "source.options.tables")
         table = read_label_table(path)
         table.columns = [c.strip() for c in table.columns]
         missing = [c for c in NEEDED if c not in table.columns]

@@ -39,7 +39,8 @@ from PIL import Image
 
 from ...errors import ImageReadError, RecipeError
 from ...image import MedicalImage
-from ..sources import CaseSource, SourceListing, read_label_table
+from ..paths import inside, outside_problem
+from ..sources import CaseSource, SourceListing, case_id_problem, read_label_table
 from . import loader, parser
 
 COLUMNS = ["File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
@@ -63,8 +64,8 @@ def _numbers(text: str, n: int, where: str) -> list[float]:
 
 @parser("deeplesion")
 def deeplesion(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
-    table_path = root / options.get("table", "DL_info.csv")
-    images = root / options.get("images", "Images_png")
+    table_path = inside(root, options.get("table", "DL_info.csv"), "source.options.table")
+    images = inside(root, options.get("images", "Images_png"), "source.options.images")
     types: dict[str, str] = {str(k): v for k, v in options.get("lesion_types", {}).items()}
     table = read_label_table(table_path)
     missing = [c for c in COLUMNS if c not in table.columns]
@@ -78,6 +79,11 @@ def deeplesion(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
     for name, rows in by_slice.items():
         where = f"{table_path} ({name})"
         series = name.rsplit("_", 1)[0]
+        # File_name names the slice folder: a cell is never a way out of Images_png.
+        problem = outside_problem(series) or case_id_problem(name.removesuffix(".png"))
+        if problem is not None:
+            skipped[f"DL_info.csv: {name}"] = f"File_name {name!r}: {problem}"
+            continue
         first, last = (int(v) for v in _numbers(rows[0]["Slice_range"], 2, where))
         folder = images / series
         wanted = [folder / f"{n:03d}.png" for n in range(first, last + 1)]

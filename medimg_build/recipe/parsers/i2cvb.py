@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import RecipeError
+from ..paths import inside, inside_glob
 from ..sources import CaseSource, SourceListing, _private_case_id, masks_of, safe_id
 from . import parser
 
@@ -34,10 +35,14 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         raise RecipeError(None, f"i2cvb parser: unknown option(s) {unknown}",
                           hint=f"options are {sorted(_OPTIONS)}")
     names = options.get("images") or [options.get("image", "T2W")]
+    for name in names:  # folders of each patient folder: they must stay inside it
+        inside(root, name, "source.options." + ("images" if "images" in options else "image"))
     image_name = names[0]
     mask_name = options.get("mask", "GT_inv/prostate")
+    inside(root, mask_name, "source.options.mask")
     cases, skipped = [], {}
-    for folder in sorted(root.glob(options.get("patients", "Patient *"))):
+    for folder in inside_glob(root, options.get("patients", "Patient *"),
+                              "source.options.patients"):
         if not folder.is_dir():
             continue
         where = folder.relative_to(root).as_posix()
@@ -51,7 +56,7 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
             continue
         case_id = safe_id("_".join(folder.name.split()), folder)
         if options.get("masks"):  # structures combined into one map (masks_of)
-            mask, layers = masks_of(options["masks"], folder)
+            mask, layers = masks_of(options["masks"], folder, "source.options.masks")
         else:  # a patient without it is built without a mask
             mask, layers = ((folder / mask_name) if (folder / mask_name).is_dir() else None), {}
         channels = tuple(folder / n for n in names) if len(names) > 1 else ()

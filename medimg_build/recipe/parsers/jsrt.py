@@ -29,6 +29,7 @@ import numpy as np
 from ...errors import ImageReadError, RecipeError
 from ...image import MedicalImage
 from ...io import read_image
+from ..paths import inside_glob
 from ..sources import CaseSource, SourceListing, safe_id
 from . import loader, parser
 
@@ -48,12 +49,13 @@ def scr(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     five masks is skipped, and reported)."""
     binning = int(options.get("bin", 2))
     found: dict[str, dict[str, Path]] = {}
-    for folder in sorted(root.glob(options.get("masks", "**/masks"))):
+    for folder in inside_glob(root, options.get("masks", "**/masks"), "source.options.masks"):
         for structure in STRUCTURES:
             for path in sorted((folder / structure).glob("*.gif")):
                 found.setdefault(path.stem.upper(), {})[structure] = path
     cases, skipped = [], {}
-    images = [p for p in sorted(root.glob(options.get("images", "**/*.IMG")))
+    images = [p for p in inside_glob(root, options.get("images", "**/*.IMG"),
+                                     "source.options.images")
               if p.is_file() and p.suffix.lower() == ".img"]
     for path in images:
         stem = path.stem.upper()

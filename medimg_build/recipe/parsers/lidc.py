@@ -40,6 +40,7 @@ import pydicom
 
 from ...errors import RecipeError
 from ...privacy import pseudonymize
+from ..paths import inside_glob
 from ..sources import CaseSource, SourceListing
 from . import parser
 
@@ -188,7 +189,8 @@ def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def lidc(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     level = float(options.get("consensus_level", 0.5))
     cases, skipped = [], {}
-    for xml in sorted(root.glob(options.get("xml", "LIDC-IDRI-*/**/*.xml"))):
+    for xml in inside_glob(root, options.get("xml", "LIDC-IDRI-*/**/*.xml"),
+                           "source.options.xml"):
         where = str(xml.relative_to(root))
         try:
             head = ET.parse(xml).getroot()

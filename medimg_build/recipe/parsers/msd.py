@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import RecipeError
+from ..paths import outside_problem
 from ..sources import CaseSource, case_id_from_name, safe_id
 from . import ParsedListing, parser
 
@@ -64,7 +65,13 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
             raise RecipeError(path, f"training entry {number} is {entry!r}, not "
                               "{\"image\": ..., \"label\": ...}",
                               hint="the Decathlon's dataset.json is damaged")
-        image, label = task / entry["image"], task / entry["label"]
+        # dataset.json comes with the download: its paths are data, checked as a table's.
+        named = {"image": str(entry["image"]), "label": str(entry["label"])}
+        if (outside := next((p for p in named.values() if outside_problem(p)), None)):
+            skipped[f"dataset.json training: {outside}"] = \
+                f"training entry {outside!r} {outside_problem(outside)}, not read"
+            continue
+        image, label = task / named["image"], task / named["label"]
         listed.update({image.resolve(), label.resolve()})
         if not image.is_file():
             skipped[f"dataset.json training: {entry['image']}"] = \
@@ -76,7 +83,11 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
             case_id = safe_id(case_id_from_name(image), path)
             cases.append(CaseSource(case_id, image, label, case_id, dict(fields)))
     for entry in dataset.get("test", []):
-        image = task / (entry["image"] if isinstance(entry, dict) else entry)
+        named = str(entry.get("image", "") if isinstance(entry, dict) else entry)
+        if (problem := outside_problem(named)) is not None:
+            skipped[f"dataset.json test: {named}"] = f"test entry {problem}, not read"
+            continue
+        image = task / named
         listed.add(image.resolve())
         where = f"dataset.json test: {image.relative_to(task).as_posix()}"
         if not image.is_file():

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import RecipeError
+from ..paths import from_template, inside, inside_glob
 from ..sources import (CaseSource, SourceListing, _require_columns, case_id_from_name,
                        read_label_table, safe_id)
 from . import parser
@@ -50,7 +51,7 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
     if "key" not in pattern.groupindex:
         raise RecipeError(None, "table_join: path_pattern has no named group (?P<key>...)",
                           hint="the key group is matched against options.key_column")
-    table_path = root / options["table"]
+    table_path = inside(root, options["table"], "source.options.table")
     table = read_label_table(table_path)
     _require_columns(table, [options["key_column"]]
                      + [c for c in [options.get("patient_column")] if c], table_path)
@@ -59,7 +60,7 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
         rows.setdefault(str(row[options["key_column"]]).strip(), row)
 
     cases, skipped, used = [], {}, {}
-    for path in sorted(root.glob(options["images"])):
+    for path in inside_glob(root, options["images"], "source.options.images"):
         if not path.is_file() or path.name.startswith("."):
             continue
         relative = path.relative_to(root).as_posix()
@@ -83,7 +84,8 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
                    else rows[found].get(options.get("patient_column", ""))) or None
         mask = None
         if options.get("masks"):
-            candidate = root / options["masks"].format(case_id=case_id, **groups)
+            candidate = from_template(root, options["masks"], "source.options.masks",
+                                      case_id=case_id, **groups)
             mask = candidate if candidate.exists() else None
         cases.append(CaseSource(case_id, path, mask, patient, fields))
     for name in rows:
