@@ -37,25 +37,26 @@ CHUNK = 2**24  # 16 MiB of zeros: one deflate block, repeated to make a stream o
 
 
 def deflate_with_zeros(head: bytes, zeros: int, wbits: int) -> bytes:
-    """A valid deflate stream of ``head`` then ``zeros`` zero bytes (a multiple of 16 MiB)
-    in a gzip (``wbits=31``) or zlib (``wbits=15``) wrapper, built in about a second per
-    4 GiB: one fully flushed block of 16 MiB of zeros, repeated."""
-    assert zeros % CHUNK == 0
+    """A valid deflate stream of ``head`` then ``zeros`` zero bytes, in a gzip
+    (``wbits=31``) or zlib (``wbits=15``) wrapper or none (``wbits=-15``), built in about
+    a second per 4 GiB: one fully flushed block of 16 MiB of zeros, repeated (a full
+    flush makes what follows independent of what came before)."""
+    blocks, rest = divmod(zeros, CHUNK)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
     first = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)
     block = deflate.compress(bytes(CHUNK)) + deflate.flush(zlib.Z_FULL_FLUSH)
-    body = first + block * (zeros // CHUNK) + deflate.flush(zlib.Z_FINISH)
-    zero = bytes(CHUNK)
+    body = first + block * blocks + deflate.compress(bytes(rest)) + deflate.flush()
+    if wbits == -15:
+        return body
+    checksum = zlib.crc32 if wbits == 31 else zlib.adler32
+    check = checksum(head)
+    for _ in range(blocks):
+        check = checksum(bytes(CHUNK), check)
+    check = checksum(bytes(rest), check)
     if wbits == 31:
-        crc = zlib.crc32(head)
-        for _ in range(zeros // CHUNK):
-            crc = zlib.crc32(zero, crc)
         return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body
-                + struct.pack("<II", crc, (len(head) + zeros) & 0xFFFFFFFF))
-    adler = zlib.adler32(head)
-    for _ in range(zeros // CHUNK):
-        adler = zlib.adler32(zero, adler)
-    return b"\x78\xda" + body + struct.pack(">I", adler)
+                + struct.pack("<II", check, (len(head) + zeros) & 0xFFFFFFFF))
+    return b"\x78\xda" + body + struct.pack(">I", check)
 
 
 def read_in_child(path: Path, limit: int | None = None):
@@ -189,17 +190,15 @@ def test_deflate_tiff_strip_inflating_past_its_page_is_refused(tmp_path):
 
 
 def png_of_zeros(path: Path, width: int, height: int) -> Path:
-    """An RGB PNG of zeros, compressed row by row (260 KB at 9459^2, just under Pillow's
-    MAX_IMAGE_PIXELS)."""
+    """An RGB PNG of zeros (260 KB at 9459^2, just under Pillow's MAX_IMAGE_PIXELS)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data)))
 
-    deflate, row = zlib.compressobj(9), bytes(1 + 3 * width)
-    pixels = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+    rows = deflate_with_zeros(b"", height * (1 + 3 * width), 15)  # filter byte 0, zeros
     path.write_bytes(b"\x89PNG\r\n\x1a\n"
                      + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
     return path
 
 
@@ -267,28 +266,89 @@ def test_the_same_file_small_enough_reaches_the_decoder(tmp_path):
     assert not isinstance(caught.value, ImageTooLargeError)
 
 
+def ct_slice(k: int, size: int = 64, syntax=pydicom.uid.ExplicitVRLittleEndian) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.4"
+    ds.FrameOfReferenceUID = "1.2.3.5"
+    ds.PatientName, ds.PatientID = "Doe^Jane", "123"
+    for empty in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                  "AccessionNumber", "ReferringPhysicianName"):  # type 2: highdicom copies them
+        setattr(ds, empty, "")
+    ds.Modality, ds.Rows, ds.Columns = "CT", size, size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, k]
+    ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
+    ds.PixelData = np.full((size, size), k, np.uint16).tobytes()
+    return ds
+
+
 def test_classic_series_counts_every_file(tmp_path):
     """Ten 64x64 slices: 40,960 values; the limit one below refuses the folder."""
     for k in range(10):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = ds.SeriesInstanceUID = "1.2.3"
-        ds.Modality, ds.Rows, ds.Columns = "CT", 64, 64
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, k]
-        ds.PixelSpacing = [1, 1]
-        ds.PixelData = np.full((64, 64), k, np.uint16).tobytes()
-        pydicom.dcmwrite(tmp_path / f"{k}.dcm", ds, enforce_file_format=True)
+        pydicom.dcmwrite(tmp_path / f"{k}.dcm", ct_slice(k), enforce_file_format=True)
     with max_voxels(10 * 64 * 64):
         assert read_image(tmp_path).array.shape == (64, 64, 10)
     with max_voxels(10 * 64 * 64 - 1), pytest.raises(ImageTooLargeError, match="10x64x64x1"):
         read_image(tmp_path)
+
+
+def test_deflated_dicom_inflating_to_4_gib_is_refused_before_pydicom_inflates_it(tmp_path):
+    """An 8x8 CT in the Deflated transfer syntax whose PixelData element holds 4 GiB of
+    zeros: pydicom inflates the whole dataset in one zlib.decompress before any tag is
+    known, so the stream is counted first."""
+    ds = ct_slice(0, size=8, syntax=pydicom.uid.DeflatedExplicitVRLittleEndian)
+    del ds.PixelData
+    path = tmp_path / "deflated.dcm"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    meta_end = 144 + pydicom.dcmread(path).file_meta.FileMetaInformationGroupLength
+    raw = path.read_bytes()
+    dataset = zlib.decompress(raw[meta_end:], -15)
+    zeros = 255 * CHUNK  # the largest multiple of 16 MiB an element length can hold
+    pixel_element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, zeros)
+    path.write_bytes(raw[:meta_end] + deflate_with_zeros(dataset + pixel_element, zeros, -15))
+    assert path.stat().st_size < 5 * 2**20
+    run = read_in_child(path, limit=2**26)  # counted up to 256 MiB (2 GiB by default)
+    assert_refused_early(run, path, "inflates past 268,435,456 bytes")
+
+
+def test_a_deflated_dicom_within_the_limit_reads(tmp_path):
+    path = tmp_path / "deflated.dcm"
+    pydicom.dcmwrite(path, ct_slice(3, syntax=pydicom.uid.DeflatedExplicitVRLittleEndian),
+                     enforce_file_format=True)
+    assert (read_image(path).array == 3).all()
+    with max_voxels(1000), pytest.raises(ImageTooLargeError, match="inflates past 4,000"):
+        read_image(path)
+
+
+def test_dicom_seg_whose_frames_span_100_m_is_refused_before_its_volume(tmp_path):
+    """Three 512^2 frames, the last one 100 m away: highdicom's label volume would hold
+    the 100,000 empty slices between them (24 GiB)."""
+    hd = pytest.importorskip("highdicom")
+    sources = [ct_slice(k, size=512) for k in range(3)]
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="organ",
+        segmented_property_category=hd.sr.CodedConcept("123037004", "SCT", "Anatomical Structure"),
+        segmented_property_type=hd.sr.CodedConcept("91772007", "SCT", "Organ"),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=np.ones((3, 512, 512), np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description], series_instance_uid=generate_uid(),
+        series_number=1, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="test", manufacturer_model_name="test", software_versions="1",
+        device_serial_number="1")
+    far = seg.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0]
+    far.ImagePositionPatient = [0, 0, 100_000]
+    path = tmp_path / "seg.dcm"
+    seg.save_as(path)
+    assert_refused_early(read_in_child(path), path, "x512x512 = ")
 
 
 # -- the limit counts exactly: a modest image at the limit reads, one value less refuses --
