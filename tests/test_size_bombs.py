@@ -130,28 +130,37 @@ def test_gzip_stream_with_a_little_trailing_data_still_reads(tmp_path):
     np.testing.assert_array_equal(read_image(path).array, voxels)
 
 
-# -- MetaImage (SimpleITK) --------------------------------------------------------------
+# -- MetaImage and NRRD (SimpleITK) -----------------------------------------------------
 
 
-def metaimage(path: Path, size, data: bytes) -> Path:
-    header = ("ObjectType = Image\nNDims = 3\nBinaryData = True\n"
-              "BinaryDataByteOrderMSB = False\nCompressedData = True\n"
-              f"CompressedDataSize = {len(data)}\nDimSize = {' '.join(map(str, size))}\n"
-              "ElementType = MET_SHORT\nElementDataFile = LOCAL\n")
+def itk_file(path: Path, size, stream_of_zeros: int) -> Path:
+    """A compressed MetaImage (zlib) or NRRD (gzip) of int16 declaring ``size``, its
+    stream holding ``stream_of_zeros`` zero bytes."""
+    if path.suffix == ".nrrd":
+        data = deflate_with_zeros(b"", stream_of_zeros, 31)
+        header = ("NRRD0004\ntype: short\ndimension: 3\n"
+                  f"sizes: {' '.join(map(str, size))}\nendian: little\nencoding: gzip\n\n")
+    else:
+        data = deflate_with_zeros(b"", stream_of_zeros, 15)
+        header = ("ObjectType = Image\nNDims = 3\nBinaryData = True\n"
+                  "BinaryDataByteOrderMSB = False\nCompressedData = True\n"
+                  f"CompressedDataSize = {len(data)}\nDimSize = {' '.join(map(str, size))}\n"
+                  "ElementType = MET_SHORT\nElementDataFile = LOCAL\n")
     path.write_bytes(header.encode() + data)
     return path
 
 
-def test_compressed_mha_declaring_13_gb_is_refused_before_reading(tmp_path):
-    path = metaimage(tmp_path / "bomb.mha", (2048, 2048, 1600),
-                     deflate_with_zeros(b"", CHUNK, 15))  # 16 KB
+@pytest.mark.parametrize("name", ["bomb.mha", "bomb.nrrd"])
+def test_compressed_itk_file_declaring_13_gb_is_refused_before_reading(tmp_path, name):
+    path = itk_file(tmp_path / name, (2048, 2048, 1600), CHUNK)  # 16 KB
     assert_refused_early(read_in_child(path), path, "2048x2048x1600x1")
 
 
-def test_compressed_mha_whose_stream_inflates_past_its_size_costs_only_the_size(tmp_path):
-    """ITK inflates a MetaImage into the buffer of its declared size and stops there:
-    4 GiB of zeros behind a 64^3 image read as the image, at no more memory."""
-    path = metaimage(tmp_path / "long.mha", (64, 64, 64), deflate_with_zeros(b"", 2**32, 15))
+@pytest.mark.parametrize("name", ["long.mha", "long.nrrd"])
+def test_itk_stream_inflating_past_its_size_costs_only_the_size(tmp_path, name):
+    """ITK inflates a MetaImage or NRRD into the buffer of its declared size and stops
+    there: 4 GiB of zeros behind a 64^3 image read as the image, at no more memory."""
+    path = itk_file(tmp_path / name, (64, 64, 64), 2**32)
     run = read_in_child(path)
     assert run.stdout.strip() == "READ (64, 64, 64)", run.stdout + run.stderr[-2000:]
     assert run.peak_rss < REFUSED_PEAK
@@ -217,56 +226,8 @@ def test_png_past_pillows_own_limit_is_a_size_refusal(tmp_path):
 # -- DICOM ----------------------------------------------------------------------------
 
 
-def enhanced_ct(path: Path, frames: int, size: int) -> Path:
-    """An Enhanced CT of ``frames`` JPEG 2000 frames of size^2, 1 mm apart. Each frame is
-    four bytes that are not a J2K codestream: decoding any of them fails."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = JPEG2000Lossless
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "CT"
-    ds.Rows = ds.Columns = size
-    ds.NumberOfFrames = frames
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    shared = Dataset()
-    measures, orientation = Dataset(), Dataset()
-    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.5], 1.0
-    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
-    ds.SharedFunctionalGroupsSequence = [shared]
-    per_frame = []
-    for k in range(frames):
-        item, position = Dataset(), Dataset()
-        position.ImagePositionPatient = [0.0, 0.0, float(k)]
-        item.PlanePositionSequence = [position]
-        per_frame.append(item)
-    ds.PerFrameFunctionalGroupsSequence = per_frame
-    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51"] * frames)
-    ds["PixelData"].VR = "OB"
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return path
-
-
-def test_enhanced_ct_of_1100_j2k_frames_of_2048_squared_is_refused_before_decoding(tmp_path):
-    path = enhanced_ct(tmp_path / "enhanced.dcm", 1100, 2048)
-    assert_refused_early(read_in_child(path), path, "1100x2048x2048x1 = 4,613,734,400 values")
-
-
-def test_the_same_file_small_enough_reaches_the_decoder(tmp_path):
-    """The refusal above comes before decoding: within the limit, the same fake frames
-    fail in the J2K decoder."""
-    path = enhanced_ct(tmp_path / "enhanced.dcm", 4, 64)
-    with pytest.raises(ImageReadError, match="cannot decode pixel data") as caught:
-        read_image(path)
-    assert not isinstance(caught.value, ImageTooLargeError)
-
-
 def ct_slice(k: int, size: int = 64, syntax=pydicom.uid.ExplicitVRLittleEndian) -> Dataset:
+    """Slice ``k`` (1 mm apart) of a classic CT series of size^2 uint16 pixels of value k."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT
@@ -287,6 +248,44 @@ def ct_slice(k: int, size: int = 64, syntax=pydicom.uid.ExplicitVRLittleEndian) 
     ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
     ds.PixelData = np.full((size, size), k, np.uint16).tobytes()
     return ds
+
+
+def enhanced_ct(path: Path, frames: int, size: int) -> Path:
+    """An Enhanced CT of ``frames`` JPEG 2000 frames of size^2, 1 mm apart. Each frame is
+    four bytes that are not a J2K codestream: decoding any of them fails."""
+    ds = ct_slice(0, size, syntax=JPEG2000Lossless)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    del ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing
+    ds.NumberOfFrames = frames
+    shared, measures, orientation = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.5], 1.0
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = []
+    for k in range(frames):
+        item, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, float(k)]
+        item.PlanePositionSequence = [position]
+        ds.PerFrameFunctionalGroupsSequence.append(item)
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51"] * frames)
+    ds["PixelData"].VR = "OB"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def test_enhanced_ct_of_1100_j2k_frames_of_2048_squared_is_refused_before_decoding(tmp_path):
+    path = enhanced_ct(tmp_path / "enhanced.dcm", 1100, 2048)
+    assert_refused_early(read_in_child(path), path, "1100x2048x2048x1 = 4,613,734,400 values")
+
+
+def test_the_same_file_small_enough_reaches_the_decoder(tmp_path):
+    """The refusal above comes before decoding: within the limit, the same fake frames
+    fail in the J2K decoder."""
+    path = enhanced_ct(tmp_path / "enhanced.dcm", 4, 64)
+    with pytest.raises(ImageReadError, match="cannot decode pixel data") as caught:
+        read_image(path)
+    assert not isinstance(caught.value, ImageTooLargeError)
 
 
 def test_classic_series_counts_every_file(tmp_path):
