@@ -17,6 +17,8 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
         # pydicom decodes compressed transfer syntaxes through its plugins (pylibjpeg,
         # Pillow) and converts YBR colour to RGB; nothing else is applied here.
         pixels = dataset.pixel_array
+    except MemoryError:
+        raise  # not a decoding problem: read_image names the file and the size limit
     except Exception as error:  # noqa: BLE001 - plugin errors have no common base class
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
