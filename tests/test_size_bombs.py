@@ -396,11 +396,22 @@ def test_the_limit_counts_every_value_and_no_more(tmp_path, make, name):
 # -- out of memory below the limit ------------------------------------------------------
 
 
-def test_memory_error_while_reading_is_one_line_naming_the_file_and_the_limit(tmp_path):
-    """With the limit raised past what the worker can hold, the allocation fails: the
-    error is one line (not 'unexpected MemoryError:' with no text)."""
-    path = tmp_path / "large.nii"
+def _nifti_of_4_gib(path: Path) -> Path:
     path.write_bytes(nifti_header((2048, 1024, 1024)))  # int16: 4 GiB, past the 3 GiB cap
+    return path
+
+
+def _enhanced_ct_of_8_gib(path: Path) -> Path:
+    return enhanced_ct(path, 1100, 2048)  # pydicom allocates before decoding a frame
+
+
+@pytest.mark.parametrize("make, name", [(_nifti_of_4_gib, "large.nii"),
+                                        (_enhanced_ct_of_8_gib, "large.dcm")])
+def test_memory_error_while_reading_is_one_line_naming_the_file_and_the_limit(
+        tmp_path, make, name):
+    """With the limit raised past what the worker can hold, the allocation fails: the
+    error is one line (not 'unexpected MemoryError:' with no text, nor 'cannot decode')."""
+    path = make(tmp_path / name)
     run = read_in_child(path, limit=2**40)
     message = run.stdout.strip()
     assert run.returncode == 0, run.stderr[-2000:]
