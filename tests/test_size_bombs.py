@@ -10,6 +10,7 @@ a modest real image shows that the check counts exactly what it should.
 from __future__ import annotations
 
 import gzip
+import lzma
 import struct
 import zlib
 from pathlib import Path
@@ -169,10 +170,11 @@ def test_itk_stream_inflating_past_its_size_costs_only_the_size(tmp_path, name):
 # -- TIFF (tifffile) and pictures (Pillow) --------------------------------------------------
 
 
-def deflate_tiff(path: Path, width: int, height: int, strip: bytes) -> Path:
-    """A little-endian, 8-bit grey TIFF of one deflate strip (tags written by hand:
-    writers will not write a header that lies about its data)."""
-    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1),
+def deflate_tiff(path: Path, width: int, height: int, strip: bytes, compression: int = 8
+                 ) -> Path:
+    """A little-endian, 8-bit grey TIFF of one deflate (or other) strip (tags written by
+    hand: writers will not write a header that lies about its data)."""
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, compression), (262, 3, 1),
             (273, 4, 0), (277, 3, 1), (278, 4, height), (279, 4, len(strip))]
     ifd_size = 2 + 12 * len(tags) + 4
     strip_offset = 8 + ifd_size
@@ -190,10 +192,15 @@ def test_21_kb_deflate_tiff_of_100000_squared_is_refused_from_its_tags(tmp_path)
     assert_refused_early(read_in_child(path), path, "100000x100000 = 10,000,000,000 values")
 
 
-def test_deflate_tiff_strip_inflating_past_its_page_is_refused(tmp_path):
-    """A 1000x1000 page (1 MB) whose strip holds 4 GiB of zeros: tifffile alone inflates
-    all of it (zlib.decompress ignores the strip size)."""
-    path = deflate_tiff(tmp_path / "strip.tif", 1000, 1000, deflate_with_zeros(b"", 2**32, 15))
+@pytest.mark.parametrize("compression", ["deflate", "lzma"])
+def test_tiff_strip_inflating_past_its_page_is_refused(tmp_path, compression):
+    """A 1000x1000 page (1 MB) whose strip holds 4 GiB (deflate) or 64 MiB (LZMA) of
+    zeros: tifffile alone inflates all of it (zlib/lzma.decompress ignore the strip size)."""
+    if compression == "deflate":
+        strip, code = deflate_with_zeros(b"", 2**32, 15), 8
+    else:
+        strip, code = lzma.compress(bytes(2**26), preset=0), 34925
+    path = deflate_tiff(tmp_path / "strip.tif", 1000, 1000, strip, code)
     run = read_in_child(path)
     assert_refused_early(run, path, "inflates past the 1,000,000 bytes", error="ImageReadError")
 

@@ -8,6 +8,7 @@ imaged object, so the pixel spacing is reported as unknown (1.0).
 
 from __future__ import annotations
 
+import lzma
 import warnings
 import zlib
 from pathlib import Path
@@ -29,9 +30,9 @@ _FORMAT_NAMES = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff
 
 # Pillow modes that convert to 8-bit RGB without losing anything that matters here.
 _TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
-# TIFF compressions that tifffile inflates with zlib.decompress, which does not stop at
-# the strip's size when imagecodecs is absent.
-_DEFLATE = {8, 32946}
+# TIFF compressions that tifffile inflates whole (zlib/lzma.decompress) when imagecodecs
+# is absent, whatever the strip's size: a bounded decompressor for each.
+_INFLATERS = {8: zlib.decompressobj, 32946: zlib.decompressobj, 34925: lzma.LZMADecompressor}
 
 
 def read_pillow(path: Path) -> MedicalImage:
@@ -130,7 +131,7 @@ def read_tiff(path: Path) -> MedicalImage:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             check_size(path, series.shape, f"TIFF series ({series.axes})")
-            _check_deflate_segments(path, tif.filehandle, series)
+            _check_inflated_segments(path, tif.filehandle, series)
             axes, pixels = series.axes, series.asarray()
             page = tif.pages.first
             photometric = getattr(page.photometric, "name", str(page.photometric))
@@ -154,24 +155,24 @@ def read_tiff(path: Path) -> MedicalImage:
     return _picture(path, pixels, "tiff", reader="tifffile", notes=notes)
 
 
-def _check_deflate_segments(path: Path, handle, series) -> None:
-    """Refuse a deflate strip or tile that inflates past its page: tifffile inflates
-    each one whole, whatever the tags say, so a 1 MB page can hide gigabytes of zeros.
-    Each segment is inflated here at most one page's bytes (plus one) at a time."""
+def _check_inflated_segments(path: Path, handle, series) -> None:
+    """Refuse a deflate or LZMA strip or tile that inflates past its page: tifffile
+    inflates each one whole, whatever the tags say, so a 1 MB page can hide gigabytes of
+    zeros. Each segment is inflated here at most one page's bytes (plus one)."""
     for page in series.pages:
-        if page is None or page.keyframe.compression not in _DEFLATE:
+        inflater = None if page is None else _INFLATERS.get(page.keyframe.compression)
+        if inflater is None:
             continue
         page_bytes = page.keyframe.nbytes
         for offset, count in zip(page.dataoffsets, page.databytecounts):
             handle.seek(offset)
-            inflate = zlib.decompressobj()
             try:
-                inflated = len(inflate.decompress(handle.read(count), page_bytes + 1))
-            except zlib.error:
+                inflated = len(inflater().decompress(handle.read(count), page_bytes + 1))
+            except (zlib.error, lzma.LZMAError):
                 continue  # tifffile reports the damage in its own words
             if inflated > page_bytes:
                 raise ImageReadError(
-                    path, f"a deflate segment at byte {offset:,} inflates past the "
+                    path, f"a compressed segment at byte {offset:,} inflates past the "
                     f"{page_bytes:,} bytes of its page (a decompression bomb)",
                     hint="the file is forged or damaged; re-export it")
 
