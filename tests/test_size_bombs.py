@@ -305,13 +305,11 @@ def test_classic_series_counts_every_file(tmp_path):
         read_image(tmp_path)
 
 
-def test_deflated_dicom_inflating_to_4_gib_is_refused_before_pydicom_inflates_it(tmp_path):
+def deflated_bomb(path: Path) -> Path:
     """An 8x8 CT in the Deflated transfer syntax whose PixelData element holds 4 GiB of
-    zeros: pydicom inflates the whole dataset in one zlib.decompress before any tag is
-    known, so the stream is counted first."""
+    zeros (4 MB of file)."""
     ds = ct_slice(0, size=8, syntax=pydicom.uid.DeflatedExplicitVRLittleEndian)
     del ds.PixelData
-    path = tmp_path / "deflated.dcm"
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     meta_end = 144 + pydicom.dcmread(path).file_meta.FileMetaInformationGroupLength
     raw = path.read_bytes()
@@ -319,6 +317,13 @@ def test_deflated_dicom_inflating_to_4_gib_is_refused_before_pydicom_inflates_it
     zeros = 255 * CHUNK  # the largest multiple of 16 MiB an element length can hold
     pixel_element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, zeros)
     path.write_bytes(raw[:meta_end] + deflate_with_zeros(dataset + pixel_element, zeros, -15))
+    return path
+
+
+def test_deflated_dicom_inflating_to_4_gib_is_refused_before_pydicom_inflates_it(tmp_path):
+    """pydicom inflates a whole deflated dataset in one zlib.decompress before any tag is
+    known, so the stream is counted first."""
+    path = deflated_bomb(tmp_path / "deflated.dcm")
     assert path.stat().st_size < 5 * 2**20
     run = read_in_child(path, limit=2**26)  # counted up to 256 MiB (2 GiB by default)
     assert_refused_early(run, path, "inflates past 268,435,456 bytes")

@@ -12,7 +12,7 @@ import zlib
 from io import BytesIO
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -34,8 +34,6 @@ from .dicom_seg import is_segmentation, segmentation_image
 SUFFIXES = (".dcm", ".dicom", ".ima")
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-# The file meta group, which names the transfer syntax, ends well within this.
-_META_BYTES = 4096
 _INFLATE_STEP = 2**24
 
 # Acquisition facts kept in meta["dicom"]: no names, birth dates or free-text comments
@@ -114,36 +112,33 @@ def _parse(path: Path) -> Dataset:
     element, which costs more than reading the pixel bytes along; pixels are decoded
     later, for the chosen series only."""
     data = path.read_bytes()
-    refuse_deflate_bomb(path, data)
+    refuse_deflate_bomb(path, BytesIO(data))
     dataset = pydicom.dcmread(BytesIO(data), force=False)
     dataset.filename = str(path)
     return dataset
 
 
-def refuse_deflate_bomb(path: Path, head: bytes) -> None:
+def refuse_deflate_bomb(path: Path, source: BinaryIO) -> None:
     """pydicom inflates a Deflated Explicit VR Little Endian dataset in one
     zlib.decompress, whatever it holds: 4 MB of file can inflate to 4 GB before any
     Rows or Columns is known. So count the inflated bytes first, 16 MiB at a time, up to
     4 bytes per value of the size limit (an image within the limit, as float32).
-    ``head``: the file's first bytes, which hold the transfer syntax of a Part 10 file."""
-    if DeflatedExplicitVRLittleEndian.encode() not in head[:_META_BYTES]:
-        return
-    budget = 4 * current_max_voxels()
-    with open(path, "rb") as handle:
-        try:
-            read_preamble(handle, False)
-            # pydicom's own meta reader (private, no public one reads from a handle):
-            # it leaves the handle where the deflated dataset starts.
-            if _read_file_meta_info(handle).get("TransferSyntaxUID") != \
-                    DeflatedExplicitVRLittleEndian:
-                return
-            inflate, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
-            while inflated <= budget and (pending := handle.read(_INFLATE_STEP)):
-                while pending and inflated <= budget:
-                    inflated += len(inflate.decompress(pending, _INFLATE_STEP))
-                    pending = inflate.unconsumed_tail
-        except (InvalidDicomError, zlib.error, ValueError, EOFError):
-            return  # damaged: pydicom reports it in its own words
+    ``source``: the file ``path`` or its bytes, at their start."""
+    budget, inflated = 4 * current_max_voxels(), 0
+    try:
+        read_preamble(source, False)
+        # pydicom's own meta reader (private; the public one opens the file itself):
+        # it leaves the source where the dataset starts.
+        if _read_file_meta_info(source).get("TransferSyntaxUID") != \
+                DeflatedExplicitVRLittleEndian:
+            return
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        while inflated <= budget and (pending := source.read(_INFLATE_STEP)):
+            while pending and inflated <= budget:
+                inflated += len(inflate.decompress(pending, _INFLATE_STEP))
+                pending = inflate.unconsumed_tail
+    except (InvalidDicomError, zlib.error, ValueError, EOFError, KeyError, TypeError):
+        return  # not Part 10, or damaged: pydicom says so in its own words
     if inflated > budget:
         raise ImageTooLargeError(
             path, f"deflated DICOM dataset inflates past {budget:,} bytes (4 bytes per "

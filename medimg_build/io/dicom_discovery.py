@@ -40,7 +40,7 @@ from pydicom.tag import Tag
 
 from ..errors import ImageReadError, MedimgError
 from ..image import MedicalImage
-from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files, refuse_deflate_bomb
+from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files
 from .dicom_frames import ORIENTATION_ATOL, floats
 
 __all__ = ["DicomDiscovery", "DicomSeriesRef", "SkippedFile", "discover_series",
@@ -180,7 +180,6 @@ def _read_header(path: Path) -> _Header | SkippedFile:
             head = handle.read(HEAD_BYTES)
             if head[128:132] != b"DICM":
                 return _without_preamble(path, head, size)
-            refuse_deflate_bomb(path, head)
             # Parse from memory: pydicom calls tell() per element, a syscall on a real
             # file (GE headers hold ~700 elements). Headers longer than the first read
             # (enhanced multi-frame) end without reaching the pixels: parse the file.

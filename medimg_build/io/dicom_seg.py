@@ -66,7 +66,7 @@ def read_dicom_seg(path: str | Path) -> MedicalImage:
     path = Path(path)
     try:
         data = path.read_bytes()
-        refuse_deflate_bomb(path, data)
+        refuse_deflate_bomb(path, BytesIO(data))
         dataset = pydicom.dcmread(BytesIO(data))
     except ImageReadError:
         raise
