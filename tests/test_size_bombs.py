@@ -96,11 +96,19 @@ def nifti_header(shape, dtype=np.int16) -> bytes:
     return header.binaryblock + b"\0" * 4  # 352 bytes: header and empty extension flag
 
 
-@pytest.mark.parametrize("name", ["bomb.nii", "bomb.nii.gz"])
+def mgh_header(shape) -> bytes:
+    """The 284-byte MGH header of a float32 volume of ``shape``, no data, no footer."""
+    head = bytearray(nib.MGHImage(np.zeros((1, 1, 1), np.float32), np.eye(4)).to_bytes()[:284])
+    head[4:16] = struct.pack(">iii", *shape)
+    return bytes(head)
+
+
+@pytest.mark.parametrize("name", ["bomb.nii", "bomb.nii.gz", "bomb.mgh", "bomb.mgz"])
 def test_nifti_header_declaring_13_gb_is_refused_before_reading(tmp_path, name):
     path = tmp_path / name
-    head = nifti_header((2048, 2048, 1600))  # int16: 13 GB, 6.7e9 values
-    path.write_bytes(gzip.compress(head) if name.endswith(".gz") else head)
+    shape = (2048, 2048, 1600)  # int16: 13 GB (MGH float32: 27 GB), 6.7e9 values
+    head = mgh_header(shape) if ".mg" in name else nifti_header(shape)
+    path.write_bytes(gzip.compress(head) if name.endswith(("gz", "mgz")) else head)
     assert_refused_early(read_in_child(path), path, "2048x2048x1600 = 6,710,886,400 values")
 
 
