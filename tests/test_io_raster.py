@@ -12,6 +12,7 @@ from PIL import Image
 
 from medimg_build.errors import ImageReadError, MedimgError
 from medimg_build.io import read_image
+from medimg_build.limits import ImageTooLargeError, max_voxels
 
 RNG = np.random.default_rng(7)
 
@@ -252,14 +253,24 @@ def test_text_file_named_png(tmp_path):
     one_line(caught.value, path)
 
 
-@pytest.mark.parametrize("limit", [1000, 6000])  # past 2x the limit Pillow raises, else warns
-def test_decompression_bomb_is_refused(tmp_path, monkeypatch, limit):
+def test_decompression_bomb_past_pillows_hard_limit_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((100, 100), np.uint8)).save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
-    with pytest.raises(ImageReadError) as caught:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # past 2x the limit Pillow raises
+    with pytest.raises(ImageTooLargeError) as caught:
         read_image(path)
-    assert "too large" in one_line(caught.value, path)
+    assert "too large for Pillow" in one_line(caught.value, path)
+
+
+def test_pillows_warning_band_is_decided_by_max_voxels(tmp_path, monkeypatch):
+    """Between MAX_IMAGE_PIXELS and twice that Pillow only warns: our limit decides."""
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)
+    assert read_image(path).array.shape == (100, 100)
+    with max_voxels(9999), pytest.raises(ImageTooLargeError) as caught:
+        read_image(path)
+    assert "100x100x1" in one_line(caught.value, path)
 
 
 # -- dispatch (medimg_build.io.read_image) ---------------------------------------------------------

@@ -8,12 +8,14 @@ DICOM Segmentation (SEG) file -- or a folder holding just one -- to ``dicom_seg`
 
 from __future__ import annotations
 
+import traceback
 from os import PathLike
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ImageReadError, MedimgError
 from ..image import MedicalImage
+from ..limits import OPTION, SETTING, current_max_voxels
 from . import dicom, itk, nifti, raster
 from .dicom_discovery import (
     DicomDiscovery,
@@ -59,8 +61,16 @@ def read_image(path: str | PathLike) -> MedicalImage:
         return reader(path)
     except MedimgError:
         raise
-    except MemoryError:
-        raise
+    except MemoryError as error:
+        # The header passed check_size, yet this worker cannot hold the image. Drop the
+        # failed reader's frames (and the partial arrays they hold) before going on.
+        traceback.clear_frames(error.__traceback__)
+        raise ImageReadError(
+            path, f"out of memory while reading it (the size limit is "
+            f"{current_max_voxels():,} values)",
+            hint=f"lower {OPTION} / {SETTING} so that such files are refused from their "
+            "header, or give each worker more memory (fewer workers)",
+        ) from error
     except Exception as error:  # noqa: BLE001
         # Last resort: a library failure the reader did not anticipate still becomes a
         # one-line error naming the file (the original stays chained for debugging).

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from io import BytesIO
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.multival import MultiValue
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ..errors import DicomSeriesError, ImageReadError
 from ..geometry import LPS_TO_RAS
 from ..image import MedicalImage
+from ..limits import OPTION, SETTING, ImageTooLargeError, current_max_voxels
 from .dicom_4d import split_volumes
 from .dicom_frames import Frame, frames_of, planar_geometry, volume_geometry
 from .dicom_pixels import invert_monochrome1, rescale, stack_pixels, to_index_order
@@ -30,6 +34,7 @@ from .dicom_seg import is_segmentation, segmentation_image
 SUFFIXES = (".dcm", ".dicom", ".ima")
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_INFLATE_STEP = 2**24
 
 # Acquisition facts kept in meta["dicom"]: no names, birth dates or free-text comments
 # (the pipeline de-identifies the rest before anything is written).
@@ -106,9 +111,40 @@ def _parse(path: Path) -> Dataset:
     """The whole file, parsed from memory: pydicom asks a file for its position at every
     element, which costs more than reading the pixel bytes along; pixels are decoded
     later, for the chosen series only."""
-    dataset = pydicom.dcmread(BytesIO(path.read_bytes()), force=False)
+    data = path.read_bytes()
+    refuse_deflate_bomb(path, BytesIO(data))
+    dataset = pydicom.dcmread(BytesIO(data), force=False)
     dataset.filename = str(path)
     return dataset
+
+
+def refuse_deflate_bomb(path: Path, source: BinaryIO) -> None:
+    """pydicom inflates a Deflated Explicit VR Little Endian dataset in one
+    zlib.decompress, whatever it holds: 4 MB of file can inflate to 4 GB before any
+    Rows or Columns is known. So count the inflated bytes first, 16 MiB at a time, up to
+    4 bytes per value of the size limit (an image within the limit, as float32).
+    ``source``: the file ``path`` or its bytes, at their start."""
+    budget, inflated = 4 * current_max_voxels(), 0
+    try:
+        read_preamble(source, False)
+        # pydicom's own meta reader (private; the public one opens the file itself):
+        # it leaves the source where the dataset starts.
+        if _read_file_meta_info(source).get("TransferSyntaxUID") != \
+                DeflatedExplicitVRLittleEndian:
+            return
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        while inflated <= budget and (pending := source.read(_INFLATE_STEP)):
+            while pending and inflated <= budget:
+                inflated += len(inflate.decompress(pending, _INFLATE_STEP))
+                pending = inflate.unconsumed_tail
+    except (InvalidDicomError, zlib.error, ValueError, EOFError, KeyError, TypeError):
+        return  # not Part 10, or damaged: pydicom says so in its own words
+    if inflated > budget:
+        raise ImageTooLargeError(
+            path, f"deflated DICOM dataset inflates past {budget:,} bytes (4 bytes per "
+            f"value of the limit of {current_max_voxels():,})",
+            hint=f"if the file is real, raise the limit with {OPTION} N or the recipe's "
+            f"{SETTING}")
 
 
 def _read_file(path: Path) -> Dataset:

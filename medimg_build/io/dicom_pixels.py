@@ -8,6 +8,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from ..errors import DicomSeriesError, ImageReadError
+from ..limits import check_size
 from .dicom_frames import Frame, frame_stack
 
 
@@ -16,6 +17,8 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
         # pydicom decodes compressed transfer syntaxes through its plugins (pylibjpeg,
         # Pillow) and converts YBR colour to RGB; nothing else is applied here.
         pixels = dataset.pixel_array
+    except MemoryError:
+        raise  # not a decoding problem: read_image names the file and the size limit
     except Exception as error:  # noqa: BLE001 - plugin errors have no common base class
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
@@ -33,6 +36,7 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
 
 def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
     """Stored values of the (sorted) frames as one ``(n, rows, cols[, samples])`` array."""
+    check_size(where, _decoded_shape(frames), "DICOM pixel data")
     stack = None
     decoded: dict[Path, np.ndarray] = {}
     for k, frame in enumerate(frames):
@@ -55,6 +59,21 @@ def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
             stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
         stack[k] = pixels
     return stack
+
+
+def _decoded_shape(frames: list[Frame]) -> tuple[int, int, int, int]:
+    """(frames, rows, columns, samples) the decoder will produce for all the files, from
+    their headers: NumberOfFrames summed, the largest matrix (a series of mixed sizes is
+    refused later anyway). A palette image decodes to RGB."""
+    datasets = {frame.path: frame.dataset for frame in frames}.values()
+
+    def samples(dataset: Dataset) -> int:
+        palette = str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
+        return 3 if palette else int(dataset.get("SamplesPerPixel", 1) or 1)
+
+    return (sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in datasets),
+            max(int(ds.Rows) for ds in datasets), max(int(ds.Columns) for ds in datasets),
+            max(samples(ds) for ds in datasets))
 
 
 def invert_monochrome1(stack: np.ndarray, bits_stored: int, signed: bool) -> tuple[np.ndarray, int]:

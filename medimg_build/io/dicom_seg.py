@@ -35,6 +35,7 @@ from pydicom.dataset import Dataset
 from ..errors import GeometryError, ImageReadError
 from ..geometry import LPS_TO_RAS
 from ..image import MedicalImage
+from ..limits import check_size
 
 SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -60,9 +61,15 @@ def is_segmentation(dataset: Dataset) -> bool:
 
 def read_dicom_seg(path: str | Path) -> MedicalImage:
     """One DICOM SEG file as a label map (see the module docstring for conventions)."""
+    from .dicom import refuse_deflate_bomb  # here: dicom imports this module
+
     path = Path(path)
     try:
-        dataset = pydicom.dcmread(BytesIO(path.read_bytes()))
+        data = path.read_bytes()
+        refuse_deflate_bomb(path, BytesIO(data))
+        dataset = pydicom.dcmread(BytesIO(data))
+    except ImageReadError:
+        raise
     except Exception as error:  # any parse failure: not a readable SEG file
         raise ImageReadError(path, f"cannot read DICOM file ({type(error).__name__}: "
                              f"{error})", hint="the file may be truncated or corrupt") from error
@@ -120,8 +127,13 @@ def segmentation_image(path: Path, dataset: Dataset) -> MedicalImage:
 
 
 def _volume(path: Path, seg: Any, dtype: type):
-    """highdicom's combined label volume, its failures as one-line errors."""
+    """highdicom's combined label volume, its failures as one-line errors. The volume
+    spans the frames' positions, empty slices between them included: two frames 100 m
+    apart make a volume of 100,000 slices. Its size is checked from the geometry first."""
     try:
+        geometry = seg.get_volume_geometry()
+        if geometry is not None:  # None: get_volume below says why
+            check_size(path, geometry.spatial_shape, "segmentation volume")
         return seg.get_volume(combine_segments=True, relabel=False, dtype=dtype)
     except RuntimeError as error:
         if "overlap" in str(error).lower():

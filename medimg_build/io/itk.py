@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from ..errors import ImageReadError
 from ..geometry import LPS_TO_RAS, affine_from_geometry, affine_from_sitk, array_from_sitk
 from ..image import MedicalImage
+from ..limits import check_size
 from .detached import data_files
 
 SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".hdr", ".img")
@@ -27,7 +28,7 @@ def read_itk(path: Path) -> MedicalImage:
     # Checked before SimpleITK opens the header, which would follow any name it holds.
     detached = data_files(path)
     try:
-        image = sitk.ReadImage(str(path))
+        image = _read_within_limit(path)
     except RuntimeError as error:
         # ITK's message spans many lines with its C++ source location; keep the gist.
         raise ImageReadError(
@@ -74,6 +75,17 @@ def read_itk(path: Path) -> MedicalImage:
     result = MedicalImage(array=array, affine=affine, spatial_ndim=spatial_ndim, meta=meta)
     return result.recorded("read", reader="simpleitk", path=str(path), format=fmt,
                            dimension=dimension, space=space)
+
+
+def _read_within_limit(path: Path) -> sitk.Image:
+    """The image, read once its header's size x components passed ``check_size``. (ITK
+    inflates a compressed MetaImage into the declared size only: a longer stream costs
+    nothing, tests/test_size_bombs.py shows it.)"""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    check_size(path, (*reader.GetSize(), reader.GetNumberOfComponents()), "image")
+    return reader.Execute()
 
 
 def _itk_gist(error: RuntimeError) -> str:

@@ -8,7 +8,9 @@ imaged object, so the pixel spacing is reported as unknown (1.0).
 
 from __future__ import annotations
 
+import lzma
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageReadError
 from ..image import MedicalImage
+from ..limits import OPTION, ImageTooLargeError, check_size
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -27,26 +30,32 @@ _FORMAT_NAMES = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff
 
 # Pillow modes that convert to 8-bit RGB without losing anything that matters here.
 _TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
+# TIFF compressions that tifffile inflates whole (zlib/lzma.decompress) when imagecodecs
+# is absent, whatever the strip's size: a bounded decompressor for each.
+_INFLATERS = {8: zlib.decompressobj, 32946: zlib.decompressobj, 34925: lzma.LZMADecompressor}
 
 
 def read_pillow(path: Path) -> MedicalImage:
     notes: dict[str, Any] = {}
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Past Image.MAX_IMAGE_PIXELS Pillow only warns: check_size decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as pil:
                 notes["frames"] = int(getattr(pil, "n_frames", 1))
                 pil.seek(0)  # GIF/APNG/multi-page: the first frame
+                check_size(path, _decoded_shape(pil), "picture")
                 pil.load()  # decode now, so truncated files fail here
                 pixels, notes = _pillow_pixels(pil, notes)
                 fmt = (pil.format or path.suffix.lstrip(".")).lower()
                 if "dpi" in pil.info:
                     notes["dpi"] = [float(v) for v in pil.info["dpi"]]
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageReadError(
-            path, f"image too large ({type(error).__name__}: {error})",
-            hint="raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted",
+    except Image.DecompressionBombError as error:
+        # Twice MAX_IMAGE_PIXELS: Pillow refuses in Image.open, before check_size can.
+        raise ImageTooLargeError(
+            path, f"picture too large for Pillow, refused before decoding: {error}",
+            hint=f"Pillow's own limit PIL.Image.MAX_IMAGE_PIXELS applies whatever "
+            f"{OPTION} says; convert the picture to TIFF to read it under {OPTION}",
         ) from error
     except UnidentifiedImageError as error:
         raise ImageReadError(path, _unidentified(path),
@@ -59,6 +68,13 @@ def read_pillow(path: Path) -> MedicalImage:
             hint="the file may be truncated, empty or not what its suffix says",
         ) from error
     return _picture(path, pixels, {"jpg": "jpeg"}.get(fmt, fmt), reader="pillow", notes=notes)
+
+
+def _decoded_shape(pil: Image.Image) -> tuple[int, int, int]:
+    """(rows, columns, channels) of the frame as _pillow_pixels will hold it: a palette
+    may expand to RGB."""
+    channels = 3 if pil.mode in ("P", "PA") else len(pil.getbands())
+    return pil.height, pil.width, channels
 
 
 # Leading bytes of the formats a picture folder may hold under a wrong name.
@@ -116,6 +132,8 @@ def read_tiff(path: Path) -> MedicalImage:
         # files, which tifffile would open wherever they point ('../', absolute).
         with tifffile.TiffFile(path, _multifile=False, is_ndtiff=False) as tif:
             series = tif.series[0]
+            check_size(path, series.shape, f"TIFF series ({series.axes})")
+            _check_inflated_segments(path, tif.filehandle, series)
             axes, pixels = series.axes, series.asarray()
             page = tif.pages.first
             photometric = getattr(page.photometric, "name", str(page.photometric))
@@ -137,6 +155,28 @@ def read_tiff(path: Path) -> MedicalImage:
         pixels = np.iinfo(pixels.dtype).max - pixels
         notes["inverted"] = True
     return _picture(path, pixels, "tiff", reader="tifffile", notes=notes)
+
+
+def _check_inflated_segments(path: Path, handle, series) -> None:
+    """Refuse a deflate or LZMA strip or tile that inflates past its page: tifffile
+    inflates each one whole, whatever the tags say, so a 1 MB page can hide gigabytes of
+    zeros. Each segment is inflated here at most one page's bytes (plus one)."""
+    for page in series.pages:
+        inflater = None if page is None else _INFLATERS.get(page.keyframe.compression)
+        if inflater is None:
+            continue
+        page_bytes = page.keyframe.nbytes
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            handle.seek(offset)
+            try:
+                inflated = len(inflater().decompress(handle.read(count), page_bytes + 1))
+            except (zlib.error, lzma.LZMAError):
+                continue  # tifffile reports the damage in its own words
+            if inflated > page_bytes:
+                raise ImageReadError(
+                    path, f"a compressed segment at byte {offset:,} inflates past the "
+                    f"{page_bytes:,} bytes of its page (a decompression bomb)",
+                    hint="the file is forged or damaged; re-export it")
 
 
 def _tiff_error(path: Path, error: Exception) -> ImageReadError:
