@@ -8,7 +8,8 @@ from nibabel.orientations import apply_orientation, io_orientation, ornt_transfo
 from ..errors import GeometryError
 from ..geometry import grid_offset_mm
 from ..image import MedicalImage
-from .orient import to_ras
+from ..limits import check_size
+from .orient import image_source, to_ras
 
 # ITU-R BT.601 luma, the weights Pillow's "L" conversion and most X-ray tools use.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -45,6 +46,9 @@ def stack_channels(images: list[MedicalImage], names: list[str] | None = None,
     different axis orders still stack; the result keeps the first image's orientation
     and metadata."""
     first = images[0]
+    # Each file passed the size limit alone; their stack may not.
+    check_size(image_source(first), [*first.spatial_shape, len(images)],
+               f"stacked as {len(images)} channels, the image")
     arrays = []
     for index, image in enumerate(images):
         where = (image.meta.get("source_files") or ["channel"])[0]

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from ..errors import GeometryError
 from ..image import MedicalImage
 from .orient import image_source
-from .resample import CONTINUOUS, check_interpolation, resample_onto
+from .resample import CONTINUOUS, check_grid, check_interpolation, resample_onto
 
 
 def _check_shape(image: MedicalImage, shape: Sequence[int]) -> np.ndarray:
@@ -97,6 +97,8 @@ def resize_with_pad(
     """
     check_interpolation(image, interpolation)
     target = _check_shape(image, shape)
+    # Before the anti-aliasing copy and the pad value's pass over the pixels.
+    check_grid(image, target, "resized, the image", fix="give a smaller harmonize.shape")
     n = image.spatial_ndim
     old = np.asarray(image.spatial_shape, dtype=np.float64)
     s = float(np.min(target / old))
