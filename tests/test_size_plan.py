@@ -19,7 +19,7 @@ import pytest
 
 from medimg_build.cli import main
 from medimg_build.errors import RecipeError
-from medimg_build.harmonize import resample_to_grid, resize_with_pad
+from medimg_build.harmonize import resample_to_grid, resample_to_spacing, resize_with_pad
 from medimg_build.harmonize.convert import stack_channels
 from medimg_build.io import read_image
 from medimg_build.limits import ImageTooLargeError, max_voxels
@@ -149,24 +149,44 @@ def _chest_source(root: Path) -> Path:
 
 
 # -- each step that makes a grid checks it ------------------------------------------------
-def test_resizing_stacking_and_resampling_onto_a_grid_check_the_output(tmp_path):
-    """Under a limit of 100,000 values: a 10x10x10 file resized to 50**3, onto the grid
-    of a 50**3 file, and stacked as 3 channels of 40**3 (each alone within it)."""
+# Under a limit of 100,000 values, with images each within it.
+SMALL_LIMIT = 100_000
+
+
+def test_resize_with_pad_checks_its_output_before_smoothing(tmp_path):
     small = read_image(_nifti(tmp_path / "small.nii.gz", 1.0, (10, 10, 10)))
-    grid = read_image(_nifti(tmp_path / "grid.nii.gz", 0.2, (50, 50, 50)))
-    channels = [read_image(_nifti(tmp_path / f"c{i}.nii.gz", 1.0, (40, 40, 40)))
-                for i in range(3)]
-    with max_voxels(100_000):
+    with max_voxels(SMALL_LIMIT):
         with pytest.raises(ImageTooLargeError, match=r"small.nii.gz: resized, the image of "
                            r"50x50x50 = 125,000 values .* \(give a smaller harmonize.shape"):
             resize_with_pad(small, [50, 50, 50])
+        assert resize_with_pad(small, [40, 40, 40]).array.shape == (40, 40, 40)
+
+
+def test_resample_to_grid_checks_the_grid_it_resamples_onto(tmp_path):
+    small = read_image(_nifti(tmp_path / "small.nii.gz", 1.0, (10, 10, 10)))
+    grid = read_image(_nifti(tmp_path / "grid.nii.gz", 0.2, (50, 50, 50)))
+    with max_voxels(SMALL_LIMIT):
         with pytest.raises(ImageTooLargeError, match=r"small.nii.gz: resampled onto the "
                            r"grid of .*grid.nii.gz, the image of 50x50x50 = 125,000"):
             resample_to_grid(small, grid)
+
+
+def test_stacked_channels_are_checked_together(tmp_path):
+    channels = [read_image(_nifti(tmp_path / f"c{i}.nii.gz", 1.0, (40, 40, 40)))
+                for i in range(3)]
+    with max_voxels(150_000):  # two of them fit, not three
         with pytest.raises(ImageTooLargeError, match=r"c0.nii.gz: stacked as 3 channels, "
                            r"the image of 40x40x40x3 = 192,000 values"):
             stack_channels(channels)
-        assert resize_with_pad(small, [40, 40, 40]).array.shape == (40, 40, 40)
+        assert stack_channels(channels[:2]).array.shape == (40, 40, 40, 2)
+
+
+def test_a_spacing_too_small_to_count_is_refused_as_too_large(tmp_path):
+    """1e-300 mm gives an infinite number of voxels: too large, not a negative size."""
+    image = read_image(_nifti(tmp_path / "small.nii.gz", 1.0))
+    with pytest.raises(ImageTooLargeError, match=r"resampled to 1e-300x1e-300x1e-300 mm "
+                       r"\(from 4x4x4 voxels of 1x1x1 mm\), the image of 9007199254740992x"):
+        resample_to_spacing(image, 1e-300)
 
 
 # -- one refused case never stops the pool --------------------------------------------------
