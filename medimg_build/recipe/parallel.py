@@ -195,9 +195,7 @@ def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
         case.sources = source_digests(case, context.source_dir)
         return case
     except MedimgError as error:
-        # An error of a step that knows no file (a loader's image without a path) is
-        # still this case's: name its source, as every other failure does.
-        return str(error) if error.path else f"{source.image_path}: {error}"
+        return str(error)
     except Exception as error:  # a bug or an unforeseen file: report it, keep building
         if _out_of_memory(error):
             return _ran_out_of_memory(source, context)
@@ -217,7 +215,8 @@ def _out_of_memory(error: Exception) -> bool:
 
 def _ran_out_of_memory(source: CaseSource, context: BuildContext) -> str:
     """A case past this worker's memory but within the size limit (raised, or the
-    default on a small machine): one line, not numpy's empty MemoryError text."""
+    default on a small machine): one line saying what to do, not the allocation message
+    of whichever library failed (numpy, ITK)."""
     limit = recipe_max_voxels(context.recipe)
     return (f"{source.image_path}: ran out of memory harmonizing this case, within the "
             f"size limit of {limit:,} values (give each worker more memory -- fewer "
