@@ -58,11 +58,12 @@ def max_voxels(limit: int | None) -> Iterator[int]:
         _max_voxels.reset(token)
 
 
-def check_size(path: str | PathLike | None, shape: Sequence[int], what: str = "image"
-               ) -> None:
+def check_size(path: str | PathLike | None, shape: Sequence[int], what: str = "image",
+               fix: str | None = None) -> None:
     """Refuse a ``shape`` (all axes: spatial, channels, frames) holding more values than
     the current limit. Dimensions are Python ints, so a header's 2**31-sized axes cannot
-    overflow the product."""
+    overflow the product. ``fix``: a remedy other than raising the limit (a recipe
+    setting that made the size), put first in the hint."""
     dims = [int(d) for d in shape]
     if any(d < 0 for d in dims):
         raise ImageReadError(path, f"{what} declares a negative size {_shown(dims)}",
@@ -73,8 +74,9 @@ def check_size(path: str | PathLike | None, shape: Sequence[int], what: str = "i
         raise ImageTooLargeError(
             path, f"{what} of {_shown(dims)} = {values:,} values "
             f"({values * 4 / 2**30:,.1f} GiB as float32) is over the limit of {limit:,}",
-            hint=f"if the image is real and a worker has the memory (several times that "
-            f"size), raise the limit with {OPTION} N or the recipe's {SETTING}")
+            hint=(f"{fix}; or, " if fix else "") + "if the image is real and a worker has "
+            f"the memory (several times that size), raise the limit with {OPTION} N or the "
+            f"recipe's {SETTING}")
 
 
 def _shown(dims: Sequence[int]) -> str:

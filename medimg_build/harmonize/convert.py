@@ -8,24 +8,61 @@ from nibabel.orientations import apply_orientation, io_orientation, ornt_transfo
 from ..errors import GeometryError
 from ..geometry import grid_offset_mm
 from ..image import MedicalImage
-from .orient import to_ras
+from ..limits import check_size
+from .orient import image_source, to_ras
 
 # ITU-R BT.601 luma, the weights Pillow's "L" conversion and most X-ray tools use.
 _LUMA = np.array([0.299, 0.587, 0.114])
+_SLAB_VALUES = 2**22  # pixels converted at a time by to_grayscale (tens of MB)
 
 
 def to_grayscale(image: MedicalImage) -> MedicalImage:
-    """One luminance channel from RGB(A); images without 3+ channels pass unchanged."""
+    """One luminance channel from RGB(A); images without 3+ channels pass unchanged.
+
+    Computed a slab of rows at a time where that gives the same numbers: a whole
+    9450x9450 RGB radiograph as float32 is 1 GB on top of its pixels."""
     if not image.has_channels or image.n_channels < 3:
         return image
-    rgb = image.array[..., :3].astype(np.float32)
-    gray = rgb @ _LUMA.astype(np.float32)
-    if np.issubdtype(image.array.dtype, np.integer):
-        info = np.iinfo(image.array.dtype)
-        gray = np.clip(np.rint(gray), info.min, info.max).astype(image.array.dtype)
+    array = image.array
+    rows, order = _slabs(array)
+    if rows is None:
+        gray = _luma(array, "K")
+    else:
+        gray = np.empty(array.shape[:-1], array.dtype if np.issubdtype(array.dtype, np.integer)
+                        else np.float32)
+        for start in range(0, len(gray), rows):
+            gray[start:start + rows] = _luma(array[start:start + rows], order)
     intensity = dict(image.meta.get("intensity", {}), photometric="MONOCHROME2")
     return image.replace(array=gray, meta={**image.meta, "intensity": intensity}).recorded(
         "to_grayscale", weights=_LUMA.tolist(), channels_in=image.n_channels)
+
+
+def _slabs(array: np.ndarray) -> tuple[int | None, str]:
+    """Rows per slab for ``to_grayscale``, and the memory order of each slab's float
+    copy, or None: convert the whole image at once.
+
+    numpy's matmul takes BLAS or its own loop depending on the strides of its operand,
+    and the two may differ in the last bit. Each slab's float copy gets the layout the
+    whole image's would have (a C image's rows stay C, an F image's stay F), and no slab
+    is one row thick (whose strides would be both), so every pixel takes the same path
+    as before. Other layouts, and images with an axis of length 1, are not cut."""
+    order = "F" if array.flags.f_contiguous else "C" if array.flags.c_contiguous else None
+    if order is None or 1 in array.shape[:-1]:
+        return None, "K"
+    rows = max(2, _SLAB_VALUES // int(np.prod(array.shape[1:-1])))
+    while 0 < len(array) % rows < 2:
+        rows += 1
+    return (rows, order) if rows < len(array) else (None, "K")
+
+
+def _luma(pixels: np.ndarray, order: str) -> np.ndarray:
+    """Luminance of RGB(A) ``pixels`` (channels last), rounded and clipped back to their
+    integer type, else float32."""
+    gray = pixels[..., :3].astype(np.float32, order=order) @ _LUMA.astype(np.float32)
+    if np.issubdtype(pixels.dtype, np.integer):
+        info = np.iinfo(pixels.dtype)
+        gray = np.clip(np.rint(gray), info.min, info.max).astype(pixels.dtype)
+    return gray
 
 
 def drop_singleton_slice(image: MedicalImage) -> MedicalImage:
@@ -45,6 +82,9 @@ def stack_channels(images: list[MedicalImage], names: list[str] | None = None,
     different axis orders still stack; the result keeps the first image's orientation
     and metadata."""
     first = images[0]
+    # Each file passed the size limit alone; their stack may not.
+    check_size(image_source(first), [*first.spatial_shape, len(images)],
+               f"stacked as {len(images)} channels, the image")
     arrays = []
     for index, image in enumerate(images):
         where = (image.meta.get("source_files") or ["channel"])[0]

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 from ..errors import GeometryError
 from ..geometry import from_sitk, to_sitk
 from ..image import MedicalImage
+from ..limits import check_size
 from .orient import image_source
 
 INTERPOLATORS = {
@@ -70,6 +71,21 @@ def check_per_axis(image: MedicalImage, values, what: str) -> np.ndarray:
             f"give {n} numbers > 0",
         )
     return array
+
+
+def check_grid(image: MedicalImage, shape: Sequence[int], what: str,
+               fix: str | None = None) -> None:
+    """Refuse an output grid of ``shape`` spatial voxels (times the image's channels)
+    past the size limit, before anything allocates it: a valid 4x4x4 image of 500 mm
+    voxels resampled to 1.5 mm is 1333**3 voxels. Every step that makes a new grid calls
+    this first, with ``what`` saying which step and why that size."""
+    channels = [image.n_channels] if image.has_channels else []
+    check_size(image_source(image), [*shape, *channels], what, fix)
+
+
+def mm(values) -> str:
+    """Sizes or spacings for a message: ``0.005x0.005x0.005``."""
+    return "x".join(f"{float(v):g}" for v in values)
 
 
 def _sitk_ready(array: np.ndarray) -> np.ndarray:
@@ -175,7 +191,13 @@ def resample_to_spacing(
     n = image.spatial_ndim
     old_spacing = np.asarray(image.spacing)
     old_shape = np.asarray(image.spatial_shape)
-    new_shape = np.maximum(1, np.round(old_shape * old_spacing / new_spacing)).astype(int)
+    # Capped before the integer cast: a spacing of 1e-300 mm would give inf voxels, and
+    # inf cast to int a negative size; 2**53 voxels is refused all the same.
+    new_shape = np.minimum(np.maximum(1, np.round(old_shape * old_spacing / new_spacing)),
+                           2.0**53).astype(int)
+    check_grid(image, new_shape, f"resampled to {mm(new_spacing)} mm (from "
+               f"{mm(old_shape)} voxels of {mm(old_spacing)} mm), the image",
+               fix="give a coarser harmonize.spacing")
 
     affine = image.affine.copy()
     affine[:3, :n] = image.affine[:3, :n] * (new_spacing / old_spacing)[np.newaxis, :]
@@ -218,6 +240,9 @@ def resample_to_grid(
             f"{reference.spatial_ndim}D image",
             "a mask must have as many spatial axes as its image",
         )
+    check_grid(image, reference.spatial_shape,
+               f"resampled onto the grid of {image_source(reference) or 'its image'}, "
+               "the image")
     same_grid = reference.spatial_shape == image.spatial_shape and np.allclose(
         reference.affine, image.affine, rtol=0, atol=1e-6
     )

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from ..errors import GeometryError
 from ..image import MedicalImage
 from .orient import image_source
-from .resample import CONTINUOUS, check_interpolation, resample_onto
+from .resample import CONTINUOUS, check_grid, check_interpolation, resample_onto
 
 
 def _check_shape(image: MedicalImage, shape: Sequence[int]) -> np.ndarray:
@@ -52,16 +52,9 @@ def _antialias(image: MedicalImage, sigma_voxels: float) -> MedicalImage:
     needs 4 voxels per axis; thinner images use the discrete (kernel) Gaussian, which
     takes no vector pixels, so one channel at a time.
     """
-    pixels = image.array.astype(np.float32, copy=False)
     if min(image.spatial_shape) >= 4:
-        # Hand ITK whichever axis order is contiguous (the Fortran layout of image.py
-        # reversed), so that no transposed copy is made on the way in or out.
-        reverse = not image.has_channels and pixels.flags.f_contiguous
-        source = sitk.GetImageFromArray(pixels.T if reverse else np.ascontiguousarray(pixels),
-                                        isVector=image.has_channels)
-        smoothed = sitk.GetArrayFromImage(
-            sitk.SmoothingRecursiveGaussian(source, float(sigma_voxels)))
-        return image.replace(array=smoothed.T if reverse else smoothed)
+        return image.replace(array=_recursive_gaussian(image, sigma_voxels))
+    pixels = image.array.astype(np.float32, copy=False)
     width = max(3, int(2 * np.ceil(4 * sigma_voxels) + 1))
 
     def discrete(channel: np.ndarray) -> np.ndarray:
@@ -73,6 +66,31 @@ def _antialias(image: MedicalImage, sigma_voxels: float) -> MedicalImage:
         return image.replace(array=discrete(pixels))
     channels = [discrete(pixels[..., c]) for c in range(image.n_channels)]
     return image.replace(array=np.stack(channels, axis=-1))
+
+
+def _recursive_gaussian(image: MedicalImage, sigma_voxels: float) -> np.ndarray:
+    """ITK's recursive Gaussian of the pixels, as float32. Memory is what bounds a
+    worker here (an 89-megapixel radiograph is 357 MB as float32): the pixels go to ITK
+    in their own type and are cast there (exactly as numpy's astype), and each buffer is
+    dropped as soon as the next exists, so at most two float copies are alive at once
+    instead of four."""
+    array = image.array
+    # Hand ITK whichever axis order is contiguous (the Fortran layout of image.py
+    # reversed), so that no transposed copy is made on the way in or out.
+    reverse = not image.has_channels and array.flags.f_contiguous
+    if array.dtype in (np.float16, np.bool_) or array.dtype.itemsize > 4:
+        # Types ITK does not have, and types wider than the result: cast here.
+        array = array.astype(np.float32)
+    source = sitk.GetImageFromArray(array.T if reverse else np.ascontiguousarray(array),
+                                    isVector=image.has_channels)
+    del array
+    float32 = sitk.sitkVectorFloat32 if image.has_channels else sitk.sitkFloat32
+    if source.GetPixelID() != float32:
+        source = sitk.Cast(source, float32)
+    smoothed = sitk.SmoothingRecursiveGaussian(source, float(sigma_voxels))
+    del source
+    pixels = sitk.GetArrayFromImage(smoothed)
+    return pixels.T if reverse else pixels
 
 
 def resize_with_pad(
@@ -97,6 +115,8 @@ def resize_with_pad(
     """
     check_interpolation(image, interpolation)
     target = _check_shape(image, shape)
+    # Before the anti-aliasing copy and the pad value's pass over the pixels.
+    check_grid(image, target, "resized, the image", fix="give a smaller harmonize.shape")
     n = image.spatial_ndim
     old = np.asarray(image.spatial_shape, dtype=np.float64)
     s = float(np.min(target / old))

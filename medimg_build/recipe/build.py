@@ -33,7 +33,7 @@ from .case_table import sha256_of
 from .model import Recipe
 from .parallel import harmonized
 from .paths import source_root, stored_text
-from .pipeline import BuildContext
+from .pipeline import BuildContext, check_planned_size
 from .scheduler import connect
 from .sources import CaseSource, list_sources
 
@@ -120,6 +120,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     started = time.perf_counter()
     if pyramid_levels is not None:
         recipe = recipe.with_overrides({"store": {"pyramid_levels": pyramid_levels}})
+    check_planned_size(recipe)  # before the store or any case is touched
     source_dir = source_root(source_dir)  # one spelling: what is stored is relative to it
     if scheduler is not None:
         connect(scheduler).close()  # before the store is touched: no skeleton left behind

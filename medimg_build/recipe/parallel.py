@@ -12,10 +12,11 @@ from typing import Any
 
 from ..case import Case
 from ..errors import MedimgError
+from ..limits import OPTION, SETTING
 from ..store.journal import test_kill_worker
 from ..store.worker_writes import CaseDestination
 from .case_table import sha256_of
-from .pipeline import BuildContext, harmonize_case
+from .pipeline import BuildContext, harmonize_case, recipe_max_voxels
 from .sources import CaseSource
 
 IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle, memory bounded
@@ -165,7 +166,9 @@ def _outcome(future, watch: _WorkerWatch) -> Case | str | None:
 
 def _died(source: CaseSource) -> str:
     return (f"{source.image_path}: the Dask worker building this case died twice "
-            "(killed for memory, say): give the workers more memory, or leave it out")
+            "(killed for memory, say): give the workers more memory, lower the size limit "
+            f"({OPTION} N) so that such cases are refused before they allocate, or leave "
+            "it out")
 
 
 def _attempt(source: CaseSource, context: BuildContext,
@@ -194,8 +197,31 @@ def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
     except MedimgError as error:
         return str(error)
     except Exception as error:  # a bug or an unforeseen file: report it, keep building
+        if _out_of_memory(error):
+            return _ran_out_of_memory(source, context)
         message = " ".join(str(error).split())
         return f"{source.image_path}: unexpected {type(error).__name__}: {message}"
+
+
+# What ITK says when an image buffer cannot be allocated (itkImportImageContainer.hxx);
+# it reaches Python as a RuntimeError, not a MemoryError.
+_ITK_ALLOCATION_FAILED = "Failed to allocate memory"
+
+
+def _out_of_memory(error: Exception) -> bool:
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and _ITK_ALLOCATION_FAILED in str(error))
+
+
+def _ran_out_of_memory(source: CaseSource, context: BuildContext) -> str:
+    """A case past this worker's memory but within the size limit (raised, or the
+    default on a small machine): one line saying what to do, not the allocation message
+    of whichever library failed (numpy, ITK)."""
+    limit = recipe_max_voxels(context.recipe)
+    return (f"{source.image_path}: ran out of memory harmonizing this case, within the "
+            f"size limit of {limit:,} values (give each worker more memory -- fewer "
+            f"--workers -- or lower the limit with {OPTION} N or the recipe's {SETTING} so "
+            "that such cases are refused before they allocate)")
 
 
 def source_digests(case: Case, source_dir: Path) -> dict[str, str]:

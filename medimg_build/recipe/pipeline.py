@@ -5,6 +5,7 @@ history; this module only decides which steps a recipe asks for, in which order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from ..errors import GeometryError, ImageReadError, LabelError
+from ..errors import GeometryError, ImageReadError, LabelError, RecipeError
 from ..geometry import grid_offset_mm, ras_grid
 from ..harmonize.convert import drop_singleton_slice, stack_channels, to_grayscale
 from ..harmonize.normalize import normalize
@@ -25,7 +26,7 @@ from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
 from ..labels import classification
 from ..labels.splits import SplitPlan
-from ..limits import max_voxels
+from ..limits import DEFAULT_MAX_VOXELS, OPTION, SETTING, max_voxels
 from . import parsers
 from .annotations import case_annotations
 from .case_table import case_row
@@ -45,8 +46,27 @@ class BuildContext:
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     # Every reader and step of this case refuses images past the recipe's size limit.
-    with max_voxels(context.recipe.data.get("limits", {}).get("max_voxels")):
+    with max_voxels(recipe_max_voxels(context.recipe)):
         return _harmonize_case(source, context)
+
+
+def recipe_max_voxels(recipe: Recipe) -> int:
+    """The most values an image of this recipe's cases may hold (``limits.max_voxels``,
+    which ``--max-voxels`` sets)."""
+    return int(recipe.data.get("limits", {}).get("max_voxels", DEFAULT_MAX_VOXELS))
+
+
+def check_planned_size(recipe: Recipe) -> None:
+    """Refuse, before any case runs, a ``harmonize.shape`` that every case would be
+    refused for (channels come on top of it, known only per case)."""
+    shape = recipe.harmonize.get("shape")
+    limit = recipe_max_voxels(recipe)
+    voxels = math.prod(int(n) for n in shape) if shape else 0
+    if voxels > limit:
+        raise RecipeError(recipe.path, f"harmonize.shape {list(shape)} = {voxels:,} voxels per "
+                          f"case is over the size limit of {limit:,} values",
+                          hint=f"give a smaller harmonize.shape, or raise the limit with "
+                          f"{OPTION} N or the recipe's {SETTING}")
 
 
 def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
