@@ -32,15 +32,19 @@ IMAGE = "cases/a/scale0/image"
 SECRET = b"PRIVATE KEY OF THE READER "
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hostile_store")
+def _store_of_one_case(root: Path, name: str, shape: tuple[int, ...]) -> Path:
+    """A store of one NIfTI volume ``a`` of ``shape``, on its own grid."""
     (root / "src" / "images").mkdir(parents=True)
-    image = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    image = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
     nib.save(nib.Nifti1Image(image, np.eye(4)), root / "src" / "images" / "a.nii.gz")
     recipe = load_recipe("volume-folder").with_overrides({"harmonize": {"spacing": None}})
-    assert build_store(recipe, root / "src", root / "store.h5", progress=False).ok
-    return root / "store.h5"
+    assert build_store(recipe, root / "src", root / name, progress=False).ok
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    return _store_of_one_case(tmp_path_factory.mktemp("hostile_store"), "store.h5", (6, 5, 4))
 
 
 def _altered(built: Path, tmp_path: Path, how: str) -> Path:
@@ -102,13 +106,8 @@ def test_the_unaltered_store_reads(built):
 
 @pytest.fixture(scope="module")
 def built_zarr(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hostile_zarr")
-    (root / "src" / "images").mkdir(parents=True)
-    image = np.arange(40 * 30 * 20, dtype=np.int16).reshape(40, 30, 20)
-    nib.save(nib.Nifti1Image(image, np.eye(4)), root / "src" / "images" / "a.nii.gz")
-    recipe = load_recipe("volume-folder").with_overrides({"harmonize": {"spacing": None}})
-    assert build_store(recipe, root / "src", root / "store.zarr", progress=False).ok
-    return root / "store.zarr"
+    return _store_of_one_case(tmp_path_factory.mktemp("hostile_zarr"), "store.zarr",
+                              (40, 30, 20))
 
 
 def _copy(built: Path, tmp_path: Path) -> tuple[Path, Path]:
