@@ -184,13 +184,32 @@ def test_a_chunk_declaring_a_gigabyte_is_refused_before_decoding(built_zarr, tmp
     assert run.peak_rss < 2**30 / 2, f"peak {run.peak_mib:.0f} MiB"
 
 
-def test_a_snapshot_with_a_compressed_member_is_refused(built_zarr, tmp_path):
-    """Snapshots store their members; a deflated one could inflate to any size."""
-    snapshot = tmp_path / "store.zip"
-    with zipfile.ZipFile(snapshot, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+def test_a_zip_member_that_inflates_a_thousandfold_is_refused(built_zarr, tmp_path):
+    """Any zip of a store opens (a deflated one made by hand too), but zarr reads a
+    compressed member whole: 1 GiB of zeros in 1 MB of deflate is refused from the zip's
+    directory, before anything is inflated."""
+    archive, (_, shard) = tmp_path / "store.zip", _copy(built_zarr, tmp_path)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
         for path in sorted(built_zarr.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(built_zarr).as_posix())
-    with pytest.raises(StoreError, match="member .* is compressed .*not made by "
-                                         "medimg-build snapshot"):
-        open_store(snapshot)
+            name = path.relative_to(built_zarr).as_posix()
+            if path.is_file() and name != shard.relative_to(tmp_path / "store.zarr").as_posix():
+                zipped.write(path, name)
+        with zipped.open(shard.relative_to(tmp_path / "store.zarr").as_posix(), "w",
+                         force_zip64=True) as member:
+            for _ in range(64):
+                member.write(bytes(2**24))
+    run = run_measured(f"""
+        from medimg_build import open_store
+        from medimg_build.errors import StoreError
+        try:
+            open_store({str(archive)!r}).read_image("a")
+        except StoreError as error:
+            print(error)
+    """)
+    assert "inflates" in run.stdout and "a zip bomb" in run.stdout, run.stderr
+    assert run.peak_rss < 2**29, f"peak {run.peak_mib:.0f} MiB"
+
+
+def test_a_zip_of_a_store_made_by_hand_still_opens(built_zarr, tmp_path):
+    archive = shutil.make_archive(str(tmp_path / "store"), "zip", root_dir=built_zarr)
+    assert open_store(archive).read_image("a").array.shape == (40, 30, 20)

@@ -51,6 +51,9 @@ INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64 per chunk
 NO_CHUNK = 2**64 - 1  # both fields of a chunk never written
 CRC32C_BYTES = 4
 BLOSC_HEADER_BYTES = 16
+# A zip member may inflate to this many times its compressed size, plus the allowance.
+MAX_INFLATION = 100
+INFLATION_ALLOWANCE = 2**20
 CHUNK_DIR = "/c/"  # zarr v3's default chunk keys: <array>/c/<i>/<j>/...
 
 
@@ -276,16 +279,17 @@ def check_local_object(location: str, pinned: Pinned | None, key: str) -> None:
 
 
 def check_snapshot_members(location: str, archive: zipfile.ZipFile) -> None:
-    """StoreError if a member of a snapshot zip is compressed. Snapshots store every
-    member as is (manifest.py), so that a chunk is a byte range of the zip; a member
-    compressed by someone else could inflate to any size its header declares."""
+    """StoreError if a member of a zip declares more inflated bytes than compression
+    can plausibly explain. Snapshots store their members (manifest.py), but any zip of a
+    store opens; zarr reads a compressed member whole, up to the size its header
+    declares, so a few MB of zeros could inflate to gigabytes. Blosc-compressed chunks
+    deflate by a few percent at most, and zarr.json by 5-20 times."""
     for info in archive.infolist():
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise StoreError(location, f"member {info.filename[:200]} is compressed "
-                             f"({info.compress_size:,} bytes that inflate to "
-                             f"{info.file_size:,})", hint="a snapshot stores its members "
-                             "uncompressed: this one was altered or not made by "
-                             "medimg-build snapshot")
+        if info.file_size > MAX_INFLATION * info.compress_size + INFLATION_ALLOWANCE:
+            raise StoreError(location, f"member {info.filename[:200]} inflates "
+                             f"{info.compress_size:,} bytes to {info.file_size:,} (more than "
+                             f"{MAX_INFLATION} times: a zip bomb)", hint="this zip was "
+                             "altered; make one with medimg-build snapshot")
 
 
 @lru_cache(maxsize=4096)
