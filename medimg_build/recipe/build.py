@@ -5,6 +5,7 @@ never fatal."""
 from __future__ import annotations
 
 import platform
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ..errors import MedimgError, RecipeError, StoreError
 from ..labels import classification
 from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import (
-    deidentification_record, pseudonym_key, pseudonymize, warn_default_key,
+    deidentification_record, pseudonym_key, pseudonymize, scrub, warn_default_key,
 )
 from ..store import create_store
 from ..store.journal import test_kill_point
@@ -29,10 +30,10 @@ from ..store.replace import Replacing
 from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
-from .case_table import sha256_of
+from .case_table import sha256_of, source_identifiers
 from .model import Recipe
 from .parallel import harmonized
-from .paths import source_root, stored_text
+from .paths import relative_path, source_root, stored_text
 from .pipeline import BuildContext
 from .scheduler import connect
 from .sources import CaseSource, list_sources
@@ -51,17 +52,21 @@ class BuildReport:
     already_complete: int = 0  # --resume: cases found complete, not built again
     notes: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the case table
+    # ``failed`` as the store keeps it (``stored_failure``); ``failed`` is for the console.
+    stored_failed: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def to_dict(self, source_dir: Path | None = None) -> dict[str, Any]:
-        """The report as stored: errors name files relative to ``source_dir``, since the
-        folders above it (a user's home, a patient-named download) are nobody's
-        business and would make the content hash depend on where the source is."""
-        failed = {case_id: message if source_dir is None else
-                  stored_text(message, source_dir, self.store)
+        """The report as stored: errors as ``stored_failure`` made them, or else naming
+        files relative to ``source_dir``, since the folders above it (a user's home, a
+        patient-named download) are nobody's business and would make the content hash
+        depend on where the source is."""
+        failed = {case_id: self.stored_failed.get(case_id) or (
+                  message if source_dir is None else
+                  stored_text(message, source_dir, self.store))
                   for case_id, message in self.failed.items()}
         # Skipped files by reason only (reasons are relative since list_sources): their
         # paths (TCIA folders are patient IDs) stay on the console, out of the store.
@@ -212,9 +217,9 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
             rows[index] = {**result.row, "status": "built", "error": ""}
             built[index] = case_id
         else:
-            rows[index].update(status="failed",
-                               error=stored_text(result, context.source_dir, report.store))
-            failed[index] = (case_id, result)
+            stored = stored_failure(result, cases[index], context, report.store)
+            rows[index].update(status="failed", error=stored)
+            failed[index] = (case_id, result, stored)
         bar.set_postfix(failed=len(failed), refresh=False)
         bar.update()
         count += 1
@@ -238,8 +243,25 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     bar.close()
     report.built = [built[i] for i in sorted(built)]
     report.failed = {failed[i][0]: failed[i][1] for i in sorted(failed)}
+    report.stored_failed = {failed[i][0]: failed[i][2] for i in sorted(failed)}
     report.rows = rows
     return report
+
+
+def stored_failure(message: str, source: CaseSource, context: BuildContext,
+                   store: str) -> str:
+    """A failed case's error as the store keeps it (the table's ``error`` column, the
+    build report, so the QC report): files relative to the source folder; the case's
+    own file or folder called by its case id where that file does not name the case
+    (a DICOM series, a folder named after its patient, whose id is a pseudonym); and
+    every identifying value of the case's headers, in any spelling, scrubbed (a
+    SeriesDescription quoted). The console shows the message as it was."""
+    text = stored_text(message, context.source_dir, store)
+    if source.case_id not in source.image_path.name:
+        where = relative_path(source.image_path, context.source_dir)
+        text = re.sub(rf"(?<![\w.~/-]){re.escape(where)}(?![\w.~-])",
+                      lambda _: source.case_id, text)
+    return scrub(text, source_identifiers(source), context.pseudonym_key)
 
 
 def with_data_classes(recipe: Recipe, cases: list[CaseSource]) -> Recipe:

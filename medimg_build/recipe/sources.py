@@ -15,7 +15,7 @@ import pandas as pd
 from ..errors import RecipeError
 from ..io.dicom import is_dicom_file
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
-from ..privacy import identifying_values_of_files, pseudonym_key, pseudonymize, scrub
+from ..privacy import pseudonym_key, pseudonymize, readable_identity, scrub
 from ..store import schema
 from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
@@ -289,13 +289,15 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
 
 
 def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
-    """``case_id``, or a pseudonym when it contains an identifying value of the DICOM
-    headers it names (the headers of one file: patient and study are the same in all)."""
+    """``case_id``, or a pseudonym when it contains an identifying value, in any
+    spelling, of the DICOM headers it names (the headers of one file: patient and study
+    are the same in all) -- or when none of its first files has a readable header, so
+    that nothing can tell (a folder of corrupt files named after its patient)."""
     if not (path.is_dir() or is_dicom_file(path) or path.suffix.lower() == ".dcm"):
         return case_id
     files = (p for p in sorted(path.rglob("*")) if p.is_file()) if path.is_dir() else [path]
-    identifiers = identifying_values_of_files(itertools.islice(files, 20))
-    if scrub(case_id, identifiers, key) == case_id:
+    identifiers = readable_identity(itertools.islice(files, 20))
+    if identifiers is not None and scrub(case_id, identifiers, key) == case_id:
         return case_id
     return f"case-{pseudonymize(case_id, key)[:12]}"
 
