@@ -90,10 +90,10 @@ def identifying_values(dataset: pydicom.Dataset) -> set[str]:
             found.add(text)
             if element.VR == "PN":
                 parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
-                if len(parts) == 1:
-                    parts = parts[0].split()
                 found.update(parts)
-                found.add("^".join(parts))
+                # "DOE JANE" in one component: its words are a name in any order too,
+                # but not values alone ("Patient 383": "Patient" is an ordinary word).
+                found.add("^".join(parts if len(parts) > 1 else text.split()))
             elif element.VR == "DT":
                 found.add(text[:8])
     return {v for v in found if v.lower() not in _GENERIC and not _is_number(v)}

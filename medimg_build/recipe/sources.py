@@ -291,15 +291,19 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
 def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
     """``case_id``, or a pseudonym when it contains an identifying value, in any
     spelling, of the DICOM headers it names (the headers of one file: patient and study
-    are the same in all) -- or when none of its first files has a readable header, so
-    that nothing can tell (a folder of corrupt files named after its patient)."""
+    are the same in all) -- or, for a folder, when none of its first files has a
+    readable header, so that nothing can tell (corrupt files in a folder named after
+    their patient). A single unreadable file keeps its name, as a NIfTI file does:
+    nothing tells either from a file named after its patient."""
     if not (path.is_dir() or is_dicom_file(path) or path.suffix.lower() == ".dcm"):
         return case_id
     files = (p for p in sorted(path.rglob("*")) if p.is_file()) if path.is_dir() else [path]
     identifiers = readable_identity(itertools.islice(files, 20))
-    if identifiers is not None and scrub(case_id, identifiers, key) == case_id:
-        return case_id
-    return f"case-{pseudonymize(case_id, key)[:12]}"
+    if identifiers is None:
+        keep = not path.is_dir()
+    else:
+        keep = scrub(case_id, identifiers, key) == case_id
+    return case_id if keep else f"case-{pseudonymize(case_id, key)[:12]}"
 
 
 def read_label_table(path: Path) -> pd.DataFrame:
