@@ -143,7 +143,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["split"] = splits.describe()
     writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume,
                           key_check=pseudonymize("medimg-build key check", secret),
-                          changed=_changed_source(source_dir, cases))
+                          changed=_changed_source(source_dir, cases, secret))
     if isinstance(writer, Replacing):
         writer.accept_failures = allow_failures
     try:
@@ -236,7 +236,8 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
             if writing is not None:
                 record(writing[0], writing[1].result())
             index = todo[position]
-            writing = (index, pool.submit(_written, writer, index, result)
+            writing = (index, pool.submit(_written, writer, index, result, cases[index],
+                                          context.pseudonym_key)
                        if isinstance(result, Case) else _done(result))
         if writing is not None:
             record(writing[0], writing[1].result())
@@ -348,10 +349,12 @@ def _done(value: Any) -> Future:
     return future
 
 
-def _written(writer, index: int, case: Case) -> Case | str:
+def _written(writer, index: int, case: Case, source: CaseSource, key: bytes
+             ) -> Case | str:
     """The case once written, or why the store refused it (a stack case without the
     mask the others have, say): that case fails, the build goes on."""
     try:
+        case.sources = journal_names(case.sources, source_identifiers(source), key)
         writer.write_case(index, case)
     except MedimgError as error:
         return str(error)
@@ -367,27 +370,67 @@ def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
         return classification.encode(label, None, case.case_id)
 
 
-def _changed_source(source_dir: Path, cases: list[CaseSource]):
+def journal_names(sources: dict[str, str], identifiers: set[str],
+                  key: bytes) -> dict[str, str]:
+    """A case's source files (relative name -> sha256) as its journal record keeps
+    them: scrubbed of ``identifiers``, those of the case's headers as
+    ``source_identifiers`` reads them at the build and at a resume alike (a TCIA folder
+    is named by PatientID), since a store with failed cases keeps its journal."""
+    return {scrub(name, identifiers, key): digest for name, digest in sources.items()}
+
+
+def _changed_source(source_dir: Path, cases: list[CaseSource], key: bytes):
     """For ``--resume``: a journaled case record -> why it is stale, or None. Stale: a
     file it was built from changed or is gone, or the case now has a file it was built
-    without (a mask added since)."""
+    without (a mask added since). A journal name that is no file (``journal_names``
+    scrubbed it) is looked for among the case's files, named the same way."""
     root = source_dir.resolve()
-    named = {case.case_id: _files_named(case, root) for case in cases}
+    by_id = {case.case_id: case for case in cases}
 
     def changed(record: dict[str, Any]) -> str | None:
         built_from = record.get("sources") or {}
-        for name in named.get(record.get("case_id"), ()):
+        case = by_id.get(record.get("case_id"))
+        named = _files_named(case, root) if case is not None else []
+        found = {name: root / name for name in built_from if (root / name).is_file()}
+        if case is not None and (len(found) < len(built_from)
+                                 or any(n not in built_from for n in named)):
+            identifiers = source_identifiers(case)
+            named = [scrub(name, identifiers, key) for name in named]
+            found.update({name: path for name, path in
+                          _journal_paths(case, root, identifiers, key).items()
+                          if name in built_from and name not in found})
+        for name in named:
             if name not in built_from:
                 return f"source added since it was built ({name})"
         for name, digest in built_from.items():
-            path = root / name
-            if not path.is_file():
+            if name not in found:
                 return f"source gone since it was built ({name})"
-            if sha256_of(path) != digest:
+            if sha256_of(found[name]) != digest:
                 return f"source changed since it was built ({name})"
         return None
 
     return changed
+
+
+def _journal_paths(case: CaseSource, root: Path, identifiers: set[str],
+                   key: bytes) -> dict[str, Path]:
+    """Each file a case is made of (its series, file or folder, channels, mask) by its
+    ``journal_names`` name. Files only a parser's loader knows are not among them: a
+    case built from such a file with an identifying name is rebuilt by a resume."""
+    files = list(case.series.files) if case.series is not None else []
+    for path in [case.image_path, *case.channels, case.mask_path]:
+        if path is not None and path.is_dir():
+            files += [p for p in sorted(path.rglob("*")) if p.is_file()]
+        elif path is not None and path.is_file():
+            files.append(path)
+    paths = {}
+    for path in files:
+        try:
+            name = path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            continue  # outside the source folder: never journaled (source_digests)
+        paths[scrub(name, identifiers, key)] = path
+    return paths
 
 
 def _files_named(case: CaseSource, root: Path) -> list[str]:
