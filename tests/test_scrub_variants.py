@@ -147,6 +147,10 @@ def dicom_tree(tmp_path) -> Path:
     write_series(patient / "DOE-JANE 19700101", 5, "T1 JANE DOE alt-7654321",
                  "janedoe{k}.dcm", gap_at=2)
     (patient / "JANE DOE 01.01.1970" / "Doe_Jane_broken.dcm").write_bytes(b"\0" * 300)
+    # A second copy: skipped, its reason quoting the first one's path.
+    copy = source / "copies" / "Jane Doe.dcm"
+    copy.parent.mkdir()
+    shutil.copy(next((patient / "JANE DOE 01.01.1970").glob("*_3.dcm")), copy)
     return source
 
 
@@ -160,6 +164,8 @@ def volume_folder(tmp_path) -> Path:
     half = source / "images" / "DOE-JANE_19700101"
     write_series(half, 5, "CT DOE JANE", "{k}.dcm")
     (half / "2.dcm").write_bytes(b"DICM" + b"\xff" * 400)
+    # A name that is no safe case id: skipped, its reason quoting it.
+    write_series(source / "images" / "Doe^Jane 1970-01-01", 3, "CT", "{k}.dcm")
     broken = source / "images" / "JANEDOE_01011970"
     broken.mkdir(parents=True)
     for k in range(3):

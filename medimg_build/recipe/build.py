@@ -5,7 +5,6 @@ never fatal."""
 from __future__ import annotations
 
 import platform
-import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,12 +29,15 @@ from ..store.replace import Replacing
 from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
-from .case_table import sha256_of, source_identifiers
+from .case_table import sha256_of
 from .model import Recipe
 from .parallel import harmonized
-from .paths import relative_path, source_root, stored_text
+from .paths import source_root, stored_text
 from .pipeline import BuildContext
 from .scheduler import connect
+from .scrubbed import (
+    journal_names, journal_paths, source_identifiers, stored_failure, stored_skip_reason,
+)
 from .sources import CaseSource, list_sources
 
 _VERSIONED = ["medimg-build", "numpy", "pydicom", "nibabel", "SimpleITK", "Pillow",
@@ -59,7 +61,8 @@ class BuildReport:
     def ok(self) -> bool:
         return not self.failed
 
-    def to_dict(self, source_dir: Path | None = None) -> dict[str, Any]:
+    def to_dict(self, source_dir: Path | None = None,
+                key: bytes | None = None) -> dict[str, Any]:
         """The report as stored: errors as ``stored_failure`` made them, or else naming
         files relative to ``source_dir``, since the folders above it (a user's home, a
         patient-named download) are nobody's business and would make the content hash
@@ -71,7 +74,9 @@ class BuildReport:
         # Skipped files by reason only (reasons are relative since list_sources): their
         # paths (TCIA folders are patient IDs) stay on the console, out of the store.
         reasons: dict[str, int] = {}
-        for reason in self.skipped.values():
+        for where, reason in self.skipped.items():
+            if source_dir is not None and key is not None:
+                reason = stored_skip_reason(reason, source_dir / where, key)
             reasons[reason] = reasons.get(reason, 0) + 1
         return {"built": len(self.built), "failed": failed, "skipped": reasons,
                 "seconds": round(self.seconds, 3)}
@@ -150,7 +155,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped))
         report.seconds = time.perf_counter() - started
-        attrs["build_report"] = report.to_dict(source_dir)
+        attrs["build_report"] = report.to_dict(source_dir, secret)
         writer.close(pd.DataFrame(report.rows))
     except BaseException:
         writer.abort()  # release the lock; the store stays resumable
@@ -247,22 +252,6 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     report.stored_failed = {failed[i][0]: failed[i][2] for i in sorted(failed)}
     report.rows = rows
     return report
-
-
-def stored_failure(message: str, source: CaseSource, context: BuildContext,
-                   store: str) -> str:
-    """A failed case's error as the store keeps it (the table's ``error`` column, the
-    build report, so the QC report): files relative to the source folder; the case's
-    own file or folder called by its case id where that file does not name the case
-    (a DICOM series, a folder named after its patient, whose id is a pseudonym); and
-    every identifying value of the case's headers, in any spelling, scrubbed (a
-    SeriesDescription quoted). The console shows the message as it was."""
-    text = stored_text(message, context.source_dir, store)
-    if source.case_id not in source.image_path.name:
-        where = relative_path(source.image_path, context.source_dir)
-        text = re.sub(rf"(?<![\w.~/-]){re.escape(where)}(?![\w.~-])",
-                      lambda _: source.case_id, text)
-    return scrub(text, source_identifiers(source), context.pseudonym_key)
 
 
 def with_data_classes(recipe: Recipe, cases: list[CaseSource]) -> Recipe:
@@ -370,15 +359,6 @@ def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
         return classification.encode(label, None, case.case_id)
 
 
-def journal_names(sources: dict[str, str], identifiers: set[str],
-                  key: bytes) -> dict[str, str]:
-    """A case's source files (relative name -> sha256) as its journal record keeps
-    them: scrubbed of ``identifiers``, those of the case's headers as
-    ``source_identifiers`` reads them at the build and at a resume alike (a TCIA folder
-    is named by PatientID), since a store with failed cases keeps its journal."""
-    return {scrub(name, identifiers, key): digest for name, digest in sources.items()}
-
-
 def _changed_source(source_dir: Path, cases: list[CaseSource], key: bytes):
     """For ``--resume``: a journaled case record -> why it is stale, or None. Stale: a
     file it was built from changed or is gone, or the case now has a file it was built
@@ -397,7 +377,7 @@ def _changed_source(source_dir: Path, cases: list[CaseSource], key: bytes):
             identifiers = source_identifiers(case)
             named = [scrub(name, identifiers, key) for name in named]
             found.update({name: path for name, path in
-                          _journal_paths(case, root, identifiers, key).items()
+                          journal_paths(case, root, identifiers, key).items()
                           if name in built_from and name not in found})
         for name in named:
             if name not in built_from:
@@ -410,27 +390,6 @@ def _changed_source(source_dir: Path, cases: list[CaseSource], key: bytes):
         return None
 
     return changed
-
-
-def _journal_paths(case: CaseSource, root: Path, identifiers: set[str],
-                   key: bytes) -> dict[str, Path]:
-    """Each file a case is made of (its series, file or folder, channels, mask) by its
-    ``journal_names`` name. Files only a parser's loader knows are not among them: a
-    case built from such a file with an identifying name is rebuilt by a resume."""
-    files = list(case.series.files) if case.series is not None else []
-    for path in [case.image_path, *case.channels, case.mask_path]:
-        if path is not None and path.is_dir():
-            files += [p for p in sorted(path.rglob("*")) if p.is_file()]
-        elif path is not None and path.is_file():
-            files.append(path)
-    paths = {}
-    for path in files:
-        try:
-            name = path.resolve().relative_to(root).as_posix()
-        except ValueError:
-            continue  # outside the source folder: never journaled (source_digests)
-        paths[scrub(name, identifiers, key)] = path
-    return paths
 
 
 def _files_named(case: CaseSource, root: Path) -> list[str]:

@@ -9,10 +9,8 @@ store."""
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +18,6 @@ from ..image import MedicalImage
 from ..labels.splits import SplitPlan
 from ..privacy import identifying_values_of_files, pseudonymize, scrub
 from .paths import stored_value
-
-if TYPE_CHECKING:
-    from .sources import CaseSource
 
 # DICOM acquisition facts a researcher filters on -> table column. Descriptors in the
 # PS3.15 profile (series description, protocol, contrast agent) are kept under its
@@ -93,22 +88,6 @@ def case_identifiers(raw: MedicalImage) -> set[str]:
     if raw.meta.get("patient_id"):
         found.add(str(raw.meta["patient_id"]))
     return found
-
-
-def source_identifiers(source: CaseSource) -> set[str]:
-    """Identifying values of the first readable DICOM header among the files a case is
-    made of (its series, file or folder, then its channels and mask): what a case that
-    failed, maybe before any header was read, is scrubbed of. Empty when none is
-    readable (a folder of corrupt files)."""
-    if source.series is not None:
-        files: Iterable[Path] = source.series.files
-    elif source.image_path.is_dir():
-        files = (p for p in sorted(source.image_path.rglob("*")) if p.is_file())
-    else:
-        files = [source.image_path]
-    more = [*source.channels, *([source.mask_path] if source.mask_path else [])]
-    return identifying_values_of_files(
-        itertools.islice(itertools.chain(files, (p for p in more if p.is_file())), 20))
 
 
 def _private(value: Any, identifiers: set[str], key: bytes, source_dir: Path) -> Any:
