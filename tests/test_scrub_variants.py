@@ -349,3 +349,24 @@ def test_relative_source_name_stays_out_of_the_store(tmp_path):
             texts += every_text_of(tmp_path / out)
         for word in ("smith", "john", "mrn555"):
             assert not [t[:120] for t in texts if word in t.lower()], (out, word)
+
+
+# -- DICOM SEG: segment labels become the store's label vocabulary -------------------------
+def test_seg_segment_labels_are_scrubbed(shared_data, tmp_path):
+    """A SEG whose segment label names its patient (as a descriptor may): the store's
+    segmentation classes, made from the labels, keep the label, scrubbed."""
+    from fixtures.tcia_seg import make_tcia_seg
+
+    made = make_tcia_seg(tmp_path / "src", shared_data)
+    seg_path = next(made["root"].glob("TCIA-0001/*/300.*/1-1.dcm"))
+    seg = pydicom.dcmread(seg_path)
+    seg.PatientName, seg.PatientBirthDate = NAME, BIRTH
+    for item in seg.SegmentSequence:
+        item.SegmentLabel = f"{item.SegmentLabel} of JANE DOE 1970-01-01"
+    seg.save_as(seg_path)
+    out = tmp_path / "seg.zarr"
+    report = build_store(load_recipe("tcia-seg"), made["root"], out, key=KEY, progress=False)
+    assert report.ok, report.failed
+    classes = open_store(out).attrs["labels"]["segmentation"]["classes"]
+    assert sorted(c.split()[0] for c in classes.values()) == ["background", "liver", "spleen"]
+    assert_no_leak(every_text_of(out), str(out))

@@ -15,7 +15,8 @@ import pandas as pd
 from ..errors import RecipeError
 from ..io.dicom import is_dicom_file
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
-from ..privacy import pseudonym_key, pseudonymize, readable_identity, scrub
+from ..privacy import (identifying_values, pseudonym_key, pseudonymize,
+                       readable_identity, scrub)
 from ..store import schema
 from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
@@ -242,11 +243,11 @@ def _dicom_tree(source: dict[str, Any], root: Path, key: bytes) -> SourceListing
             cases.append(CaseSource(f"series-{name}", ref.folder, series=ref))
     if not source.get("segmentations"):
         return SourceListing(cases, skipped)
-    return _paired_with_segs(cases, discovery, skipped, root)
+    return _paired_with_segs(cases, discovery, skipped, root, key)
 
 
 def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str],
-                      root: Path) -> SourceListing:
+                      root: Path, key: bytes) -> SourceListing:
     """Each series with the DICOM SEG that references it (ReferencedSeriesSequence) as
     its mask; the store's segment names are the SEGs' segment labels, which must agree
     where two SEGs use the same segment number. SEGs of no case stay skipped."""
@@ -259,9 +260,13 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
         if not file.reason.startswith("segmentation (DICOM SEG)"):
             continue
         ds = pydicom.dcmread(file.path, stop_before_pixels=True)
-        segments = {str(s.SegmentNumber): str(s.get("SegmentLabel", "") or
-                                              s.get("SegmentDescription", "") or
-                                              f"segment {s.SegmentNumber}")
+        # A label is a descriptor, kept scrubbed (PS3.15 Clean Descriptors): it becomes
+        # a class name of the store.
+        identifiers = identifying_values(ds)
+        segments = {str(s.SegmentNumber): scrub(str(s.get("SegmentLabel", "") or
+                                                    s.get("SegmentDescription", "") or
+                                                    f"segment {s.SegmentNumber}"),
+                                                identifiers, key)
                     for s in ds.get("SegmentSequence", [])}
         for item in ds.get("ReferencedSeriesSequence", []):
             by_series.setdefault(str(item.SeriesInstanceUID), []).append((file.path, segments))
