@@ -370,3 +370,23 @@ def test_seg_segment_labels_are_scrubbed(shared_data, tmp_path):
     classes = open_store(out).attrs["labels"]["segmentation"]["classes"]
     assert sorted(c.split()[0] for c in classes.values()) == ["background", "liver", "spleen"]
     assert_no_leak(every_text_of(out), str(out))
+
+
+def test_image_table_case_ids_of_dicom_files_named_after_the_patient(tmp_path):
+    """A table of DICOM files named after their patient: their case ids (file names)
+    become pseudonyms, as a DICOM folder's do; PNG and NIfTI files are not opened."""
+    source = tmp_path / "source"
+    files = write_series(source / "images", 2, "CR", "x{k}.dcm")
+    names = ["DOE_JANE_ALT7654321.dcm", "jane.doe-1970-01-01.dcm"]
+    for path, name in zip(files, names):
+        path.rename(source / "images" / name)
+    (source / "Data_Entry_2017.csv").write_text(
+        "Image Index,Finding Labels,Patient ID\n"
+        + "".join(f"{name},No Finding,1\n" for name in names))
+    recipe = load_recipe("nih-chestxray14").with_overrides(
+        {"source": {"images": "**/*.dcm", "columns": None}, "split": {"lists": None},
+         "labels": {"boxes": None}, "harmonize": {"shape": [16, 16]}})
+    out = tmp_path / "table.zarr"
+    report = build_store(recipe, source, out, key=KEY, progress=False)
+    assert report.ok and all(c.startswith("case-") for c in report.built), report.summary()
+    assert_no_leak(every_text_of(out), str(out))

@@ -12,8 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import RecipeError
-from ..io.dicom import is_dicom_file
+from ..errors import ImageReadError, RecipeError
+from ..io import reader_for
+from ..io.dicom import read_dicom
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
 from ..privacy import (identifying_values, pseudonym_key, pseudonymize,
                        readable_identity, scrub)
@@ -166,8 +167,8 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         if (problem := case_id_problem(case_id)) is not None:
             skipped[f"{source['table']}: {name}"] = problem
             continue
-        cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
-                                patient or None, row))
+        cases.append(CaseSource(_private_case_id(case_id, files[name], key), files[name],
+                                _table_mask(source, row, case_id, root), patient or None, row))
     for name, path in files.items():
         if name not in listed:
             skipped[str(path.relative_to(root))] = "image without a table row"
@@ -300,7 +301,7 @@ def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
     readable header, so that nothing can tell (corrupt files in a folder named after
     their patient). A single unreadable file keeps its name, as a NIfTI file does:
     nothing tells either from a file named after its patient."""
-    if not (path.is_dir() or is_dicom_file(path) or path.suffix.lower() == ".dcm"):
+    if not _dicom_named(path):
         return case_id
     files = (p for p in sorted(path.rglob("*")) if p.is_file()) if path.is_dir() else [path]
     identifiers = readable_identity(itertools.islice(files, 20))
@@ -309,6 +310,15 @@ def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
     else:
         keep = scrub(case_id, identifiers, key) == case_id
     return case_id if keep else f"case-{pseudonymize(case_id, key)[:12]}"
+
+
+def _dicom_named(path: Path) -> bool:
+    """Whether ``path`` is read as DICOM: a folder, a DICOM suffix, or a file of no
+    known suffix with the DICOM preamble (a PNG or NIfTI is not opened to tell)."""
+    try:
+        return path.is_dir() or reader_for(path) is read_dicom
+    except ImageReadError:
+        return False
 
 
 def read_label_table(path: Path) -> pd.DataFrame:
