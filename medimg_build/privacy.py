@@ -271,4 +271,7 @@ def deidentification_record(key_is_secret: bool) -> dict:
         "key": "secret (given at build time)" if key_is_secret
                else "built-in default: not secret, IDs can be guessed",
         "paths": "relative to the source folder; identifying values scrubbed",
+        "scrubbed": "every text stored (table, case ids, errors, skip reasons): identifying "
+                    "values in any case, order of name parts, separator, and common date "
+                    "format",
     }
