@@ -297,14 +297,18 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
 def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
     """``case_id``, or a pseudonym when it contains an identifying value, in any
     spelling, of the DICOM headers it names (the headers of one file: patient and study
-    are the same in all) -- or, for a folder, when none of its first files has a
-    readable header, so that nothing can tell (corrupt files in a folder named after
-    their patient). A single unreadable file keeps its name, as a NIfTI file does:
-    nothing tells either from a file named after its patient."""
-    if not _dicom_named(path):
+    are the same in all) -- or when it names a folder of DICOM files none of whose first
+    20 has a readable header, since nothing can tell (corrupt files in a folder named
+    after their patient). A single unreadable file keeps its name, as a NIfTI file or a
+    folder of them does: nothing tells either from a file named after its patient."""
+    if path.is_dir():
+        files = list(itertools.islice((p for p in sorted(path.rglob("*"))
+                                       if p.is_file() and _dicom_named(p)), 20))
+    else:
+        files = [path] if _dicom_named(path) else []
+    if not files:
         return case_id
-    files = (p for p in sorted(path.rglob("*")) if p.is_file()) if path.is_dir() else [path]
-    identifiers = readable_identity(itertools.islice(files, 20))
+    identifiers = readable_identity(files)
     if identifiers is None:
         keep = not path.is_dir()
     else:
@@ -313,10 +317,10 @@ def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
 
 
 def _dicom_named(path: Path) -> bool:
-    """Whether ``path`` is read as DICOM: a folder, a DICOM suffix, or a file of no
-    known suffix with the DICOM preamble (a PNG or NIfTI is not opened to tell)."""
+    """Whether ``path`` is read as DICOM: a DICOM suffix, or a file of no known suffix
+    with the DICOM preamble (a PNG or NIfTI is not opened to tell)."""
     try:
-        return path.is_dir() or reader_for(path) is read_dicom
+        return path.is_file() and reader_for(path) is read_dicom
     except ImageReadError:
         return False
 
