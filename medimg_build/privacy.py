@@ -129,14 +129,16 @@ def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
     "janedoe"; "ALT7654321" matches "alt-7654321"; a date 19700101 matches 1970-01-01,
     01.01.1970, 1/1/1970, 01011970, Jan 1 1970, 1st January 1970 and 01-JAN-1970 (see
     ``_spellings``). The table of spellings is made once per set of identifiers."""
-    table = _spelling_table(frozenset(identifiers))
+    table, longest, firsts = _spelling_table(frozenset(identifiers))
     if not table:
         return text
-    longest = max(len(spelling) for spelling in table)
     chunks = [(m.start(), m.end(), m.group().casefold()) for m in _CHUNK.finditer(text)]
     pieces, done, i = [], 0, 0
     while i < len(chunks):
-        for n in range(min(longest, len(chunks) - i), 0, -1):
+        # Most chunks start no spelling: one set lookup, not one per length.
+        lengths = range(min(longest, len(chunks) - i), 0, -1) if chunks[i][2] in firsts \
+            else ()
+        for n in lengths:
             value = table.get(tuple(chunk for _, _, chunk in chunks[i:i + n]))
             if value is not None:
                 pieces += [text[done:chunks[i][0]], f"[{pseudonymize(value, key)[:8]}]"]
@@ -161,14 +163,16 @@ _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augu
 
 
 @functools.lru_cache(maxsize=32)
-def _spelling_table(identifiers: frozenset[str]) -> dict[tuple[str, ...], str]:
+def _spelling_table(identifiers: frozenset[str]
+                    ) -> tuple[dict[tuple[str, ...], str], int, set[str]]:
     """Every spelling (a tuple of chunks) of every identifier -> the value whose hash
-    replaces it. Longer values first: a spelling two values share names the longer."""
+    replaces it; the most chunks of a spelling; the chunks a spelling starts with.
+    Longer values first: a spelling two values share names the longer."""
     table: dict[tuple[str, ...], str] = {}
     for value in sorted(identifiers, key=lambda v: (-len(v), v)):
         for spelling in _spellings(value):
             table.setdefault(spelling, value)
-    return table
+    return table, max(map(len, table), default=0), {spelling[0] for spelling in table}
 
 
 def _spellings(value: str) -> set[tuple[str, ...]]:
