@@ -390,3 +390,22 @@ def test_image_table_case_ids_of_dicom_files_named_after_the_patient(tmp_path):
     report = build_store(recipe, source, out, key=KEY, progress=False)
     assert report.ok and all(c.startswith("case-") for c in report.built), report.summary()
     assert_no_leak(every_text_of(out), str(out))
+
+
+def test_class_folder_case_ids_of_dicom_files_named_after_the_patient(tmp_path):
+    """Class folders of DICOM pictures named after their patient (``image_folder``)."""
+    source = tmp_path / "source"
+    files = write_series(source / "tmp", 2, "CR", "x{k}.dcm")
+    for path, where in zip(files, ["normal/DOE_JANE_ALT7654321.dcm",
+                                   "mass/jane.doe-1970-01-01.dcm"]):
+        (source / where).parent.mkdir(parents=True)
+        path.rename(source / where)
+    recipe = load_recipe("class-folders").with_overrides(
+        {"source": {"path_pattern": r"(?P<image>(?P<class>[^/]+)/(?P<stem>[^/]+))\.dcm"},
+         "harmonize": {"shape": [16, 16], "intensity": {"preset": "ct",
+                                                        "window": [-1024, 3071]}},
+         "split": {"stratify": None}})
+    out = tmp_path / "classes.zarr"
+    report = build_store(recipe, source, out, key=KEY, progress=False)
+    assert report.ok and all(c.startswith("case-") for c in report.built), report.summary()
+    assert_no_leak(every_text_of(out), str(out))

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from .sources import CaseSource, SourceListing, case_id_from_name, case_id_problem, masks_of
+from .sources import (CaseSource, SourceListing, _private_case_id, case_id_from_name,
+                      case_id_problem, masks_of)
 
 
 def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
@@ -30,7 +31,8 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             continue
         patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
         mask, layers = masks_of(source.get("masks"), root, case_id=case_id, **fields)
-        cases.append(CaseSource(case_id, path, mask, patient, fields, **layers))
+        cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient,
+                                fields, **layers))
     return SourceListing(cases, skipped)
 
 
