@@ -376,10 +376,13 @@ def test_image_table_case_ids_of_dicom_files_named_after_the_patient(tmp_path):
     """A table of DICOM files named after their patient: their case ids (file names)
     become pseudonyms, as a DICOM folder's do; PNG and NIfTI files are not opened."""
     source = tmp_path / "source"
-    files = write_series(source / "images", 2, "CR", "x{k}.dcm")
-    names = ["DOE_JANE_ALT7654321.dcm", "jane.doe-1970-01-01.dcm"]
+    files = write_series(source / "images", 3, "CR", "x{k}.dcm")
+    names = ["DOE_JANE_ALT7654321.dcm", "jane.doe-1970-01-01.dcm", "Doe_Jane_bad.dcm"]
     for path, name in zip(files, names):
         path.rename(source / "images" / name)
+    bad = pydicom.dcmread(source / "images" / names[2])
+    bad.PixelData = bad.PixelData[:50]  # its header reads, its pixels do not
+    bad.save_as(source / "images" / names[2])
     (source / "Data_Entry_2017.csv").write_text(
         "Image Index,Finding Labels,Patient ID\n"
         + "".join(f"{name},No Finding,1\n" for name in names))
@@ -388,7 +391,14 @@ def test_image_table_case_ids_of_dicom_files_named_after_the_patient(tmp_path):
          "labels": {"boxes": None}, "harmonize": {"shape": [16, 16]}})
     out = tmp_path / "table.zarr"
     report = build_store(recipe, source, out, key=KEY, progress=False)
-    assert report.ok and all(c.startswith("case-") for c in report.built), report.summary()
+    assert len(report.built) == 2 and len(report.failed) == 1, report.summary()
+    assert all(c.startswith("case-") for c in report.built + list(report.failed))
+    # The stored error (build report; the table's error column as the build hands it
+    # to the writer) names the case by its pseudonym; the console names the file.
+    (case_id, error), = open_store(out).attrs["build_report"]["failed"].items()
+    assert error.startswith(f"{case_id}: cannot decode"), error
+    assert [row["error"] for row in report.rows if row["status"] == "failed"] == [error]
+    assert "Doe_Jane_bad.dcm" in report.failed[case_id]
     assert_no_leak(every_text_of(out), str(out))
 
 
