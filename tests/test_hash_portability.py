@@ -192,7 +192,10 @@ def test_dicom_tree_one_hash_and_no_path_host_or_user(tmp_path, monkeypatch, sha
                                                str(shared_data)])
     for out in outs:
         strings = zarr_strings(out)
-        assert any("CT2" in s and "slice" in s for s in strings)  # the failure is stored
+        # The failure is stored, its series folder (77654033/CT2: a PatientID) called
+        # by the case id.
+        assert any(s.startswith("series-") and "'Routine Brain' CT: missing slice" in s
+                   for s in strings)
         assert leaks(strings, paths, words) == []
 
 

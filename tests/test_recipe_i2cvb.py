@@ -7,12 +7,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures.i2cvb import make_i2cvb
+from fixtures.i2cvb import make_i2cvb as make_fixture
 from medimg_build import open_store
+from medimg_build.privacy import pseudonym_key, pseudonymize
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.sources import list_sources
 from medimg_build.store.validate import validate_store
+
+
+def make_i2cvb(root):
+    """The fixture's download, its case ids as a build names them: each patient folder
+    ("Patient 383") spells its PatientID, so its case id is a pseudonym
+    (``sources.private_case_id``); ``folders`` maps it back."""
+    made = make_fixture(root)
+    ids = {case: f"case-{pseudonymize(case, pseudonym_key()[0])[:12]}"
+           for case in made["cases"]}
+    return {**made, "cases": sorted(ids.values()),
+            "folders": {pseudonym: case for case, pseudonym in ids.items()},
+            "prostate_voxels": {ids[c]: v for c, v in made["prostate_voxels"].items()}}
 
 
 def test_i2cvb_cases_are_patient_folders_with_t2w_and_the_prostate_series(tmp_path):
@@ -22,7 +35,7 @@ def test_i2cvb_cases_are_patient_folders_with_t2w_and_the_prostate_series(tmp_pa
     for case in listing.cases:
         assert case.image_path.name == "T2W" and case.channel_names == ("T2W", "ADC")
         assert [layer[0] for layer in case.mask_loader_args["layers"]] == [1, 2, 3]
-        assert case.patient_id == case.case_id.replace("_", " ")
+        assert case.patient_id == made["folders"][case.case_id].replace("_", " ")
     assert list(listing.skipped.values()) == ["patient folder without T2W/"] * made["skipped"]
 
 

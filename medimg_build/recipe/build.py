@@ -21,7 +21,7 @@ from ..errors import MedimgError, RecipeError, StoreError
 from ..labels import classification
 from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import (
-    deidentification_record, pseudonym_key, pseudonymize, warn_default_key,
+    deidentification_record, pseudonym_key, pseudonymize, scrub, warn_default_key,
 )
 from ..store import create_store
 from ..store.journal import test_kill_point
@@ -35,6 +35,9 @@ from .parallel import harmonized
 from .paths import source_root, stored_text
 from .pipeline import BuildContext, check_planned_size
 from .scheduler import connect
+from .scrubbed import (
+    journal_names, journal_paths, source_identifiers, stored_failure, stored_skip_reason,
+)
 from .sources import CaseSource, list_sources
 
 _VERSIONED = ["medimg-build", "numpy", "pydicom", "nibabel", "SimpleITK", "Pillow",
@@ -51,22 +54,29 @@ class BuildReport:
     already_complete: int = 0  # --resume: cases found complete, not built again
     notes: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the case table
+    # ``failed`` as the store keeps it (``stored_failure``); ``failed`` is for the console.
+    stored_failed: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
-    def to_dict(self, source_dir: Path | None = None) -> dict[str, Any]:
-        """The report as stored: errors name files relative to ``source_dir``, since the
-        folders above it (a user's home, a patient-named download) are nobody's
-        business and would make the content hash depend on where the source is."""
-        failed = {case_id: message if source_dir is None else
-                  stored_text(message, source_dir, self.store)
+    def to_dict(self, source_dir: Path | None = None,
+                key: bytes | None = None) -> dict[str, Any]:
+        """The report as stored: errors as ``stored_failure`` made them, or else naming
+        files relative to ``source_dir``, since the folders above it (a user's home, a
+        patient-named download) are nobody's business and would make the content hash
+        depend on where the source is."""
+        failed = {case_id: self.stored_failed.get(case_id) or (
+                  message if source_dir is None else
+                  stored_text(message, source_dir, self.store))
                   for case_id, message in self.failed.items()}
         # Skipped files by reason only (reasons are relative since list_sources): their
         # paths (TCIA folders are patient IDs) stay on the console, out of the store.
         reasons: dict[str, int] = {}
-        for reason in self.skipped.values():
+        for where, reason in self.skipped.items():
+            if source_dir is not None and key is not None:
+                reason = stored_skip_reason(reason, source_dir / where, key)
             reasons[reason] = reasons.get(reason, 0) + 1
         return {"built": len(self.built), "failed": failed, "skipped": reasons,
                 "seconds": round(self.seconds, 3)}
@@ -139,14 +149,14 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     attrs["split"] = splits.describe()
     writer = _open_writer(recipe, cases, attrs, out, overwrite, format, resume,
                           key_check=pseudonymize("medimg-build key check", secret),
-                          changed=_changed_source(source_dir, cases))
+                          changed=_changed_source(source_dir, cases, secret))
     if isinstance(writer, Replacing):
         writer.accept_failures = allow_failures
     try:
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped))
         report.seconds = time.perf_counter() - started
-        attrs["build_report"] = report.to_dict(source_dir)
+        attrs["build_report"] = report.to_dict(source_dir, secret)
         writer.close(pd.DataFrame(report.rows))
     except BaseException:
         writer.abort()  # release the lock; the store stays resumable
@@ -213,9 +223,9 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
             rows[index] = {**result.row, "status": "built", "error": ""}
             built[index] = case_id
         else:
-            rows[index].update(status="failed",
-                               error=stored_text(result, context.source_dir, report.store))
-            failed[index] = (case_id, result)
+            stored = stored_failure(result, cases[index], context, report.store)
+            rows[index].update(status="failed", error=stored)
+            failed[index] = (case_id, result, stored)
         bar.set_postfix(failed=len(failed), refresh=False)
         bar.update()
         count += 1
@@ -232,13 +242,15 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
             if writing is not None:
                 record(writing[0], writing[1].result())
             index = todo[position]
-            writing = (index, pool.submit(_written, writer, index, result)
+            writing = (index, pool.submit(_written, writer, index, result, cases[index],
+                                          context.pseudonym_key)
                        if isinstance(result, Case) else _done(result))
         if writing is not None:
             record(writing[0], writing[1].result())
     bar.close()
     report.built = [built[i] for i in sorted(built)]
     report.failed = {failed[i][0]: failed[i][1] for i in sorted(failed)}
+    report.stored_failed = {failed[i][0]: failed[i][2] for i in sorted(failed)}
     report.rows = rows
     return report
 
@@ -327,10 +339,12 @@ def _done(value: Any) -> Future:
     return future
 
 
-def _written(writer, index: int, case: Case) -> Case | str:
+def _written(writer, index: int, case: Case, source: CaseSource, key: bytes
+             ) -> Case | str:
     """The case once written, or why the store refused it (a stack case without the
     mask the others have, say): that case fails, the build goes on."""
     try:
+        case.sources = journal_names(case.sources, source_identifiers(source), key)
         writer.write_case(index, case)
     except MedimgError as error:
         return str(error)
@@ -346,23 +360,33 @@ def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
         return classification.encode(label, None, case.case_id)
 
 
-def _changed_source(source_dir: Path, cases: list[CaseSource]):
+def _changed_source(source_dir: Path, cases: list[CaseSource], key: bytes):
     """For ``--resume``: a journaled case record -> why it is stale, or None. Stale: a
     file it was built from changed or is gone, or the case now has a file it was built
-    without (a mask added since)."""
+    without (a mask added since). A journal name that is no file (``journal_names``
+    scrubbed it) is looked for among the case's files, named the same way."""
     root = source_dir.resolve()
-    named = {case.case_id: _files_named(case, root) for case in cases}
+    by_id = {case.case_id: case for case in cases}
 
     def changed(record: dict[str, Any]) -> str | None:
         built_from = record.get("sources") or {}
-        for name in named.get(record.get("case_id"), ()):
+        case = by_id.get(record.get("case_id"))
+        named = _files_named(case, root) if case is not None else []
+        found = {name: root / name for name in built_from if (root / name).is_file()}
+        if case is not None and (len(found) < len(built_from)
+                                 or any(n not in built_from for n in named)):
+            identifiers = source_identifiers(case)
+            named = [scrub(name, identifiers, key) for name in named]
+            found.update({name: path for name, path in
+                          journal_paths(case, root, identifiers, key).items()
+                          if name in built_from and name not in found})
+        for name in named:
             if name not in built_from:
                 return f"source added since it was built ({name})"
         for name, digest in built_from.items():
-            path = root / name
-            if not path.is_file():
+            if name not in found:
                 return f"source gone since it was built ({name})"
-            if sha256_of(path) != digest:
+            if sha256_of(found[name]) != digest:
                 return f"source changed since it was built ({name})"
         return None
 

@@ -10,7 +10,9 @@ from typing import Any
 
 from ..errors import RecipeError
 from .paths import inside_glob
-from .sources import CaseSource, SourceListing, case_id_from_name, case_id_problem, masks_of
+from .sources import (
+    CaseSource, SourceListing, case_id_from_name, case_id_problem, masks_of, private_case_id,
+)
 
 
 def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
@@ -32,7 +34,8 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
         mask, layers = masks_of(source.get("masks"), root, "source.masks", case_id=case_id,
                                 **fields)
-        cases.append(CaseSource(case_id, path, mask, patient, fields, **layers))
+        cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
+                                fields, **layers))
     return SourceListing(cases, skipped)
 
 

@@ -12,10 +12,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import RecipeError
-from ..io.dicom import is_dicom_file
+from ..errors import ImageReadError, RecipeError
+from ..io import reader_for
+from ..io.dicom import read_dicom
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
-from ..privacy import identifying_values_of_files, pseudonym_key, pseudonymize, scrub
+from ..privacy import (identifying_values, pseudonym_key, pseudonymize,
+                       readable_identity, scrub)
 from ..store import schema
 from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
@@ -126,7 +128,7 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
         channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
                          for t in source.get("channels", []))
         patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
-        cases.append(CaseSource(_private_case_id(case_id, path, key), path, mask, patient,
+        cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
     return SourceListing(cases, skipped)
 
@@ -171,8 +173,8 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         if (problem := outside_problem(listed_mask)) is not None:  # the row's refusal
             skipped[f"{source['table']}: {name}"] = f"mask {listed_mask!r} {problem}, not read"
             continue
-        cases.append(CaseSource(case_id, files[name], _table_mask(source, row, case_id, root),
-                                patient or None, row))
+        cases.append(CaseSource(private_case_id(case_id, files[name], key), files[name],
+                                _table_mask(source, row, case_id, root), patient or None, row))
     for name, path in files.items():
         if name not in listed:
             skipped[str(path.relative_to(root))] = "image without a table row"
@@ -250,11 +252,11 @@ def _dicom_tree(source: dict[str, Any], root: Path, key: bytes) -> SourceListing
             cases.append(CaseSource(f"series-{name}", ref.folder, series=ref))
     if not source.get("segmentations"):
         return SourceListing(cases, skipped)
-    return _paired_with_segs(cases, discovery, skipped, root)
+    return _paired_with_segs(cases, discovery, skipped, root, key)
 
 
 def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str],
-                      root: Path) -> SourceListing:
+                      root: Path, key: bytes) -> SourceListing:
     """Each series with the DICOM SEG that references it (ReferencedSeriesSequence) as
     its mask; the store's segment names are the SEGs' segment labels, which must agree
     where two SEGs use the same segment number. SEGs of no case stay skipped."""
@@ -267,9 +269,13 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
         if not file.reason.startswith("segmentation (DICOM SEG)"):
             continue
         ds = pydicom.dcmread(file.path, stop_before_pixels=True)
-        segments = {str(s.SegmentNumber): str(s.get("SegmentLabel", "") or
-                                              s.get("SegmentDescription", "") or
-                                              f"segment {s.SegmentNumber}")
+        # A label is a descriptor, kept scrubbed (PS3.15 Clean Descriptors): it becomes
+        # a class name of the store.
+        identifiers = identifying_values(ds)
+        segments = {str(s.SegmentNumber): scrub(str(s.get("SegmentLabel", "") or
+                                                    s.get("SegmentDescription", "") or
+                                                    f"segment {s.SegmentNumber}"),
+                                                identifiers, key)
                     for s in ds.get("SegmentSequence", [])}
         for item in ds.get("ReferencedSeriesSequence", []):
             by_series.setdefault(str(item.SeriesInstanceUID), []).append((file.path, segments))
@@ -296,16 +302,35 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
     return ParsedListing(paired, skipped, labels={"segmentation": {"classes": classes}})
 
 
-def _private_case_id(case_id: str, path: Path, key: bytes) -> str:
-    """``case_id``, or a pseudonym when it contains an identifying value of the DICOM
-    headers it names (the headers of one file: patient and study are the same in all)."""
-    if not (path.is_dir() or is_dicom_file(path) or path.suffix.lower() == ".dcm"):
+def private_case_id(case_id: str, path: Path, key: bytes) -> str:
+    """``case_id``, or a pseudonym when it contains an identifying value, in any
+    spelling, of the DICOM headers it names (the headers of one file: patient and study
+    are the same in all) -- or when it names a folder of DICOM files none of whose first
+    20 has a readable header, since nothing can tell (corrupt files in a folder named
+    after their patient). A single unreadable file keeps its name, as a NIfTI file or a
+    folder of them does: nothing tells either from a file named after its patient."""
+    if path.is_dir():
+        files = list(itertools.islice((p for p in sorted(path.rglob("*"))
+                                       if p.is_file() and _dicom_named(p)), 20))
+    else:
+        files = [path] if _dicom_named(path) else []
+    if not files:
         return case_id
-    files = (p for p in sorted(path.rglob("*")) if p.is_file()) if path.is_dir() else [path]
-    identifiers = identifying_values_of_files(itertools.islice(files, 20))
-    if scrub(case_id, identifiers, key) == case_id:
-        return case_id
-    return f"case-{pseudonymize(case_id, key)[:12]}"
+    identifiers = readable_identity(files)
+    if identifiers is None:
+        keep = not path.is_dir()
+    else:
+        keep = scrub(case_id, identifiers, key) == case_id
+    return case_id if keep else f"case-{pseudonymize(case_id, key)[:12]}"
+
+
+def _dicom_named(path: Path) -> bool:
+    """Whether ``path`` is read as DICOM: a DICOM suffix, or a file of no known suffix
+    with the DICOM preamble (a PNG or NIfTI is not opened to tell)."""
+    try:
+        return path.is_file() and reader_for(path) is read_dicom
+    except ImageReadError:
+        return False
 
 
 def read_label_table(path: Path) -> pd.DataFrame:

@@ -101,12 +101,16 @@ def _alive(pid: int, pid_start: str | None) -> bool:
     return pid_start is None or _pid_start(pid) in (None, pid_start)
 
 
-SECRET_OPTIONS = ("--key",)  # their values must never be written (the pseudonym key)
+# Their values must never be written: the pseudonym key, and the source folder, whose
+# name may be its patient's ("--source Smith_John_MRN555") -- a killed build leaves the
+# lock in the store.
+SECRET_OPTIONS = ("--key", "--source")
 
 
 def _without_secrets(argv: list[str]) -> list[str]:
     """``argv`` with the value of every option in SECRET_OPTIONS replaced by '***':
-    the lock (and the error naming its holder) shows the command, never the key."""
+    the lock (and the error naming its holder) shows the command, never the key or
+    the source folder."""
     shown, hide_next = [], False
     for arg in argv:
         option, equals, _ = arg.partition("=")

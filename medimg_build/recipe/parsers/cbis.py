@@ -37,7 +37,7 @@ import pydicom
 
 from ...errors import RecipeError
 from ..paths import inside
-from ..sources import CaseSource, SourceListing, _private_case_id, read_label_table
+from ..sources import CaseSource, SourceListing, private_case_id, read_label_table
 from . import parser
 
 FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")
@@ -99,7 +99,7 @@ def cbis(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
             density = row.get("breast_density", row.get("breast density", ""))
             fields = {**row, "breast_density": density, "split": match.group(2),
                       "lesion": match.group(1).lower()}
-            cases.append(CaseSource(_private_case_id(roi_dir, images[0], key), images[0],
+            cases.append(CaseSource(private_case_id(roi_dir, images[0], key), images[0],
                                     masks[0], patient_id=row["patient_id"].strip(),
                                     fields=fields))
     for name in sorted(set(folders) - used):

@@ -22,7 +22,7 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..paths import inside, inside_glob
-from ..sources import CaseSource, SourceListing, _private_case_id, masks_of, safe_id
+from ..sources import CaseSource, SourceListing, private_case_id, masks_of, safe_id
 from . import parser
 
 _OPTIONS = {"image", "images", "mask", "masks", "patients"}
@@ -60,7 +60,7 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         else:  # a patient without it is built without a mask
             mask, layers = ((folder / mask_name) if (folder / mask_name).is_dir() else None), {}
         channels = tuple(folder / n for n in names) if len(names) > 1 else ()
-        cases.append(CaseSource(_private_case_id(case_id, image, key), image, mask,
+        cases.append(CaseSource(private_case_id(case_id, image, key), image, mask,
                                 folder.name, channels=channels, channel_names=tuple(names),
                                 channels_onto_first=bool(channels), **layers))
     return SourceListing(cases, skipped)

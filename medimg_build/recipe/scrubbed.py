@@ -1,0 +1,98 @@
+"""What a build stores about its source files, scrubbed of the identifiers of the
+cases' own DICOM headers (``privacy.scrub``): a failed case's error, why a file was
+skipped, the names its journal gives a case's files -- and where those identifiers are
+read from, for a case that may have failed before any header was read.
+
+The case table's own row is scrubbed where it is made (``case_table.case_row``)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..privacy import identifying_values_of_files, scrub
+from .paths import relative_path, stored_text
+
+if TYPE_CHECKING:
+    from .pipeline import BuildContext
+    from .sources import CaseSource
+
+
+def stored_failure(message: str, source: CaseSource, context: BuildContext,
+                   store: str) -> str:
+    """A failed case's error as the store keeps it (the table's ``error`` column, the
+    build report, so the QC report): files relative to the source folder; the case's
+    own file or folder called by its case id where that file does not name the case
+    (a DICOM series, a folder named after its patient, whose id is a pseudonym); and
+    every identifying value of the case's headers, in any spelling, scrubbed (a
+    SeriesDescription quoted). The console shows the message as it was."""
+    text = stored_text(message, context.source_dir, store)
+    if source.case_id not in source.image_path.name:
+        where = relative_path(source.image_path, context.source_dir)
+        text = re.sub(rf"(?<![\w.~/-]){re.escape(where)}(?![\w.~-])",
+                      lambda _: source.case_id, text)
+    return scrub(text, source_identifiers(source), context.pseudonym_key)
+
+
+def stored_skip_reason(reason: str, path: Path, key: bytes) -> str:
+    """Why a file was skipped, as the store counts it: scrubbed of the identifying
+    values of its own headers where the reason quotes a name (a case id that is no safe
+    name, the file it duplicates). A skipped file's own path stays on the console."""
+    if "'" not in reason and "/" not in reason:
+        return reason  # nothing quoted: spare the header read
+    return scrub(reason, path_identifiers(path), key)
+
+
+def journal_names(sources: dict[str, str], identifiers: set[str],
+                  key: bytes) -> dict[str, str]:
+    """A case's source files (relative name -> sha256) as its journal record keeps
+    them: scrubbed of ``identifiers``, those of the case's headers as
+    ``source_identifiers`` reads them at the build and at a resume alike (a TCIA folder
+    is named by PatientID), since a store with failed cases keeps its journal."""
+    return {scrub(name, identifiers, key): digest for name, digest in sources.items()}
+
+
+def journal_paths(case: CaseSource, root: Path, identifiers: set[str],
+                  key: bytes) -> dict[str, Path]:
+    """Each file a case is made of (its series, file or folder, channels, mask) by its
+    ``journal_names`` name. Files only a parser's loader knows are not among them: a
+    case built from such a file with an identifying name is rebuilt by a resume."""
+    files = list(case.series.files) if case.series is not None else []
+    for path in [case.image_path, *case.channels, case.mask_path]:
+        files += files_under(path) if path is not None else []
+    paths = {}
+    for path in files:
+        try:
+            name = path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            continue  # outside the source folder: never journaled (source_digests)
+        paths[scrub(name, identifiers, key)] = path
+    return paths
+
+
+def source_identifiers(source: CaseSource) -> set[str]:
+    """Identifying values of the first readable DICOM header among the files a case is
+    made of (its series, file or folder, then its channels and mask): what a case that
+    failed, maybe before any header was read, is scrubbed of. Empty when none is
+    readable (a folder of corrupt files)."""
+    files = source.series.files if source.series is not None else \
+        files_under(source.image_path)
+    more = [*source.channels, *([source.mask_path] if source.mask_path else [])]
+    return identifying_values_of_files(
+        itertools.islice(itertools.chain(files, (p for p in more if p.is_file())), 20))
+
+
+def path_identifiers(path: Path) -> set[str]:
+    """Identifying values of the first readable DICOM header of a file, or among the
+    first 20 files of a folder (a skipped one, whose reason may quote its name)."""
+    return identifying_values_of_files(itertools.islice(files_under(path), 20))
+
+
+def files_under(path: Path) -> Iterator[Path]:
+    """``path`` if it is a file, else the files under it in name order."""
+    if path.is_dir():
+        return (p for p in sorted(path.rglob("*")) if p.is_file())
+    return iter([path] if path.is_file() else [])
