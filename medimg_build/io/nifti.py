@@ -29,6 +29,11 @@ _CIFTI_EXTENSION = 32  # NIfTI extension code of CIFTI-2's XML
 # Bytes a compressed stream may hold past the voxels its header declares: MGH's footer
 # (scan parameters, tags) lives there, and some writers pad. More is a gzip bomb.
 _TRAILING_BYTES_ALLOWED = 2**20
+# Bytes of header extensions (between the header and vox_offset) a NIfTI may hold:
+# nibabel reads every extension whole into memory, and keeps it, before the voxels, so a
+# .nii.gz could inflate gigabytes of "comments" from a few MB. Real extensions (AFNI
+# XML, a DICOM header from dcm2niix, CIFTI's XML) are kilobytes to a few MB.
+_EXTENSION_BYTES_ALLOWED = 64 * 2**20
 
 # Every way nibabel (and gzip/zlib/ISA-L below it) reports a damaged or foreign file.
 _INFLATE_ERRORS = (zlib.error, IsalError, gzip.BadGzipFile)
@@ -89,15 +94,38 @@ def _load(path: Path) -> tuple[Any, np.ndarray]:
     margin to prove the stream ends there."""
     if path.name.lower().endswith((".nii.gz", ".mgz")):
         with igzip.open(path, "rb") as handle:
+            head = handle.read(_NIFTI2_HEADER_BYTES)
             klass = nib.MGHImage if path.name.lower().endswith(".mgz") else \
-                _nifti_class(path, handle.read(_NIFTI2_HEADER_BYTES))
+                _nifti_class(path, head)
+            _refuse_large_extensions(path, klass, head)
             handle.seek(0)
             img = klass.from_file_map({"image": FileHolder(fileobj=handle)})
             raw = _voxels(path, img)
             _refuse_trailing_bytes(path, handle, _data_end(img))
             return img, raw
+    if path.name.lower().endswith(".nii"):
+        with open(path, "rb") as handle:
+            head = handle.read(_NIFTI2_HEADER_BYTES)
+        _refuse_large_extensions(path, _nifti_class(path, head), head)
     img = nib.load(path, mmap=False)
     return img, _voxels(path, img)
+
+
+def _refuse_large_extensions(path: Path, klass, head: bytes) -> None:
+    """Refuse a NIfTI whose vox_offset leaves more than ``_EXTENSION_BYTES_ALLOWED``
+    for header extensions, before nibabel reads them (MGH has none)."""
+    if klass is nib.MGHImage:
+        return
+    header_class = klass.header_class
+    size = header_class.template_dtype.itemsize
+    header = header_class(head[:size], check=False)
+    extension_bytes = float(header["vox_offset"]) - size
+    if extension_bytes > _EXTENSION_BYTES_ALLOWED:
+        raise ImageReadError(
+            path, f"header extensions of {extension_bytes:,.0f} bytes (vox_offset "
+            f"{float(header['vox_offset']):,.0f}) are over the {_EXTENSION_BYTES_ALLOWED:,} "
+            "bytes allowed before the voxels", hint="the file is forged or damaged; "
+            "re-export it (real header extensions are a few MB at most)")
 
 
 def _voxels(path: Path, img) -> np.ndarray:
