@@ -7,12 +7,21 @@ one-line refusal. Each failed on the code before its fix (commit messages name t
 
 from __future__ import annotations
 
+import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
+from numcodecs import Blosc
+
+from medimg_build.errors import StoreError
+from medimg_build.store import open_store
+from peak_memory import run_measured
+from test_hostile_stores import IMAGE, built_zarr  # noqa: F401 (a fixture)
 
 from test_size_bombs import assert_refused_early, read_in_child
 
@@ -61,3 +70,86 @@ def test_nifti_with_a_small_extension_still_reads(tmp_path):
     path.write_bytes(nifti_with_extensions(1, 4096))
     run = read_in_child(path)
     assert run.stdout.startswith("READ (4, 4, 4)"), run.stdout + run.stderr[-2000:]
+
+
+# -- Zarr stores whose chunk codecs the integrity checks did not cover ----------------
+# The Blosc declared-size check ran only for arrays whose codecs end with crc32c: a
+# store from another lab could drop the codec from its metadata and skip it; zstd (which
+# allocates its frame's declared size) and gzip (inflated whole) were not checked at all.
+
+UNCHECKED = [{"name": "bytes", "configuration": {"endian": "little"}}]
+
+
+def _store_with_image_chunk(built: Path, tmp_path: Path, compressor: dict,
+                            chunk: bytes) -> Path:
+    """A copy of the store whose image array is one unsharded chunk without crc32c,
+    compressed by ``compressor`` and holding ``chunk``; the consolidated metadata says
+    the same."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(built, store)
+    meta_path = store / IMAGE / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["chunk_grid"]["configuration"]["chunk_shape"] = meta["shape"]
+    meta["codecs"] = UNCHECKED + [compressor]
+    meta_path.write_text(json.dumps(meta))
+    root = json.loads((store / "zarr.json").read_text())
+    root["consolidated_metadata"]["metadata"][IMAGE] = meta
+    (store / "zarr.json").write_text(json.dumps(root))
+    shutil.rmtree(store / IMAGE / "c")
+    target = store / IMAGE / "c" / "/".join("0" * len(meta["shape"]))
+    target.parent.mkdir(parents=True)
+    target.write_bytes(chunk)
+    return store
+
+
+def _read_in_child(store: Path):
+    return run_measured(f"""
+        from medimg_build import open_store
+        from medimg_build.errors import StoreError
+        try:
+            open_store({str(store)!r}).read_image("a")
+        except StoreError as error:
+            print(error)
+        else:
+            print("READ")
+    """)
+
+
+def test_blosc_chunk_without_crc32c_declaring_a_gigabyte_is_refused(built_zarr, tmp_path):
+    """A 4 MB Blosc frame of 1 GiB, in an array whose metadata has no crc32c."""
+    frame = Blosc(cname="zstd", clevel=9, shuffle=Blosc.NOSHUFFLE).encode(bytes(2**30))
+    blosc = {"name": "blosc", "configuration": {"typesize": 2, "cname": "zstd", "clevel": 9,
+                                                "shuffle": "noshuffle", "blocksize": 0}}
+    store = _store_with_image_chunk(built_zarr, tmp_path, blosc, frame)
+    run = _read_in_child(store)
+    assert "declares 1073741824 decoded bytes where its shape holds" in run.stdout, \
+        run.stdout + run.stderr[-2000:]
+    assert run.peak_rss < 2**30 / 2, f"peak {run.peak_mib:.0f} MiB"
+
+
+def test_zstd_chunk_declaring_a_terabyte_is_refused(built_zarr, tmp_path):
+    """A 16-byte zstd frame header declaring 2**40 bytes: numcodecs allocates that."""
+    frame = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + struct.pack("<Q", 2**40) + b"\x01\0\0"
+    zstd = {"name": "zstd", "configuration": {"level": 1, "checksum": False}}
+    store = _store_with_image_chunk(built_zarr, tmp_path, zstd, frame)
+    with pytest.raises(StoreError, match="declares 1099511627776 decoded bytes"):
+        open_store(store).read_image("a")
+
+
+def test_gzip_compressed_array_is_refused_before_any_chunk_inflates(built_zarr, tmp_path):
+    """gzip has no declared size: zarr inflates each chunk whole (4 MB -> 4 GiB here)."""
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31)
+    chunk = b"".join(deflate.compress(bytes(2**24)) for _ in range(256)) + deflate.flush()
+    gzip = {"name": "gzip", "configuration": {"level": 1}}
+    store = _store_with_image_chunk(built_zarr, tmp_path, gzip, chunk)
+    run = _read_in_child(store)
+    assert "is compressed with gzip, whose decoded size cannot be checked" in run.stdout, \
+        run.stdout + run.stderr[-2000:]
+    assert run.peak_rss < 2**30 / 2, f"peak {run.peak_mib:.0f} MiB"
+
+
+def test_zstd_chunks_the_store_writes_itself_still_read(built_zarr):
+    """Tables and coordinates are zstd (zarr's default): their frames declare sizes."""
+    store = open_store(built_zarr)
+    assert list(store.cases.case_id) == ["a"]
+    assert store.case("a")["image"].values.shape[-3:] == (20, 30, 40)
