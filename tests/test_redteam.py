@@ -153,3 +153,39 @@ def test_zstd_chunks_the_store_writes_itself_still_read(built_zarr):
     store = open_store(built_zarr)
     assert list(store.cases.case_id) == ["a"]
     assert store.case("a")["image"].values.shape[-3:] == (20, 30, 40)
+
+
+# -- A store declaring an enormous image ------------------------------------------------
+
+
+def _store_declaring_shape(built: Path, tmp_path: Path, shape: list[int]) -> Path:
+    """The image array declares ``shape`` (one chunk, no checksum, no chunk written):
+    zarr reads it as fill values of that shape, and validate computes its coordinates."""
+    store = _store_with_image_chunk(built, tmp_path, {"name": "zstd", "configuration": {
+        "level": 1, "checksum": False}}, b"")
+    for path in (store / IMAGE / "c").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    meta = json.loads((store / IMAGE / "zarr.json").read_text())
+    meta["shape"] = meta["chunk_grid"]["configuration"]["chunk_shape"] = shape
+    (store / IMAGE / "zarr.json").write_text(json.dumps(meta))
+    root = json.loads((store / "zarr.json").read_text())
+    root["consolidated_metadata"]["metadata"][IMAGE] = meta
+    (store / "zarr.json").write_text(json.dumps(root))
+    return store
+
+
+def test_a_case_declaring_a_huge_shape_is_refused_before_reading(built_zarr, tmp_path):
+    """1 x 4096^3 int16 is 128 GiB of fill values: refused from the shape."""
+    store = _store_declaring_shape(built_zarr, tmp_path, [1, 4096, 4096, 4096])
+    run = _read_in_child(store)
+    assert "case a: its image of shape [1, 4096, 4096, 4096] = 68,719,476,736 values is " \
+        "over the limit" in run.stdout, run.stdout + run.stderr[-2000:]
+    assert run.peak_rss < 2**30 / 2, f"peak {run.peak_mib:.0f} MiB"
+
+
+def test_validate_reports_a_huge_declared_shape_instead_of_crashing(built_zarr, tmp_path):
+    from medimg_build.store.validate import validate_store
+    store = _store_declaring_shape(built_zarr, tmp_path, [1, 100000, 100000, 100000])
+    problems = validate_store(store)
+    assert any("is over the size limit" in str(p) for p in problems), problems
