@@ -189,3 +189,57 @@ def test_validate_reports_a_huge_declared_shape_instead_of_crashing(built_zarr, 
     store = _store_declaring_shape(built_zarr, tmp_path, [1, 100000, 100000, 100000])
     problems = validate_store(store)
     assert any("is over the size limit" in str(p) for p in problems), problems
+
+
+# -- DICOM frames whose codestream declares more than the header ----------------------
+
+
+def _jpeg_lossless(rows: int, columns: int) -> bytes:
+    """A JPEG Lossless (process 14) codestream header declaring rows x columns of 16-bit
+    values, with one Huffman code (difference 0) and 4 KB of scan data."""
+    sof = b"\xff\xc3" + struct.pack(">HBHHB", 11, 16, rows, columns, 1) + b"\x01\x11\x00"
+    dht = b"\xff\xc4" + struct.pack(">H", 20) + b"\x00" + bytes([1] + [0] * 15) + b"\x00"
+    sos = b"\xff\xda" + struct.pack(">HB", 8, 1) + b"\x01\x00\x01\x00\x00"
+    return b"\xff\xd8" + sof + dht + sos + bytes(4096) + b"\xff\xd9"
+
+
+def _j2k(rows: int, columns: int) -> bytes:
+    """A real 64x64 JPEG 2000 codestream whose SIZ marker then declares rows x columns."""
+    from openjpeg import encode
+    stream = bytearray(encode(np.zeros((64, 64), np.uint16), bits_stored=16,
+                              photometric_interpretation=2, use_mct=False))
+    if (rows, columns) != (64, 64):
+        siz = stream.find(b"\xff\x51")
+        struct.pack_into(">IIIIII", stream, siz + 6, columns, rows, 0, 0, columns, rows)
+    return bytes(stream)
+
+
+def _dicom_of_frame(path: Path, syntax, frame: bytes) -> Path:
+    """A 64x64 16-bit CT slice whose one encapsulated frame is ``frame``."""
+    from pydicom.encaps import encapsulate
+    from test_size_bombs import ct_slice
+    dataset = ct_slice(0, size=64, syntax=syntax)
+    dataset.PixelData = encapsulate([frame])
+    dataset["PixelData"].VR = "OB"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("codec", ["jpeg-lossless", "j2k"])
+def test_a_frame_declaring_more_than_rows_and_columns_is_refused_before_decoding(
+        tmp_path, codec):
+    """5 KB (JPEG Lossless, 30000^2) and 1 KB (J2K, 40000^2) in a 64x64 slice: the
+    decoders allocated the codestream's size, 5.3 and 3.4 GB, before pydicom compared."""
+    from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1
+    syntax, frame, size = (JPEGLosslessSV1, _jpeg_lossless(30000, 30000), "30000x30000") \
+        if codec == "jpeg-lossless" else (JPEG2000Lossless, _j2k(40000, 40000), "40000x40000")
+    path = _dicom_of_frame(tmp_path / "slice.dcm", syntax, frame)
+    run = read_in_child(path)
+    assert_refused_early(run, path, f"codestream of {size}x1", error="ImageReadError")
+
+
+def test_a_j2k_frame_matching_its_header_still_reads(tmp_path):
+    from pydicom.uid import JPEG2000Lossless
+    path = _dicom_of_frame(tmp_path / "slice.dcm", JPEG2000Lossless, _j2k(64, 64))
+    run = read_in_child(path)
+    assert run.stdout.startswith("READ (64, 64"), run.stdout + run.stderr[-2000:]
