@@ -243,3 +243,25 @@ def test_a_j2k_frame_matching_its_header_still_reads(tmp_path):
     path = _dicom_of_frame(tmp_path / "slice.dcm", JPEG2000Lossless, _j2k(64, 64))
     run = read_in_child(path)
     assert run.stdout.startswith("READ (64, 64"), run.stdout + run.stderr[-2000:]
+
+
+# -- A Decathlon dataset.json that breaks the JSON reader -----------------------------
+
+
+@pytest.mark.parametrize("document, problem", [
+    ('{"name": "x", "modality": {"0": "CT"}, "labels": {"0": "bg"}, "training": '
+     + "[" * 100_000 + "]" * 100_000 + "}", "nests its JSON deeper"),
+    ('{"name": "x", "modality": {"0": "CT"}, "labels": {"1' + "0" * 5000
+     + '": "bg"}, "training": []}', "is not a small whole number"),
+    ('{"name": "x", "modality": {"zero": "CT"}, "labels": {"0": "bg"}, "training": []}',
+     "modality key 'zero' is not a small whole number"),
+    ("[1, 2]", "holds a JSON list, not an object"),
+])
+def test_a_hostile_dataset_json_is_one_recipe_error(tmp_path, document, problem):
+    """Each was a raw RecursionError, ValueError (int() of 5001 digits, of 'zero') or
+    TypeError that stopped the build with a traceback."""
+    from medimg_build.errors import RecipeError
+    from medimg_build.recipe.parsers.msd import msd
+    (tmp_path / "dataset.json").write_text(document)
+    with pytest.raises(RecipeError, match=problem):
+        msd({}, tmp_path, b"key")
