@@ -265,3 +265,19 @@ def test_a_hostile_dataset_json_is_one_recipe_error(tmp_path, document, problem)
     (tmp_path / "dataset.json").write_text(document)
     with pytest.raises(RecipeError, match=problem):
         msd({}, tmp_path, b"key")
+
+
+def test_a_table_column_declaring_10_billion_rows_is_refused_before_reading(
+        built_zarr, tmp_path):
+    """A column's missing chunks read as fill values: 149 GiB of empty strings."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(built_zarr, store)
+    meta = json.loads((store / "split" / "zarr.json").read_text())
+    meta["shape"] = meta["chunk_grid"]["configuration"]["chunk_shape"] = [10**10]
+    (store / "split" / "zarr.json").write_text(json.dumps(meta))
+    root = json.loads((store / "zarr.json").read_text())
+    root["consolidated_metadata"]["metadata"]["split"] = meta
+    (store / "zarr.json").write_text(json.dumps(root))
+    shutil.rmtree(store / "split" / "c")
+    with pytest.raises(StoreError, match="column split has 10,000,000,000 rows where"):
+        open_store(store).cases
