@@ -281,3 +281,41 @@ def test_a_table_column_declaring_10_billion_rows_is_refused_before_reading(
     shutil.rmtree(store / "split" / "c")
     with pytest.raises(StoreError, match="column split has 10,000,000,000 rows where"):
         open_store(store).cases
+
+
+# -- A scaled NIfTI within the limit -----------------------------------------------------
+
+
+def test_a_scaled_nifti_at_the_limit_reads_in_a_few_bytes_per_voxel(tmp_path):
+    """1 MB of gzip: 2**29 int16 zeros with scl_slope. Scaled whole in float64 it peaked
+    at 7.3 GB (and failed as out of memory under 5.5 GiB); slab by slab, about 3.3 GB:
+    the int16 voxels (1 GiB), the float32 result (2 GiB) and one slab."""
+    from test_size_bombs import deflate_with_zeros
+    header = nib.Nifti1Header()
+    header.set_data_shape((1024, 1024, 512))
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    header["scl_slope"], header["scl_inter"] = 2.0, -1024.0
+    path = tmp_path / "scaled.nii.gz"
+    path.write_bytes(deflate_with_zeros(header.binaryblock + b"\0" * 4, 2**30, 31))
+    run = run_measured(f"""
+        from medimg_build.io import read_image
+        image = read_image({str(path)!r})
+        print("READ", image.array.shape, image.array.dtype, float(image.array[5, 5, 5]))
+        """, limit=int(5.5 * 2**30))
+    assert run.stdout.startswith("READ (1024, 1024, 512) float32 -1024.0"), \
+        run.stdout + run.stderr[-2000:]
+    assert run.peak_rss < 4 * 2**30, f"peak {run.peak_mib:.0f} MiB"
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_slab_scaling_is_bit_identical_to_scaling_whole(monkeypatch, order):
+    from medimg_build.io import nifti
+    monkeypatch.setattr(nifti, "_SLAB_VALUES", 1000)  # many slabs, one of them partial
+    voxels = np.asarray(np.random.default_rng(0).integers(-3000, 3000, (37, 41, 23)),
+                        dtype=np.int16, order=order)
+    for slope, inter in [(2.0, -1024.0), (0.1234567, 3.3), (1e-7, 1e7)]:
+        whole = (voxels.astype(np.float64) * slope + inter).astype(np.float32)
+        slabs = nifti._scaled(voxels, slope, inter)
+        assert slabs.tobytes(order="A") == whole.tobytes(order="A")
+        assert slabs.flags.f_contiguous == whole.flags.f_contiguous
