@@ -319,3 +319,42 @@ def test_slab_scaling_is_bit_identical_to_scaling_whole(monkeypatch, order):
         slabs = nifti._scaled(voxels, slope, inter)
         assert slabs.tobytes(order="A") == whole.tobytes(order="A")
         assert slabs.flags.f_contiguous == whole.flags.f_contiguous
+
+
+# -- PackBits TIFF ------------------------------------------------------------------------
+
+
+def _packbits_tiff(path: Path, pixels: np.ndarray, strip: bytes) -> Path:
+    """A one-strip TIFF of ``pixels``' size whose strip is ``strip``, PackBits-coded
+    (tifffile cannot write PackBits without imagecodecs: its tags are patched)."""
+    import tifffile
+    tifffile.imwrite(path, pixels, rowsperstrip=pixels.shape[0])
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        where = {name: tags[name].valueoffset
+                 for name in ("StripOffsets", "StripByteCounts", "Compression")}
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, where["StripOffsets"], len(data))
+    struct.pack_into("<I", data, where["StripByteCounts"], len(strip))
+    struct.pack_into("<H", data, where["Compression"], 32773)
+    path.write_bytes(bytes(data) + strip)
+    return path
+
+
+def test_packbits_tiff_strip_decoding_past_its_page_is_refused(tmp_path):
+    """21 MB of PackBits runs (2 bytes -> 128 zeros) behind a 1000x1000 page: 1.3 GB
+    decoded, in tifffile's list of ints 10 GB (out of memory at 5.2 GB under 6 GB)."""
+    path = _packbits_tiff(tmp_path / "bomb.tif", np.zeros((1000, 1000), np.uint8),
+                          b"\x81\x00" * (10 * 2**20))
+    run = read_in_child(path)
+    assert_refused_early(run, path, "inflates past the 1,000,000 bytes of its page",
+                         error="ImageReadError")
+
+
+def test_packbits_tiff_within_its_page_still_reads(tmp_path):
+    pixels = np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)
+    raw = pixels.tobytes()
+    literal = b"".join(b"\x7f" + raw[i:i + 128] for i in range(0, len(raw), 128))
+    path = _packbits_tiff(tmp_path / "ok.tif", pixels, literal)
+    run = read_in_child(path)
+    assert run.stdout.startswith("READ (64, 64)"), run.stdout + run.stderr[-2000:]
