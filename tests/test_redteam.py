@@ -358,3 +358,20 @@ def test_packbits_tiff_within_its_page_still_reads(tmp_path):
     path = _packbits_tiff(tmp_path / "ok.tif", pixels, literal)
     run = read_in_child(path)
     assert run.stdout.startswith("READ (64, 64)"), run.stdout + run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("reader", ["open_store", "validate_store", "verify_store"])
+def test_a_zarr_json_nested_past_pythons_stack_is_one_store_error(built_zarr, tmp_path,
+                                                                    reader):
+    """zarr's json.loads raised a raw RecursionError out of every reader."""
+    from medimg_build.store.manifest import verify_store
+    from medimg_build.store.validate import validate_store
+    store = tmp_path / "store.zarr"
+    shutil.copytree(built_zarr, store)
+    text = (store / "zarr.json").read_text().rstrip()
+    (store / "zarr.json").write_text(text[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000
+                                     + "}")
+    read = {"open_store": open_store, "validate_store": validate_store,
+            "verify_store": verify_store}[reader]
+    with pytest.raises(StoreError, match="RecursionError"):
+        read(store)

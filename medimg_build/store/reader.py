@@ -54,9 +54,10 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
         # the consolidated metadata in the root zarr.json then describes every group and
         # array, so opening a store and any of its cases costs one read.
         root = zarr.open_group(store, mode="r", zarr_format=3)
-    # TypeError: zarr's reading of a zarr.json whose fields have the wrong type.
+    # TypeError: zarr's reading of a zarr.json whose fields have the wrong type;
+    # RecursionError: one nested deeper than Python's stack ([[[[...]]]]).
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
-            TypeError) as err:
+            TypeError, RecursionError) as err:
         if remote and (hdf5 := _hdf5_store(location, storage_options)):
             return hdf5
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
