@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels.utils import _get_jpg_parameters, get_nr_frames
 
 from ..errors import DicomSeriesError, ImageReadError
 from ..limits import check_size
@@ -13,6 +16,7 @@ from .dicom_frames import Frame, frame_stack
 
 
 def _decode(path: Path, dataset: Dataset) -> np.ndarray:
+    _check_codestreams(path, dataset)
     try:
         # pydicom decodes compressed transfer syntaxes through its plugins (pylibjpeg,
         # Pillow) and converts YBR colour to RGB; nothing else is applied here.
@@ -32,6 +36,46 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
 
         pixels = apply_color_lut(pixels, dataset)
     return pixels
+
+
+def _check_codestreams(path: Path, dataset: Dataset) -> None:
+    """Refuse a compressed frame whose codestream declares a larger image than the
+    dataset's Rows x Columns x SamplesPerPixel, which ``check_size`` counted: the JPEG
+    and JPEG 2000 decoders allocate what the codestream declares before pydicom compares
+    it with the header (a 5 KB JPEG Lossless frame declaring 30000^2 took 5.3 GB)."""
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_encapsulated or "PixelData" not in dataset:
+        return
+    header = (int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0),
+              int(dataset.get("SamplesPerPixel") or 1))
+    try:
+        frames = list(generate_frames(dataset.PixelData,
+                                      number_of_frames=get_nr_frames(dataset, warn=False)))
+    except Exception:  # noqa: BLE001 - damaged encapsulation: the decoder reports it
+        return
+    for k, frame in enumerate(frames):
+        declared = _codestream_shape(frame)
+        if declared and any(d > h for d, h in zip(declared, header)):
+            raise ImageReadError(
+                path, f"frame {k} holds a codestream of {declared[0]}x{declared[1]}x"
+                f"{declared[2]} (rows x columns x components), larger than the header's "
+                f"{header[0]}x{header[1]}x{header[2]}", hint="the file is forged or "
+                "damaged: its compressed frames do not match its header")
+
+
+def _codestream_shape(frame: bytes) -> tuple[int, int, int] | None:
+    """(rows, columns, components) a JPEG, JPEG-LS or JPEG 2000 codestream declares
+    (pydicom's own JPEG header parser; the J2K SIZ marker, ISO/IEC 15444-1 A.5.1), or
+    None for another or unparsable codestream."""
+    jpeg = _get_jpg_parameters(frame)
+    if jpeg:
+        return jpeg["height"], jpeg["width"], jpeg["components"]
+    siz = frame.find(b"\xff\x4f\xff\x51", 0, 2**16)  # SOC then SIZ, after any JP2 boxes
+    if siz < 0 or len(frame) < siz + 42:
+        return None
+    x, y, x0, y0 = struct.unpack(">IIII", frame[siz + 8:siz + 24])
+    components = struct.unpack(">H", frame[siz + 40:siz + 42])[0]
+    return max(y - y0, 0), max(x - x0, 0), components
 
 
 def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:

@@ -29,6 +29,12 @@ _CIFTI_EXTENSION = 32  # NIfTI extension code of CIFTI-2's XML
 # Bytes a compressed stream may hold past the voxels its header declares: MGH's footer
 # (scan parameters, tags) lives there, and some writers pad. More is a gzip bomb.
 _TRAILING_BYTES_ALLOWED = 2**20
+_SLAB_VALUES = 2**22  # voxels scaled at a time (32 MiB of float64)
+# Bytes of header extensions (between the header and vox_offset) a NIfTI may hold:
+# nibabel reads every extension whole into memory, and keeps it, before the voxels, so a
+# .nii.gz could inflate gigabytes of "comments" from a few MB. Real extensions (AFNI
+# XML, a DICOM header from dcm2niix, CIFTI's XML) are kilobytes to a few MB.
+_EXTENSION_BYTES_ALLOWED = 64 * 2**20
 
 # Every way nibabel (and gzip/zlib/ISA-L below it) reports a damaged or foreign file.
 _INFLATE_ERRORS = (zlib.error, IsalError, gzip.BadGzipFile)
@@ -53,8 +59,7 @@ def read_nifti(path: Path) -> MedicalImage:
         array, dropped_alpha = _structured_to_channels(array)
         intensity.update(photometric="RGB", alpha_dropped=dropped_alpha)
     if slope is not None:
-        # Same values as nibabel's scaling, computed in float64 and stored as float32.
-        array = (array.astype(np.float64) * slope + inter).astype(np.float32)
+        array = _scaled(array, slope, inter)
         intensity.update(rescale_slope=slope, rescale_intercept=inter)
     array, spatial_ndim = _fit_axes(path, array, has_rgb=bool(raw.dtype.names))
     if not array.dtype.isnative:
@@ -80,6 +85,23 @@ def read_nifti(path: Path) -> MedicalImage:
                           scaled=slope is not None)
 
 
+def _scaled(array: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """``array * slope + inter`` as float32: the same values as nibabel's scaling
+    (float64, then stored as float32), one slab of at most ``_SLAB_VALUES`` values at a
+    time along the slowest axis. Whole, the float64 copy and its temporaries cost 16
+    bytes per voxel: a 1 MB .nii.gz of 2**29 zeros with scl_slope peaked at 7.3 GB."""
+    out = np.empty_like(array, dtype=np.float32)  # keeps nibabel's (Fortran) order
+    if array.ndim == 0 or array.size == 0:
+        out[...] = array.astype(np.float64) * slope + inter
+        return out
+    axis = array.ndim - 1 if array.flags.f_contiguous and not array.flags.c_contiguous else 0
+    step = max(1, _SLAB_VALUES * array.shape[axis] // array.size)
+    for start in range(0, array.shape[axis], step):
+        slab = (slice(None),) * axis + (slice(start, start + step),)
+        out[slab] = array[slab].astype(np.float64) * slope + inter
+    return out
+
+
 def _load(path: Path) -> tuple[Any, np.ndarray]:
     """The nibabel image and its unscaled voxels, read whole (the pixels must not stay
     tied to an open file), once the header's size is within the limit. A .nii.gz or
@@ -89,15 +111,38 @@ def _load(path: Path) -> tuple[Any, np.ndarray]:
     margin to prove the stream ends there."""
     if path.name.lower().endswith((".nii.gz", ".mgz")):
         with igzip.open(path, "rb") as handle:
+            head = handle.read(_NIFTI2_HEADER_BYTES)
             klass = nib.MGHImage if path.name.lower().endswith(".mgz") else \
-                _nifti_class(path, handle.read(_NIFTI2_HEADER_BYTES))
+                _nifti_class(path, head)
+            _refuse_large_extensions(path, klass, head)
             handle.seek(0)
             img = klass.from_file_map({"image": FileHolder(fileobj=handle)})
             raw = _voxels(path, img)
             _refuse_trailing_bytes(path, handle, _data_end(img))
             return img, raw
+    if path.name.lower().endswith(".nii"):
+        with open(path, "rb") as handle:
+            head = handle.read(_NIFTI2_HEADER_BYTES)
+        _refuse_large_extensions(path, _nifti_class(path, head), head)
     img = nib.load(path, mmap=False)
     return img, _voxels(path, img)
+
+
+def _refuse_large_extensions(path: Path, klass, head: bytes) -> None:
+    """Refuse a NIfTI whose vox_offset leaves more than ``_EXTENSION_BYTES_ALLOWED``
+    for header extensions, before nibabel reads them (MGH has none)."""
+    if klass is nib.MGHImage:
+        return
+    header_class = klass.header_class
+    size = header_class.template_dtype.itemsize
+    header = header_class(head[:size], check=False)
+    extension_bytes = float(header["vox_offset"]) - size
+    if extension_bytes > _EXTENSION_BYTES_ALLOWED:
+        raise ImageReadError(
+            path, f"header extensions of {extension_bytes:,.0f} bytes (vox_offset "
+            f"{float(header['vox_offset']):,.0f}) are over the {_EXTENSION_BYTES_ALLOWED:,} "
+            "bytes allowed before the voxels", hint="the file is forged or damaged; "
+            "re-export it (real header extensions are a few MB at most)")
 
 
 def _voxels(path: Path, img) -> np.ndarray:

@@ -33,6 +33,22 @@ _TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 # TIFF compressions that tifffile inflates whole (zlib/lzma.decompress) when imagecodecs
 # is absent, whatever the strip's size: a bounded decompressor for each.
 _INFLATERS = {8: zlib.decompressobj, 32946: zlib.decompressobj, 34925: lzma.LZMADecompressor}
+_PACKBITS = 32773  # tifffile's fallback decodes into a list of ints: 8 bytes per byte
+
+
+def _packbits_length(data: bytes, limit: int) -> int:
+    """Bytes a PackBits segment decodes to, counted from its run headers (TIFF 6.0,
+    section 9) without decoding; counting stops past ``limit``."""
+    total, i, end = 0, 0, len(data)
+    while i < end and total <= limit:
+        n = data[i]
+        if n < 128:  # n + 1 literal bytes follow
+            total, i = total + n + 1, i + n + 2
+        elif n > 128:  # the next byte, 257 - n times
+            total, i = total + 257 - n, i + 2
+        else:  # 128: no operation
+            i += 1
+    return total
 
 
 def read_pillow(path: Path) -> MedicalImage:
@@ -158,18 +174,22 @@ def read_tiff(path: Path) -> MedicalImage:
 
 
 def _check_inflated_segments(path: Path, handle, series) -> None:
-    """Refuse a deflate or LZMA strip or tile that inflates past its page: tifffile
-    inflates each one whole, whatever the tags say, so a 1 MB page can hide gigabytes of
-    zeros. Each segment is inflated here at most one page's bytes (plus one)."""
+    """Refuse a deflate, LZMA or PackBits strip or tile that inflates past its page:
+    tifffile inflates each one whole, whatever the tags say, so a 1 MB page can hide
+    gigabytes of zeros. Each segment is inflated here at most one page's bytes (plus
+    one); a PackBits one is counted from its run headers."""
     for page in series.pages:
-        inflater = None if page is None else _INFLATERS.get(page.keyframe.compression)
-        if inflater is None:
+        compression = None if page is None else page.keyframe.compression
+        inflater = _INFLATERS.get(compression)
+        if inflater is None and compression != _PACKBITS:
             continue
         page_bytes = page.keyframe.nbytes
         for offset, count in zip(page.dataoffsets, page.databytecounts):
             handle.seek(offset)
             try:
-                inflated = len(inflater().decompress(handle.read(count), page_bytes + 1))
+                inflated = _packbits_length(handle.read(count), page_bytes) \
+                    if inflater is None else \
+                    len(inflater().decompress(handle.read(count), page_bytes + 1))
             except (zlib.error, lzma.LZMAError):
                 continue  # tifffile reports the damage in its own words
             if inflated > page_bytes:

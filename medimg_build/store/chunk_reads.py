@@ -33,8 +33,8 @@ from zarr.storage import LocalStore
 
 from .integrity import (
     CRC32C_BYTES, NO_CHUNK, CheckedStore, Pinned, check_chunk, check_local_object,
-    check_pinned, checksummed_array, crc32c_ok, damaged, index_entries, index_size,
-    shard_index,
+    check_pinned, checksummed_array, chunk_problem, crc32c_ok, damaged, index_entries,
+    index_size, shard_index,
 )
 
 __all__ = ["CRC32C_BYTES", "NO_CHUNK", "LeanArray", "index_entries", "index_size",
@@ -84,6 +84,7 @@ class LeanArray(BackendArray):
         self.stored_dtype = stored_dtype
         self.location = location or str(folder)
         self.grid = checksummed_array(array.metadata) if checksummed else None
+        self.chunk_bytes = int(np.prod(self.chunk_shape)) * self.stored_dtype.itemsize
         self.pinned = pinned  # the store's folder when it was opened (integrity.py)
         self._indexes: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -153,6 +154,10 @@ class LeanArray(BackendArray):
         if self.grid is not None:
             check_chunk(self.location, self.array.path, chunk, data, self.grid.decoded_bytes)
             data = memoryview(data)[:-CRC32C_BYTES]
+        else:  # no crc32c: the size its Blosc header declares is what Blosc allocates
+            problem = chunk_problem(data, self.chunk_bytes, checksum=False)
+            if problem:
+                raise damaged(self.location, self.array.path, f"chunk {chunk} {problem}")
         try:
             pixels = np.frombuffer(blosc.decompress(data), dtype=self.stored_dtype)
             return pixels.astype(self.dtype, copy=False).reshape(self.chunk_shape)

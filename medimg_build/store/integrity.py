@@ -36,8 +36,9 @@ from functools import lru_cache
 
 import google_crc32c
 import numpy as np
+from zarr.abc.codec import BytesBytesCodec
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 from zarr.codecs.bytes import Endian
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
@@ -45,6 +46,7 @@ from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore, WrapperStore
 
 from ..errors import StoreError
+from ..limits import current_max_voxels
 
 DAMAGED_HINT = "the store is damaged: verify it with medimg-build verify, rebuild or restore it"
 INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64 per chunk of a shard
@@ -54,6 +56,7 @@ BLOSC_HEADER_BYTES = 16
 # A zip member may inflate to this many times its compressed size, plus the allowance.
 MAX_INFLATION = 100
 INFLATION_ALLOWANCE = 2**20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK_DIR = "/c/"  # zarr v3's default chunk keys: <array>/c/<i>/<j>/...
 
 
@@ -141,6 +144,89 @@ def _blosc_bytes(codecs, chunk_shape: tuple[int, ...], metadata) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class ChunkBound:
+    """What one chunk of an array may decode to, checked on its compressed bytes before
+    zarr decodes them: Blosc and zstd both allocate the size their header declares."""
+
+    compressor: str  # "blosc" or "zstd"
+    decoded_bytes: int  # exactly, for fixed-size values; at most, for variable-length
+    exact: bool
+    sharded: bool  # a chunk is a byte range of a shard, not an object
+
+
+def chunk_bound(metadata, variable_bytes: int) -> ChunkBound | None:
+    """The ChunkBound of ``metadata``'s chunks (sharding's inner ones), whatever their
+    crc32c; ``variable_bytes`` bounds a chunk of variable-length strings."""
+    if not isinstance(metadata, ArrayV3Metadata):
+        return None
+    codecs, shape = tuple(metadata.codecs), tuple(metadata.chunk_grid.chunk_shape)
+    sharded = len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)
+    if sharded:
+        codecs, shape = tuple(codecs[0].codecs), tuple(codecs[0].chunk_shape)
+    codecs = codecs[:-1] if codecs and isinstance(codecs[-1], Crc32cCodec) else codecs
+    if len(codecs) != 2 or not isinstance(codecs[1], (BloscCodec, ZstdCodec)):
+        return None
+    exact = isinstance(codecs[0], BytesCodec)
+    size = int(np.prod(shape)) * metadata.data_type.to_native_dtype().itemsize if exact \
+        else variable_bytes
+    return ChunkBound("blosc" if isinstance(codecs[1], BloscCodec) else "zstd", size,
+                      exact, sharded)
+
+
+def size_problem(bound: ChunkBound, data) -> str | None:
+    """What is wrong with the decoded size a chunk's header declares, or None."""
+    declared = _blosc_declared_bytes(data) if bound.compressor == "blosc" \
+        else _zstd_declared_bytes(data)
+    if declared is None:
+        return f"is not a {bound.compressor} frame that declares its decoded size"
+    if declared > bound.decoded_bytes or (bound.exact and declared != bound.decoded_bytes):
+        return f"declares {declared} decoded bytes where its shape holds " \
+            f"{'' if bound.exact else 'at most '}{bound.decoded_bytes}"
+    return None
+
+
+def _zstd_declared_bytes(data) -> int | None:
+    """Frame_Content_Size of a zstd frame header (RFC 8878, 3.1.1.1), None when the frame
+    omits it (numcodecs would then grow its output without a bound) or is no frame."""
+    head = np.frombuffer(data, dtype=np.uint8)[:18].tobytes()
+    if len(head) < 6 or head[:4] != ZSTD_MAGIC:
+        return None
+    descriptor = head[4]
+    single_segment = bool(descriptor & 0x20)
+    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
+    width = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+    if width == 0 or len(head) < start + width:
+        return None
+    return int.from_bytes(head[start:start + width], "little") + (256 if width == 2 else 0)
+
+
+def unbounded_codecs(codecs) -> list[str]:
+    """Names of the chunk compressors among ``codecs`` (sharding's inner ones too) whose
+    decoded size a reader cannot know before decoding: zarr inflates gzip whole, so one
+    small chunk could take gigabytes. medimg-build writes Blosc (images, masks) and
+    zstd (tables, coordinates), whose headers declare it (``size_problem``)."""
+    found = []
+    for codec in codecs:
+        if isinstance(codec, ShardingCodec):
+            found += unbounded_codecs((*codec.codecs, *codec.index_codecs))
+        elif isinstance(codec, BytesBytesCodec) and not isinstance(
+                codec, (BloscCodec, ZstdCodec, Crc32cCodec)):
+            found.append(str(codec.to_dict().get("name", type(codec).__name__)))
+    return found
+
+
+def check_codecs(location: str, array: str, metadata) -> None:
+    """Refuse an array compressed by a codec in ``unbounded_codecs``, before any chunk."""
+    names = unbounded_codecs(metadata.codecs) if isinstance(metadata, ArrayV3Metadata) \
+        else []
+    if names:
+        raise StoreError(location, f"{array} is compressed with {', '.join(names)}, whose "
+                         "decoded size cannot be checked before decoding (a chunk of a few "
+                         "KB could decode to gigabytes)", hint="medimg-build reads stores "
+                         "compressed with Blosc or zstd; rewrite the store with one of them")
+
+
 def chunk_key(key: str) -> tuple[str, tuple[int, ...]] | None:
     """(array path, grid coordinates) of a chunk key, or None for any other key."""
     head, sep, tail = key.rpartition(CHUNK_DIR)
@@ -174,12 +260,13 @@ def check_chunk(location: str, array: str, chunk: tuple[int, ...], data,
         raise damaged(location, array, f"chunk {chunk} {problem}")
 
 
-def chunk_problem(data, decoded_bytes: int | None = None) -> str | None:
-    """What is wrong with a chunk's bytes: its crc32c and, for Blosc, the decoded size
-    its header declares. The declared size is what Blosc allocates before it decodes: a
+def chunk_problem(data, decoded_bytes: int | None = None, checksum: bool = True
+                  ) -> str | None:
+    """What is wrong with a chunk's bytes: its crc32c (unless ``checksum`` is False: a
+    chunk without one) and, for Blosc, the decoded size its header declares. The declared size is what Blosc allocates before it decodes: a
     store from another lab could make each 4 MB chunk decode to 1 GB, and zarr decodes
     chunks in parallel."""
-    if not crc32c_ok(data):
+    if checksum and not crc32c_ok(data):
         return "fails its crc32c checksum"
     if decoded_bytes is not None:
         declared = _blosc_declared_bytes(data)
@@ -190,9 +277,9 @@ def chunk_problem(data, decoded_bytes: int | None = None) -> str | None:
 
 def _blosc_declared_bytes(data) -> int | None:
     """The uncompressed size in a Blosc 1 header: bytes 4-7, little-endian (c-blosc's
-    README_HEADER.rst); None if the chunk is shorter than a header and its crc32c."""
+    README_HEADER.rst); None if the chunk is shorter than a header."""
     view = np.frombuffer(data, dtype=np.uint8)
-    if len(view) < BLOSC_HEADER_BYTES + CRC32C_BYTES:
+    if len(view) < BLOSC_HEADER_BYTES:
         return None
     return int.from_bytes(view[4:8].tobytes(), "little")
 
@@ -310,6 +397,7 @@ class CheckedStore(WrapperStore):
         self.pinned = pinned_folder(store)
         self._root = None  # the AsyncGroup whose (consolidated) metadata describes arrays
         self._arrays: dict[str, ChecksummedArray | None] = {}
+        self._bounds: dict[str, ChunkBound | None] = {}
 
     def watch(self, root) -> None:
         self._root = root._async_group if hasattr(root, "_async_group") else root
@@ -335,7 +423,10 @@ class CheckedStore(WrapperStore):
 
     async def _layout(self, array: str) -> ChecksummedArray | None:
         if array not in self._arrays:
-            self._arrays[array] = checksummed_array(await self._metadata(array))
+            metadata = await self._metadata(array)
+            check_codecs(self.location, array, metadata)
+            self._arrays[array] = checksummed_array(metadata)
+            self._bounds[array] = chunk_bound(metadata, current_max_voxels())
         return self._arrays[array]
 
     async def _metadata(self, array: str):
@@ -370,6 +461,13 @@ class CheckedStore(WrapperStore):
         layout = await self._layout(array)
         if layout is not None:
             await self._check(array, coords, layout, key, value, byte_range)
+        bound = self._bounds[array]
+        if bound is not None and value is not None and (
+                isinstance(byte_range, RangeByteRequest) if bound.sharded else byte_range is None):
+            # One chunk, with or without its crc32c: the size its compressor will allocate.
+            problem = size_problem(bound, value.as_numpy_array())
+            if problem:
+                raise damaged(self.location, array, f"chunk {coords} {problem}")
         return value
 
     async def _check(self, array: str, coords: tuple[int, ...], layout: ChecksummedArray,

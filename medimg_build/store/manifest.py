@@ -222,8 +222,9 @@ def open_root(store, location: str) -> zarr.Group:
     try:
         # Its own metadata, not the consolidated copy: that copy is what verify checks.
         return zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=False)
+    # JSONDecodeError is a ValueError; RecursionError: JSON nested past Python's stack.
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
-            TypeError) as err:  # JSONDecodeError is a ValueError
+            TypeError, RecursionError) as err:
         if _read(store, ROOT_METADATA) is None:
             raise ManifestError(location, f"is not a store (no {ROOT_METADATA} at its top)",
                                 hint="give a store directory, a .zip snapshot or an HDF5 "

@@ -7,6 +7,7 @@ classes below; ``MedimgStore`` is the same for both layouts.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from functools import cached_property
@@ -21,6 +22,7 @@ from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from ..errors import StoreError
 from ..image import MedicalImage
+from ..limits import current_max_voxels
 from .annotations import BOXES, LANDMARKS, read_annotations
 from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
@@ -52,9 +54,10 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
         # the consolidated metadata in the root zarr.json then describes every group and
         # array, so opening a store and any of its cases costs one read.
         root = zarr.open_group(store, mode="r", zarr_format=3)
-    # TypeError: zarr's reading of a zarr.json whose fields have the wrong type.
+    # TypeError: zarr's reading of a zarr.json whose fields have the wrong type;
+    # RecursionError: one nested deeper than Python's stack ([[[[...]]]]).
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
-            TypeError) as err:
+            TypeError, RecursionError) as err:
         if remote and (hdf5 := _hdf5_store(location, storage_options)):
             return hdf5
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
@@ -212,18 +215,33 @@ class MedimgStore:
     def read_image(self, case_id: str) -> MedicalImage:
         """The case's image in memory, in MedicalImage axis order, with its affine."""
         position = self._position(case_id)
-        stored = self._reads.array(position, case_id, IMAGE)
+        stored = self._whole(self._reads.array(position, case_id, IMAGE), case_id, IMAGE)
         array = image_from_stored(stored, self._reads.channel_axis(position, case_id))
         return MedicalImage(array, self._reads.affine(position, case_id),
                             spatial_ndim=stored.ndim - 1, meta=self._meta(case_id))
 
     def read_mask(self, case_id: str) -> MedicalImage | None:
         position = self._position(case_id)
-        stored = self._reads.array(position, case_id, MASK)
+        stored = self._whole(self._reads.array(position, case_id, MASK), case_id, MASK)
         if stored is None:
             return None
         return MedicalImage(mask_from_stored(stored), self._reads.affine(position, case_id),
                             spatial_ndim=stored.ndim, meta=self._meta(case_id))
+
+    def _whole(self, stored, case_id: str, name: str) -> np.ndarray | None:
+        """A case's array (a lazy zarr/HDF5 selection) read into memory once its shape is
+        within the size limit: a store from another lab may declare any shape, and an
+        array without checksums reads its missing chunks as fill values of that shape."""
+        if stored is None:
+            return None
+        values = math.prod(int(n) for n in stored.shape)
+        if values > current_max_voxels():
+            raise StoreError(self.location, f"case {case_id}: its {name} of shape "
+                             f"{list(stored.shape)} = {values:,} values is over the limit of "
+                             f"{current_max_voxels():,}", hint="a real case this large needs "
+                             "medimg_build.limits.max_voxels(N) around the read; else the "
+                             "store is damaged or forged")
+        return stored[...]
 
     def labels(self, name: str) -> pd.Series | pd.DataFrame:
         """Classification label ``name`` indexed by case_id (multi-label: one column per
@@ -333,8 +351,19 @@ class StackReads:
     def channel_axis(self, position: int, case_id: str) -> bool:
         return self._channel_axis
 
-    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
-        return self._root[name][position] if name in self._root else None
+    def array(self, position: int, case_id: str, name: str) -> _CaseOfStack | None:
+        return _CaseOfStack(self._root[name], position) if name in self._root else None
+
+
+class _CaseOfStack:
+    """One case of a stacked array, not yet read: its shape, and ``[...]`` to read it."""
+
+    def __init__(self, stacked, position: int) -> None:
+        self._stacked, self._position = stacked, position
+        self.shape = tuple(stacked.shape[1:])
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self._stacked[self._position]
 
 
 class VolumesReads:
@@ -386,7 +415,8 @@ class VolumesReads:
     def channel_axis(self, position: int, case_id: str) -> bool:
         return bool(self._case_attrs(case_id).get("channel_axis", False))
 
-    def array(self, position: int, case_id: str, name: str) -> np.ndarray | None:
+    def array(self, position: int, case_id: str, name: str):
+        """The case's level-0 array, not yet read (``MedimgStore._whole`` reads it)."""
         path = {IMAGE: image_path(), MASK: mask_path()}[name]
         group = self._groups[case_id]
-        return group[path][...] if path in group else None
+        return group[path] if path in group else None

@@ -30,6 +30,7 @@ import zarr
 from zarr.core.sync import sync
 
 from ..errors import StoreError
+from ..limits import current_max_voxels
 from ..provenance import to_jsonable
 from .damage import undecodable
 from .schema import CASE, COLUMN_CHUNK, check_node_name, is_integer
@@ -142,6 +143,7 @@ def read_table(root, info: dict[str, list[str]], keep: np.ndarray,
 def read_whole_arrays(root, names: list[str]) -> list[np.ndarray]:
     """The arrays ``names`` of ``root``, read whole. From a Zarr group they are read
     concurrently: a table of 20 columns on S3 then costs one round trip, not 20."""
+    _check_lengths(root, names)
     if not isinstance(root, zarr.Group):  # the HDF5 view reads from one local file
         values = []
         for name in names:
@@ -158,6 +160,23 @@ def read_whole_arrays(root, names: list[str]) -> list[np.ndarray]:
         return await asyncio.gather(*(read(n, a) for n, a in zip(names, arrays)))
 
     return sync(read_all())
+
+
+def _check_lengths(root, names: list[str]) -> None:
+    """Refuse, before reading, columns that are not one row per case: a column of
+    another length than the others, or of more rows than the size limit. A store from
+    another lab can declare any shape, and a column's missing chunks read as fill values
+    of that shape (10**10 empty strings: 149 GiB)."""
+    shapes = {name: tuple(root[name].shape) for name in names}
+    rows = next(iter(shapes.values()), (0,))
+    for name, shape in shapes.items():
+        problem = "is not one-dimensional" if len(shape) != 1 else \
+            f"has {shape[0]:,} rows where {names[0]} has {rows[0]:,}" if shape != rows else \
+            f"has {shape[0]:,} rows, over the size limit of {current_max_voxels():,}" \
+            if shape[0] > current_max_voxels() else None
+        if problem:
+            with _decoding(root, name):
+                raise ValueError(f"column {name} {problem}")
 
 
 def _decoding(root, name: str):

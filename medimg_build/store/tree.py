@@ -164,8 +164,10 @@ def open_tree(path_or_url: str | os.PathLike,
     store = zarr_store(location, storage_options)
     try:
         root = zarr.open_group(store, mode="r", use_consolidated=not can_list(store))
+    # TypeError: zarr.json fields of the wrong JSON type; RecursionError: a zarr.json
+    # nested deeper than Python's stack.
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
-            TypeError) as err:  # TypeError: zarr.json fields of the wrong JSON type
+            TypeError, RecursionError) as err:
         raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
                          hint="check the path, or build a store with 'medimg-build build'")
     yield GroupView(root)

@@ -12,6 +12,7 @@ checks read both through the views of ``tree.py``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import jsonschema
 import numpy as np
 from referencing import Registry, Resource
 
+from ..limits import current_max_voxels
 from ..resources import schema_dir
 from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
 from .labels import vocabulary_entry
@@ -224,6 +226,11 @@ class _Checker:
         self.expect_dims(image_where, image, (CHANNEL,) + spatial_dims(nd))
         spatial = tuple(image.shape[1:])
         self.image_shapes[index] = spatial
+        if math.prod(image.shape) > current_max_voxels():
+            # Its coordinates and mask would be computed and read at that size.
+            self.add(image_where, f"shape {list(image.shape)} is over the size limit of "
+                     f"{current_max_voxels():,} values (forged or damaged metadata?)")
+            return
         if pattern.get("dtype") and str(image.dtype) != pattern["dtype"]:
             self.add(image_where, f"dtype {image.dtype} where the store's arrays say "
                      f"{pattern['dtype']}")
@@ -253,7 +260,9 @@ class _Checker:
         if attrs.get("axis_aligned"):
             level_0 = group[level_group(0)]
             for axis, expected in axis_coords(affine, spatial).items():
-                if axis in level_0 and not np.allclose(level_0[axis][:], expected, atol=1e-4):
+                # Shapes first: a forged image shape must not reach allclose's broadcast.
+                if axis in level_0 and (tuple(level_0[axis].shape) != expected.shape or
+                                        not np.allclose(level_0[axis][:], expected, atol=1e-4)):
                     self.add(f"{where}/{level_group(0)}/{axis}",
                              "coordinates disagree with the case's affine")
 

@@ -47,13 +47,20 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecipeError(path, f"is not valid JSON ({error})",
                           hint="the Decathlon's dataset.json is damaged") from error
+    except RecursionError:  # [[[[...]]]] nested deeper than Python's stack
+        raise RecipeError(path, "nests its JSON deeper than Python can parse",
+                          hint="the Decathlon's dataset.json is damaged or forged") from None
+    if not isinstance(dataset, dict):
+        raise RecipeError(path, f"holds a JSON {type(dataset).__name__}, not an object",
+                          hint="the Decathlon's dataset.json is damaged")
     missing = [k for k in _REQUIRED if k not in dataset]
     if missing:
         raise RecipeError(path, f"missing key(s) {missing}; it has {sorted(dataset)}",
                           hint="a Decathlon dataset.json has name, modality, labels, training")
-    channels = [str(dataset["modality"][k]) for k in sorted(dataset["modality"], key=int)]
+    modality, labels = (_numbered(path, dataset[k], k) for k in ("modality", "labels"))
+    channels = [str(modality[k]) for k in sorted(modality)]
     _check_modality(options.get("modality"), channels, path)
-    classes = {str(int(k)): str(v) for k, v in dataset["labels"].items()}
+    classes = {str(k): str(v) for k, v in labels.items()}
 
     fields = {"task": task.name, "task_name": str(dataset["name"]),
               "channels": ",".join(channels)}
@@ -105,6 +112,22 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
             elif file.resolve() not in listed:
                 skipped[where] = "file not listed in dataset.json"
     return ParsedListing(cases, skipped, labels={"segmentation": {"classes": classes}})
+
+
+def _numbered(path: Path, mapping: Any, name: str) -> dict[int, Any]:
+    """``mapping`` ({"0": ..., "1": ...}) keyed by its keys as numbers, or a RecipeError
+    naming the key: a key that is no number, or a number of thousands of digits (Python
+    refuses to convert those), is a damaged file."""
+    if not isinstance(mapping, dict):
+        raise RecipeError(path, f"{name} is {type(mapping).__name__}, not an object",
+                          hint="the Decathlon's dataset.json is damaged")
+    numbered = {}
+    for key, value in mapping.items():
+        if not (isinstance(key, str) and key.strip().isdigit() and len(key) <= 9):
+            raise RecipeError(path, f"{name} key {key[:40]!r} is not a small whole number",
+                              hint="the Decathlon's dataset.json is damaged")
+        numbered[int(key)] = value
+    return numbered
 
 
 def _dataset_json(root: Path) -> Path:
