@@ -44,6 +44,18 @@ def current_max_voxels() -> int:
     return _max_voxels.get()
 
 
+def store_max_voxels(medimg: dict) -> int:
+    """The limit for reading a store's cases: the reader's, or the one the store was
+    built with (its recipe's ``limits.max_voxels``) when larger, so that a store built
+    with ``--max-voxels N`` reads and validates its own cases. A forged store can raise
+    it as well; its chunks are still checked one by one as they are read."""
+    try:
+        built = int(medimg["recipe"]["content"]["limits"]["max_voxels"])
+    except (KeyError, TypeError, ValueError):
+        built = 0
+    return max(current_max_voxels(), built)
+
+
 @contextmanager
 def max_voxels(limit: int | None) -> Iterator[int]:
     """Within the block, ``check_size`` refuses more than ``limit`` values (None: the

@@ -21,6 +21,7 @@ import zarr
 from numcodecs import Blosc
 
 from medimg_build.errors import StoreError
+from medimg_build.limits import max_voxels
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import open_store
@@ -175,6 +176,7 @@ def test_a_chunk_declaring_a_gigabyte_is_refused_before_decoding(built_zarr, tmp
     run = run_measured(f"""
         from medimg_build import open_store
         from medimg_build.errors import StoreError
+from medimg_build.limits import max_voxels
         try:
             open_store({str(store)!r}).read_image("a")
         except StoreError as error:
@@ -201,6 +203,7 @@ def test_a_zip_member_that_inflates_a_thousandfold_is_refused(built_zarr, tmp_pa
     run = run_measured(f"""
         from medimg_build import open_store
         from medimg_build.errors import StoreError
+from medimg_build.limits import max_voxels
         try:
             open_store({str(archive)!r}).read_image("a")
         except StoreError as error:
@@ -213,3 +216,21 @@ def test_a_zip_member_that_inflates_a_thousandfold_is_refused(built_zarr, tmp_pa
 def test_a_zip_of_a_store_made_by_hand_still_opens(built_zarr, tmp_path):
     archive = shutil.make_archive(str(tmp_path / "store"), "zip", root_dir=built_zarr)
     assert open_store(archive).read_image("a").array.shape == (40, 30, 20)
+
+
+def test_a_store_built_with_a_raised_limit_reads_and_validates_its_own_cases(tmp_path):
+    """Reads refuse a case past the size limit, but a store built with --max-voxels N
+    (recorded in its recipe) is read under the larger of the two limits."""
+    (tmp_path / "src" / "images").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.ones((80, 80, 80), np.int16), np.eye(4)),
+             tmp_path / "src" / "images" / "a.nii.gz")
+    recipe = load_recipe("volume-folder").with_overrides({"harmonize": {"spacing": None}})
+    raised = recipe.with_overrides({"limits": {"max_voxels": 600_000}})
+    for name, built_with in (("default.zarr", recipe), ("raised.zarr", raised)):
+        assert build_store(built_with, tmp_path / "src", tmp_path / name, progress=False).ok
+    with max_voxels(500_000):  # a reader's limit below the 512,000 values of the case
+        with pytest.raises(StoreError, match="over the limit of 500,000"):
+            open_store(tmp_path / "default.zarr").read_image("a")
+        assert validate_store(tmp_path / "default.zarr") != []
+        assert open_store(tmp_path / "raised.zarr").read_image("a").array.shape == (80, 80, 80)
+        assert validate_store(tmp_path / "raised.zarr") == []

@@ -22,7 +22,7 @@ from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from ..errors import StoreError
 from ..image import MedicalImage
-from ..limits import current_max_voxels
+from ..limits import store_max_voxels
 from .annotations import BOXES, LANDMARKS, read_annotations
 from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
@@ -234,11 +234,11 @@ class MedimgStore:
         array without checksums reads its missing chunks as fill values of that shape."""
         if stored is None:
             return None
-        values = math.prod(int(n) for n in stored.shape)
-        if values > current_max_voxels():
+        values, limit = math.prod(int(n) for n in stored.shape), store_max_voxels(self.attrs)
+        if values > limit:
             raise StoreError(self.location, f"case {case_id}: its {name} of shape "
                              f"{list(stored.shape)} = {values:,} values is over the limit of "
-                             f"{current_max_voxels():,}", hint="a real case this large needs "
+                             f"{limit:,}", hint="a real case this large needs "
                              "medimg_build.limits.max_voxels(N) around the read; else the "
                              "store is damaged or forged")
         return stored[...]

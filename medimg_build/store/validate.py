@@ -23,7 +23,7 @@ import jsonschema
 import numpy as np
 from referencing import Registry, Resource
 
-from ..limits import current_max_voxels
+from ..limits import store_max_voxels
 from ..resources import schema_dir
 from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
 from .labels import vocabulary_entry
@@ -226,10 +226,11 @@ class _Checker:
         self.expect_dims(image_where, image, (CHANNEL,) + spatial_dims(nd))
         spatial = tuple(image.shape[1:])
         self.image_shapes[index] = spatial
-        if math.prod(image.shape) > current_max_voxels():
+        if math.prod(image.shape) > store_max_voxels(self.medimg):
             # Its coordinates and mask would be computed and read at that size.
             self.add(image_where, f"shape {list(image.shape)} is over the size limit of "
-                     f"{current_max_voxels():,} values (forged or damaged metadata?)")
+                     f"{store_max_voxels(self.medimg):,} values (forged or damaged "
+                     "metadata?)")
             return
         if pattern.get("dtype") and str(image.dtype) != pattern["dtype"]:
             self.add(image_where, f"dtype {image.dtype} where the store's arrays say "
