@@ -176,7 +176,6 @@ def test_a_chunk_declaring_a_gigabyte_is_refused_before_decoding(built_zarr, tmp
     run = run_measured(f"""
         from medimg_build import open_store
         from medimg_build.errors import StoreError
-from medimg_build.limits import max_voxels
         try:
             open_store({str(store)!r}).read_image("a")
         except StoreError as error:
@@ -203,7 +202,6 @@ def test_a_zip_member_that_inflates_a_thousandfold_is_refused(built_zarr, tmp_pa
     run = run_measured(f"""
         from medimg_build import open_store
         from medimg_build.errors import StoreError
-from medimg_build.limits import max_voxels
         try:
             open_store({str(archive)!r}).read_image("a")
         except StoreError as error:

@@ -31,10 +31,11 @@ from zarr.codecs.bytes import Endian
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.storage import LocalStore
 
+from .chunk_sizes import chunk_bound
 from .integrity import (
-    CRC32C_BYTES, NO_CHUNK, CheckedStore, Pinned, check_chunk, check_local_object,
-    check_pinned, checksummed_array, chunk_problem, crc32c_ok, damaged, index_entries,
-    index_size, shard_index,
+    CRC32C_BYTES, NO_CHUNK, CheckedStore, Pinned, check_local_object, check_pinned,
+    checksummed_array, chunk_problem, crc32c_ok, damaged, index_entries, index_size,
+    shard_index,
 )
 
 __all__ = ["CRC32C_BYTES", "NO_CHUNK", "LeanArray", "index_entries", "index_size",
@@ -84,7 +85,8 @@ class LeanArray(BackendArray):
         self.stored_dtype = stored_dtype
         self.location = location or str(folder)
         self.grid = checksummed_array(array.metadata) if checksummed else None
-        self.chunk_bytes = int(np.prod(self.chunk_shape)) * self.stored_dtype.itemsize
+        # lean_array takes [bytes, blosc(, crc32c)] arrays only: an exact Blosc bound.
+        self.bound = chunk_bound(array.metadata, 0)
         self.pinned = pinned  # the store's folder when it was opened (integrity.py)
         self._indexes: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -151,13 +153,12 @@ class LeanArray(BackendArray):
                               f"(no file {path})") from None
             return self._fill()  # an older store: a shard never written holds fill values
         check_pinned(self.location, self.pinned)  # after the read: it read the old store whole
+        # The crc32c if any, then the size its Blosc header declares (what Blosc allocates).
+        problem = chunk_problem(data, self.bound, checksum=self.grid is not None)
+        if problem:
+            raise damaged(self.location, self.array.path, f"chunk {chunk} {problem}")
         if self.grid is not None:
-            check_chunk(self.location, self.array.path, chunk, data, self.grid.decoded_bytes)
             data = memoryview(data)[:-CRC32C_BYTES]
-        else:  # no crc32c: the size its Blosc header declares is what Blosc allocates
-            problem = chunk_problem(data, self.chunk_bytes, checksum=False)
-            if problem:
-                raise damaged(self.location, self.array.path, f"chunk {chunk} {problem}")
         try:
             pixels = np.frombuffer(blosc.decompress(data), dtype=self.stored_dtype)
             return pixels.astype(self.dtype, copy=False).reshape(self.chunk_shape)

@@ -36,9 +36,8 @@ from functools import lru_cache
 
 import google_crc32c
 import numpy as np
-from zarr.abc.codec import BytesBytesCodec
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.bytes import Endian
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
@@ -47,16 +46,15 @@ from zarr.storage import LocalStore, WrapperStore
 
 from ..errors import StoreError
 from ..limits import current_max_voxels
+from .chunk_sizes import ChunkBound, check_codecs, chunk_bound, size_problem
 
 DAMAGED_HINT = "the store is damaged: verify it with medimg-build verify, rebuild or restore it"
 INDEX_ENTRY_BYTES = 16  # (offset, nbytes) as two little-endian uint64 per chunk of a shard
 NO_CHUNK = 2**64 - 1  # both fields of a chunk never written
 CRC32C_BYTES = 4
-BLOSC_HEADER_BYTES = 16
 # A zip member may inflate to this many times its compressed size, plus the allowance.
 MAX_INFLATION = 100
 INFLATION_ALLOWANCE = 2**20
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK_DIR = "/c/"  # zarr v3's default chunk keys: <array>/c/<i>/<j>/...
 
 
@@ -95,8 +93,6 @@ class ChecksummedArray:
 
     grid: tuple[int, ...]  # chunks along each axis
     per_shard: tuple[int, ...] | None
-    # Bytes a chunk decodes to, when its compressor is Blosc (whose header declares it).
-    decoded_bytes: int | None = None
 
     @property
     def index_bytes(self) -> int:
@@ -128,103 +124,10 @@ def checksummed_array(metadata) -> ChecksummedArray | None:
             return None
         inner = tuple(sharding.chunk_shape)
         grid = tuple(-(-n // c) for n, c in zip(metadata.shape, inner))
-        return ChecksummedArray(grid, tuple(o // i for o, i in zip(outer, inner)),
-                                _blosc_bytes(sharding.codecs, inner, metadata))
+        return ChecksummedArray(grid, tuple(o // i for o, i in zip(outer, inner)))
     if codecs and isinstance(codecs[-1], Crc32cCodec):
-        return ChecksummedArray(tuple(-(-n // c) for n, c in zip(metadata.shape, outer)), None,
-                                _blosc_bytes(codecs, outer, metadata))
+        return ChecksummedArray(tuple(-(-n // c) for n, c in zip(metadata.shape, outer)), None)
     return None
-
-
-def _blosc_bytes(codecs, chunk_shape: tuple[int, ...], metadata) -> int | None:
-    """The decoded size of one chunk compressed by ``[bytes, blosc, crc32c]``, else None."""
-    if len(codecs) == 3 and isinstance(codecs[0], BytesCodec) \
-            and isinstance(codecs[1], BloscCodec):
-        return int(np.prod(chunk_shape)) * metadata.data_type.to_native_dtype().itemsize
-    return None
-
-
-@dataclass(frozen=True)
-class ChunkBound:
-    """What one chunk of an array may decode to, checked on its compressed bytes before
-    zarr decodes them: Blosc and zstd both allocate the size their header declares."""
-
-    compressor: str  # "blosc" or "zstd"
-    decoded_bytes: int  # exactly, for fixed-size values; at most, for variable-length
-    exact: bool
-    sharded: bool  # a chunk is a byte range of a shard, not an object
-
-
-def chunk_bound(metadata, variable_bytes: int) -> ChunkBound | None:
-    """The ChunkBound of ``metadata``'s chunks (sharding's inner ones), whatever their
-    crc32c; ``variable_bytes`` bounds a chunk of variable-length strings."""
-    if not isinstance(metadata, ArrayV3Metadata):
-        return None
-    codecs, shape = tuple(metadata.codecs), tuple(metadata.chunk_grid.chunk_shape)
-    sharded = len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)
-    if sharded:
-        codecs, shape = tuple(codecs[0].codecs), tuple(codecs[0].chunk_shape)
-    codecs = codecs[:-1] if codecs and isinstance(codecs[-1], Crc32cCodec) else codecs
-    if len(codecs) != 2 or not isinstance(codecs[1], (BloscCodec, ZstdCodec)):
-        return None
-    exact = isinstance(codecs[0], BytesCodec)
-    size = int(np.prod(shape)) * metadata.data_type.to_native_dtype().itemsize if exact \
-        else variable_bytes
-    return ChunkBound("blosc" if isinstance(codecs[1], BloscCodec) else "zstd", size,
-                      exact, sharded)
-
-
-def size_problem(bound: ChunkBound, data) -> str | None:
-    """What is wrong with the decoded size a chunk's header declares, or None."""
-    declared = _blosc_declared_bytes(data) if bound.compressor == "blosc" \
-        else _zstd_declared_bytes(data)
-    if declared is None:
-        return f"is not a {bound.compressor} frame that declares its decoded size"
-    if declared > bound.decoded_bytes or (bound.exact and declared != bound.decoded_bytes):
-        return f"declares {declared} decoded bytes where its shape holds " \
-            f"{'' if bound.exact else 'at most '}{bound.decoded_bytes}"
-    return None
-
-
-def _zstd_declared_bytes(data) -> int | None:
-    """Frame_Content_Size of a zstd frame header (RFC 8878, 3.1.1.1), None when the frame
-    omits it (numcodecs would then grow its output without a bound) or is no frame."""
-    head = np.frombuffer(data, dtype=np.uint8)[:18].tobytes()
-    if len(head) < 6 or head[:4] != ZSTD_MAGIC:
-        return None
-    descriptor = head[4]
-    single_segment = bool(descriptor & 0x20)
-    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
-    width = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
-    if width == 0 or len(head) < start + width:
-        return None
-    return int.from_bytes(head[start:start + width], "little") + (256 if width == 2 else 0)
-
-
-def unbounded_codecs(codecs) -> list[str]:
-    """Names of the chunk compressors among ``codecs`` (sharding's inner ones too) whose
-    decoded size a reader cannot know before decoding: zarr inflates gzip whole, so one
-    small chunk could take gigabytes. medimg-build writes Blosc (images, masks) and
-    zstd (tables, coordinates), whose headers declare it (``size_problem``)."""
-    found = []
-    for codec in codecs:
-        if isinstance(codec, ShardingCodec):
-            found += unbounded_codecs((*codec.codecs, *codec.index_codecs))
-        elif isinstance(codec, BytesBytesCodec) and not isinstance(
-                codec, (BloscCodec, ZstdCodec, Crc32cCodec)):
-            found.append(str(codec.to_dict().get("name", type(codec).__name__)))
-    return found
-
-
-def check_codecs(location: str, array: str, metadata) -> None:
-    """Refuse an array compressed by a codec in ``unbounded_codecs``, before any chunk."""
-    names = unbounded_codecs(metadata.codecs) if isinstance(metadata, ArrayV3Metadata) \
-        else []
-    if names:
-        raise StoreError(location, f"{array} is compressed with {', '.join(names)}, whose "
-                         "decoded size cannot be checked before decoding (a chunk of a few "
-                         "KB could decode to gigabytes)", hint="medimg-build reads stores "
-                         "compressed with Blosc or zstd; rewrite the store with one of them")
 
 
 def chunk_key(key: str) -> tuple[str, tuple[int, ...]] | None:
@@ -254,38 +157,24 @@ def shard_index(location: str, array: str, layout: ChecksummedArray,
 
 
 def check_chunk(location: str, array: str, chunk: tuple[int, ...], data,
-                decoded_bytes: int | None = None) -> None:
-    problem = chunk_problem(data, decoded_bytes)
+                bound: ChunkBound | None = None) -> None:
+    problem = chunk_problem(data, bound)
     if problem:
         raise damaged(location, array, f"chunk {chunk} {problem}")
 
 
-def chunk_problem(data, decoded_bytes: int | None = None, checksum: bool = True
+def chunk_problem(data, bound: ChunkBound | None = None, checksum: bool = True
                   ) -> str | None:
     """What is wrong with a chunk's bytes: its crc32c (unless ``checksum`` is False: a
-    chunk without one) and, for Blosc, the decoded size its header declares. The declared size is what Blosc allocates before it decodes: a
-    store from another lab could make each 4 MB chunk decode to 1 GB, and zarr decodes
-    chunks in parallel."""
+    chunk without one), then the decoded size its compressor's header declares
+    (``chunk_sizes.size_problem``)."""
     if checksum and not crc32c_ok(data):
         return "fails its crc32c checksum"
-    if decoded_bytes is not None:
-        declared = _blosc_declared_bytes(data)
-        if declared != decoded_bytes:
-            return f"declares {declared} decoded bytes where its shape holds {decoded_bytes}"
-    return None
-
-
-def _blosc_declared_bytes(data) -> int | None:
-    """The uncompressed size in a Blosc 1 header: bytes 4-7, little-endian (c-blosc's
-    README_HEADER.rst); None if the chunk is shorter than a header."""
-    view = np.frombuffer(data, dtype=np.uint8)
-    if len(view) < BLOSC_HEADER_BYTES:
-        return None
-    return int.from_bytes(view[4:8].tobytes(), "little")
+    return None if bound is None else size_problem(bound, data)
 
 
 def check_shard(location: str, array: str, layout: ChecksummedArray,
-                shard: tuple[int, ...], data) -> None:
+                shard: tuple[int, ...], data, bound: ChunkBound | None = None) -> None:
     """A whole shard: its index, then every chunk it lists."""
     view = np.frombuffer(data, dtype=np.uint8)
     if len(view) < layout.index_bytes:
@@ -297,7 +186,7 @@ def check_shard(location: str, array: str, layout: ChecksummedArray,
         chunk = layout.chunk_of(shard, position)
         if offset + nbytes > len(view) - layout.index_bytes:
             raise damaged(location, array, f"chunk {chunk} lies outside its shard {shard}")
-        check_chunk(location, array, chunk, view[offset:offset + nbytes], layout.decoded_bytes)
+        check_chunk(location, array, chunk, view[offset:offset + nbytes], bound)
 
 
 Pinned = tuple[str, tuple[int, int]]  # a local store's folder and its (device, inode)
@@ -459,34 +348,33 @@ class CheckedStore(WrapperStore):
             return value
         array, coords = parsed
         layout = await self._layout(array)
-        if layout is not None:
-            await self._check(array, coords, layout, key, value, byte_range)
         bound = self._bounds[array]
-        if bound is not None and value is not None and (
+        if layout is not None:
+            await self._check(array, coords, layout, bound, key, value, byte_range)
+        elif bound is not None and value is not None and (
                 isinstance(byte_range, RangeByteRequest) if bound.sharded else byte_range is None):
-            # One chunk, with or without its crc32c: the size its compressor will allocate.
+            # One chunk without a crc32c: still the size its compressor will allocate.
             problem = size_problem(bound, value.as_numpy_array())
             if problem:
                 raise damaged(self.location, array, f"chunk {coords} {problem}")
         return value
 
     async def _check(self, array: str, coords: tuple[int, ...], layout: ChecksummedArray,
-                     key: str, value, byte_range) -> None:
+                     bound: ChunkBound | None, key: str, value, byte_range) -> None:
         if layout.per_shard is None:  # one object, one chunk
             if value is not None and byte_range is None:
-                check_chunk(self.location, array, coords, value.as_numpy_array(),
-                            layout.decoded_bytes)
+                check_chunk(self.location, array, coords, value.as_numpy_array(), bound)
             return
         if value is None:
             raise damaged(self.location, array, f"shard {coords} is missing (no object "
                           f"{key!r})")
         data = value.as_numpy_array()
         if byte_range is None:
-            check_shard(self.location, array, layout, coords, data)
+            check_shard(self.location, array, layout, coords, data, bound)
         elif isinstance(byte_range, SuffixByteRequest):  # zarr reads the index first
             shard_index(self.location, array, layout, coords, data)
         elif isinstance(byte_range, RangeByteRequest):
-            problem = chunk_problem(data, layout.decoded_bytes)
+            problem = chunk_problem(data, bound)
             if problem:
                 chunk = await self._chunk_at(array, coords, layout, key, byte_range.start)
                 raise damaged(self.location, array, f"chunk {chunk} {problem}")
