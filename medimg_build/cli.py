@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 import yaml
 
 from . import __version__
-from .errors import MedimgError, MedimgWarning, RecipeError
+from .errors import MedimgError, MedimgWarning, RecipeError, one_line
 from .limits import DEFAULT_MAX_VOXELS
 
 # ``--pyramid`` without a number: full, 1/2, 1/4 and 1/8 in-plane (a 512 x 512 CT slice
@@ -52,7 +52,7 @@ _PYTHON_SHOWWARNING = warnings.showwarning
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Our warnings as one line, like our errors; any other as Python shows it."""
     if issubclass(category, MedimgWarning):
-        print(f"medimg-build: warning: {message}", file=sys.stderr)
+        print(f"medimg-build: warning: {one_line(str(message))}", file=sys.stderr)
     else:
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from os import PathLike
 
 # A problem quotes values from the input (a cell, a header field, a YAML node); a hostile
 # one can be megabytes long, and the message goes into a terminal and a table cell.
 MAX_PROBLEM_CHARS = 600
+# Control characters (a terminal's escape sequences, NUL, line breaks) and the Unicode
+# direction overrides that make a name display as another ("Trojan source").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 class MedimgError(Exception):
@@ -17,8 +21,8 @@ class MedimgError(Exception):
     """
 
     def __init__(self, path: str | PathLike | None, problem: str, hint: str | None = None):
-        self.path = None if path is None else str(path)
-        self.problem = _cut(" ".join(str(problem).split()))
+        self.path = None if path is None else printable(str(path))
+        self.problem = one_line(str(problem))
         self.hint = hint
         super().__init__(self._format())
 
@@ -57,8 +61,16 @@ class MedimgWarning(UserWarning):
     one line (``medimg-build: warning: ...``)."""
 
 
-def _cut(problem: str) -> str:
-    if len(problem) <= MAX_PROBLEM_CHARS:
-        return problem
-    cut = len(problem) - MAX_PROBLEM_CHARS
-    return f"{problem[:MAX_PROBLEM_CHARS]}... ({cut:,} more characters not shown)"
+def printable(text: str) -> str:
+    """``text`` with each unprintable character written as its escape (``\\x1b``): file
+    names and cells come from strangers, and an error goes to a terminal."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def one_line(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    """``text`` as one printable line (whitespace runs as one space) of at most about
+    ``limit`` characters."""
+    line = printable(" ".join(text.split()))
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit]}... ({len(line) - limit:,} more characters not shown)"

@@ -7,10 +7,12 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from medimg_build.catalog import read_catalog_file, read_collection
 from medimg_build.cli import main
 from medimg_build.errors import MedimgError, RecipeError
+from medimg_build.io import read_image
 from medimg_build.recipe.model import load_recipe
 
 # "Billion laughs": 9 levels of 9 aliases, 9^9 = 387 million strings from ~1 KB.
@@ -80,3 +82,34 @@ def test_an_error_quoting_a_huge_value_is_cut_to_a_few_hundred_characters(tmp_pa
     message = str(caught.value)
     assert len(message) < 1000, len(message)
     assert "more characters not shown" in message
+
+
+def test_hostile_names_and_cells_reach_the_terminal_as_one_short_printable_line(tmp_path,
+                                                                              capsys):
+    """A file name holding a terminal escape sequence or a line break, and a 100,000
+    character table cell, are quoted escaped and cut: they cannot rewrite the terminal
+    or flood it. (ChestX-ray14's real table header, as in its recipe's fixture.)"""
+    hostile = "bad\x1b[2J\nname.nii.gz"
+    (tmp_path / hostile).write_bytes(b"not a nifti")
+    with pytest.raises(MedimgError) as caught:
+        read_image(tmp_path / hostile)
+    assert "\x1b" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "bad\\x1b[2J\\nname" in str(caught.value)
+
+    source = tmp_path / "nih"
+    (source / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(source / "images" / "x.png")
+    (source / "Data_Entry_2017.csv").write_text(
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+        "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\n"
+        f"{'a' * 100_000}\x1b[2J.png,No Finding,0,1,50,M,PA,32,32,0.1,0.1,\n"
+        "x.png,No Finding,0,2,40,F,PA,32,32,0.1,0.1,\n")
+    (source / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
+    (source / "train_val_list.txt").write_text("x.png\n")
+    (source / "test_list.txt").write_text("")
+    main(["build", "nih-chestxray14", "--source", str(source), "--out",
+          str(tmp_path / "s.zarr"), "--key", "k", "--quiet"])
+    printed = capsys.readouterr()
+    assert "skipped" in printed.out
+    for line in (printed.out + printed.err).splitlines():
+        assert "\x1b" not in line and len(line) < 1200, line[:200]

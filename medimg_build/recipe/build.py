@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..case import Case
-from ..errors import MedimgError, RecipeError, StoreError
+from ..errors import MedimgError, RecipeError, StoreError, one_line
 from ..labels import classification
 from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import (
@@ -40,6 +40,7 @@ from .scrubbed import (
 )
 from .sources import CaseSource, list_sources
 
+SHOWN_NAME_CHARS = 200  # of a skipped file's name in the summary
 _VERSIONED = ["medimg-build", "numpy", "pydicom", "nibabel", "SimpleITK", "Pillow",
               "tifffile", "zarr", "numcodecs", "xarray", "dask", "pandas"]
 
@@ -89,16 +90,18 @@ class BuildReport:
         for path, reason in self.skipped.items():
             by_reason.setdefault(reason, []).append(path)
         for reason, paths in by_reason.items():
-            shown = ", ".join(paths[:3]) + (f", ... ({len(paths) - 3} more)"
-                                            if len(paths) > 3 else "")
-            lines.append(f"  skipped {len(paths)}: {reason}: {shown}")
+            # Names and reasons quote the source's cells and file names: one short line.
+            shown = ", ".join(one_line(p, SHOWN_NAME_CHARS) for p in paths[:3]) + (
+                f", ... ({len(paths) - 3} more)" if len(paths) > 3 else "")
+            lines.append(f"  skipped {len(paths)}: {one_line(reason)}: {shown}")
         if self.already_complete:
             done = len(self.built) + len(self.failed)
             lines.append(f"  resumed: {self.already_complete} case(s) already complete"
                          + (" (all cases: nothing to redo)" if self.already_complete == done
                             else f", {done - self.already_complete} redone"))
         lines += [f"  note: {note}" for note in self.notes]
-        lines += [f"  failed {case_id}: {error}" for case_id, error in self.failed.items()]
+        lines += [f"  failed {one_line(case_id, SHOWN_NAME_CHARS)}: {one_line(error)}"
+                  for case_id, error in self.failed.items()]
         return "\n".join(lines)
 
 
