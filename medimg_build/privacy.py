@@ -20,6 +20,7 @@ import hmac
 import itertools
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -79,7 +80,11 @@ def identifying_values(dataset: pydicom.Dataset) -> set[str]:
     keep = {pydicom.datadict.tag_for_keyword(k) for k in CLEAN_DESCRIPTORS}
     found: set[str] = set()
     for element in dataset.iterall():
-        if (element.tag.group, element.tag.element) not in PROFILE_TAGS or element.tag in keep:
+        # Private attributes are removed by the profile; a name among them may be the
+        # patient's too (a vendor's copy), known as one only by its VR.
+        private_name = element.tag.is_private and element.VR == "PN"
+        if ((element.tag.group, element.tag.element) not in PROFILE_TAGS and not private_name) \
+                or element.tag in keep:
             continue
         if element.VR not in _TEXT_VRS or element.value is None:
             continue
@@ -132,7 +137,7 @@ def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
     table, longest, firsts = _spelling_table(frozenset(identifiers))
     if not table:
         return text
-    chunks = [(m.start(), m.end(), m.group().casefold()) for m in _CHUNK.finditer(text)]
+    chunks = [(m.start(), m.end(), _fold(m.group())) for m in _CHUNK.finditer(text)]
     pieces, done, i = [], 0, 0
     while i < len(chunks):
         # Most chunks start no spelling: one set lookup, not one per length.
@@ -149,8 +154,15 @@ def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
     return "".join(pieces) + text[done:]
 
 
-# A chunk: a run of letters (any script) or a run of digits.
-_CHUNK = re.compile(r"[^\W\d_]+|\d+")
+# A chunk: a run of letters (any script, with the combining accents of a decomposed
+# "u\u0308", as macOS writes file names) or a run of digits.
+_CHUNK = re.compile(r"(?:[^\W\d_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff"
+                    r"\ufe20-\ufe2f])+|\d+")
+# Letters NFKD does not decompose, as an ASCII keyboard writes them.
+_ASCII_LETTERS = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "æ": "ae", "œ": "oe", "þ": "th",
+                                "ı": "i", "ð": "d"})
+# German umlauts are also written with an e ("Mueller" for "Müller").
+_UMLAUTS_WITH_E = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})
 # Shorter values (initials, a sex "M", "Li" of "Li^Xu" alone) would mangle ordinary
 # words and units; they are scrubbed only as part of a longer value (the whole name).
 MIN_CHARS = 3
@@ -170,7 +182,8 @@ def _spelling_table(identifiers: frozenset[str]
     Longer values first: a spelling two values share names the longer."""
     table: dict[tuple[str, ...], str] = {}
     for value in sorted(identifiers, key=lambda v: (-len(v), v)):
-        for spelling in _spellings(value):
+        umlauts = unicodedata.normalize("NFC", value.casefold()).translate(_UMLAUTS_WITH_E)
+        for spelling in _spellings(value) | _spellings(umlauts):
             table.setdefault(spelling, value)
     return table, max(map(len, table), default=0), {spelling[0] for spelling in table}
 
@@ -194,7 +207,12 @@ def _spellings(value: str) -> set[tuple[str, ...]]:
     if sum(map(len, chunks)) < MIN_CHARS:
         return set()
     dates = _date_spellings(value)
-    return dates | _joined(chunks)
+    # An ID's number is also written without its leading zeros ("12345-AB" for
+    # "00012345-AB"), unless that leaves a short number alone.
+    unpadded = [c.lstrip("0") or "0" if c.isdigit() else c for c in chunks]
+    if unpadded == chunks or _is_number("".join(unpadded)):
+        unpadded = chunks
+    return dates | _joined(chunks) | _joined(unpadded)
 
 
 def _name_spellings(value: str) -> set[tuple[str, ...]]:
@@ -231,7 +249,14 @@ def _date_spellings(value: str) -> set[tuple[str, ...]]:
 
 
 def _chunks(text: str) -> list[str]:
-    return [chunk.casefold() for chunk in _CHUNK.findall(text)]
+    return [_fold(chunk) for chunk in _CHUNK.findall(text)]
+
+
+def _fold(chunk: str) -> str:
+    """A chunk as it is compared: without case and accents ("JOSE" is "José", in its
+    composed or decomposed form), "ß" as "ss", "ø" as "o"."""
+    decomposed = unicodedata.normalize("NFKD", chunk.casefold()).translate(_ASCII_LETTERS)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def _flat(parts: Iterable[list[str]]) -> list[str]:

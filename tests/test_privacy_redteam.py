@@ -1,0 +1,133 @@
+"""Red team of issue 14, "No identifier, no key": a patient whose identifiers are
+spelled as people outside the English-speaking world spell them -- accents dropped or
+transliterated (``Müller`` as ``MULLER``, ``Mueller``), decomposed as macOS writes file
+names, letters NFKD keeps (``Søren``, ``Łukasz``), an ID without its leading zeros, a
+name only a vendor's private attribute holds -- in folder and file names and series
+descriptions; each store is read back whole (``test_scrub_variants.every_text_of``) with
+its exports, catalog and QC report, and searched for every spelling."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from test_scrub_variants import HARMONIZE, KEY, _cli, every_text_of, write_series
+
+from medimg_build.privacy import identifying_values, scrub
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+
+NAME, PATIENT_ID = "Müller^José^Luis Maria", "00012345-AB"
+SEQUENCE_NAME, PRIVATE_NAME = "Weiß^Søren", "Łukasz^Dvořák"
+SPELLINGS = ["MUELLER_JOSE", "Jose.Muller", "Mu\u0308ller Jose\u0301", "MÜLLER_JOSÉ",
+             "mueller-jose", "Luis-Maria Muller", "12345_AB", "12345-ab", "Weiss Soren",
+             "soren.weiss", "Lukasz Dvorak", "DVORAK_LUKASZ"]
+
+# -- what must not be found, searched for independently of privacy.scrub ---------------
+_ASCII = str.maketrans({"ø": "o", "ł": "l", "ß": "ss"})
+_SQUEEZED = ("mullerjose", "josemuller", "muellerjose", "josemueller", "12345ab",
+             "weisssoren", "sorenweiss", "lukaszdvorak", "dvoraklukasz")
+_WORDS = ("muller", "mueller", "jose", "soren", "lukasz", "dvorak")
+
+
+def _ascii(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold()).translate(_ASCII)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def leaks(text: str) -> list[str]:
+    """The spellings of the patient's name, ID, a sequence's or a private name in
+    ``text``, whatever its accents, case and separators."""
+    low = _ascii(text)
+    squeezed = re.sub(r"[\W_]+", "", low)
+    return [s for s in _SQUEEZED if s in squeezed] + \
+        [w for w in _WORDS if w in re.findall(r"[^\W\d_]+", low)]
+
+
+def test_leaks_finds_every_spelling():
+    for spelling in SPELLINGS:
+        assert leaks(f"x/{spelling}/y"), spelling
+    assert not leaks("Josefine muell 12345 Strasse [1f0c] AB")
+
+
+# -- privacy.scrub ------------------------------------------------------------------------
+def _patient_dataset() -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = NAME, PATIENT_ID, "19700101"
+    person = Dataset()
+    person.PersonName = SEQUENCE_NAME
+    ds.ContentCreatorIdentificationCodeSequence = Sequence([person])
+    ds.add_new(0x00091010, "LO", "ACME private")
+    ds.add_new(0x00091011, "PN", PRIVATE_NAME)  # a vendor's copy of a name
+    return ds
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_scrub_replaces_spellings_without_accents_or_zeros(spelling):
+    identifiers = identifying_values(_patient_dataset())
+    scrubbed = scrub(f"images/{spelling}_CT/1.dcm", identifiers, KEY.encode())
+    assert not leaks(scrubbed), scrubbed
+    assert scrubbed.startswith("images/[") and scrubbed.endswith("_CT/1.dcm")
+
+
+def test_scrub_leaves_ordinary_words_and_short_unpadded_numbers():
+    """Folding accents and zeros makes no new false positives: partial words stay, and
+    an ID's number without its zeros is matched only when it is no short number."""
+    identifiers = identifying_values(_patient_dataset()) | {"0012345"}
+    for text in ["Josefine muell", "Strasse", "12345", "case_12345.nii.gz", "AB", "Soerensen"]:
+        assert scrub(text, identifiers, KEY.encode()) == text
+
+
+# -- real DICOM, named carelessly ----------------------------------------------------------
+def _as_patient(paths: list[Path], description: str) -> None:
+    """Make the files of a series the patient's, in UTF-8 (write_series writes ASCII)."""
+    patient = _patient_dataset()
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.update(patient)
+        ds.SeriesDescription = description
+        ds.save_as(path)
+
+
+@pytest.fixture
+def accented_tree(tmp_path) -> Path:
+    """One series per spelling, in a folder and files named by it and described by it;
+    one more series, missing a slice, fails in a folder named after the patient."""
+    source = tmp_path / "source"
+    for spelling in SPELLINGS:
+        _as_patient(write_series(source / spelling, 3, "", f"{spelling}_{{k}}.dcm"),
+                    f"CT {spelling}")
+    _as_patient(write_series(source / "MULLER-JOSE_12345", 4, "", "{k}.dcm", gap_at=1),
+                "T1 Jose Muller")
+    return source
+
+
+def test_dicom_tree_store_and_its_exports_hold_no_accentless_spelling(accented_tree,
+                                                                      tmp_path):
+    recipe = load_recipe("dicom-tree").with_overrides({"harmonize": HARMONIZE})
+    out = tmp_path / "tree.zarr"
+    report = build_store(recipe, accented_tree, out, key=KEY, progress=False)
+    assert len(report.built) == len(SPELLINGS) and len(report.failed) == 1, \
+        report.summary()
+    for args in (["export-table", "tree.zarr", "--out", "table.parquet"],
+                 ["catalog", "tree.zarr", "--out", "catalog.parquet"],
+                 ["report", "tree.zarr", "--out", "qc"]):
+        done = _cli(*args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    texts = every_text_of(out, journal=True)
+    for table in ("table.parquet", "catalog.parquet"):
+        frame = pd.read_parquet(tmp_path / table)
+        texts += [str(cell) for cell in frame.to_numpy().ravel()]
+        texts.append((tmp_path / table).read_bytes().decode("utf-8", "replace"))
+    texts += [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "qc").rglob("*")]
+    texts += [p.read_bytes().decode("utf-8", "replace")
+              for p in (tmp_path / "qc").rglob("*") if p.is_file()]
+    found = sorted({(leak, text[:120]) for text in texts for leak in leaks(text)})
+    assert not found, found[:6]
