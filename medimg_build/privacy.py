@@ -124,7 +124,8 @@ def readable_identity(paths: Iterable[str | Path]) -> set[str] | None:
 
 def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
     """``text`` with every identifying value, in any of its spellings, replaced by its
-    keyed hash in brackets (``[1f0c...]``, the same for every spelling).
+    keyed hash in brackets (``[1f0c...]``, the same for every spelling; ``[scrubbed]``
+    under the built-in key: ``_token``).
 
     Text is compared as a sequence of chunks, a chunk being a run of letters or a run of
     digits, without regard to case; a value matches whole chunks only, so that an ID
@@ -146,12 +147,21 @@ def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
         for n in lengths:
             value = table.get(tuple(chunk for _, _, chunk in chunks[i:i + n]))
             if value is not None:
-                pieces += [text[done:chunks[i][0]], f"[{pseudonymize(value, key)[:8]}]"]
+                pieces += [text[done:chunks[i][0]], _token(value, key)]
                 done, i = chunks[i + n - 1][1], i + n
                 break
         else:
             i += 1
     return "".join(pieces) + text[done:]
+
+
+def _token(value: str, key: bytes) -> str:
+    """What replaces ``value``: its keyed hash, or, under the built-in key, which anyone
+    can use to hash every date of birth and common name and look the token up, a mark
+    that tells nothing."""
+    if key == DEFAULT_KEY.encode():
+        return "[scrubbed]"
+    return f"[{pseudonymize(value, key)[:8]}]"
 
 
 # A chunk: a run of letters (any script, with the combining accents of a decomposed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from test_scrub_variants import HARMONIZE, KEY, _cli, every_text_of, write_series
 
-from medimg_build.privacy import identifying_values, scrub
+from medimg_build import open_store
+from medimg_build.privacy import (DEFAULT_KEY, KEY_ENV, DefaultKeyWarning, identifying_values,
+                                  pseudonymize, scrub)
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 
@@ -131,3 +134,25 @@ def test_dicom_tree_store_and_its_exports_hold_no_accentless_spelling(accented_t
               for p in (tmp_path / "qc").rglob("*") if p.is_file()]
     found = sorted({(leak, text[:120]) for text in texts for leak in leaks(text)})
     assert not found, found[:6]
+
+
+# -- the built-in key -----------------------------------------------------------------------
+def test_default_key_tokens_cannot_be_looked_up(tmp_path, monkeypatch):
+    """Under the built-in key, which anyone has, a keyed hash of a date of birth is a
+    table of 50,000 dates away from the date: the scrubbed description keeps no hash."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    source = tmp_path / "source"
+    write_series(source / "series", 3, "CT JANE DOE 1970-01-01", "{k}.dcm")
+    recipe = load_recipe("dicom-tree").with_overrides({"harmonize": HARMONIZE})
+    with pytest.warns(DefaultKeyWarning):
+        report = build_store(recipe, source, tmp_path / "out.zarr", progress=False)
+    assert report.ok, report.failed
+    description = open_store(tmp_path / "out.zarr").cases.loc[0, "series_description"]
+    assert description.startswith("CT [") and "1970" not in description
+    public = DEFAULT_KEY.encode()
+    day, table = date(1900, 1, 1), {}
+    while day.year < 2030:
+        table[f"[{pseudonymize(day.strftime('%Y%m%d'), public)[:8]}]"] = day
+        day += timedelta(days=1)
+    table.update({f"[{pseudonymize(v, public)[:8]}]": v for v in ("Doe^Jane", "Doe", "Jane")})
+    assert not [table[t] for t in re.findall(r"\[[0-9a-f]{8}\]", description)], description
