@@ -156,3 +156,33 @@ def test_default_key_tokens_cannot_be_looked_up(tmp_path, monkeypatch):
         day += timedelta(days=1)
     table.update({f"[{pseudonymize(v, public)[:8]}]": v for v in ("Doe^Jane", "Doe", "Jane")})
     assert not [table[t] for t in re.findall(r"\[[0-9a-f]{8}\]", description)], description
+
+
+def test_volume_folder_case_ids_errors_and_journal_after_a_kill(tmp_path):
+    """Folders named after the patient without accents become pseudonymous case ids; a
+    case whose pixels are cut fails, its error naming it by its id; a build killed
+    midway leaves a lock and a journal, and its resume a store, holding no spelling."""
+    source = tmp_path / "source"
+    for name in ("MUELLER_JOSE", "Jose.Muller_12345-AB"):
+        _as_patient(write_series(source / "images" / name, 4, "", "{k}.dcm"), f"CT {name}")
+    broken = source / "images" / "Muller-Jose-1970-01-01"
+    _as_patient(write_series(broken, 4, "", "mueller_{k}.dcm"), "CT Muller")
+    for path in broken.glob("*.dcm"):
+        dataset = pydicom.dcmread(path)
+        dataset.PixelData = dataset.PixelData[:30]
+        dataset.save_as(path)
+    build = ["build", "volume-folder", "--source", "source", "--key", KEY, "--quiet",
+             "--out", "out.zarr", "--set", "harmonize.spacing=[2,2,2]", "--set", "labels=null"]
+    killed = _cli(*build, cwd=tmp_path, env={"MEDIMG_TEST_KILL_AFTER": "2"})
+    assert killed.returncode != 0
+    texts = [p.relative_to(tmp_path).as_posix() + p.read_bytes().decode("utf-8", "replace")
+             for p in (tmp_path / "out.zarr").rglob("*") if p.is_file()]
+    assert not sorted({(leak, t[:120]) for t in texts for leak in leaks(t)})
+    resumed = _cli(*build, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 1, resumed.stderr  # the broken case fails
+    store = open_store(tmp_path / "out.zarr")
+    failed = store.attrs["build_report"]["failed"]
+    assert len(failed) == 1 and all(c.startswith("case-") for c in store.cases["case_id"])
+    texts = every_text_of(tmp_path / "out.zarr", journal=True)
+    found = sorted({(leak, text[:120]) for text in texts for leak in leaks(text)})
+    assert not found, found[:6]
