@@ -218,9 +218,11 @@ def _spellings(value: str) -> set[tuple[str, ...]]:
         return set()
     dates = _date_spellings(value)
     # An ID's number is also written without its leading zeros ("12345-AB" for
-    # "00012345-AB"), unless that leaves a short number alone.
+    # "00012345-AB"), unless that leaves a short number: alone, or a number of 1-2
+    # digits ("CT 1" of "CT-0001" would scrub "CT 1.25 mm").
     unpadded = [c.lstrip("0") or "0" if c.isdigit() else c for c in chunks]
-    if unpadded == chunks or _is_number("".join(unpadded)):
+    if _is_number("".join(unpadded)) or any(
+            c.isdigit() and c != u and len(u) < MIN_CHARS for c, u in zip(chunks, unpadded)):
         unpadded = chunks
     return dates | _joined(chunks) | _joined(unpadded)
 

@@ -83,8 +83,9 @@ def test_scrub_replaces_spellings_without_accents_or_zeros(spelling):
 def test_scrub_leaves_ordinary_words_and_short_unpadded_numbers():
     """Folding accents and zeros makes no new false positives: partial words stay, and
     an ID's number without its zeros is matched only when it is no short number."""
-    identifiers = identifying_values(_patient_dataset()) | {"0012345"}
-    for text in ["Josefine muell", "Strasse", "12345", "case_12345.nii.gz", "AB", "Soerensen"]:
+    identifiers = identifying_values(_patient_dataset()) | {"0012345", "CT-0001"}
+    for text in ["Josefine muell", "Strasse", "12345", "case_12345.nii.gz", "AB", "Soerensen",
+                 "CT 1.25 mm"]:
         assert scrub(text, identifiers, KEY.encode()) == text
 
 
