@@ -264,6 +264,7 @@ def _chunks(text: str) -> list[str]:
     return [_fold(chunk) for chunk in _CHUNK.findall(text)]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # chunks of paths repeat: '1', 'dcm', 'ct'...
 def _fold(chunk: str) -> str:
     """A chunk as it is compared: without case and accents ("JOSE" is "José", in its
     composed or decomposed form), "ß" as "ss", "ø" as "o"."""
