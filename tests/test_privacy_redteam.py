@@ -187,3 +187,30 @@ def test_volume_folder_case_ids_errors_and_journal_after_a_kill(tmp_path):
     texts = every_text_of(tmp_path / "out.zarr", journal=True)
     found = sorted({(leak, text[:120]) for text in texts for leak in leaks(text)})
     assert not found, found[:6]
+
+
+def test_image_table_skip_reasons_quoting_a_patient_named_file(tmp_path):
+    """A table row skipped for its DICOM image's name (no safe case id) or for its mask
+    (outside the source folder): the stored reason quotes the names, scrubbed of the
+    identifiers of the image the row names (it is found under the source folder)."""
+    source = tmp_path / "source"
+    files = write_series(source / "images", 3, "CR", "x{k}.dcm")
+    names = ["ok.dcm", "Müller^José 1970.dcm", "MUELLER_JOSE.dcm"]
+    for path, name in zip(files, names):
+        _as_patient([path], "CR")
+        path.rename(source / "images" / name)
+    masks = ["", "", "../outside/Jose_Muller_mask.png"]
+    (source / "Data_Entry_2017.csv").write_text(
+        "Image Index,Finding Labels,Patient ID,Mask\n"
+        + "".join(f"{n},No Finding,1,{m}\n" for n, m in zip(names, masks)), encoding="utf-8")
+    recipe = load_recipe("nih-chestxray14").with_overrides(
+        {"source": {"images": "**/*.dcm", "columns": None, "mask_column": "Mask"},
+         "split": {"lists": None}, "labels": {"boxes": None},
+         "harmonize": {"shape": [16, 16]}})
+    out = tmp_path / "table.zarr"
+    report = build_store(recipe, source, out, key=KEY, progress=False)
+    assert len(report.built) == 1 and len(report.skipped) == 2, report.summary()
+    reasons = open_store(out).attrs["build_report"]["skipped"]
+    assert len(reasons) == 2 and any("outside" in r for r in reasons), reasons
+    found = sorted({(leak, r) for r in reasons for leak in leaks(r)})
+    assert not found, found
