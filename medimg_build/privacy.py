@@ -165,9 +165,10 @@ def _token(value: str, key: bytes) -> str:
 
 
 # A chunk: a run of letters (any script, with the combining accents of a decomposed
-# "u\u0308", as macOS writes file names) or a run of digits.
-_CHUNK = re.compile(r"(?:[^\W\d_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff"
-                    r"\ufe20-\ufe2f])+|\d+")
+# "u\u0308", as macOS writes file names) or a run of digits. An accent with no letter
+# before it separates, as a space does.
+_CHUNK = re.compile(r"[^\W\d_](?:[^\W\d_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
+                    r"\u20d0-\u20ff\ufe20-\ufe2f])*|\d+")
 # Letters NFKD does not decompose, as an ASCII keyboard writes them.
 _ASCII_LETTERS = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "æ": "ae", "œ": "oe", "þ": "th",
                                 "ı": "i", "ð": "d"})
