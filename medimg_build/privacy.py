@@ -43,6 +43,9 @@ CLEAN_DESCRIPTORS = ("SeriesDescription", "ProtocolName", "ContrastBolusAgent",
                      "StudyDescription", "ImageComments")
 # Values too generic to identify anyone, which scrubbing would only mangle.
 _GENERIC = {"", "anonymous", "anon", "none", "unknown", "n/a", "na"}
+# Words that join a family name, ordinary words alone.
+_PARTICLES = {"van", "von", "der", "den", "del", "della", "des", "dos", "das", "ter", "ten",
+              "bin", "ibn", "abu", "zu", "st"}
 _TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC", "DA", "DT", "TM", "UI", "AE", "AS", "CS",
              "IS", "DS", "UR"}
 
@@ -96,6 +99,12 @@ def identifying_values(dataset: pydicom.Dataset) -> set[str]:
             if element.VR == "PN":
                 parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
                 found.update(parts)
+                # A component of several words ("van der Berg", "Anna Maria") of a
+                # name of several components: each word is a name alone ("Berg Anna"),
+                # not its particles.
+                words = [part.split() for part in parts] if len(parts) > 1 else []
+                found.update(word for split in words if len(split) > 1 for word in split
+                             if word.casefold() not in _PARTICLES)
                 # "DOE JANE" in one component: its words are a name in any order too,
                 # but not values alone ("Patient 383": "Patient" is an ordinary word).
                 found.add("^".join(parts if len(parts) > 1 else text.split()))

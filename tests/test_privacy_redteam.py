@@ -222,3 +222,17 @@ def test_a_stray_accent_does_not_split_a_name():
     identifiers = identifying_values(_patient_dataset())
     for text in ["MULLER \u0301JOSE", "Muller_\u0308Jose", "12345\u0301-AB"]:
         assert not leaks(scrub(text, identifiers, KEY.encode())), text
+
+
+def test_words_of_a_name_component_with_spaces():
+    """A family or given name of several words ("van der Berg", "Anna Maria"): each word
+    is a name alone ("Berg Anna" named her whole), particles (van, der) are not."""
+    ds = Dataset()
+    ds.PatientName = "van der Berg^Anna Maria^^Dr^PhD"
+    identifiers = identifying_values(ds)
+    for text in ["Berg Anna", "VANDERBERG_ANNA", "Dr Anna van der Berg PhD", "maria.berg"]:
+        scrubbed = scrub(text, identifiers, KEY.encode()).casefold()
+        assert not {"anna", "maria", "berg", "vanderberg"} & set(re.findall(r"\w+", scrubbed)), \
+            (text, scrubbed)
+    assert scrub("Kopf der Patientin, van", identifiers, KEY.encode()) == \
+        "Kopf der Patientin, van"
