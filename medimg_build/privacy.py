@@ -99,6 +99,8 @@ def identifying_values(dataset: pydicom.Dataset) -> set[str]:
             if element.VR == "PN":
                 parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
                 found.update(parts)
+                if "=" in text:  # alphabetic=ideographic=phonetic: each a whole name
+                    found.update(g.strip("^ ") for g in text.split("=") if g.strip("^ "))
                 # A component of several words ("van der Berg", "Anna Maria") of a
                 # name of several components: each word is a name alone ("Berg Anna"),
                 # not its particles.

@@ -236,3 +236,15 @@ def test_words_of_a_name_component_with_spaces():
             (text, scrubbed)
     assert scrub("Kopf der Patientin, van", identifiers, KEY.encode()) == \
         "Kopf der Patientin, van"
+
+
+def test_ideographic_and_phonetic_groups_of_a_name():
+    """A Japanese name's three groups (alphabetic=ideographic=phonetic): each group is a
+    whole name of its own, so the ideographic "山田太郎" goes as "TAROU_YAMADA" does."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    ds.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    identifiers = identifying_values(ds)
+    for text in ["山田太郎", "山田_太郎", "太郎 山田", "やまだたろう", "TAROU_YAMADA"]:
+        scrubbed = scrub(text, identifiers, KEY.encode())
+        assert re.fullmatch(r"\[[0-9a-f]{8}\]", scrubbed), (text, scrubbed)
