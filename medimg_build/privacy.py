@@ -20,6 +20,7 @@ import hmac
 import itertools
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,6 +43,9 @@ CLEAN_DESCRIPTORS = ("SeriesDescription", "ProtocolName", "ContrastBolusAgent",
                      "StudyDescription", "ImageComments")
 # Values too generic to identify anyone, which scrubbing would only mangle.
 _GENERIC = {"", "anonymous", "anon", "none", "unknown", "n/a", "na"}
+# Words that join a family name, ordinary words alone.
+_PARTICLES = {"van", "von", "der", "den", "del", "della", "des", "dos", "das", "ter", "ten",
+              "bin", "ibn", "abu", "zu", "st"}
 _TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC", "DA", "DT", "TM", "UI", "AE", "AS", "CS",
              "IS", "DS", "UR"}
 
@@ -79,7 +83,11 @@ def identifying_values(dataset: pydicom.Dataset) -> set[str]:
     keep = {pydicom.datadict.tag_for_keyword(k) for k in CLEAN_DESCRIPTORS}
     found: set[str] = set()
     for element in dataset.iterall():
-        if (element.tag.group, element.tag.element) not in PROFILE_TAGS or element.tag in keep:
+        # Private attributes are removed by the profile; a name among them may be the
+        # patient's too (a vendor's copy), known as one only by its VR.
+        private_name = element.tag.is_private and element.VR == "PN"
+        if ((element.tag.group, element.tag.element) not in PROFILE_TAGS and not private_name) \
+                or element.tag in keep:
             continue
         if element.VR not in _TEXT_VRS or element.value is None:
             continue
@@ -91,6 +99,14 @@ def identifying_values(dataset: pydicom.Dataset) -> set[str]:
             if element.VR == "PN":
                 parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
                 found.update(parts)
+                if "=" in text:  # alphabetic=ideographic=phonetic: each a whole name
+                    found.update(g.strip("^ ") for g in text.split("=") if g.strip("^ "))
+                # A component of several words ("van der Berg", "Anna Maria") of a
+                # name of several components: each word is a name alone ("Berg Anna"),
+                # not its particles.
+                words = [part.split() for part in parts] if len(parts) > 1 else []
+                found.update(word for split in words if len(split) > 1 for word in split
+                             if word.casefold() not in _PARTICLES)
                 # "DOE JANE" in one component: its words are a name in any order too,
                 # but not values alone ("Patient 383": "Patient" is an ordinary word).
                 found.add("^".join(parts if len(parts) > 1 else text.split()))
@@ -119,7 +135,8 @@ def readable_identity(paths: Iterable[str | Path]) -> set[str] | None:
 
 def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
     """``text`` with every identifying value, in any of its spellings, replaced by its
-    keyed hash in brackets (``[1f0c...]``, the same for every spelling).
+    keyed hash in brackets (``[1f0c...]``, the same for every spelling; ``[scrubbed]``
+    under the built-in key: ``_token``).
 
     Text is compared as a sequence of chunks, a chunk being a run of letters or a run of
     digits, without regard to case; a value matches whole chunks only, so that an ID
@@ -132,7 +149,7 @@ def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
     table, longest, firsts = _spelling_table(frozenset(identifiers))
     if not table:
         return text
-    chunks = [(m.start(), m.end(), m.group().casefold()) for m in _CHUNK.finditer(text)]
+    chunks = [(m.start(), m.end(), _fold(m.group())) for m in _CHUNK.finditer(text)]
     pieces, done, i = [], 0, 0
     while i < len(chunks):
         # Most chunks start no spelling: one set lookup, not one per length.
@@ -141,7 +158,7 @@ def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
         for n in lengths:
             value = table.get(tuple(chunk for _, _, chunk in chunks[i:i + n]))
             if value is not None:
-                pieces += [text[done:chunks[i][0]], f"[{pseudonymize(value, key)[:8]}]"]
+                pieces += [text[done:chunks[i][0]], _token(value, key)]
                 done, i = chunks[i + n - 1][1], i + n
                 break
         else:
@@ -149,8 +166,25 @@ def scrub(text: str, identifiers: Iterable[str], key: bytes) -> str:
     return "".join(pieces) + text[done:]
 
 
-# A chunk: a run of letters (any script) or a run of digits.
-_CHUNK = re.compile(r"[^\W\d_]+|\d+")
+def _token(value: str, key: bytes) -> str:
+    """What replaces ``value``: its keyed hash, or, under the built-in key, which anyone
+    can use to hash every date of birth and common name and look the token up, a mark
+    that tells nothing."""
+    if key == DEFAULT_KEY.encode():
+        return "[scrubbed]"
+    return f"[{pseudonymize(value, key)[:8]}]"
+
+
+# A chunk: a run of letters (any script, with the combining accents of a decomposed
+# "u\u0308", as macOS writes file names) or a run of digits. An accent with no letter
+# before it separates, as a space does.
+_CHUNK = re.compile(r"[^\W\d_](?:[^\W\d_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff"
+                    r"\u20d0-\u20ff\ufe20-\ufe2f])*|\d+")
+# Letters NFKD does not decompose, as an ASCII keyboard writes them.
+_ASCII_LETTERS = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "æ": "ae", "œ": "oe", "þ": "th",
+                                "ı": "i", "ð": "d"})
+# German umlauts are also written with an e ("Mueller" for "Müller").
+_UMLAUTS_WITH_E = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})
 # Shorter values (initials, a sex "M", "Li" of "Li^Xu" alone) would mangle ordinary
 # words and units; they are scrubbed only as part of a longer value (the whole name).
 MIN_CHARS = 3
@@ -170,7 +204,8 @@ def _spelling_table(identifiers: frozenset[str]
     Longer values first: a spelling two values share names the longer."""
     table: dict[tuple[str, ...], str] = {}
     for value in sorted(identifiers, key=lambda v: (-len(v), v)):
-        for spelling in _spellings(value):
+        umlauts = unicodedata.normalize("NFC", value.casefold()).translate(_UMLAUTS_WITH_E)
+        for spelling in _spellings(value) | _spellings(umlauts):
             table.setdefault(spelling, value)
     return table, max(map(len, table), default=0), {spelling[0] for spelling in table}
 
@@ -194,7 +229,14 @@ def _spellings(value: str) -> set[tuple[str, ...]]:
     if sum(map(len, chunks)) < MIN_CHARS:
         return set()
     dates = _date_spellings(value)
-    return dates | _joined(chunks)
+    # An ID's number is also written without its leading zeros ("12345-AB" for
+    # "00012345-AB"), unless that leaves a short number: alone, or a number of 1-2
+    # digits ("CT 1" of "CT-0001" would scrub "CT 1.25 mm").
+    unpadded = [c.lstrip("0") or "0" if c.isdigit() else c for c in chunks]
+    if _is_number("".join(unpadded)) or any(
+            c.isdigit() and c != u and len(u) < MIN_CHARS for c, u in zip(chunks, unpadded)):
+        unpadded = chunks
+    return dates | _joined(chunks) | _joined(unpadded)
 
 
 def _name_spellings(value: str) -> set[tuple[str, ...]]:
@@ -231,7 +273,15 @@ def _date_spellings(value: str) -> set[tuple[str, ...]]:
 
 
 def _chunks(text: str) -> list[str]:
-    return [chunk.casefold() for chunk in _CHUNK.findall(text)]
+    return [_fold(chunk) for chunk in _CHUNK.findall(text)]
+
+
+@functools.lru_cache(maxsize=1 << 16)  # chunks of paths repeat: '1', 'dcm', 'ct'...
+def _fold(chunk: str) -> str:
+    """A chunk as it is compared: without case and accents ("JOSE" is "José", in its
+    composed or decomposed form), "ß" as "ss", "ø" as "o"."""
+    decomposed = unicodedata.normalize("NFKD", chunk.casefold()).translate(_ASCII_LETTERS)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def _flat(parts: Iterable[list[str]]) -> list[str]:

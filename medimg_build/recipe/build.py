@@ -36,7 +36,7 @@ from .paths import source_root, stored_text
 from .pipeline import BuildContext, check_planned_size
 from .scheduler import connect
 from .scrubbed import (
-    journal_names, journal_paths, source_identifiers, stored_failure, stored_skip_reason,
+    journal_names, journal_paths, source_identifiers, stored_failure, stored_skip_reasons,
 )
 from .sources import CaseSource, list_sources
 
@@ -75,9 +75,9 @@ class BuildReport:
         # Skipped files by reason only (reasons are relative since list_sources): their
         # paths (TCIA folders are patient IDs) stay on the console, out of the store.
         reasons: dict[str, int] = {}
-        for where, reason in self.skipped.items():
-            if source_dir is not None and key is not None:
-                reason = stored_skip_reason(reason, source_dir / where, key)
+        for reason in (stored_skip_reasons(self.skipped, source_dir, key)
+                       if source_dir is not None and key is not None
+                       else self.skipped.values()):
             reasons[reason] = reasons.get(reason, 0) + 1
         return {"built": len(self.built), "failed": failed, "skipped": reasons,
                 "seconds": round(self.seconds, 3)}

@@ -8,6 +8,7 @@ The case table's own row is scrubbed where it is made (``case_table.case_row``).
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,39 @@ def stored_skip_reason(reason: str, path: Path, key: bytes) -> str:
     """Why a file was skipped, as the store counts it: scrubbed of the identifying
     values of its own headers where the reason quotes a name (a case id that is no safe
     name, the file it duplicates). A skipped file's own path stays on the console."""
-    if "'" not in reason and "/" not in reason:
-        return reason  # nothing quoted: spare the header read
+    if not _quotes_a_name(reason):
+        return reason  # spare the header read
     return scrub(reason, path_identifiers(path), key)
+
+
+def stored_skip_reasons(skipped: dict[str, str], source_dir: Path, key: bytes) -> list[str]:
+    """``stored_skip_reason`` of each skipped file (relative name -> why). An image
+    table's row ("table.csv: name.dcm") is read as the image it names, found by its file
+    name under the source folder as image tables find it: the reason quotes that name
+    (a case id that is no safe name, the row's mask)."""
+    by_name: dict[str, Path] | None = None
+    reasons = []
+    for where, reason in skipped.items():
+        path = source_dir / where
+        _, row, name = where.partition(": ")
+        if row and _quotes_a_name(reason) and not path.exists():
+            by_name = _files_by_name(source_dir) if by_name is None else by_name
+            path = by_name.get(name, path)
+        reasons.append(stored_skip_reason(reason, path, key))
+    return reasons
+
+
+def _quotes_a_name(reason: str) -> bool:
+    return "'" in reason or "/" in reason
+
+
+def _files_by_name(root: Path) -> dict[str, Path]:
+    """Each file name under ``root`` -> its first file (links to folders not followed)."""
+    found: dict[str, Path] = {}
+    for folder, _, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            found.setdefault(name, Path(folder) / name)
+    return found
 
 
 def journal_names(sources: dict[str, str], identifiers: set[str],
