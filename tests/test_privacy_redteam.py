@@ -248,3 +248,13 @@ def test_ideographic_and_phonetic_groups_of_a_name():
     for text in ["山田太郎", "山田_太郎", "太郎 山田", "やまだたろう", "TAROU_YAMADA"]:
         scrubbed = scrub(text, identifiers, KEY.encode())
         assert re.fullmatch(r"\[[0-9a-f]{8}\]", scrubbed), (text, scrubbed)
+
+
+def test_the_build_context_never_shows_the_key():
+    """The context is pickled to every worker; printed in a log or a Dask error, it
+    must not show the key."""
+    from medimg_build.recipe.model import load_recipe
+    from medimg_build.recipe.pipeline import BuildContext
+
+    context = BuildContext(load_recipe("volume-folder"), Path("/data"), b"s3cret-key")
+    assert "s3cret-key" not in repr(context) and "s3cret-key" not in str(context)

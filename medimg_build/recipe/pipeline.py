@@ -6,7 +6,7 @@ history; this module only decides which steps a recipe asks for, in which order.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class BuildContext:
 
     recipe: Recipe
     source_dir: Path
-    pseudonym_key: bytes
+    pseudonym_key: bytes = field(repr=False)  # never in a printed context or Dask error
     splits: SplitPlan = SplitPlan()
 
 
