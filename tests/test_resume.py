@@ -253,3 +253,23 @@ def test_hdf5_resume_is_refused(built, tmp_path):
     with pytest.raises(StoreError, match="Zarr stores only"):
         recipe = load_recipe("nih-chestxray14").with_overrides({"harmonize": {"shape": [16, 16]}})
         build_store(recipe, sources["stack"], tmp_path / "s.h5", progress=False, resume=True)
+
+
+def test_a_tampered_journal_naming_a_file_outside_the_source_is_never_read(tmp_path):
+    """The journal of the store being resumed names the files a case was built from;
+    a store from elsewhere could name '../' paths, and whether their hash matched would
+    tell whether a file of this machine holds given bytes. Such a name is not looked
+    at: the case is rebuilt."""
+    from medimg_build.recipe.build import _changed_source
+    from medimg_build.recipe.case_table import sha256_of
+    from medimg_build.recipe.sources import CaseSource
+
+    source, outside = tmp_path / "src", tmp_path / "outside.bin"
+    (source / "images").mkdir(parents=True)
+    image = source / "images" / "a.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), image)
+    outside.write_bytes(b"the reader's own file")
+    record = {"case_id": "a", "sources": {"images/a.nii.gz": sha256_of(image),
+                                          "../outside.bin": sha256_of(outside)}}
+    stale = _changed_source(source, [CaseSource("a", image)], b"k")(record)
+    assert stale == "source gone since it was built (../outside.bin)"

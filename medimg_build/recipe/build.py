@@ -32,7 +32,7 @@ from .annotations import with_annotations
 from .case_table import sha256_of
 from .model import Recipe
 from .parallel import harmonized
-from .paths import source_root, stored_text
+from .paths import outside_problem, source_root, stored_text
 from .pipeline import BuildContext, check_planned_size
 from .scheduler import connect
 from .scrubbed import (
@@ -375,7 +375,9 @@ def _changed_source(source_dir: Path, cases: list[CaseSource], key: bytes):
         built_from = record.get("sources") or {}
         case = by_id.get(record.get("case_id"))
         named = _files_named(case, root) if case is not None else []
-        found = {name: root / name for name in built_from if (root / name).is_file()}
+        # Names come from the store's journal: one naming '../x' is never looked at.
+        found = {name: root / name for name in built_from
+                 if outside_problem(name) is None and (root / name).is_file()}
         if case is not None and (len(found) < len(built_from)
                                  or any(n not in built_from for n in named)):
             identifiers = source_identifiers(case)
