@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pydicom
 
 from .describe import directory_size, file_count
 from .errors import MedimgError
+from .privacy import DefaultKeyWarning
 from .recipe.build import build_store
 from .recipe.model import load_recipe
 from .resources import find_shared_data
@@ -137,7 +139,10 @@ def run_demo(out: str | Path, shared_data: str | Path | None = None,
         store = out / f"{demo.name}.zarr"
         started = time.perf_counter()
         try:
-            report = build_store(recipe, source, store, overwrite=True, progress=False)
+            with warnings.catch_warnings():
+                # Public sample data: said once below, not once per store.
+                warnings.simplefilter("ignore", DefaultKeyWarning)
+                report = build_store(recipe, source, store, overwrite=True, progress=False)
         except MedimgError as error:
             lines.append(f"{demo.name:20} failed: {error}")
             status = 1
@@ -148,6 +153,8 @@ def run_demo(out: str | Path, shared_data: str | Path | None = None,
             lines += [f"{'':20} failed {k}: {v}" for k, v in report.failed.items()]
     print(f"Demo stores in {out.resolve()}:")
     print("\n".join(lines))
+    print("(public sample data, pseudonymized with the built-in key: pass --key to "
+          "'medimg-build build' for data you share)")
     print(f"\nNext: medimg-build inspect {out / 'pydicom-ct.zarr'}")
     print(f"      medimg-build report {out / 'chest-xray.zarr'} --out {out / 'report'}")
     return status

@@ -243,6 +243,21 @@ def test_demo_works_without_shared_data(tmp_path, capsys):
     assert "chest-xray           skipped" in output
 
 
+def test_demo_says_once_that_it_uses_the_built_in_key(tmp_path, capsys):
+    """Each build with the built-in key warns; the demo, which builds several stores of
+    public samples, says it in one line instead of one warning per store."""
+    import warnings
+
+    from medimg_build.privacy import DefaultKeyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DefaultKeyWarning)  # pyproject ignores it in tests
+        assert main(["demo", "--out", str(tmp_path / "demo"), "--no-shared-data"]) == 0
+    printed = capsys.readouterr()
+    assert "warning" not in printed.err
+    assert printed.out.count("built-in key") == 1
+
+
 def test_parallel_build_on_dask_equals_serial_build(volume_source, tmp_path):
     """Two local Dask worker processes give the same store contents as one process."""
     recipe = _volume_recipe()
