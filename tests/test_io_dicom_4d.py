@@ -200,3 +200,17 @@ def test_a_duplicated_slice_in_a_3d_series_is_named_as_such(shared_data, tmp_pat
         read_image(folder)
     message = _one_line(caught.value, folder)
     assert "5 slices at only 4 distinct positions" in message and "holds 2" in message
+
+
+def test_a_duplicate_in_another_folder_is_named_by_its_path(shared_data, tmp_path):
+    """Copies of one file name in two folders read as two paths, not one name twice."""
+    folder, files = _ge_copy(shared_data, tmp_path)
+    (folder / "copies").mkdir()
+    copied = files[5 * 15 + 2]
+    shutil.copy(copied, folder / "copies" / copied.name)
+    files[4 * 15 + 2].unlink()
+    with pytest.raises(DicomSeriesError) as caught:
+        read_image(folder)
+    message = _one_line(caught.value, folder)
+    assert f"{copied.name} and copies/{copied.name}" in message \
+        or f"copies/{copied.name} and {copied.name}" in message, message

@@ -157,7 +157,7 @@ def _check_stack(where: Path, stack: list[Frame], labels: dict[int, _Label]) -> 
         key = labels[id(a)].sort_key()
         if key == labels[id(b)].sort_key() and a.index == b.index:
             raise DicomSeriesError(
-                where, f"duplicated frame: {_name(a)} and {_name(b)} sit at the same "
+                where, f"duplicated frame: {_name(a, where)} and {_name(b, where)} sit at the same "
                 "position with the same temporal/acquisition/instance numbers",
                 hint="remove the duplicated file (or the series lacks the numbers that order "
                 "its volumes)",
@@ -188,8 +188,14 @@ def _describe(identity: tuple) -> str:
     return " ".join(p for p in parts if p) or "unlabelled"
 
 
-def _name(frame: Frame) -> str:
-    return frame.path.name + ("" if frame.index is None else f" frame {frame.index + 1}")
+def _name(frame: Frame, where: Path) -> str:
+    """The frame's file relative to the folder read (copies of one file name in two
+    subfolders must read as two paths), and its frame number in a multi-frame file."""
+    try:
+        shown = frame.path.relative_to(where).as_posix()
+    except ValueError:  # read from a list of files, not a folder
+        shown = frame.path.name
+    return shown + ("" if frame.index is None else f" frame {frame.index + 1}")
 
 
 # -- what a frame says about its volume -------------------------------------------------------
