@@ -38,7 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_partial
 from pydicom.tag import Tag
 
-from ..errors import ImageReadError, MedimgError
+from ..errors import ImageReadError, MedimgError, one_line
 from ..image import MedicalImage
 from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files
 from .dicom_frames import ORIENTATION_ATOL, floats
@@ -188,7 +188,8 @@ def _read_header(path: Path) -> _Header | SkippedFile:
                 handle.seek(0)
                 ds, pixels = _parse(handle)
     except Exception as error:  # noqa: BLE001 - any failure here makes the file unusable
-        return SkippedFile(path, f"unreadable: {type(error).__name__}: {_one_line(error)}")
+        return SkippedFile(path, f"unreadable: {type(error).__name__}: "
+                                 f"{one_line(str(error), 200)}")
     file_meta = getattr(ds, "file_meta", None) or Dataset()
     if (file_meta.get("MediaStorageSOPClassUID") == DICOMDIR_SOP_CLASS
             or "DirectoryRecordSequence" in ds):
@@ -366,7 +367,3 @@ def _int(value) -> int | None:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]

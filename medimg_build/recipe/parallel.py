@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..case import Case
-from ..errors import MedimgError
+from ..errors import MedimgError, one_line
 from ..limits import OPTION, SETTING
 from ..store.journal import test_kill_worker
 from ..store.worker_writes import CaseDestination
@@ -199,8 +199,9 @@ def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
     except Exception as error:  # a bug or an unforeseen file: report it, keep building
         if _out_of_memory(error):
             return _ran_out_of_memory(source, context)
-        message = " ".join(str(error).split())
-        return f"{source.image_path}: unexpected {type(error).__name__}: {message}"
+        # One printable line, cut, like a MedimgError: a library's text may quote the input.
+        return (f"{source.image_path}: unexpected {type(error).__name__}: "
+                f"{one_line(str(error))}")
 
 
 # What ITK says when an image buffer cannot be allocated (itkImportImageContainer.hxx);
