@@ -168,16 +168,22 @@ def test_a_live_lock_keeps_a_second_build_out(built, tmp_path, capsys):
     assert (out / "zarr.json").exists()  # --overwrite did not delete it
 
 
-def test_a_stale_lock_is_taken_over(built, tmp_path):
-    sources, references, _ = built
-    out = tmp_path / "stale.zarr"
-    shutil.copytree(references["volumes"], out)
+def _stale_lock(out: Path) -> subprocess.Popen:
+    """A lock in ``out`` left by a process that has ended (the ended process)."""
     dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         _lock(out, dead.pid)
     finally:
         dead.kill()
         dead.wait()
+    return dead
+
+
+def test_a_stale_lock_is_taken_over(built, tmp_path):
+    sources, references, _ = built
+    out = tmp_path / "stale.zarr"
+    shutil.copytree(references["volumes"], out)
+    dead = _stale_lock(out)
     recipe = load_recipe("volume-folder").with_overrides({
         "harmonize": {"spacing": [1.5, 1.5, 2.0]},
         "labels": {"segmentation": {"classes": {"0": "background", "1": "a", "2": "b"}}}})
@@ -195,12 +201,7 @@ def test_a_stale_lock_another_build_took_over_first_is_left_to_it(tmp_path, monk
     (both would then build the store): it is refused."""
     out = tmp_path / "ds.zarr"
     out.mkdir()
-    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        _lock(out, dead.pid)
-    finally:
-        dead.kill()
-        dead.wait()
+    dead = _stale_lock(out)
     judged_stale = BuildLock.note_stale
 
     def faster_build_takes_it_now(lock):
