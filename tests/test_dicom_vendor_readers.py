@@ -235,3 +235,27 @@ def test_bytes_that_only_start_like_dicom_are_refused_loudly(acr_nema_series):
         read_image(fake)
     with pytest.raises(ImageReadError, match="fake.dcm"):
         read_image(acr_nema_series)  # in a folder it is a damaged member, not skipped
+
+
+def test_xa_files_whose_frames_do_not_order_the_volumes_are_refused(shared_data, tmp_path):
+    """Two XA volume files stripped of TemporalPositionIndex (dimension index without
+    time), the second storing its slices in the opposite order. Frame numbers count
+    within one file, so they cannot order volumes across files: ordering by them would
+    swap the two volumes at every other slice. Refused, naming both files."""
+    folder = tmp_path / "xa"
+    folder.mkdir()
+    for k, source in enumerate(sorted((shared_data / XA10).glob("6_*.dcm"))[:2]):
+        ds = pydicom.dcmread(source)
+        ds.DimensionIndexSequence = Sequence(list(ds.DimensionIndexSequence)[:2])  # no time
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            content = item.FrameContentSequence[0]
+            del content.TemporalPositionIndex
+            content.DimensionIndexValues = list(content.DimensionIndexValues)[:2]
+        if k == 1:
+            ds.PerFrameFunctionalGroupsSequence = Sequence(
+                list(ds.PerFrameFunctionalGroupsSequence)[::-1])
+            ds.PixelData = np.ascontiguousarray(ds.pixel_array[::-1]).tobytes()
+        ds.save_as(folder / f"{k + 1}.dcm")
+    with pytest.raises(DicomSeriesError, match="1.dcm frame 6 and 2.dcm frame 1 share "
+                       "position, TemporalPositionIndex and DimensionIndexValues"):
+        read_image(folder)

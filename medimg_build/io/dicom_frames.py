@@ -86,7 +86,42 @@ def frames_of(folder: Path, members: list[tuple[Path, Dataset]]) -> list[Frame]:
             frames.extend(_mosaic_frames(path, dataset))
         else:
             frames.append(_classic_frame(path, dataset))
+    _check_pooled_frames(folder, frames)
     return frames
+
+
+def _check_pooled_frames(folder: Path, frames: list[Frame]) -> None:
+    """Frames pooled from several enhanced files are told apart by their per-frame
+    items (TemporalPositionIndex, DimensionIndexValues), never by their frame numbers,
+    which count within one file only. Two frames of different files at one position
+    with the same items are copies, or volumes whose order the files do not record
+    (dcm2niix then falls back on acquisition times): refused rather than guessed."""
+    seen: dict[tuple, Frame] = {}
+    for frame in frames:
+        if frame.item is None or frame.position is None:
+            continue
+        contents = frame.item.get("FrameContentSequence")
+        content = contents[0] if contents else Dataset()
+        dimensions = content.get("DimensionIndexValues")
+        # Positions to 0.1 mm: one slice's IPP is rewritten with ~1e-4 mm jitter.
+        key = (tuple(np.round(frame.position, 1)), content.get("TemporalPositionIndex"),
+               tuple(np.atleast_1d(dimensions)) if dimensions is not None else ())
+        other = seen.setdefault(key, frame)
+        if other.path != frame.path:
+            raise DicomSeriesError(
+                folder, f"{_shown(other, folder)} and {_shown(frame, folder)} "
+                "share position, TemporalPositionIndex and "
+                "DimensionIndexValues: duplicated files, or volumes whose order the "
+                "files do not record", hint="remove duplicates, or convert with dcm2niix")
+
+
+def _shown(frame: Frame, folder: Path) -> str:
+    """The frame's file relative to the folder read (or its name), and its number."""
+    try:
+        name = frame.path.relative_to(folder).as_posix()
+    except ValueError:
+        name = frame.path.name
+    return f"{name} frame {frame.index + 1}"
 
 
 def _classic_frame(path: Path, dataset: Dataset) -> Frame:
