@@ -314,8 +314,9 @@ def test_single_slice_is_a_one_slice_volume_with_thickness_recorded():
     image = read_image(PYDICOM_FILES / "CT_small.dcm")
     ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
     assert image.array.shape == (ds.Columns, ds.Rows, 1)
-    assert image.spacing[2] == pytest.approx(float(ds.SliceThickness))
-    assert image.meta["geometry"]["slice_spacing_source"] == "SliceThickness"
+    # CT_small gives both; SpacingBetweenSlices wins, as in dcm2niix (both are 5 here).
+    assert image.spacing[2] == pytest.approx(float(ds.SpacingBetweenSlices))
+    assert image.meta["geometry"]["slice_spacing_source"] == "SpacingBetweenSlices"
     assert image.array.dtype == np.int16
     expected = ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)
     np.testing.assert_array_equal(image.array[..., 0], expected.T)

@@ -16,11 +16,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.multival import MultiValue
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from ..errors import DicomSeriesError, ImageReadError
 from ..geometry import LPS_TO_RAS
@@ -107,6 +112,14 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
+def _without_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return starts_without_preamble(handle.read(4))
+    except OSError:
+        return False
+
+
 def _parse(path: Path) -> Dataset:
     """The whole file, parsed from memory: pydicom asks a file for its position at every
     element, which costs more than reading the pixel bytes along; pixels are decoded
@@ -184,14 +197,42 @@ def _no_header(path: Path) -> ImageReadError:
                           hint="replace the file: it is corrupt")
 
 
-def _read_without_preamble(path: Path) -> Dataset:
-    # Old ACR-NEMA style files have no 'DICM' preamble; accept one only when it parses
-    # into something with pixels, so that a text file named .dcm is still refused.
+def starts_without_preamble(head: bytes) -> bool:
+    """The first bytes of an old ACR-NEMA style file (no preamble, no 'DICM'): a little
+    endian element of group 0008 (dcm2niix's isDICOMfile, nii_dicom.cpp) or of the file
+    meta group 0002, whose element number is below 0x0100."""
+    return head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00"
+
+
+def _parse_without_preamble(path: Path) -> Dataset:
+    """A file without preamble, parsed the way dcm2niix and pydicom's force=True do:
+    without file meta, implicit VR little endian unless the first element spells a VR
+    (then explicit VR). The transfer syntax so chosen is written into the file meta,
+    which the pixel decoder needs, and recorded (see _facts). InvalidDicomError when
+    it does not parse."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(path, defer_size="64 KB", force=True)
-    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+    except Exception as error:  # noqa: BLE001 - any parse failure means "not DICOM"
+        raise InvalidDicomError(f"{type(error).__name__}: {error}") from error
+    if "TransferSyntaxUID" not in (getattr(dataset, "file_meta", None) or Dataset()):
+        implicit, little = dataset.original_encoding
+        syntax = (ImplicitVRLittleEndian if implicit else
+                  ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        if getattr(dataset, "file_meta", None) is None:
+            dataset.file_meta = FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = syntax
+        dataset.read_without_file_meta = syntax.name  # recorded in meta["dicom"]
+    return dataset
+
+
+def _read_without_preamble(path: Path) -> Dataset:
+    # Old ACR-NEMA style files have no 'DICM' preamble; accept one only when it parses
+    # into something with pixels, so that a text file named .dcm is still refused.
+    try:
+        dataset = _parse_without_preamble(path)
+    except InvalidDicomError:
         dataset = None
     if dataset is not None and _is_image(dataset):
         return dataset
@@ -223,12 +264,13 @@ def _claims_image(dataset: Dataset) -> bool:
 def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
     found = []
     for path in files_under(folder):
-        if path.name.upper() == "DICOMDIR" or not is_dicom_file(path):
+        part10 = is_dicom_file(path)
+        if path.name.upper() == "DICOMDIR" or not (part10 or _without_preamble(path)):
             continue  # READMEs, JSON sidecars, thumbnails, DICOMDIR indexes
         try:
-            dataset = _parse(path)
+            dataset = _parse(path) if part10 else _parse_without_preamble(path)
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as error:
-            # It has the DICOM preamble, so it is a damaged slice, not a stray file:
+            # It starts like DICOM, so it is a damaged slice, not a stray file:
             # skipping it would only turn into a vaguer "missing slice" later.
             raise ImageReadError(
                 path, f"damaged DICOM file in the series ({type(error).__name__}: {error})",
@@ -246,7 +288,7 @@ def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
     if not found:
         raise ImageReadError(
             folder, "contains no DICOM image files",
-            hint="point at a folder of DICOM files (with the 'DICM' preamble)",
+            hint="point at a folder of DICOM files",
         )
     return found
 
@@ -383,6 +425,9 @@ def _facts(dataset: Dataset, frames: list[Frame], files: list[str]) -> dict[str,
     meta_info = getattr(dataset, "file_meta", None)
     if meta_info is not None and "TransferSyntaxUID" in meta_info:
         facts["TransferSyntaxUID"] = str(meta_info.TransferSyntaxUID)
+    guessed = getattr(dataset, "read_without_file_meta", None)
+    if guessed:  # old ACR-NEMA style: the file named no transfer syntax
+        facts["FileMeta"] = f"absent (no preamble, no file meta): read as {guessed}"
     facts["NumberOfFiles"] = len(files)
     return facts
 

@@ -40,7 +40,7 @@ from pydicom.tag import Tag
 
 from ..errors import ImageReadError, MedimgError, one_line
 from ..image import MedicalImage
-from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files
+from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files, starts_without_preamble
 from .dicom_frames import ORIENTATION_ATOL, floats
 
 __all__ = ["DicomDiscovery", "DicomSeriesRef", "SkippedFile", "discover_series",
@@ -208,13 +208,14 @@ def _read_header(path: Path) -> _Header | SkippedFile:
     return _Header.of(path, ds)
 
 
-def _without_preamble(path: Path, head: bytes, size: int) -> SkippedFile:
-    """Never part of a series (the rule of read_image(folder)), but say what it is."""
+def _without_preamble(path: Path, head: bytes, size: int) -> _Header | SkippedFile:
+    """An old ACR-NEMA style image is part of its series, as in read_image(folder)
+    (read as implicit VR little endian there); anything else says what it is."""
     if size == 0:
         return SkippedFile(path, "not DICOM (empty file)")
-    # Old ACR-NEMA style files start straight with a little-endian group 0002 or 0008
-    # element; anything else (text, PNG, NIfTI) is not worth a parse attempt.
-    if head[:2] in (b"\x02\x00", b"\x08\x00"):
+    # Anything that does not start like a DICOM element (text, PNG, NIfTI) is not worth
+    # a parse attempt.
+    if starts_without_preamble(head):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -226,8 +227,9 @@ def _without_preamble(path: Path, head: bytes, size: int) -> SkippedFile:
             if "Rows" not in ds:
                 file_meta = getattr(ds, "file_meta", None) or Dataset()
                 return SkippedFile(path, f"no pixel data ({_sop_name(ds, file_meta)})")
-            return SkippedFile(path, "DICOM without the 'DICM' preamble (old ACR-NEMA "
-                                     "style): not read as part of a series; read it alone")
+            if ds.get("SOPClassUID") == SEGMENTATION:
+                return SkippedFile(path, "segmentation (DICOM SEG), not an image series")
+            return _Header.of(path, ds)
     return SkippedFile(path, "not DICOM (no 'DICM' marker at byte 128)")
 
 

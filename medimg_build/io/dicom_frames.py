@@ -67,12 +67,8 @@ def frames_of(folder: Path, members: list[tuple[Path, Dataset]]) -> list[Frame]:
     for path, dataset in members:
         n_frames = int(dataset.get("NumberOfFrames", 1) or 1)
         if "PerFrameFunctionalGroupsSequence" in dataset:
-            if len(members) > 1:
-                raise DicomSeriesError(
-                    folder, f"series holds {len(members)} multi-frame files",
-                    hint="series split over several enhanced multi-frame files are "
-                    "not supported yet; point at one file",
-                )
+            # Several enhanced files (Siemens XA writes one per volume) pool their frames:
+            # each frame carries its own position and per-frame items, which order it.
             frames.extend(_enhanced_frames(path, dataset))
         elif n_frames > 1:
             raise DicomSeriesError(
@@ -82,11 +78,50 @@ def frames_of(folder: Path, members: list[tuple[Path, Dataset]]) -> list[Frame]:
                 hint="cine/ultrasound/nuclear multi-frame files have no volume geometry; "
                 "convert them with dcm2niix",
             )
+        elif _is_uih_grid(dataset):
+            raise DicomSeriesError(
+                path, "UIH mosaic (tile geometry in private 0065,1051) not supported",
+                hint="convert with dcm2niix")
         elif _is_mosaic(dataset):
             frames.extend(_mosaic_frames(path, dataset))
         else:
             frames.append(_classic_frame(path, dataset))
+    _check_pooled_frames(folder, frames)
     return frames
+
+
+def _check_pooled_frames(folder: Path, frames: list[Frame]) -> None:
+    """Frames pooled from several enhanced files are told apart by their per-frame
+    items (TemporalPositionIndex, DimensionIndexValues), never by their frame numbers,
+    which count within one file only. Two frames of different files at one position
+    with the same items are copies, or volumes whose order the files do not record
+    (dcm2niix then falls back on acquisition times): refused rather than guessed."""
+    seen: dict[tuple, Frame] = {}
+    for frame in frames:
+        if frame.item is None or frame.position is None:
+            continue
+        contents = frame.item.get("FrameContentSequence")
+        content = contents[0] if contents else Dataset()
+        dimensions = content.get("DimensionIndexValues")
+        # Positions to 0.1 mm: one slice's IPP is rewritten with ~1e-4 mm jitter.
+        key = (tuple(np.round(frame.position, 1)), content.get("TemporalPositionIndex"),
+               tuple(np.atleast_1d(dimensions)) if dimensions is not None else ())
+        other = seen.setdefault(key, frame)
+        if other.path != frame.path:
+            raise DicomSeriesError(
+                folder, f"{_shown(other, folder)} and {_shown(frame, folder)} "
+                "share position, TemporalPositionIndex and "
+                "DimensionIndexValues: duplicated files, or volumes whose order the "
+                "files do not record", hint="remove duplicates, or convert with dcm2niix")
+
+
+def _shown(frame: Frame, folder: Path) -> str:
+    """The frame's file relative to the folder read (or its name), and its number."""
+    try:
+        name = frame.path.relative_to(folder).as_posix()
+    except ValueError:
+        name = frame.path.name
+    return f"{name} frame {frame.index + 1}"
 
 
 def _classic_frame(path: Path, dataset: Dataset) -> Frame:
@@ -138,6 +173,28 @@ def _enhanced_frames(path: Path, dataset: Dataset) -> list[Frame]:
             )
         )
     return frames
+
+
+def _is_uih_grid(dataset: Dataset) -> bool:
+    """A United Imaging mosaic ("grid"): ImageType VFRAME, or the private number of
+    tiles (0065,1050) above 1, which dcm2niix keys on (nii_dicom.cpp readDICOMx,
+    kNumberOfImagesInGridUIH). Its slice positions sit in the private MR VFrame Sequence
+    (0065,1051). The only public description is a table UIH gave dcm2niix (its
+    UIH/README.md): it lists the item attributes but not which tile an item belongs to,
+    what point its ImagePositionPatient names, nor how a slice normal is signed. Without
+    that, or a sample to check against dcm2niix, the file is refused, not guessed."""
+    image_type = [str(v).upper() for v in (dataset.get("ImageType") or [])]
+    if "VFRAME" in image_type:
+        return True
+    manufacturer = str(dataset.get("Manufacturer", "")).strip().upper()
+    tiles = dataset.get((0x0065, 0x1050))
+    return manufacturer.startswith("UI") and tiles is not None and \
+        (optional_float(_raw_text(tiles.value)) or 0) > 1
+
+
+def _raw_text(value):
+    # Implicit VR files leave private values as undecoded bytes.
+    return value.decode("ascii", "replace").strip("\x00 ") if isinstance(value, bytes) else value
 
 
 def _is_mosaic(dataset: Dataset) -> bool:
@@ -255,12 +312,12 @@ def volume_geometry(where: Path, frames: list[Frame]) -> tuple[list[Frame], np.n
     facts: dict[str, Any] = {"pixel_spacing_known": frames[0].pixel_spacing is not None}
 
     if len(frames) == 1:
-        # One slice: nothing to measure, so the slab is as thick as the slice (dcm2niix).
-        step = normal * (frames[0].thickness or 1.0)
-        facts.update(
-            slice_spacing=float(np.linalg.norm(step)),
-            slice_spacing_source="SliceThickness" if frames[0].thickness else "default 1.0",
-        )
+        # One slice: nothing to measure. dcm2niix (nii_dicom.cpp, readDICOMx) takes
+        # SpacingBetweenSlices when it is positive ("depending on vendor, kZThick may or
+        # may not include a slice gap"), else SliceThickness, else 1 mm.
+        size, source = _slab_size(frames[0])
+        step = normal * size
+        facts.update(slice_spacing=size, slice_spacing_source=source)
     else:
         _check_positions(where, frames, distances, normal)
         step = (frames[-1].position - frames[0].position) / (len(frames) - 1)
@@ -272,6 +329,34 @@ def volume_geometry(where: Path, frames: list[Frame]) -> tuple[list[Frame], np.n
     lps[:3, 2] = step
     lps[:3, 3] = frames[0].position
     return frames, lps, facts
+
+
+def _slab_size(frame: Frame) -> tuple[float, str]:
+    """The slab thickness of a lone slice and the attribute it came from."""
+    spacing = _spacing_between_slices(frame)
+    if spacing is not None and spacing > 0:
+        return spacing, "SpacingBetweenSlices"
+    if frame.thickness is not None and frame.thickness > 0:
+        return float(frame.thickness), "SliceThickness"
+    return 1.0, "default 1.0"  # dcm2niix too: "Unable to determine slice thickness"
+
+
+def _spacing_between_slices(frame: Frame) -> float | None:
+    """SpacingBetweenSlices of the frame: in its Pixel Measures functional group (per
+    frame, then shared) for enhanced files, at the top level for classic ones."""
+    places = []
+    if frame.item is not None:
+        shared = frame.dataset.get("SharedFunctionalGroupsSequence")
+        for source in (frame.item, shared[0] if shared else None):
+            measures = source.get("PixelMeasuresSequence") if source is not None else None
+            if measures:
+                places.append(measures[0])
+    places.append(frame.dataset)
+    for place in places:
+        value = optional_float(place.get("SpacingBetweenSlices"))
+        if value is not None:
+            return value
+    return None
 
 
 def _check_positions(where: Path, frames, distances: np.ndarray, normal: np.ndarray) -> None:
