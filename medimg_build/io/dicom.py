@@ -334,6 +334,8 @@ def _build_image(where: Path, frames: list[Frame], trace: bool = False) -> Medic
         meta["dicom"].update(volumes.facts)
         step = {"n_volumes": n_volumes, "volumes_vary_in": volumes.facts["VolumesVaryIn"]}
     image = MedicalImage(array=array, affine=affine, spatial_ndim=spatial_ndim, meta=meta)
+    if "philips_scaling" in intensity:  # which values a Philips case holds, in its steps
+        step["philips_scaling"] = intensity["philips_scaling"]
     return image.recorded(
         "read", reader="dicom", path=str(where), n_files=len(files),
         n_slices=len(frames) // n_volumes, rescale=stored_as, inverted=intensity["inverted"],
