@@ -19,6 +19,8 @@ import pydicom
 import pytest
 
 from medimg_build.io import read_image
+from medimg_build.io.dicom_4d import split_volumes
+from medimg_build.io.dicom_frames import frames_of
 from test_io_dicom_dcm2niix import _dcm2niix
 
 GE_FMRI = "dcm_qa_nih/In/20180918GE/mr_0004"  # file k: slice k % 15, time point k // 15
@@ -115,3 +117,28 @@ def test_philips_dti_with_several_acquisition_numbers_equals_dcm2niix(philips_dt
     axes = np.stack([iop[:3], iop[3:], np.cross(iop[:3], iop[3:])])
     projected = np.abs(np.array(facts["DiffusionGradients"]) @ axes.T)
     np.testing.assert_allclose(projected, np.abs(np.loadtxt(out / "2201.bvec").T), atol=1e-4)
+
+
+def test_one_enhanced_file_per_volume_is_ordered_by_file_instance_number(shared_data, tmp_path):
+    """Siemens XA writes one multi-frame file per volume: dcm2niix sorts the files by
+    InstanceNumber before their frames. Here the per-frame time labels are removed and
+    the files numbered in reverse, so only the InstanceNumber can order the volumes."""
+    datasets = []
+    sources = sorted((shared_data / "dcm_qa_vendor/dcm_qa_enh/In/Siemens/XA10").glob("*.dcm"))
+    for k, path in enumerate(sources):
+        ds = pydicom.dcmread(path)
+        ds.InstanceNumber = len(sources) - k
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            content = item.FrameContentSequence[0]
+            content.DimensionIndexValues = [1, 1, 1]
+            del content.TemporalPositionIndex
+        ds.save_as(tmp_path / path.name)
+        datasets.append((tmp_path / path.name, pydicom.dcmread(tmp_path / path.name)))
+    frames = [f for member in datasets for f in frames_of(tmp_path, [member])]
+    volumes = split_volumes(tmp_path, frames)
+    n_slices = len(frames) // len(sources)
+    assert volumes.n_volumes == len(sources)
+    assert [volumes.frames[v * n_slices].path.name for v in range(len(sources))] == \
+        [path.name for path in reversed(sources)]
+    assert {f.path for f in volumes.frames[:n_slices]} == {tmp_path / sources[-1].name}
+    assert volumes.facts["VolumesVaryIn"] == ["InstanceNumber"]

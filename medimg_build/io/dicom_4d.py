@@ -4,7 +4,8 @@ When several frames share a slice position, the series is a stack of volumes. It
 out as dcm2niix writes it: the volumes along a trailing channel axis, the spatial grid
 from the first volume, and the frames at each slice position ordered by
 TemporalPositionIdentifier, then InstanceNumber, then AcquisitionTime (enhanced files:
-DimensionIndexValues last index first, then TemporalPositionIndex, then frame number).
+the file's InstanceNumber, then DimensionIndexValues last index first, then
+TemporalPositionIndex, then frame number).
 dcm2niix sorts classic files by (SeriesNumber, InstanceNumber) and breaks ties by
 AcquisitionTime (nii_dicom_batch.cpp, fillTDCMsort / compareTDCMsort); it never sorts by
 AcquisitionNumber, a counter vendors reuse: Philips writes several AcquisitionNumbers
@@ -76,10 +77,15 @@ class _Label:
     # them in that order, so a Philips DTI whose b=0 frames carry gradient index 65 ends
     # with the b=0 volume, as dcm2niix writes it.
     dimensions: tuple[int, ...] = ()
+    # Enhanced files: the file's InstanceNumber (``instance`` is then the frame number).
+    # dcm2niix sorts files by it before their frames, which orders a series written as
+    # one multi-frame file per volume (Siemens XA).
+    file_instance: int | None = None
 
     def sort_key(self) -> tuple:
         missing = -(2**62)  # absent numbers sort first, like dcm2niix's zero default
         return (
+            missing if self.file_instance is None else self.file_instance,
             self.dimensions,
             missing if self.temporal is None else self.temporal,
             missing if self.instance is None else self.instance,
@@ -262,7 +268,8 @@ def _label(frame: Frame) -> _Label:
         return _Label(temporal=_int(content.get("TemporalPositionIndex") if content else None),
                       instance=frame.index, acquisition_time=None, b_value=b_value,
                       gradient=gradient,
-                      dimensions=tuple(int(v) for v in reversed(dimensions or [])))
+                      dimensions=tuple(int(v) for v in reversed(dimensions or [])),
+                      file_instance=_int(ds.get("InstanceNumber")))
     b_value, gradient = _classic_diffusion(ds)
     return _Label(
         temporal=_int(ds.get("TemporalPositionIdentifier")),
@@ -338,7 +345,8 @@ def _volume_facts(labels: list[_Label]) -> dict[str, Any]:
     facts: dict[str, Any] = {"NumberOfVolumes": len(labels)}
     varied = []
     enhanced = any(label.dimensions for label in labels)
-    for name, attribute in (("DimensionIndexValues", "dimensions"),
+    for name, attribute in (("InstanceNumber", "file_instance"),
+                            ("DimensionIndexValues", "dimensions"),
                             ("TemporalPositionIdentifier", "temporal"),
                             ("FrameNumber" if enhanced else "InstanceNumber", "instance"),
                             ("AcquisitionTime", "acquisition_time"),
