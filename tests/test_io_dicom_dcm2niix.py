@@ -18,22 +18,26 @@ import numpy as np
 import pytest
 
 from medimg_build.io import read_image
+from medimg_build.io.read_options import read_options
 
-# (id, path under shared data, extra dcm2niix options, why the options)
+# (id, path under shared data, extra dcm2niix options, our read options)
 CASES = [
-    ("dicom2nifti-anatomical", "dicom2nifti/anatomical/001", []),
-    ("rescale-per-slice", "dicom2nifti/generic/anatomical/002_non_isotropic", []),
-    ("rgb", "dicom2nifti/generic/rgb/001", []),
-    ("totalsegmentator-ct-j2k", "totalsegmentator/example_ct_dicom", []),
-    ("ge-4d-fmri", "dcm_qa_nih/In/20180918GE/mr_0004", []),
-    ("ge-dti", "dicom2nifti/ge/dti/001", []),
-    ("siemens-mosaic", "dcm_qa_ts/In/1.dcm", []),
-    ("siemens-4d-mosaic", "dcm_qa_nih/In/20180918Si/mr_0003", []),
-    ("siemens-enhanced", "dicom2nifti/siemens_multiframe/anatomical/001", []),
-    # dcm2niix's default -p y writes Philips "precise float" values (stored / private
-    # ScaleSlope 2005,100E), not DICOM's RescaleSlope values that we (and dicom2nifti) give.
-    ("philips-enhanced-anatomical", "dicom2nifti/philips_enhanced/anatomical/001", ["-p", "n"]),
-    ("philips-enhanced-dti", "dicom2nifti/philips_enhanced/dti/001", ["-p", "n"]),
+    ("dicom2nifti-anatomical", "dicom2nifti/anatomical/001", [], {}),
+    ("rescale-per-slice", "dicom2nifti/generic/anatomical/002_non_isotropic", [], {}),
+    ("rgb", "dicom2nifti/generic/rgb/001", [], {}),
+    ("totalsegmentator-ct-j2k", "totalsegmentator/example_ct_dicom", [], {}),
+    ("ge-4d-fmri", "dcm_qa_nih/In/20180918GE/mr_0004", [], {}),
+    ("ge-dti", "dicom2nifti/ge/dti/001", [], {}),
+    ("siemens-mosaic", "dcm_qa_ts/In/1.dcm", [], {}),
+    ("siemens-4d-mosaic", "dcm_qa_nih/In/20180918Si/mr_0003", [], {}),
+    ("siemens-enhanced", "dicom2nifti/siemens_multiframe/anatomical/001", [], {}),
+    # Philips: dcm2niix's default -p y writes "precise" values, stored * RS + RI divided by
+    # RS * the private ScaleSlope 2005,100E, as we do by default; its -p n the displayed
+    # values (RescaleSlope/Intercept only), our read option philips_scaling="display".
+    ("philips-enhanced-anatomical", "dicom2nifti/philips_enhanced/anatomical/001", [], {}),
+    ("philips-enhanced-dti", "dicom2nifti/philips_enhanced/dti/001", [], {}),
+    ("philips-enhanced-dti-display", "dicom2nifti/philips_enhanced/dti/001", ["-p", "n"],
+     {"philips_scaling": "display"}),
 ]
 
 
@@ -67,10 +71,12 @@ def _convert(dcm2niix: str, source: Path, out: Path, options: list[str]) -> Path
     return nifti
 
 
-@pytest.mark.parametrize(("rel", "options"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_matches_dcm2niix(shared_data, dcm2niix, tmp_path, rel, options):
+@pytest.mark.parametrize(("rel", "options", "reading"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_matches_dcm2niix(shared_data, dcm2niix, tmp_path, rel, options, reading):
     source = shared_data / rel
-    image = read_image(source)
+    with read_options(**reading):
+        image = read_image(source)
     nifti = _convert(dcm2niix, source, tmp_path, options)
     theirs = nib.as_closest_canonical(nib.load(nifti))
     ours = nib.as_closest_canonical(nib.Nifti1Image(image.array, image.affine))

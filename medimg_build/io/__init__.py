@@ -40,7 +40,8 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(READERS))
 
 __all__ = [
     "READERS", "SUPPORTED_SUFFIXES", "DicomDiscovery", "DicomSeriesRef", "SkippedFile",
-    "discover_series", "read_dicom_seg", "read_dicom_series", "read_image", "reader_for",
+    "discover_series", "read_diffusion_trace", "read_dicom_seg", "read_dicom_series",
+    "read_image", "reader_for",
 ]
 
 
@@ -49,16 +50,35 @@ def read_image(path: str | PathLike) -> MedicalImage:
 
     Every failure a user can cause raises a MedimgError with a one-line message.
     """
+    path = _existing(path)
+    reader = reader_for(path)
+    return _read_guarded(path, lambda: reader(path))
+
+
+def read_diffusion_trace(path: str | PathLike) -> MedicalImage:
+    """The isotropic trace volume(s) of a Philips diffusion series (a DICOM folder or
+    file): b > 0 without a gradient direction. ``read_image`` leaves them out of the
+    diffusion series, as dcm2niix does; this gives them as their own image, and refuses
+    a series that has none."""
+    path = _existing(path)
+    return _read_guarded(path, lambda: dicom.read_dicom(path, trace=True))
+
+
+def _existing(path: str | PathLike) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise ImageReadError(path, "no such file or folder", hint="check the path")
-    reader = reader_for(path)
+    return path
+
+
+def _read_guarded(path: Path, read: Callable[[], MedicalImage]) -> MedicalImage:
+    """``read()``, with every failure as a one-line MedimgError naming ``path``."""
     if path.is_file() and path.stat().st_size == 0:
         # Every reader would fail on it in its own words; this says what it is.
         raise ImageReadError(path, "empty file (0 bytes)",
                              hint="the download or copy was interrupted; fetch the file again")
     try:
-        return reader(path)
+        return read()
     except MedimgError:
         raise
     except MemoryError as error:

@@ -33,8 +33,15 @@ from ..image import MedicalImage
 from ..limits import OPTION, SETTING, ImageTooLargeError, current_max_voxels
 from .dicom_4d import split_volumes
 from .dicom_frames import Frame, frames_of, planar_geometry, volume_geometry
-from .dicom_pixels import invert_monochrome1, rescale, stack_pixels, to_index_order
+from .dicom_pixels import (
+    invert_monochrome1,
+    philips_scale_slopes,
+    rescale,
+    stack_pixels,
+    to_index_order,
+)
 from .dicom_seg import is_segmentation, segmentation_image
+from .read_options import current_philips_scaling
 
 SUFFIXES = (".dcm", ".dicom", ".ima")
 
@@ -61,8 +68,11 @@ FACT_KEYWORDS = (
 # -- finding and grouping files -------------------------------------------------------------
 
 
-def read_dicom(path: Path) -> MedicalImage:
-    """A folder holding one series (searched recursively), or one DICOM file."""
+def read_dicom(path: Path, trace: bool = False) -> MedicalImage:
+    """A folder holding one series (searched recursively), or one DICOM file.
+
+    ``trace``: a Philips diffusion series' isotropic trace volume(s), which the series
+    is read without (as dcm2niix writes them apart), instead of the series."""
     if path.is_dir():
         datasets = _read_folder(path)
     else:
@@ -71,10 +81,10 @@ def read_dicom(path: Path) -> MedicalImage:
         # A DICOM SEG (a mask, not an image series): decided on the header already read.
         return segmentation_image(*datasets[0])
     frames = frames_of(path, _one_series(path, datasets))
-    return _build_image(path, frames)
+    return _build_image(path, frames, trace)
 
 
-def read_dicom_files(where: Path, files: Sequence[Path]) -> MedicalImage:
+def read_dicom_files(where: Path, files: Sequence[Path], trace: bool = False) -> MedicalImage:
     """Exactly these files as one series (a DicomSeriesRef's), named ``where`` in errors.
 
     Each file goes through the same reading, frame and pixel code as a folder's files, in
@@ -83,7 +93,7 @@ def read_dicom_files(where: Path, files: Sequence[Path]) -> MedicalImage:
     datasets = [(path, _read_file(path)) for path in sorted(files)]
     if not datasets:
         raise ImageReadError(where, "no DICOM files given", hint="discover_series lists them")
-    return _build_image(where, frames_of(where, datasets))
+    return _build_image(where, frames_of(where, datasets), trace)
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -321,10 +331,13 @@ def _one_series(folder: Path, datasets: list[tuple[Path, Dataset]]):
 # -- assembling the image -------------------------------------------------------------------
 
 
-def _build_image(where: Path, frames: list[Frame]) -> MedicalImage:
+def _build_image(where: Path, frames: list[Frame], trace: bool = False) -> MedicalImage:
     first = frames[0].dataset
     has_geometry = all(f.orientation is not None and f.position is not None for f in frames)
-    volumes = split_volumes(where, frames) if has_geometry else None
+    if trace and not has_geometry:
+        raise DicomSeriesError(where, "no isotropic trace volume to read: not a volume series",
+                               hint="read the series without asking for its trace")
+    volumes = split_volumes(where, frames, trace) if has_geometry else None
     if volumes is not None:  # 4D: volumes along the channel axis, grid of the first one
         frames, lps, geometry = volumes.frames, volumes.lps, volumes.geometry
         affine = LPS_TO_RAS @ lps
@@ -363,6 +376,8 @@ def _build_image(where: Path, frames: list[Frame]) -> MedicalImage:
         meta["dicom"].update(volumes.facts)
         step = {"n_volumes": n_volumes, "volumes_vary_in": volumes.facts["VolumesVaryIn"]}
     image = MedicalImage(array=array, affine=affine, spatial_ndim=spatial_ndim, meta=meta)
+    if "philips_scaling" in intensity:  # which values a Philips case holds, in its steps
+        step["philips_scaling"] = intensity["philips_scaling"]
     return image.recorded(
         "read", reader="dicom", path=str(where), n_files=len(files),
         n_slices=len(frames) // n_volumes, rescale=stored_as, inverted=intensity["inverted"],
@@ -387,18 +402,25 @@ def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int, n_volumes
     if photometric == "MONOCHROME1":
         stack, top = invert_monochrome1(stack, bits_stored, signed)
         intensity.update(inverted=True, inversion=f"{top} - stored" if top >= 0 else "-1 - stored")
-    stack, stored_as = rescale(stack, frames)
+    scale_slopes = philips_scale_slopes(frames)
+    precise = scale_slopes is not None and current_philips_scaling() == "precise"
+    stack, stored_as = rescale(stack, frames, scale_slopes if precise else None)
     if stored_as != "none":
         intensity.update(rescale_slope=frames[0].slope, rescale_intercept=frames[0].intercept)
         if len({(f.slope, f.intercept) for f in frames}) > 1:
             intensity["rescale_per_slice"] = True
     elif "RescaleSlope" in first or "RescaleIntercept" in first:
         intensity.update(rescale_slope=1.0, rescale_intercept=0.0)
+    if scale_slopes is not None:  # which of Philips' two scalings the values are
+        intensity.update(philips_scaling=current_philips_scaling(),
+                         philips_scale_slope=float(scale_slopes[0]))
+        if len(set(scale_slopes.tolist())) > 1:
+            intensity["philips_scale_slope_per_slice"] = True
     if photometric.startswith("YBR") or photometric == "PALETTE COLOR":
         intensity["converted_to"] = "RGB"
     if photometric == "PALETTE COLOR":  # values are now the LUT's RGB entries
         intensity["bits_stored"] = intensity["bits_allocated"] = stack.dtype.itemsize * 8
-    unit = _unit(first, str(first.get("Modality", "")) or None)
+    unit = None if precise else _unit(first, str(first.get("Modality", "")) or None)
     if unit:
         intensity["unit"] = unit
     return to_index_order(stack, spatial_ndim, n_volumes), intensity, stored_as

@@ -3,11 +3,22 @@
 When several frames share a slice position, the series is a stack of volumes. It comes
 out as dcm2niix writes it: the volumes along a trailing channel axis, the spatial grid
 from the first volume, and the frames at each slice position ordered by
-TemporalPositionIdentifier, then AcquisitionNumber, then InstanceNumber (enhanced files:
-DimensionIndexValues last index first, then TemporalPositionIndex, then frame number). Every slice position must hold the same
-number of frames, and per-volume labels (time point, b-value, gradient) must agree
-across positions: otherwise a frame is missing or duplicated, and stacking would shift
-the volumes against each other silently, so the series is refused.
+TemporalPositionIdentifier, then InstanceNumber, then AcquisitionTime (enhanced files:
+the file's InstanceNumber, then DimensionIndexValues last index first, then
+TemporalPositionIndex, then frame number).
+dcm2niix sorts classic files by (SeriesNumber, InstanceNumber) and breaks ties by
+AcquisitionTime (nii_dicom_batch.cpp, fillTDCMsort / compareTDCMsort); it never sorts by
+AcquisitionNumber, a counter vendors reuse: Philips writes several AcquisitionNumbers
+within one volume of a DTI, and keying on it shuffles the volumes slice by slice.
+Every slice position must hold the same number of frames, and per-volume labels (time
+point, b-value, gradient) must agree across positions: otherwise a frame is missing or
+duplicated, and stacking would shift the volumes against each other silently, so the
+series is refused.
+
+Philips diffusion series carry a derived isotropic ("trace") volume: b > 0 with a zero
+gradient. It is not a diffusion direction, so it is left out of the DWI as dcm2niix
+does (nii_saveDTI: Philips and isADCnotDTI, unless fewer than two volumes would remain);
+``split_volumes(..., trace=True)`` gives that volume alone.
 """
 
 from __future__ import annotations
@@ -58,38 +69,54 @@ class _Label:
     """What a frame says about the volume it belongs to, and its rank within a position."""
 
     temporal: int | None
-    acquisition: int | None
     instance: int | None
+    acquisition_time: float | None  # seconds into the day (AcquisitionTime)
     b_value: float | None
     gradient: tuple[float, float, float] | None
     # Enhanced files: DimensionIndexValues, last index first. dcm2niix sorts frames by
     # them in that order, so a Philips DTI whose b=0 frames carry gradient index 65 ends
     # with the b=0 volume, as dcm2niix writes it.
     dimensions: tuple[int, ...] = ()
+    # Enhanced files: the file's InstanceNumber (``instance`` is then the frame number).
+    # dcm2niix sorts files by it before their frames, which orders a series written as
+    # one multi-frame file per volume (Siemens XA).
+    file_instance: int | None = None
 
     def sort_key(self) -> tuple:
         missing = -(2**62)  # absent numbers sort first, like dcm2niix's zero default
         return (
+            missing if self.file_instance is None else self.file_instance,
             self.dimensions,
             missing if self.temporal is None else self.temporal,
-            missing if self.acquisition is None else self.acquisition,
             missing if self.instance is None else self.instance,
+            missing if self.acquisition_time is None else self.acquisition_time,
         )
 
     def volume_identity(self) -> tuple:
         # Time point and diffusion encoding belong to the volume, so they must be equal
-        # across its slices; Acquisition/InstanceNumber may legitimately run per slice.
+        # across its slices; InstanceNumber and AcquisitionTime may run per slice.
         gradient = None if self.gradient is None else tuple(np.round(self.gradient, 4))
         return (self.temporal, self.b_value, gradient)
 
+    def is_isotropic_trace(self) -> bool:
+        """b > 0 without a direction: Philips' derived trace/ADC volume (dcm2niix's
+        isADCnotDTI; an enhanced ISOTROPIC frame has no gradient at all)."""
+        no_direction = self.gradient is None or not np.any(np.round(self.gradient, 4))
+        return bool(self.b_value) and no_direction
 
-def split_volumes(where: Path, frames: list[Frame]) -> Volumes | None:
-    """The volumes of a 4D series, or None when every frame has its own slice position."""
+
+def split_volumes(where: Path, frames: list[Frame], trace: bool = False) -> Volumes | None:
+    """The volumes of a 4D series, or None when every frame has its own slice position.
+
+    ``trace``: the Philips isotropic trace volume(s) alone instead of the series without
+    them (refused when the series has none)."""
     _, _, normal = slice_axes(where, frames)
     distances = np.array([f.position @ normal for f in frames])
     order = np.argsort(distances, kind="stable")
     gaps = np.diff(distances[order])
     if not (gaps <= DUPLICATE_MM).any():
+        if trace:
+            raise _no_trace(where, "a 3D series")
         return None  # a plain 3D series: its geometry is checked as before
     groups = np.split(order, np.flatnonzero(gaps > DUPLICATE_MM) + 1)
     if len(groups) == 1:
@@ -116,10 +143,35 @@ def split_volumes(where: Path, frames: list[Frame]) -> Volumes | None:
     first_volume, lps, geometry = volume_geometry(where, [s[0] for s in stacks])
     by_first = {id(s[0]): s for s in stacks}
     stacks = [by_first[id(f)] for f in first_volume]  # the order volume_geometry chose
-    n_volumes = len(stacks[0])
-    ordered = [stack[v] for v in range(n_volumes) for stack in stacks]
-    return Volumes(frames=ordered, n_volumes=n_volumes, lps=lps, geometry=geometry,
-                   facts=_volume_facts([labels[id(f)] for f in stacks[0]]))
+    volume_labels = [labels[id(f)] for f in stacks[0]]
+    traces = isotropic_trace_volumes(str(frames[0].dataset.get("Manufacturer", "")),
+                                     volume_labels)
+    if trace and not traces:
+        raise _no_trace(where, f"{len(volume_labels)} volumes, none of them b > 0 without a "
+                        "gradient direction (or too few others to leave it out)")
+    kept = traces if trace else [v for v in range(len(volume_labels)) if v not in traces]
+    ordered = [stack[v] for v in kept for stack in stacks]
+    facts = _volume_facts([volume_labels[v] for v in kept])
+    if traces:
+        facts["IsotropicTrace"] = "only" if trace else "left out"
+    return Volumes(frames=ordered, n_volumes=len(kept), lps=lps, geometry=geometry,
+                   facts=facts)
+
+
+def isotropic_trace_volumes(manufacturer: str, labels: list[_Label]) -> list[int]:
+    """Indices of the volumes dcm2niix leaves out of a DWI (nii_dicom_batch.cpp,
+    nii_saveDTI): Philips volumes with b > 0 and no gradient direction, unless fewer
+    than two volumes would remain (a b=0 + trace pair, or an all-isotropic series)."""
+    if "PHILIPS" not in manufacturer.upper():
+        return []
+    traces = [v for v, label in enumerate(labels) if label.is_isotropic_trace()]
+    return traces if len(labels) - len(traces) >= 2 else []
+
+
+def _no_trace(where: Path, what: str) -> DicomSeriesError:
+    return DicomSeriesError(
+        where, f"no isotropic trace volume to read: {what}",
+        hint="read the series without asking for its trace")
 
 
 def _check_counts(where: Path, stacks: list[list[Frame]]) -> None:
@@ -158,7 +210,7 @@ def _check_stack(where: Path, stack: list[Frame], labels: dict[int, _Label]) -> 
         if key == labels[id(b)].sort_key() and a.index == b.index:
             raise DicomSeriesError(
                 where, f"duplicated frame: {_name(a, where)} and {_name(b, where)} sit at the same "
-                "position with the same temporal/acquisition/instance numbers",
+                "position with the same temporal position, instance number and acquisition time",
                 hint="remove the duplicated file (or the series lacks the numbers that order "
                 "its volumes)",
             )
@@ -214,14 +266,15 @@ def _label(frame: Frame) -> _Label:
         if isinstance(dimensions, int):  # one dimension: pydicom gives a bare number
             dimensions = [dimensions]
         return _Label(temporal=_int(content.get("TemporalPositionIndex") if content else None),
-                      acquisition=None, instance=frame.index, b_value=b_value,
+                      instance=frame.index, acquisition_time=None, b_value=b_value,
                       gradient=gradient,
-                      dimensions=tuple(int(v) for v in reversed(dimensions or [])))
+                      dimensions=tuple(int(v) for v in reversed(dimensions or [])),
+                      file_instance=_int(ds.get("InstanceNumber")))
     b_value, gradient = _classic_diffusion(ds)
     return _Label(
         temporal=_int(ds.get("TemporalPositionIdentifier")),
-        acquisition=_int(ds.get("AcquisitionNumber")),
         instance=_int(ds.get("InstanceNumber")),
+        acquisition_time=seconds_of_day(ds.get("AcquisitionTime")),
         b_value=b_value,
         gradient=gradient,
     )
@@ -272,6 +325,16 @@ def _value(ds: Dataset, tag: tuple[int, int]):
     return value
 
 
+def seconds_of_day(value) -> float | None:
+    """A DICOM TM (HHMMSS.FFFFFF, leading parts only allowed) as seconds, or None."""
+    text = str(value or "").strip().replace(":", "")  # ACR-NEMA wrote HH:MM:SS
+    hours, minutes, seconds = text[:2], text[2:4] or "0", text[4:] or "0"
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
 def _int(value) -> int | None:
     number = optional_float(value)
     return None if number is None else int(number)
@@ -282,10 +345,11 @@ def _volume_facts(labels: list[_Label]) -> dict[str, Any]:
     facts: dict[str, Any] = {"NumberOfVolumes": len(labels)}
     varied = []
     enhanced = any(label.dimensions for label in labels)
-    for name, attribute in (("DimensionIndexValues", "dimensions"),
+    for name, attribute in (("InstanceNumber", "file_instance"),
+                            ("DimensionIndexValues", "dimensions"),
                             ("TemporalPositionIdentifier", "temporal"),
-                            ("AcquisitionNumber", "acquisition"),
                             ("FrameNumber" if enhanced else "InstanceNumber", "instance"),
+                            ("AcquisitionTime", "acquisition_time"),
                             ("DiffusionBValue", "b_value"),
                             ("DiffusionGradientOrientation", "gradient")):
         values = [getattr(label, attribute) for label in labels]

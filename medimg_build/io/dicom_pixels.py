@@ -12,7 +12,7 @@ from pydicom.pixels.utils import _get_jpg_parameters, get_nr_frames
 
 from ..errors import DicomSeriesError, ImageReadError
 from ..limits import check_size
-from .dicom_frames import Frame, frame_stack
+from .dicom_frames import Frame, frame_stack, optional_float
 
 
 def _decode(path: Path, dataset: Dataset) -> np.ndarray:
@@ -134,10 +134,25 @@ def invert_monochrome1(stack: np.ndarray, bits_stored: int, signed: bool) -> tup
     return (top - stack).astype(stack.dtype), top
 
 
-def rescale(stack: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, str]:
-    """Modality LUT (RescaleSlope/Intercept), frame by frame; how it was stored."""
+# Philips private MRScaleSlope, at the top level of classic files and in each frame's
+# Philips private functional group (2005,140F) of enhanced ones; dcm2niix reads it in both
+# places (nii_dicom.cpp: kPhilipsSlope inside kPrivatePerFrameSq).
+PHILIPS_SCALE_SLOPE = (0x2005, 0x100E)
+PHILIPS_PER_FRAME = (0x2005, 0x140F)
+
+
+def rescale(stack: np.ndarray, frames: list[Frame],
+            scale_slopes: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Modality LUT (RescaleSlope/Intercept), frame by frame; how it was stored.
+
+    ``scale_slopes``: Philips MRScaleSlope (SS) per frame, for dcm2niix's precise values
+    (stored * RS + RI) / (RS * SS) (nii_dicom_batch.cpp, PhilipsPreciseVal)."""
     slopes = np.array([f.slope for f in frames])
     intercepts = np.array([f.intercept for f in frames])
+    if scale_slopes is not None:
+        # Precise values are fractions of the stored integers: always float.
+        divisors = slopes * scale_slopes
+        return _scaled(stack, slopes / divisors, intercepts / divisors), "float32"
     if np.all(slopes == 1) and np.all(intercepts == 0):
         return stack, "none"
     uniform = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
@@ -150,11 +165,50 @@ def rescale(stack: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, str]:
             for k in range(stack.shape[0]):  # slice by slice: no full int32 temporary
                 out[k] = stack[k].astype(np.int32) + int(intercepts[0])
             return out, "int16"
+    return _scaled(stack, slopes, intercepts), "float32"
+
+
+def _scaled(stack: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray) -> np.ndarray:
     # Computed in float64 (exact for every stored integer), stored as float32.
     out = np.empty(stack.shape, dtype=np.float32)
     for k in range(stack.shape[0]):
         out[k] = stack[k].astype(np.float64) * slopes[k] + intercepts[k]
-    return out, "float32"
+    return out
+
+
+def philips_scale_slopes(frames: list[Frame]) -> np.ndarray | None:
+    """Each frame's Philips MRScaleSlope, or None unless every frame of a Philips series
+    has a usable one (dcm2niix applies it only when SS and RS * SS are non-zero)."""
+    if "PHILIPS" not in str(frames[0].dataset.get("Manufacturer", "")).upper():
+        return None
+    found = []
+    for frame in frames:
+        value = _philips_scale_slope(frame)
+        if value is None or not np.isfinite(value) or value * frame.slope == 0:
+            return None
+        found.append(value)
+    return np.array(found, dtype=np.float64)
+
+
+def _philips_scale_slope(frame: Frame) -> float | None:
+    sources = [frame.dataset]
+    if frame.item is not None and PHILIPS_PER_FRAME in frame.item:
+        private = frame.item[PHILIPS_PER_FRAME].value
+        sources.insert(0, private[0] if len(private) else Dataset())
+    for source in sources:
+        if PHILIPS_SCALE_SLOPE in source:
+            return _float_value(source[PHILIPS_SCALE_SLOPE].value)
+    return None
+
+
+def _float_value(value) -> float | None:
+    """A FL value as pydicom gives it: a number, or raw little-endian bytes where an
+    implicit VR file leaves a private tag undecoded."""
+    if isinstance(value, bytes):
+        if len(value) not in (4, 8):
+            return None
+        return float(struct.unpack("<f" if len(value) == 4 else "<d", value)[0])
+    return optional_float(value)
 
 
 def to_index_order(stack: np.ndarray, spatial_ndim: int, n_volumes: int = 1) -> np.ndarray:

@@ -24,6 +24,7 @@ from ..image import MedicalImage
 from ..io import read_image
 from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
+from ..io.read_options import read_options
 from ..labels import classification
 from ..labels.splits import SplitPlan
 from ..limits import DEFAULT_MAX_VOXELS, OPTION, SETTING, max_voxels
@@ -45,8 +46,10 @@ class BuildContext:
 
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
-    # Every reader and step of this case refuses images past the recipe's size limit.
-    with max_voxels(recipe_max_voxels(context.recipe)):
+    # Every reader and step of this case refuses images past the recipe's size limit,
+    # and reads pixel values as the recipe's ``read`` section says.
+    with max_voxels(recipe_max_voxels(context.recipe)), \
+            read_options(**context.recipe.data.get("read", {})):
         return _harmonize_case(source, context)
 
 
