@@ -27,7 +27,7 @@ from ..geometry import LPS_TO_RAS
 from ..image import MedicalImage
 from ..limits import OPTION, SETTING, ImageTooLargeError, current_max_voxels
 from .dicom_4d import split_volumes
-from .dicom_frames import Frame, frames_of, planar_geometry, volume_geometry
+from .dicom_frames import Frame, frames_of, planar_geometry, slice_axes, volume_geometry
 from .dicom_parts import ImagePart, one_part
 from .dicom_pixels import invert_monochrome1, rescale, stack_pixels, to_index_order
 from .dicom_seg import is_segmentation, segmentation_image
@@ -67,7 +67,7 @@ def read_dicom(path: Path) -> MedicalImage:
         # A DICOM SEG (a mask, not an image series): decided on the header already read.
         return segmentation_image(*datasets[0])
     frames = frames_of(path, _one_series(path, datasets))
-    return _build_image(path, one_part(path, frames))
+    return _build_image(path, _one_image(path, frames))
 
 
 def read_dicom_files(where: Path, files: Sequence[Path],
@@ -82,7 +82,14 @@ def read_dicom_files(where: Path, files: Sequence[Path],
     datasets = [(path, _read_file(path)) for path in sorted(files)]
     if not datasets:
         raise ImageReadError(where, "no DICOM files given", hint="discover_series lists them")
-    return _build_image(where, one_part(where, frames_of(where, datasets), part))
+    return _build_image(where, _one_image(where, frames_of(where, datasets), part))
+
+
+def _one_image(where: Path, frames: list[Frame], part: ImagePart | None = None) -> list[Frame]:
+    """The frames of one image: those of ``part``, or all if they are one part."""
+    if part is None and all(f.orientation is not None for f in frames):
+        slice_axes(where, frames)  # a mixed-orientation folder keeps that, its own error
+    return one_part(where, frames, part)
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -344,8 +344,16 @@ def _split(members: list[_Header]) -> list[tuple[str, ImagePart, list[_Header]]]
     if len(volumes) == 1:
         ((_, part, _, _),) = volumes
         return [("", part, members)]
+    named = _named(volumes, planes, echo_time=False)
+    if len({name for name, _, _ in named}) < len(named):  # only the echo time differs
+        named = _named(volumes, planes, echo_time=True)
+    return named
+
+
+def _named(volumes: dict[tuple, list[_Header]], planes: list[np.ndarray], echo_time: bool,
+           ) -> list[tuple[str, ImagePart, list[_Header]]]:
     varies = [len({signature[k] for signature in volumes}) > 1 for k in range(4)]
-    part_name = part_names(list({signature[1] for signature in volumes}))
+    part_name = part_names(list({signature[1] for signature in volumes}), echo_time)
     named = []
     for (number, part, k, (rows, cols)), volume in volumes.items():
         words = []

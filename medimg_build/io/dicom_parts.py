@@ -249,9 +249,10 @@ def frames_by_part(frames: list[Frame]) -> dict[ImagePart, list[Frame]]:
     return {part: grouped[part] for part in sorted(grouped, key=ImagePart.sort_key)}
 
 
-def part_names(parts: list[ImagePart]) -> dict[ImagePart, str]:
+def part_names(parts: list[ImagePart], echo_time: bool | None = None) -> dict[ImagePart, str]:
     """Each part named by what differs between them ("echo 2", "fieldmap", "echo 2,
-    phase"); the echo time only where the echo numbers do not already tell them apart."""
+    phase"). The echo time is named if ``echo_time``; by default only where the echo
+    numbers and kinds do not already tell the parts apart."""
     def words(part: ImagePart, with_time: bool) -> str:
         said = []
         if len({p.echo for p in parts}) > 1:
@@ -262,8 +263,8 @@ def part_names(parts: list[ImagePart]) -> dict[ImagePart, str]:
             said.append(part.image_kind or "image kind not given")
         return ", ".join(said)
 
-    names = {part: words(part, False) for part in parts}
-    if len(set(names.values())) < len(names):
+    names = {part: words(part, bool(echo_time)) for part in parts}
+    if echo_time is None and len(set(names.values())) < len(names):
         names = {part: words(part, True) for part in parts}
     return names
 
