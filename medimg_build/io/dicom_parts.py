@@ -71,7 +71,7 @@ class ImagePart:
     def describe(self) -> str:
         """One line, e.g. "echo 2 phase"; "" for a part the headers say nothing about."""
         words = [] if self.echo is None else [f"echo {self.echo}"]
-        return " ".join(words + [self.image_kind] if self.image_kind else words)
+        return " ".join(words + ([self.image_kind] if self.image_kind else []))
 
     def sort_key(self) -> tuple:
         return (self.echo is None, self.echo or 0, _sort_kind(self.image_kind),
