@@ -92,8 +92,8 @@ def assert_parts_match(root: Path, niftis: list[Path], *, echoes_named: bool = T
     refs = discover_series(root).series
     assert len(refs) == len(niftis), (refs, niftis)
     for ref in refs:
-        matches = [n for n in niftis if kind_of(n) == (ref.image_kind if ref.image_kind !=
-                                                       "magnitude" else "")]
+        named = "" if ref.image_kind == "magnitude" else ref.image_kind  # no suffix
+        matches = [n for n in niftis if kind_of(n) == named]
         if echoes_named and len(matches) > 1:
             matches = [n for n in matches if (echo_of(n) or 1) == (ref.echo or 1)]
         assert len(matches) == 1, (ref, niftis)
