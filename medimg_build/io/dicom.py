@@ -32,7 +32,8 @@ from ..geometry import LPS_TO_RAS
 from ..image import MedicalImage
 from ..limits import OPTION, SETTING, ImageTooLargeError, current_max_voxels
 from .dicom_4d import split_volumes
-from .dicom_frames import Frame, frames_of, planar_geometry, volume_geometry
+from .dicom_frames import Frame, frames_of, planar_geometry, slice_axes, volume_geometry
+from .dicom_parts import ImagePart, one_part
 from .dicom_pixels import (
     invert_monochrome1,
     philips_scale_slopes,
@@ -81,11 +82,14 @@ def read_dicom(path: Path, trace: bool = False) -> MedicalImage:
         # A DICOM SEG (a mask, not an image series): decided on the header already read.
         return segmentation_image(*datasets[0])
     frames = frames_of(path, _one_series(path, datasets))
-    return _build_image(path, frames, trace)
+    return _build_image(path, _one_image(path, frames), trace)
 
 
-def read_dicom_files(where: Path, files: Sequence[Path], trace: bool = False) -> MedicalImage:
-    """Exactly these files as one series (a DicomSeriesRef's), named ``where`` in errors.
+def read_dicom_files(where: Path, files: Sequence[Path], part: ImagePart | None = None,
+                     trace: bool = False) -> MedicalImage:
+    """Exactly these files as one series (a DicomSeriesRef's), named ``where`` in errors;
+    with ``part``, only its frames (dicom_parts: one echo, one image kind), else the
+    frames must be one part.
 
     Each file goes through the same reading, frame and pixel code as a folder's files, in
     the same (sorted path) order, so the result equals reading a folder of just them.
@@ -93,7 +97,14 @@ def read_dicom_files(where: Path, files: Sequence[Path], trace: bool = False) ->
     datasets = [(path, _read_file(path)) for path in sorted(files)]
     if not datasets:
         raise ImageReadError(where, "no DICOM files given", hint="discover_series lists them")
-    return _build_image(where, frames_of(where, datasets), trace)
+    return _build_image(where, _one_image(where, frames_of(where, datasets), part), trace)
+
+
+def _one_image(where: Path, frames: list[Frame], part: ImagePart | None = None) -> list[Frame]:
+    """The frames of one image: those of ``part``, or all if they are one part."""
+    if part is None and all(f.orientation is not None for f in frames):
+        slice_axes(where, frames)  # a mixed-orientation folder keeps that, its own error
+    return one_part(where, frames, part)
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -444,6 +455,11 @@ def _facts(dataset: Dataset, frames: list[Frame], files: list[str]) -> dict[str,
         facts["SliceThickness"] = frames[0].thickness  # enhanced: in a functional group
     if "PixelSpacing" not in facts and frames[0].pixel_spacing is not None:
         facts["PixelSpacing"] = list(frames[0].pixel_spacing)
+    part = frames[0].part  # one part per image (dicom_parts.one_part)
+    if part.image_kind:
+        facts["ImageKind"] = part.image_kind
+    if part.echo is not None:
+        facts["EchoNumber"] = part.echo
     meta_info = getattr(dataset, "file_meta", None)
     if meta_info is not None and "TransferSyntaxUID" in meta_info:
         facts["TransferSyntaxUID"] = str(meta_info.TransferSyntaxUID)

@@ -10,9 +10,13 @@ Grouping rules (those of dcm2niix's ``isSameSet``, minus its vendor-specific one
 * files group by (StudyInstanceUID, SeriesInstanceUID); files whose SeriesInstanceUID is
   empty or missing (anonymizers strip it, e.g. TotalSegmentator's example CT) group by
   their folder plus SeriesNumber instead;
-* one series UID is split into several volumes where SeriesNumber, EchoNumbers (multi-
-  echo), ImageOrientationPatient (localizers, mixed planes) or Rows/Columns differ; the
-  part's ``split`` names what differs, e.g. ``"echo 2"`` or ``"orientation 2 (axial)"``;
+* one series UID is split into several volumes where SeriesNumber, the image part
+  (dicom_parts: echo number, echo time, image kind magnitude/phase/real/imaginary/field
+  map, as dcm2niix splits them), ImageOrientationPatient (localizers, mixed planes) or
+  Rows/Columns differ; the part's ``split`` names what differs, e.g. ``"echo 2"``,
+  ``"echo 2, fieldmap"`` or ``"orientation 2 (axial)"``. The parts of one enhanced file
+  (a Philips field map and its magnitude) are refs sharing that file, each reading only
+  its own frames;
 * time points and diffusion directions of one series stay together (they are one 4D
   series): no split by TemporalPositionIdentifier, AcquisitionNumber or b-value;
 * within a volume, a byte-identical copy of a file (same SOPInstanceUID, same bytes) is
@@ -28,6 +32,7 @@ from __future__ import annotations
 import filecmp
 import os
 import warnings
+from collections import Counter
 from io import BytesIO
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,17 +47,40 @@ from ..errors import ImageReadError, MedimgError, one_line
 from ..image import MedicalImage
 from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files, starts_without_preamble
 from .dicom_frames import ORIENTATION_ATOL, floats
+from .dicom_parts import (
+    PART_KEYWORDS,
+    PRIVATE_ELEMENTS,
+    ImagePart,
+    classic_part,
+    enhanced_parts,
+    part_names,
+)
 
 __all__ = ["DicomDiscovery", "DicomSeriesRef", "SkippedFile", "discover_series",
            "group_datasets", "read_dicom_series"]
 
 # The attributes grouping needs; everything else is skipped unparsed (specific_tags).
+# The functional groups of enhanced files are read whole: they say each frame's part.
 HEADER_TAGS = (
     "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
-    "SeriesNumber", "SeriesDescription", "EchoNumbers", "ImageOrientationPatient",
-    "Rows", "Columns", "NumberOfFrames",
+    "SeriesNumber", "SeriesDescription", "ImageOrientationPatient",
+    "Rows", "Columns", "NumberOfFrames", "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence", *PART_KEYWORDS,
 )
-_HEADER_TAG_NUMBERS = [Tag(keyword) for keyword in HEADER_TAGS]  # read_partial wants tags
+
+
+def _private_tags() -> list[int]:
+    """Every private creator slot of the groups the parts read, and the elements they
+    read in any block a creator may reserve (dcm2niix follows remapped blocks too)."""
+    tags = []
+    for group, offset, _ in PRIVATE_ELEMENTS:
+        tags += [(group << 16) | block for block in range(0x10, 0x100)]
+        tags += [(group << 16) | (block << 8) | offset for block in range(0x10, 0x100)]
+    return sorted(set(tags))
+
+
+_HEADER_TAG_NUMBERS = [Tag(keyword) for keyword in HEADER_TAGS] + [
+    Tag(tag) for tag in _private_tags()]  # read_partial wants tags
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage SOP class
 PIXEL_TAGS = {0x7FE00010, 0x7FE00009, 0x7FE00008}  # PixelData, Double/Float PixelData
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -76,8 +104,16 @@ class DicomSeriesRef:
     modality: str | None
     series_description: str
     series_number: int | None
-    n_frames: int  # 2D frames stored (a multi-frame file counts its NumberOfFrames)
+    n_frames: int  # 2D frames of this volume (a multi-frame file counts its frames)
     label: str  # e.g. "#4 'T1 SAG' MR [echo 2]"; no patient identifiers
+    # The image part (dicom_parts) all its frames share; reading selects its frames.
+    image_kind: str = ""  # magnitude, phase, real, imaginary, fieldmap (Hz) or ""
+    echo: int | None = None  # EchoNumbers
+    echo_time: float | None = None  # ms
+
+    @property
+    def part(self) -> ImagePart:
+        return ImagePart(self.image_kind, self.echo, self.echo_time)
 
     @property
     def folder(self) -> Path:
@@ -130,7 +166,7 @@ def group_datasets(pairs: Iterable[tuple[Path, Dataset]]) -> list[DicomSeriesRef
 def read_dicom_series(ref: DicomSeriesRef) -> MedicalImage:
     """Exactly the ref's files, through the same frame/geometry/pixel code as a folder."""
     try:
-        return read_dicom_files(ref.folder, ref.files)
+        return read_dicom_files(ref.folder, ref.files, ref.part)
     except MedimgError as error:
         # Name the series too: a split part shares its folder with its siblings.
         raise type(error)(error.path, f"series {ref.label}: {error.problem}",
@@ -149,10 +185,9 @@ class _Header:
     series_number: int | None
     description: str
     modality: str | None
-    echo: str
     orientation: np.ndarray | None
     size: tuple[int, int]
-    n_frames: int
+    parts: dict[ImagePart, int]  # frames of each part (several in one enhanced file)
 
     @classmethod
     def of(cls, path: Path, ds: Dataset) -> _Header:
@@ -164,11 +199,16 @@ class _Header:
             series_number=_int(ds.get("SeriesNumber")),
             description=" ".join(_text(ds.get("SeriesDescription")).split()),
             modality=_text(ds.get("Modality")) or None,
-            echo=_text(ds.get("EchoNumbers")),
             orientation=floats(ds.get("ImageOrientationPatient"), 6),
             size=(_int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0),
-            n_frames=_int(ds.get("NumberOfFrames")) or 1,
+            parts=_parts(ds),
         )
+
+
+def _parts(ds: Dataset) -> dict[ImagePart, int]:
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return dict(Counter(enhanced_parts(ds)))
+    return {classic_part(ds): _int(ds.get("NumberOfFrames")) or 1}
 
 
 def _read_header(path: Path) -> _Header | SkippedFile:
@@ -182,8 +222,14 @@ def _read_header(path: Path) -> _Header | SkippedFile:
                 return _without_preamble(path, head, size)
             # Parse from memory: pydicom calls tell() per element, a syscall on a real
             # file (GE headers hold ~700 elements). Headers longer than the first read
-            # (enhanced multi-frame) end without reaching the pixels: parse the file.
-            ds, pixels = _parse(BytesIO(head))
+            # (enhanced multi-frame) end without reaching the pixels, or inside an
+            # element or sequence cut by the read: parse the file.
+            try:
+                ds, pixels = _parse(BytesIO(head))
+            except Exception:  # noqa: BLE001 - cut short; a whole file's error is kept
+                if len(head) == size:
+                    raise
+                pixels = {}
             if not pixels and len(head) < size:
                 handle.seek(0)
                 ds, pixels = _parse(handle)
@@ -271,15 +317,16 @@ def _group(headers: list[_Header]) -> tuple[list[DicomSeriesRef], list[SkippedFi
     series: list[DicomSeriesRef] = []
     duplicates: list[SkippedFile] = []
     for members in groups.values():
-        for split, part in _split(members):
-            kept = _without_duplicates(part, duplicates)
-            series.append(_ref(kept, split))
-    series.sort(key=lambda ref: (str(ref.files[0]), ref.split))
+        for split, part, volume in _split(members):
+            kept = _without_duplicates(volume, duplicates)
+            series.append(_ref(kept, split, part))
+    series.sort(key=lambda ref: (str(ref.files[0]), ref.part.sort_key(), ref.split))
     return series, duplicates
 
 
-def _split(members: list[_Header]) -> list[tuple[str, list[_Header]]]:
-    """One series UID's files as volumes: by SeriesNumber, echo, orientation, size."""
+def _split(members: list[_Header]) -> list[tuple[str, ImagePart, list[_Header]]]:
+    """One series UID's files as volumes: by SeriesNumber, part, orientation, size. A
+    file holding several parts (an enhanced field map) is in the volume of each."""
     planes: list[np.ndarray] = []  # representatives, matched within ORIENTATION_ATOL
 
     def plane(orientation: np.ndarray | None) -> int:
@@ -291,25 +338,37 @@ def _split(members: list[_Header]) -> list[tuple[str, list[_Header]]]:
         planes.append(orientation)
         return len(planes) - 1
 
-    parts: dict[tuple, list[_Header]] = {}
+    volumes: dict[tuple, list[_Header]] = {}
     for h in members:
-        parts.setdefault((h.series_number, h.echo, plane(h.orientation), h.size), []).append(h)
-    if len(parts) == 1:
-        return [("", members)]
-    varies = [len({signature[k] for signature in parts}) > 1 for k in range(4)]
+        k = plane(h.orientation)
+        for part in h.parts:
+            volumes.setdefault((h.series_number, part, k, h.size), []).append(h)
+    if len(volumes) == 1:
+        ((_, part, _, _),) = volumes
+        return [("", part, members)]
+    named = _named(volumes, planes, echo_time=False)
+    if len({name for name, _, _ in named}) < len(named):  # only the echo time differs
+        named = _named(volumes, planes, echo_time=True)
+    return named
+
+
+def _named(volumes: dict[tuple, list[_Header]], planes: list[np.ndarray], echo_time: bool,
+           ) -> list[tuple[str, ImagePart, list[_Header]]]:
+    varies = [len({signature[k] for signature in volumes}) > 1 for k in range(4)]
+    part_name = part_names(list({signature[1] for signature in volumes}), echo_time)
     named = []
-    for (number, echo, k, (rows, cols)), part in parts.items():
+    for (number, part, k, (rows, cols)), volume in volumes.items():
         words = []
         if varies[0]:
             words.append(f"series number {number}")
         if varies[1]:
-            words.append(f"echo {echo or '?'}")
+            words.append(part_name[part])
         if varies[2]:
             words.append("no orientation" if k < 0 else
                          f"orientation {k + 1} ({_plane_name(planes[k])})")
         if varies[3]:
             words.append(f"{cols}x{rows}")
-        named.append((", ".join(words), part))
+        named.append((", ".join(w for w in words if w), part, volume))
     return named
 
 
@@ -343,16 +402,17 @@ def _identical(a: Path, b: Path) -> bool:
         return False
 
 
-def _ref(part: list[_Header], split: str) -> DicomSeriesRef:
-    head = part[0]
+def _ref(volume: list[_Header], split: str, part: ImagePart) -> DicomSeriesRef:
+    head = volume[0]
     number = "?" if head.series_number is None else head.series_number
     label = (f"#{number} '{head.description or 'no description'}' "
              f"{head.modality or 'unknown modality'}" + (f" [{split}]" if split else ""))
     return DicomSeriesRef(
         study_uid=head.study_uid, series_uid=head.series_uid, split=split,
-        files=tuple(h.path for h in part), modality=head.modality,
+        files=tuple(h.path for h in volume), modality=head.modality,
         series_description=head.description, series_number=head.series_number,
-        n_frames=sum(h.n_frames for h in part), label=label,
+        n_frames=sum(h.parts[part] for h in volume), label=label,
+        image_kind=part.image_kind, echo=part.echo, echo_time=part.echo_time,
     )
 
 

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from ..errors import DicomSeriesError
+from .dicom_parts import ImagePart, classic_part, enhanced_part
 
 # Tolerances, chosen like dcm2niix/dicom2nifti: scanners write positions with ~1e-5 mm
 # rounding, a missing slice or a real gap is of the order of the spacing itself.
@@ -52,6 +53,8 @@ class Frame:
     # Enhanced multi-frame: this frame's per-frame functional group item (temporal
     # position, diffusion); None for classic files and mosaic tiles.
     item: Dataset | None = None
+    # The image it belongs to among those dcm2niix writes separately (dicom_parts).
+    part: ImagePart = ImagePart()
 
 
 def floats(value, count: int) -> np.ndarray | None:
@@ -136,6 +139,7 @@ def _classic_frame(path: Path, dataset: Dataset) -> Frame:
         thickness=optional_float(dataset.get("SliceThickness")),
         slope=optional_float(dataset.get("RescaleSlope")) or 1.0,
         intercept=optional_float(dataset.get("RescaleIntercept")) or 0.0,
+        part=classic_part(dataset),
     )
 
 
@@ -170,6 +174,7 @@ def _enhanced_frames(path: Path, dataset: Dataset) -> list[Frame]:
                 slope=optional_float(transform.get("RescaleSlope")) or 1.0,
                 intercept=optional_float(transform.get("RescaleIntercept")) or 0.0,
                 item=item,
+                part=enhanced_part(dataset, item, shared_item),
             )
         )
     return frames
@@ -252,7 +257,7 @@ def _mosaic_frames(path: Path, dataset: Dataset) -> list[Frame]:
         Frame(path=path, dataset=dataset, index=k, position=first + k * gap * normal,
                orientation=template.orientation, pixel_spacing=template.pixel_spacing,
                thickness=template.thickness, slope=template.slope,
-               intercept=template.intercept)
+               intercept=template.intercept, part=template.part)
         for k in range(count)
     ]
 

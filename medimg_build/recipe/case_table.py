@@ -28,6 +28,8 @@ ACQUISITION_COLUMNS = {
     "ConvolutionKernel": "convolution_kernel", "SeriesDescription": "series_description",
     "ProtocolName": "protocol_name", "BodyPartExamined": "body_part",
     "ContrastBolusAgent": "contrast_agent",
+    # The image part of a series that dcm2niix writes as several images (io/dicom_parts).
+    "ImageKind": "image_kind", "EchoNumber": "echo",
 }
 
 
