@@ -60,13 +60,13 @@ def _dcm2niix_identity(nifti: Path) -> tuple[int | None, str, int | None, list[s
 
 
 def _our_kind(ref: DicomSeriesRef) -> str:
-    return getattr(ref, "image_kind", "") or "magnitude"  # headers that say nothing: dcm2niix's default
+    return ref.image_kind or "magnitude"  # headers that say nothing: dcm2niix's default
 
 
 def _match(refs: list[DicomSeriesRef], number, kind, echo) -> list[DicomSeriesRef]:
     found = [r for r in refs if r.series_number == number and _our_kind(r) == kind]
     if len(found) > 1 and echo is not None:
-        found = [r for r in found if getattr(r, "echo", None) == echo]
+        found = [r for r in found if r.echo == echo]
     return found
 
 
