@@ -11,7 +11,6 @@ ours that dcm2niix does not write must be refused too.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from medimg_build.errors import MedimgError
 from medimg_build.io.dicom_discovery import DicomSeriesRef, discover_series, read_dicom_series
 
-from dcm2niix_reference import assert_same_volume, dcm2niix_binary, run_dcm2niix
+from dcm2niix_reference import assert_same_volume, kind_and_echo, run_dcm2niix
 
 COLLECTIONS = ["dcm_qa_vendor", "dcm_qa_nih", "dcm_qa_ts", "dcm_qa_12bit", "dicom2nifti",
                "totalsegmentator", "torchxrayvision"]
@@ -38,23 +37,11 @@ REFUSED: dict[tuple[str, int | None], str] = {
     ("torchxrayvision/tests", 1): "read one file at a time",
 }
 
-# dcm2niix's name suffixes after "%s" (the series number): what the volume is.
-KIND_SUFFIXES = {"ph": "phase", "real": "real", "imaginary": "imaginary",
-                 "fieldmaphz": "fieldmap"}
-ECHO = re.compile(r"e(\d+)")
-
 
 def _dcm2niix_identity(nifti: Path) -> tuple[int | None, str, int | None, list[str]]:
     """(series number, image kind, echo, other suffixes) from dcm2niix's file name."""
-    number, *suffixes = nifti.stem.split("_")
-    kind, echo, other = "magnitude", None, []
-    for suffix in suffixes:
-        if suffix in KIND_SUFFIXES:
-            kind = KIND_SUFFIXES[suffix]
-        elif match := ECHO.fullmatch(suffix):
-            echo = int(match.group(1))
-        else:
-            other.append(suffix)
+    number, *suffixes = nifti.stem.split("_")  # run with -f %s: the series number first
+    kind, echo, other = kind_and_echo(suffixes)
     # dcm2niix writes 0 for a series without SeriesNumber (anonymized files)
     return (int(number) or None if number.isdigit() else None), kind, echo, other
 
@@ -86,14 +73,14 @@ def _folders(collection: Path) -> dict[Path, list[DicomSeriesRef]]:
 
 @pytest.mark.parametrize("collection", COLLECTIONS)
 def test_every_series_equals_dcm2niix_or_is_refused(shared_data, tmp_path, collection):
-    binary = dcm2niix_binary()
     problems: list[str] = []
     folders = _folders(shared_data / collection)
     assert folders, f"no DICOM series found under {collection}"
     for k, (folder, refs) in enumerate(sorted(folders.items())):
         where = folder.relative_to(shared_data).as_posix()
         matched: set[int] = set()
-        for nifti in run_dcm2niix(binary, folder, tmp_path / str(k), ["-d", "0", "-f", "%s"]):
+        for nifti in run_dcm2niix(folder, tmp_path / str(k), ["-d", "0", "-f", "%s"],
+                                  no_dicom_ok=True):
             number, kind, echo, other = _dcm2niix_identity(nifti)
             found = _match(refs, number, kind, echo)
             if len(found) != 1:

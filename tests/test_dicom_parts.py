@@ -15,13 +15,9 @@ from those copies: the scaling convention (issue 15, item 4) is not what is test
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
@@ -34,7 +30,7 @@ from medimg_build.io.dicom_parts import ImagePart
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 
-from test_io_dicom_dcm2niix import _dcm2niix
+from dcm2niix_reference import assert_same_volume, kind_and_echo, run_dcm2niix
 
 VENDOR = "dcm_qa_vendor"
 GE_B0MAP = f"{VENDOR}/dcm_qa_fmap/In/GE/6_CV_Neuro"
@@ -42,48 +38,10 @@ PHILIPS_FMAP = f"{VENDOR}/dcm_qa_fmap/In/Philips/fmap/IM_0027_fMAP.dcm"
 SIEMENS_PHASE = f"{VENDOR}/dcm_qa_fmap/In/Siemens/3_gre_field_magph"
 PHILIPS_CLASSIC = f"{VENDOR}/dcm_qa_philips_enh/In/cl"
 PRIVATE_SCALE = 0x2005100E  # Philips MRScaleSlope
-SUFFIX_KIND = {"_fieldmaphz": "fieldmap", "_ph": "phase", "_real": "real",
-               "_imaginary": "imaginary"}
-
-
-@pytest.fixture(scope="module")
-def dcm2niix() -> str:
-    return _dcm2niix()
+DCM2NIIX = ["-b", "n", "-f", "%s_%d"]  # no sidecars; series number and description
 
 
 # -- comparing with dcm2niix --------------------------------------------------------------
-
-
-def run_dcm2niix(dcm2niix: str, folder: Path, out: Path) -> list[Path]:
-    out.mkdir(parents=True)
-    result = subprocess.run([dcm2niix, "-b", "n", "-z", "n", "-f", "%s_%d", "-o", str(out),
-                             str(folder)], check=False, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return sorted(out.glob("*.nii"))
-
-
-def kind_of(nifti: Path) -> str:
-    """The image kind dcm2niix's file name says (no suffix: magnitude or unsaid)."""
-    return next((kind for suffix, kind in SUFFIX_KIND.items() if suffix in nifti.stem), "")
-
-
-def echo_of(nifti: Path) -> int | None:
-    found = re.search(r"_e(\d+)", nifti.stem)
-    return int(found.group(1)) if found else None
-
-
-def assert_same_image(image, nifti: Path) -> None:
-    theirs = nib.as_closest_canonical(nib.load(nifti))
-    ours = nib.as_closest_canonical(nib.Nifti1Image(image.array, image.affine))
-    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-3, rtol=0)
-    expected = np.asanyarray(theirs.dataobj)  # nibabel applies scl_slope / scl_inter
-    actual = np.asanyarray(ours.dataobj)
-    assert actual.shape == expected.shape
-    if np.issubdtype(actual.dtype, np.integer):
-        np.testing.assert_array_equal(actual, expected)
-    else:
-        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
 
 
 def assert_parts_match(root: Path, niftis: list[Path], *, echoes_named: bool = True) -> list:
@@ -91,14 +49,15 @@ def assert_parts_match(root: Path, niftis: list[Path], *, echoes_named: bool = T
     (and echo, where dcm2niix names echoes by EchoNumbers: classic files)."""
     refs = discover_series(root).series
     assert len(refs) == len(niftis), (refs, niftis)
+    named = {nifti: kind_and_echo(nifti.stem.split("_")) for nifti in niftis}
     for ref in refs:
-        named = "" if ref.image_kind == "magnitude" else ref.image_kind  # no suffix
-        matches = [n for n in niftis if kind_of(n) == named]
+        kind = ref.image_kind or "magnitude"  # unsaid: dcm2niix adds no suffix either
+        matches = [n for n in niftis if named[n][0] == kind]
         if echoes_named and len(matches) > 1:
-            matches = [n for n in matches if (echo_of(n) or 1) == (ref.echo or 1)]
+            matches = [n for n in matches if (named[n][1] or 1) == (ref.echo or 1)]
         assert len(matches) == 1, (ref, niftis)
         image = read_dicom_series(ref)
-        assert_same_image(image, matches[0])
+        assert_same_volume(image, matches[0])
         assert image.meta["dicom"].get("ImageKind", "") == ref.image_kind
         assert image.meta["dicom"].get("EchoNumber") == ref.echo
     return refs
@@ -167,8 +126,7 @@ def test_ge_b0_map_is_a_field_map_in_hz_and_a_magnitude(shared_data):
                                 ref_folder / "GE_6_CV_Neuro_HH_Adv_fieldmaphz.nii"])
 
 
-def test_philips_enhanced_field_map_and_magnitude_in_one_file(shared_data, dcm2niix,
-                                                               tmp_path):
+def test_philips_enhanced_field_map_and_magnitude_in_one_file(shared_data, tmp_path):
     ds = pydicom.dcmread(shared_data / PHILIPS_FMAP)
     without_private_scale(ds)
     (tmp_path / "in").mkdir()
@@ -176,7 +134,7 @@ def test_philips_enhanced_field_map_and_magnitude_in_one_file(shared_data, dcm2n
     with pytest.raises(DicomSeriesError) as refused:
         read_image(tmp_path / "in" / "IM_0027_fMAP.dcm")
     assert "magnitude (32 frames); fieldmap (32 frames)" in str(refused.value)
-    niftis = run_dcm2niix(dcm2niix, tmp_path / "in", tmp_path / "out")
+    niftis = run_dcm2niix(tmp_path / "in", tmp_path / "out", DCM2NIIX)
     refs = assert_parts_match(tmp_path / "in", niftis, echoes_named=False)
     # Two refs share the one file; each reads only its own 32 frames.
     assert [(r.image_kind, r.n_frames, len(r.files)) for r in refs] == [
@@ -191,16 +149,15 @@ def test_siemens_phase_of_echo_2_says_so(shared_data):
     assert image.meta["dicom"]["EchoNumber"] == 2
     (ref,) = discover_series(folder).series
     assert (ref.image_kind, ref.echo, ref.split) == ("phase", 2, "")
-    assert_same_image(image, shared_data / f"{VENDOR}/dcm_qa_fmap/Ref/"
-                      "Si_3_gre_field_magph_e2_ph.nii")
+    assert_same_volume(image, shared_data / f"{VENDOR}/dcm_qa_fmap/Ref/"
+                       "Si_3_gre_field_magph_e2_ph.nii")
 
 
 @pytest.mark.parametrize(("magnitude", "phase"), [
     ("ORIGINAL\\PRIMARY\\M_FFE\\M\\FFE", "ORIGINAL\\PRIMARY\\P_FFE\\P\\FFE"),
     ("ORIGINAL\\PRIMARY\\SW_M\\SW_M\\SW", "ORIGINAL\\PRIMARY\\SW_P\\SW_P\\SW"),
 ], ids=["M-P", "SW_M-SW_P"])
-def test_philips_classic_magnitude_and_phase(shared_data, dcm2niix, tmp_path, magnitude,
-                                             phase):
+def test_philips_classic_magnitude_and_phase(shared_data, tmp_path, magnitude, phase):
     sources, uid = philips_volume(shared_data), generate_uid()
     series = tmp_path / "series"
     write_part(sources, series / "m", uid, 1, image_type=magnitude)
@@ -208,12 +165,12 @@ def test_philips_classic_magnitude_and_phase(shared_data, dcm2niix, tmp_path, ma
     with pytest.raises(DicomSeriesError) as refused:
         read_image(series)
     assert "magnitude (40 frames); phase (40 frames)" in str(refused.value)
-    niftis = run_dcm2niix(dcm2niix, series, tmp_path / "out")
+    niftis = run_dcm2niix(series, tmp_path / "out", DCM2NIIX)
     refs = assert_parts_match(series, niftis)
     assert [r.image_kind for r in refs] == ["magnitude", "phase"]
 
 
-def test_two_echoes_of_magnitude_and_phase(shared_data, dcm2niix, tmp_path):
+def test_two_echoes_of_magnitude_and_phase(shared_data, tmp_path):
     sources, uid = philips_volume(shared_data), generate_uid()
     series = tmp_path / "series"
     for echo, echo_time in ((1, 4.6), (2, 9.2)):
@@ -228,7 +185,7 @@ def test_two_echoes_of_magnitude_and_phase(shared_data, dcm2niix, tmp_path):
     assert ("holds 4 images that dcm2niix writes separately: echo 1, magnitude (40 "
             "frames); echo 1, phase (40 frames); echo 2, magnitude (40 frames); echo 2, "
             "phase (40 frames)") in str(refused.value)
-    niftis = run_dcm2niix(dcm2niix, series, tmp_path / "out")
+    niftis = run_dcm2niix(series, tmp_path / "out", DCM2NIIX)
     refs = assert_parts_match(series, niftis)
     assert sorted((r.echo, r.image_kind, r.split) for r in refs) == [
         (1, "magnitude", "echo 1, magnitude"), (1, "phase", "echo 1, phase"),
@@ -237,7 +194,7 @@ def test_two_echoes_of_magnitude_and_phase(shared_data, dcm2niix, tmp_path):
 
 @pytest.mark.parametrize(("component", "kind"), [
     ("PHASE", "phase"), ("REAL", "real"), ("IMAGINARY", "imaginary")])
-def test_enhanced_complex_image_component(shared_data, dcm2niix, tmp_path, component, kind):
+def test_enhanced_complex_image_component(shared_data, tmp_path, component, kind):
     # The real Philips enhanced file, its field-map frames relabelled per frame as
     # another component of the same echo: only ComplexImageComponent tells them apart.
     ds = pydicom.dcmread(shared_data / PHILIPS_FMAP)
@@ -258,12 +215,12 @@ def test_enhanced_complex_image_component(shared_data, dcm2niix, tmp_path, compo
     with pytest.raises(DicomSeriesError) as refused:
         read_image(tmp_path / "in" / "enhanced.dcm")
     assert f"magnitude (32 frames); {kind} (32 frames)" in str(refused.value)
-    niftis = run_dcm2niix(dcm2niix, tmp_path / "in", tmp_path / "out")
+    niftis = run_dcm2niix(tmp_path / "in", tmp_path / "out", DCM2NIIX)
     refs = assert_parts_match(tmp_path / "in", niftis, echoes_named=False)
     assert [r.image_kind for r in refs] == ["magnitude", kind]
 
 
-def test_siemens_echoes_read_as_a_folder_are_refused(shared_data, dcm2niix, tmp_path):
+def test_siemens_echoes_read_as_a_folder_are_refused(shared_data, tmp_path):
     # discover_series always split by EchoNumbers; read_image(folder) stacked the echoes
     # as the channels of one 4D image.
     series = tmp_path / "series"
@@ -279,7 +236,7 @@ def test_siemens_echoes_read_as_a_folder_are_refused(shared_data, dcm2niix, tmp_
         read_image(series)
     assert "2 images that dcm2niix writes separately: echo 1 (36 frames); echo 2 (36 " \
         "frames)" in str(refused.value)
-    niftis = run_dcm2niix(dcm2niix, series, tmp_path / "out")
+    niftis = run_dcm2niix(series, tmp_path / "out", DCM2NIIX)
     refs = assert_parts_match(series, niftis)
     assert [(r.echo, r.image_kind, r.split) for r in refs] == [
         (1, "phase", "echo 1"), (2, "phase", "echo 2")]

@@ -12,10 +12,8 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -23,28 +21,16 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
-from test_io_dicom_dcm2niix import _dcm2niix
 
 from medimg_build.errors import DicomSeriesError, ImageReadError
 from medimg_build.io import read_image
 from medimg_build.io.dicom_discovery import discover_series, read_dicom_series
 
+from dcm2niix_reference import assert_same_affine, assert_same_volume, run_dcm2niix
+
 XA10 = "dcm_qa_vendor/dcm_qa_enh/In/Siemens/XA10"
 XA10_REF = "dcm_qa_vendor/dcm_qa_enh/Ref/Siemens_REST1_w_SMS_PF7-8_6.nii"
 CLASSIC_MR = "dicom2nifti/generic/anatomical/001"  # four 256x256 MR slices, Part 10
-
-
-def ras(array: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    return nib.as_closest_canonical(nib.Nifti1Image(array, affine))
-
-
-def run_dcm2niix(folder: Path, out: Path) -> Path:
-    out.mkdir()
-    result = subprocess.run([_dcm2niix(), "-b", "y", "-z", "n", "-o", str(out), str(folder)],
-                            check=False, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    [nifti] = sorted(out.glob("*.nii"))
-    return nifti
 
 
 # -- item 6: Siemens XA, one enhanced file per volume -----------------------------------------
@@ -62,14 +48,9 @@ def xa_files_in_reverse(shared_data: Path, folder: Path) -> list[Path]:
 def test_xa_volume_files_make_the_4d_image_dcm2niix_writes(shared_data, tmp_path):
     xa_files_in_reverse(shared_data, tmp_path / "xa")
     image = read_image(tmp_path / "xa")
-    truth = nib.as_closest_canonical(nib.load(shared_data / XA10_REF))
-    ours = ras(image.array, image.affine)
-    assert image.array.shape == (64, 64, 6, 4) == truth.shape
-    np.testing.assert_allclose(ours.affine, truth.affine, atol=1e-3, rtol=0)
-    # Volume by volume: each holds the six slices of one time point, in time order.
-    for volume in range(4):
-        np.testing.assert_array_equal(np.asanyarray(ours.dataobj)[..., volume],
-                                      np.asanyarray(truth.dataobj)[..., volume])
+    assert image.array.shape == (64, 64, 6, 4)
+    # Each volume holds the six slices of one time point, in time order.
+    assert_same_volume(image, shared_data / XA10_REF)
     assert image.meta["dicom"]["NumberOfVolumes"] == 4
     assert len(image.meta["source_files"]) == 4
 
@@ -98,7 +79,7 @@ def test_xa_diffusion_volume_files_carry_their_b_values(shared_data, tmp_path):
     facts = image.meta["dicom"]
     assert facts["DiffusionBValues"] == b_values
     assert facts["DiffusionGradients"] == [list(g) if g else [0.0, 0.0, 0.0] for g in gradients]
-    nifti = run_dcm2niix(folder, tmp_path / "nii")
+    [nifti] = run_dcm2niix(folder, tmp_path / "nii")
     np.testing.assert_array_equal(facts["DiffusionBValues"], np.loadtxt(nifti.with_suffix(".bval")))
 
 
@@ -166,9 +147,8 @@ def test_single_slice_slab_is_spacing_between_slices_as_in_dcm2niix(shared_data,
     image = read_image(tmp_path / "one" / "slice.dcm")
     assert image.spacing[2] == pytest.approx(4.5)
     assert image.meta["geometry"]["slice_spacing_source"] == "SpacingBetweenSlices"
-    theirs = nib.as_closest_canonical(nib.load(run_dcm2niix(tmp_path / "one", tmp_path / "nii")))
-    np.testing.assert_allclose(ras(image.array, image.affine).affine, theirs.affine,
-                               atol=1e-3, rtol=0)
+    [nifti] = run_dcm2niix(tmp_path / "one", tmp_path / "nii")
+    assert_same_affine(image, nifti)
 
 
 # -- item 9: files without preamble or file meta ----------------------------------------------

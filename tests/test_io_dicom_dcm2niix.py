@@ -1,24 +1,22 @@
 """The real converter: dcm2niix (pip package ``dcm2niix``) run on real series, compared.
 
 Each case runs ``dcm2niix -b y -z n -o TMP DIR`` and compares our ``read_image`` with its
-NIfTI: the same affine in RAS+ within 1e-3 mm and the same voxel values after its
-scl_slope/scl_inter. Where dcm2niix follows a convention of its own, the case says so.
+NIfTI (``dcm2niix_reference.assert_same_volume``): the same affine in RAS+ within 1e-3 mm
+and the same voxel values after its scl_slope/scl_inter. Where dcm2niix follows a
+convention of its own, the case says so.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from medimg_build.io import read_image
 from medimg_build.io.read_options import read_options
+
+from dcm2niix_reference import assert_same_volume, run_dcm2niix
 
 # (id, path under shared data, extra dcm2niix options, our read options)
 CASES = [
@@ -41,59 +39,18 @@ CASES = [
 ]
 
 
-def _dcm2niix() -> str:
-    beside = Path(sys.executable).parent / "dcm2niix"
-    found = str(beside) if beside.is_file() else shutil.which("dcm2niix")
-    if found is None:
-        message = "dcm2niix not installed (pip install dcm2niix, part of the test extra)"
-        if os.environ.get("MEDIMG_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-@pytest.fixture(scope="module")
-def dcm2niix() -> str:
-    return _dcm2niix()
-
-
-def _convert(dcm2niix: str, source: Path, out: Path, options: list[str]) -> Path:
-    if source.is_file():  # dcm2niix converts folders: give the one file a folder
-        (out / "in").mkdir(parents=True)
-        source = Path(shutil.copy(source, out / "in" / source.name)).parent
-    (out / "nii").mkdir(parents=True)
-    result = subprocess.run(
-        [dcm2niix, *options, "-b", "y", "-z", "n", "-o", str(out / "nii"), str(source)],
-        check=False, capture_output=True, text=True, timeout=60,  # asserted below with output
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    [nifti] = sorted((out / "nii").glob("*.nii"))  # one series in, one volume out
-    return nifti
-
-
 @pytest.mark.parametrize(("rel", "options", "reading"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
-def test_matches_dcm2niix(shared_data, dcm2niix, tmp_path, rel, options, reading):
+def test_matches_dcm2niix(shared_data, tmp_path, rel, options, reading):
     source = shared_data / rel
     with read_options(**reading):
         image = read_image(source)
-    nifti = _convert(dcm2niix, source, tmp_path, options)
-    theirs = nib.as_closest_canonical(nib.load(nifti))
-    ours = nib.as_closest_canonical(nib.Nifti1Image(image.array, image.affine))
-    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-3, rtol=0)
-
-    expected = np.asanyarray(theirs.dataobj)  # nibabel applies scl_slope / scl_inter
-    if expected.dtype.names:  # RGB24 NIfTI: a structured array of R, G, B
-        expected = np.stack([expected[c] for c in "RGB"], axis=-1)
-    actual = np.asanyarray(ours.dataobj)
-    assert actual.shape == expected.shape
-    if np.issubdtype(actual.dtype, np.integer):
-        # Integers compared exactly (dcm2niix writes uint16 that fits as int16: values).
-        np.testing.assert_array_equal(actual, expected)
-    else:
-        # Float data: dcm2niix keeps the stored integers with a float32 scl_slope (or
-        # scales in float32); ours is scaled in float64 and rounded once to float32.
-        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=0)
+    if source.is_file():  # dcm2niix converts folders: give the one file a folder
+        (tmp_path / "in").mkdir()
+        shutil.copy(source, tmp_path / "in")
+        source = tmp_path / "in"
+    [nifti] = run_dcm2niix(source, tmp_path / "nii", options)  # one series, one volume
+    assert_same_volume(image, nifti)
 
     bval = nifti.with_suffix(".bval")
     if bval.is_file():  # same volumes in the same order as dcm2niix's .bval
