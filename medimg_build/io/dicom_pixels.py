@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels import as_pixel_options, get_decoder, pixel_array
 from pydicom.pixels.utils import _get_jpg_parameters, get_nr_frames
 
 from ..errors import DicomSeriesError, ImageReadError
 from ..limits import check_size
 from .dicom_frames import Frame, frame_stack
 
+PIXEL_KEYWORDS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData",
+                  0x7FE00009: "DoubleFloatPixelData"}
+
 
 def _decode(path: Path, dataset: Dataset) -> np.ndarray:
     _check_codestreams(path, dataset)
+    deferred = _deferred_pixels(dataset)
     try:
-        # pydicom decodes compressed transfer syntaxes through its plugins (pylibjpeg,
-        # Pillow) and converts YBR colour to RGB; nothing else is applied here.
-        pixels = dataset.pixel_array
+        with _decoding(path, dataset):
+            # pydicom decodes compressed transfer syntaxes through its plugins
+            # (pylibjpeg, Pillow) and converts YBR colour to RGB; nothing else is applied
+            # here. Its function, not Dataset.pixel_array: that one keeps a copy of the
+            # array on the dataset, and view_only lets native pixels be a read-only view
+            # on PixelData, copied once, into the stack.
+            pixels = pixel_array(dataset, view_only=True)
+    finally:
+        if deferred is not None:
+            # Back to "in the file": the bytes just read live on only in the returned
+            # view, so they are freed once copied and the next file reuses the memory
+            # (kept on every dataset, they cost a fresh allocation per file).
+            dataset[deferred.tag] = deferred
+    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, dataset)
+    return pixels
+
+
+@contextmanager
+def _decoding(path: Path, dataset: Dataset) -> Iterator[None]:
+    """Any failure of the decoder as one ImageReadError naming the file."""
+    try:
+        yield
     except MemoryError:
         raise  # not a decoding problem: read_image names the file and the size limit
     except Exception as error:  # noqa: BLE001 - plugin errors have no common base class
@@ -30,12 +61,53 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
             path, f"cannot decode pixel data ({name}; {type(error).__name__}: {error})",
             hint="the file may be truncated, or needs a pylibjpeg/gdcm plugin",
         ) from error
-    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
-    if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
 
-        pixels = apply_color_lut(pixels, dataset)
-    return pixels
+
+def _deferred_pixels(dataset: Dataset) -> RawDataElement | None:
+    """The pixel data element when the header parse left its value in the file."""
+    for tag in PIXEL_KEYWORDS:
+        if tag in dataset:
+            element = dataset.get_item(tag, keep_deferred=True)
+            return element if isinstance(element, RawDataElement) and element.value is None \
+                else None
+    return None
+
+
+def _read_into(slot: np.ndarray, path: Path, dataset: Dataset) -> bool:
+    """Decode a single-frame file's uncompressed little-endian pixels in place: the
+    bytes go from the file straight into ``slot`` (a C-ordered 2D slice of the stack),
+    which is then handed to pydicom's decoder as the pixel data, so its checks (length,
+    Bits Allocated/Stored...) and corrections (unused bits) apply exactly as in
+    ``pixel_array``, without the two copies of the bytes that path makes.
+
+    False when the file is not such a case, or decodes to another shape or type than
+    ``slot``: the general path then decodes it and names any mismatch."""
+    element = _deferred_pixels(dataset)
+    if (element is None or not element.is_little_endian or slot.ndim != 2
+            or element.length > slot.nbytes + slot.nbytes % 2):  # excess data: pydicom's call
+        return False
+    # As pydicom's pixel_array(file) describes pixels it reads from a file (the VR it
+    # adds matters for big-endian data only).
+    options = as_pixel_options(dataset, pixel_keyword=PIXEL_KEYWORDS[element.tag])
+    if options["number_of_frames"] != 1:
+        return False
+    buffer = memoryview(slot).cast("B")
+    with _decoding(path, dataset):
+        with open(path, "rb") as handle:
+            handle.seek(element.value_tell)
+            count = handle.readinto(buffer[:min(element.length, buffer.nbytes)])
+        pixels = get_decoder(dataset.file_meta.TransferSyntaxUID).as_array(
+            buffer[:count], view_only=True, **options)[0]
+    if pixels.shape != slot.shape or pixels.dtype != slot.dtype:
+        return False
+    if not _same_memory(pixels, slot):  # pydicom corrected the values into a new array
+        slot[...] = pixels
+    return True
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides)
 
 
 def _check_codestreams(path: Path, dataset: Dataset) -> None:
@@ -84,6 +156,9 @@ def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
     stack = None
     decoded: dict[Path, np.ndarray] = {}
     for k, frame in enumerate(frames):
+        if frame.index is None and stack is not None and \
+                _read_into(stack[k], frame.path, frame.dataset):
+            continue
         if frame.index is None:
             pixels = _decode(frame.path, frame.dataset)
         else:
