@@ -10,7 +10,7 @@ import os
 import warnings
 import zlib
 from io import BytesIO
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -324,7 +324,7 @@ def _build_image(where: Path, frames: list[Frame]) -> MedicalImage:
 
     n_volumes = volumes.n_volumes if volumes is not None else 1
     array, intensity, stored_as = _pixel_values(where, frames, spatial_ndim, n_volumes)
-    files = sorted({str(f.path.resolve()) for f in frames})
+    files = resolved_paths(f.path for f in frames)
     meta = {
         "format": "dicom",
         "source_files": files,
@@ -346,6 +346,23 @@ def _build_image(where: Path, frames: list[Frame]) -> MedicalImage:
         n_slices=len(frames) // n_volumes, rescale=stored_as, inverted=intensity["inverted"],
         space=space, **step,
     )
+
+
+def resolved_paths(paths: Iterable[Path]) -> list[str]:
+    """``sorted({str(p.resolve()) for p in paths})``, with each folder resolved once:
+    Path.resolve checks every component of every path (a system call each), which for
+    a few hundred slices cost as much as decoding them. A file that is itself a link is
+    resolved on its own."""
+    folders: dict[Path, Path] = {}
+    found = set()
+    for path in paths:
+        if path.is_symlink():
+            found.add(str(path.resolve()))
+            continue
+        if path.parent not in folders:
+            folders[path.parent] = path.parent.resolve()
+        found.add(str(folders[path.parent] / path.name))
+    return sorted(found)
 
 
 def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int, n_volumes: int = 1):

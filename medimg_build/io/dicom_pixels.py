@@ -29,15 +29,14 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
         with _decoding(path, dataset):
             # pydicom decodes compressed transfer syntaxes through its plugins
             # (pylibjpeg, Pillow) and converts YBR colour to RGB; nothing else is applied
-            # here. Its function, not Dataset.pixel_array: that one keeps a copy of the
-            # array on the dataset, and view_only lets native pixels be a read-only view
-            # on PixelData, copied once, into the stack.
-            pixels = pixel_array(dataset, view_only=True)
+            # here. Its function, not Dataset.pixel_array, which keeps a copy of the
+            # array on the dataset as long as the dataset lives.
+            pixels = pixel_array(dataset)
     finally:
         if deferred is not None:
-            # Back to "in the file": the bytes just read live on only in the returned
-            # view, so they are freed once copied and the next file reuses the memory
-            # (kept on every dataset, they cost a fresh allocation per file).
+            # Back to "in the file": the bytes just read are freed once decoded and the
+            # next file reuses the memory (kept on every dataset, they would cost a
+            # fresh allocation per file and the whole series' bytes at once).
             dataset[deferred.tag] = deferred
     photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     if photometric == "PALETTE COLOR":
@@ -89,15 +88,17 @@ def _read_into(slot: np.ndarray, path: Path, dataset: Dataset) -> bool:
     # As pydicom's pixel_array(file) describes pixels it reads from a file (the VR it
     # adds matters for big-endian data only).
     options = as_pixel_options(dataset, pixel_keyword=PIXEL_KEYWORDS[element.tag])
-    if options["number_of_frames"] != 1:
-        return False
+    if options["number_of_frames"] != 1 or str(options.get(
+            "photometric_interpretation", "")).upper() not in ("MONOCHROME1", "MONOCHROME2"):
+        return False  # frames to split, or colour: a palette, YBR...
     buffer = memoryview(slot).cast("B")
     with _decoding(path, dataset):
         with open(path, "rb") as handle:
             handle.seek(element.value_tell)
             count = handle.readinto(buffer[:min(element.length, buffer.nbytes)])
+        # A writeable buffer: pydicom returns a view on it, or corrects it in place.
         pixels = get_decoder(dataset.file_meta.TransferSyntaxUID).as_array(
-            buffer[:count], view_only=True, **options)[0]
+            buffer[:count], **options)[0]
     if pixels.shape != slot.shape or pixels.dtype != slot.dtype:
         return False
     if not _same_memory(pixels, slot):  # pydicom corrected the values into a new array
