@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from medimg_build.errors import ImageReadError
+from medimg_build.errors import DicomSeriesError, ImageReadError
 from medimg_build.io import read_image
 from medimg_build.io.dicom import resolved_paths
 from test_io_dicom import one_line
@@ -91,6 +91,30 @@ def test_values_are_pydicoms(shared_data, tmp_path, encoding):
     assert planes[0].nbytes > 2**16  # pixel data the header parse leaves in the file
     paths = _series(shared_data, tmp_path / "s", planes, **encoding)
     np.testing.assert_array_equal(read_image(tmp_path / "s").array, _pydicom_volume(paths))
+
+
+def test_each_slice_is_decoded_with_its_own_header(shared_data, tmp_path):
+    """Slices are decoded together only while their pixel descriptions agree: a slice
+    with 12 bits stored among 16-bit ones keeps its own masking."""
+    planes = np.random.default_rng(5).integers(-2**15, 2**15, (5, 256, 256)).astype(np.int16)
+    paths = _series(shared_data, tmp_path / "s", planes, PixelRepresentation=1)
+    ds = pydicom.dcmread(paths[2])
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.save_as(paths[2])
+    volume = _pydicom_volume(paths)
+    assert not np.array_equal(volume[..., 2], planes[2].T)  # pydicom did mask slice 2
+    np.testing.assert_array_equal(read_image(tmp_path / "s").array, volume)
+
+
+def test_a_slice_of_another_matrix_is_named(shared_data, tmp_path):
+    """Same number of bytes, another Rows x Columns: still "slices of different sizes"."""
+    planes = np.random.default_rng(6).integers(0, 4096, (4, 256, 256), dtype=np.uint16)
+    paths = _series(shared_data, tmp_path / "s", planes)
+    ds = pydicom.dcmread(paths[2])
+    ds.Rows, ds.Columns = 128, 512
+    ds.save_as(paths[2])
+    with pytest.raises(DicomSeriesError, match="slices of different sizes: slice002.dcm"):
+        read_image(tmp_path / "s")
 
 
 def test_excess_pixel_bytes_read_as_pydicom_reads_them(shared_data, tmp_path):

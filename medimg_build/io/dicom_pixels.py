@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import as_pixel_options, get_decoder, pixel_array
 from pydicom.pixels.utils import _get_jpg_parameters, get_nr_frames
+from pydicom.uid import UID
 
 from ..errors import DicomSeriesError, ImageReadError
 from ..limits import check_size
@@ -72,38 +73,84 @@ def _deferred_pixels(dataset: Dataset) -> RawDataElement | None:
     return None
 
 
-def _read_into(slot: np.ndarray, path: Path, dataset: Dataset) -> bool:
-    """Decode a single-frame file's uncompressed little-endian pixels in place: the
-    bytes go from the file straight into ``slot`` (a C-ordered 2D slice of the stack),
-    which is then handed to pydicom's decoder as the pixel data, so its checks (length,
-    Bits Allocated/Stored...) and corrections (unused bits) apply exactly as in
-    ``pixel_array``, without the two copies of the bytes that path makes.
+class _RawRun:
+    """Consecutive single-frame files whose uncompressed little-endian pixels were read
+    straight from the file into their slices of the stack, decoded there at once:
+    pydicom's decoder takes the slices as one multi-frame pixel data, so its checks
+    (length, Bits Allocated/Stored...) and corrections (unused bits) apply as in
+    ``pixel_array``, without the two copies of the bytes and the set-up per file that
+    this costs file by file."""
 
-    False when the file is not such a case, or decodes to another shape or type than
-    ``slot``: the general path then decodes it and names any mismatch."""
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.start = 0
+        self.form: tuple[UID, dict] | None = None  # transfer syntax, pixel options
+
+    def add(self, where: Path, stack: np.ndarray, k: int,
+            frame: Frame) -> tuple[np.ndarray, bool]:
+        """Read ``frame``'s pixel bytes into ``stack[k]``, after decoding the run so
+        far if the frame cannot continue it. The stack, and False when the file is not
+        such a case (the general path then decodes it, and names what is wrong)."""
+        form = _raw_form(stack[k], frame.dataset)
+        if form is None or (self.frames and (form[1:] != self.form
+                                             or k != self.start + len(self.frames))):
+            dtype = stack.dtype
+            stack = self.decode(where, stack)
+            if form is None or stack.dtype != dtype:
+                return stack, False
+        element, form = form[0], form[1:]
+        with _decoding(frame.path, frame.dataset), open(frame.path, "rb") as handle:
+            handle.seek(element.value_tell)
+            count = handle.readinto(memoryview(stack[k]).cast("B"))
+        if count != stack[k].nbytes:
+            return stack, False  # truncated
+        if not self.frames:
+            self.start, self.form = k, form
+        self.frames.append(frame)
+        return stack, True
+
+    def decode(self, where: Path, stack: np.ndarray) -> np.ndarray:
+        """The stack with the run's slices decoded in place (file by file, where the
+        error names its file, if pydicom refuses them together)."""
+        if not self.frames:
+            return stack
+        frames, start, (syntax, options) = self.frames, self.start, self.form
+        self.frames = []
+        block = stack[start:start + len(frames)]
+        try:
+            pixels = get_decoder(syntax).as_array(
+                memoryview(block).cast("B"), **{**options, "number_of_frames": len(frames)})[0]
+        except Exception:  # noqa: BLE001 - decoded file by file below, naming the file
+            pixels = None
+        if pixels is not None and pixels.dtype == block.dtype and pixels.size == block.size:
+            pixels = pixels.reshape(block.shape)  # one frame comes without its frame axis
+            if not _same_memory(pixels, block):  # pydicom corrected into a new array
+                block[...] = pixels
+            return stack
+        for k, frame in enumerate(frames, start):
+            stack = _place(where, stack, k, frame.path, _decode(frame.path, frame.dataset))
+        return stack
+
+
+def _raw_form(slot: np.ndarray, dataset: Dataset) -> tuple[RawDataElement, UID, dict] | None:
+    """(pixel element, transfer syntax, pydicom's pixel options) of a file whose pixels
+    decode into ``slot`` as they are read: one monochrome frame, left in the file by the
+    header parse, little endian, exactly Rows x Columns of ``slot``'s type (or one
+    padding byte more); None otherwise."""
     element = _deferred_pixels(dataset)
     if (element is None or not element.is_little_endian or slot.ndim != 2
-            or element.length > slot.nbytes + slot.nbytes % 2):  # excess data: pydicom's call
-        return False
+            or element.length not in (slot.nbytes, slot.nbytes + slot.nbytes % 2)):
+        return None
     # As pydicom's pixel_array(file) describes pixels it reads from a file (the VR it
     # adds matters for big-endian data only).
     options = as_pixel_options(dataset, pixel_keyword=PIXEL_KEYWORDS[element.tag])
-    if options["number_of_frames"] != 1 or str(options.get(
-            "photometric_interpretation", "")).upper() not in ("MONOCHROME1", "MONOCHROME2"):
-        return False  # frames to split, or colour: a palette, YBR...
-    buffer = memoryview(slot).cast("B")
-    with _decoding(path, dataset):
-        with open(path, "rb") as handle:
-            handle.seek(element.value_tell)
-            count = handle.readinto(buffer[:min(element.length, buffer.nbytes)])
-        # A writeable buffer: pydicom returns a view on it, or corrects it in place.
-        pixels = get_decoder(dataset.file_meta.TransferSyntaxUID).as_array(
-            buffer[:count], **options)[0]
-    if pixels.shape != slot.shape or pixels.dtype != slot.dtype:
-        return False
-    if not _same_memory(pixels, slot):  # pydicom corrected the values into a new array
-        slot[...] = pixels
-    return True
+    if (options["number_of_frames"] != 1
+            or (options.get("rows"), options.get("columns")) != slot.shape
+            or options.get("bits_allocated") != 8 * slot.itemsize
+            or str(options.get("photometric_interpretation", "")).upper()
+            not in ("MONOCHROME1", "MONOCHROME2")):
+        return None  # frames to split, another matrix, colour (a palette, YBR...)
+    return element, dataset.file_meta.TransferSyntaxUID, options
 
 
 def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
@@ -156,10 +203,14 @@ def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
     check_size(where, _decoded_shape(frames), "DICOM pixel data")
     stack = None
     decoded: dict[Path, np.ndarray] = {}
+    run = _RawRun()
     for k, frame in enumerate(frames):
-        if frame.index is None and stack is not None and \
-                _read_into(stack[k], frame.path, frame.dataset):
-            continue
+        if frame.index is None and stack is not None:
+            stack, added = run.add(where, stack, k, frame)
+            if added:
+                continue
+        if stack is not None:
+            stack = run.decode(where, stack)  # before the stack may widen
         if frame.index is None:
             pixels = _decode(frame.path, frame.dataset)
         else:
@@ -169,15 +220,23 @@ def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
             pixels = decoded[frame.path][frame.index]
         if stack is None:
             stack = np.empty((len(frames),) + pixels.shape, dtype=pixels.dtype)
-        elif pixels.shape != stack.shape[1:]:
-            raise DicomSeriesError(
-                where, f"slices of different sizes: {frame.path.name} is "
-                f"{pixels.shape} while the first slice is {stack.shape[1:]}",
-                hint="the folder mixes images of different series or matrix sizes",
-            )
-        elif pixels.dtype != stack.dtype:
-            stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
-        stack[k] = pixels
+        stack = _place(where, stack, k, frame.path, pixels)
+    return run.decode(where, stack) if stack is not None else stack
+
+
+def _place(where: Path, stack: np.ndarray, k: int, path: Path,
+           pixels: np.ndarray) -> np.ndarray:
+    """The stack with ``pixels`` as its slice k (widened to a wider type), or an error
+    when the slice has another size than the first."""
+    if pixels.shape != stack.shape[1:]:
+        raise DicomSeriesError(
+            where, f"slices of different sizes: {path.name} is "
+            f"{pixels.shape} while the first slice is {stack.shape[1:]}",
+            hint="the folder mixes images of different series or matrix sizes",
+        )
+    if pixels.dtype != stack.dtype:
+        stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
+    stack[k] = pixels
     return stack
 
 
