@@ -27,7 +27,7 @@ def main() -> None:
                "profile": profile_build.run(inputs.nifti, inputs.nifti.parent.parent),
                "reads": reads.run(inputs), "checksums": checksums.run(inputs),
                "storage": storage.run(inputs),
-               "dicom_read": dicom_read.run(), "parallel": parallel.run()}
+               "dicom_read": dicom_read.run(inputs.dicom), "parallel": parallel.run()}
     results["targets"] = targets.evaluate(results)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
     lines = render(results)

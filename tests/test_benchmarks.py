@@ -95,3 +95,17 @@ def test_the_checks_are_timed_against_a_store_without_them(tmp_path):
     for case_id in checked.cases["case_id"]:
         np.testing.assert_array_equal(before.read_image(case_id).array,
                                       checked.read_image(case_id).array)
+
+
+def test_the_dicom_read_steps_are_timed_inside_real_reads(inputs):
+    """make bench's DICOM table: every step of the reader is clocked within read_image
+    (and the reader is left as it was), the rest being the read minus the steps."""
+    from benchmarks.dicom_read import REST, STEPS, read_steps
+    from medimg_build.io import dicom
+
+    reader = {function: getattr(dicom, function) for _, function in STEPS}
+    steps = read_steps(inputs.dicom, repeats=1)
+    assert {function: getattr(dicom, function) for _, function in STEPS} == reader
+    assert set(steps) == {name for name, _ in STEPS} | {REST, "read_image (whole)"}
+    assert all(seconds > 0 for seconds in steps.values())
+    assert sum(steps.values()) == pytest.approx(2 * steps["read_image (whole)"])

@@ -10,7 +10,7 @@ import os
 import warnings
 import zlib
 from io import BytesIO
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -48,6 +49,9 @@ SUFFIXES = (".dcm", ".dicom", ".ima")
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _INFLATE_STEP = 2**24
+# Values longer than this (in practice: uncompressed pixel data) stay in the file when
+# the header is parsed; dicom_pixels reads them when it decodes.
+DEFERRED_BYTES = 2**16
 
 # Acquisition facts kept in meta["dicom"]: no names, birth dates or free-text comments
 # (the pipeline de-identifies the rest before anything is written).
@@ -142,43 +146,60 @@ def _without_preamble(path: Path) -> bool:
 
 
 def _parse(path: Path) -> Dataset:
-    """The whole file, parsed from memory: pydicom asks a file for its position at every
-    element, which costs more than reading the pixel bytes along; pixels are decoded
-    later, for the chosen series only."""
-    data = path.read_bytes()
-    refuse_deflate_bomb(path, BytesIO(data))
-    dataset = pydicom.dcmread(BytesIO(data), force=False)
+    """The file's dataset; the pixels are decoded later, for the chosen series only.
+
+    Uncompressed pixel data is left in the file (pydicom's deferred read: the element
+    holds its offset and is read when accessed), so that it is read once, when decoded,
+    and never copied along with the header. Other files are parsed from memory:
+    pydicom asks a file for its position at every element, a system call each, which
+    costs more than reading the bytes along for a small file or compressed pixels."""
+    with open(path, "rb") as handle:
+        syntax = refuse_deflate_bomb(path, handle)
+        handle.seek(0)
+        if _leaves_pixels_in_file(syntax, os.fstat(handle.fileno()).st_size):
+            dataset = pydicom.dcmread(handle, force=False, defer_size=DEFERRED_BYTES)
+        else:
+            dataset = pydicom.dcmread(BytesIO(handle.read()), force=False)
     dataset.filename = str(path)
     return dataset
 
 
-def refuse_deflate_bomb(path: Path, source: BinaryIO) -> None:
+def _leaves_pixels_in_file(syntax: UID | None, size: int) -> bool:
+    # Deflated datasets are inflated in memory, where a deferred value cannot be found
+    # again; compressed pixels (undefined length) would be read twice to find their end.
+    return (isinstance(syntax, UID) and syntax.is_transfer_syntax and not syntax.is_deflated
+            and not syntax.is_encapsulated and size > DEFERRED_BYTES)
+
+
+def refuse_deflate_bomb(path: Path, source: BinaryIO) -> UID | None:
     """pydicom inflates a Deflated Explicit VR Little Endian dataset in one
     zlib.decompress, whatever it holds: 4 MB of file can inflate to 4 GB before any
     Rows or Columns is known. So count the inflated bytes first, 16 MiB at a time, up to
     4 bytes per value of the size limit (an image within the limit, as float32).
-    ``source``: the file ``path`` or its bytes, at their start."""
+    ``source``: the file ``path`` or its bytes, at their start. Returns the transfer
+    syntax of the file meta (None: not Part 10, or damaged)."""
     budget, inflated = 4 * current_max_voxels(), 0
     try:
         read_preamble(source, False)
         # pydicom's own meta reader (private; the public one opens the file itself):
         # it leaves the source where the dataset starts.
-        if _read_file_meta_info(source).get("TransferSyntaxUID") != \
-                DeflatedExplicitVRLittleEndian:
-            return
+        syntax = _read_file_meta_info(source).get("TransferSyntaxUID")
+        if syntax != DeflatedExplicitVRLittleEndian:
+            return syntax
         inflate = zlib.decompressobj(-zlib.MAX_WBITS)
         while inflated <= budget and (pending := source.read(_INFLATE_STEP)):
             while pending and inflated <= budget:
                 inflated += len(inflate.decompress(pending, _INFLATE_STEP))
                 pending = inflate.unconsumed_tail
     except (InvalidDicomError, zlib.error, ValueError, EOFError, KeyError, TypeError):
-        return  # not Part 10, or damaged: pydicom says so in its own words
+        return None  # not Part 10, or damaged: pydicom says so in its own words
     if inflated > budget:
         raise ImageTooLargeError(
             path, f"deflated DICOM dataset inflates past {budget:,} bytes (4 bytes per "
             f"value of the limit of {current_max_voxels():,})",
             hint=f"if the file is real, raise the limit with {OPTION} N or the recipe's "
             f"{SETTING}")
+    return syntax
 
 
 def _read_file(path: Path) -> Dataset:
@@ -370,7 +391,7 @@ def _build_image(where: Path, frames: list[Frame], trace: bool = False) -> Medic
 
     n_volumes = volumes.n_volumes if volumes is not None else 1
     array, intensity, stored_as = _pixel_values(where, frames, spatial_ndim, n_volumes)
-    files = sorted({str(f.path.resolve()) for f in frames})
+    files = resolved_paths(f.path for f in frames)
     meta = {
         "format": "dicom",
         "source_files": files,
@@ -394,6 +415,23 @@ def _build_image(where: Path, frames: list[Frame], trace: bool = False) -> Medic
         n_slices=len(frames) // n_volumes, rescale=stored_as, inverted=intensity["inverted"],
         space=space, **step,
     )
+
+
+def resolved_paths(paths: Iterable[Path]) -> list[str]:
+    """``sorted({str(p.resolve()) for p in paths})``, with each folder resolved once:
+    Path.resolve checks every component of every path (a system call each), which for
+    a few hundred slices cost as much as decoding them. A file that is itself a link is
+    resolved on its own."""
+    folders: dict[Path, Path] = {}
+    found = set()
+    for path in paths:
+        if path.is_symlink():
+            found.add(str(path.resolve()))
+            continue
+        if path.parent not in folders:
+            folders[path.parent] = path.parent.resolve()
+        found.add(str(folders[path.parent] / path.name))
+    return sorted(found)
 
 
 def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int, n_volumes: int = 1):

@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels import as_pixel_options, get_decoder, pixel_array
 from pydicom.pixels.utils import _get_jpg_parameters, get_nr_frames
+from pydicom.uid import UID
 
 from ..errors import DicomSeriesError, ImageReadError
 from ..limits import check_size
 from .dicom_frames import Frame, frame_stack, optional_float
 
+PIXEL_KEYWORDS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData",
+                  0x7FE00009: "DoubleFloatPixelData"}
+
 
 def _decode(path: Path, dataset: Dataset) -> np.ndarray:
     _check_codestreams(path, dataset)
+    deferred = _deferred_pixels(dataset)
     try:
-        # pydicom decodes compressed transfer syntaxes through its plugins (pylibjpeg,
-        # Pillow) and converts YBR colour to RGB; nothing else is applied here.
-        pixels = dataset.pixel_array
+        with _decoding(path, dataset):
+            # pydicom decodes compressed transfer syntaxes through its plugins
+            # (pylibjpeg, Pillow) and converts YBR colour to RGB; nothing else is applied
+            # here. Its function, not Dataset.pixel_array, which keeps a copy of the
+            # array on the dataset as long as the dataset lives.
+            pixels = pixel_array(dataset)
+    finally:
+        if deferred is not None:
+            # Back to "in the file": the bytes just read are freed once decoded and the
+            # next file reuses the memory (kept on every dataset, they would cost a
+            # fresh allocation per file and the whole series' bytes at once).
+            dataset[deferred.tag] = deferred
+    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, dataset)
+    return pixels
+
+
+@contextmanager
+def _decoding(path: Path, dataset: Dataset) -> Iterator[None]:
+    """Any failure of the decoder as one ImageReadError naming the file."""
+    try:
+        yield
     except MemoryError:
         raise  # not a decoding problem: read_image names the file and the size limit
     except Exception as error:  # noqa: BLE001 - plugin errors have no common base class
@@ -30,12 +61,101 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
             path, f"cannot decode pixel data ({name}; {type(error).__name__}: {error})",
             hint="the file may be truncated, or needs a pylibjpeg/gdcm plugin",
         ) from error
-    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
-    if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
 
-        pixels = apply_color_lut(pixels, dataset)
-    return pixels
+
+def _deferred_pixels(dataset: Dataset) -> RawDataElement | None:
+    """The pixel data element when the header parse left its value in the file."""
+    for tag in PIXEL_KEYWORDS:
+        if tag in dataset:
+            element = dataset.get_item(tag, keep_deferred=True)
+            return element if isinstance(element, RawDataElement) and element.value is None \
+                else None
+    return None
+
+
+class _RawRun:
+    """Consecutive single-frame files whose uncompressed little-endian pixels were read
+    straight from the file into their slices of the stack, decoded there at once:
+    pydicom's decoder takes the slices as one multi-frame pixel data, so its checks
+    (length, Bits Allocated/Stored...) and corrections (unused bits) apply as in
+    ``pixel_array``, without the two copies of the bytes and the set-up per file that
+    this costs file by file."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.start = 0
+        self.form: tuple[UID, dict] | None = None  # transfer syntax, pixel options
+
+    def add(self, where: Path, stack: np.ndarray, k: int,
+            frame: Frame) -> tuple[np.ndarray, bool]:
+        """Read ``frame``'s pixel bytes into ``stack[k]``, after decoding the run so
+        far if the frame cannot continue it. The stack, and False when the file is not
+        such a case (the general path then decodes it, and names what is wrong)."""
+        form = _raw_form(stack[k], frame.dataset)
+        if form is None or (self.frames and (form[1:] != self.form
+                                             or k != self.start + len(self.frames))):
+            dtype = stack.dtype
+            stack = self.decode(where, stack)
+            if form is None or stack.dtype != dtype:
+                return stack, False
+        element, form = form[0], form[1:]
+        with _decoding(frame.path, frame.dataset), open(frame.path, "rb") as handle:
+            handle.seek(element.value_tell)
+            count = handle.readinto(memoryview(stack[k]).cast("B"))
+        if count != stack[k].nbytes:
+            return stack, False  # truncated
+        if not self.frames:
+            self.start, self.form = k, form
+        self.frames.append(frame)
+        return stack, True
+
+    def decode(self, where: Path, stack: np.ndarray) -> np.ndarray:
+        """The stack with the run's slices decoded in place (file by file, where the
+        error names its file, if pydicom refuses them together)."""
+        if not self.frames:
+            return stack
+        frames, start, (syntax, options) = self.frames, self.start, self.form
+        self.frames = []
+        block = stack[start:start + len(frames)]
+        try:
+            pixels = get_decoder(syntax).as_array(
+                memoryview(block).cast("B"), **{**options, "number_of_frames": len(frames)})[0]
+        except Exception:  # noqa: BLE001 - decoded file by file below, naming the file
+            pixels = None
+        if pixels is not None and pixels.dtype == block.dtype and pixels.size == block.size:
+            pixels = pixels.reshape(block.shape)  # one frame comes without its frame axis
+            if not _same_memory(pixels, block):  # pydicom corrected into a new array
+                block[...] = pixels
+            return stack
+        for k, frame in enumerate(frames, start):
+            stack = _place(where, stack, k, frame.path, _decode(frame.path, frame.dataset))
+        return stack
+
+
+def _raw_form(slot: np.ndarray, dataset: Dataset) -> tuple[RawDataElement, UID, dict] | None:
+    """(pixel element, transfer syntax, pydicom's pixel options) of a file whose pixels
+    decode into ``slot`` as they are read: one monochrome frame, left in the file by the
+    header parse, little endian, exactly Rows x Columns of ``slot``'s type (or one
+    padding byte more); None otherwise."""
+    element = _deferred_pixels(dataset)
+    if (element is None or not element.is_little_endian or slot.ndim != 2
+            or element.length not in (slot.nbytes, slot.nbytes + slot.nbytes % 2)):
+        return None
+    # As pydicom's pixel_array(file) describes pixels it reads from a file (the VR it
+    # adds matters for big-endian data only).
+    options = as_pixel_options(dataset, pixel_keyword=PIXEL_KEYWORDS[element.tag])
+    if (options["number_of_frames"] != 1
+            or (options.get("rows"), options.get("columns")) != slot.shape
+            or options.get("bits_allocated") != 8 * slot.itemsize
+            or str(options.get("photometric_interpretation", "")).upper()
+            not in ("MONOCHROME1", "MONOCHROME2")):
+        return None  # frames to split, another matrix, colour (a palette, YBR...)
+    return element, dataset.file_meta.TransferSyntaxUID, options
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides)
 
 
 def _check_codestreams(path: Path, dataset: Dataset) -> None:
@@ -83,7 +203,14 @@ def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
     check_size(where, _decoded_shape(frames), "DICOM pixel data")
     stack = None
     decoded: dict[Path, np.ndarray] = {}
+    run = _RawRun()
     for k, frame in enumerate(frames):
+        if frame.index is None and stack is not None:
+            stack, added = run.add(where, stack, k, frame)
+            if added:
+                continue
+        if stack is not None:
+            stack = run.decode(where, stack)  # before the stack may widen
         if frame.index is None:
             pixels = _decode(frame.path, frame.dataset)
         else:
@@ -93,15 +220,23 @@ def stack_pixels(where: Path, frames: list[Frame]) -> np.ndarray:
             pixels = decoded[frame.path][frame.index]
         if stack is None:
             stack = np.empty((len(frames),) + pixels.shape, dtype=pixels.dtype)
-        elif pixels.shape != stack.shape[1:]:
-            raise DicomSeriesError(
-                where, f"slices of different sizes: {frame.path.name} is "
-                f"{pixels.shape} while the first slice is {stack.shape[1:]}",
-                hint="the folder mixes images of different series or matrix sizes",
-            )
-        elif pixels.dtype != stack.dtype:
-            stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
-        stack[k] = pixels
+        stack = _place(where, stack, k, frame.path, pixels)
+    return run.decode(where, stack) if stack is not None else stack
+
+
+def _place(where: Path, stack: np.ndarray, k: int, path: Path,
+           pixels: np.ndarray) -> np.ndarray:
+    """The stack with ``pixels`` as its slice k (widened to a wider type), or an error
+    when the slice has another size than the first."""
+    if pixels.shape != stack.shape[1:]:
+        raise DicomSeriesError(
+            where, f"slices of different sizes: {path.name} is "
+            f"{pixels.shape} while the first slice is {stack.shape[1:]}",
+            hint="the folder mixes images of different series or matrix sizes",
+        )
+    if pixels.dtype != stack.dtype:
+        stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
+    stack[k] = pixels
     return stack
 
 
