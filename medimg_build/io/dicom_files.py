@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -82,14 +82,39 @@ def _parse(path: Path) -> Dataset:
     pydicom asks a file for its position at every element, a system call each, which
     costs more than reading the bytes along for a small file or compressed pixels."""
     with open(path, "rb") as handle:
-        syntax = refuse_deflate_bomb(path, handle)
-        handle.seek(0)
+        preamble, file_meta = _checked_meta(path, handle)
+        syntax = None if file_meta is None else file_meta.get("TransferSyntaxUID")
+        dataset = None
         if _leaves_pixels_in_file(syntax, os.fstat(handle.fileno()).st_size):
-            dataset = pydicom.dcmread(handle, force=False, defer_size=DEFERRED_BYTES)
-        else:
+            dataset = _dataset_after_meta(handle, preamble, file_meta, syntax)
+        if dataset is None:
+            handle.seek(0)
             dataset = pydicom.dcmread(BytesIO(handle.read()), force=False)
     dataset.filename = str(path)
     return dataset
+
+
+def _dataset_after_meta(handle: BinaryIO, preamble: bytes | None, file_meta: FileMetaDataset,
+                        syntax: UID) -> Dataset | None:
+    """The dataset that follows the file meta just read, its large values left in the
+    file: what pydicom's dcmread builds (its read_partial), without parsing the file
+    meta a second time, which cost a tenth of a series read. None for anything but a
+    plain dataset after the meta (a command set, a damaged file): dcmread then reads
+    the file as before, and fails in its own words."""
+    start = handle.tell()
+    if handle.read(2) in (b"", b"\x00\x00"):  # nothing more, or DIMSE command elements
+        return None
+    handle.seek(start)
+    try:
+        dataset = read_dataset(handle, syntax.is_implicit_VR, syntax.is_little_endian,
+                               defer_size=DEFERRED_BYTES)
+    except Exception:  # noqa: BLE001 - dcmread re-reads and says what is wrong
+        return None
+    parsed = FileDataset(handle, dataset, preamble, file_meta, syntax.is_implicit_VR,
+                         syntax.is_little_endian)
+    parsed.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian,
+                                 dataset._character_set)
+    return parsed
 
 
 def _leaves_pixels_in_file(syntax: UID | None, size: int) -> bool:
@@ -100,34 +125,44 @@ def _leaves_pixels_in_file(syntax: UID | None, size: int) -> bool:
 
 
 def refuse_deflate_bomb(path: Path, source: BinaryIO) -> UID | None:
-    """pydicom inflates a Deflated Explicit VR Little Endian dataset in one
-    zlib.decompress, whatever it holds: 4 MB of file can inflate to 4 GB before any
-    Rows or Columns is known. So count the inflated bytes first, 16 MiB at a time, up to
-    4 bytes per value of the size limit (an image within the limit, as float32).
+    """Refuse a deflated dataset that inflates past the size limit (``_checked_meta``).
     ``source``: the file ``path`` or its bytes, at their start. Returns the transfer
     syntax of the file meta (None: not Part 10, or damaged)."""
+    file_meta = _checked_meta(path, source)[1]
+    return None if file_meta is None else file_meta.get("TransferSyntaxUID")
+
+
+def _checked_meta(path: Path, source: BinaryIO) -> tuple[bytes | None, FileMetaDataset | None]:
+    """The preamble and file meta of a Part 10 file, ``source`` left where the dataset
+    starts; (None, None) when it is not Part 10 or is damaged (pydicom then says so in
+    its own words).
+
+    pydicom inflates a Deflated Explicit VR Little Endian dataset in one
+    zlib.decompress, whatever it holds: 4 MB of file can inflate to 4 GB before any
+    Rows or Columns is known. So count the inflated bytes first, 16 MiB at a time, up to
+    4 bytes per value of the size limit (an image within the limit, as float32)."""
     budget, inflated = 4 * current_max_voxels(), 0
     try:
-        read_preamble(source, False)
+        preamble = read_preamble(source, False)
         # pydicom's own meta reader (private; the public one opens the file itself):
         # it leaves the source where the dataset starts.
-        syntax = _read_file_meta_info(source).get("TransferSyntaxUID")
-        if syntax != DeflatedExplicitVRLittleEndian:
-            return syntax
+        file_meta = _read_file_meta_info(source)
+        if file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return preamble, file_meta
         inflate = zlib.decompressobj(-zlib.MAX_WBITS)
         while inflated <= budget and (pending := source.read(_INFLATE_STEP)):
             while pending and inflated <= budget:
                 inflated += len(inflate.decompress(pending, _INFLATE_STEP))
                 pending = inflate.unconsumed_tail
     except (InvalidDicomError, zlib.error, ValueError, EOFError, KeyError, TypeError):
-        return None  # not Part 10, or damaged: pydicom says so in its own words
+        return None, None
     if inflated > budget:
         raise ImageTooLargeError(
             path, f"deflated DICOM dataset inflates past {budget:,} bytes (4 bytes per "
             f"value of the limit of {current_max_voxels():,})",
             hint=f"if the file is real, raise the limit with {OPTION} N or the recipe's "
             f"{SETTING}")
-    return syntax
+    return preamble, file_meta
 
 
 def read_file(path: Path) -> Dataset:
