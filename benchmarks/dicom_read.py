@@ -50,7 +50,7 @@ def _simpleitk(folder: Path) -> None:
 # The DICOM reader's steps: (name in the table, function looked up in io/dicom.py).
 STEPS = (
     ("header parse (list the files, parse each header; pixels stay in the file)",
-     "_read_folder"),
+     "read_folder"),
     ("grouping (one series)", "_one_series"),
     ("frames (position, orientation, scaling of each file)", "frames_of"),
     ("geometry (4D split, sort by position, spacing checks)", "split_volumes"),

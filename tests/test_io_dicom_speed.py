@@ -158,3 +158,20 @@ def test_resolved_paths_are_path_resolve(tmp_path):
     paths = [tmp_path / "linked" / "a.dcm", tmp_path / "real" / "b.dcm",
              tmp_path / "real" / "link.dcm", tmp_path / "linked" / ".." / "real" / "a.dcm"]
     assert resolved_paths(paths) == sorted({str(p.resolve()) for p in paths})
+
+
+def test_a_parsed_header_equals_pydicoms_own_parse(shared_data):
+    """The header parse reads on after the file meta it checked for deflate bombs instead
+    of parsing it twice: every shared DICOM file (implicit and explicit VR, big endian,
+    enhanced, compressed) gives the very dataset, file meta and encoding dcmread gives."""
+    from medimg_build.io.dicom_files import DEFERRED_BYTES, _parse, is_dicom_file
+
+    paths = [p for p in sorted(shared_data.rglob("*")) if p.is_file() and is_dicom_file(p)]
+    assert len(paths) > 500
+    for path in paths[::3]:  # every third file: all kinds, a third of the time
+        ours = _parse(path)
+        theirs = pydicom.dcmread(path, defer_size=DEFERRED_BYTES)
+        assert ours == theirs, path
+        assert ours.file_meta == theirs.file_meta, path
+        assert ours.original_encoding == theirs.original_encoding, path
+        assert ours.preamble == theirs.preamble, path

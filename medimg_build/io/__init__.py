@@ -17,6 +17,7 @@ from ..errors import ImageReadError, MedimgError
 from ..image import MedicalImage
 from ..limits import OPTION, SETTING, current_max_voxels
 from . import dicom, itk, nifti, raster
+from .dicom_files import SUFFIXES as DICOM_SUFFIXES, is_dicom_file
 from .dicom_discovery import (
     DicomDiscovery,
     DicomSeriesRef,
@@ -29,7 +30,7 @@ from .dicom_seg import read_dicom_seg
 Reader = Callable[[Path], MedicalImage]
 
 READERS: dict[str, Reader] = {
-    **{suffix: dicom.read_dicom for suffix in dicom.SUFFIXES},
+    **{suffix: dicom.read_dicom for suffix in DICOM_SUFFIXES},
     **{suffix: nifti.read_nifti for suffix in nifti.SUFFIXES},
     **{suffix: raster.read_pillow for suffix in raster.PILLOW_SUFFIXES},
     **{suffix: raster.read_tiff for suffix in raster.TIFF_SUFFIXES},
@@ -109,7 +110,7 @@ def reader_for(path: Path) -> Reader:
     suffix = _suffix(path)
     if suffix in READERS:
         return READERS[suffix]
-    if dicom.is_dicom_file(path):
+    if is_dicom_file(path):
         return dicom.read_dicom
     shown = suffix or "(no suffix)"
     raise ImageReadError(

@@ -32,14 +32,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from ..errors import DicomSeriesError
-from .dicom_frames import (
-    DUPLICATE_MM,
-    Frame,
-    floats,
-    optional_float,
-    slice_axes,
-    volume_geometry,
-)
+from .dicom_frames import Frame, floats, optional_float
+from .dicom_geometry import DUPLICATE_MM, slice_axes, volume_geometry
 
 # Frames stacked at one slice position sit at the very same IPP (written from the same
 # prescription); a larger in-plane shift means a moving table or another field of view.

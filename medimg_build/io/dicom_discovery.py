@@ -45,8 +45,10 @@ from pydicom.tag import Tag
 
 from ..errors import ImageReadError, MedimgError, one_line
 from ..image import MedicalImage
-from .dicom import DICOMDIR_SOP_CLASS, files_under, read_dicom_files, starts_without_preamble
-from .dicom_frames import ORIENTATION_ATOL, floats
+from .dicom import read_dicom_files
+from .dicom_files import DICOMDIR_SOP_CLASS, files_under, starts_without_preamble
+from .dicom_frames import floats
+from .dicom_geometry import ORIENTATION_ATOL
 from .dicom_parts import (
     PART_KEYWORDS,
     PRIVATE_ELEMENTS,

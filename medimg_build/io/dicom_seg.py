@@ -36,6 +36,7 @@ from ..errors import GeometryError, ImageReadError
 from ..geometry import LPS_TO_RAS
 from ..image import MedicalImage
 from ..limits import check_size
+from .dicom_files import refuse_deflate_bomb
 
 SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -61,8 +62,6 @@ def is_segmentation(dataset: Dataset) -> bool:
 
 def read_dicom_seg(path: str | Path) -> MedicalImage:
     """One DICOM SEG file as a label map (see the module docstring for conventions)."""
-    from .dicom import refuse_deflate_bomb  # here: dicom imports this module
-
     path = Path(path)
     try:
         data = path.read_bytes()

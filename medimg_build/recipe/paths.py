@@ -22,7 +22,7 @@ outright rather than interpreted.
 Symbolic links *inside* the tree are followed wherever they point (data farms link
 folders and files in from other disks); the tree is trusted to be what its owner
 built, the text in it is not. Folder walks follow links to folders but enter each real
-folder once (``io.dicom.files_under``), so a link loop ends; ``Path.glob`` does not
+folder once (``io.dicom_files.files_under``), so a link loop ends; ``Path.glob`` does not
 descend into linked folders for ``**``, and other patterns are bounded by their own
 depth."""
 
