@@ -23,6 +23,7 @@ does (nii_saveDTI: Philips and isADCnotDTI, unless fewer than two volumes would 
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -45,6 +46,7 @@ GE_BVALUE = (0x0043, 0x1039)
 GE_GRADIENT = ((0x0019, 0x10BB), (0x0019, 0x10BC), (0x0019, 0x10BD))
 SIEMENS_BVALUE = (0x0019, 0x100C)
 SIEMENS_GRADIENT = (0x0019, 0x100E)
+EPOCH_DAY = datetime.date(1970, 1, 1).toordinal()
 
 
 @dataclass
@@ -64,7 +66,9 @@ class _Label:
 
     temporal: int | None
     instance: int | None
-    acquisition_time: float | None  # seconds into the day (AcquisitionTime)
+    # Seconds since 1970 when the acquisition date is given, else seconds into the day:
+    # a series that runs past midnight starts again at 00:00 in AcquisitionTime.
+    acquisition_time: float | None
     b_value: float | None
     gradient: tuple[float, float, float] | None
     # Enhanced files: DimensionIndexValues, last index first. dcm2niix sorts frames by
@@ -268,7 +272,7 @@ def _label(frame: Frame) -> _Label:
     return _Label(
         temporal=_int(ds.get("TemporalPositionIdentifier")),
         instance=_int(ds.get("InstanceNumber")),
-        acquisition_time=seconds_of_day(ds.get("AcquisitionTime")),
+        acquisition_time=acquisition_seconds(ds),
         b_value=b_value,
         gradient=gradient,
     )
@@ -317,6 +321,23 @@ def _value(ds: Dataset, tag: tuple[int, int]):
             return None
         return text.split("\\") if "\\" in text else text
     return value
+
+
+def acquisition_seconds(ds: Dataset) -> float | None:
+    """When the frame was acquired, in seconds: AcquisitionDateTime, else AcquisitionDate
+    and AcquisitionTime, else AcquisitionTime alone (seconds into the day). With the date,
+    a volume acquired at 00:00:01 sorts after one at 23:59:59 the day before."""
+    stamp = str(ds.get("AcquisitionDateTime") or "").strip()
+    date, time = (stamp[:8], stamp[8:].split("+")[0].split("-")[0]) if stamp else (
+        str(ds.get("AcquisitionDate") or "").strip(), ds.get("AcquisitionTime"))
+    seconds = seconds_of_day(time)
+    if seconds is None:
+        return None
+    try:
+        day = datetime.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal()
+    except ValueError:  # no date (or not a DICOM DA): the time of day still orders a day
+        return seconds
+    return (day - EPOCH_DAY) * 86400.0 + seconds
 
 
 def seconds_of_day(value) -> float | None:
