@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from medimg_build.errors import DicomSeriesError
 from medimg_build.io import discover_series, read_image
 
 GE_FMRI = "dcm_qa_nih/In/20180918GE/mr_0004"  # file k: slice k % 15, time point k // 15
@@ -73,3 +74,43 @@ def test_echo_time_written_with_a_rounding_error_is_one_volume(shared_data, tmp_
     (ref,) = discover_series(folder).series
     assert (ref.split, ref.image_kind, ref.n_frames) == ("", "phase", 36)
     assert read_image(folder).array.shape[-1] == 36
+
+
+def _ge_fmri_by_time_point(shared_data: Path, folder: Path, edit) -> None:
+    """The GE fMRI, each frame's pixels set to its time point t, then ``edit(ds, k, t)``."""
+    def mark(ds, k):
+        t = k // N_SLICES
+        ds.PixelData = np.full(ds.pixel_array.shape, t, ds.pixel_array.dtype).tobytes()
+        edit(ds, k, t)
+
+    _edited_copy(shared_data / GE_FMRI, folder, mark)
+
+
+def test_temporal_position_missing_from_one_volume_does_not_move_it(shared_data, tmp_path):
+    # TemporalPositionIdentifier on every volume but the 7th: an absent number sorted
+    # first, so that volume silently became the first. A key only some frames carry is
+    # not used; InstanceNumber (dcm2niix's sort key, fillTDCMsort) orders the series.
+    def drop_one_volume_s_position(ds, k, t):
+        if t != 6:
+            ds.TemporalPositionIdentifier = t + 1
+
+    folder = tmp_path / "fmri"
+    _ge_fmri_by_time_point(shared_data, folder, drop_one_volume_s_position)
+    image = read_image(folder)
+    assert _time_points_per_volume(image) == [[t] for t in range(N_TIMES)]
+
+
+def test_acquisition_time_missing_from_one_volume_is_refused(shared_data, tmp_path):
+    # InstanceNumber restarting per volume leaves AcquisitionTime alone to order the
+    # volumes; the 7th volume's files lack it, so nothing says where that volume goes.
+    # It was put first silently (dcm2niix 1.0.20260724 mixes time points here).
+    def drop_one_volume_s_time(ds, k, t):
+        ds.InstanceNumber = k % N_SLICES + 1
+        ds.AcquisitionTime = f"1148{10 + t:02d}"
+        if t == 6:
+            del ds.AcquisitionTime
+
+    folder = tmp_path / "fmri"
+    _ge_fmri_by_time_point(shared_data, folder, drop_one_volume_s_time)
+    with pytest.raises(DicomSeriesError, match="lacks the numbers that order its volumes"):
+        read_image(folder)

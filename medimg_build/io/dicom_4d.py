@@ -24,7 +24,7 @@ does (nii_saveDTI: Philips and isADCnotDTI, unless fewer than two volumes would 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def split_volumes(where: Path, frames: list[Frame], trace: bool = False) -> Volu
         )
     stacks = [[frames[k] for k in group] for group in groups]
     _check_counts(where, stacks)
-    labels = {id(f): _label(f) for f in frames}
+    labels = _keys_all_frames_give({id(f): _label(f) for f in frames})
     for stack in stacks:
         stack.sort(key=lambda f: labels[id(f)].sort_key())
         _check_stack(where, stack, labels)
@@ -154,6 +154,23 @@ def split_volumes(where: Path, frames: list[Frame], trace: bool = False) -> Volu
         facts["IsotropicTrace"] = "only" if trace else "left out"
     return Volumes(frames=ordered, n_volumes=len(kept), lps=lps, geometry=geometry,
                    facts=facts)
+
+
+def _keys_all_frames_give(labels: dict[int, _Label]) -> dict[int, _Label]:
+    """The labels without the order keys that only some frames carry.
+
+    An absent number sorts first, so a TemporalPositionIdentifier (or InstanceNumber,
+    AcquisitionTime) missing from one volume's files would move that volume to the front
+    silently. Without the key the next one orders the volumes, and where none is left
+    the frames tie and the series is refused as lacking the numbers that order it."""
+    dropped = {}
+    for name in ("temporal", "instance", "acquisition_time"):
+        given = [getattr(label, name) is not None for label in labels.values()]
+        if any(given) and not all(given):
+            dropped[name] = None
+    if not dropped:
+        return labels
+    return {key: replace(label, **dropped) for key, label in labels.items()}
 
 
 def isotropic_trace_volumes(manufacturer: str, labels: list[_Label]) -> list[int]:
