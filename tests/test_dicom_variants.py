@@ -16,6 +16,7 @@ import pytest
 
 from medimg_build.errors import DicomSeriesError
 from medimg_build.io import discover_series, read_image
+from medimg_build.io.read_options import read_options
 
 GE_FMRI = "dcm_qa_nih/In/20180918GE/mr_0004"  # file k: slice k % 15, time point k // 15
 N_SLICES, N_TIMES = 15, 10
@@ -114,3 +115,25 @@ def test_acquisition_time_missing_from_one_volume_is_refused(shared_data, tmp_pa
     _ge_fmri_by_time_point(shared_data, folder, drop_one_volume_s_time)
     with pytest.raises(DicomSeriesError, match="lacks the numbers that order its volumes"):
         read_image(folder)
+
+
+PHILIPS_ASL = "dcm_qa_vendor/dcm_qa_philips_enh/In/cl"  # 1903_*: classic, 240 files
+
+
+def test_philips_scale_slope_on_some_files_only_is_refused(shared_data, tmp_path):
+    # Every other file without MRScaleSlope: the precise values of those files are
+    # unknown. The series was read in displayed values, without a word, though precise
+    # ones were asked for (dcm2niix divides every file by another file's SS).
+    folder = tmp_path / "asl"
+    folder.mkdir()
+    for k, path in enumerate(sorted((shared_data / PHILIPS_ASL).glob("1903_*.dcm"))):
+        ds = pydicom.dcmread(path)
+        if k % 2:
+            del ds[0x2005, 0x100E]
+        ds.save_as(folder / path.name)
+    with pytest.raises(DicomSeriesError, match=r"MRScaleSlope \(2005,100E\) on 120 of 240"):
+        read_image(folder)
+    with read_options(philips_scaling="display"):  # RS/RI only: every file has them
+        image = read_image(folder)
+    assert "philips_scaling" not in image.meta["intensity"]
+    assert image.array.shape == (96, 96, 40, 6)
