@@ -137,3 +137,20 @@ def test_philips_scale_slope_on_some_files_only_is_refused(shared_data, tmp_path
         image = read_image(folder)
     assert "philips_scaling" not in image.meta["intensity"]
     assert image.array.shape == (96, 96, 40, 6)
+
+
+def test_acquisition_date_on_some_volumes_only_does_not_reorder_them(shared_data, tmp_path):
+    # Restarted InstanceNumbers, one day, AcquisitionDate on the first five volumes only:
+    # the date may order only when every frame gives it, else the time of day alone.
+    def date_half_the_volumes(ds, k, t):
+        ds.InstanceNumber = k % N_SLICES + 1
+        ds.AcquisitionTime = f"1148{10 + t:02d}"
+        if t < 5:
+            ds.AcquisitionDate = "20180918"
+        elif "AcquisitionDate" in ds:
+            del ds.AcquisitionDate
+
+    folder = tmp_path / "fmri"
+    _ge_fmri_by_time_point(shared_data, folder, date_half_the_volumes)
+    image = read_image(folder)
+    assert _time_points_per_volume(image) == [[t] for t in range(N_TIMES)]

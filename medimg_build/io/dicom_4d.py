@@ -46,7 +46,6 @@ GE_BVALUE = (0x0043, 0x1039)
 GE_GRADIENT = ((0x0019, 0x10BB), (0x0019, 0x10BC), (0x0019, 0x10BD))
 SIEMENS_BVALUE = (0x0019, 0x100C)
 SIEMENS_GRADIENT = (0x0019, 0x100E)
-EPOCH_DAY = datetime.date(1970, 1, 1).toordinal()
 
 
 @dataclass
@@ -66,9 +65,7 @@ class _Label:
 
     temporal: int | None
     instance: int | None
-    # Seconds since 1970 when the acquisition date is given, else seconds into the day:
-    # a series that runs past midnight starts again at 00:00 in AcquisitionTime.
-    acquisition_time: float | None
+    acquisition_time: float | None  # seconds into the day (AcquisitionTime)
     b_value: float | None
     gradient: tuple[float, float, float] | None
     # Enhanced files: DimensionIndexValues, last index first. dcm2niix sorts frames by
@@ -79,6 +76,9 @@ class _Label:
     # dcm2niix sorts files by it before their frames, which orders a series written as
     # one multi-frame file per volume (Siemens XA).
     file_instance: int | None = None
+    # AcquisitionDate (day number): a series that runs past midnight starts again at
+    # 00:00 in AcquisitionTime, so the day sorts before the time.
+    acquisition_day: int | None = None
 
     def sort_key(self) -> tuple:
         missing = -(2**62)  # absent numbers sort first, like dcm2niix's zero default
@@ -87,6 +87,7 @@ class _Label:
             self.dimensions,
             missing if self.temporal is None else self.temporal,
             missing if self.instance is None else self.instance,
+            missing if self.acquisition_day is None else self.acquisition_day,
             missing if self.acquisition_time is None else self.acquisition_time,
         )
 
@@ -164,7 +165,7 @@ def _keys_all_frames_give(labels: dict[int, _Label]) -> dict[int, _Label]:
     silently. Without the key the next one orders the volumes, and where none is left
     the frames tie and the series is refused as lacking the numbers that order it."""
     dropped = {}
-    for name in ("temporal", "instance", "acquisition_time"):
+    for name in ("temporal", "instance", "acquisition_day", "acquisition_time"):
         given = [getattr(label, name) is not None for label in labels.values()]
         if any(given) and not all(given):
             dropped[name] = None
@@ -286,10 +287,12 @@ def _label(frame: Frame) -> _Label:
                       dimensions=tuple(int(v) for v in reversed(dimensions or [])),
                       file_instance=_int(ds.get("InstanceNumber")))
     b_value, gradient = _classic_diffusion(ds)
+    day, seconds = acquisition_moment(ds)
     return _Label(
         temporal=_int(ds.get("TemporalPositionIdentifier")),
         instance=_int(ds.get("InstanceNumber")),
-        acquisition_time=acquisition_seconds(ds),
+        acquisition_time=seconds,
+        acquisition_day=day,
         b_value=b_value,
         gradient=gradient,
     )
@@ -340,21 +343,18 @@ def _value(ds: Dataset, tag: tuple[int, int]):
     return value
 
 
-def acquisition_seconds(ds: Dataset) -> float | None:
-    """When the frame was acquired, in seconds: AcquisitionDateTime, else AcquisitionDate
-    and AcquisitionTime, else AcquisitionTime alone (seconds into the day). With the date,
-    a volume acquired at 00:00:01 sorts after one at 23:59:59 the day before."""
+def acquisition_moment(ds: Dataset) -> tuple[int | None, float | None]:
+    """(day number, seconds into the day) of the acquisition: AcquisitionDateTime, else
+    AcquisitionDate and AcquisitionTime; the day is None where no date is given."""
     stamp = str(ds.get("AcquisitionDateTime") or "").strip()
     date, time = (stamp[:8], stamp[8:].split("+")[0].split("-")[0]) if stamp else (
         str(ds.get("AcquisitionDate") or "").strip(), ds.get("AcquisitionTime"))
     seconds = seconds_of_day(time)
-    if seconds is None:
-        return None
     try:
         day = datetime.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal()
-    except ValueError:  # no date (or not a DICOM DA): the time of day still orders a day
-        return seconds
-    return (day - EPOCH_DAY) * 86400.0 + seconds
+    except ValueError:  # no date, or not a DICOM DA
+        day = None
+    return (day if seconds is not None else None), seconds
 
 
 def seconds_of_day(value) -> float | None:
