@@ -206,7 +206,8 @@ def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int, n_volumes
     if photometric == "MONOCHROME1":
         stack, top = invert_monochrome1(stack, bits_stored, signed)
         intensity.update(inverted=True, inversion=f"{top} - stored" if top >= 0 else "-1 - stored")
-    scale_slopes = philips_scale_slopes(frames)
+    scale_slopes = philips_scale_slopes(where, frames,
+                                        current_philips_scaling() == "precise")
     precise = scale_slopes is not None and current_philips_scaling() == "precise"
     stack, stored_as = rescale(stack, frames, scale_slopes if precise else None)
     if stored_as != "none":

@@ -23,7 +23,8 @@ does (nii_saveDTI: Philips and isADCnotDTI, unless fewer than two volumes would 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import datetime
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,9 @@ class _Label:
     # dcm2niix sorts files by it before their frames, which orders a series written as
     # one multi-frame file per volume (Siemens XA).
     file_instance: int | None = None
+    # AcquisitionDate (day number): a series that runs past midnight starts again at
+    # 00:00 in AcquisitionTime, so the day sorts before the time.
+    acquisition_day: int | None = None
 
     def sort_key(self) -> tuple:
         missing = -(2**62)  # absent numbers sort first, like dcm2niix's zero default
@@ -83,6 +87,7 @@ class _Label:
             self.dimensions,
             missing if self.temporal is None else self.temporal,
             missing if self.instance is None else self.instance,
+            missing if self.acquisition_day is None else self.acquisition_day,
             missing if self.acquisition_time is None else self.acquisition_time,
         )
 
@@ -128,7 +133,7 @@ def split_volumes(where: Path, frames: list[Frame], trace: bool = False) -> Volu
         )
     stacks = [[frames[k] for k in group] for group in groups]
     _check_counts(where, stacks)
-    labels = {id(f): _label(f) for f in frames}
+    labels = _keys_all_frames_give({id(f): _label(f) for f in frames})
     for stack in stacks:
         stack.sort(key=lambda f: labels[id(f)].sort_key())
         _check_stack(where, stack, labels)
@@ -150,6 +155,23 @@ def split_volumes(where: Path, frames: list[Frame], trace: bool = False) -> Volu
         facts["IsotropicTrace"] = "only" if trace else "left out"
     return Volumes(frames=ordered, n_volumes=len(kept), lps=lps, geometry=geometry,
                    facts=facts)
+
+
+def _keys_all_frames_give(labels: dict[int, _Label]) -> dict[int, _Label]:
+    """The labels without the order keys that only some frames carry.
+
+    An absent number sorts first, so a TemporalPositionIdentifier (or InstanceNumber,
+    AcquisitionTime) missing from one volume's files would move that volume to the front
+    silently. Without the key the next one orders the volumes, and where none is left
+    the frames tie and the series is refused as lacking the numbers that order it."""
+    dropped = {}
+    for name in ("temporal", "instance", "acquisition_day", "acquisition_time"):
+        given = [getattr(label, name) is not None for label in labels.values()]
+        if any(given) and not all(given):
+            dropped[name] = None
+    if not dropped:
+        return labels
+    return {key: replace(label, **dropped) for key, label in labels.items()}
 
 
 def isotropic_trace_volumes(manufacturer: str, labels: list[_Label]) -> list[int]:
@@ -265,10 +287,12 @@ def _label(frame: Frame) -> _Label:
                       dimensions=tuple(int(v) for v in reversed(dimensions or [])),
                       file_instance=_int(ds.get("InstanceNumber")))
     b_value, gradient = _classic_diffusion(ds)
+    day, seconds = acquisition_moment(ds)
     return _Label(
         temporal=_int(ds.get("TemporalPositionIdentifier")),
         instance=_int(ds.get("InstanceNumber")),
-        acquisition_time=seconds_of_day(ds.get("AcquisitionTime")),
+        acquisition_time=seconds,
+        acquisition_day=day,
         b_value=b_value,
         gradient=gradient,
     )
@@ -317,6 +341,20 @@ def _value(ds: Dataset, tag: tuple[int, int]):
             return None
         return text.split("\\") if "\\" in text else text
     return value
+
+
+def acquisition_moment(ds: Dataset) -> tuple[int | None, float | None]:
+    """(day number, seconds into the day) of the acquisition: AcquisitionDateTime, else
+    AcquisitionDate and AcquisitionTime; the day is None where no date is given."""
+    stamp = str(ds.get("AcquisitionDateTime") or "").strip()
+    date, time = (stamp[:8], stamp[8:].split("+")[0].split("-")[0]) if stamp else (
+        str(ds.get("AcquisitionDate") or "").strip(), ds.get("AcquisitionTime"))
+    seconds = seconds_of_day(time)
+    try:
+        day = datetime.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal()
+    except ValueError:  # no date, or not a DICOM DA
+        day = None
+    return (day if seconds is not None else None), seconds
 
 
 def seconds_of_day(value) -> float | None:

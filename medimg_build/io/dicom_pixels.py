@@ -311,18 +311,27 @@ def _scaled(stack: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray) -> np
     return out
 
 
-def philips_scale_slopes(frames: list[Frame]) -> np.ndarray | None:
-    """Each frame's Philips MRScaleSlope, or None unless every frame of a Philips series
-    has a usable one (dcm2niix applies it only when SS and RS * SS are non-zero)."""
+def philips_scale_slopes(where: Path, frames: list[Frame],
+                         precise: bool = True) -> np.ndarray | None:
+    """Each frame's Philips MRScaleSlope, or None where no frame of a Philips series has
+    a usable one (dcm2niix applies it only when SS and RS * SS are non-zero).
+
+    Where only some frames have one, their precise values and the others' displayed
+    ones would differ by RS * SS within one image (dcm2niix applies one frame's SS to
+    all, a guess): refused when ``precise`` values are asked for."""
     if "PHILIPS" not in str(frames[0].dataset.get("Manufacturer", "")).upper():
         return None
-    found = []
-    for frame in frames:
-        value = _philips_scale_slope(frame)
-        if value is None or not np.isfinite(value) or value * frame.slope == 0:
-            return None
-        found.append(value)
-    return np.array(found, dtype=np.float64)
+    found = [_philips_scale_slope(frame) for frame in frames]
+    usable = [value is not None and bool(np.isfinite(value)) and value * frame.slope != 0
+              for value, frame in zip(found, frames)]
+    if all(usable):
+        return np.array(found, dtype=np.float64)
+    if any(usable) and precise:
+        raise DicomSeriesError(
+            where, f"Philips MRScaleSlope (2005,100E) on {sum(usable)} of {len(frames)} "
+            "frames only: the others' precise values are unknown",
+            hint="read the displayed values (recipe read: {philips_scaling: display})")
+    return None
 
 
 def _philips_scale_slope(frame: Frame) -> float | None:
