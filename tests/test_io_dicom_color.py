@@ -11,6 +11,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from medimg_build.io import read_image
 
+from dcm2niix_reference import assert_same_volume, run_dcm2niix
+
 # pydicom's shipped files, located without ever calling its downloader.
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -61,3 +63,26 @@ def test_ybr_full_round_trip(tmp_path):
     difference = np.abs(image.array.astype(int) - original.transpose(1, 0, 2).astype(int))
     assert difference.max() <= 2
     assert image.meta["intensity"]["photometric"] == "YBR_FULL"
+
+
+def test_rgb_capture_of_a_ct_slice_keeps_its_colours_as_dcm2niix(tmp_path):
+    # A secondary capture of a CT slice, as scanners write screen shots: RGB pixels with
+    # the CT's geometry, Modality and RescaleIntercept -1024 (deid-data's ctbrain1.dcm is
+    # one). The rescale maps grayscale values only; added to colour channels it made an
+    # int16 "HU" picture of -1024..-769. dcm2niix keeps the RGB values.
+    ds = pydicom.dcmread(PYDICOM_FILES / "SC_rgb_rle.dcm")
+    ds.Modality = "CT"
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+    ds.ImagePositionPatient = [-106.8, -250.5, 148.7]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.98796, -0.151524]
+    ds.PixelSpacing = [0.4258, 0.4258]
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    ds.save_as(folder / "capture.dcm", enforce_file_format=True)
+    image = read_image(folder / "capture.dcm")
+    assert image.array.dtype == np.uint8
+    np.testing.assert_array_equal(image.array[..., 0, :], ds.pixel_array.transpose(1, 0, 2))
+    intensity = image.meta["intensity"]
+    assert "unit" not in intensity and intensity["rescale_ignored"] == "colour pixels"
+    [nifti] = run_dcm2niix(folder, tmp_path / "dcm2niix")
+    assert_same_volume(image, nifti)
