@@ -102,6 +102,11 @@ def assert_same_volume(image: MedicalImage, nifti: Path, *, volume: int | None =
     and rounded once. A misplaced voxel or a wrong formula is off by a step or more.
     """
     loaded = nib.load(nifti)
+    if loaded.get_data_dtype().names:
+        # RGB24: scl_slope/scl_inter do not apply (nifti1.h), but dcm2niix may still
+        # write a CT's RescaleIntercept there, which nibabel would add to the colours
+        loaded = nib.Nifti1Image(np.asanyarray(loaded.dataobj.get_unscaled()),
+                                 loaded.affine, loaded.header)
     theirs, ours = nib.as_closest_canonical(loaded), _in_ras(image)
     _assert_affines_equal(ours, theirs, nifti.name)
     expected = np.asanyarray(theirs.dataobj)  # nibabel applies scl_slope / scl_inter

@@ -11,6 +11,7 @@ ours that dcm2niix does not write must be refused too.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,16 @@ def _dcm2niix_identity(nifti: Path) -> tuple[int | None, str, int | None, list[s
     """(series number, image kind, echo, other suffixes) from dcm2niix's file name."""
     number, *suffixes = nifti.stem.split("_")  # run with -f %s: the series number first
     kind, echo, other = kind_and_echo(suffixes)
-    # dcm2niix writes 0 for a series without SeriesNumber (anonymized files)
-    return (int(number) or None if number.isdigit() else None), kind, echo, other
+    return (int(number) if number.isdigit() else None), kind, echo, other
+
+
+def _same_number(ref: DicomSeriesRef, number: int | None) -> bool:
+    if ref.series_number is not None and ref.series_number >= 1:
+        return ref.series_number == number
+    # A series numbered below 1, or not at all (anonymized files), dcm2niix names by the
+    # CRC-32 of its SeriesInstanceUID, 0 without one (nii_dicom.cpp, readDICOMx, its
+    # issue 218)
+    return number == zlib.crc32(ref.series_uid.encode())
 
 
 def _our_kind(ref: DicomSeriesRef) -> str:
@@ -51,7 +60,7 @@ def _our_kind(ref: DicomSeriesRef) -> str:
 
 
 def _match(refs: list[DicomSeriesRef], number, kind, echo) -> list[DicomSeriesRef]:
-    found = [r for r in refs if r.series_number == number and _our_kind(r) == kind]
+    found = [r for r in refs if _same_number(r, number) and _our_kind(r) == kind]
     if len(found) > 1 and echo is not None:
         found = [r for r in found if r.echo == echo]
     return found

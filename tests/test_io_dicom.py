@@ -441,6 +441,21 @@ def test_truncated_file_in_a_copy(tmp_path):
     one_line(caught.value, cut)
 
 
+def test_cut_compressed_file_is_called_truncated_not_a_file_without_image(tmp_path):
+    # Encapsulated (JPEG 2000) pixel data cut before its end delimiter: pydicom drops
+    # the element, and the file read alone was "holds no image (point at an image
+    # file, not a report...)", though its folder said "truncated?" (pydicom-data's
+    # emri_small_jpeg_2k_lossless_too_short.dcm is such a file).
+    data = (PYDICOM_FILES / "MR_small_jp2klossless.dcm").read_bytes()
+    cut = tmp_path / "cut" / "mr.dcm"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:-2000])
+    for where in (cut, cut.parent):
+        with pytest.raises(ImageReadError) as caught:
+            read_image(where)
+        assert "without pixel data (truncated?)" in one_line(caught.value, cut)
+
+
 def test_damaged_slice_in_a_folder_is_named(shared_data, tmp_path):
     files = _copy_series(shared_data / "dicom2nifti/generic/anatomical/001", tmp_path / "s")
     files[1].write_bytes(files[1].read_bytes()[:300])  # preamble kept, header cut short

@@ -206,16 +206,27 @@ def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int, n_volumes
     if photometric == "MONOCHROME1":
         stack, top = invert_monochrome1(stack, bits_stored, signed)
         intensity.update(inverted=True, inversion=f"{top} - stored" if top >= 0 else "-1 - stored")
-    scale_slopes = philips_scale_slopes(where, frames,
-                                        current_philips_scaling() == "precise")
+    # The modality LUT (rescale, and the unit it yields) maps grayscale values only
+    # (PS3.3 C.11.1): an RGB screen capture of a CT slice that carries the CT's
+    # RescaleIntercept keeps its colour values, as dcm2niix keeps them (its NIfTI RGB24
+    # output, whose scl_slope/scl_inter do not apply).
+    colour = stack.ndim == 4
+    scale_slopes = None if colour else philips_scale_slopes(
+        where, frames, current_philips_scaling() == "precise")
     precise = scale_slopes is not None and current_philips_scaling() == "precise"
-    stack, stored_as = rescale(stack, frames, scale_slopes if precise else None)
-    if stored_as != "none":
-        intensity.update(rescale_slope=frames[0].slope, rescale_intercept=frames[0].intercept)
-        if len({(f.slope, f.intercept) for f in frames}) > 1:
-            intensity["rescale_per_slice"] = True
-    elif "RescaleSlope" in first or "RescaleIntercept" in first:
-        intensity.update(rescale_slope=1.0, rescale_intercept=0.0)
+    stored_as = "none"
+    if colour:
+        if "RescaleSlope" in first or "RescaleIntercept" in first:
+            intensity["rescale_ignored"] = "colour pixels"
+    else:
+        stack, stored_as = rescale(stack, frames, scale_slopes if precise else None)
+        if stored_as != "none":
+            intensity.update(rescale_slope=frames[0].slope,
+                             rescale_intercept=frames[0].intercept)
+            if len({(f.slope, f.intercept) for f in frames}) > 1:
+                intensity["rescale_per_slice"] = True
+        elif "RescaleSlope" in first or "RescaleIntercept" in first:
+            intensity.update(rescale_slope=1.0, rescale_intercept=0.0)
     if scale_slopes is not None:  # which of Philips' two scalings the values are
         intensity.update(philips_scaling=current_philips_scaling(),
                          philips_scale_slope=float(scale_slopes[0]))
@@ -225,7 +236,7 @@ def _pixel_values(where: Path, frames: list[Frame], spatial_ndim: int, n_volumes
         intensity["converted_to"] = "RGB"
     if photometric == "PALETTE COLOR":  # values are now the LUT's RGB entries
         intensity["bits_stored"] = intensity["bits_allocated"] = stack.dtype.itemsize * 8
-    unit = None if precise else _unit(first, str(first.get("Modality", "")) or None)
+    unit = None if precise or colour else _unit(first, str(first.get("Modality", "")) or None)
     if unit:
         intensity["unit"] = unit
     return to_index_order(stack, spatial_ndim, n_volumes), intensity, stored_as

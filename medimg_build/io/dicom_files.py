@@ -177,12 +177,20 @@ def read_file(path: Path) -> Dataset:
         ) from error
     if not _is_image(dataset) and not _has_header(dataset):
         raise _no_header(path)
+    if not _is_image(dataset) and _claims_image(dataset):
+        # pydicom drops encapsulated pixel data cut short before its end delimiter
+        raise _image_without_pixels(path)
     if not _is_image(dataset):
         raise ImageReadError(
             path, "DICOM file holds no image (no PixelData)",
             hint="point at an image file, not a report, structure set or DICOMDIR",
         )
     return dataset
+
+
+def _image_without_pixels(path: Path) -> ImageReadError:
+    return ImageReadError(path, "damaged DICOM file: an image SOP class without pixel "
+                          "data (truncated?)", hint="replace or remove the file")
 
 
 def _has_header(dataset: Dataset) -> bool:

@@ -43,8 +43,32 @@ def _decode(path: Path, dataset: Dataset) -> np.ndarray:
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        pixels = apply_color_lut(pixels, dataset)
+        pixels = apply_color_lut(pixels, _palette_in_native_order(dataset))
     return pixels
+
+
+def _palette_in_native_order(dataset: Dataset) -> Dataset:
+    """The dataset, or for a big-endian file a copy of its palette whose 16-bit LUT
+    entries are in the machine's order: pydicom's ``apply_color_lut`` reads plain (not
+    segmented) LUT data as little-endian whatever the file's encoding, which swaps the
+    two bytes of every colour of an Explicit VR Big Endian file (segmented LUTs it reads
+    in the file's order)."""
+    little_endian = dataset.original_encoding[1] is not False  # None: built in memory
+    if little_endian or "SegmentedRedPaletteColorLookupTableData" in dataset:
+        return dataset
+    palette = Dataset()
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        descriptor = f"{colour}PaletteColorLookupTableDescriptor"
+        data = f"{colour}PaletteColorLookupTableData"
+        if descriptor not in dataset or data not in dataset:
+            continue
+        entries = int(dataset[descriptor].value[0]) or 1 << 16  # 0 means 2**16
+        raw = dataset[data].value
+        if len(raw) == 2 * entries:  # 16-bit entries (8-bit ones have no byte order)
+            raw = np.frombuffer(raw, dtype=">u2").astype("=u2").tobytes()
+        palette[descriptor] = dataset[descriptor]
+        setattr(palette, data, raw)
+    return palette
 
 
 @contextmanager
