@@ -249,3 +249,19 @@ def test_discovery_follows_folder_links_without_looping(shared_data, tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path)
     found = discover_series(tmp_path)
     assert [len(ref.files) for ref in found.series] == [4]
+
+
+def test_a_library_failure_reading_a_series_is_one_line_naming_it(tmp_path):
+    """pydicom's badVR.dcm (an RTDOSE whose IS value is '1A') is discovered as a series;
+    reading it fails inside pydicom with a bare ValueError, which read_image already
+    turns into one line. read_dicom_series does the same, naming the series."""
+    import pydicom.data
+
+    source = Path(pydicom.data.__file__).parent / "test_files" / "badVR.dcm"
+    shutil.copy(source, tmp_path / "badVR.dcm")
+    [ref] = discover_series(tmp_path).series
+    with pytest.raises(MedimgError) as raised:
+        read_dicom_series(ref)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "series #1" in message and "unexpected failure while reading (ValueError" in message

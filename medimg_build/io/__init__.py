@@ -8,14 +8,12 @@ DICOM Segmentation (SEG) file -- or a folder holding just one -- to ``dicom_seg`
 
 from __future__ import annotations
 
-import traceback
 from os import PathLike
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ImageReadError, MedimgError
+from ..errors import ImageReadError
 from ..image import MedicalImage
-from ..limits import OPTION, SETTING, current_max_voxels
 from . import dicom, itk, nifti, raster
 from .dicom_files import SUFFIXES as DICOM_SUFFIXES, is_dicom_file
 from .dicom_discovery import (
@@ -26,6 +24,7 @@ from .dicom_discovery import (
     read_dicom_series,
 )
 from .dicom_seg import read_dicom_seg
+from .guard import read_guarded
 
 Reader = Callable[[Path], MedicalImage]
 
@@ -53,7 +52,7 @@ def read_image(path: str | PathLike) -> MedicalImage:
     """
     path = _existing(path)
     reader = reader_for(path)
-    return _read_guarded(path, lambda: reader(path))
+    return read_guarded(path, lambda: reader(path))
 
 
 def read_diffusion_trace(path: str | PathLike) -> MedicalImage:
@@ -62,7 +61,7 @@ def read_diffusion_trace(path: str | PathLike) -> MedicalImage:
     diffusion series, as dcm2niix does; this gives them as their own image, and refuses
     a series that has none."""
     path = _existing(path)
-    return _read_guarded(path, lambda: dicom.read_dicom(path, trace=True))
+    return read_guarded(path, lambda: dicom.read_dicom(path, trace=True))
 
 
 def _existing(path: str | PathLike) -> Path:
@@ -70,35 +69,6 @@ def _existing(path: str | PathLike) -> Path:
     if not path.exists():
         raise ImageReadError(path, "no such file or folder", hint="check the path")
     return path
-
-
-def _read_guarded(path: Path, read: Callable[[], MedicalImage]) -> MedicalImage:
-    """``read()``, with every failure as a one-line MedimgError naming ``path``."""
-    if path.is_file() and path.stat().st_size == 0:
-        # Every reader would fail on it in its own words; this says what it is.
-        raise ImageReadError(path, "empty file (0 bytes)",
-                             hint="the download or copy was interrupted; fetch the file again")
-    try:
-        return read()
-    except MedimgError:
-        raise
-    except MemoryError as error:
-        # The header passed check_size, yet this worker cannot hold the image. Drop the
-        # failed reader's frames (and the partial arrays they hold) before going on.
-        traceback.clear_frames(error.__traceback__)
-        raise ImageReadError(
-            path, f"out of memory while reading it (the size limit is "
-            f"{current_max_voxels():,} values)",
-            hint=f"lower {OPTION} / {SETTING} so that such files are refused from their "
-            "header, or give each worker more memory (fewer workers)",
-        ) from error
-    except Exception as error:  # noqa: BLE001
-        # Last resort: a library failure the reader did not anticipate still becomes a
-        # one-line error naming the file (the original stays chained for debugging).
-        raise ImageReadError(
-            path, f"unexpected failure while reading ({type(error).__name__}: {error})",
-            hint="the file may be damaged; please report it if it opens elsewhere",
-        ) from error
 
 
 def reader_for(path: Path) -> Reader:

@@ -57,6 +57,7 @@ from .dicom_parts import (
     enhanced_parts,
     part_names,
 )
+from .guard import read_guarded
 
 __all__ = ["DicomDiscovery", "DicomSeriesRef", "SkippedFile", "discover_series",
            "group_datasets", "read_dicom_series"]
@@ -168,7 +169,8 @@ def group_datasets(pairs: Iterable[tuple[Path, Dataset]]) -> list[DicomSeriesRef
 def read_dicom_series(ref: DicomSeriesRef) -> MedicalImage:
     """Exactly the ref's files, through the same frame/geometry/pixel code as a folder."""
     try:
-        return read_dicom_files(ref.folder, ref.files, ref.part)
+        return read_guarded(ref.folder,
+                            lambda: read_dicom_files(ref.folder, ref.files, ref.part))
     except MedimgError as error:
         # Name the series too: a split part shares its folder with its siblings.
         raise type(error)(error.path, f"series {ref.label}: {error.problem}",
