@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from medimg_build.resources import find_shared_data
+from required import missing
 from servers import http, s3  # noqa: F401  (fixtures: local S3 and HTTP servers)
 
 
@@ -24,10 +25,7 @@ os.environ.setdefault("MEDIMG_WORKERS", "1")
 def shared_data() -> Path:
     root = find_shared_data()
     if root is None:
-        message = "reference data not found beside the project (set MEDIMG_SHARED_DATA)"
-        if os.environ.get("MEDIMG_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("reference data not found beside the project (set MEDIMG_SHARED_DATA)")
     return root
 
 

@@ -6,7 +6,6 @@ test skips, except under MEDIMG_REQUIRE_SHARED_DATA=1 (CI), where that is a fail
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,9 +15,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from medimg_build.image import MedicalImage
+from required import missing
 
 # Words dcm2niix adds to a file name after its -f pattern (its FILENAMING.md), and the
 # image kind each names; a name without one is a magnitude (or says nothing).
@@ -31,10 +30,7 @@ def dcm2niix_binary() -> str:
     beside = Path(sys.executable).parent / "dcm2niix"
     found = str(beside) if beside.is_file() else shutil.which("dcm2niix")
     if found is None:
-        message = "dcm2niix not installed (pip install dcm2niix, part of the test extra)"
-        if os.environ.get("MEDIMG_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("dcm2niix not installed (pip install dcm2niix, part of the test extra)")
     return found
 
 

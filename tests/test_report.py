@@ -4,7 +4,6 @@ with the store."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -29,6 +28,7 @@ from medimg_build.report.views import view_of_2d_grid
 from medimg_build.report.write import thumbnail_name
 
 from fixtures import nih_chestxray14, volume_folder
+from required import missing
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -210,10 +210,7 @@ def broken_links(index: Path) -> list[str]:
 
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("MEDIMG_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{CHROMIUM} is missing (apt-get install chromium)", "MEDIMG_REQUIRE_BROWSER")
     return CHROMIUM
 
 
