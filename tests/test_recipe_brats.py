@@ -109,12 +109,19 @@ def test_brats2020_a_missing_sequence_fails_its_case_naming_the_file(tmp_path):
     assert "BraTS20_Training_001_t2.nii*: no such file" in report.failed["BraTS20_Training_001"]
 
 
-def test_two_files_for_one_sequence_or_seg_are_refused_not_guessed(tmp_path):
+@pytest.mark.parametrize("original, copy, message", [
+    ("BraTS20_Training_001_t1.nii", "BraTS20_Training_001_t1.nii.gz",
+     r"BraTS20_Training_001: 2 files match source.channels '\{path\}/\{case_id\}_t1.nii\*': "
+     r"BraTS20_Training_001_t1.nii, BraTS20_Training_001_t1.nii.gz"),
+    ("W39_1998.09.19_Segm.nii", "BraTS20_Training_355_seg.nii",
+     r"BraTS20_Training_355: 2 files match source.masks '\{path\}/\*_\[sS\]eg\*.nii\*': "
+     r"BraTS20_Training_355_seg.nii, W39_1998.09.19_Segm.nii")])
+def test_two_files_for_one_sequence_or_seg_are_refused_not_guessed(tmp_path, original, copy,
+                                                                    message):
     # A copy unpacked beside its archive (x.nii and x.nii.gz), or 355's seg renamed
     # while the release's name was kept: which one is meant is not ours to guess.
     make_brats2020(tmp_path / "src")
-    seg = next((tmp_path / "src").rglob("W39_1998.09.19_Segm.nii"))
-    (seg.parent / "BraTS20_Training_355_seg.nii").write_bytes(seg.read_bytes())
-    with pytest.raises(RecipeError, match=r"2 files match source.masks .*"
-                       r"BraTS20_Training_355_seg.nii, .*W39_1998.09.19_Segm.nii"):
+    found = next((tmp_path / "src").rglob(original))
+    (found.parent / copy).write_bytes(found.read_bytes())
+    with pytest.raises(RecipeError, match=message):
         build(tmp_path)

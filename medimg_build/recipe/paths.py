@@ -100,16 +100,18 @@ def from_template(base: Path, template: str, setting: str, **names: str) -> Path
     path = inside(base, filled, setting)
     if not wildcards:
         return path
-    return _the_one_match(base, filled, setting) or path
+    return _the_one_match(base, filled, f"{setting} {template!r}") or path
 
 
 def _the_one_match(base: Path, pattern: str, setting: str) -> Path | None:
     # glob, not Path.glob: '*' then skips hidden files (macOS '._x_seg.nii' copies).
     matches = sorted(glob.glob(pattern, root_dir=base))
     if len(matches) > 1:
-        raise RecipeError(base / matches[0], f"{len(matches)} files match {setting} "
-                          f"{pattern!r}: {', '.join(matches)}",
-                          hint="keep one of them (a copy unpacked beside its archive?)")
+        folder = os.path.commonpath(matches) if len({os.path.dirname(m) for m in matches}) \
+            > 1 else os.path.dirname(matches[0])
+        names = ", ".join(os.path.relpath(m, folder) for m in matches)
+        raise RecipeError(base / folder, f"{len(matches)} files match {setting}: {names}",
+                          hint="keep one of them (say, delete a copy unpacked beside its archive)")
     return base / matches[0] if matches else None
 
 
