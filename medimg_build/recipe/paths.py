@@ -107,11 +107,10 @@ def _the_one_match(base: Path, pattern: str, setting: str) -> Path | None:
     # glob, not Path.glob: '*' then skips hidden files (macOS '._x_seg.nii' copies).
     matches = sorted(glob.glob(pattern, root_dir=base))
     if len(matches) > 1:
-        folder = os.path.commonpath(matches) if len({os.path.dirname(m) for m in matches}) \
-            > 1 else os.path.dirname(matches[0])
+        folder = os.path.commonpath([os.path.dirname(m) for m in matches]) or "."
         names = ", ".join(os.path.relpath(m, folder) for m in matches)
         raise RecipeError(base / folder, f"{len(matches)} files match {setting}: {names}",
-                          hint="keep one of them (say, delete a copy unpacked beside its archive)")
+                          hint="keep one of them (a copy unpacked beside its archive?)")
     return base / matches[0] if matches else None
 
 
