@@ -28,6 +28,7 @@ depth."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from pathlib import Path
@@ -80,14 +81,37 @@ def inside_glob(base: Path, pattern: str, setting: str) -> list[Path]:
 def from_template(base: Path, template: str, setting: str, **names: str) -> Path:
     """A recipe's path template filled with ``names`` (file and folder names of the
     case) under ``base``; RecipeError naming ``setting`` when the result could lead
-    outside it."""
+    outside it.
+
+    Wildcards written in the template itself (``*``, ``?``, ``[...]``; never those a
+    filled-in name happens to hold) stand for the one file that matches them, for
+    releases that differ in a suffix (BraTS 2020's ``.nii``, 2021's ``.nii.gz``):
+    no match leaves the pattern as the path (reading it fails, naming the pattern);
+    several matches are a RecipeError naming them, as picking one would be a guess."""
+    wildcards = glob.has_magic(template)
+    if wildcards:
+        names = {key: glob.escape(str(value)) for key, value in names.items()}
     try:
         filled = template.format(**names)
     except (KeyError, IndexError, ValueError) as error:
         raise RecipeError(None, f"{setting} {template!r} cannot be filled ({error!r}); "
                           f"it may name {sorted(names)}",
                           hint="use {name} fields the recipe says it provides") from None
-    return inside(base, filled, setting)
+    path = inside(base, filled, setting)
+    if not wildcards:
+        return path
+    return _the_one_match(base, filled, f"{setting} {template!r}") or path
+
+
+def _the_one_match(base: Path, pattern: str, setting: str) -> Path | None:
+    # glob, not Path.glob: '*' then skips hidden files (macOS '._x_seg.nii' copies).
+    matches = sorted(glob.glob(pattern, root_dir=base))
+    if len(matches) > 1:
+        folder = os.path.commonpath([os.path.dirname(m) for m in matches]) or "."
+        names = ", ".join(os.path.relpath(m, folder) for m in matches)
+        raise RecipeError(base / folder, f"{len(matches)} files match {setting}: {names}",
+                          hint="keep one of them (a copy unpacked beside its archive?)")
+    return base / matches[0] if matches else None
 
 
 def source_root(source_dir: str | os.PathLike) -> Path:

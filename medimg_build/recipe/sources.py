@@ -127,7 +127,9 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
                                 path=where)
         channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
                          for t in source.get("channels", []))
-        patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
+        # patient_pattern: one patient's several time points (BraTS-GLI-00005-100, -101).
+        patient = _patient_from_name(source.get("patient_pattern"), case_id, path) or (
+            case_id if source.get("patient_id", "case_id") == "case_id" else None)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
     return SourceListing(cases, skipped)
