@@ -1,6 +1,8 @@
 """The bundled cbis-ddsm recipe builds CBIS-DDSM's layout (descriptive TCIA folders, CSVs
 naming UID paths the download lacks) recreated from a real CR DICOM
-(tests/fixtures/cbis_ddsm.py): one case per abnormality, ROI mask, pathology."""
+(tests/fixtures/cbis_ddsm.py): one case per abnormality, ROI mask, pathology. The CSV
+headers, CSV paths and folder names were verified against the public copies cited in
+the fixture's docstring."""
 
 from __future__ import annotations
 
