@@ -55,11 +55,11 @@ def test_ct_series_build_with_consensus_nodule_boxes(tmp_path, shared_data):
 
 def test_patients_are_the_lidc_folders_from_the_download_or_the_collection(tmp_path,
                                                                            shared_data):
-    """From the NBIA download (LIDC-IDRI/ above the patients: the recipe found no XML
+    """From the NBIA download (manifest-<id>/LIDC-IDRI/ above the patients: the recipe found no XML
     before, and would have named every patient "LIDC-IDRI") or from LIDC-IDRI/ itself,
     each series' patient is its LIDC-IDRI-NNNN folder."""
     made = make_lidc(tmp_path / "src", shared_data)
     recipe = load_recipe("lidc-idri")
-    for source in (made["root"], made["root"] / "LIDC-IDRI"):
+    for source in (made["root"], made["collection"]):
         listing = list_sources(recipe, source)
         assert sorted(c.patient_id for c in listing.cases) == made["patients"]

@@ -1,10 +1,10 @@
 """LIDC-IDRI (Armato et al., 2011): thoracic CT series read by up to four radiologists.
 
-The TCIA download (NBIA Data Retriever; ``LIDC-IDRI/`` is the collection folder it
-writes beside ``metadata.csv``, absent when SOURCE is that folder itself)::
+The TCIA download (NBIA Data Retriever: ``manifest-<id>/`` holding ``metadata.csv`` and
+the collection folder ``LIDC-IDRI/``; SOURCE may be any folder above the patients)::
 
-    SOURCE/LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/*.dcm    one CT series
-    SOURCE/LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/069.xml  its reads (LidcReadMessage)
+    SOURCE/manifest-<id>/LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/*.dcm    one CT series
+    SOURCE/manifest-<id>/LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/069.xml  its reads
 
 The patient is the path's ``LIDC-IDRI-NNNN`` folder, wherever it lies below SOURCE.
 
