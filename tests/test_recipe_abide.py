@@ -1,10 +1,15 @@
 """The bundled abide recipe builds a miniature ABIDE Preprocessed download
 (tests/fixtures/abide.py): 4D func_preproc found from FILE_ID, diagnosis labels,
-"no_filename" rows reported."""
+"no_filename" rows reported. Layouts verified against nilearn/nilearn
+nilearn/datasets/func.py @ 00532841b573179e932b94735b01d69b5ad61c01 (fetch_abide_pcp) and
+public scripts (see tests/fixtures/abide.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from fixtures.abide import N_VOLUMES, make_abide
+from medimg_build.errors import RecipeError
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
@@ -35,3 +40,27 @@ def test_abide_builds_func_preproc_with_diagnosis(tmp_path):
     # One patient per SUB_ID, pseudonymized.
     assert cases["patient_id"].nunique() == len(made["cases"])
     assert "50003" not in set(cases["patient_id"])
+
+
+def test_abide_builds_nilearn_fetch_abide_pcp_layout(tmp_path):
+    """nilearn's fetch_abide_pcp (the usual way ABIDE Preprocessed is downloaded) puts the
+    series in ABIDE_pcp/cpac/nofilt_noglobal/, not under Outputs/ (nilearn/nilearn
+    nilearn/datasets/func.py @ 00532841b573179e932b94735b01d69b5ad61c01); the recipe
+    looked only under Outputs/ and found no case."""
+    made = make_abide(tmp_path / "ABIDE_pcp", layout="nilearn")
+    out = tmp_path / "abide.zarr"
+    report = build_store(load_recipe("abide"), tmp_path / "ABIDE_pcp", out, progress=False)
+    assert report.ok and sorted(report.built) == made["cases"]
+    assert list(report.skipped.values()) == ["row without an image file"] * made["no_filename"]
+    dx = open_store(out).labels("dx_group")
+    assert {case: ["1", "2"][dx[case]] for case in made["cases"]} == made["dx_group"]
+
+
+def test_abide_refuses_two_strategies_of_one_subject(tmp_path):
+    """Two strategies downloaded side by side name each file twice: refused, not one
+    picked at random."""
+    make_abide(tmp_path / "src", layout="nilearn")
+    make_abide(tmp_path / "other", layout="s3")
+    (tmp_path / "other" / "Outputs").rename(tmp_path / "src" / "Outputs")
+    with pytest.raises(RecipeError, match="two image files are named"):
+        build_store(load_recipe("abide"), tmp_path / "src", tmp_path / "a.zarr", progress=False)

@@ -1,6 +1,8 @@
 """The bundled cbis-ddsm recipe builds CBIS-DDSM's layout (descriptive TCIA folders, CSVs
 naming UID paths the download lacks) recreated from a real CR DICOM
-(tests/fixtures/cbis_ddsm.py): one case per abnormality, ROI mask, pathology."""
+(tests/fixtures/cbis_ddsm.py): one case per abnormality, ROI mask, pathology. The CSV
+headers, CSV paths and folder names were verified against the public copies cited in
+the fixture's docstring."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from fixtures.cbis_ddsm import make_cbis_ddsm
 
 
 def test_abnormalities_build_with_roi_mask_pathology_and_official_split(tmp_path, shared_data):
+    # The NBIA download keeps the Mass-/Calc- folders in manifest-<id>/CBIS-DDSM/: two
+    # levels below the CSVs, where the parser did not look (no case was found).
     made = make_cbis_ddsm(tmp_path / "src", shared_data)
     out = tmp_path / "cbis.zarr"
     report = build_store(load_recipe("cbis-ddsm"), made["root"], out, progress=False)

@@ -1,4 +1,6 @@
-"""The bundled Kaggle diabetic-retinopathy recipe builds its miniature download."""
+"""The bundled Kaggle diabetic-retinopathy recipe builds its miniature download
+(trainLabels.csv header and rows, train/<id>_<eye>.jpeg: verified against the public copy
+cited in tests/fixtures/diabetic_retinopathy.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """The bundled lidc-idri recipe builds LIDC's layout (CT series + LidcReadMessage XML)
 recreated from the real TotalSegmentator CT (tests/fixtures/lidc.py): consensus nodule
-boxes of >= 50 % of the readers, labelled by their median malignancy."""
+boxes of >= 50 % of the readers, labelled by their median malignancy. The layout (NBIA's
+LIDC-IDRI/ collection folder and metadata.csv, descriptive folder names, the XML's
+elements and namespace) was verified against the public copies cited in
+tests/fixtures/lidc.py."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import pytest
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.sources import list_sources
 from medimg_build.store.validate import validate_store
 from fixtures.lidc import make_lidc
 
@@ -47,3 +51,15 @@ def test_ct_series_build_with_consensus_nodule_boxes(tmp_path, shared_data):
     assert int(cases.loc[one, "n_reader_nodules"]) == 4 and int(cases.loc[one, "n_readers"]) == 4
     assert cases.loc[one, "malignancy_median"] == "4"
     assert store.read_image(one).spacing == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_patients_are_the_lidc_folders_from_the_download_or_the_collection(tmp_path,
+                                                                           shared_data):
+    """From the NBIA download (manifest-<id>/LIDC-IDRI/ above the patients: the recipe found no XML
+    before, and would have named every patient "LIDC-IDRI") or from LIDC-IDRI/ itself,
+    each series' patient is its LIDC-IDRI-NNNN folder."""
+    made = make_lidc(tmp_path / "src", shared_data)
+    recipe = load_recipe("lidc-idri")
+    for source in (made["root"], made["collection"]):
+        listing = list_sources(recipe, source)
+        assert sorted(c.patient_id for c in listing.cases) == made["patients"]

@@ -1,4 +1,5 @@
-"""The bundled MURA recipe builds its miniature download."""
+"""The bundled MURA recipe builds its miniature download (layout and headerless CSVs
+verified against public code reading the real files: see tests/fixtures/mura.py)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,16 @@ def test_mura_recipe_builds_its_fixture(tmp_path):
     # Patient 00001 has shoulder and elbow studies: one pseudonym, one split for all.
     own = cases[cases.index.str.startswith("00001_")]
     assert len(own) == 6 and own["patient_id"].nunique() == 1 and own["split"].nunique() == 1
+
+
+def test_mura_builds_from_the_mura_folder_itself(tmp_path):
+    """Pointed at MURA-v1.1/ (where its CSVs are) rather than its parent, the same cases
+    build; the recipe matched paths starting MURA-v1.1/ only and found none."""
+    made = mura.make(tmp_path)
+    out = tmp_path / "mura.zarr"
+    report = build_store(load_recipe("mura"), tmp_path / "MURA-v1.1", out, progress=False)
+    assert report.ok and len(report.built) == made["cases"]
+    store = open_store(out)
+    classes = store.attrs["labels"]["classification"]["abnormal"]["classes"]
+    assert {c: classes[int(v)] for c, v in store.labels("abnormal").items()} == made["labels"]
+    assert set(store.cases["split"]) == {"train", "val"}

@@ -1,5 +1,6 @@
 """The bundled SCR recipe builds JSRT raw images with the SCR masks combined into one
-label map as each case's mask."""
+label map as each case's mask. Layout (All247images/, scratch/fold1|fold2/masks/<structure>/)
+verified against the SCR data page and public scripts cited in tests/fixtures/scr.py."""
 
 from __future__ import annotations
 
@@ -32,7 +33,13 @@ def test_scr_recipe_builds_jsrt_raw_images(tmp_path):
     assert Counter(labels.values()) == made["per_class"]
     assert labels["JPCLN001"] == "yes" and labels["JPCNN001"] == "no"
     cases = store.cases.set_index("case_id")
-    assert (cases["scr_folder"] == "scratch").all()
+    # SCR's folds (scratch/fold1, scratch/fold2) are kept and are the official split:
+    # fold1 trains, fold2 tests (the old recipe took the folder "fold1" as a column only,
+    # and split at random).
+    assert cases["scr_folder"].to_dict() == made["folds"]
+    split = store.cases.set_index("case_id")["split"].to_dict()
+    assert split == {name: {"fold1": "train", "fold2": "test"}[fold]
+                     for name, fold in made["folds"].items()}
     # Inverted: the lungs (dark on film, high raw values) are dark in the store.
     ds = xr.open_zarr(out)
     image = ds["image"].sel(case="JPCLN001").values[0].astype(float)  # (y, x) 512 x 512

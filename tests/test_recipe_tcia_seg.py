@@ -1,5 +1,7 @@
 """The bundled tcia-seg recipe: a DICOM tree whose SEGs are paired with the series they
-reference (tests/fixtures/tcia_seg.py, from the real TotalSegmentator CT and labels)."""
+reference (tests/fixtures/tcia_seg.py, from the real TotalSegmentator CT and labels), in
+the NBIA download's layout (manifest folder, metadata.csv, descriptive folder names)
+verified against the public copies cited in the fixture."""
 
 from __future__ import annotations
 
@@ -32,3 +34,5 @@ def test_series_build_with_the_seg_that_references_them(tmp_path, shared_data):
     assert abs(ratio / expected - 1) < 0.1  # resampled to 1.5 mm: proportions kept
     assert list(report.skipped.values()).count("DICOM SEG of no series of the tree") == \
         made["unpaired_segs"]
+    # NBIA's metadata.csv is reported as not an image, not silently passed over.
+    assert [where for where in report.skipped if where.endswith("metadata.csv")]

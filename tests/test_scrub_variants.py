@@ -358,7 +358,7 @@ def test_seg_segment_labels_are_scrubbed(shared_data, tmp_path):
     from fixtures.tcia_seg import make_tcia_seg
 
     made = make_tcia_seg(tmp_path / "src", shared_data)
-    seg_path = next(made["root"].glob("TCIA-0001/*/300.*/1-1.dcm"))
+    seg_path = made["seg"]
     seg = pydicom.dcmread(seg_path)
     seg.PatientName, seg.PatientBirthDate = NAME, BIRTH
     for item in seg.SegmentSequence:

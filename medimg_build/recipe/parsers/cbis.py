@@ -1,9 +1,10 @@
 """CBIS-DDSM (Lee et al., 2017): DDSM film mammograms as DICOM, with ROI masks.
 
-The TCIA download (NBIA Data Retriever, "descriptive" folder names) and its CSVs::
+The TCIA download (NBIA Data Retriever, "descriptive" folder names, in a
+``manifest-<id>/`` folder) and its CSVs::
 
-    CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/<date>-DDSM-<n>/1.000000-full mammogram images-<n>/1-1.dcm
-    CBIS-DDSM/Mass-Training_P_00001_LEFT_CC_1/<date>-DDSM-<n>/1.000000-ROI mask images-<n>/1-1.dcm
+    manifest-<id>/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/<date>-DDSM-NA-<n>/1.000000-full mammogram images-<n>/1-1.dcm
+    manifest-<id>/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC_1/<date>-DDSM-NA-<n>/1.000000-ROI mask images-<n>/1-1.dcm
                                                            (and the cropped ROI, 1-2.dcm;
                                                             sometimes in its own folder)
     mass_case_description_train_set.csv   patient_id, breast_density, left or right
@@ -29,6 +30,7 @@ Training/Test of the folder names (field ``split``).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -46,11 +48,15 @@ NEEDED = ["patient_id", "left or right breast", "image view", "abnormality id", 
 
 
 def _folders(root: Path) -> dict[str, Path]:
-    """CBIS folder name -> path, at the top of the source or one level down."""
+    """CBIS folder name -> path, at any depth below the source (the NBIA download puts
+    them in manifest-<id>/CBIS-DDSM/); the walk stops at each one found, so the DICOM
+    files below them are not listed here."""
     found: dict[str, Path] = {}
-    for path in [*root.glob("*"), *root.glob("*/*")]:
-        if path.is_dir() and FOLDER.match(path.name):
-            found.setdefault(path.name, path)
+    for folder, subfolders, _ in os.walk(root):
+        for name in sorted(subfolders):
+            if FOLDER.match(name):
+                found.setdefault(name, Path(folder) / name)
+        subfolders[:] = sorted(n for n in subfolders if not FOLDER.match(n))
     return found
 
 

@@ -10,7 +10,8 @@ here (higher = brighter, bone bright) and records ``inverted``.
 SCR (van Ginneken et al. 2006, https://www.isi.uu.nl/Research/Databases/SCR/): for each
 JSRT image, binary GIF masks of the left and right lung, the heart and the left and right
 clavicle, drawn on the image subsampled to 1024 x 1024 (0.35 mm):
-``<...>/masks/<structure>/JPCLN001.gif``. So that masks and image share one grid, the
+``scratch/fold1/masks/<structure>/JPCLN001.gif`` (SCR's two folds, ``fold1`` and
+``fold2``, each image in one; field ``scr_fold``). So that masks and image share one grid, the
 loader bins the image 2 x 2 (mean of each block, as SCR's subsampling) by default.
 
 Combined label map (``scr_labels``): lungs 1, heart 2, clavicles 3. Clavicles overlap
@@ -21,6 +22,7 @@ Priority = later in (lungs, heart, clavicles).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ def scr(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         if missing and options.get("require_masks", True):
             skipped[str(path.relative_to(root))] = f"no SCR mask for {', '.join(missing)}"
             continue
-        fold = masks[next(iter(masks))].parent.parent.parent.name if masks else ""
+        fold = _fold_of(masks)
         fields = {"nodule": "yes" if stem.startswith("JPCLN") else "no", "scr_fold": fold,
                   "scr_masks": {s: str(p) for s, p in masks.items()}}
         cases.append(CaseSource(safe_id(stem, path), path, None, stem, fields,
@@ -78,6 +80,15 @@ def scr(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         raise RecipeError(root, f"no JSRT .IMG file found with {options.get('images', '**/*.IMG')!r}",
                           hint="pass the folder holding All247images/ and the SCR masks")
     return SourceListing(cases, skipped)
+
+
+def _fold_of(masks: dict[str, Path]) -> str:
+    """SCR's fold of an image: the ``fold1`` / ``fold2`` folder above its ``masks`` folder
+    (``scratch/fold1/masks/left lung/JPCLN001.gif``); "" when the masks lie elsewhere."""
+    if not masks:
+        return ""
+    folder = next(iter(masks.values())).parent.parent.parent.name
+    return folder if re.fullmatch(r"fold\d+", folder) else ""
 
 
 @loader("jsrt_raw")

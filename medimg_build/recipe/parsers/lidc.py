@@ -1,9 +1,12 @@
 """LIDC-IDRI (Armato et al., 2011): thoracic CT series read by up to four radiologists.
 
-The TCIA download::
+The TCIA download (NBIA Data Retriever: ``manifest-<id>/`` holding ``metadata.csv`` and
+the collection folder ``LIDC-IDRI/``; SOURCE may be any folder above the patients)::
 
-    SOURCE/LIDC-IDRI-0001/<study>/<series>/*.dcm    one CT series
-    SOURCE/LIDC-IDRI-0001/<study>/<series>/069.xml  its reads (LidcReadMessage)
+    SOURCE/manifest-<id>/LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/*.dcm    one CT series
+    SOURCE/manifest-<id>/LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/069.xml  its reads
+
+The patient is the path's ``LIDC-IDRI-NNNN`` folder, wherever it lies below SOURCE.
 
 Each XML (namespace ``http://www.nih.gov``) holds one ``readingSession`` per reader;
 each ``unblindedReadNodule`` a reader marked has ``characteristics`` (``malignancy``
@@ -31,6 +34,7 @@ Masks (filling the outlines, consensus per voxel) are not made: see the recipe.
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ from ..paths import inside_glob
 from ..sources import CaseSource, SourceListing
 from . import parser
 
+PATIENT_FOLDER = re.compile(r"^LIDC-IDRI-\d{4}$")
 MALIGNANCY = ["highly_unlikely", "moderately_unlikely", "indeterminate",
               "moderately_suspicious", "highly_suspicious"]
 
@@ -180,6 +185,13 @@ def consensus(n_readers: int, nodules: list[dict[str, Any]], level: float = 0.5
     return sorted(result, key=lambda r: (r["first"][2], r["first"][1], r["first"][0]))
 
 
+def _patient_of(relative: Path) -> str:
+    """The ``LIDC-IDRI-NNNN`` folder of a path below the source (the NBIA download puts
+    a ``LIDC-IDRI/`` collection folder above the patients); else its first folder."""
+    return next((part for part in relative.parts[:-1] if PATIENT_FOLDER.match(part)),
+                relative.parts[0])
+
+
 def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a["first"][d] <= b["last"][d] and b["first"][d] <= a["last"][d]
                for d in range(3))
@@ -189,7 +201,7 @@ def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def lidc(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     level = float(options.get("consensus_level", 0.5))
     cases, skipped = [], {}
-    for xml in inside_glob(root, options.get("xml", "LIDC-IDRI-*/**/*.xml"),
+    for xml in inside_glob(root, options.get("xml", "**/LIDC-IDRI-*/**/*.xml"),
                            "source.options.xml"):
         where = str(xml.relative_to(root))
         try:
@@ -210,7 +222,7 @@ def lidc(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
                  "i0": nodule["first"][0], "j0": nodule["first"][1], "k0": nodule["first"][2],
                  "i1": nodule["last"][0], "j1": nodule["last"][1], "k1": nodule["last"][2]}
                 for n, nodule in enumerate(nodules)]
-        patient = xml.relative_to(root).parts[0]
+        patient = _patient_of(xml.relative_to(root))
         name = pseudonymize(series_uid or where, key)[:12]
         fields = {"n_readers": n_readers, "n_reader_nodules": len(marked),
                   "n_nodules": len(nodules),
