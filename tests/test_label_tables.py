@@ -22,7 +22,8 @@ def test_rows_longer_than_the_header_are_refused_not_shifted(tmp_path):
     """pandas took the first field for an index and read 'Image Index' from the next
     one: every image named by its finding, every sex read from the view position."""
     table = tmp_path / "Data_Entry_2017.csv"
-    table.write_text("Image Index,Finding Labels,Patient Gender\n00000001_000.png,Cardiomegaly,M,\n")
+    table.write_text("Image Index,Finding Labels,Patient Gender\n"
+                     "00000001_000.png,Cardiomegaly,M,\n")
     with pytest.raises(RecipeError, match="Data_Entry_2017.csv: has rows with more fields "
                                           "than its header names"):
         read_label_table(table)

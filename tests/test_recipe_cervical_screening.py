@@ -49,6 +49,10 @@ def test_cervical_screening_recipe_builds_the_kaggle_layout(tmp_path):
             "Type_2") for n in (1004, 102, 1021)},
         "removed_files.csv: 1015.jpg Type_3": "removed_files.csv " + no_image.format("Type_3"),
     }
+    # What the tables changed, counted in the report (console summary).
+    assert report.notes == ["fixed_labels_v2.csv: 4 image(s) relabelled",
+                            "removed_files.csv: 3 image(s) of the download removed"]
+    assert "note: fixed_labels_v2.csv: 4 image(s) relabelled" in report.summary()
     assert validate_store(out) == []
 
     store = open_store(out)
@@ -76,6 +80,7 @@ def test_stage1_solution_labels_the_test_images(tmp_path):
     assert report.ok and len(report.built) == made["cases"] == 14
     store = open_store(tmp_path / "c.zarr")
     assert _labels(store) == made["labels"]
+    assert "solution_stg1_release.csv: 2 stage-1 test image(s) labelled" in report.notes
     cases = store.cases.set_index("case_id")
     assert cases.loc["test_1", "type_source"] == "solution_stg1_release.csv"
     assert cases.loc["test_1", "source_folder"] == "test"

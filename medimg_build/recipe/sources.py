@@ -63,10 +63,13 @@ class CaseSource:
 
 @dataclass(frozen=True)
 class SourceListing:
-    """The cases of a source, and what was found but is not a case (path -> reason)."""
+    """The cases of a source, what was found but is not a case (path -> reason), and
+    notes on what the listing changed (labels a correction table replaced), for the
+    build report."""
 
     cases: list[CaseSource]
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def discover_cases(recipe: Recipe, source_dir: str | Path,

@@ -45,6 +45,8 @@ _LAYOUT = {
     "test_stg2": re.compile(r"test_stg2/(?P<name>[^/]+\.jpg)"),
 }
 CORRECTION_COLUMNS = ["filename", "old_label", "new_label"]
+RELABEL, REMOVE, TEST_LABELS = ("fixed_labels_v2.csv", "removed_files.csv",
+                                "solution_stg1_release.csv")
 
 
 @parser("kaggle_cervix")
@@ -54,9 +56,9 @@ def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceList
     ``corrected_folders`` (default ``[additional]``: which of train/additional the two
     correction tables apply to)."""
     corrected = set(options.get("corrected_folders", ["additional"]))
-    relabel = _corrections(root, options.get("relabel", "fixed_labels_v2.csv"), "relabel")
-    remove = _corrections(root, options.get("remove", "removed_files.csv"), "remove")
-    test_labels = _test_labels(root, options.get("test_labels", "solution_stg1_release.csv"))
+    relabel = _corrections(root, options.get("relabel", RELABEL), "relabel")
+    remove = _corrections(root, options.get("remove", REMOVE), "remove")
+    test_labels = _test_labels(root, options.get("test_labels", TEST_LABELS))
     cases, skipped, used = [], {}, set()
     for path in sorted(root.rglob("*.jpg")):
         where = path.relative_to(root).as_posix()
@@ -88,7 +90,20 @@ def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceList
                 skipped[f"{source}: {name} {old}"] = (
                     f"{source} row for an image not in this download's "
                     f"{' or '.join(sorted(corrected))} {old} folder")
-    return SourceListing(cases, skipped)
+    return SourceListing(cases, skipped, _applied(cases, used, options))
+
+
+def _applied(cases: list[CaseSource], used: set, options: dict[str, Any]) -> list[str]:
+    """What each table changed, counted, for the build report."""
+    counts = [
+        (options.get("relabel", RELABEL), sum(kind == "relabel" for kind, *_ in used),
+         "image(s) relabelled"),
+        (options.get("remove", REMOVE), sum(kind == "remove" for kind, *_ in used),
+         "image(s) of the download removed"),
+        (options.get("test_labels", TEST_LABELS), sum(c.fields["folder"] == "test" for c in cases),
+         "stage-1 test image(s) labelled"),
+    ]
+    return [f"{table}: {number} {what}" for table, number, what in counts if number]
 
 
 def _place(where: str) -> tuple[str | None, re.Match | None]:
