@@ -293,7 +293,8 @@ def test_stack_with_2d_masks_mapped_to_labels(tmp_path):
     (source / "test_list.txt").write_text("")
     (source / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
     recipe = load_recipe("nih-chestxray14").with_overrides({
-        "source": {"masks": "masks/{case_id}_mask.png"},
+        # This table has no demographic columns: the recipe must not name them.
+        "source": {"masks": "masks/{case_id}_mask.png", "columns": None},
         "labels": {"segmentation": {"classes": {"0": "background", "1": "structure"},
                                     "map": {"255": 1}}},
         "harmonize": {"shape": [64, 64]}})

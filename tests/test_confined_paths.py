@@ -245,7 +245,7 @@ RECIPE_SETTINGS = [
     ("volume-folder", {"source": {"channels": ["../outside/x.nii.gz"],
                                   "channel_names": ["t1"]}}, "source.channels"),
     ("abide", {"source": {"table": "../outside/table.csv"}}, "source.table"),
-    ("abide", {"source": {"table": "cases.csv", "images": "images/*.nii.gz",
+    ("abide", {"source": {"table": "cases.csv", "images": "images/*.nii.gz", "columns": None,
                           "image_suffix": None, "masks": "../outside/mask.nii.gz"}},
      "source.masks"),
     ("dicom-tree", {"source": {"root": "../outside"}}, "source.root"),

@@ -33,7 +33,7 @@ def _stack_source(root: Path, n: int, size=(12, 10)) -> Path:
 
 
 def _recipe(cases_per_shard: int | None = None):
-    overrides = {"source": {"columns": {}}, "harmonize": {"shape": [16, 16]}}
+    overrides = {"source": {"columns": None}, "harmonize": {"shape": [16, 16]}}
     if cases_per_shard:
         overrides["store"] = {"cases_per_shard": cases_per_shard}
     return load_recipe("nih-chestxray14").with_overrides(overrides)

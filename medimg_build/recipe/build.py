@@ -157,7 +157,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
         writer.accept_failures = allow_failures
     try:
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
-                              BuildReport(store=str(out), skipped=listing.skipped))
+                              BuildReport(store=str(out), skipped=listing.skipped,
+                                          notes=list(listing.notes)))
         report.seconds = time.perf_counter() - started
         attrs["build_report"] = report.to_dict(source_dir, secret)
         writer.close(pd.DataFrame(report.rows))

@@ -32,7 +32,8 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             skipped[relative] = problem  # one oddly named file must not stop the build
             continue
         patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
-        mask, layers = masks_of(source.get("masks"), root, "source.masks", case_id=case_id,
+        mask, layers = masks_of(source.get("masks"), root, "source.masks",
+                                source.get("masks_overlap", "higher_wins"), case_id=case_id,
                                 **fields)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 fields, **layers))

@@ -32,7 +32,7 @@ from . import parsers
 from .annotations import case_annotations
 from .case_table import case_row
 from .model import Recipe
-from .sources import CaseSource
+from .sources import CaseSource, chosen_table
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
         mask = harmonize_mask(mask_raw, raw, image, recipe, source)
     where = _row_name(source, context)
     labels = {
-        spec["name"]: classification.encode(spec, source.fields.get(spec["column"]), where)
+        spec["name"]: classification.encode(
+            spec, named_field(source, spec["column"], "labels.classification", where), where)
         for spec in recipe.labels.get("classification", [])
     }
     annotations = case_annotations(recipe.labels, source.annotations, raw, image,
@@ -94,12 +95,25 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
         case_id=source.case_id, raw=raw, image=image,
         patient=source.patient_id or raw.meta.get("patient_id") or source.case_id,
         image_path=source.image_path, mask_path=source.mask_path, mask_files=mask_files,
-        extra={new: source.fields.get(old, "")
+        extra={new: named_field(source, old, "source.columns", where)
                for old, new in recipe.source.get("columns", {}).items()},
         recipe_data=recipe.data, splits=context.splits, source_dir=context.source_dir,
         key=context.pseudonym_key)
     return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row,
                 **annotations)
+
+
+def named_field(source: CaseSource, column: str, setting: str, where: str) -> Any:
+    """The value of a column the recipe names (``setting``) in the case's table row, or
+    path or parser fields. A column the source lacks is the recipe's error, never an
+    empty value: NIH's 2020 table renamed "Patient Gender", and an empty stand-in
+    left every case without its sex, silently."""
+    if column not in source.fields:
+        raise RecipeError(where, f"missing column {column!r} (named by the recipe's "
+                          f"{setting}); it has {sorted(source.fields)}",
+                          hint="fix the recipe's column name, or give the table's other "
+                          "name in source.column_aliases")
+    return source.fields[column]
 
 
 def read_source(source: CaseSource, recipe: Recipe) -> MedicalImage:
@@ -235,7 +249,11 @@ def _target_ndim(recipe: Recipe) -> int | None:
 
 def _row_name(source: CaseSource, context: BuildContext) -> str:
     table = context.recipe.source.get("table")
-    return f"{context.source_dir / table} (row of {source.case_id})" if table else source.case_id
+    if not table:
+        return source.case_id
+    # The release of the table that was read, when the recipe names several.
+    path, _ = chosen_table(table, context.source_dir, "source.table")
+    return f"{path} (row of {source.case_id})"
 
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ..errors import ImageReadError, RecipeError
 from ..io import reader_for
 from ..io.dicom import read_dicom
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
+from ..labels.masks import check_flag_values
 from ..privacy import (identifying_values, pseudonym_key, pseudonymize,
                        readable_identity, scrub)
 from ..store import schema
@@ -61,10 +63,13 @@ class CaseSource:
 
 @dataclass(frozen=True)
 class SourceListing:
-    """The cases of a source, and what was found but is not a case (path -> reason)."""
+    """The cases of a source, what was found but is not a case (path -> reason), and
+    notes on what the listing changed (labels a correction table replaced), for the
+    build report."""
 
     cases: list[CaseSource]
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def discover_cases(recipe: Recipe, source_dir: str | Path,
@@ -123,7 +128,8 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             # One badly named file is that file's problem, not the whole build's.
             skipped[where] = problem
             continue
-        mask, layers = masks_of(mask_template, root, "source.masks", case_id=case_id,
+        mask, layers = masks_of(mask_template, root, "source.masks",
+                                source.get("masks_overlap", "higher_wins"), case_id=case_id,
                                 path=where)
         channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
                          for t in source.get("channels", []))
@@ -138,10 +144,14 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
 def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     """One case per table row whose image exists; rows without an image and images
     without a row are reported (with their number), not silently dropped."""
-    table_path = inside(root, source["table"], "source.table")
-    table = read_label_table(table_path)
-    wanted = [source["image_column"]] + [c for c in [source.get("patient_column")] if c]
-    _require_columns(table, wanted, table_path)
+    table_path, skipped = chosen_table(source["table"], root, "source.table")
+    aliases = source.get("column_aliases", {})
+    table = with_column_aliases(read_label_table(table_path), aliases)
+    wanted = [source["image_column"]] + [c for c in [source.get("patient_column"),
+                                                     source.get("mask_column")] if c]
+    # Every column the recipe names, or a silently empty case-table column (issue 16).
+    _require_columns(table, wanted + list(source.get("columns", {})), table_path, aliases)
+    table_name = table_path.relative_to(root).as_posix()
     files: dict[str, Path] = {}
     for path in inside_glob(root, source["images"], "source.images"):
         if path.name in files:
@@ -149,9 +159,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                               f"(the other is {files[path.name]})",
                               hint="narrow the recipe's source.images glob")
         files[path.name] = path
-    if source.get("mask_column"):
-        _require_columns(table, [source["mask_column"]], table_path)
-    cases, skipped, listed = [], {}, set()
+    cases, listed = [], set()
     for row in table.to_dict(orient="records"):
         # image_suffix: tables that name images without their extension (Kaggle DR's
         # trainLabels.csv says "10_left" for train/10_left.jpeg).
@@ -162,18 +170,18 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                               hint="one row per image: remove the duplicate row")
         listed.add(name)
         if name not in files:
-            skipped[f"{source['table']}: {name}"] = _missing_image_reason(name)
+            skipped[f"{table_name}: {name}"] = _missing_image_reason(name)
             continue
         patient = row.get(source.get("patient_column", ""), None) or \
             _patient_from_name(source.get("patient_pattern"), listed_as, table_path)
         case_id = case_id_from_name(Path(name))
         if (problem := case_id_problem(case_id)) is not None:
-            skipped[f"{source['table']}: {name}"] = problem
+            skipped[f"{table_name}: {name}"] = problem
             continue
         listed_mask = str(row[source["mask_column"]]).strip() \
             if source.get("mask_column") else ""
         if (problem := outside_problem(listed_mask)) is not None:  # the row's refusal
-            skipped[f"{source['table']}: {name}"] = f"mask {listed_mask!r} {problem}, not read"
+            skipped[f"{table_name}: {name}"] = f"mask {listed_mask!r} {problem}, not read"
             continue
         cases.append(CaseSource(private_case_id(case_id, files[name], key), files[name],
                                 _table_mask(source, row, case_id, root), patient or None, row))
@@ -190,22 +198,26 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
 
 
 def masks_of(spec: str | dict[str, str] | None, root: Path, setting: str,
-             **names: str) -> tuple[Path | None, dict[str, Any]]:
+             overlap: str = "higher_wins", /, **names: str
+             ) -> tuple[Path | None, dict[str, Any]]:
     """A case's mask from a recipe's ``masks`` (the recipe key ``setting``): one path
     template (the mask, if the file exists), or {label value: template} layers combined
-    into one map (all must exist; a case missing a layer has no mask). Returns (mask
-    path, CaseSource loader fields). Templates stay inside ``root`` (paths.inside)."""
+    into one map by the rule ``overlap`` (labels/masks.py; all must exist; a case missing
+    a layer has no mask). Returns (mask path, CaseSource loader fields). Templates stay
+    inside ``root`` (paths.inside)."""
     if not spec:
         return None, {}
     if isinstance(spec, str):
         candidate = from_template(root, spec, setting, **names)
         return (candidate if candidate.exists() else None), {}
+    if overlap == "flags":
+        check_flag_values([int(value) for value in spec])
     layers = [[int(value), str(from_template(root, template, f"{setting}.{value}", **names))]
               for value, template in sorted(spec.items(), key=lambda item: int(item[0]))]
     if not all(Path(file).exists() for _, file in layers):
         return None, {}
-    return Path(layers[-1][1]), {"mask_loader": "combined_masks",
-                                 "mask_loader_args": {"layers": layers}}
+    args = {"layers": layers} | ({"overlap": overlap} if overlap != "higher_wins" else {})
+    return Path(layers[-1][1]), {"mask_loader": "combined_masks", "mask_loader_args": args}
 
 
 def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | None:
@@ -351,17 +363,65 @@ def read_label_table(path: Path) -> pd.DataFrame:
         raise RecipeError(path, "is binary, not a CSV text table (it holds NUL bytes)",
                           hint="check the file is the dataset's CSV table")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with warnings.catch_warnings():
+            # index_col=False: rows with one field more than the header (a trailing comma
+            # on rows only) would otherwise shift every column by one, silently: the
+            # image names would be read as the first column's index. pandas then warns.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                               index_col=False)
+    except pd.errors.ParserWarning:
+        raise RecipeError(path, "has rows with more fields than its header names (a comma "
+                          "more at the end of rows than of the header?)",
+                          hint="make the header and the rows agree, e.g. add the trailing "
+                          "comma to the header") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise RecipeError(path, f"cannot be read as CSV ({type(error).__name__})",
                           hint="check the file is the dataset's CSV table") from error
 
 
-def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:
-    missing = [c for c in columns if c not in table.columns]
+def chosen_table(names: str | list[str], root: Path, setting: str
+                 ) -> tuple[Path, dict[str, str]]:
+    """The label table a recipe names: one file, or a list of the names a table has in
+    different releases, most preferred first (NIH's Data_Entry_2017_v2020.csv, then
+    Data_Entry_2017.csv). The first present is read; the others present are returned as
+    {name: reason} to be reported, so a reader knows which release built the store."""
+    if isinstance(names, str):
+        return inside(root, names, setting), {}
+    paths = [inside(root, name, setting) for name in names]
+    present = [(name, path) for name, path in zip(names, paths) if path.is_file()]
+    if not present:
+        raise RecipeError(root, f"label table not found: none of {names} is there",
+                          hint=f"check --source and the recipe's {setting}")
+    (chosen, path), others = present[0], present[1:]
+    reason = f"label table not read: {chosen} is preferred ({setting} lists it first)"
+    return path, {name: reason for name, _ in others}
+
+
+def with_column_aliases(table: pd.DataFrame, aliases: dict[str, list[str]]) -> pd.DataFrame:
+    """``table`` with each column a recipe names (an ``aliases`` key) under that name
+    when the table has one of its other names instead (NIH's "Patient Gender", renamed
+    "Patient Sex" in the 2020 release). A table that has the recipe's own name keeps it."""
+    renames = {}
+    for name, others in aliases.items():
+        found = [other for other in others if other in table.columns]
+        if name not in table.columns and found:
+            renames[found[0]] = name
+    return table.rename(columns=renames) if renames else table
+
+
+def _require_columns(table: pd.DataFrame, columns: list[str], path: Path,
+                     aliases: dict[str, list[str]] | None = None) -> None:
+    """One line naming the table, each missing column (with the other names it was
+    looked for under) and the columns the table has."""
+    missing = [c for c in dict.fromkeys(columns) if c not in table.columns]
     if missing:
-        raise RecipeError(path, f"missing column(s) {missing}; it has {list(table.columns)}",
-                          hint="fix the recipe's column names or the table")
+        named = ", ".join(repr(c) + "".join(f" or {o!r}" for o in (aliases or {}).get(c, []))
+                          for c in missing)
+        raise RecipeError(path, f"missing column{'s' * (len(missing) > 1)} {named} (named "
+                          f"by the recipe); it has {list(table.columns)}",
+                          hint="fix the recipe's column names (or its source.column_aliases), "
+                          "or the table")
 
 
 def case_id_problem(case_id: str) -> str | None:

@@ -10,6 +10,8 @@ from . import loader
 
 
 @loader("combined_masks")
-def combined_masks(path: Path, layers: list[list]) -> MedicalImage:
-    """``layers``: [label value, mask file] pairs, combined in order (later wins)."""
-    return combine_masks([(int(value), file) for value, file in layers])
+def combined_masks(path: Path, layers: list[list], overlap: str = "higher_wins"
+                   ) -> MedicalImage:
+    """``layers``: [label value, mask file] pairs, combined by the rule ``overlap``
+    (labels/masks.py)."""
+    return combine_masks([(int(value), file) for value, file in layers], overlap)
