@@ -125,3 +125,11 @@ def test_without_dataset_json_unpaired_images_and_labels_are_reported(tmp_path,
     store = open_store(tmp_path / "o.zarr")
     assert store.read_image("prostate_16").n_channels == 2
     assert set(store.cases["channels"]) == {""}
+
+
+def test_an_nnunet_dataset_is_sent_to_the_nnunet_recipe(tmp_path, shared_data):
+    from fixtures.nnunet import make_dataset005_prostate
+    made = make_dataset005_prostate(tmp_path / "src", shared_data)
+    with pytest.raises(RecipeError, match=r"missing key\(s\).*by the nnunet recipe"):
+        build_store(load_recipe("msd-mr"), made["dataset"], tmp_path / "o.zarr",
+                    progress=False)

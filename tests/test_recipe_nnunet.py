@@ -23,8 +23,8 @@ CT = {"modality": "CT", "harmonize": {"intensity": {"preset": "ct", "window": [-
       "source": {"options": {"modality": "CT"}}}
 
 
-def _edit(dataset, **changes):
-    path = dataset / "dataset.json"
+def _edit(folder, **changes):
+    path = folder / "dataset.json"
     description = json.loads(path.read_text())
     description.update(changes)
     path.write_text(json.dumps(description, indent=4))
@@ -184,3 +184,42 @@ def test_a_decathlon_task_is_sent_to_the_msd_recipe(tmp_path, shared_data):
     with pytest.raises(RecipeError, match=r"numTraining is 2 but imagesTr holds 0 cases.*"
                        r"msd or msd-mr recipe"):
         build_store(load_recipe("nnunet"), made["task"], tmp_path / "o.zarr", progress=False)
+
+
+def test_an_explicit_dataset_file_list_is_read_and_confined(tmp_path, shared_data):
+    """nnU-Net's "dataset" key (nnunetv2 utilities/utils.py
+    get_filenames_of_train_images_and_targets: {case: {"images": [...], "label": ...}},
+    paths relative to the dataset folder) replaces imagesTr/labelsTr."""
+    made = make_dataset005_prostate(tmp_path / "src", shared_data)
+    dataset = made["dataset"]
+    for old, new in (("imagesTr", "images"), ("labelsTr", "labels")):
+        (dataset / old).rename(dataset / new)
+    _edit(dataset, dataset={
+        "prostate_00": {"images": ["images/prostate_00_0000.nii.gz",
+                                   "images/prostate_00_0001.nii.gz"],
+                        "label": "labels/prostate_00.nii.gz"},
+        "prostate_01": {"images": ["/etc/passwd", "images/prostate_01_0001.nii.gz"],
+                        "label": "labels/prostate_01.nii.gz"},
+        "prostate_02": {"images": ["$HOME/a_0000.nii.gz", "images/prostate_01_0001.nii.gz"],
+                        "label": "labels/prostate_01.nii.gz"}}, numTraining=3)
+    out = tmp_path / "o.zarr"
+    report = build_store(load_recipe("nnunet"), dataset, out, progress=False)
+    assert sorted(report.built) == ["prostate_00", "prostate_08"]
+    assert report.skipped == {
+        "dataset.json dataset: prostate_01": "a listed path is an absolute path, not read",
+        "dataset.json dataset: prostate_02": "a path with $VARIABLES, not read"}
+    assert open_store(out).read_image("prostate_00").n_channels == 2
+
+
+def test_a_case_name_that_cannot_name_a_case_is_reported(tmp_path, shared_data):
+    made = make_dataset005_prostate(tmp_path / "src", shared_data)
+    images, labels = made["dataset"] / "imagesTr", made["dataset"] / "labelsTr"
+    for channel in ("0000", "0001"):
+        (images / f"prostate 02_{channel}.nii.gz").write_bytes(
+            (images / f"prostate_00_{channel}.nii.gz").read_bytes())
+    (labels / "prostate 02.nii.gz").write_bytes((labels / "prostate_00.nii.gz").read_bytes())
+    _edit(made["dataset"], numTraining=3)
+    report = build_store(load_recipe("nnunet"), made["dataset"], tmp_path / "o.zarr",
+                         progress=False)
+    assert sorted(report.built) == made["cases"] + made["test"]
+    assert "is not a safe name" in report.skipped["imagesTr/prostate 02_0000.nii.gz"]

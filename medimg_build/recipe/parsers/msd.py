@@ -39,7 +39,7 @@ import numpy as np
 from ...errors import RecipeError
 from ...io import read_image
 from ..paths import outside_problem
-from ..sources import CaseSource, case_id_from_name, safe_id
+from ..sources import CaseSource, case_id_from_name, case_id_problem, safe_id
 from . import ParsedListing, parser
 
 _REQUIRED = ("name", "modality", "labels", "training")
@@ -60,7 +60,9 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
     missing = [k for k in _REQUIRED if k not in dataset]
     if missing:
         raise RecipeError(path, f"missing key(s) {missing}; it has {sorted(dataset)}",
-                          hint="a Decathlon dataset.json has name, modality, labels, training")
+                          hint="an nnU-Net dataset (file_ending, <case>_0000 files) is read "
+                          "by the nnunet recipe" if "file_ending" in dataset else
+                          "a Decathlon dataset.json has name, modality, labels, training")
     modality, labels = (numbered(path, dataset[k], k) for k in ("modality", "labels"))
     channels = [str(modality[k]) for k in sorted(modality)]
     _check_modality(options.get("modality"), channels, path)
@@ -196,6 +198,8 @@ def _nifti_files(folder: Path, root: Path, skipped: dict[str, str]) -> dict[str,
             skipped[where] = "macOS resource fork (._*), not an image"
         elif file.name.startswith(".") or not file.name.endswith((".nii.gz", ".nii")):
             skipped[where] = "not a NIfTI file (.nii.gz, .nii)"
+        elif (problem := case_id_problem(case_id_from_name(file))) is not None:
+            skipped[where] = problem
         else:
             found[case_id_from_name(file)] = file
     return found
@@ -215,12 +219,10 @@ def _from_folders(task: Path, root: Path, options: dict[str, Any]) -> ParsedList
             skipped[image.relative_to(root).as_posix()] = \
                 f"image without its label file labelsTr/{image.name}"
             continue
-        case_id = safe_id(case, image)
-        cases.append(CaseSource(case_id, image, labels[case], case_id, dict(fields)))
+        cases.append(CaseSource(case, image, labels[case], case, dict(fields)))
     for case, image in sorted(_nifti_files(task / "imagesTs", root, skipped).items()):
         if options.get("include_test"):
-            case_id = safe_id(case, image)
-            cases.append(CaseSource(case_id, image, None, case_id, dict(fields)))
+            cases.append(CaseSource(case, image, None, case, dict(fields)))
         else:
             skipped[image.relative_to(root).as_posix()] = \
                 "test image without labels (options.include_test is false)"

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import RecipeError
-from ..sources import CaseSource, safe_id
+from ..paths import outside_problem
+from ..sources import CaseSource, case_id_problem
 from . import ParsedListing, parser
 from .msd import find_dataset_json, read_json
 from .msd import numbered as numbered_keys
@@ -68,42 +69,32 @@ def nnunet(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
     channels = _channel_names(path, dataset["channel_names"])
     _check_modality(options.get("modality"), channels, path)
     segmentation = label_vocabulary(path, dataset["labels"], dataset.get("regions_class_order"))
-    if not (folder / "imagesTr").is_dir() or not (folder / "labelsTr").is_dir():
-        raise RecipeError(folder, "has no imagesTr/ and labelsTr/ folders",
-                          hint=f"nnU-Net reads imagesTr/<case>_0000{ending} and "
-                          f"labelsTr/<case>{ending}; {_HINT}")
-
     skipped: dict[str, str] = {}
-    training = _channel_files(folder / "imagesTr", ending, root, skipped)
-    expected = dataset["numTraining"]
-    if expected != len(training):
-        decathlon = not training and any(skipped[w].startswith("no _XXXX") for w in skipped)
-        raise RecipeError(path, f"numTraining is {expected!r} but imagesTr holds "
-                          f"{len(training)} cases", hint="a Decathlon task (<case>.nii.gz, "
-                          "4D) is read by the msd or msd-mr recipe" if decathlon else
-                          "nnU-Net refuses this too: fix numTraining or restore the cases")
-    labels = _label_files(folder / "labelsTr", ending, root, skipped)
-    for case in sorted(set(labels) - set(training)):
-        skipped[labels[case].relative_to(root).as_posix()] = \
-            f"label file without images (no imagesTr/{case}_0000{ending})"
+    if "dataset" in dataset:
+        training, labels = _listed(path, dataset["dataset"], folder, skipped)
+        _check_count(path, dataset["numTraining"], len(dataset["dataset"]),
+                     "its \"dataset\" lists", skipped)
+    else:
+        training, labels = _in_folders(path, folder, ending, root, skipped)
+        _check_count(path, dataset["numTraining"], len(training), "imagesTr holds", skipped)
     fields = {"dataset": folder.name, "channels": ",".join(channels)}
     cases = []
     for case, files in sorted(training.items()):
-        if not _complete(case, files, channels, ending, root, skipped):
+        if not _complete(case, files, channels, root, skipped):
             continue
         if case not in labels:
             skipped[files[0].relative_to(root).as_posix()] = \
                 f"case {case} has no label file labelsTr/{case}{ending}"
             continue
-        cases.append(_case(case, files, labels[case], channels, path,
+        cases.append(_case(case, files, labels[case], channels,
                            {**fields, "official_split": ""}))
     if (folder / "imagesTs").is_dir():
         test = _channel_files(folder / "imagesTs", ending, root, skipped)
         for case, files in sorted(test.items()):
-            if not _complete(case, files, channels, ending, root, skipped):
+            if not _complete(case, files, channels, root, skipped):
                 continue
             if options.get("include_test", True):
-                cases.append(_case(case, files, None, channels, path,
+                cases.append(_case(case, files, None, channels,
                                    {**fields, "official_split": "test"}))
             else:
                 skipped[files[0].relative_to(root).as_posix()] = \
@@ -111,11 +102,69 @@ def nnunet(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
     return ParsedListing(cases, skipped, labels={"segmentation": segmentation})
 
 
+def _check_count(path: Path, expected: int, found: int, where: str,
+                 skipped: dict[str, str]) -> None:
+    """numTraining must be the number of cases, as nnU-Net asserts; with no case found
+    but names without _XXXX, the folder is a Decathlon task."""
+    if expected == found:
+        return
+    decathlon = not found and any(r.startswith("no _XXXX") for r in skipped.values())
+    raise RecipeError(path, f"numTraining is {expected!r} but {where} {found} cases",
+                      hint="a Decathlon task (<case>.nii.gz, 4D) is read by the msd or "
+                      "msd-mr recipe" if decathlon else "nnU-Net refuses this too: fix "
+                      "numTraining or restore the cases")
+
+
+def _in_folders(path: Path, folder: Path, ending: str, root: Path, skipped: dict[str, str]
+                ) -> tuple[dict[str, dict[int, Path]], dict[str, Path]]:
+    """The channel files and label file of each case in imagesTr/ and labelsTr/; label
+    files without images are reported (nnU-Net itself lets them pass)."""
+    if not (folder / "imagesTr").is_dir() or not (folder / "labelsTr").is_dir():
+        raise RecipeError(folder, "has no imagesTr/ and labelsTr/ folders",
+                          hint=f"nnU-Net reads imagesTr/<case>_0000{ending} and "
+                          f"labelsTr/<case>{ending}; {_HINT}")
+    training = _channel_files(folder / "imagesTr", ending, root, skipped)
+    labels = _label_files(folder / "labelsTr", ending, root, skipped)
+    for case in sorted(set(labels) - set(training)):
+        skipped[labels[case].relative_to(root).as_posix()] = \
+            f"label file without images (no imagesTr/{case}_0000{ending})"
+    return training, labels
+
+
+def _listed(path: Path, entries: Any, folder: Path, skipped: dict[str, str]
+            ) -> tuple[dict[str, dict[int, Path]], dict[str, Path]]:
+    """nnU-Net's explicit file list, ``"dataset": {case: {"images": [channel files in
+    order], "label": file}}`` with paths relative to the dataset folder (nnunetv2
+    utilities/utils.py get_filenames_of_train_images_and_targets). Paths leading out of
+    the source folder or naming environment variables are reported, not read."""
+    if not isinstance(entries, dict):
+        raise RecipeError(path, f"\"dataset\" is {type(entries).__name__}, not an object "
+                          "{case: {\"images\": [...], \"label\": ...}}", hint=_HINT)
+    training: dict[str, dict[int, Path]] = {}
+    labels: dict[str, Path] = {}
+    for case, entry in entries.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("images"), list)
+                and entry["images"] and isinstance(entry.get("label"), str)):
+            raise RecipeError(path, f"\"dataset\" entry {case[:40]!r} is not "
+                              "{\"images\": [...], \"label\": ...}", hint=_HINT)
+        named = [*(str(p) for p in entry["images"]), entry["label"]]
+        where = f"dataset.json dataset: {case}"
+        # Paths themselves stay out of the reason: the report is no place for /etc/...
+        outside = [f"a listed path {outside_problem(p)}" for p in named if outside_problem(p)]
+        if outside or any("$" in p for p in named):
+            skipped[where] = f"{(outside or ['a path with $VARIABLES'])[0]}, not read"
+        elif missing := [p for p in named if not (folder / p).is_file()]:
+            skipped[where] = f"listed file(s) {', '.join(missing)} not found"
+        else:
+            training[case] = {n: folder / p for n, p in enumerate(entry["images"])}
+            labels[case] = folder / entry["label"]
+    return training, labels
+
+
 def _case(case: str, files: dict[int, Path], label: Path | None, channels: list[str],
-          path: Path, fields: dict[str, str]) -> CaseSource:
+          fields: dict[str, str]) -> CaseSource:
     ordered = tuple(files[number] for number in sorted(files))
-    case_id = safe_id(case, path)
-    return CaseSource(case_id, ordered[0], label, case_id, fields,
+    return CaseSource(case, ordered[0], label, case, fields,
                       channels=ordered if len(ordered) > 1 else (),
                       channel_names=tuple(channels))
 
@@ -140,10 +189,6 @@ def _check_keys(path: Path, dataset: dict[str, Any]) -> None:
     if missing:
         raise RecipeError(path, f"missing key(s) {missing}; it has {sorted(dataset)}",
                           hint=f"an nnU-Net v2 dataset.json has {', '.join(_REQUIRED)}")
-    if "dataset" in dataset:
-        raise RecipeError(path, "lists its files under \"dataset\" instead of imagesTr/"
-                          "labelsTr", hint="such explicit file lists are not read: put the "
-                          "files in imagesTr/ and labelsTr/")
     number = dataset["numTraining"]
     if not isinstance(number, int) or isinstance(number, bool):
         raise RecipeError(path, f"numTraining is {number!r}, not a whole number",
@@ -264,15 +309,18 @@ def _label_files(folder: Path, ending: str, root: Path,
     return found
 
 
-def _complete(case: str, files: dict[int, Path], channels: list[str], ending: str,
-              root: Path, skipped: dict[str, str]) -> bool:
-    """True when ``case`` has exactly the channel files channel_names declares; else
-    its first file is reported with what is missing or extra."""
+def _complete(case: str, files: dict[int, Path], channels: list[str], root: Path,
+              skipped: dict[str, str]) -> bool:
+    """True when ``case`` can name a case and has exactly the channel files
+    channel_names declares; else its first file is reported with why not."""
+    first = files[min(files)].relative_to(root).as_posix()
+    if (problem := case_id_problem(case)) is not None:
+        skipped[first] = problem
+        return False
     missing = [f"{n:04d} ({channels[n]})" for n in range(len(channels)) if n not in files]
     extra = sorted(f"{n:04d}" for n in files if n >= len(channels))
     if not missing and not extra:
         return True
-    first = files[min(files)].relative_to(root).as_posix()
     problem = f"lacks channel file(s) {', '.join(missing)}" if missing else \
         f"has channel file(s) {', '.join(extra)} beyond channel_names"
     skipped[first] = f"case {case} {problem}: not built"
