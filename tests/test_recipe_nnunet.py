@@ -19,10 +19,6 @@ from medimg_build.recipe.model import load_recipe
 from medimg_build.store.validate import validate_store
 from fixtures.nnunet import make_dataset005_prostate, make_dataset220_kits2023
 
-CT = {"modality": "CT", "harmonize": {"intensity": {"preset": "ct", "window": [-1024, 3071]}},
-      "source": {"options": {"modality": "CT"}}}
-
-
 def _edit(folder, **changes):
     path = folder / "dataset.json"
     description = json.loads(path.read_text())
@@ -58,14 +54,15 @@ def test_dataset005_prostate_stacks_named_channels_and_builds_imagests_as_test(
 
 def test_kits2023_region_labels_are_recorded_not_collapsed(tmp_path, shared_data):
     made = make_dataset220_kits2023(tmp_path / "src", shared_data)
-    # The recipe is MR by default; a CT dataset is refused with the way to build it.
-    with pytest.raises(RecipeError, match=r"\['CT'\] \(CT\).*--set modality=CT"):
+    # nnunet is for MR datasets: a CT one is refused with the recipe that builds it.
+    with pytest.raises(RecipeError, match=r"\['CT'\] \(CT\).*nnunet-ct for CT"):
         build_store(load_recipe("nnunet"), made["dataset"], tmp_path / "x.zarr",
                     progress=False)
     out = tmp_path / "kits.zarr"
-    recipe = load_recipe("nnunet").with_overrides(CT)
-    report = build_store(recipe, made["dataset"], out, progress=False)
+    report = build_store(load_recipe("nnunet-ct"), made["dataset"], out, progress=False)
     assert report.ok and sorted(report.built) == made["cases"]
+    assert validate_store(out) == []
+    assert open_store(out).read_image("case_00000").spacing == pytest.approx((1.5,) * 3)
     segmentation = open_store(out).attrs["labels"]["segmentation"]
     # regions_class_order (1, 3, 2): nnU-Net writes kidney as 1, masses as 3, tumor as 2.
     assert segmentation == {

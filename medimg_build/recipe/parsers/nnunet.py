@@ -33,7 +33,8 @@ not say) and any other ending.
 
 Options: ``include_test`` (bool, default true): imagesTs cases are built without masks
 with ``official_split`` "test"; ``modality`` ("CT" or "MR"): the recipe's, checked
-against channel_names (nnU-Net itself normalizes a channel named "CT" as CT)."""
+against channel_names (nnU-Net itself normalizes a channel named "CT" as CT): recipes
+``nnunet`` (MR) and ``nnunet-ct``."""
 
 from __future__ import annotations
 
@@ -332,9 +333,6 @@ def _check_modality(expected: str | None, channels: list[str], path: Path) -> No
         return
     actual = "CT" if all(c.upper() == "CT" for c in channels) else "MR"
     if actual != expected:
-        other = "--set modality=CT --set harmonize.intensity.preset=ct " \
-            "--set source.options.modality=CT" if actual == "CT" else \
-            "--set modality=MR --set harmonize.intensity.preset=mr " \
-            "--set source.options.modality=MR"
         raise RecipeError(path, f"channel_names are {channels} ({actual}), the recipe "
-                          f"says {expected}", hint=f"build it with {other}")
+                          f"says {expected}", hint="use the nnunet recipe for MR datasets, "
+                          "nnunet-ct for CT ones (every channel named CT)")
