@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -220,3 +221,31 @@ def test_a_case_name_that_cannot_name_a_case_is_reported(tmp_path, shared_data):
                          progress=False)
     assert sorted(report.built) == made["cases"] + made["test"]
     assert "is not a safe name" in report.skipped["imagesTr/prostate 02_0000.nii.gz"]
+
+
+def test_labelsts_masks_go_with_their_test_cases(tmp_path, shared_data):
+    """Many public nnU-Net converters also write labelsTs/ (search `join(out_base,
+    "labelsTs")`: BraTS-GLI, KiTS21, ACDC-style scripts, find_string ids 67444308841,
+    22539176133, 6168593380): its masks go with the imagesTs cases."""
+    made = make_dataset005_prostate(tmp_path / "src", shared_data)
+    dataset = made["dataset"]
+    (dataset / "labelsTs").mkdir()
+    t2 = nib.load(dataset / "imagesTs" / "prostate_08_0000.nii.gz")
+    label = np.zeros(t2.shape, np.uint8)
+    label[4:8, 4:8, 2:4], label[8:10, 8:10, 2:4] = 1, 2  # PZ and TZ stand-ins
+    for case in ("prostate_08", "prostate_77"):
+        nib.save(nib.Nifti1Image(label, t2.affine), dataset / "labelsTs" / f"{case}.nii.gz")
+    out = tmp_path / "o.zarr"
+    report = build_store(load_recipe("nnunet"), dataset, out, progress=False)
+    assert sorted(report.built) == made["cases"] + made["test"]
+    assert report.skipped == {"labelsTs/prostate_77.nii.gz":
+                              "label file without images (no imagesTs/prostate_77_0000.nii.gz)"}
+    store = open_store(out)
+    assert store.cases.set_index("case_id").loc["prostate_08", "split"] == "test"
+    assert sorted(int(v) for v in np.unique(store.read_mask("prostate_08").array)) == [0, 1, 2]
+    # With labelsTs there, a test case without its label is reported, not built bare.
+    (dataset / "labelsTs" / "prostate_08.nii.gz").unlink()
+    report = build_store(load_recipe("nnunet"), dataset, tmp_path / "p.zarr", progress=False)
+    assert sorted(report.built) == made["cases"]
+    assert report.skipped["imagesTs/prostate_08_0000.nii.gz"] == \
+        "case prostate_08 has no label file labelsTs/prostate_08.nii.gz"

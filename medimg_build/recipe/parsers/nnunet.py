@@ -9,6 +9,7 @@ MIC-DKFZ/nnUNet documentation/dataset_format.md, commit 0c4ce5b7, and of nnunetv
       imagesTr/prostate_00_0000.nii.gz  prostate_00_0001.nii.gz   (one file per channel)
       labelsTr/prostate_00.nii.gz
       imagesTs/prostate_08_0000.nii.gz ...                        (optional, no labels)
+      labelsTs/prostate_08.nii.gz ...        (not documented; many converters write it)
 
 A case is ``<case>_<XXXX><file_ending>`` split at its LAST ``_XXXX`` (four digits), so
 ``BRATS_001_0000`` is channel 0 of case ``BRATS_001``. Its channels are stacked in the
@@ -31,8 +32,9 @@ Read: NIfTI (.nii.gz, .nii), .nrrd and .mha volumes. Refused: 2D pictures (.png,
 TIFF (nnU-Net reads .tif as 2D or as 3D with a spacing sidecar json, which the file does
 not say) and any other ending.
 
-Options: ``include_test`` (bool, default true): imagesTs cases are built without masks
-with ``official_split`` "test"; ``modality`` ("CT" or "MR"): the recipe's, checked
+Options: ``include_test`` (bool, default true): imagesTs cases are built with
+``official_split`` "test", without masks unless a labelsTs/ folder holds them (then each
+must have its label, as in imagesTr); ``modality`` ("CT" or "MR"): the recipe's, checked
 against channel_names (nnU-Net itself normalizes a channel named "CT" as CT): recipes
 ``nnunet`` (MR) and ``nnunet-ct``."""
 
@@ -89,18 +91,37 @@ def nnunet(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
             continue
         cases.append(_case(case, files, labels[case], channels,
                            {**fields, "official_split": ""}))
-    if (folder / "imagesTs").is_dir():
-        test = _channel_files(folder / "imagesTs", ending, root, skipped)
-        for case, files in sorted(test.items()):
-            if not _complete(case, files, channels, root, skipped):
-                continue
-            if options.get("include_test", True):
-                cases.append(_case(case, files, None, channels,
-                                   {**fields, "official_split": "test"}))
-            else:
-                skipped[files[0].relative_to(root).as_posix()] = \
-                    "imagesTs case without labels (options.include_test is false)"
+    if options.get("include_test", True):
+        cases += _test_cases(folder, ending, channels, root, skipped,
+                             {**fields, "official_split": "test"})
+    elif (folder / "imagesTs").is_dir():
+        skipped["imagesTs"] = "test cases not built (options.include_test is false)"
     return ParsedListing(cases, skipped, labels={"segmentation": segmentation})
+
+
+def _test_cases(folder: Path, ending: str, channels: list[str], root: Path,
+                skipped: dict[str, str], fields: dict[str, str]) -> list[CaseSource]:
+    """The imagesTs cases, without masks; with their masks when a labelsTs/ folder is
+    there (not in nnU-Net's documentation, but many converters write one)."""
+    if not (folder / "imagesTs").is_dir():
+        return []
+    test = _channel_files(folder / "imagesTs", ending, root, skipped)
+    labels = _label_files(folder / "labelsTs", ending, root, skipped) \
+        if (folder / "labelsTs").is_dir() else None
+    for case in sorted(set(labels or {}) - set(test)):
+        skipped[labels[case].relative_to(root).as_posix()] = \
+            f"label file without images (no imagesTs/{case}_0000{ending})"
+    cases = []
+    for case, files in sorted(test.items()):
+        if not _complete(case, files, channels, root, skipped):
+            continue
+        if labels is not None and case not in labels:
+            skipped[files[0].relative_to(root).as_posix()] = \
+                f"case {case} has no label file labelsTs/{case}{ending}"
+            continue
+        cases.append(_case(case, files, None if labels is None else labels[case],
+                           channels, dict(fields)))
+    return cases
 
 
 def _check_count(path: Path, expected: int, found: int, where: str,
