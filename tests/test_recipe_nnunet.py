@@ -130,6 +130,17 @@ def test_what_nnunet_refuses_is_refused_with_the_file_named(tmp_path, shared_dat
     assert "dataset.json" in str(caught.value)
 
 
+def test_label_values_written_as_text_or_decimals_are_read_as_nnunet_reads_them(
+        tmp_path, shared_data):
+    """LabelManager takes int(value): "1" and 2.0 in a hand-written dataset.json work."""
+    made = make_dataset005_prostate(tmp_path / "src", shared_data)
+    _edit(made["dataset"], labels={"background": "0", "PZ": "1", "TZ": 2.0})
+    out = tmp_path / "o.zarr"
+    assert build_store(load_recipe("nnunet"), made["dataset"], out, progress=False).ok
+    assert open_store(out).attrs["labels"]["segmentation"]["classes"] == {
+        "0": "background", "1": "PZ", "2": "TZ"}
+
+
 def test_the_ignore_label_is_a_class(tmp_path, shared_data):
     made = make_dataset005_prostate(tmp_path / "src", shared_data)
     _edit(made["dataset"], labels={"background": 0, "PZ": 1, "TZ": 2, "ignore": 3})

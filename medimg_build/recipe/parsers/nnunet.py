@@ -289,12 +289,25 @@ def _regions(path: Path, values: dict[str, list[int]], order: Any) -> dict[str, 
 
 
 def _label_values(path: Path, name: str, value: Any) -> list[int]:
-    members = value if isinstance(value, list) else [value]
-    if not members or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**16
-                              for v in members):
+    """The values of one label, read as nnU-Net reads them (``int(v)``: "2" and 2.0 are
+    2; hand-written files have both)."""
+    members = [_whole(v) for v in (value if isinstance(value, list) else [value])]
+    if not members or not all(v is not None and 0 <= v < 2**16 for v in members):
         raise RecipeError(path, f"label {name!r} is {value!r}, not a value or a list of values",
                           hint=_HINT)
     return sorted(set(members))
+
+
+def _whole(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit() and len(value) < 6:
+        return int(value)
+    return None
 
 
 def _channel_files(folder: Path, ending: str, root: Path,
