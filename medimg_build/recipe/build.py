@@ -297,7 +297,9 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
         "classification": {s["name"]: classification.vocabulary(s)
                            for s in recipe.labels.get("classification", [])}}
     if "segmentation" in recipe.labels:
-        labels["segmentation"] = {"classes": recipe.labels["segmentation"]["classes"]}
+        # nnU-Net's region definitions go with the classes: they say what a value means.
+        labels["segmentation"] = {k: v for k, v in recipe.labels["segmentation"].items()
+                                  if k in ("classes", "regions", "regions_class_order")}
     labels.update(annotations.vocabulary(recipe.labels))
     return {
         "dataset": recipe.name,

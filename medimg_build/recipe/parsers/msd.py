@@ -16,6 +16,14 @@ Multi-modal tasks (BrainTumour, Prostate) keep their 4D images: the fourth axis 
 channel axis, named by "modality". Test images have no labels: they are reported as
 skipped unless ``options.include_test`` is true.
 
+A task folder WITHOUT dataset.json (imagesTr/, labelsTr/, imagesTs/ only) is read by
+its file names: ``imagesTr/<case>.nii.gz`` with ``labelsTr/<case>.nii.gz``. Nothing then
+names the channels (a 4D image keeps its fourth axis as unnamed channels) or the classes:
+the label files are read once at discovery and every value found becomes a class
+(0 "background", others "label_<value>"), recorded in the store. The recipe's modality
+cannot be checked then. An image without its label and a label without its image are
+reported.
+
 Options: ``include_test`` (bool, default false); ``modality`` ("CT" or "MR"): the
 recipe's modality, checked against dataset.json so that an MR task is not normalized
 as CT by mistake (recipes ``msd`` for the CT tasks, ``msd-mr`` for the MR ones)."""
@@ -26,9 +34,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ...errors import RecipeError
+from ...io import read_image
 from ..paths import outside_problem
-from ..sources import CaseSource, case_id_from_name, safe_id
+from ..sources import CaseSource, case_id_from_name, case_id_problem, safe_id
 from . import ParsedListing, parser
 
 _REQUIRED = ("name", "modality", "labels", "training")
@@ -40,24 +51,19 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
     if unknown:
         raise RecipeError(None, f"msd parser: unknown option(s) {sorted(unknown)}",
                           hint="options are include_test and modality")
-    path = _dataset_json(root)
+    found = _dataset_jsons(root)
+    if not found and (task := _task_without_json(root)) is not None:
+        return _from_folders(task, root, options)
+    path = find_dataset_json(root, "Decathlon tasks", found)
     task = path.parent
-    try:
-        dataset = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RecipeError(path, f"is not valid JSON ({error})",
-                          hint="the Decathlon's dataset.json is damaged") from error
-    except RecursionError:  # [[[[...]]]] nested deeper than Python's stack
-        raise RecipeError(path, "nests its JSON deeper than Python can parse",
-                          hint="the Decathlon's dataset.json is damaged or forged") from None
-    if not isinstance(dataset, dict):
-        raise RecipeError(path, f"holds a JSON {type(dataset).__name__}, not an object",
-                          hint="the Decathlon's dataset.json is damaged")
+    dataset = read_json(path)
     missing = [k for k in _REQUIRED if k not in dataset]
     if missing:
         raise RecipeError(path, f"missing key(s) {missing}; it has {sorted(dataset)}",
-                          hint="a Decathlon dataset.json has name, modality, labels, training")
-    modality, labels = (_numbered(path, dataset[k], k) for k in ("modality", "labels"))
+                          hint="an nnU-Net dataset (file_ending, <case>_0000 files) is read "
+                          "by the nnunet recipe" if "file_ending" in dataset else
+                          "a Decathlon dataset.json has name, modality, labels, training")
+    modality, labels = (numbered(path, dataset[k], k) for k in ("modality", "labels"))
     channels = [str(modality[k]) for k in sorted(modality)]
     _check_modality(options.get("modality"), channels, path)
     classes = {str(k): str(v) for k, v in labels.items()}
@@ -111,38 +117,125 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
                 skipped[where] = "macOS resource fork (._*), not an image"
             elif file.resolve() not in listed:
                 skipped[where] = "file not listed in dataset.json"
+    if dataset.get("numTraining", len(dataset["training"])) != len(dataset["training"]):
+        skipped["dataset.json numTraining"] = (
+            f"numTraining is {dataset['numTraining']!r} but \"training\" lists "
+            f"{len(dataset['training'])} cases")
     return ParsedListing(cases, skipped, labels={"segmentation": {"classes": classes}})
 
 
-def _numbered(path: Path, mapping: Any, name: str) -> dict[int, Any]:
+def numbered(path: Path, mapping: Any, name: str) -> dict[int, Any]:
     """``mapping`` ({"0": ..., "1": ...}) keyed by its keys as numbers, or a RecipeError
     naming the key: a key that is no number, or a number of thousands of digits (Python
     refuses to convert those), is a damaged file."""
     if not isinstance(mapping, dict):
         raise RecipeError(path, f"{name} is {type(mapping).__name__}, not an object",
-                          hint="the Decathlon's dataset.json is damaged")
+                          hint="the dataset.json is damaged")
     numbered = {}
     for key, value in mapping.items():
         if not (isinstance(key, str) and key.strip().isdigit() and len(key) <= 9):
             raise RecipeError(path, f"{name} key {key[:40]!r} is not a small whole number",
-                              hint="the Decathlon's dataset.json is damaged")
+                              hint="the dataset.json is damaged")
         numbered[int(key)] = value
     return numbered
 
 
-def _dataset_json(root: Path) -> Path:
-    """``root/dataset.json``, or the one of a single ``Task*`` folder under ``root``."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A dataset.json's object, or a RecipeError naming the file."""
+    try:
+        dataset = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RecipeError(path, f"is not valid JSON ({error})",
+                          hint="the dataset.json is damaged") from error
+    except RecursionError:  # [[[[...]]]] nested deeper than Python's stack
+        raise RecipeError(path, "nests its JSON deeper than Python can parse",
+                          hint="the dataset.json is damaged or forged") from None
+    if not isinstance(dataset, dict):
+        raise RecipeError(path, f"holds a JSON {type(dataset).__name__}, not an object",
+                          hint="the dataset.json is damaged")
+    return dataset
+
+
+def _dataset_jsons(root: Path) -> list[Path]:
     if (root / "dataset.json").is_file():
-        return root / "dataset.json"
-    found = sorted(root.glob("*/dataset.json"))
+        return [root / "dataset.json"]
+    return sorted(root.glob("*/dataset.json"))
+
+
+def find_dataset_json(root: Path, what: str, found: list[Path] | None = None) -> Path:
+    """``root/dataset.json``, or the one of a single dataset folder under ``root``
+    (``what`` names such folders in the errors)."""
+    found = _dataset_jsons(root) if found is None else found
     if len(found) == 1:
         return found[0]
     if not found:
         raise RecipeError(root, "no dataset.json here or in a folder below",
-                          hint="pass the Decathlon task folder (e.g. Task03_Liver) to --source")
+                          hint="pass the dataset folder (e.g. Task03_Liver, "
+                          "Dataset005_Prostate) to --source")
     names = ", ".join(p.parent.name for p in found)
-    raise RecipeError(root, f"{len(found)} Decathlon tasks found ({names})",
-                      hint="pass one task folder to --source: a store holds one task")
+    raise RecipeError(root, f"{len(found)} {what} found ({names})",
+                      hint="pass one of these folders to --source: a store holds one")
+
+
+def _task_without_json(root: Path) -> Path | None:
+    """``root``, or its single subfolder, when it holds imagesTr/ (a task folder whose
+    dataset.json is missing)."""
+    candidates = [root] if (root / "imagesTr").is_dir() else \
+        [p.parent for p in root.glob("*/imagesTr") if p.is_dir()]
+    if len(candidates) > 1:
+        raise RecipeError(root, f"{len(candidates)} task folders without dataset.json "
+                          f"found ({', '.join(sorted(c.name for c in candidates))})",
+                          hint="pass one task folder to --source: a store holds one task")
+    return candidates[0] if candidates else None
+
+
+def _nifti_files(folder: Path, root: Path, skipped: dict[str, str]) -> dict[str, Path]:
+    """case id -> NIfTI file of ``folder``; anything else in it is reported."""
+    found = {}
+    for file in sorted(folder.glob("*")) if folder.is_dir() else []:
+        where = file.relative_to(root).as_posix()
+        if file.name.startswith("._"):
+            skipped[where] = "macOS resource fork (._*), not an image"
+        elif file.name.startswith(".") or not file.name.endswith((".nii.gz", ".nii")):
+            skipped[where] = "not a NIfTI file (.nii.gz, .nii)"
+        elif (problem := case_id_problem(case_id_from_name(file))) is not None:
+            skipped[where] = problem
+        else:
+            found[case_id_from_name(file)] = file
+    return found
+
+
+def _from_folders(task: Path, root: Path, options: dict[str, Any]) -> ParsedListing:
+    """The cases of a task folder without dataset.json, paired by file name."""
+    skipped: dict[str, str] = {}
+    images, labels = (_nifti_files(task / f, root, skipped) for f in ("imagesTr", "labelsTr"))
+    for case in sorted(set(labels) - set(images)):
+        skipped[labels[case].relative_to(root).as_posix()] = \
+            f"label file without its image imagesTr/{labels[case].name}"
+    fields = {"task": task.name, "task_name": "", "channels": ""}
+    cases = []
+    for case, image in sorted(images.items()):
+        if case not in labels:
+            skipped[image.relative_to(root).as_posix()] = \
+                f"image without its label file labelsTr/{image.name}"
+            continue
+        cases.append(CaseSource(case, image, labels[case], case, dict(fields)))
+    for case, image in sorted(_nifti_files(task / "imagesTs", root, skipped).items()):
+        if options.get("include_test"):
+            cases.append(CaseSource(case, image, None, case, dict(fields)))
+        else:
+            skipped[image.relative_to(root).as_posix()] = \
+                "test image without labels (options.include_test is false)"
+    classes = classes_in(sorted(labels[c.case_id] for c in cases if c.mask_path))
+    return ParsedListing(cases, skipped, labels={"segmentation": {"classes": classes}})
+
+
+def classes_in(label_files: list[Path]) -> dict[str, str]:
+    """Every value the label files hold, as classes: 0 "background", v "label_v"."""
+    values: set[int] = {0}
+    for file in label_files:
+        values.update(int(v) for v in np.unique(read_image(file).array))
+    return {str(v): "background" if v == 0 else f"label_{v}" for v in sorted(values)}
 
 
 def _check_modality(expected: str | None, channels: list[str], path: Path) -> None:
