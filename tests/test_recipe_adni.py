@@ -50,15 +50,17 @@ def test_adni_builds_images_with_their_collection_diagnosis(tmp_path, image_ids)
 def test_bare_digit_ids_still_report_what_does_not_join(tmp_path):
     """With the table's ids as bare digits, an image no row names and a row without its
     image are still reported, each under its own name; a row repeating an image's id in
-    the other spelling is reported, not joined twice."""
+    the other spelling, and a row without an id, are reported, not joined."""
     made = make_adni(tmp_path / "src", "digits")
     source = tmp_path / "src"
     stray = next(source.glob("ADNI/023_S_0030/**/*.nii"))
     shutil.copy(stray, stray.with_name(stray.name.replace("_I79122.nii", "_I99999.nii")))
     with open(source / TABLE, "a", newline="") as handle:
-        csv.writer(handle, quoting=csv.QUOTE_ALL).writerow(
-            ["I45108", "002_S_0295", "CN", "M", "85", "sc", "MRI", "MPR", "Processed",
-             "4/18/2006", "NiFTI", ""])
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+        writer.writerow(["I45108", "002_S_0295", "CN", "M", "85", "sc", "MRI", "MPR",
+                         "Processed", "4/18/2006", "NiFTI", ""])
+        writer.writerow(["", "002_S_0295", "CN", "M", "85", "sc", "MRI", "MPR",
+                         "Processed", "4/18/2006", "NiFTI", ""])
     listing = list_sources(load_recipe("adni"), source)
     assert sorted(c.case_id for c in listing.cases) == made["cases"]
     skipped = listing.skipped
@@ -68,4 +70,5 @@ def test_bare_digit_ids_still_report_what_does_not_join(tmp_path):
     assert skipped[f"{TABLE}: 88888"] == "row without an image file"
     assert skipped[f"{TABLE}: I45108 (row 7)"] == \
         "second row for Image Data ID 'I45108' (the first is '45108')"
-    assert len(skipped) == 3
+    assert skipped[f"{TABLE}: row 8"] == "row without a value in Image Data ID"
+    assert len(skipped) == 4

@@ -111,6 +111,9 @@ def _rows_by_key(table, column: str, prefix: str,
     skipped: dict[str, str] = {}
     for number, row in enumerate(table.to_dict(orient="records"), start=1):
         key, value = _join_key(row[column], prefix), str(row[column]).strip()
+        if not key:
+            skipped[f"{name}: row {number}"] = f"row without a value in {column}"
+            continue
         if key in rows:
             first = str(rows[key][column]).strip()
             skipped[f"{name}: {value} (row {number})"] = (
