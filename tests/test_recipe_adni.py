@@ -1,20 +1,29 @@
 """The bundled adni recipe builds a miniature ADNI IDA download (tests/fixtures/adni.py):
 NIfTI images joined to the collection CSV by their image ID, Group as diagnosis, the
-visits of one subject in one split."""
+visits of one subject in one split. The CSV's Image Data ID comes in both forms seen in
+real IDA exports, ``"I45108"`` and ``"45108"`` (sources in the fixture's docstring)."""
 
 from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
 
 from fixtures.adni import make_adni
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.sources import list_sources
 from medimg_build.store.validate import validate_store
 
 CLASSES = ["CN", "SMC", "EMCI", "MCI", "LMCI", "AD"]
+TABLE = "ADNI1_Complete_1Yr_1.5T_10_13_2019.csv"
 
 
-def test_adni_builds_images_with_their_collection_diagnosis(tmp_path):
-    made = make_adni(tmp_path / "src")
+@pytest.mark.parametrize("image_ids", ["prefixed", "digits"])
+def test_adni_builds_images_with_their_collection_diagnosis(tmp_path, image_ids):
+    made = make_adni(tmp_path / "src", image_ids)
     out = tmp_path / "adni.zarr"
     report = build_store(load_recipe("adni"), tmp_path / "src", out, progress=False)
     assert report.ok and sorted(report.built) == made["cases"]
@@ -36,3 +45,30 @@ def test_adni_builds_images_with_their_collection_diagnosis(tmp_path):
     # The sagittal 1.25 x 0.94 x 0.94 mm volumes come out RAS at 1 mm.
     image = store.read_image("I45108")
     assert image.orientation == "RAS" and image.spacing == (1.0, 1.0, 1.0)
+
+
+def test_bare_digit_ids_still_report_what_does_not_join(tmp_path):
+    """With the table's ids as bare digits, an image no row names and a row without its
+    image are still reported, each under its own name; a row repeating an image's id in
+    the other spelling, and a row without an id, are reported, not joined."""
+    made = make_adni(tmp_path / "src", "digits")
+    source = tmp_path / "src"
+    stray = next(source.glob("ADNI/023_S_0030/**/*.nii"))
+    shutil.copy(stray, stray.with_name(stray.name.replace("_I79122.nii", "_I99999.nii")))
+    with open(source / TABLE, "a", newline="") as handle:
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+        writer.writerow(["I45108", "002_S_0295", "CN", "M", "85", "sc", "MRI", "MPR",
+                         "Processed", "4/18/2006", "NiFTI", ""])
+        writer.writerow(["", "002_S_0295", "CN", "M", "85", "sc", "MRI", "MPR",
+                         "Processed", "4/18/2006", "NiFTI", ""])
+    listing = list_sources(load_recipe("adni"), source)
+    assert sorted(c.case_id for c in listing.cases) == made["cases"]
+    skipped = listing.skipped
+    assert [k for k, v in skipped.items() if v == f"image without a row in {TABLE}"] == \
+        [stray.with_name(stray.name.replace("_I79122", "_I99999")).relative_to(source)
+         .as_posix()]
+    assert skipped[f"{TABLE}: 88888"] == "row without an image file"
+    assert skipped[f"{TABLE}: I45108 (row 7)"] == \
+        "second row for Image Data ID 'I45108' (the first is '45108')"
+    assert skipped[f"{TABLE}: row 8"] == "row without a value in Image Data ID"
+    assert len(skipped) == 4

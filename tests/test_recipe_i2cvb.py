@@ -1,8 +1,13 @@
-"""The bundled i2cvb recipe builds a miniature I2CVB download (tests/fixtures/i2cvb.py):
-T2W DICOM series with the ADC map resampled onto it as a second channel, and the zone
-and cancer ground truths (binary DICOM series) combined into one label map."""
+"""The bundled i2cvb recipe builds a miniature I2CVB download in its real layout
+(tests/fixtures/i2cvb.py, which cites where it was checked: the Zenodo archives unpack
+to ``GE/`` and ``Siemens/``, masks in ``Patient NNN/GT/{prostate,pz,cg,cap}``): T2W
+DICOM series with the ADC map resampled onto it as a second channel, and the zone and
+cancer ground truths (binary DICOM series) combined into one label map -- from the
+download root (both vendors) or from one vendor folder."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +20,8 @@ from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.sources import list_sources
 from medimg_build.store.validate import validate_store
 
+NO_T2W = "patient folder without T2W/"
+
 
 def make_i2cvb(root):
     """The fixture's download, its case ids as a build names them: each patient folder
@@ -25,18 +32,23 @@ def make_i2cvb(root):
            for case in made["cases"]}
     return {**made, "cases": sorted(ids.values()),
             "folders": {pseudonym: case for case, pseudonym in ids.items()},
-            "prostate_voxels": {ids[c]: v for c, v in made["prostate_voxels"].items()}}
+            "prostate_voxels": {ids[c]: v for c, v in made["prostate_voxels"].items()},
+            "vendor": {ids[c]: v for c, v in made["vendor"].items()}}
 
 
-def test_i2cvb_cases_are_patient_folders_with_t2w_and_the_prostate_series(tmp_path):
+def test_i2cvb_cases_are_the_patient_folders_of_both_vendors(tmp_path):
     made = make_i2cvb(tmp_path / "src")
     listing = list_sources(load_recipe("i2cvb"), tmp_path / "src")
     assert sorted(c.case_id for c in listing.cases) == made["cases"]
     for case in listing.cases:
         assert case.image_path.name == "T2W" and case.channel_names == ("T2W", "ADC")
-        assert [layer[0] for layer in case.mask_loader_args["layers"]] == [1, 2, 3]
+        layers = case.mask_loader_args["layers"]
+        assert [layer[0] for layer in layers] == [1, 2, 3]
+        assert [layer[1].split("/")[-2:] for layer in layers] == \
+            [["GT", "pz"], ["GT", "cg"], ["GT", "cap"]]
         assert case.patient_id == made["folders"][case.case_id].replace("_", " ")
-    assert list(listing.skipped.values()) == ["patient folder without T2W/"] * made["skipped"]
+        assert case.fields["vendor"] == made["vendor"][case.case_id]
+    assert listing.skipped == {"Siemens/Patient 2000": NO_T2W}
 
 
 def test_i2cvb_builds_t2w_and_adc_with_zones_and_cancer(tmp_path):
@@ -44,11 +56,14 @@ def test_i2cvb_builds_t2w_and_adc_with_zones_and_cancer(tmp_path):
     out = tmp_path / "i2cvb.zarr"
     report = build_store(load_recipe("i2cvb"), tmp_path / "src", out, progress=False)
     assert report.ok and sorted(report.built) == made["cases"]
-    assert list(report.skipped.values()) == ["patient folder without T2W/"] * made["skipped"]
+    assert list(report.skipped.values()) == [NO_T2W] * made["skipped"]
     assert validate_store(out) == []
 
     store = open_store(out)
-    assert sorted(store.cases["case_id"]) == made["cases"]
+    cases = store.cases.set_index("case_id")
+    assert sorted(cases.index) == made["cases"]
+    assert dict(cases["vendor"]) == made["vendor"]
+    assert set(cases["manufacturer"]) == {"SIEMENS", "GE MEDICAL SYSTEMS"}
     for case_id in made["cases"]:
         mask, image = store.read_mask(case_id), store.read_image(case_id)
         assert sorted(int(v) for v in np.unique(mask.array)) == [0, 1, 2, 3]
@@ -61,20 +76,53 @@ def test_i2cvb_builds_t2w_and_adc_with_zones_and_cancer(tmp_path):
         volume = int((mask.array > 0).sum())
         assert volume == pytest.approx(made["prostate_voxels"][case_id] * 0.8 * 0.8 * 3,
                                        rel=0.15)
-    assert set(store.cases["manufacturer"]) == {"SIEMENS"}
+
+
+def test_one_vendor_folder_builds_its_patients_with_their_masks(tmp_path):
+    """``--source I2CVB/Siemens``: its patients, every one with its label map (the
+    recipe used to build them without masks, silently)."""
+    made = make_i2cvb(tmp_path / "src")
+    out = tmp_path / "siemens.zarr"
+    report = build_store(load_recipe("i2cvb"), tmp_path / "src" / "Siemens", out,
+                         progress=False)
+    siemens = sorted(c for c, v in made["vendor"].items() if v == "Siemens")
+    assert report.ok and sorted(report.built) == siemens
+    assert report.skipped == {"Patient 2000": NO_T2W}
+    store = open_store(out)
+    assert set(store.cases["vendor"]) == {"Siemens"}
+    for case_id in siemens:
+        assert sorted(int(v) for v in np.unique(store.read_mask(case_id).array)) == \
+            [0, 1, 2, 3]
+
+
+def test_a_patient_without_a_declared_mask_is_reported_not_built_without(tmp_path):
+    made = make_i2cvb(tmp_path / "src")
+    shutil.rmtree(tmp_path / "src" / "GE" / "Patient 428260" / "GT" / "cap")
+    listing = list_sources(load_recipe("i2cvb"), tmp_path / "src")
+    ge = [c for c, v in made["vendor"].items() if v == "GE"]
+    assert sorted(c.case_id for c in listing.cases) == sorted(set(made["cases"]) - set(ge))
+    assert listing.skipped["GE/Patient 428260"] == \
+        "patient folder without the mask(s) the recipe declares: GT/cap/"
+    # One structure alone (options.mask) is declared too.
+    shutil.rmtree(tmp_path / "src" / "Siemens" / "Patient 383" / "GT" / "prostate")
+    gland = load_recipe("i2cvb").with_overrides(
+        {"source": {"options": {"masks": None, "mask": "GT/prostate"}}})
+    skipped = list_sources(gland, tmp_path / "src").skipped
+    assert skipped["Siemens/Patient 383"] == \
+        "patient folder without the mask(s) the recipe declares: GT/prostate/"
 
 
 def test_i2cvb_t2w_alone_builds(tmp_path):
-    """The T2W images alone, without masks, build and validate."""
+    """The T2W images alone (``mask: false``), without masks, build and validate."""
     made = make_i2cvb(tmp_path / "src")
     out = tmp_path / "t2w.zarr"
     recipe = load_recipe("i2cvb").with_overrides(
-        {"source": {"options": {"images": None, "masks": None, "mask": "no-such-folder"}},
+        {"source": {"options": {"images": None, "masks": None, "mask": False}},
          "labels": None})
     report = build_store(recipe, tmp_path / "src", out, progress=False)
     assert report.ok and sorted(report.built) == made["cases"]
     assert validate_store(out) == []
     store = open_store(out)
     assert set(store.cases["modality"]) == {"MR"}
-    assert set(store.cases["manufacturer"]) == {"SIEMENS"}
+    assert set(store.cases["manufacturer"]) == {"SIEMENS", "GE MEDICAL SYSTEMS"}
     assert store.read_image(made["cases"][0]).spacing == pytest.approx((1.0, 1.0, 1.0))

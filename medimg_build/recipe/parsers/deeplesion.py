@@ -23,9 +23,25 @@ case's ``lesion_type`` label (multilabel over the eight types) lists the known t
 its lesions; a slice whose lesions are all untyped has it unknown (-1).
 
 Geometry: the PNGs carry no orientation. They are axial slices shown the radiological
-way (image left = patient right, top = anterior), which is what the affine says (LPS
-index axes, like a DICOM axial series); the slice axis is taken to run towards the
-head with the slice number, which DeepLesion does not document.
+way (image left = patient right, top = anterior), and the slice number grows towards
+the feet, which is what the affine says (LPS index axes, like a DICOM axial series read
+head first). The README does not say so; the table does: the z of
+``Normalized_lesion_location`` grows with ``Key_slice_index`` within a series, and
+mediastinal lesions have smaller z than liver ones, liver smaller than pelvic ones --
+larger z is lower in the body. Rows of the real DL_info.csv (public copy: GitHub
+donghwanseo/joint_conference, ``DL_info.csv``, commit
+e83fd969542e0d6fd43626ce012733e3000ba3ed), File_name / type / z::
+
+    000091_01_02_004.png  3 mediastinum  0.363289
+    000091_01_02_006.png  3 mediastinum  0.368954
+    000097_01_01_055.png  4 liver        0.593443
+    000097_01_01_082.png  2 abdomen      0.693745
+    000097_01_01_116.png  8 pelvis       0.828742
+
+(the issue counted 140 of 141 same-series pairs of that copy with z growing with the
+slice number; the exception, 000091_03_01 slices 57 -> 58, is a 0.001 step). The array
+keeps the files' order (k = 0 is the first slice of ``Slice_range``), so key slices and
+boxes index it as the table does; reorienting to RAS then puts the head at the top.
 """
 
 from __future__ import annotations
@@ -140,7 +156,11 @@ def load_slices(path: Path, first: int, last: int, spacing: list[float]) -> Medi
     volume = np.stack(planes, axis=0).astype(np.int32) - HU_OFFSET
     array = np.asfortranarray(volume.astype(np.int16).transpose(2, 1, 0))
     sx, sy, sz = spacing
-    affine = np.diag([-sx, -sy, sz, 1.0])  # LPS-like index axes in RAS+ (see module doc)
+    # LPS index axes in RAS+: slice number towards the feet (see the module doc). Slice
+    # n of the series sits at S = -(n - 1) * sz, so all key slices of a series share one
+    # frame whatever their Slice_range.
+    affine = np.diag([-sx, -sy, -sz, 1.0])
+    affine[2, 3] = -(first - 1) * sz
     meta = {"format": "png", "source_files": [str(f.resolve()) for f in files],
             "space": "image", "modality": "CT", "pixel_spacing_known": True,
             "intensity": {"unit": "HU", "offset": -HU_OFFSET, "bits_stored": 16,

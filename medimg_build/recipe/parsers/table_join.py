@@ -14,11 +14,14 @@ Options (all paths relative to the source folder):
 - ``case_id``: ``key`` (default), ``stem``, or a template of named groups.
 - ``masks``: optional mask path template with {case_id} and the named groups; a case
   without the file has no mask.
+- ``key_prefix``: a prefix the key may carry or not, in the table and in the path alike
+  (ADNI's ``Image Data ID`` is ``I45108`` in some IDA exports, ``45108`` in others,
+  while the file names say ``_I45108``): keys are compared without it.
 
 Each case's fields are its table row plus the named groups, so that a recipe's labels
 and ``columns`` name table columns as for ``image_table``. Paths that do not match the
 pattern, images whose key has no row, rows without an image, and second images of one
-key are reported as skipped, each with its reason."""
+key, and second rows of one key are reported as skipped, each with its reason."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from ..sources import (CaseSource, SourceListing, _require_columns, case_id_from
 from . import parser
 
 _OPTIONS = {"table", "key_column", "images", "path_pattern", "patient_column",
-            "patient_field", "case_id", "masks"}
+            "patient_field", "case_id", "masks", "key_prefix"}
 
 
 @parser("table_join")
@@ -55,11 +58,10 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
     table = read_label_table(table_path)
     _require_columns(table, [options["key_column"]]
                      + [c for c in [options.get("patient_column")] if c], table_path)
-    rows: dict[str, dict[str, Any]] = {}
-    for row in table.to_dict(orient="records"):
-        rows.setdefault(str(row[options["key_column"]]).strip(), row)
+    prefix = str(options.get("key_prefix") or "")
+    rows, skipped = _rows_by_key(table, options["key_column"], prefix, options["table"])
 
-    cases, skipped, used = [], {}, {}
+    cases, used = [], {}
     for path in inside_glob(root, options["images"], "source.options.images"):
         if not path.is_file() or path.name.startswith("."):
             continue
@@ -69,13 +71,13 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
             skipped[relative] = "path does not match options.path_pattern"
             continue
         groups = {k: v for k, v in match.groupdict().items() if v is not None}
-        found = groups["key"]
+        found = _join_key(groups["key"], prefix)
         if found not in rows:
             skipped[relative] = f"image without a row in {options['table']}"
             continue
         if found in used:
-            skipped[relative] = f"second image for {options['key_column']} {found!r} " \
-                                f"(the first is {used[found]})"
+            skipped[relative] = f"second image for {options['key_column']} " \
+                                f"{groups['key']!r} (the first is {used[found]})"
             continue
         used[found] = relative
         fields = {**rows[found], **groups}
@@ -88,10 +90,37 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
                                       case_id=case_id, **groups)
             mask = candidate if candidate.exists() else None
         cases.append(CaseSource(case_id, path, mask, patient, fields))
-    for name in rows:
+    for name, row in rows.items():
         if name not in used:
-            skipped[f"{options['table']}: {name}"] = "row without an image file"
+            value = str(row[options["key_column"]]).strip()
+            skipped[f"{options['table']}: {value}"] = "row without an image file"
     return SourceListing(cases, skipped)
+
+
+def _join_key(value: str, prefix: str) -> str:
+    """The key as compared: without ``prefix`` when it carries it."""
+    value = str(value).strip()
+    return value[len(prefix):] if prefix and value.startswith(prefix) else value
+
+
+def _rows_by_key(table, column: str, prefix: str,
+                 name: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The table's rows by join key (the first row of a key), and its later rows of an
+    already seen key, reported: a key names one image, so they could never be joined."""
+    rows: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for number, row in enumerate(table.to_dict(orient="records"), start=1):
+        key, value = _join_key(row[column], prefix), str(row[column]).strip()
+        if not key:
+            skipped[f"{name}: row {number}"] = f"row without a value in {column}"
+            continue
+        if key in rows:
+            first = str(rows[key][column]).strip()
+            skipped[f"{name}: {value} (row {number})"] = (
+                f"second row for {column} {value!r} (the first is {first!r})")
+            continue
+        rows[key] = row
+    return rows, skipped
 
 
 def _case_id(rule: str, path: Path, groups: dict[str, str]) -> str:
