@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ImageReadError, RecipeError
+from ..errors import ImageReadError, RecipeError, shown_items
 from ..io import reader_for
 from ..io.dicom import read_dicom
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
@@ -23,6 +23,7 @@ from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
 from .model import Recipe
 from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
+from .source_report import not_an_image, with_masks_reported
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -61,10 +62,14 @@ class CaseSource:
 
 @dataclass(frozen=True)
 class SourceListing:
-    """The cases of a source, and what was found but is not a case (path -> reason)."""
+    """The cases of a source; what was found but is not a case (``skipped``: path ->
+    reason); and the cases built without something the recipe declares (``incomplete``:
+    image path -> what is missing, e.g. its mask). The build report counts and names
+    both: nothing found is dropped in silence."""
 
     cases: list[CaseSource]
     skipped: dict[str, str] = field(default_factory=dict)
+    incomplete: dict[str, str] = field(default_factory=dict)
 
 
 def discover_cases(recipe: Recipe, source_dir: str | Path,
@@ -94,7 +99,9 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
     _check_unique(listing.cases, root)
     # Reasons are stored (counted in the build report): "duplicate of <path>" relative.
     return dataclasses.replace(listing, skipped={
-        where: stored_text(reason, root) for where, reason in listing.skipped.items()})
+        where: stored_text(reason, root) for where, reason in listing.skipped.items()},
+        incomplete={where: stored_text(reason, root)
+                    for where, reason in listing.incomplete.items()})
 
 
 def case_id_from_name(path: Path, rule: str = "stem") -> str:
@@ -110,12 +117,11 @@ def case_id_from_name(path: Path, rule: str = "stem") -> str:
 def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     rule = source.get("case_id", "stem")
     mask_template = source.get("masks")
-    cases, skipped = [], {}
+    cases, skipped, looked_for = [], {}, []
     for path in inside_glob(root, source["images"], "source.images"):
         where = path.relative_to(root).as_posix()
-        if path.name.startswith("."):
-            # Reported, not silently dropped: '..x.nii.gz' may be a case someone meant.
-            skipped[where] = "hidden file (name starts with '.'), not read as a case"
+        if (problem := not_an_image(path)) is not None:
+            skipped[where] = problem  # reported: a notes.txt is no failed case
             continue
         case_id = str(path.relative_to(root)).replace("/", "_") if rule == "path" \
             else case_id_from_name(path, rule)
@@ -125,12 +131,14 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             continue
         mask, layers = masks_of(mask_template, root, "source.masks", case_id=case_id,
                                 path=where)
+        looked_for += mask_candidates(mask_template, root, "source.masks", case_id=case_id,
+                                      path=where)
         channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
                          for t in source.get("channels", []))
         patient = case_id if source.get("patient_id", "case_id") == "case_id" else None
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
-    return SourceListing(cases, skipped)
+    return with_masks_reported(SourceListing(cases, skipped), root, mask_template, looked_for)
 
 
 def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
@@ -195,15 +203,30 @@ def masks_of(spec: str | dict[str, str] | None, root: Path, setting: str,
     path, CaseSource loader fields). Templates stay inside ``root`` (paths.inside)."""
     if not spec:
         return None, {}
+    candidates = mask_candidates(spec, root, setting, **names)
     if isinstance(spec, str):
-        candidate = from_template(root, spec, setting, **names)
-        return (candidate if candidate.exists() else None), {}
-    layers = [[int(value), str(from_template(root, template, f"{setting}.{value}", **names))]
-              for value, template in sorted(spec.items(), key=lambda item: int(item[0]))]
-    if not all(Path(file).exists() for _, file in layers):
+        return (candidates[0] if candidates[0].exists() else None), {}
+    if not all(file.exists() for file in candidates):
         return None, {}
+    layers = [[int(value), str(file)] for value, file in zip(_layer_values(spec), candidates)]
     return Path(layers[-1][1]), {"mask_loader": "combined_masks",
                                  "mask_loader_args": {"layers": layers}}
+
+
+def mask_candidates(spec: str | dict[str, str] | None, root: Path, setting: str,
+                    **names: str) -> list[Path]:
+    """The mask files a recipe's ``masks`` names for one case (whether they exist or
+    not): one, or one per layer in label-value order."""
+    if not spec:
+        return []
+    if isinstance(spec, str):
+        return [from_template(root, spec, setting, **names)]
+    return [from_template(root, spec[value], f"{setting}.{value}", **names)
+            for value in _layer_values(spec)]
+
+
+def _layer_values(spec: dict[str, str]) -> list[str]:
+    return sorted(spec, key=int)
 
 
 def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | None:
@@ -279,11 +302,13 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
                     for s in ds.get("SegmentSequence", [])}
         for item in ds.get("ReferencedSeriesSequence", []):
             by_series.setdefault(str(item.SeriesInstanceUID), []).append((file.path, segments))
-    classes, named, paired = {"0": "background"}, {}, []
+    classes, named, paired, incomplete = {"0": "background"}, {}, [], {}
     for case in cases:
         segs = by_series.get(case.series.series_uid, []) if not case.series.split else []
         if not segs:
             paired.append(case)
+            where = f"{case.series.folder.relative_to(root)} {case.series.label}"
+            incomplete[where] = "built without a mask: no DICOM SEG of the tree references it"
             continue
         path, segments = sorted(segs)[0]
         for number, label in segments.items():
@@ -296,10 +321,17 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
         for other, _ in sorted(segs)[1:]:
             skipped[str(other.relative_to(root))] = "another DICOM SEG of a paired series"
         paired.append(dataclasses.replace(case, mask_path=path))
-    for key_, reason in list(skipped.items()):
-        if reason.startswith("segmentation (DICOM SEG)"):
-            skipped[key_] = "DICOM SEG of no series of the tree"
-    return ParsedListing(paired, skipped, labels={"segmentation": {"classes": classes}})
+    unpaired = [key_ for key_, reason in skipped.items()
+                if reason.startswith("segmentation (DICOM SEG)")]
+    if unpaired and not named:
+        raise RecipeError(root, f"none of its {len(unpaired)} DICOM SEG file(s) "
+                          f"({shown_items(unpaired, 3)}) references a series of the tree",
+                          hint="a SEG pairs with the series its ReferencedSeriesSequence "
+                          "names: add those series to the source folder")
+    for key_ in unpaired:
+        skipped[key_] = "DICOM SEG of no series of the tree"
+    return ParsedListing(paired, skipped, incomplete,
+                         labels={"segmentation": {"classes": classes}})
 
 
 def private_case_id(case_id: str, path: Path, key: bytes) -> str:
