@@ -32,3 +32,58 @@ def test_volume_folder_recipe_builds_its_fixture(shared_data, tmp_path):
     assert abs(float(np.median(image[mask == 1])) - 60) <= 1
     assert all(s == "RAS" for s in (store.read_image(c).orientation
                                     for c in store.cases["case_id"]))
+
+
+def test_volume_folder_takes_its_classes_from_the_masks_and_records_them(shared_data, tmp_path):
+    """The bundled recipe as it is (no --set): every case of the real TotalSegmentator
+    CT with its 31-structure mask builds, and the store records the values found."""
+    volume_folder.make(tmp_path / "src", shared_data)
+    out = tmp_path / "vf.zarr"
+    report = build_store(load_recipe("volume-folder"), tmp_path / "src", out, progress=False,
+                         workers=2)
+    assert report.ok, report.failed
+    seg = np.asanyarray(nib.load(shared_data / "totalsegmentator" /
+                                 "example_seg_dicom.nii.gz").dataobj)
+    store = open_store(out)
+    classes = store.attrs["labels"]["segmentation"]["classes"]
+    # Resampled to 1.5 mm by nearest neighbour, a structure of a few voxels may vanish.
+    found = {int(v) for v in classes}
+    assert {0, 1} <= found <= {int(v) for v in np.unique(seg)} and len(found) > 20
+    assert classes["0"] == "background" and classes["1"] == "label_1"
+    stored = set().union(*(np.unique(store.read_mask(c).array).tolist()
+                           for c in store.cases["case_id"] if store.read_mask(c) is not None))
+    assert stored == found
+    assert validate_store(out) == []
+
+
+def test_from_data_classes_are_the_union_over_cases_and_declared_ones_are_checked(tmp_path):
+    source = tmp_path / "src"
+    for case, values in (("ct_a", [0, 1, 5]), ("ct_b", [0, 6]), ("ct_c", None)):
+        volume_folder.write_volume(source / "images" / f"{case}.nii.gz")
+        if values:
+            volume_folder.write_volume(source / "labels" / f"{case}.nii.gz", values)
+    fast = {"harmonize": {"spacing": None}}
+    out = tmp_path / "vf.zarr"
+    assert build_store(load_recipe("volume-folder").with_overrides(fast), source, out,
+                       progress=False).ok
+    store = open_store(out)
+    assert store.attrs["labels"]["segmentation"]["classes"] == {
+        "0": "background", "1": "label_1", "5": "label_5", "6": "label_6"}
+    assert store.cases.set_index("case_id")["mask_values"].map(list).to_dict() == {
+        "ct_a": [0, 1, 5], "ct_b": [0, 6], "ct_c": []}
+    # Declared classes still refuse what they do not list.
+    declared = load_recipe("volume-folder").with_overrides(
+        {**fast, "labels": {"segmentation": {"classes": {"0": "background", "1": "liver"}}}})
+    report = build_store(declared, source, tmp_path / "declared.zarr", progress=False)
+    assert set(report.failed) == {"ct_a", "ct_b"} and "mask values [5]" in report.failed["ct_a"]
+
+
+def test_a_long_list_of_mask_values_in_an_error_says_how_many_are_left(tmp_path):
+    source = tmp_path / "src"
+    volume_folder.write_volume(source / "images" / "a.nii.gz")
+    volume_folder.write_volume(source / "labels" / "a.nii.gz", list(range(0, 15)))
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"harmonize": {"spacing": None},
+         "labels": {"segmentation": {"classes": {"0": "background"}}}})
+    report = build_store(recipe, source, tmp_path / "o.zarr", progress=False)
+    assert "mask values [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (4 more)]" in report.failed["a"]
