@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
+from medimg_build.store.journal import KILL_ENV
 from medimg_build.store.validate import validate_store
 
 from fixtures import volume_folder
@@ -87,3 +93,24 @@ def test_a_long_list_of_mask_values_in_an_error_says_how_many_are_left(tmp_path)
          "labels": {"segmentation": {"classes": {"0": "background"}}}})
     report = build_store(recipe, source, tmp_path / "o.zarr", progress=False)
     assert "mask values [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (4 more)]" in report.failed["a"]
+
+
+def test_classes_from_data_count_the_cases_a_resumed_build_recovered(tmp_path):
+    """Killed after its first cases, the build resumed: the classes still hold the values
+    of the recovered cases (read from their journaled rows), not only the rebuilt ones'."""
+    source = tmp_path / "src"
+    for index, value in enumerate([7, 3, 4, 2]):
+        volume_folder.write_volume(source / "images" / f"case{index}.nii.gz")
+        volume_folder.write_volume(source / "labels" / f"case{index}.nii.gz", [0, value])
+    out = tmp_path / "vf.zarr"
+    command = [sys.executable, "-m", "medimg_build.cli", "build", "volume-folder", "--source",
+               str(source), "--out", str(out), "--workers", "1", "--quiet", "--key", "k",
+               "--set", "harmonize.spacing=null"]
+    killed = subprocess.run(command, env=dict(os.environ, **{KILL_ENV: "3"}),
+                            capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    report = build_store(load_recipe("volume-folder").with_overrides(
+        {"harmonize": {"spacing": None}}), source, out, progress=False, resume=True, key="k")
+    assert report.ok and report.already_complete >= 1
+    assert open_store(out).attrs["labels"]["segmentation"]["classes"] == {
+        "0": "background", "2": "label_2", "3": "label_3", "4": "label_4", "7": "label_7"}
