@@ -439,8 +439,9 @@ def _yaml_value(key: str, text: str, recipe_path: str | None):
         return load_yaml(text)
     except yaml.YAMLError as error:
         problem = str(getattr(error, "problem", None) or "invalid syntax")
-        raise RecipeError(recipe_path, f"--set {key}: the value {one_line(repr(text), SHOWN_VALUE)}"
-                          f" is not YAML ({one_line(problem, SHOWN_VALUE)})",
+        shown = one_line(repr(text), SHOWN_VALUE)
+        raise RecipeError(recipe_path, f"--set {key}: the value {shown} is not YAML "
+                          f"({one_line(problem, SHOWN_VALUE)})",
                           hint="quote text, and write lists "
                           "as [1,1,1] and mappings as {a: 1}") from None
 

@@ -86,7 +86,7 @@ def test_stray_files_in_an_images_folder_are_skipped_and_named_not_failed(tmp_pa
     listing = list_sources(load_recipe("volume-folder"), source)
     assert set(listing.skipped) == {f"images/{name}" for name in strays} | {
         "labels/._case000.nii.gz"}
-    assert "  skipped 1: not an image file (.txt): images/notes.txt" in printed
+    assert "  skipped 1: not an image file medimg-build reads (.txt): images/notes.txt" in printed
     assert (f"  skipped 5: {SYSTEM_FILE}: images/.DS_Store, images/._case000.nii.gz, "
             "images/Thumbs.db, ... (2 more)") in printed
     assert open_store(out).attrs["build_report"]["skipped"][SYSTEM_FILE] == 5
@@ -107,4 +107,37 @@ def test_class_folders_report_hidden_and_system_files_they_once_ignored(tmp_path
     assert report.skipped == {
         "benign/.hidden.png": "hidden file (name starts with '.'), not read as a case",
         "benign/Thumbs.db": SYSTEM_FILE,
-        "malignant/notes.txt": "not an image file (.txt)"}
+        "malignant/notes.txt": "not an image file medimg-build reads (.txt)"}
+
+
+def test_a_case_missing_one_mask_layer_is_incomplete_and_its_other_layer_is_not_unpaired(
+        tmp_path):
+    """DRIVE's names (tests/fixtures/drive.py): field-of-view masks for every image,
+    manual vessel tracings here only for the training image. The test image's FOV mask
+    was looked for, so it is not a stray; the image is built without a mask and said
+    to be; the build is not refused, since some masks pair."""
+    from medimg_build.recipe.model import Recipe
+
+    source = tmp_path / "src"
+    for folder, name in (("training/images", "21_training.tif"), ("test/images", "01_test.tif")):
+        (source / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(source / folder / name)
+    for folder, name in (("training/mask", "21_training_mask.gif"),
+                         ("training/1st_manual", "21_manual1.gif"),
+                         ("test/mask", "01_test_mask.gif")):
+        (source / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 255, np.uint8)).save(source / folder / name)
+    recipe = Recipe.from_dict({**load_recipe("class-folders").data, "source": {
+        "kind": "image_folder", "images": "*/images/*.tif",
+        "path_pattern": r"(?P<set>training|test)/images/(?P<stem>(?P<number>\d\d)_"
+                        r"(?:training|test))\.tif",
+        "case_id": "stem", "patient_field": "stem",
+        "masks": {"1": "{set}/mask/{stem}_mask.gif",
+                  "2": "{set}/1st_manual/{number}_manual1.gif"}},
+        "labels": {"segmentation": {"classes": {"0": "outside", "1": "fov", "2": "vessel"}}},
+        "split": {"seed": 0, "fractions": {"train": 1.0}}})
+    listing = list_sources(recipe, source)
+    assert [case.case_id for case in listing.cases] == ["01_test", "21_training"]
+    assert listing.skipped == {}
+    assert listing.incomplete == {
+        "test/images/01_test.tif": "built without a mask: not every layer of source.masks found"}

@@ -9,8 +9,8 @@ reports through these functions, so the build report names the same things alike
   a store without masks is not what the recipe asked for.
 
 A source kind (a parser too) gives ``with_masks_reported`` its listing, the recipe's
-mask templates (or a glob of the files that are masks) and the mask files it looked for
-(``sources.mask_candidates``)."""
+mask templates (or, with ``mask_files``, every mask file it found itself) and the mask
+files its cases looked for (``sources.mask_candidates`` fills the templates)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def not_an_image(path: Path) -> str | None:
     try:
         reader_for(path)
     except (ImageReadError, OSError):
-        return f"not an image file ({path.suffix.lower() or 'no suffix'})"
+        return f"not an image file medimg-build reads ({path.suffix.lower() or 'no suffix'})"
     return None
 
 
@@ -65,19 +65,22 @@ def template_glob(template: str) -> str:
 
 
 def with_masks_reported(listing, root: Path, spec: str | dict[str, str] | None,
-                        looked_for: Iterable[Path], setting: str = "source.masks"):
-    """``listing`` (a SourceListing) with its masks accounted for: the files the mask
-    templates of ``spec`` (the recipe key ``setting``) can name that no case looked for
-    (``looked_for``) are skipped as ``UNPAIRED_MASK``; each case without a mask is
-    incomplete. RecipeError when mask files exist and none of them pairs."""
+                        looked_for: Iterable[Path], setting: str = "source.masks",
+                        mask_files: Iterable[Path] | None = None):
+    """``listing`` (a SourceListing) with its masks accounted for: the mask files that
+    no case looked for (``looked_for``) are skipped as ``UNPAIRED_MASK``; each case
+    without a mask is incomplete. RecipeError when mask files exist and none of them
+    pairs. The mask files are those the templates of ``spec`` (the recipe key
+    ``setting``: one, or {label value: template}) can name, or ``mask_files`` when a
+    parser lists them itself (a labelsTr/ folder); ``spec`` then only names them in
+    messages."""
     if not spec:
         return listing
     templates = [spec] if isinstance(spec, str) else list(spec.values())
-    found: dict[Path, str | None] = {}
-    for template in templates:
-        for path in inside_glob(root, template_glob(template), setting):
-            if path.is_file():
-                found[path] = not_an_image(path)
+    if mask_files is None:
+        mask_files = [path for template in templates
+                      for path in inside_glob(root, template_glob(template), setting)]
+    found = {path: not_an_image(path) for path in mask_files if path.is_file()}
     masks = sorted(path for path, problem in found.items() if problem is None)
     looked = set(looked_for)
     unpaired = [path for path in masks if path not in looked]
@@ -87,12 +90,13 @@ def with_masks_reported(listing, root: Path, spec: str | dict[str, str] | None,
     for path, problem in found.items():
         if problem is not None or path in unpaired:
             skipped.setdefault(_relative(path, root), problem or UNPAIRED_MASK)
-    described = f"{setting} {spec!r}" if isinstance(spec, str) else f"every layer of {setting}"
+    missing = (f"none found at {setting} {spec!r}" if isinstance(spec, str)
+               else f"not every layer of {setting} found")
     incomplete = dict(listing.incomplete)
     for case in listing.cases:
         if case.mask_path is None and not case.mask_loader:
             incomplete.setdefault(_relative(case.image_path, root),
-                                  f"built without a mask: none found at {described}")
+                                  f"built without a mask: {missing}")
     return dataclasses.replace(listing, skipped=skipped, incomplete=incomplete)
 
 
@@ -102,9 +106,9 @@ def _pairing_failed(cases: list[Any], masks: list[Path], looked: list[Path], roo
     example of each and, for nnU-Net's channel-file names, the recipe that reads them."""
     example = f"; it looked for {_relative(looked[0], root)}" if looked else ""
     shown = shown_items((_relative(mask, root) for mask in masks), 3)
-    problem = (f"none of its {len(masks)} mask file(s) ({shown}) pairs with any of its {len(cases)} "
-               f"image(s) by {setting} {spec!r}: image {_relative(cases[0].image_path, root)}"
-               f"{example}")
+    problem = (f"none of its {len(masks)} mask file(s) ({shown}) pairs with any of its "
+               f"{len(cases)} image(s) by {setting} {spec!r}: image "
+               f"{_relative(cases[0].image_path, root)}{example}")
     stems = [_stem(case.image_path) for case in cases]
     if any(_NNUNET_CHANNEL.search(stem) for stem in stems):
         hint = ("images named <case>_0000 are nnU-Net's channel files: build with the "
