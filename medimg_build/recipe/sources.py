@@ -323,7 +323,7 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
         paired.append(dataclasses.replace(case, mask_path=path))
     unpaired = [key_ for key_, reason in skipped.items()
                 if reason.startswith("segmentation (DICOM SEG)")]
-    if unpaired and not named:
+    if unpaired and all(case.mask_path is None for case in paired):
         raise RecipeError(root, f"none of its {len(unpaired)} DICOM SEG file(s) "
                           f"({shown_items(unpaired, 3)}) references a series of the tree",
                           hint="a SEG pairs with the series its ReferencedSeriesSequence "
