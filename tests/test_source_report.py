@@ -141,3 +141,22 @@ def test_a_case_missing_one_mask_layer_is_incomplete_and_its_other_layer_is_not_
     assert listing.skipped == {}
     assert listing.incomplete == {
         "test/images/01_test.tif": "built without a mask: not every layer of source.masks found"}
+
+
+def test_a_dicom_series_without_a_seg_is_incomplete_and_segs_of_no_series_stop_the_build(
+        tmp_path, shared_data):
+    """TCIA's layout with DICOM SEG (tests/fixtures/tcia_seg.py): TCIA-0002's CT has no
+    SEG, and is said to be built without a mask; without TCIA-0001's SEG, the one SEG
+    left references no series of the tree, and the build stops."""
+    from fixtures.tcia_seg import make_tcia_seg
+
+    made = make_tcia_seg(tmp_path / "src", shared_data)
+    listing = list_sources(load_recipe("tcia-seg"), made["root"])
+    assert list(listing.incomplete.values()) == [
+        "built without a mask: no DICOM SEG of the tree references it"]
+    assert next(iter(listing.incomplete)).startswith("TCIA-0002/s1/1.000000-CT-1002")
+    seg = made["root"] / "TCIA-0001" / "s1" / "300.000000-Segmentation-3001" / "1-1.dcm"
+    seg.unlink()
+    with pytest.raises(RecipeError, match=r"none of its 1 DICOM SEG file\(s\) \(TCIA-0003/"
+                                          r".*\) references a series of the tree"):
+        list_sources(load_recipe("tcia-seg"), made["root"])
