@@ -75,3 +75,13 @@ def test_an_unknown_set_key_suggests_the_closest_real_one(tmp_path, capsys, key,
     assert code == 2 and err.count("\n") == 0
     assert f"--set {key}: a recipe has no key" in err and f"did you mean {suggestion}?" in err
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_an_unknown_key_in_a_collections_set_suggests_the_closest_real_one(tmp_path, capsys):
+    collection = tmp_path / "collection.yaml"
+    collection.write_text("stores:\n  - {recipe: volume-folder, source: ct, out: ct.zarr,\n"
+                          "     set: {harmonise.spacing: [1, 1, 1]}}\n")
+    assert main(["build-collection", str(collection), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "collection.yaml: set harmonise.spacing: a recipe has no key 'harmonise'" in err
+    assert "did you mean harmonize.spacing?" in err and err.count("\n") == 0

@@ -11,9 +11,9 @@ from ..errors import RecipeError
 from .model import recipe_schema
 
 
-def check_key(key: str, recipe_path: str | None) -> None:
-    """RecipeError when the dotted ``key`` names no recipe setting, suggesting the
-    closest one. Below a mapping of free keys (class values, column maps) or a list,
+def check_key(key: str, recipe_path: str | None, option: str = "--set") -> None:
+    """RecipeError when the dotted ``key`` (given with ``option``: ``--set``, or a
+    collection's ``set``) names no recipe setting, suggesting the closest one. Below a mapping of free keys (class values, column maps) or a list,
     anything goes: the schema checks the value."""
     schema = recipe_schema()
     node: dict[str, Any] | None = schema
@@ -29,8 +29,8 @@ def check_key(key: str, recipe_path: str | None) -> None:
             where = f"under {parent}" if parent else "at the top level"
             hint = (f"did you mean {'.'.join([*parts[:depth], close[0], *parts[depth + 1:]])}?"
                     if close else f"keys {where}: {', '.join(sorted(known))}")
-            raise RecipeError(recipe_path, f"--set {key}: a recipe has no key {part!r} {where}",
-                              hint=hint)
+            raise RecipeError(recipe_path, f"{option} {key}: a recipe has no key {part!r} "
+                              f"{where}", hint=hint)
         node = known[part]
 
 
