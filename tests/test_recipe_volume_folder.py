@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from medimg_build import open_store
+from medimg_build.cli import main
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store.journal import KILL_ENV
@@ -114,3 +115,18 @@ def test_classes_from_data_count_the_cases_a_resumed_build_recovered(tmp_path):
     assert report.ok and report.already_complete >= 1
     assert open_store(out).attrs["labels"]["segmentation"]["classes"] == {
         "0": "background", "2": "label_2", "3": "label_3", "4": "label_4", "7": "label_7"}
+
+
+def test_classes_set_one_by_one_over_from_data_keep_zero_as_background(tmp_path):
+    """``--set labels.segmentation.classes.1=liver`` replaces from_data with {1: liver}:
+    0, what every mask holds where it marks nothing, stays background."""
+    source = tmp_path / "src"
+    volume_folder.write_volume(source / "images" / "ct_a.nii.gz")
+    volume_folder.write_volume(source / "labels" / "ct_a.nii.gz", [0, 1])
+    out = tmp_path / "o.zarr"
+    assert main(["build", "volume-folder", "--source", str(source), "--out", str(out),
+                 "--workers", "1", "--quiet", "--set", "harmonize.spacing=null",
+                 "--set", "labels.segmentation.classes.1=liver"]) == 0
+    assert open_store(out).attrs["labels"]["segmentation"]["classes"] == {
+        "0": "background", "1": "liver"}
+    assert validate_store(out) == []

@@ -30,10 +30,20 @@ def label_values(array: np.ndarray) -> list[int]:
     return sorted(int(v) for v in np.unique(array))
 
 
+def declared_classes(classes: dict[str, str] | str) -> dict[str, str] | str:
+    """A recipe's segmentation classes with 0 as background unless it names 0 itself:
+    0 is what a mask holds where it marks nothing (nnU-Net: "The background must be 0"),
+    so ``--set labels.segmentation.classes.1=liver`` over ``from_data`` means
+    {0: background, 1: liver}, not a vocabulary refusing every mask's zeros."""
+    if classes == FROM_DATA:
+        return classes
+    return {**BACKGROUND, **classes}
+
+
 def check_declared(values: list[int], spec: dict[str, Any], where: Path | None) -> None:
     """Refuse mask values the recipe's ``labels.segmentation.classes`` does not list
     (any value is a class with ``from_data``)."""
-    classes = spec.get("classes", BACKGROUND)
+    classes = declared_classes(spec.get("classes", BACKGROUND))
     if classes == FROM_DATA:
         return
     known = {int(v) for v in classes}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..case import Case
 from ..errors import MedimgError, RecipeError, StoreError, one_line, shown_items
 from ..labels import classification
-from ..labels.segmentation import with_found_classes
+from ..labels.segmentation import declared_classes, with_found_classes
 from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import (
     deidentification_record, pseudonym_key, pseudonymize, scrub, warn_default_key,
@@ -314,7 +314,8 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
         "classification": {s["name"]: classification.vocabulary(s)
                            for s in recipe.labels.get("classification", [])}}
     if "segmentation" in recipe.labels:
-        labels["segmentation"] = {"classes": recipe.labels["segmentation"]["classes"]}
+        labels["segmentation"] = {
+            "classes": declared_classes(recipe.labels["segmentation"]["classes"])}
     labels.update(annotations.vocabulary(recipe.labels))
     return {
         "dataset": recipe.name,
