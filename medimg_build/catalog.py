@@ -358,11 +358,15 @@ def read_collection(path: str | os.PathLike) -> list[CollectionEntry]:
 
 
 def nested_overrides(flat: dict[str, Any], where: Path) -> dict[str, Any]:
-    """``{"harmonize.spacing": [1, 1, 1]}`` into ``{"harmonize": {"spacing": [...]}}``."""
+    """``{"harmonize.spacing": [1, 1, 1]}`` into ``{"harmonize": {"spacing": [...]}}``;
+    a key no recipe has is refused with the closest real one, as ``--set`` does."""
+    from .recipe.override_keys import check_key
+
     if not isinstance(flat, dict):
         raise RecipeError(where, f"'set' must map recipe keys to values, not {flat!r}")
     merged: dict[str, Any] = {}
     for key, value in flat.items():
+        check_key(str(key), str(where), "set")
         node = merged
         *parents, leaf = str(key).split(".")
         for part in parents:

@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import yaml
 
@@ -178,8 +179,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR",
                         help="default: <STORE>.report next to the store")
 
-    recipes = commands.add_parser("recipes", help="list the bundled recipes")
+    recipes = commands.add_parser(
+        "recipes", help="list the bundled recipes, or show one",
+        description="List the bundled recipes; `recipes show NAME` prints one (a bundled "
+        "name or a YAML path) as written, after the path it was read from.")
     recipes.set_defaults(run=_recipes)
+    shown = recipes.add_subparsers(dest="recipes_command", metavar="show").add_parser(
+        "show", help="print a recipe and its path",
+        description="Print recipe NAME (a bundled name or a YAML path) as written, comments "
+        "included, after a first line naming the file it was read from.")
+    shown.add_argument("name", metavar="NAME")
+    shown.set_defaults(run=_show_recipe)
 
     catalog = commands.add_parser(
         "catalog", help="one table over the cases of many stores",
@@ -351,6 +361,25 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_recipe(args: argparse.Namespace) -> int:
+    import difflib
+
+    from .recipe.model import bundled_recipes, load_recipe
+
+    try:
+        recipe = load_recipe(args.name)
+    except RecipeError:
+        names = [recipe.name for recipe in bundled_recipes()]
+        close = difflib.get_close_matches(args.name, names, n=1, cutoff=0.6)
+        if not close:
+            raise
+        raise RecipeError(args.name, "no such recipe file or bundled recipe",
+                          hint=f"did you mean {close[0]}?") from None
+    print(f"# {recipe.name}: {recipe.path}")
+    print(Path(recipe.path).read_text(encoding="utf-8"), end="")
+    return 0
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from .catalog import Catalog, describe_subset
 
@@ -381,13 +410,17 @@ def _build_collection(args: argparse.Namespace) -> int:
 
 
 def _overrides(pairs: list[str], recipe_path: str | None) -> dict:
-    """``a.b=1`` pairs into a nested mapping; values are YAML (numbers, lists...)."""
+    """``a.b=1`` pairs into a nested mapping; values are YAML (numbers, lists...). A key
+    no recipe has is refused with the closest real one."""
+    from .recipe.override_keys import check_key
+
     merged: dict = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise MedimgError(recipe_path, f"--set {pair!r} is not KEY=VALUE",
                               hint="e.g. --set harmonize.spacing=[1,1,1]")
+        check_key(key, recipe_path)
         node = merged
         *parents, leaf = key.split(".")
         for part in parents:
@@ -405,10 +438,11 @@ def _yaml_value(key: str, text: str, recipe_path: str | None):
     try:
         return load_yaml(text)
     except yaml.YAMLError as error:
-        shown = text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE] + "..."
-        problem = " ".join(str(getattr(error, "problem", None) or "invalid syntax").split())
-        raise RecipeError(recipe_path, f"--set {key}: the value {shown!r} is not YAML "
-                          f"({problem[:SHOWN_VALUE]})", hint="quote text, and write lists "
+        problem = str(getattr(error, "problem", None) or "invalid syntax")
+        shown = one_line(repr(text), SHOWN_VALUE)
+        raise RecipeError(recipe_path, f"--set {key}: the value {shown} is not YAML "
+                          f"({one_line(problem, SHOWN_VALUE)})",
+                          hint="quote text, and write lists "
                           "as [1,1,1] and mappings as {a: 1}") from None
 
 

@@ -74,3 +74,11 @@ def one_line(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
     if len(line) <= limit:
         return line
     return f"{line[:limit]}... ({len(line) - limit:,} more characters not shown)"
+
+
+def shown_items(items, limit: int = 10, separator: str = ", ") -> str:
+    """The first ``limit`` of ``items`` (as text) joined by ``separator``, and how many
+    more there are: a list cut short in a message always says so."""
+    texts = [str(item) for item in items]
+    rest = len(texts) - limit
+    return separator.join(texts[:limit]) + (f"{separator}... ({rest} more)" if rest > 0 else "")

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import StoreError
+from .errors import StoreError, shown_items
 from .store import open_store
 from .store.axes import spatial_dims
 from .store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
@@ -96,7 +96,7 @@ class CaseDataset:
             missing = sorted(set(case_ids) - set(table["case_id"]))
             if missing:
                 raise StoreError(self.location, f"cases not in the store (or split): "
-                                 f"{', '.join(missing[:5])}", hint="see store.cases")
+                                 f"{shown_items(missing, 5)}", hint="see store.cases")
             table = table.set_index("case_id").loc[list(case_ids)].reset_index()
         self.case_ids: list[str] = table["case_id"].tolist()
         self._splits: list[str] = table[SPLIT].tolist()

@@ -43,3 +43,45 @@ def test_the_package_exports_the_python_entry_points():
         assert callable(getattr(medimg_build, name)), name
     with pytest.raises(AttributeError):
         medimg_build.no_such_thing
+
+
+def test_recipes_show_prints_the_recipe_as_written_after_its_path(capsys):
+    from medimg_build.resources import recipes_dir
+
+    assert main(["recipes", "show", "volume-folder"]) == 0
+    printed = capsys.readouterr().out
+    path = recipes_dir() / "volume-folder.yaml"
+    first, rest = printed.split("\n", 1)
+    assert first == f"# volume-folder: {path}"
+    assert rest == path.read_text(encoding="utf-8")  # comments included
+
+
+def test_recipes_show_suggests_the_closest_recipe_name(capsys):
+    assert main(["recipes", "show", "volume-foldr"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "did you mean volume-folder?" in err and err.count("\n") == 0
+
+
+@pytest.mark.parametrize("key, suggestion", [
+    ("harmonise.spacing", "harmonize.spacing"),
+    ("harmonize.spacng", "harmonize.spacing"),
+    ("labels.segmentaton.classes", "labels.segmentation.classes"),
+    ("source.imags", "source.images"),
+])
+def test_an_unknown_set_key_suggests_the_closest_real_one(tmp_path, capsys, key, suggestion):
+    code = main(["build", "volume-folder", "--source", str(tmp_path), "--out",
+                 str(tmp_path / "o.zarr"), "--set", f"{key}=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert f"--set {key}: a recipe has no key" in err and f"did you mean {suggestion}?" in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_an_unknown_key_in_a_collections_set_suggests_the_closest_real_one(tmp_path, capsys):
+    collection = tmp_path / "collection.yaml"
+    collection.write_text("stores:\n  - {recipe: volume-folder, source: ct, out: ct.zarr,\n"
+                          "     set: {harmonise.spacing: [1, 1, 1]}}\n")
+    assert main(["build-collection", str(collection), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "collection.yaml: set harmonise.spacing: a recipe has no key 'harmonise'" in err
+    assert "did you mean harmonize.spacing?" in err and err.count("\n") == 0

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 
 from medimg_build import open_store
+from medimg_build.cli import main
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
+from medimg_build.store.journal import KILL_ENV
 from medimg_build.store.validate import validate_store
 
 from fixtures import volume_folder
@@ -32,3 +39,94 @@ def test_volume_folder_recipe_builds_its_fixture(shared_data, tmp_path):
     assert abs(float(np.median(image[mask == 1])) - 60) <= 1
     assert all(s == "RAS" for s in (store.read_image(c).orientation
                                     for c in store.cases["case_id"]))
+
+
+def test_volume_folder_takes_its_classes_from_the_masks_and_records_them(shared_data, tmp_path):
+    """The bundled recipe as it is (no --set): every case of the real TotalSegmentator
+    CT with its 31-structure mask builds, and the store records the values found."""
+    volume_folder.make(tmp_path / "src", shared_data)
+    out = tmp_path / "vf.zarr"
+    report = build_store(load_recipe("volume-folder"), tmp_path / "src", out, progress=False,
+                         workers=2)
+    assert report.ok, report.failed
+    seg = np.asanyarray(nib.load(shared_data / "totalsegmentator" /
+                                 "example_seg_dicom.nii.gz").dataobj)
+    store = open_store(out)
+    classes = store.attrs["labels"]["segmentation"]["classes"]
+    # Resampled to 1.5 mm by nearest neighbour, a structure of a few voxels may vanish.
+    found = {int(v) for v in classes}
+    assert {0, 1} <= found <= {int(v) for v in np.unique(seg)} and len(found) > 20
+    assert classes["0"] == "background" and classes["1"] == "label_1"
+    stored = set().union(*(np.unique(store.read_mask(c).array).tolist()
+                           for c in store.cases["case_id"] if store.read_mask(c) is not None))
+    assert stored == found
+    assert validate_store(out) == []
+
+
+def test_from_data_classes_are_the_union_over_cases_and_declared_ones_are_checked(tmp_path):
+    source = tmp_path / "src"
+    for case, values in (("ct_a", [0, 1, 5]), ("ct_b", [0, 6]), ("ct_c", None)):
+        volume_folder.write_volume(source / "images" / f"{case}.nii.gz")
+        if values:
+            volume_folder.write_volume(source / "labels" / f"{case}.nii.gz", values)
+    fast = {"harmonize": {"spacing": None}}
+    out = tmp_path / "vf.zarr"
+    assert build_store(load_recipe("volume-folder").with_overrides(fast), source, out,
+                       progress=False).ok
+    store = open_store(out)
+    assert store.attrs["labels"]["segmentation"]["classes"] == {
+        "0": "background", "1": "label_1", "5": "label_5", "6": "label_6"}
+    assert store.cases.set_index("case_id")["mask_values"].map(list).to_dict() == {
+        "ct_a": [0, 1, 5], "ct_b": [0, 6], "ct_c": []}
+    # Declared classes still refuse what they do not list.
+    declared = load_recipe("volume-folder").with_overrides(
+        {**fast, "labels": {"segmentation": {"classes": {"0": "background", "1": "liver"}}}})
+    report = build_store(declared, source, tmp_path / "declared.zarr", progress=False)
+    assert set(report.failed) == {"ct_a", "ct_b"} and "mask values [5]" in report.failed["ct_a"]
+
+
+def test_a_long_list_of_mask_values_in_an_error_says_how_many_are_left(tmp_path):
+    source = tmp_path / "src"
+    volume_folder.write_volume(source / "images" / "a.nii.gz")
+    volume_folder.write_volume(source / "labels" / "a.nii.gz", list(range(0, 15)))
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"harmonize": {"spacing": None},
+         "labels": {"segmentation": {"classes": {"0": "background"}}}})
+    report = build_store(recipe, source, tmp_path / "o.zarr", progress=False)
+    assert "mask values [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (4 more)]" in report.failed["a"]
+
+
+def test_classes_from_data_count_the_cases_a_resumed_build_recovered(tmp_path):
+    """Killed after its first cases, the build resumed: the classes still hold the values
+    of the recovered cases (read from their journaled rows), not only the rebuilt ones'."""
+    source = tmp_path / "src"
+    for index, value in enumerate([7, 3, 4, 2]):
+        volume_folder.write_volume(source / "images" / f"case{index}.nii.gz")
+        volume_folder.write_volume(source / "labels" / f"case{index}.nii.gz", [0, value])
+    out = tmp_path / "vf.zarr"
+    command = [sys.executable, "-m", "medimg_build.cli", "build", "volume-folder", "--source",
+               str(source), "--out", str(out), "--workers", "1", "--quiet", "--key", "k",
+               "--set", "harmonize.spacing=null"]
+    killed = subprocess.run(command, env=dict(os.environ, **{KILL_ENV: "3"}),
+                            capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    report = build_store(load_recipe("volume-folder").with_overrides(
+        {"harmonize": {"spacing": None}}), source, out, progress=False, resume=True, key="k")
+    assert report.ok and report.already_complete >= 1
+    assert open_store(out).attrs["labels"]["segmentation"]["classes"] == {
+        "0": "background", "2": "label_2", "3": "label_3", "4": "label_4", "7": "label_7"}
+
+
+def test_classes_set_one_by_one_over_from_data_keep_zero_as_background(tmp_path):
+    """``--set labels.segmentation.classes.1=liver`` replaces from_data with {1: liver}:
+    0, what every mask holds where it marks nothing, stays background."""
+    source = tmp_path / "src"
+    volume_folder.write_volume(source / "images" / "ct_a.nii.gz")
+    volume_folder.write_volume(source / "labels" / "ct_a.nii.gz", [0, 1])
+    out = tmp_path / "o.zarr"
+    assert main(["build", "volume-folder", "--source", str(source), "--out", str(out),
+                 "--workers", "1", "--quiet", "--set", "harmonize.spacing=null",
+                 "--set", "labels.segmentation.classes.1=liver"]) == 0
+    assert open_store(out).attrs["labels"]["segmentation"]["classes"] == {
+        "0": "background", "1": "liver"}
+    assert validate_store(out) == []

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ..errors import DicomSeriesError
+from ..errors import DicomSeriesError, shown_items
 from .dicom_frames import Frame, floats, optional_float
 from .dicom_geometry import DUPLICATE_MM, slice_axes, volume_geometry
 
@@ -196,9 +196,7 @@ def _check_counts(where: Path, stacks: list[list[Frame]]) -> None:
     odd = np.flatnonzero(counts != typical)
     if odd.size == 0:
         return
-    shown = ", ".join(
-        f"slice {k + 1} holds {counts[k]}" for k in odd[:4]
-    ) + (", ..." if odd.size > 4 else "")
+    shown = shown_items((f"slice {k + 1} holds {counts[k]}" for k in odd), 4)
     if typical == 1:  # a 3D series with a few slices twice, not a 4D one
         raise DicomSeriesError(
             where, f"{counts.sum()} slices at only {len(stacks)} distinct positions "

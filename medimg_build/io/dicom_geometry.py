@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DicomSeriesError
+from ..errors import DicomSeriesError, shown_items
 from .dicom_frames import Frame, floats, optional_float
 
 # Tolerances, chosen like dcm2niix/dicom2nifti: scanners write positions with ~1e-5 mm
@@ -154,7 +154,7 @@ def _check_positions(where: Path, frames, distances: np.ndarray, normal: np.ndar
 
 
 def _mm(values: np.ndarray) -> str:
-    return ", ".join(f"{v:.4g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+    return shown_items((f"{v:.4g}" for v in values), 5)
 
 
 def planar_geometry(frame: Frame) -> tuple[np.ndarray, dict]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LabelError
+from ..errors import LabelError, shown_items
 from ..geometry import to_world, transform_points
 from ..image import MedicalImage
 
@@ -51,7 +51,7 @@ def _labels(labels: Sequence[Any], n: int, where: str | None) -> tuple[str, ...]
     out = tuple(str(label) for label in labels)
     if len(out) != n or any(label.strip() == "" for label in out):
         raise LabelError(where, f"{n} annotation(s) need {n} non-empty label(s), "
-                         f"got {list(out)[:5]}")
+                         f"got [{shown_items(map(repr, out), 5)}]")
     return out
 
 

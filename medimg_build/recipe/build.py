@@ -17,8 +17,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..case import Case
-from ..errors import MedimgError, RecipeError, StoreError, one_line
+from ..errors import MedimgError, RecipeError, StoreError, one_line, shown_items
 from ..labels import classification
+from ..labels.segmentation import declared_classes, with_found_classes
 from ..labels.splits import SplitPlan, plan_splits
 from ..privacy import (
     deidentification_record, pseudonym_key, pseudonymize, scrub, warn_default_key,
@@ -51,6 +52,8 @@ class BuildReport:
     built: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # found, not a case: path -> why
+    # Built without something the recipe declares (its mask): image path -> what.
+    incomplete: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     already_complete: int = 0  # --resume: cases found complete, not built again
     notes: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
@@ -74,26 +77,28 @@ class BuildReport:
                   for case_id, message in self.failed.items()}
         # Skipped files by reason only (reasons are relative since list_sources): their
         # paths (TCIA folders are patient IDs) stay on the console, out of the store.
+        reported = {"built": len(self.built), "failed": failed,
+                    "skipped": self._stored_counts(self.skipped, source_dir, key)}
+        if self.incomplete:  # absent when none: stores built before it hash alike
+            reported["incomplete"] = self._stored_counts(self.incomplete, source_dir, key)
+        return {**reported, "seconds": round(self.seconds, 3)}
+
+    @staticmethod
+    def _stored_counts(found: dict[str, str], source_dir: Path | None,
+                       key: bytes | None) -> dict[str, int]:
         reasons: dict[str, int] = {}
-        for reason in (stored_skip_reasons(self.skipped, source_dir, key)
-                       if source_dir is not None and key is not None
-                       else self.skipped.values()):
+        for reason in (stored_skip_reasons(found, source_dir, key)
+                       if source_dir is not None and key is not None else found.values()):
             reasons[reason] = reasons.get(reason, 0) + 1
-        return {"built": len(self.built), "failed": failed, "skipped": reasons,
-                "seconds": round(self.seconds, 3)}
+        return reasons
 
     def summary(self) -> str:
         lines = [f"{self.store}: {len(self.built)} case(s) built, {len(self.failed)} failed "
                  f"in {self.seconds:.1f} s"
-                 + (f"; {len(self.skipped)} source file(s) skipped" if self.skipped else "")]
-        by_reason: dict[str, list[str]] = {}
-        for path, reason in self.skipped.items():
-            by_reason.setdefault(reason, []).append(path)
-        for reason, paths in by_reason.items():
-            # Names and reasons quote the source's cells and file names: one short line.
-            shown = ", ".join(one_line(p, SHOWN_NAME_CHARS) for p in paths[:3]) + (
-                f", ... ({len(paths) - 3} more)" if len(paths) > 3 else "")
-            lines.append(f"  skipped {len(paths)}: {one_line(reason)}: {shown}")
+                 + (f"; {len(self.skipped)} source file(s) skipped" if self.skipped else "")
+                 + (f"; {len(self.incomplete)} case(s) incomplete" if self.incomplete else "")]
+        lines += _by_reason("skipped", self.skipped)
+        lines += _by_reason("incomplete", self.incomplete)
         if self.already_complete:
             done = len(self.built) + len(self.failed)
             lines.append(f"  resumed: {self.already_complete} case(s) already complete"
@@ -103,6 +108,17 @@ class BuildReport:
         lines += [f"  failed {one_line(case_id, SHOWN_NAME_CHARS)}: {one_line(error)}"
                   for case_id, error in self.failed.items()]
         return "\n".join(lines)
+
+
+def _by_reason(what: str, found: dict[str, str]) -> list[str]:
+    """One line per reason: how many, why, and the first names (the rest counted)."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in found.items():
+        by_reason.setdefault(reason, []).append(path)
+    # Names and reasons quote the source's cells and file names: one short line.
+    return [f"  {what} {len(paths)}: {one_line(reason)}: "
+            f"{shown_items((one_line(p, SHOWN_NAME_CHARS) for p in paths), 3)}"
+            for reason, paths in by_reason.items()]
 
 
 def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
@@ -158,8 +174,10 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     try:
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped,
+                                          incomplete=listing.incomplete,
                                           notes=list(listing.notes)))
         report.seconds = time.perf_counter() - started
+        attrs["labels"] = with_found_classes(attrs["labels"], report.rows)
         attrs["build_report"] = report.to_dict(source_dir, secret)
         writer.close(pd.DataFrame(report.rows))
     except BaseException:
@@ -298,8 +316,11 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
                            for s in recipe.labels.get("classification", [])}}
     if "segmentation" in recipe.labels:
         # nnU-Net's region definitions go with the classes: they say what a value means.
-        labels["segmentation"] = {k: v for k, v in recipe.labels["segmentation"].items()
-                                  if k in ("classes", "regions", "regions_class_order")}
+        segmentation = recipe.labels["segmentation"]
+        labels["segmentation"] = {
+            "classes": declared_classes(segmentation["classes"]),
+            **{k: segmentation[k] for k in ("regions", "regions_class_order")
+               if k in segmentation}}
     labels.update(annotations.vocabulary(recipe.labels))
     return {
         "dataset": recipe.name,

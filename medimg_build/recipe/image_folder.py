@@ -1,6 +1,7 @@
 """The ``image_folder`` source kind: images found by a glob, with facts read from their
 paths by a regular expression (class folders, MURA's patient/study/label folders,
-cervix types...). Paths that do not match are reported, never guessed at."""
+cervix types...). Paths that do not match, files that are no images and masks that pair
+with no image are reported, never guessed at or dropped (``source_report``)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,24 @@ from typing import Any
 
 from ..errors import RecipeError
 from .paths import inside_glob
+from .source_report import not_an_image, with_masks_reported
 from .sources import (
-    CaseSource, SourceListing, case_id_from_name, case_id_problem, masks_of, private_case_id,
+    CaseSource, SourceListing, case_id_from_name, case_id_problem, mask_candidates, masks_of,
+    private_case_id,
 )
 
 
 def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     pattern = _compiled(source.get("path_pattern"))
-    cases, skipped = [], {}
+    cases, skipped, looked_for = [], {}, []
     for path in inside_glob(root, source["images"], "source.images"):
-        if not path.is_file() or path.name.startswith("."):
-            continue
         relative = path.relative_to(root).as_posix()
+        if (problem := not_an_image(path)) is not None:
+            skipped[relative] = problem  # reported: a Thumbs.db is no failed case
+            continue
+        if path.is_dir():
+            skipped[relative] = "folder, not an image file"
+            continue
         match = pattern.fullmatch(relative) if pattern else None
         if pattern and match is None:
             skipped[relative] = "path does not match source.path_pattern"
@@ -35,9 +42,12 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
         mask, layers = masks_of(source.get("masks"), root, "source.masks",
                                 source.get("masks_overlap", "higher_wins"), case_id=case_id,
                                 **fields)
+        looked_for += mask_candidates(source.get("masks"), root, "source.masks",
+                                      case_id=case_id, **fields)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 fields, **layers))
-    return SourceListing(cases, skipped)
+    return with_masks_reported(SourceListing(cases, skipped), root, source.get("masks"),
+                               looked_for)
 
 
 def _case_id(rule: str, path: Path, relative: str, fields: dict[str, str]) -> str:

@@ -26,6 +26,7 @@ from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
 from ..io.read_options import read_options
 from ..labels import classification
+from ..labels.segmentation import MASK_VALUES, check_declared, label_values
 from ..labels.splits import SplitPlan
 from ..limits import DEFAULT_MAX_VOXELS, OPTION, SETTING, max_voxels
 from . import parsers
@@ -99,6 +100,8 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
                for old, new in recipe.source.get("columns", {}).items()},
         recipe_data=recipe.data, splits=context.splits, source_dir=context.source_dir,
         key=context.pseudonym_key)
+    if "segmentation" in recipe.labels:  # the store's classes, with from_data, are their union
+        row[MASK_VALUES] = label_values(mask.array) if mask is not None else []
     return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row,
                 **annotations)
 
@@ -193,14 +196,9 @@ def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalIm
     if image.spatial_ndim == 2:
         mask = drop_singleton_slice(mask)
     mask = resample_to_grid(to_ras(mask), image, "nearest")
-    values = np.unique(mask.array)
-    known = {int(v) for v in spec.get("classes", {"0": "background"})}
-    unknown = sorted(int(v) for v in values if int(v) not in known)
-    if unknown:
-        raise LabelError(source.mask_path, f"mask values {unknown[:10]} are not in the "
-                         f"segmentation classes {sorted(known)}",
-                         hint="list every label value in the recipe's labels.segmentation.classes")
-    dtype = np.uint8 if values.max(initial=0) < 256 else np.uint16
+    values = label_values(mask.array)
+    check_declared(values, spec, source.mask_path)
+    dtype = np.uint8 if max(values, default=0) < 256 else np.uint16
     return mask.replace(array=mask.array.astype(dtype))
 
 

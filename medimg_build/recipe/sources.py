@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ImageReadError, RecipeError
+from ..errors import ImageReadError, RecipeError, shown_items
 from ..io import reader_for
 from ..io.dicom import read_dicom
 from ..io.dicom_discovery import DicomSeriesRef, discover_series
@@ -25,6 +25,7 @@ from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
 from .model import Recipe
 from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
+from .source_report import not_an_image, with_masks_reported
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -63,12 +64,14 @@ class CaseSource:
 
 @dataclass(frozen=True)
 class SourceListing:
-    """The cases of a source, what was found but is not a case (path -> reason), and
-    notes on what the listing changed (labels a correction table replaced), for the
-    build report."""
+    """The cases of a source, what was found but is not a case (path -> reason), what
+    was built but lacks something declared (image path -> what is missing, e.g. its
+    mask), and notes on what the listing changed (labels a correction table replaced).
+    The build report counts and names them: nothing found is dropped in silence."""
 
     cases: list[CaseSource]
     skipped: dict[str, str] = field(default_factory=dict)
+    incomplete: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,7 +102,9 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
     _check_unique(listing.cases, root)
     # Reasons are stored (counted in the build report): "duplicate of <path>" relative.
     return dataclasses.replace(listing, skipped={
-        where: stored_text(reason, root) for where, reason in listing.skipped.items()})
+        where: stored_text(reason, root) for where, reason in listing.skipped.items()},
+        incomplete={where: stored_text(reason, root)
+                    for where, reason in listing.incomplete.items()})
 
 
 def case_id_from_name(path: Path, rule: str = "stem") -> str:
@@ -115,12 +120,11 @@ def case_id_from_name(path: Path, rule: str = "stem") -> str:
 def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     rule = source.get("case_id", "stem")
     mask_template = source.get("masks")
-    cases, skipped = [], {}
+    cases, skipped, looked_for = [], {}, []
     for path in inside_glob(root, source["images"], "source.images"):
         where = path.relative_to(root).as_posix()
-        if path.name.startswith("."):
-            # Reported, not silently dropped: '..x.nii.gz' may be a case someone meant.
-            skipped[where] = "hidden file (name starts with '.'), not read as a case"
+        if (problem := not_an_image(path)) is not None:
+            skipped[where] = problem  # reported: a notes.txt is no failed case
             continue
         case_id = str(path.relative_to(root)).replace("/", "_") if rule == "path" \
             else case_id_from_name(path, rule)
@@ -131,6 +135,8 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
         mask, layers = masks_of(mask_template, root, "source.masks",
                                 source.get("masks_overlap", "higher_wins"), case_id=case_id,
                                 path=where)
+        looked_for += mask_candidates(mask_template, root, "source.masks", case_id=case_id,
+                                      path=where)
         channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
                          for t in source.get("channels", []))
         # patient_pattern: one patient's several time points (BraTS-GLI-00005-100, -101).
@@ -138,7 +144,7 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             case_id if source.get("patient_id", "case_id") == "case_id" else None)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
-    return SourceListing(cases, skipped)
+    return with_masks_reported(SourceListing(cases, skipped), root, mask_template, looked_for)
 
 
 def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
@@ -207,17 +213,32 @@ def masks_of(spec: str | dict[str, str] | None, root: Path, setting: str,
     inside ``root`` (paths.inside)."""
     if not spec:
         return None, {}
+    candidates = mask_candidates(spec, root, setting, **names)
     if isinstance(spec, str):
-        candidate = from_template(root, spec, setting, **names)
-        return (candidate if candidate.exists() else None), {}
+        return (candidates[0] if candidates[0].exists() else None), {}
     if overlap == "flags":
         check_flag_values([int(value) for value in spec])
-    layers = [[int(value), str(from_template(root, template, f"{setting}.{value}", **names))]
-              for value, template in sorted(spec.items(), key=lambda item: int(item[0]))]
-    if not all(Path(file).exists() for _, file in layers):
+    if not all(file.exists() for file in candidates):
         return None, {}
+    layers = [[int(value), str(file)] for value, file in zip(_layer_values(spec), candidates)]
     args = {"layers": layers} | ({"overlap": overlap} if overlap != "higher_wins" else {})
     return Path(layers[-1][1]), {"mask_loader": "combined_masks", "mask_loader_args": args}
+
+
+def mask_candidates(spec: str | dict[str, str] | None, root: Path, setting: str,
+                    **names: str) -> list[Path]:
+    """The mask files a recipe's ``masks`` names for one case (whether they exist or
+    not): one, or one per layer in label-value order."""
+    if not spec:
+        return []
+    if isinstance(spec, str):
+        return [from_template(root, spec, setting, **names)]
+    return [from_template(root, spec[value], f"{setting}.{value}", **names)
+            for value in _layer_values(spec)]
+
+
+def _layer_values(spec: dict[str, str]) -> list[str]:
+    return sorted(spec, key=int)
 
 
 def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | None:
@@ -293,11 +314,13 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
                     for s in ds.get("SegmentSequence", [])}
         for item in ds.get("ReferencedSeriesSequence", []):
             by_series.setdefault(str(item.SeriesInstanceUID), []).append((file.path, segments))
-    classes, named, paired = {"0": "background"}, {}, []
+    classes, named, paired, incomplete = {"0": "background"}, {}, [], {}
     for case in cases:
         segs = by_series.get(case.series.series_uid, []) if not case.series.split else []
         if not segs:
             paired.append(case)
+            where = f"{case.series.folder.relative_to(root)} {case.series.label}"
+            incomplete[where] = "built without a mask: no DICOM SEG of the tree references it"
             continue
         path, segments = sorted(segs)[0]
         for number, label in segments.items():
@@ -310,10 +333,17 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
         for other, _ in sorted(segs)[1:]:
             skipped[str(other.relative_to(root))] = "another DICOM SEG of a paired series"
         paired.append(dataclasses.replace(case, mask_path=path))
-    for key_, reason in list(skipped.items()):
-        if reason.startswith("segmentation (DICOM SEG)"):
-            skipped[key_] = "DICOM SEG of no series of the tree"
-    return ParsedListing(paired, skipped, labels={"segmentation": {"classes": classes}})
+    unpaired = [key_ for key_, reason in skipped.items()
+                if reason.startswith("segmentation (DICOM SEG)")]
+    if unpaired and all(case.mask_path is None for case in paired):
+        raise RecipeError(root, f"none of its {len(unpaired)} DICOM SEG file(s) "
+                          f"({shown_items(unpaired, 3)}) references a series of the tree",
+                          hint="a SEG pairs with the series its ReferencedSeriesSequence "
+                          "names: add those series to the source folder")
+    for key_ in unpaired:
+        skipped[key_] = "DICOM SEG of no series of the tree"
+    return ParsedListing(paired, skipped, incomplete,
+                         labels={"segmentation": {"classes": classes}})
 
 
 def private_case_id(case_id: str, path: Path, key: bytes) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import LabelError, StoreError
+from ..errors import LabelError, StoreError, shown_items
 from ..labels.annotations import Boxes, Landmarks
 from .axes import spatial_dims
 from .labels import vocabulary_entry
@@ -69,7 +69,7 @@ class AnnotationBuffer:
             unknown = sorted(set(value.labels) - set(classes or value.labels))
             if unknown:
                 raise LabelError(where, f"case {case.case_id!r}: {kind} label(s) "
-                                 f"{unknown[:5]} are not in the vocabulary {classes}",
+                                 f"[{shown_items(map(repr, unknown), 5)}] are not in the vocabulary {classes}",
                                  hint=f"list them under the recipe's labels.{kind}")
 
     def add(self, index: int, case) -> None:

@@ -90,7 +90,7 @@ def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceList
                 skipped[f"{source}: {name} {old}"] = (
                     f"{source} row for an image not in this download's "
                     f"{' or '.join(sorted(corrected))} {old} folder")
-    return SourceListing(cases, skipped, _applied(cases, used, options))
+    return SourceListing(cases, skipped, notes=_applied(cases, used, options))
 
 
 def _applied(cases: list[CaseSource], used: set, options: dict[str, Any]) -> list[str]:

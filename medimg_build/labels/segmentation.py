@@ -1,0 +1,72 @@
+"""Segmentation classes: the label values a recipe declares, or -- with ``classes:
+from_data`` -- the values the source's masks hold, found while the cases are built.
+
+With ``from_data`` no value is refused. Each case's row records the values of its
+harmonized mask (``MASK_VALUES``: also what a user filters on, "cases with label 3");
+the store's ``labels.segmentation.classes`` is their union, written when the store is
+closed, so it is the same whatever the order workers finish in, and a resumed build
+finds the values of the cases it recovered in their journaled rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LabelError, shown_items
+
+FROM_DATA = "from_data"
+MASK_VALUES = "mask_values"  # case table column: the label values of the case's mask
+BACKGROUND = {"0": "background"}
+
+
+def label_values(array: np.ndarray) -> list[int]:
+    """The distinct values of a label map, ascending (counted, not sorted, for the
+    usual 8- and 16-bit masks)."""
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
+        return np.flatnonzero(np.bincount(array.ravel())).tolist()
+    return sorted(int(v) for v in np.unique(array))
+
+
+def declared_classes(classes: dict[str, str] | str) -> dict[str, str] | str:
+    """A recipe's segmentation classes with 0 as background unless it names 0 itself:
+    0 is what a mask holds where it marks nothing (nnU-Net: "The background must be 0"),
+    so ``--set labels.segmentation.classes.1=liver`` over ``from_data`` means
+    {0: background, 1: liver}, not a vocabulary refusing every mask's zeros."""
+    if classes == FROM_DATA:
+        return classes
+    return {**BACKGROUND, **classes}
+
+
+def check_declared(values: list[int], spec: dict[str, Any], where: Path | None) -> None:
+    """Refuse mask values the recipe's ``labels.segmentation.classes`` does not list
+    (any value is a class with ``from_data``)."""
+    classes = declared_classes(spec.get("classes", BACKGROUND))
+    if classes == FROM_DATA:
+        return
+    known = {int(v) for v in classes}
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise LabelError(where, f"mask values [{shown_items(unknown)}] are not in the "
+                         f"segmentation classes {sorted(known)}",
+                         hint="list every label value in the recipe's "
+                         "labels.segmentation.classes, or set it to from_data")
+
+
+def classes_found(rows: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """The store's classes for ``from_data``: 0 as background (what a mask is where it
+    marks nothing) and every value the built cases' masks hold, named ``label_<value>``
+    (a source without names for its values has nothing better to say)."""
+    values = {int(v) for row in rows for v in (row.get(MASK_VALUES) or [])}
+    return {**BACKGROUND, **{str(v): f"label_{v}" for v in sorted(values - {0})}}
+
+
+def with_found_classes(labels: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A store's ``labels`` attribute with ``from_data`` segmentation classes replaced
+    by ``classes_found`` (other labels as they are)."""
+    segmentation = labels.get("segmentation")
+    if not isinstance(segmentation, dict) or segmentation.get("classes") != FROM_DATA:
+        return labels
+    return {**labels, "segmentation": {**segmentation, "classes": classes_found(rows)}}
