@@ -19,10 +19,10 @@ skipped unless ``options.include_test`` is true.
 A task folder WITHOUT dataset.json (imagesTr/, labelsTr/, imagesTs/ only) is read by
 its file names: ``imagesTr/<case>.nii.gz`` with ``labelsTr/<case>.nii.gz``. Nothing then
 names the channels (a 4D image keeps its fourth axis as unnamed channels) or the classes:
-the label files are read once at discovery and every value found becomes a class
-(0 "background", others "label_<value>"), recorded in the store. The recipe's modality
-cannot be checked then. An image without its label and a label without its image are
-reported.
+every value the masks hold becomes a class (``classes: from_data``: 0 "background",
+others "label_<value>"), found while the cases are built and recorded in the store.
+The recipe's modality cannot be checked then. An image without its label and a label
+without its image are reported.
 
 Options: ``include_test`` (bool, default false); ``modality`` ("CT" or "MR"): the
 recipe's modality, checked against dataset.json so that an MR task is not normalized
@@ -34,10 +34,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ...errors import RecipeError
-from ...io import read_image
+from ...labels.segmentation import FROM_DATA
 from ..paths import outside_problem
 from ..sources import CaseSource, case_id_from_name, case_id_problem, safe_id
 from . import ParsedListing, parser
@@ -226,16 +225,9 @@ def _from_folders(task: Path, root: Path, options: dict[str, Any]) -> ParsedList
         else:
             skipped[image.relative_to(root).as_posix()] = \
                 "test image without labels (options.include_test is false)"
-    classes = classes_in(sorted(labels[c.case_id] for c in cases if c.mask_path))
-    return ParsedListing(cases, skipped, labels={"segmentation": {"classes": classes}})
-
-
-def classes_in(label_files: list[Path]) -> dict[str, str]:
-    """Every value the label files hold, as classes: 0 "background", v "label_v"."""
-    values: set[int] = {0}
-    for file in label_files:
-        values.update(int(v) for v in np.unique(read_image(file).array))
-    return {str(v): "background" if v == 0 else f"label_{v}" for v in sorted(values)}
+    # Nothing names the values: the store's classes are those the masks hold, found
+    # while the cases are built (labels/segmentation.py), not by reading every mask here.
+    return ParsedListing(cases, skipped, labels={"segmentation": {"classes": FROM_DATA}})
 
 
 def _check_modality(expected: str | None, channels: list[str], path: Path) -> None:

@@ -313,7 +313,7 @@ def _whole(value: Any) -> int | None:
 def _channel_files(folder: Path, ending: str, root: Path,
                    skipped: dict[str, str]) -> dict[str, dict[int, Path]]:
     """case -> {channel number: file} of an images folder; other files are reported."""
-    pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}})" + re.escape(ending) + "$")
+    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending) + "$")
     found: dict[str, dict[int, Path]] = defaultdict(dict)
     for file in sorted(folder.iterdir()):
         where = file.relative_to(root).as_posix()
