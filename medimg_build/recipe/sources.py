@@ -97,8 +97,6 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
                           f" ({len(listing.skipped)} files skipped)",
                           hint="check --source and the recipe's source section")
     _check_unique(listing.cases, root)
-    if recipe.layout == "stack":
-        _check_stack_masks(listing.cases, root)
     # Reasons are stored (counted in the build report): "duplicate of <path>" relative.
     return dataclasses.replace(listing, skipped={
         where: stored_text(reason, root) for where, reason in listing.skipped.items()})
@@ -469,18 +467,3 @@ def _check_unique(cases: list[CaseSource], root: Path) -> None:
                               f"(also by {seen[case.case_id].image_path})",
                               hint="case ids must be unique within a source")
         seen[case.case_id] = case
-
-
-def _check_stack_masks(cases: list[CaseSource], root: Path) -> None:
-    """A stack store has one mask array, so every case has a mask or none has. Refused
-    here, before any case is built: the writer would keep whichever kind of case came
-    first and fail the others (DRIVE's grand-challenge download withholds the test
-    set's tracings)."""
-    bare = [c for c in cases if c.mask_path is None and not c.mask_loader]
-    if 0 < len(bare) < len(cases):
-        named = ", ".join(c.image_path.relative_to(root).as_posix() for c in bare[:3])
-        more = f" and {len(bare) - 3} more" if len(bare) > 3 else ""
-        raise RecipeError(root, f"{len(bare)} of {len(cases)} cases have no mask ({named}"
-                          f"{more}); a stack store holds a mask for every case or for none",
-                          hint="build the cases with masks on their own (--set "
-                          "source.images=...) and the others as a store of their own")
