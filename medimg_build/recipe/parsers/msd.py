@@ -95,6 +95,11 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
         else:
             case_id = safe_id(case_id_from_name(image), path)
             cases.append(CaseSource(case_id, image, label, case_id, dict(fields)))
+    if not cases and any((task / "imagesTr").glob("*_0000.nii*")):
+        raise RecipeError(path, "no training entry's image exists, but imagesTr holds "
+                          "<case>_0000 channel files, as nnU-Net writes them",
+                          hint="an nnU-Net task folder (v1 Task or v2 Dataset): use the "
+                          "nnunet recipe")
     for entry in dataset.get("test", []):
         named = str(entry.get("image", "") if isinstance(entry, dict) else entry)
         if (problem := outside_problem(named)) is not None:
