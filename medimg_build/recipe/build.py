@@ -162,7 +162,8 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     cases = with_annotations(listing.cases, recipe.labels, source_dir)
     splits = plan_case_splits(recipe, cases, source_dir, secret)
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
-                           splits=splits)
+                           splits=splits, stack_masks=recipe.layout == "stack" and any(
+                               c.mask_path is not None or c.mask_loader for c in cases))
     attrs = store_attributes(recipe, key_is_secret)
     attrs["recipe"] = declared.describe()  # as written; the source's own labels are in "labels"
     attrs["split"] = splits.describe()

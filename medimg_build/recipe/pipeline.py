@@ -44,6 +44,8 @@ class BuildContext:
     source_dir: Path
     pseudonym_key: bytes = field(repr=False)  # never in a printed context or Dask error
     splits: SplitPlan = SplitPlan()
+    # A stack store has one mask array: when some cases have masks, every case must.
+    stack_masks: bool = False
 
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
@@ -75,6 +77,14 @@ def check_planned_size(recipe: Recipe) -> None:
 
 def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     recipe = context.recipe
+    if context.stack_masks and source.mask_path is None and not source.mask_loader:
+        # Failed here, not by the writer: it would keep whichever kind of case it saw
+        # first and fail the others (DRIVE's grand-challenge download has no test
+        # tracings).
+        raise LabelError(source.image_path, "no mask, where other cases of this stack store "
+                         "have one: a stack store holds a mask for every case or for none",
+                         hint="build the cases without masks as a store of their own "
+                         "(--set source.images=...)")
     raw = _with_recipe_facts(read_source(source, recipe), recipe)
     require_finite(raw, source.image_path)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)

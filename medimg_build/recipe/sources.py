@@ -95,9 +95,13 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
     if isinstance(listing, list):
         listing = SourceListing(listing)
     if not listing.cases:
+        # One skipped file with its reason says more than their number: often that
+        # --source is one folder above the download's own top folder.
+        example = next(iter(listing.skipped.items()), None)
+        why = f"; e.g. {example[0]}: {example[1]}" if example else ""
         raise RecipeError(root, f"no cases found with {recipe.source['kind']} pattern "
                           f"{recipe.source.get('images', recipe.source.get('root', '.'))!r}"
-                          f" ({len(listing.skipped)} files skipped)",
+                          f" ({len(listing.skipped)} files skipped{why})",
                           hint="check --source and the recipe's source section")
     _check_unique(listing.cases, root)
     # Reasons are stored (counted in the build report): "duplicate of <path>" relative.

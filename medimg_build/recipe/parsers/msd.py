@@ -14,7 +14,8 @@ Cases are the "training" entries, each with its mask; the label names come from
 "labels" and become the store's segmentation vocabulary (``ParsedListing.labels``).
 Multi-modal tasks (BrainTumour, Prostate) keep their 4D images: the fourth axis is the
 channel axis, named by "modality". Test images have no labels: they are reported as
-skipped unless ``options.include_test`` is true.
+skipped unless ``options.include_test`` is true; then they are built without masks
+with ``official_split`` "test" (the recipes' split column).
 
 A task folder WITHOUT dataset.json (imagesTr/, labelsTr/, imagesTs/ only) is read by
 its file names: ``imagesTr/<case>.nii.gz`` with ``labelsTr/<case>.nii.gz``. Nothing then
@@ -67,8 +68,10 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
     _check_modality(options.get("modality"), channels, path)
     classes = {str(k): str(v) for k, v in labels.items()}
 
+    # official_split: "test" for the "test" images (include_test), "" (dealt by hash)
+    # for the training cases, as the nnunet recipe has it.
     fields = {"task": task.name, "task_name": str(dataset["name"]),
-              "channels": ",".join(channels)}
+              "channels": ",".join(channels), "official_split": ""}
     cases: list[CaseSource] = []
     skipped: dict[str, str] = {}
     listed: set[Path] = set()
@@ -94,6 +97,11 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
         else:
             case_id = safe_id(case_id_from_name(image), path)
             cases.append(CaseSource(case_id, image, label, case_id, dict(fields)))
+    if not cases and any((task / "imagesTr").glob("*_0000.nii*")):
+        raise RecipeError(path, "no training entry's image exists, but imagesTr holds "
+                          "<case>_0000 channel files, as nnU-Net writes them",
+                          hint="an nnU-Net task folder (v1 Task or v2 Dataset): use the "
+                          "nnunet recipe")
     for entry in dataset.get("test", []):
         named = str(entry.get("image", "") if isinstance(entry, dict) else entry)
         if (problem := outside_problem(named)) is not None:
@@ -106,7 +114,8 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
             skipped[where] = "test entry without its image file"
         elif options.get("include_test"):
             case_id = safe_id(case_id_from_name(image), path)
-            cases.append(CaseSource(case_id, image, None, case_id, dict(fields)))
+            cases.append(CaseSource(case_id, image, None, case_id,
+                                    {**fields, "official_split": "test"}))
         else:
             skipped[where] = "test image without labels (options.include_test is false)"
     for folder in ("imagesTr", "labelsTr", "imagesTs"):
@@ -211,7 +220,7 @@ def _from_folders(task: Path, root: Path, options: dict[str, Any]) -> ParsedList
     for case in sorted(set(labels) - set(images)):
         skipped[labels[case].relative_to(root).as_posix()] = \
             f"label file without its image imagesTr/{labels[case].name}"
-    fields = {"task": task.name, "task_name": "", "channels": ""}
+    fields = {"task": task.name, "task_name": "", "channels": "", "official_split": ""}
     cases = []
     for case, image in sorted(images.items()):
         if case not in labels:
@@ -221,7 +230,8 @@ def _from_folders(task: Path, root: Path, options: dict[str, Any]) -> ParsedList
         cases.append(CaseSource(case, image, labels[case], case, dict(fields)))
     for case, image in sorted(_nifti_files(task / "imagesTs", root, skipped).items()):
         if options.get("include_test"):
-            cases.append(CaseSource(case, image, None, case, dict(fields)))
+            cases.append(CaseSource(case, image, None, case,
+                                    {**fields, "official_split": "test"}))
         else:
             skipped[image.relative_to(root).as_posix()] = \
                 "test image without labels (options.include_test is false)"

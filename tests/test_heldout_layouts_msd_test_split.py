@@ -1,0 +1,44 @@
+"""The Decathlon's test images are its official test split: dataset.json lists them under
+"test" (["./imagesTs/liver_132.nii.gz", ...]; Task03_Liver layout and dataset.json as in
+tests/fixtures/msd.py, which cites the real files), and a task folder without dataset.json
+keeps them in imagesTs/. Built with include_test, they must land in the "test" split, as
+the nnunet recipe puts imagesTs; before, they were dealt into train and val by hash,
+unlabelled images in the training split."""
+
+from __future__ import annotations
+
+from medimg_build import open_store
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+
+from fixtures.msd import make_task03_liver
+
+WITH_TEST = {"source": {"options": {"modality": "CT", "include_test": True}}}
+
+
+def _splits(out):
+    return dict(open_store(out).cases.set_index("case_id")["split"])
+
+
+def test_msd_test_images_are_the_test_split(tmp_path, shared_data):
+    made = make_task03_liver(tmp_path / "src", shared_data)
+    out = tmp_path / "liver.zarr"
+    report = build_store(load_recipe("msd").with_overrides(WITH_TEST), made["task"], out,
+                         progress=False)
+    assert report.ok
+    splits = _splits(out)
+    assert [splits[c] for c in made["test"]] == ["test"]
+    assert {splits[c] for c in made["cases"]} <= {"train", "val"}
+
+
+def test_msd_test_images_of_a_task_without_dataset_json_are_the_test_split(tmp_path,
+                                                                           shared_data):
+    made = make_task03_liver(tmp_path / "src", shared_data)
+    (made["task"] / "dataset.json").unlink()
+    out = tmp_path / "liver.zarr"
+    report = build_store(load_recipe("msd").with_overrides(WITH_TEST), made["task"], out,
+                         progress=False)
+    assert report.ok
+    splits = _splits(out)
+    assert [splits[c] for c in made["test"]] == ["test"]
+    assert {splits[c] for c in made["cases"]} <= {"train", "val"}
