@@ -160,6 +160,9 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     table_name = table_path.relative_to(root).as_posix()
     files: dict[str, Path] = {}
     for path in inside_glob(root, source["images"], "source.images"):
+        if path.name.startswith(".") and (problem := not_an_image(path)) is not None:
+            skipped[path.relative_to(root).as_posix()] = problem  # a ._ fork, not a row's
+            continue
         if path.name in files:
             raise RecipeError(path, f"two image files are named {path.name!r} "
                               f"(the other is {files[path.name]})",
