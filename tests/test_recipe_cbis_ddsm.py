@@ -40,3 +40,21 @@ def test_abnormalities_build_with_roi_mask_pathology_and_official_split(tmp_path
         mask = store.read_mask(case_id).array
         assert set(np.unique(mask)) == {0, 1}
     assert store.read_image(cases.index[0]).array.shape[:2] == (640, 1024)
+
+
+def test_macos_forks_beside_the_dicom_files_lose_no_abnormality(tmp_path, shared_data):
+    """Red-team (issue 16 item 11), on the NBIA layout of tests/fixtures/cbis_ddsm.py
+    (manifest-<id>/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/07-20-2016-DDSM-NA-74994/
+    1.000000-full mammogram images-24515/1-1.dcm): a download copied through a Mac onto
+    an exFAT disk has ``._1-1.dcm`` beside each file. The mammogram folder then held "2
+    DICOM files, not 1" and its abnormalities were skipped; the forks are reported and
+    every abnormality builds."""
+    made = make_cbis_ddsm(tmp_path / "src", shared_data)
+    dicoms = sorted(made["root"].rglob("*.dcm"))
+    for dicom in dicoms:
+        (dicom.parent / f"._{dicom.name}").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")
+    report = build_store(load_recipe("cbis-ddsm"), made["root"], tmp_path / "c.zarr",
+                         progress=False)
+    assert report.ok and len(report.built) == len(made["cases"]), report.summary()
+    forks = [p for p, why in report.skipped.items() if ".DS_Store, ._*" in why]
+    assert len(forks) == len(dicoms)
