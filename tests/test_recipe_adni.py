@@ -72,3 +72,24 @@ def test_bare_digit_ids_still_report_what_does_not_join(tmp_path):
         "second row for Image Data ID 'I45108' (the first is '45108')"
     assert skipped[f"{TABLE}: row 8"] == "row without a value in Image Data ID"
     assert len(skipped) == 4
+
+
+def test_adni3_group_patient_is_an_unknown_diagnosis_not_a_failed_case(tmp_path):
+    """Red-team: ADNI3 collection exports give Group "Patient" to participants without an
+    enrolment group (real row "957990","116_S_6119","Patient","F","67","1","fMRI",...,
+    find_string id 15741718581, cited in tests/fixtures/adni.py). Every such case failed
+    ("'Patient' is not a class"); it builds with the diagnosis unknown (-1)."""
+    made = make_adni(tmp_path / "src", "digits")
+    table = tmp_path / "src" / TABLE
+    with open(table, newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][2] = "Patient"
+    with open(table, "w", newline="") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(rows)
+    out = tmp_path / "adni.zarr"
+    report = build_store(load_recipe("adni"), tmp_path / "src", out, progress=False)
+    assert report.ok and sorted(report.built) == made["cases"]
+    diagnosis = open_store(out).labels("diagnosis")
+    assert diagnosis["I" + rows[1][0]] == -1
+    assert all(diagnosis[c] == CLASSES.index(g) for c, g in made["group"].items()
+               if c != "I" + rows[1][0])
