@@ -56,6 +56,8 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
         raise RecipeError(None, "table_join: path_pattern has no named group (?P<key>...)",
                           hint="the key group is matched against options.key_column")
     table_path = inside(root, options["table"], "source.options.table")
+    if not table_path.is_file():
+        raise _table_not_found(table_path)
     table = read_label_table(table_path)
     _require_columns(table, [options["key_column"]]
                      + [c for c in [options.get("patient_column")] if c], table_path)
@@ -103,6 +105,20 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
     # session without its FSL_SEG folder).
     return with_masks_reported(SourceListing(cases, skipped), root, options.get("masks"),
                                looked_for, "source.options.masks")
+
+
+def _table_not_found(path: Path) -> RecipeError:
+    """The refusal of a missing table, naming the CSVs that are there: an ADNI
+    collection's CSV is named after the user's collection and its date
+    (``ADNI1_Complete_1Yr_1.5T_10_13_2019.csv``), never the recipe's example."""
+    present = sorted(p.name for p in path.parent.glob("*.csv"))
+    if len(present) == 1:
+        hint = f"name it: --set source.options.table={present[0]}"
+    elif present:
+        hint = f"name one of {present} with --set source.options.table=NAME"
+    else:
+        hint = "check --source (the folder holding the table) and source.options.table"
+    return RecipeError(path, "label table not found", hint=hint)
 
 
 def _join_key(value: str, prefix: str) -> str:
