@@ -64,3 +64,19 @@ def test_abide_refuses_two_strategies_of_one_subject(tmp_path):
     (tmp_path / "other" / "Outputs").rename(tmp_path / "src" / "Outputs")
     with pytest.raises(RecipeError, match="two image files are named"):
         build_store(load_recipe("abide"), tmp_path / "src", tmp_path / "a.zarr", progress=False)
+
+
+def test_every_no_filename_row_is_counted(tmp_path):
+    """Red-team: the real Phenotypic_V1_0b_preprocessed1.csv gives FILE_ID "no_filename"
+    to every subject without preprocessed data (nilearn's fetch_abide_pcp drops those
+    rows; a public parser's copy of real rows: "50002,PITT,no_filename,1,16.77,1",
+    find_string id 59887801995). Several such rows were reported as one skipped row."""
+    make_abide(tmp_path / "src")
+    table = tmp_path / "src" / "Phenotypic_V1_0b_preprocessed1.csv"
+    lines = table.read_text().splitlines(keepends=True)
+    without = [line for line in lines if ",no_filename," in line]
+    assert len(without) == 1
+    table.write_text("".join(lines + [without[0].replace("50005", "50002")] * 2))
+    report = build_store(load_recipe("abide"), tmp_path / "src", tmp_path / "a.zarr",
+                         progress=False)
+    assert list(report.skipped.values()) == ["row without an image file"] * 3

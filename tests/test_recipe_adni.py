@@ -12,6 +12,8 @@ import pytest
 
 from fixtures.adni import make_adni
 from medimg_build import open_store
+from medimg_build.cli import _overrides
+from medimg_build.errors import RecipeError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.sources import list_sources
@@ -72,3 +74,40 @@ def test_bare_digit_ids_still_report_what_does_not_join(tmp_path):
         "second row for Image Data ID 'I45108' (the first is '45108')"
     assert skipped[f"{TABLE}: row 8"] == "row without a value in Image Data ID"
     assert len(skipped) == 4
+
+
+def test_adni3_group_patient_is_an_unknown_diagnosis_not_a_failed_case(tmp_path):
+    """Red-team: ADNI3 collection exports give Group "Patient" to participants without an
+    enrolment group (real row "957990","116_S_6119","Patient","F","67","1","fMRI",...,
+    find_string id 15741718581, cited in tests/fixtures/adni.py). Every such case failed
+    ("'Patient' is not a class"); it builds with the diagnosis unknown (-1)."""
+    made = make_adni(tmp_path / "src", "digits")
+    table = tmp_path / "src" / TABLE
+    with open(table, newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][2] = "Patient"
+    with open(table, "w", newline="") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(rows)
+    out = tmp_path / "adni.zarr"
+    report = build_store(load_recipe("adni"), tmp_path / "src", out, progress=False)
+    assert report.ok and sorted(report.built) == made["cases"]
+    diagnosis = open_store(out).labels("diagnosis")
+    assert diagnosis["I" + rows[1][0]] == -1
+    assert all(diagnosis[c] == CLASSES.index(g) for c, g in made["group"].items()
+               if c != "I" + rows[1][0])
+
+
+def test_a_collection_csv_of_another_name_is_named_in_the_refusal(tmp_path):
+    """Red-team: an IDA collection CSV is named after the user's collection and its date
+    (ADNI_tots_fMRI_tots_2_13_2018.csv, PPMI_3T_sdMRI_3_07_2022.csv: find_string ids
+    15741718581, 3576931116), never the recipe's example name. The refusal's hint said
+    "check the recipe's source.table", a key the adni recipe does not have; it now gives
+    the --set that names the CSV found, which then builds."""
+    made = make_adni(tmp_path / "src")
+    (tmp_path / "src" / TABLE).rename(tmp_path / "src" / "ADNI3_T1_2_01_2024.csv")
+    with pytest.raises(RecipeError) as refused:
+        list_sources(load_recipe("adni"), tmp_path / "src")
+    assert refused.value.hint == "name it: --set source.options.table=ADNI3_T1_2_01_2024.csv"
+    override = _overrides([refused.value.hint.split("--set ")[1]], None)
+    listing = list_sources(load_recipe("adni").with_overrides(override), tmp_path / "src")
+    assert sorted(c.case_id for c in listing.cases) == made["cases"]

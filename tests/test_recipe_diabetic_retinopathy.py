@@ -45,3 +45,18 @@ def test_diabetic_retinopathy_recipe_builds_its_fixture(tmp_path):
         if right in cases.index:
             assert cases.loc[left, "patient_id"] == cases.loc[right, "patient_id"]
             assert cases.loc[left, "split"] == cases.loc[right, "split"]
+
+
+def test_diabetic_retinopathy_macos_forks_are_reported_as_system_files(tmp_path):
+    """Red-team (issue 16 item 11), on the real Kaggle layout (train/<id>_<eye>.jpeg and
+    trainLabels.csv, see tests/fixtures/diabetic_retinopathy.py): a macOS ``._10_left.jpeg``
+    fork, which the ``train/*.jpeg`` glob finds, is skipped as a system file, not reported
+    as an image that trainLabels.csv forgot."""
+    source = tmp_path / "kaggle-dr"
+    made = diabetic_retinopathy.make(source)
+    first = sorted(made["grades"])[0]
+    (source / "train" / f"._{first}.jpeg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")
+    report = build_store(load_recipe("diabetic-retinopathy"), source, tmp_path / "dr.zarr",
+                         progress=False)
+    assert report.ok and len(report.built) == made["cases"]
+    assert ".DS_Store, ._*" in report.skipped[f"train/._{first}.jpeg"]

@@ -14,6 +14,7 @@ import pytest
 
 from fixtures.i2cvb import make_i2cvb as make_fixture
 from medimg_build import open_store
+from medimg_build.cli import _overrides
 from medimg_build.privacy import pseudonym_key, pseudonymize
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
@@ -126,3 +127,30 @@ def test_i2cvb_t2w_alone_builds(tmp_path):
     assert set(store.cases["modality"]) == {"MR"}
     assert set(store.cases["manufacturer"]) == {"SIEMENS", "GE MEDICAL SYSTEMS"}
     assert store.read_image(made["cases"][0]).spacing == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_patients_without_adc_are_reported_with_the_set_that_builds_t2w_alone(tmp_path):
+    """Red-team (issue 16 item 2). No public copy shows the GE 1.5 T patients with an
+    ADC/ folder (NVFlare's README and conversion script read only <vendor>/Patient NNN/T2W
+    and GT/; a UTSW script lists DCE, DWI, MRSI for GE; /work/notes/i16-research-A.md).
+    From the root, every GE patient is then skipped: the report says why and names the
+    --set that builds T2W alone, which then builds both vendors with their masks."""
+    made = make_i2cvb(tmp_path / "src")
+    for adc in (tmp_path / "src" / "GE").glob("Patient */ADC"):
+        shutil.rmtree(adc)
+    ge = sorted(c for c, v in made["vendor"].items() if v == "GE")
+    report = build_store(load_recipe("i2cvb"), tmp_path / "src", tmp_path / "a.zarr",
+                         progress=False)
+    reason = report.skipped["GE/Patient 428260"]
+    assert reason == ("patient folder without ADC/ (to build T2W alone, for every "
+                      "patient: --set source.options.images=[T2W])")
+    assert sorted(report.built) == sorted(set(made["cases"]) - set(ge))
+    assert reason in report.summary()
+    # The --set exactly as the reason spells it, parsed as the command line does.
+    override = _overrides([reason.split("--set ")[1].rstrip(")")], None)
+    report = build_store(load_recipe("i2cvb").with_overrides(override), tmp_path / "src",
+                         tmp_path / "t2w.zarr", progress=False)
+    assert report.ok and sorted(report.built) == made["cases"]
+    cases = open_store(tmp_path / "t2w.zarr").cases
+    assert sorted(cases["vendor"]) == sorted(made["vendor"].values())
+    assert all(list(values) == [0, 1, 2, 3] for values in cases["mask_values"])

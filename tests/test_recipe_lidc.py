@@ -63,3 +63,16 @@ def test_patients_are_the_lidc_folders_from_the_download_or_the_collection(tmp_p
     for source in (made["root"], made["collection"]):
         listing = list_sources(recipe, source)
         assert sorted(c.patient_id for c in listing.cases) == made["patients"]
+
+
+def test_a_macos_fork_of_the_read_is_a_system_file_not_a_broken_xml(tmp_path, shared_data):
+    """Red-team (issue 16 item 11), on the NBIA layout of tests/fixtures/lidc.py
+    (manifest-<id>/LIDC-IDRI/LIDC-IDRI-0001/<study>/<series>/069.xml beside the slices):
+    a ``._069.xml`` fork, which the recipe's ``**/LIDC-IDRI-*/**/*.xml`` glob finds, is
+    reported as a system file, not as "not well-formed XML"."""
+    made = make_lidc(tmp_path / "src", shared_data)
+    xml = next(made["root"].rglob("*.xml"))
+    (xml.parent / f"._{xml.name}").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")
+    skipped = list_sources(load_recipe("lidc-idri"), made["root"]).skipped
+    fork = (xml.parent / f"._{xml.name}").relative_to(made["root"]).as_posix()
+    assert ".DS_Store, ._*" in skipped[fork]

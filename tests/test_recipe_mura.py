@@ -51,3 +51,19 @@ def test_mura_builds_from_the_mura_folder_itself(tmp_path):
     classes = store.attrs["labels"]["classification"]["abnormal"]["classes"]
     assert {c: classes[int(v)] for c, v in store.labels("abnormal").items()} == made["labels"]
     assert set(store.cases["split"]) == {"train", "val"}
+
+
+def test_mura_builds_from_a_folder_above_a_renamed_or_nested_copy(tmp_path):
+    """Red-team: the real MURA-v1.1/{train,valid}/XR_<PART>/patient<ID>/study<N>_<label>/
+    image<M>.png layout (tests/fixtures/mura.py) unpacked one level deeper, under a
+    renamed folder (downloads/mura-v11/), built nothing: the pattern wanted paths
+    starting "MURA-v1.1/". The train/ and valid/ folders say the split wherever they lie."""
+    made = mura.make(tmp_path / "downloads")
+    (tmp_path / "downloads" / "MURA-v1.1").rename(tmp_path / "downloads" / "mura-v11")
+    out = tmp_path / "mura.zarr"
+    report = build_store(load_recipe("mura"), tmp_path, out, progress=False)
+    assert report.ok and len(report.built) == made["cases"]
+    store = open_store(out)
+    classes = store.attrs["labels"]["classification"]["abnormal"]["classes"]
+    assert {c: classes[int(v)] for c, v in store.labels("abnormal").items()} == made["labels"]
+    assert set(store.cases["split"]) == {"train", "val"}

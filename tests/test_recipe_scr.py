@@ -67,3 +67,21 @@ def test_jsrt_raw_and_scr_labels_share_one_grid(tmp_path):
     np.testing.assert_array_equal(labels, made["made"]["JPCLN002"]["labels"])
     # The clavicle crosses the lung apex: there it is the clavicle (3), below it lung (1).
     assert labels[250, 300] == 3 and labels[300, 300] == 1 and labels[700, 500] == 2
+
+
+def test_macos_forks_of_images_and_masks_are_system_files(tmp_path):
+    """Red-team (issue 16 item 11), on the real JSRT/SCR names (All247images/JPCLN001.IMG;
+    scratch/fold1/masks/<structure>/JPCLN001.gif, public scripts: find_string ids
+    26012228199, 31268795893): ``._JPCLN001.IMG`` and ``._JPCLN001.gif`` forks were
+    reported as an image without SCR masks and as a mask without an image."""
+    made = scr.make(tmp_path)
+    image = next((tmp_path / "All247images").glob("*.IMG"))
+    fork_image = image.with_name(f"._{image.name}")
+    mask = next((tmp_path / "scratch").rglob(f"{image.stem}.gif"))
+    fork_mask = mask.with_name(f"._{mask.name}")
+    for fork in (fork_image, fork_mask):
+        fork.write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")
+    listing = list_sources(load_recipe("scr"), tmp_path)
+    assert len(listing.cases) == made["cases"]
+    for fork in (fork_image, fork_mask):
+        assert ".DS_Store, ._*" in listing.skipped[fork.relative_to(tmp_path).as_posix()]

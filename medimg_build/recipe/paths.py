@@ -36,11 +36,12 @@ from typing import Any
 
 from ..errors import RecipeError
 
-# A POSIX absolute path inside a text: a '/' not preceded by a name character, ':' or
-# '/', and at least two components ("/tmp/x"), so that "1/2", "mm / s" or a URL are
-# left alone. It ends at a space: the source folder itself is replaced before, whole,
-# so only a path outside it with a space in a folder name keeps what follows the space.
-_ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"`,;:()\[\]{}<>]+/)+[^\s/'\"`,;:()\[\]{}<>]*")
+# A POSIX absolute path inside a text: a '/' not preceded by a name character, ':', '}'
+# (a template's "{case}/masks/x") or '/', and at least two components ("/tmp/x"), so
+# that "1/2", "mm / s" or a URL are left alone. It ends at a space: the source folder
+# itself is replaced before, whole, so only a path outside it with a space in a folder
+# name keeps what follows the space.
+_ABSOLUTE = re.compile(r"(?<![\w.~:/}-])/(?:[^\s/'\"`,;:()\[\]{}<>]+/)+[^\s/'\"`,;:()\[\]{}<>]*")
 STORE_NAME = "the store"
 
 

@@ -164,13 +164,16 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     table_name = table_path.relative_to(root).as_posix()
     files: dict[str, Path] = {}
     for path in inside_glob(root, source["images"], "source.images"):
+        if path.name.startswith(".") and (problem := not_an_image(path)) is not None:
+            skipped[path.relative_to(root).as_posix()] = problem  # a ._ fork, not a row's
+            continue
         if path.name in files:
             raise RecipeError(path, f"two image files are named {path.name!r} "
                               f"(the other is {files[path.name]})",
                               hint="narrow the recipe's source.images glob")
         files[path.name] = path
     cases, listed = [], set()
-    for row in table.to_dict(orient="records"):
+    for number, row in enumerate(table.to_dict(orient="records"), start=1):
         # image_suffix: tables that name images without their extension (Kaggle DR's
         # trainLabels.csv says "10_left" for train/10_left.jpeg).
         listed_as = str(row[source["image_column"]]).strip()
@@ -180,7 +183,10 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                               hint="one row per image: remove the duplicate row")
         listed.add(name)
         if name not in files:
-            skipped[f"{table_name}: {name}"] = _missing_image_reason(name)
+            # ABIDE names every subject without data "no_filename": each row is counted.
+            where = f"{table_name}: {name}"
+            skipped[where if where not in skipped else f"{where} (row {number})"] = \
+                _missing_image_reason(name)
             continue
         patient = row.get(source.get("patient_column", ""), None) or \
             _patient_from_name(source.get("patient_pattern"), listed_as, table_path)

@@ -39,6 +39,7 @@ import pydicom
 
 from ...errors import RecipeError
 from ..paths import inside
+from ..source_report import not_an_image
 from ..sources import CaseSource, SourceListing, private_case_id, read_label_table
 from . import parser
 
@@ -58,6 +59,18 @@ def _folders(root: Path) -> dict[str, Path]:
                 found.setdefault(name, Path(folder) / name)
         subfolders[:] = sorted(n for n in subfolders if not FOLDER.match(n))
     return found
+
+
+def _dicom_files(folder: Path, root: Path, skipped: dict[str, str]) -> list[Path]:
+    """The DICOM files below a CBIS folder, without the ``._1-1.dcm`` forks macOS leaves
+    beside them (reported in ``skipped``): a fork is no second mammogram."""
+    files = []
+    for path in sorted(folder.rglob("*.dcm")):
+        if path.name.startswith(".") and (problem := not_an_image(path)) is not None:
+            skipped[path.relative_to(root).as_posix()] = problem
+        else:
+            files.append(path)
+    return files
 
 
 def _grid(path: Path) -> tuple[int, int] | None:
@@ -90,12 +103,13 @@ def cbis(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
                 lacking = "mammogram" if image_dir not in folders else "ROI"
                 skipped[where] = f"row without its {lacking} folder"
                 continue
-            images = sorted(folders[image_dir].rglob("*.dcm"))
+            images = _dicom_files(folders[image_dir], root, skipped)
             if len(images) != 1:
                 skipped[where] = f"{len(images)} DICOM files in the mammogram folder, not 1"
                 continue
             grid = _grid(images[0])
-            masks = [p for p in sorted(folders[roi_dir].rglob("*.dcm")) if _grid(p) == grid]
+            masks = [p for p in _dicom_files(folders[roi_dir], root, skipped)
+                     if _grid(p) == grid]
             if len(masks) != 1:
                 skipped[where] = (f"{len(masks)} DICOM files of the ROI folder on the "
                                   f"mammogram's grid, not 1")

@@ -58,7 +58,7 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         where = folder.relative_to(root).as_posix()
         missing = [n for n in names if not (folder / n).is_dir()]
         if missing:
-            skipped[where] = f"patient folder without {', '.join(m + '/' for m in missing)}"
+            skipped[where] = _without_channels(missing, names)
             continue
         absent = [m for m in masks if not (folder / m).is_dir()]
         if absent:
@@ -83,6 +83,18 @@ def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
                                 channel_names=tuple(names),
                                 channels_onto_first=bool(channels), **layers))
     return SourceListing(cases, skipped)
+
+
+def _without_channels(missing: list[str], names: list[str]) -> str:
+    """Why a patient folder lacking some image folders is not built. No public copy
+    shows the GE 1.5 T patients with an ADC/ folder: from the root, the whole GE folder
+    may be skipped for it, so the reason (one, for all of them) says how to build the
+    first channel alone."""
+    reason = f"patient folder without {', '.join(m + '/' for m in missing)}"
+    if names[0] in missing:
+        return reason
+    return (f"{reason} (to build {names[0]} alone, for every patient: --set "
+            f"source.options.images=[{names[0]}])")
 
 
 def _declared_masks(options: dict[str, Any], root: Path) -> list[str]:

@@ -32,6 +32,7 @@ from ...errors import ImageReadError, RecipeError
 from ...image import MedicalImage
 from ...io import read_image
 from ..paths import inside_glob
+from ..source_report import not_an_image
 from ..sources import CaseSource, SourceListing, safe_id
 from . import loader, parser
 
@@ -51,14 +52,14 @@ def scr(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     five masks is skipped, and reported)."""
     binning = int(options.get("bin", 2))
     found: dict[str, dict[str, Path]] = {}
+    cases, skipped = [], {}
     for folder in inside_glob(root, options.get("masks", "**/masks"), "source.options.masks"):
         for structure in STRUCTURES:
-            for path in sorted((folder / structure).glob("*.gif")):
+            for path in _files(sorted((folder / structure).glob("*.gif")), root, skipped):
                 found.setdefault(path.stem.upper(), {})[structure] = path
-    cases, skipped = [], {}
-    images = [p for p in inside_glob(root, options.get("images", "**/*.IMG"),
-                                     "source.options.images")
-              if p.is_file() and p.suffix.lower() == ".img"]
+    images = _files([p for p in inside_glob(root, options.get("images", "**/*.IMG"),
+                                            "source.options.images")
+                     if p.is_file() and p.suffix.lower() == ".img"], root, skipped)
     for path in images:
         stem = path.stem.upper()
         masks = found.pop(stem, {})
@@ -80,6 +81,18 @@ def scr(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
         raise RecipeError(root, f"no JSRT .IMG file found with {options.get('images', '**/*.IMG')!r}",
                           hint="pass the folder holding All247images/ and the SCR masks")
     return SourceListing(cases, skipped)
+
+
+def _files(paths: list[Path], root: Path, skipped: dict[str, str]) -> list[Path]:
+    """``paths`` without the macOS ``._JPCLN001.IMG`` / ``._JPCLN001.gif`` forks, which
+    are reported in ``skipped`` (they are no image, and no mask of one)."""
+    kept = []
+    for path in paths:
+        if path.name.startswith(".") and (problem := not_an_image(path)) is not None:
+            skipped[path.relative_to(root).as_posix()] = problem
+        else:
+            kept.append(path)
+    return kept
 
 
 def _fold_of(masks: dict[str, Path]) -> str:

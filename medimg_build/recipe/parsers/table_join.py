@@ -13,14 +13,14 @@ Options (all paths relative to the source folder):
 - ``patient_column`` (a table column) or ``patient_field`` (a named group): the patient.
 - ``case_id``: ``key`` (default), ``stem``, or a template of named groups.
 - ``masks``: optional mask path template with {case_id} and the named groups; a case
-  without the file has no mask.
+  without the file is built without a mask and reported as incomplete.
 - ``key_prefix``: a prefix the key may carry or not, in the table and in the path alike
   (ADNI's ``Image Data ID`` is ``I45108`` in some IDA exports, ``45108`` in others,
   while the file names say ``_I45108``): keys are compared without it.
 
 Each case's fields are its table row plus the named groups, so that a recipe's labels
 and ``columns`` name table columns as for ``image_table``. Paths that do not match the
-pattern, images whose key has no row, rows without an image, and second images of one
+pattern, files that are no image (``._`` forks, ``Thumbs.db``), images whose key has no row, rows without an image, and second images of one
 key, and second rows of one key are reported as skipped, each with its reason."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..paths import from_template, inside, inside_glob
+from ..source_report import not_an_image, with_masks_reported
 from ..sources import (CaseSource, SourceListing, _require_columns, case_id_from_name,
                        read_label_table, safe_id)
 from . import parser
@@ -55,17 +56,22 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
         raise RecipeError(None, "table_join: path_pattern has no named group (?P<key>...)",
                           hint="the key group is matched against options.key_column")
     table_path = inside(root, options["table"], "source.options.table")
+    if not table_path.is_file():
+        raise _table_not_found(table_path)
     table = read_label_table(table_path)
     _require_columns(table, [options["key_column"]]
                      + [c for c in [options.get("patient_column")] if c], table_path)
     prefix = str(options.get("key_prefix") or "")
     rows, skipped = _rows_by_key(table, options["key_column"], prefix, options["table"])
 
-    cases, used = [], {}
+    cases, used, looked_for = [], {}, []
     for path in inside_glob(root, options["images"], "source.options.images"):
-        if not path.is_file() or path.name.startswith("."):
+        if not path.is_file():
             continue
         relative = path.relative_to(root).as_posix()
+        if (problem := not_an_image(path)) is not None:
+            skipped[relative] = problem  # a macOS ._ fork beside the image: said, not read
+            continue
         match = pattern.fullmatch(relative)
         if match is None:
             skipped[relative] = "path does not match options.path_pattern"
@@ -89,12 +95,30 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
             candidate = from_template(root, options["masks"], "source.options.masks",
                                       case_id=case_id, **groups)
             mask = candidate if candidate.exists() else None
+            looked_for.append(candidate)
         cases.append(CaseSource(case_id, path, mask, patient, fields))
     for name, row in rows.items():
         if name not in used:
             value = str(row[options["key_column"]]).strip()
             skipped[f"{options['table']}: {value}"] = "row without an image file"
-    return SourceListing(cases, skipped)
+    # A case whose mask file is absent is built without one, and said so (an OASIS
+    # session without its FSL_SEG folder).
+    return with_masks_reported(SourceListing(cases, skipped), root, options.get("masks"),
+                               looked_for, "source.options.masks")
+
+
+def _table_not_found(path: Path) -> RecipeError:
+    """The refusal of a missing table, naming the CSVs that are there: an ADNI
+    collection's CSV is named after the user's collection and its date
+    (``ADNI1_Complete_1Yr_1.5T_10_13_2019.csv``), never the recipe's example."""
+    present = sorted(p.name for p in path.parent.glob("*.csv"))
+    if len(present) == 1:
+        hint = f"name it: --set source.options.table={present[0]}"
+    elif present:
+        hint = f"name one of {present} with --set source.options.table=NAME"
+    else:
+        hint = "check --source (the folder holding the table) and source.options.table"
+    return RecipeError(path, "label table not found", hint=hint)
 
 
 def _join_key(value: str, prefix: str) -> str:
