@@ -144,7 +144,7 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
         channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
                          for t in source.get("channels", []))
         # patient_pattern: one patient's several time points (BraTS-GLI-00005-100, -101).
-        patient = _patient_from_name(source.get("patient_pattern"), case_id, path) or (
+        patient = patient_from_name(source.get("patient_pattern"), case_id, path) or (
             case_id if source.get("patient_id", "case_id") == "case_id" else None)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
@@ -183,7 +183,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             skipped[f"{table_name}: {name}"] = _missing_image_reason(name)
             continue
         patient = row.get(source.get("patient_column", ""), None) or \
-            _patient_from_name(source.get("patient_pattern"), listed_as, table_path)
+            patient_from_name(source.get("patient_pattern"), listed_as, table_path)
         case_id = case_id_from_name(Path(name))
         if (problem := case_id_problem(case_id)) is not None:
             skipped[f"{table_name}: {name}"] = problem
@@ -245,14 +245,25 @@ def _layer_values(spec: dict[str, str]) -> list[str]:
     return sorted(spec, key=int)
 
 
-def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | None:
-    """The patient part of an image name (Kaggle DR's ``10_left`` -> ``10``)."""
+def patient_from_name(pattern: str | None, name: str, where: Path,
+                      setting: str = "source.patient_pattern") -> str | None:
+    """The patient part of a case or image name by the recipe's regular expression
+    ``setting`` (Kaggle DR's ``10_left`` -> ``10``; ACDC's ``patient001_frame12`` ->
+    ``patient001``): its group ``patient``, else its first group."""
     if not pattern:
         return None
-    match = re.search(pattern, name)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise RecipeError(where, f"{setting} {pattern!r} is no regular expression: {error}",
+                          hint="e.g. '^(?P<patient>.+)-\\d{3}$'") from None
+    if "patient" not in compiled.groupindex and compiled.groups == 0:
+        raise RecipeError(where, f"{setting} {pattern!r} has no group (?P<patient>...)",
+                          hint="name the patient part: '^(?P<patient>.+)-\\d{3}$'")
+    match = compiled.search(name)
     if match is None:
-        raise RecipeError(where, f"image name {name!r} does not match source.patient_pattern "
-                          f"{pattern!r}", hint="fix the pattern, or the table row")
+        raise RecipeError(where, f"name {name!r} does not match {setting} {pattern!r}",
+                          hint="fix the pattern, or the name")
     return match.groupdict().get("patient") or match.group(1)
 
 
