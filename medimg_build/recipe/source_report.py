@@ -92,12 +92,14 @@ def with_masks_reported(listing, root: Path, spec: str | dict[str, str] | None,
             skipped.setdefault(_relative(path, root), problem or UNPAIRED_MASK)
     missing = (f"none found at {setting} {spec!r}" if isinstance(spec, str)
                else f"not every layer of {setting} found")
-    incomplete = dict(listing.incomplete)
+    incomplete, cases = dict(listing.incomplete), dict(listing.incomplete_cases)
     for case in listing.cases:
         if case.mask_path is None and not case.mask_loader:
-            incomplete.setdefault(_relative(case.image_path, root),
-                                  f"built without a mask: {missing}")
-    return dataclasses.replace(listing, skipped=skipped, incomplete=incomplete)
+            where = _relative(case.image_path, root)
+            incomplete.setdefault(where, f"built without a mask: {missing}")
+            cases.setdefault(where, case.case_id)
+    return dataclasses.replace(listing, skipped=skipped, incomplete=incomplete,
+                               incomplete_cases=cases)
 
 
 def _pairing_failed(cases: list[Any], masks: list[Path], looked: list[Path], root: Path,

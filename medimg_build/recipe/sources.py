@@ -73,6 +73,9 @@ class SourceListing:
     skipped: dict[str, str] = field(default_factory=dict)
     incomplete: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The case each ``incomplete`` entry is (where -> case id): a case that then fails
+    # is reported as failed only (BuildReport.settle).
+    incomplete_cases: dict[str, str] = field(default_factory=dict)
 
 
 def discover_cases(recipe: Recipe, source_dir: str | Path,
@@ -330,12 +333,14 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
         for item in ds.get("ReferencedSeriesSequence", []):
             by_series.setdefault(str(item.SeriesInstanceUID), []).append((file.path, segments))
     classes, named, paired, incomplete = {"0": "background"}, {}, [], {}
+    incomplete_cases: dict[str, str] = {}
     for case in cases:
         segs = by_series.get(case.series.series_uid, []) if not case.series.split else []
         if not segs:
             paired.append(case)
             where = f"{case.series.folder.relative_to(root)} {case.series.label}"
             incomplete[where] = "built without a mask: no DICOM SEG of the tree references it"
+            incomplete_cases[where] = case.case_id
             continue
         path, segments = sorted(segs)[0]
         for number, label in segments.items():
@@ -357,7 +362,7 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
                           "names: add those series to the source folder")
     for key_ in unpaired:
         skipped[key_] = "DICOM SEG of no series of the tree"
-    return ParsedListing(paired, skipped, incomplete,
+    return ParsedListing(paired, skipped, incomplete, incomplete_cases=incomplete_cases,
                          labels={"segmentation": {"classes": classes}})
 
 
