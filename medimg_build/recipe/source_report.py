@@ -27,8 +27,8 @@ from .paths import inside_glob
 # What operating systems and file managers leave beside data: macOS Finder's
 # .DS_Store and AppleDouble forks (._name, copied onto FAT/exFAT disks or out of zips),
 # Windows Explorer's Thumbs.db and desktop.ini, zip's __MACOSX folder.
-SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx",
-                          ".spotlight-v100", ".trashes", ".fseventsd"})
+SYSTEM_FOLDERS = frozenset({"__macosx", ".spotlight-v100", ".trashes", ".fseventsd"})
+SYSTEM_FILES = SYSTEM_FOLDERS | {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
 SYSTEM_FILE = ("file the operating system or a file manager left (.DS_Store, ._*, "
                "Thumbs.db, desktop.ini, __MACOSX), not an image")
 HIDDEN_FILE = "hidden file (name starts with '.'), not read as a case"
@@ -44,7 +44,10 @@ def not_an_image(path: Path) -> str | None:
     suffix, or DICOM's preamble). A file that cannot be opened is left to fail as its
     case, with its own error."""
     name = path.name
-    if name.lower() in SYSTEM_FILES or name.startswith("._"):
+    # Inside them too: a zip made on a Mac unpacks __MACOSX/<the same folders>/._<name>,
+    # which a recursive glob (BraTS' **/BraTS20*_001/) finds as a second copy of a case.
+    in_system_folder = any(part.lower() in SYSTEM_FOLDERS for part in path.parts[:-1])
+    if name.lower() in SYSTEM_FILES or name.startswith("._") or in_system_folder:
         return SYSTEM_FILE
     if name.startswith("."):
         return HIDDEN_FILE

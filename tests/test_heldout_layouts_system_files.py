@@ -1,0 +1,43 @@
+"""Downloads as a Mac's unzip or a FAT/exFAT copy leaves them (tests/fixtures/macos_zip.py:
+``__MACOSX/`` mirroring the tree with ``._`` AppleDouble copies of every image and mask,
+``._`` forks, ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, ``notes.txt`` beside the
+files), and one mask file without its image. Each is skipped and reported (summary and
+stored build_report), never read as an image or mask, never a failed case; the build
+succeeds. Real layouts: tests/fixtures/brats.py, nih_chestxray14.py (their citations)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from medimg_build import open_store
+from medimg_build.recipe.build import build_store
+from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.source_report import SYSTEM_FILE
+
+from fixtures.brats import make_brats2020, make_brats2023
+from fixtures.macos_zip import add_macosx_folder
+
+
+def _stored_files(out) -> list[str]:
+    return [f for files in open_store(out).cases["source_files"] for f in files]
+
+
+@pytest.mark.parametrize("recipe, make", [("brats", make_brats2020),
+                                          ("brats2023", make_brats2023)])
+def test_brats_case_folders_copied_under_macosx_are_no_second_case(tmp_path, recipe, make):
+    """BraTS' recursive case glob (**/BraTS20*_001/) found __MACOSX/.../BraTS20_Training_001/
+    as a second case of the same id and the build stopped ("case id ... used twice")."""
+    source = tmp_path / "src"
+    made = make(source)
+    forks = add_macosx_folder(source)
+    out = tmp_path / "out.zarr"
+    report = build_store(load_recipe(recipe), source, out, progress=False)
+    assert report.ok and sorted(report.built) == made["cases"]
+    macosx = {where: why for where, why in report.skipped.items() if "__MACOSX" in where}
+    assert macosx and set(macosx.values()) == {SYSTEM_FILE}
+    assert set(macosx) <= set(forks) | {f.rsplit("/", 1)[0] for f in forks}
+    assert not any("__MACOSX" in f or "/._" in f for f in _stored_files(out))
+    stored = open_store(out).attrs["build_report"]
+    assert stored["skipped"][SYSTEM_FILE] == len(macosx) and stored["failed"] == {}
