@@ -16,8 +16,9 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.source_report import SYSTEM_FILE
 
+from fixtures import nih_chestxray14
 from fixtures.brats import make_brats2020, make_brats2023
-from fixtures.macos_zip import add_macosx_folder
+from fixtures.macos_zip import add_macosx_folder, add_strays
 
 
 def _stored_files(out) -> list[str]:
@@ -41,3 +42,23 @@ def test_brats_case_folders_copied_under_macosx_are_no_second_case(tmp_path, rec
     assert not any("__MACOSX" in f or "/._" in f for f in _stored_files(out))
     stored = open_store(out).attrs["build_report"]
     assert stored["skipped"][SYSTEM_FILE] == len(macosx) and stored["failed"] == {}
+
+
+def test_chestxray14_with_forks_and_a_macosx_copy_builds_every_listed_image(
+        tmp_path, shared_data):
+    """The image glob **/*.png found __MACOSX/images_001/images/._00000001_000.png and
+    the ._ fork beside the image under one name, and the build stopped ("two image files
+    are named"); a fork beside an image alone was "image without a table row"."""
+    source = tmp_path / "nih"
+    made = nih_chestxray14.make(source, shared_data)
+    images = sorted(source.glob("images_*/images"))
+    strays = [f"{folder.relative_to(source).as_posix()}/{name}" for folder in images
+              for name in add_strays(folder)]
+    forks = add_macosx_folder(source, images[0].parent)
+    out = tmp_path / "nih.zarr"
+    report = build_store(load_recipe("nih-chestxray14"), source, out, progress=False)
+    assert report.ok and len(report.built) == made["cases"]
+    png = [f for f in strays + forks if f.endswith(".png")]  # what the glob finds
+    assert png and {where: report.skipped.get(where) for where in png} == dict.fromkeys(
+        png, SYSTEM_FILE)
+    assert not any("__MACOSX" in f or "/._" in f for f in _stored_files(out))

@@ -167,6 +167,11 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     table_name = table_path.relative_to(root).as_posix()
     files: dict[str, Path] = {}
     for path in inside_glob(root, source["images"], "source.images"):
+        # Before the name check: __MACOSX/images_001/images/._00000001_000.png is a Mac
+        # zip's copy of the fork beside the image, not a second image of that name.
+        if (problem := not_an_image(path)) is not None:
+            skipped[path.relative_to(root).as_posix()] = problem
+            continue
         if path.name in files:
             raise RecipeError(path, f"two image files are named {path.name!r} "
                               f"(the other is {files[path.name]})",
