@@ -14,7 +14,7 @@ import pytest
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
-from medimg_build.recipe.source_report import SYSTEM_FILE
+from medimg_build.recipe.source_report import SYSTEM_FILE, UNPAIRED_MASK
 
 from fixtures import nih_chestxray14
 from fixtures.brats import make_brats2020, make_brats2023
@@ -62,3 +62,26 @@ def test_chestxray14_with_forks_and_a_macosx_copy_builds_every_listed_image(
     assert png and {where: report.skipped.get(where) for where in png} == dict.fromkeys(
         png, SYSTEM_FILE)
     assert not any("__MACOSX" in f or "/._" in f for f in _stored_files(out))
+
+
+@pytest.mark.parametrize("recipe, make, seg", [
+    ("brats", make_brats2020, "BraTS20_Training_999/BraTS20_Training_999_seg.nii"),
+    ("brats2023", make_brats2023, "BraTS-GLI-00999-000/BraTS-GLI-00999-000-seg.nii.gz")])
+def test_a_brats_case_folder_holding_only_its_seg_is_an_unpaired_mask(tmp_path, recipe,
+                                                                       make, seg):
+    """A case folder whose images are gone but whose seg is there (a partial copy) was a
+    failed case ("..._t1.nii*: no such file"): its seg is a mask without an image."""
+    source = tmp_path / "src"
+    made = make(source)
+    real_seg = sorted(source.rglob("*[-_]seg.nii*"))[0]
+    labelled = real_seg.parent.parent  # the training folder
+    (labelled / seg).parent.mkdir()
+    shutil.copy(real_seg, labelled / seg)
+    out = tmp_path / "out.zarr"
+    report = build_store(load_recipe(recipe), source, out, progress=False)
+    assert report.ok and sorted(report.built) == made["cases"]
+    where = (labelled / seg).relative_to(source).as_posix()
+    assert report.skipped[where] == UNPAIRED_MASK
+    assert report.skipped[where.rsplit("/", 1)[0]] == \
+        "no image: none of its source.channels files found"
+    assert open_store(out).attrs["build_report"]["skipped"][UNPAIRED_MASK] == 1

@@ -139,13 +139,17 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             # One badly named file is that file's problem, not the whole build's.
             skipped[where] = problem
             continue
+        channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
+                         for t in source.get("channels", []))
+        if channels and not any(channel.exists() for channel in channels):
+            # A case folder holding only its mask: no case, and its mask unpaired.
+            skipped[where] = "no image: none of its source.channels files found"
+            continue
         mask, layers = masks_of(mask_template, root, "source.masks",
                                 source.get("masks_overlap", "higher_wins"), case_id=case_id,
                                 path=where)
         looked_for += mask_candidates(mask_template, root, "source.masks", case_id=case_id,
                                       path=where)
-        channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
-                         for t in source.get("channels", []))
         # patient_pattern: one patient's several time points (BraTS-GLI-00005-100, -101).
         patient = patient_from_name(source.get("patient_pattern"), case_id, path) or (
             case_id if source.get("patient_id", "case_id") == "case_id" else None)
