@@ -3,7 +3,8 @@
 ``._`` forks, ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, ``notes.txt`` beside the
 files), and one mask file without its image. Each is skipped and reported (summary and
 stored build_report), never read as an image or mask, never a failed case; the build
-succeeds. Real layouts: tests/fixtures/brats.py, nih_chestxray14.py (their citations)."""
+succeeds. Real layouts: tests/fixtures/brats.py, nih_chestxray14.py, msd.py, nnunet.py,
+cervical_screening.py (their citations)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.source_report import SYSTEM_FILE, UNPAIRED_MASK
 
-from fixtures import nih_chestxray14
+from fixtures import cervical_screening, nih_chestxray14
 from fixtures.brats import make_brats2020, make_brats2023
 from fixtures.macos_zip import add_macosx_folder, add_strays
+from fixtures.msd import make_task03_liver, make_task05_prostate
+from fixtures.nnunet import make_dataset005_prostate, make_dataset220_kits2023
 
 
 def _stored_files(out) -> list[str]:
@@ -85,3 +88,48 @@ def test_a_brats_case_folder_holding_only_its_seg_is_an_unpaired_mask(tmp_path, 
     assert report.skipped[where.rsplit("/", 1)[0]] == \
         "no image: none of its source.channels files found"
     assert open_store(out).attrs["build_report"]["skipped"][UNPAIRED_MASK] == 1
+
+
+def _cervical(root, shared):
+    return cervical_screening.make(root)
+
+
+@pytest.mark.parametrize("recipe, make, folders", [
+    ("msd", make_task03_liver, ["Task03_Liver/imagesTr", "Task03_Liver/labelsTr"]),
+    ("msd-mr", make_task05_prostate, ["Task05_Prostate/imagesTr", "Task05_Prostate/imagesTs"]),
+    ("nnunet", make_dataset005_prostate, ["Dataset005_Prostate/imagesTr",
+                                          "Dataset005_Prostate/labelsTr"]),
+    ("nnunet-ct", make_dataset220_kits2023, ["Dataset220_KiTS2023/labelsTr"]),
+    ("cervical-screening", _cervical, ["train/train/Type_1", "test_stg2"])])
+def test_parsers_report_system_files_under_the_one_reason(tmp_path, shared_data, recipe,
+                                                          make, folders):
+    """The parsers named system files each in their own words ("file not listed in
+    dataset.json" for msd's .DS_Store and Thumbs.db, "not a .nii.gz file" for nnunet's
+    Thumbs.db, "hidden file" for the cervical ._ forks), so the stored build_report's
+    counts by reason did not say what they were; cervical's rglob read __MACOSX/ too."""
+    source = tmp_path / "src"
+    made = make(source, shared_data)
+    forks = add_macosx_folder(source, source / folders[0])
+    strays = [f"{folder}/{name}" for folder in folders
+              for name in add_strays(source / folder) if name != "notes.txt"]
+    report = build_store(load_recipe(recipe), source, tmp_path / "out.zarr", progress=False)
+    assert report.ok and report.built
+    found = [f for f in strays + forks if f in report.skipped]
+    assert {f: report.skipped[f] for f in found} == dict.fromkeys(found, SYSTEM_FILE)
+    # Those its reading finds: every ._ fork beside an image, and under __MACOSX/ those
+    # of the cervical parser's search of the whole source (the others read one folder).
+    assert {f for f in strays if f.endswith((".jpg", ".nii.gz"))} <= set(found)
+    assert {f for f in forks if f.endswith(".jpg")} <= set(found)
+
+
+def test_an_msd_label_file_without_a_training_entry_is_an_unpaired_mask(
+        tmp_path, shared_data):
+    """Task03_Liver/labelsTr/liver_99.nii.gz, listed nowhere in dataset.json, was "file not
+    listed in dataset.json" like a notes.txt; it is a mask paired with no image."""
+    make_task03_liver(tmp_path / "src", shared_data)
+    labels = tmp_path / "src" / "Task03_Liver" / "labelsTr"
+    shutil.copy(sorted(labels.glob("liver_*.nii.gz"))[0], labels / "liver_99.nii.gz")
+    report = build_store(load_recipe("msd"), tmp_path / "src", tmp_path / "o.zarr",
+                         progress=False)
+    assert report.ok
+    assert report.skipped["Task03_Liver/labelsTr/liver_99.nii.gz"] == UNPAIRED_MASK

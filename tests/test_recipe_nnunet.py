@@ -17,6 +17,7 @@ from medimg_build import open_store
 from medimg_build.errors import RecipeError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.source_report import SYSTEM_FILE
 from medimg_build.store.validate import validate_store
 from fixtures.nnunet import (make_dataset005_prostate, make_dataset027_acdc,
                             make_dataset220_kits2023)
@@ -92,9 +93,8 @@ def test_unpaired_files_missing_channels_and_strays_are_reported(tmp_path, share
             "case prostate_01 lacks channel file(s) 0001 (ADC): not built",
         "labelsTr/prostate_99.nii.gz":
             "label file without images (no imagesTr/prostate_99_0000.nii.gz)",
-        "imagesTr/._prostate_00_0000.nii.gz":
-            "hidden file (macOS ._ fork, .DS_Store), not an image",
-        "imagesTr/.DS_Store": "hidden file (macOS ._ fork, .DS_Store), not an image",
+        "imagesTr/._prostate_00_0000.nii.gz": SYSTEM_FILE,
+        "imagesTr/.DS_Store": SYSTEM_FILE,
         "imagesTr/notes.txt": "not a .nii.gz file (dataset.json file_ending)"}
 
 

@@ -43,6 +43,21 @@ def not_an_image(path: Path) -> str | None:
     folder may be a DICOM series; a file must be of a format some reader reads (by its
     suffix, or DICOM's preamble). A file that cannot be opened is left to fail as its
     case, with its own error."""
+    if (problem := system_file(path)) is not None:
+        return problem
+    if path.is_dir() or not path.is_file():
+        return None
+    try:
+        reader_for(path)
+    except (ImageReadError, OSError):
+        return f"not an image file medimg-build reads ({path.suffix.lower() or 'no suffix'})"
+    return None
+
+
+def system_file(path: Path) -> str | None:
+    """Why ``path``, by its name alone, is what a system left or hidden (SYSTEM_FILE,
+    HIDDEN_FILE), or None: the first check of every source, so that each reports such
+    files under one reason (parsers that test names themselves call it first)."""
     name = path.name
     # Inside them too: a zip made on a Mac unpacks __MACOSX/<the same folders>/._<name>,
     # which a recursive glob (BraTS' **/BraTS20*_001/) finds as a second copy of a case.
@@ -51,12 +66,6 @@ def not_an_image(path: Path) -> str | None:
         return SYSTEM_FILE
     if name.startswith("."):
         return HIDDEN_FILE
-    if path.is_dir() or not path.is_file():
-        return None
-    try:
-        reader_for(path)
-    except (ImageReadError, OSError):
-        return f"not an image file medimg-build reads ({path.suffix.lower() or 'no suffix'})"
     return None
 
 

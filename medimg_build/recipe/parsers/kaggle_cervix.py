@@ -32,6 +32,7 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..paths import inside
+from ..source_report import system_file
 from ..sources import (CaseSource, SourceListing, _require_columns, private_case_id,
                        read_label_table)
 from . import parser
@@ -116,8 +117,8 @@ def _place(where: str) -> tuple[str | None, re.Match | None]:
 def _problem(path: Path, folder: str | None, match: re.Match | None,
              test_labels: dict[str, tuple[str, str]]) -> str | None:
     """Why a .jpg under the source is not a labelled case, or None."""
-    if path.name.startswith("."):
-        return "hidden file (name starts with '.'), not read as a case"
+    if (problem := system_file(path)) is not None:
+        return problem
     if folder is None:
         return ("not in the Kaggle layout (train/train/Type_k, additional_Type_k_v2/Type_k, "
                 "test/test, test_stg2)")

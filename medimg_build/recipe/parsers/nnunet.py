@@ -58,6 +58,7 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..paths import outside_problem
+from ..source_report import system_file
 from ..sources import CaseSource, case_id_problem, patient_from_name
 from . import ParsedListing, parser
 from .msd import find_dataset_json, read_json
@@ -340,8 +341,8 @@ def _channel_files(folder: Path, ending: str, root: Path,
     for file in sorted(folder.iterdir()):
         where = file.relative_to(root).as_posix()
         match = pattern.match(file.name)
-        if file.name.startswith("."):
-            skipped[where] = "hidden file (macOS ._ fork, .DS_Store), not an image"
+        if (problem := system_file(file)) is not None:
+            skipped[where] = problem
         elif not file.name.endswith(ending):
             skipped[where] = f"not a {ending} file (dataset.json file_ending)"
         elif match is None:
@@ -355,9 +356,8 @@ def _label_files(folder: Path, ending: str, root: Path,
                  skipped: dict[str, str]) -> dict[str, Path]:
     found = {}
     for file in sorted(folder.iterdir()):
-        if file.name.startswith("."):
-            skipped[file.relative_to(root).as_posix()] = \
-                "hidden file (macOS ._ fork, .DS_Store), not a label"
+        if (problem := system_file(file)) is not None:
+            skipped[file.relative_to(root).as_posix()] = problem
         elif file.name.endswith(ending):
             found[file.name[: -len(ending)]] = file
         else:
