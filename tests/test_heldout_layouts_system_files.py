@@ -17,7 +17,7 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.source_report import SYSTEM_FILE, UNPAIRED_MASK
 
-from fixtures import cervical_screening, nih_chestxray14
+from fixtures import cervical_screening, drive, nih_chestxray14
 from fixtures.brats import make_brats2020, make_brats2023
 from fixtures.macos_zip import add_macosx_folder, add_strays
 from fixtures.msd import make_task03_liver, make_task05_prostate
@@ -133,3 +133,24 @@ def test_an_msd_label_file_without_a_training_entry_is_an_unpaired_mask(
                          progress=False)
     assert report.ok
     assert report.skipped["Task03_Liver/labelsTr/liver_99.nii.gz"] == UNPAIRED_MASK
+
+
+@pytest.mark.parametrize("recipe, make, folders", [
+    ("nih-chestxray14", nih_chestxray14.make, ["images_001/images"]),
+    ("drive", lambda root, shared: drive.make(root), ["training/images", "test/images"]),
+    ("cervical-screening", _cervical, ["train/train/Type_1", "test/test"]),
+    ("brats", lambda root, shared: make_brats2020(root),
+     ["BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"])])
+def test_system_files_beside_the_images_a_narrow_glob_misses_are_reported(
+        tmp_path, shared_data, recipe, make, folders):
+    """A glob for images (**/*.png, */images/*.tif, *.jpg, case folders) never met the
+    .DS_Store, Thumbs.db and desktop.ini among them: they went unreported."""
+    source = tmp_path / "src"
+    make(source, shared_data)
+    strays = {f"{folder}/{name}" for folder in folders for name in
+              (".DS_Store", "Thumbs.db", "desktop.ini")}
+    for folder in folders:
+        add_strays(source / folder)
+    report = build_store(load_recipe(recipe), source, tmp_path / "out.zarr", progress=False)
+    assert report.ok and report.built
+    assert {f: report.skipped.get(f) for f in strays} == dict.fromkeys(strays, SYSTEM_FILE)

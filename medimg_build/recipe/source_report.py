@@ -69,6 +69,21 @@ def system_file(path: Path) -> str | None:
     return None
 
 
+def with_system_files_beside(skipped: dict[str, str], found: Iterable[Path],
+                             root: Path) -> dict[str, str]:
+    """``skipped`` plus the system files beside what a source's glob ``found`` (in the
+    folder of each file found, inside each folder found: a BraTS case folder), which a
+    narrow glob (NIH's **/*.png, DRIVE's */images/*.tif) never meets: a Thumbs.db among
+    the images is said, not ignored."""
+    folders = {path if path.is_dir() else path.parent for path in found}
+    reported = dict(skipped)
+    for folder in sorted(folders):
+        for path in sorted(folder.iterdir()):
+            if (problem := system_file(path)) is not None and path.is_file():
+                reported.setdefault(_relative(path, root), problem)
+    return reported
+
+
 def template_glob(template: str) -> str:
     """A glob of every file a mask template can name: each {field} a wildcard, and a
     whole folder part ``{path}`` (an image's relative path) any number of folders."""

@@ -25,7 +25,7 @@ from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
 from .model import Recipe
 from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
-from .source_report import not_an_image, with_masks_reported
+from .source_report import not_an_image, with_masks_reported, with_system_files_beside
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -155,6 +155,7 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             case_id if source.get("patient_id", "case_id") == "case_id" else None)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
+    skipped = with_system_files_beside(skipped, [case.image_path for case in cases], root)
     return with_masks_reported(SourceListing(cases, skipped), root, mask_template, looked_for)
 
 
@@ -216,6 +217,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                           f"with {source['images']!r} under {root} ({len(files)} image files "
                           f"found; first row names {example!r})",
                           hint="check --source and the recipe's source.images glob")
+    skipped = with_system_files_beside(skipped, files.values(), root)
     return SourceListing(cases, skipped)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..paths import inside
-from ..source_report import system_file
+from ..source_report import system_file, with_system_files_beside
 from ..sources import (CaseSource, SourceListing, _require_columns, private_case_id,
                        read_label_table)
 from . import parser
@@ -61,7 +61,8 @@ def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceList
     remove = _corrections(root, options.get("remove", REMOVE), "remove")
     test_labels = _test_labels(root, options.get("test_labels", TEST_LABELS))
     cases, skipped, used = [], {}, set()
-    for path in sorted(root.rglob("*.jpg")):
+    found = sorted(root.rglob("*.jpg"))
+    for path in found:
         where = path.relative_to(root).as_posix()
         folder, match = _place(where)
         problem = _problem(path, folder, match, test_labels)
@@ -91,6 +92,7 @@ def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceList
                 skipped[f"{source}: {name} {old}"] = (
                     f"{source} row for an image not in this download's "
                     f"{' or '.join(sorted(corrected))} {old} folder")
+    skipped = with_system_files_beside(skipped, found, root)
     return SourceListing(cases, skipped, notes=_applied(cases, used, options))
 
 
