@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import xarray as xr
 
+from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 
@@ -41,3 +42,22 @@ def test_drive_training_images_of_that_download_build_alone(tmp_path):
     recipe = load_recipe("drive").with_overrides({"source": {"images": "training/images/*.tif"}})
     report = build_store(recipe, tmp_path, tmp_path / "drive.zarr", progress=False)
     assert report.ok and len(report.built) == 3
+
+
+def test_a_maskless_image_that_fails_is_reported_once_as_failed(tmp_path):
+    """The withheld test tracings leave 01_test and 02_test without a mask: listed as
+    incomplete, then failed by the stack store's rule. Each is reported once, as what
+    happened to it (failed), on the console and in the stored build_report."""
+    drive.make(tmp_path)
+    for withheld in ("1st_manual", "2nd_manual"):
+        shutil.rmtree(tmp_path / "test" / withheld)
+    out = tmp_path / "drive.zarr"
+    report = build_store(load_recipe("drive"), tmp_path, out, progress=False)
+    assert sorted(report.failed) == ["01_test", "02_test"]
+    assert report.incomplete == {}
+    summary = report.summary()
+    assert "incomplete" not in summary
+    assert [line.split(":")[0] for line in summary.splitlines() if "01_test" in line] == [
+        "  failed 01_test"]
+    stored = open_store(out).attrs["build_report"]
+    assert "incomplete" not in stored and len(stored["failed"]) == 2

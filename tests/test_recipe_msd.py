@@ -14,6 +14,7 @@ from medimg_build import open_store
 from medimg_build.errors import RecipeError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.source_report import SYSTEM_FILE
 from medimg_build.store.validate import validate_store
 from fixtures.msd import make_task03_liver, make_task05_prostate
 
@@ -39,7 +40,7 @@ def test_task03_liver_builds_with_the_label_names_of_its_dataset_json(tmp_path, 
     # The test image and the tarballs' macOS "._" forks are reported, not built.
     reasons = list(report.skipped.values())
     assert reasons.count("test image without labels (options.include_test is false)") == 1
-    assert reasons.count("macOS resource fork (._*), not an image") == made["n_junk"]
+    assert reasons.count(SYSTEM_FILE) == made["n_junk"]
 
 
 def test_task05_prostate_keeps_its_4d_channels_and_refuses_the_ct_recipe(tmp_path,
@@ -58,7 +59,7 @@ def test_task05_prostate_keeps_its_4d_channels_and_refuses_the_ct_recipe(tmp_pat
     assert set(store.cases["channels"]) == {"T2,ADC"}
     reasons = list(report.skipped.values())
     assert reasons.count("test image without labels (options.include_test is false)") == 1
-    assert reasons.count("macOS resource fork (._*), not an image") == made["n_junk"]
+    assert reasons.count(SYSTEM_FILE) == made["n_junk"]
     with pytest.raises(RecipeError, match=r"modality is \['T2', 'ADC'\] \(MR\).*msd-mr"):
         build_store(load_recipe("msd"), tmp_path / "src", tmp_path / "x.zarr", progress=False)
 
@@ -106,7 +107,7 @@ def test_a_task_folder_without_dataset_json_builds_with_the_classes_of_its_label
         assert sorted(int(v) for v in np.unique(store.read_mask(case_id).array)) == values
     reasons = list(report.skipped.values())
     assert reasons.count("test image without labels (options.include_test is false)") == 1
-    assert reasons.count("macOS resource fork (._*), not an image") == made["n_junk"]
+    assert reasons.count(SYSTEM_FILE) == made["n_junk"]
 
 
 def test_without_dataset_json_unpaired_images_and_labels_are_reported(tmp_path,

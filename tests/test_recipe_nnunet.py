@@ -17,8 +17,10 @@ from medimg_build import open_store
 from medimg_build.errors import RecipeError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.source_report import SYSTEM_FILE
 from medimg_build.store.validate import validate_store
-from fixtures.nnunet import make_dataset005_prostate, make_dataset220_kits2023
+from fixtures.nnunet import (make_dataset005_prostate, make_dataset027_acdc,
+                            make_dataset220_kits2023)
 
 def _edit(folder, **changes):
     path = folder / "dataset.json"
@@ -91,9 +93,8 @@ def test_unpaired_files_missing_channels_and_strays_are_reported(tmp_path, share
             "case prostate_01 lacks channel file(s) 0001 (ADC): not built",
         "labelsTr/prostate_99.nii.gz":
             "label file without images (no imagesTr/prostate_99_0000.nii.gz)",
-        "imagesTr/._prostate_00_0000.nii.gz":
-            "hidden file (macOS ._ fork, .DS_Store), not an image",
-        "imagesTr/.DS_Store": "hidden file (macOS ._ fork, .DS_Store), not an image",
+        "imagesTr/._prostate_00_0000.nii.gz": SYSTEM_FILE,
+        "imagesTr/.DS_Store": SYSTEM_FILE,
         "imagesTr/notes.txt": "not a .nii.gz file (dataset.json file_ending)"}
 
 
@@ -260,3 +261,39 @@ def test_labelsts_masks_go_with_their_test_cases(tmp_path, shared_data):
     assert sorted(report.built) == made["cases"]
     assert report.skipped["imagesTs/prostate_08_0000.nii.gz"] == \
         "case prostate_08 has no label file labelsTs/prostate_08.nii.gz"
+
+
+def test_acdc_frames_of_one_patient_share_a_patient_and_a_split(tmp_path, shared_data):
+    """Dataset027_ACDC (tests/fixtures/nnunet.py, nnunetv2's converter): patient001_frame01
+    and patient001_frame12 are one patient. By default each case is its own patient (as in
+    nnU-Net's own default split); options.patient_pattern groups them, so no patient's
+    frames land in both train and val."""
+    made = make_dataset027_acdc(tmp_path / "src", shared_data)
+    default = build_store(load_recipe("nnunet"), tmp_path / "src", tmp_path / "a.zarr",
+                          progress=False)
+    assert default.ok
+    cases = open_store(tmp_path / "a.zarr").cases
+    assert cases["patient_id"].nunique() == len(made["patients"])  # no guess: documented
+
+    recipe = load_recipe("nnunet").with_overrides({"source": {"options": {
+        "patient_pattern": r"^(?P<patient>patient\d{3})_frame\d{2}$"}}})
+    out = tmp_path / "acdc.zarr"
+    report = build_store(recipe, tmp_path / "src", out, progress=False)
+    assert report.ok and sorted(report.built) == sorted(made["cases"] + made["test"])
+    cases = open_store(out).cases.set_index("case_id")
+    for case_id, patient in made["patients"].items():
+        same = {c for c, p in made["patients"].items() if p == patient}
+        assert set(cases.index[cases["patient_id"] == cases.loc[case_id, "patient_id"]]) == same
+        assert set(cases.loc[sorted(same), "split"]) == {cases.loc[case_id, "split"]}
+    # Two splits, each holding whole patients, and the test patient alone in test.
+    assert set(cases.loc[made["cases"], "split"]) == {"train", "val"}
+    assert set(cases.loc[made["test"], "split"]) == {"test"}
+
+
+def test_a_case_id_the_patient_pattern_does_not_match_is_an_error(tmp_path, shared_data):
+    make_dataset027_acdc(tmp_path / "src", shared_data)
+    recipe = load_recipe("nnunet").with_overrides({"source": {"options": {
+        "patient_pattern": r"^(?P<patient>patient\d{3})_ED$"}}})
+    with pytest.raises(RecipeError, match=r"'patient001_frame01' does not match "
+                       r"source.options.patient_pattern"):
+        build_store(recipe, tmp_path / "src", tmp_path / "x.zarr", progress=False)

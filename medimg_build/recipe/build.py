@@ -60,10 +60,18 @@ class BuildReport:
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the case table
     # ``failed`` as the store keeps it (``stored_failure``); ``failed`` is for the console.
     stored_failed: dict[str, str] = field(default_factory=dict, repr=False)
+    # The case of each ``incomplete`` entry (SourceListing.incomplete_cases).
+    incomplete_cases: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def settle(self) -> None:
+        """Each case reported once, as what happened to it: a case listed as incomplete
+        (to be built without its mask) that then failed is a failed case only."""
+        self.incomplete = {where: why for where, why in self.incomplete.items()
+                           if self.incomplete_cases.get(where) not in self.failed}
 
     def to_dict(self, source_dir: Path | None = None,
                 key: bytes | None = None) -> dict[str, Any]:
@@ -176,6 +184,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
         report = _write_cases(writer, recipe, cases, context, workers, scheduler, progress,
                               BuildReport(store=str(out), skipped=listing.skipped,
                                           incomplete=listing.incomplete,
+                                          incomplete_cases=listing.incomplete_cases,
                                           notes=list(listing.notes)))
         report.seconds = time.perf_counter() - started
         attrs["labels"] = with_found_classes(attrs["labels"], report.rows)
@@ -275,6 +284,7 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     report.failed = {failed[i][0]: failed[i][1] for i in sorted(failed)}
     report.stored_failed = {failed[i][0]: failed[i][2] for i in sorted(failed)}
     report.rows = rows
+    report.settle()
     return report
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import RecipeError
 from .paths import inside_glob
-from .source_report import not_an_image, with_masks_reported
+from .source_report import not_an_image, with_masks_reported, with_system_files_beside
 from .sources import (
     CaseSource, SourceListing, case_id_from_name, case_id_problem, mask_candidates, masks_of,
     private_case_id,
@@ -46,6 +46,7 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                                       case_id=case_id, **fields)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 fields, **layers))
+    skipped = with_system_files_beside(skipped, [case.image_path for case in cases], root)
     return with_masks_reported(SourceListing(cases, skipped), root, source.get("masks"),
                                looked_for)
 

@@ -27,8 +27,8 @@ from .paths import inside_glob
 # What operating systems and file managers leave beside data: macOS Finder's
 # .DS_Store and AppleDouble forks (._name, copied onto FAT/exFAT disks or out of zips),
 # Windows Explorer's Thumbs.db and desktop.ini, zip's __MACOSX folder.
-SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx",
-                          ".spotlight-v100", ".trashes", ".fseventsd"})
+SYSTEM_FOLDERS = frozenset({"__macosx", ".spotlight-v100", ".trashes", ".fseventsd"})
+SYSTEM_FILES = SYSTEM_FOLDERS | {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
 SYSTEM_FILE = ("file the operating system or a file manager left (.DS_Store, ._*, "
                "Thumbs.db, desktop.ini, __MACOSX), not an image")
 HIDDEN_FILE = "hidden file (name starts with '.'), not read as a case"
@@ -43,11 +43,8 @@ def not_an_image(path: Path) -> str | None:
     folder may be a DICOM series; a file must be of a format some reader reads (by its
     suffix, or DICOM's preamble). A file that cannot be opened is left to fail as its
     case, with its own error."""
-    name = path.name
-    if name.lower() in SYSTEM_FILES or name.startswith("._"):
-        return SYSTEM_FILE
-    if name.startswith("."):
-        return HIDDEN_FILE
+    if (problem := system_file(path)) is not None:
+        return problem
     if path.is_dir() or not path.is_file():
         return None
     try:
@@ -55,6 +52,36 @@ def not_an_image(path: Path) -> str | None:
     except (ImageReadError, OSError):
         return f"not an image file medimg-build reads ({path.suffix.lower() or 'no suffix'})"
     return None
+
+
+def system_file(path: Path) -> str | None:
+    """Why ``path``, by its name alone, is what a system left or hidden (SYSTEM_FILE,
+    HIDDEN_FILE), or None: the first check of every source, so that each reports such
+    files under one reason (parsers that test names themselves call it first)."""
+    name = path.name
+    # Inside them too: a zip made on a Mac unpacks __MACOSX/<the same folders>/._<name>,
+    # which a recursive glob (BraTS' **/BraTS20*_001/) finds as a second copy of a case.
+    in_system_folder = any(part.lower() in SYSTEM_FOLDERS for part in path.parts[:-1])
+    if name.lower() in SYSTEM_FILES or name.startswith("._") or in_system_folder:
+        return SYSTEM_FILE
+    if name.startswith("."):
+        return HIDDEN_FILE
+    return None
+
+
+def with_system_files_beside(skipped: dict[str, str], found: Iterable[Path],
+                             root: Path) -> dict[str, str]:
+    """``skipped`` plus the system files beside what a source's glob ``found`` (in the
+    folder of each file found, inside each folder found: a BraTS case folder), which a
+    narrow glob (NIH's **/*.png, DRIVE's */images/*.tif) never meets: a Thumbs.db among
+    the images is said, not ignored."""
+    folders = {path if path.is_dir() else path.parent for path in found}
+    reported = dict(skipped)
+    for folder in sorted(folders):
+        for path in sorted(folder.iterdir()):
+            if (problem := system_file(path)) is not None and path.is_file():
+                reported.setdefault(_relative(path, root), problem)
+    return reported
 
 
 def template_glob(template: str) -> str:
@@ -92,12 +119,14 @@ def with_masks_reported(listing, root: Path, spec: str | dict[str, str] | None,
             skipped.setdefault(_relative(path, root), problem or UNPAIRED_MASK)
     missing = (f"none found at {setting} {spec!r}" if isinstance(spec, str)
                else f"not every layer of {setting} found")
-    incomplete = dict(listing.incomplete)
+    incomplete, cases = dict(listing.incomplete), dict(listing.incomplete_cases)
     for case in listing.cases:
         if case.mask_path is None and not case.mask_loader:
-            incomplete.setdefault(_relative(case.image_path, root),
-                                  f"built without a mask: {missing}")
-    return dataclasses.replace(listing, skipped=skipped, incomplete=incomplete)
+            where = _relative(case.image_path, root)
+            incomplete.setdefault(where, f"built without a mask: {missing}")
+            cases.setdefault(where, case.case_id)
+    return dataclasses.replace(listing, skipped=skipped, incomplete=incomplete,
+                               incomplete_cases=cases)
 
 
 def _pairing_failed(cases: list[Any], masks: list[Path], looked: list[Path], root: Path,

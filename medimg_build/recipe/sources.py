@@ -25,7 +25,7 @@ from ..store.annotations import GROUP_NAMES
 from ..store.manifest import MANIFEST
 from .model import Recipe
 from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
-from .source_report import not_an_image, with_masks_reported
+from .source_report import not_an_image, with_masks_reported, with_system_files_beside
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -73,6 +73,9 @@ class SourceListing:
     skipped: dict[str, str] = field(default_factory=dict)
     incomplete: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The case each ``incomplete`` entry is (where -> case id): a case that then fails
+    # is reported as failed only (BuildReport.settle).
+    incomplete_cases: dict[str, str] = field(default_factory=dict)
 
 
 def discover_cases(recipe: Recipe, source_dir: str | Path,
@@ -136,18 +139,23 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             # One badly named file is that file's problem, not the whole build's.
             skipped[where] = problem
             continue
+        channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
+                         for t in source.get("channels", []))
+        if channels and not any(channel.exists() for channel in channels):
+            # A case folder holding only its mask: no case, and its mask unpaired.
+            skipped[where] = "no image: none of its source.channels files found"
+            continue
         mask, layers = masks_of(mask_template, root, "source.masks",
                                 source.get("masks_overlap", "higher_wins"), case_id=case_id,
                                 path=where)
         looked_for += mask_candidates(mask_template, root, "source.masks", case_id=case_id,
                                       path=where)
-        channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
-                         for t in source.get("channels", []))
         # patient_pattern: one patient's several time points (BraTS-GLI-00005-100, -101).
-        patient = _patient_from_name(source.get("patient_pattern"), case_id, path) or (
+        patient = patient_from_name(source.get("patient_pattern"), case_id, path) or (
             case_id if source.get("patient_id", "case_id") == "case_id" else None)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
+    skipped = with_system_files_beside(skipped, [case.image_path for case in cases], root)
     return with_masks_reported(SourceListing(cases, skipped), root, mask_template, looked_for)
 
 
@@ -164,8 +172,10 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     table_name = table_path.relative_to(root).as_posix()
     files: dict[str, Path] = {}
     for path in inside_glob(root, source["images"], "source.images"):
-        if path.name.startswith(".") and (problem := not_an_image(path)) is not None:
-            skipped[path.relative_to(root).as_posix()] = problem  # a ._ fork, not a row's
+        # Before the name check: __MACOSX/images_001/images/._00000001_000.png is a Mac
+        # zip's copy of the fork beside the image, not a second image of that name.
+        if (problem := not_an_image(path)) is not None:
+            skipped[path.relative_to(root).as_posix()] = problem
             continue
         if path.name in files:
             raise RecipeError(path, f"two image files are named {path.name!r} "
@@ -189,7 +199,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                 _missing_image_reason(name)
             continue
         patient = row.get(source.get("patient_column", ""), None) or \
-            _patient_from_name(source.get("patient_pattern"), listed_as, table_path)
+            patient_from_name(source.get("patient_pattern"), listed_as, table_path)
         case_id = case_id_from_name(Path(name))
         if (problem := case_id_problem(case_id)) is not None:
             skipped[f"{table_name}: {name}"] = problem
@@ -210,6 +220,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
                           f"with {source['images']!r} under {root} ({len(files)} image files "
                           f"found; first row names {example!r})",
                           hint="check --source and the recipe's source.images glob")
+    skipped = with_system_files_beside(skipped, files.values(), root)
     return SourceListing(cases, skipped)
 
 
@@ -251,14 +262,25 @@ def _layer_values(spec: dict[str, str]) -> list[str]:
     return sorted(spec, key=int)
 
 
-def _patient_from_name(pattern: str | None, name: str, where: Path) -> str | None:
-    """The patient part of an image name (Kaggle DR's ``10_left`` -> ``10``)."""
+def patient_from_name(pattern: str | None, name: str, where: Path,
+                      setting: str = "source.patient_pattern") -> str | None:
+    """The patient part of a case or image name by the recipe's regular expression
+    ``setting`` (Kaggle DR's ``10_left`` -> ``10``; ACDC's ``patient001_frame12`` ->
+    ``patient001``): its group ``patient``, else its first group."""
     if not pattern:
         return None
-    match = re.search(pattern, name)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise RecipeError(where, f"{setting} {pattern!r} is no regular expression: {error}",
+                          hint="e.g. '^(?P<patient>.+)-\\d{3}$'") from None
+    if "patient" not in compiled.groupindex and compiled.groups == 0:
+        raise RecipeError(where, f"{setting} {pattern!r} has no group (?P<patient>...)",
+                          hint="name the patient part: '^(?P<patient>.+)-\\d{3}$'")
+    match = compiled.search(name)
     if match is None:
-        raise RecipeError(where, f"image name {name!r} does not match source.patient_pattern "
-                          f"{pattern!r}", hint="fix the pattern, or the table row")
+        raise RecipeError(where, f"name {name!r} does not match {setting} {pattern!r}",
+                          hint="fix the pattern, or the name")
     return match.groupdict().get("patient") or match.group(1)
 
 
@@ -325,12 +347,14 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
         for item in ds.get("ReferencedSeriesSequence", []):
             by_series.setdefault(str(item.SeriesInstanceUID), []).append((file.path, segments))
     classes, named, paired, incomplete = {"0": "background"}, {}, [], {}
+    incomplete_cases: dict[str, str] = {}
     for case in cases:
         segs = by_series.get(case.series.series_uid, []) if not case.series.split else []
         if not segs:
             paired.append(case)
             where = f"{case.series.folder.relative_to(root)} {case.series.label}"
             incomplete[where] = "built without a mask: no DICOM SEG of the tree references it"
+            incomplete_cases[where] = case.case_id
             continue
         path, segments = sorted(segs)[0]
         for number, label in segments.items():
@@ -352,7 +376,7 @@ def _paired_with_segs(cases: list[CaseSource], discovery, skipped: dict[str, str
                           "names: add those series to the source folder")
     for key_ in unpaired:
         skipped[key_] = "DICOM SEG of no series of the tree"
-    return ParsedListing(paired, skipped, incomplete,
+    return ParsedListing(paired, skipped, incomplete, incomplete_cases=incomplete_cases,
                          labels={"segmentation": {"classes": classes}})
 
 

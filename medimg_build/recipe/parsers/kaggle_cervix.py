@@ -32,6 +32,7 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..paths import inside
+from ..source_report import system_file, with_system_files_beside
 from ..sources import (CaseSource, SourceListing, _require_columns, private_case_id,
                        read_label_table)
 from . import parser
@@ -60,7 +61,8 @@ def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceList
     remove = _corrections(root, options.get("remove", REMOVE), "remove")
     test_labels = _test_labels(root, options.get("test_labels", TEST_LABELS))
     cases, skipped, used = [], {}, set()
-    for path in sorted(root.rglob("*.jpg")):
+    found = sorted(root.rglob("*.jpg"))
+    for path in found:
         where = path.relative_to(root).as_posix()
         folder, match = _place(where)
         problem = _problem(path, folder, match, test_labels)
@@ -90,6 +92,7 @@ def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceList
                 skipped[f"{source}: {name} {old}"] = (
                     f"{source} row for an image not in this download's "
                     f"{' or '.join(sorted(corrected))} {old} folder")
+    skipped = with_system_files_beside(skipped, found, root)
     return SourceListing(cases, skipped, notes=_applied(cases, used, options))
 
 
@@ -116,8 +119,8 @@ def _place(where: str) -> tuple[str | None, re.Match | None]:
 def _problem(path: Path, folder: str | None, match: re.Match | None,
              test_labels: dict[str, tuple[str, str]]) -> str | None:
     """Why a .jpg under the source is not a labelled case, or None."""
-    if path.name.startswith("."):
-        return "hidden file (name starts with '.'), not read as a case"
+    if (problem := system_file(path)) is not None:
+        return problem
     if folder is None:
         return ("not in the Kaggle layout (train/train/Type_k, additional_Type_k_v2/Type_k, "
                 "test/test, test_stg2)")

@@ -39,6 +39,7 @@ from typing import Any
 from ...errors import RecipeError
 from ...labels.segmentation import FROM_DATA
 from ..paths import outside_problem
+from ..source_report import UNPAIRED_MASK, system_file
 from ..sources import CaseSource, case_id_from_name, case_id_problem, safe_id
 from . import ParsedListing, parser
 
@@ -121,10 +122,11 @@ def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
     for folder in ("imagesTr", "labelsTr", "imagesTs"):
         for file in sorted((task / folder).glob("*")):
             where = file.relative_to(root).as_posix()
-            if file.name.startswith("._"):
-                skipped[where] = "macOS resource fork (._*), not an image"
+            if (problem := system_file(file)) is not None:
+                skipped[where] = problem
             elif file.resolve() not in listed:
-                skipped[where] = "file not listed in dataset.json"
+                skipped[where] = UNPAIRED_MASK if folder == "labelsTr" else \
+                    "file not listed in dataset.json"
     if dataset.get("numTraining", len(dataset["training"])) != len(dataset["training"]):
         skipped["dataset.json numTraining"] = (
             f"numTraining is {dataset['numTraining']!r} but \"training\" lists "
@@ -202,9 +204,9 @@ def _nifti_files(folder: Path, root: Path, skipped: dict[str, str]) -> dict[str,
     found = {}
     for file in sorted(folder.glob("*")) if folder.is_dir() else []:
         where = file.relative_to(root).as_posix()
-        if file.name.startswith("._"):
-            skipped[where] = "macOS resource fork (._*), not an image"
-        elif file.name.startswith(".") or not file.name.endswith((".nii.gz", ".nii")):
+        if (problem := system_file(file)) is not None:
+            skipped[where] = problem
+        elif not file.name.endswith((".nii.gz", ".nii")):
             skipped[where] = "not a NIfTI file (.nii.gz, .nii)"
         elif (problem := case_id_problem(case_id_from_name(file))) is not None:
             skipped[where] = problem

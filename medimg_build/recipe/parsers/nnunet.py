@@ -32,6 +32,16 @@ Read: NIfTI (.nii.gz, .nii), .nrrd and .mha volumes. Refused: 2D pictures (.png,
 TIFF (nnU-Net reads .tif as 2D or as 3D with a spacing sidecar json, which the file does
 not say) and any other ending.
 
+Patients: nnU-Net's own default split deals cases, not patients (nnunetv2's
+nnUNetTrainer.do_split: KFold over case identifiers), and so does this parser unless told:
+each case is its own patient. A dataset whose cases are one patient's time points or
+frames (Dataset027_ACDC's ``patient001_frame01`` and ``patient001_frame12``, from
+nnunetv2/dataset_conversion/Dataset027_ACDC.py, which splits by ``patient000`` itself;
+BraTS 2023's ``BraTS-GLI-00005-100``, ``-101``) needs option ``patient_pattern``, as in
+volume_folder: a regular expression on the case id whose group ``patient`` is the patient
+(``--set source.options.patient_pattern='^(?P<patient>patient\\d{3})_frame\\d+$'``). No
+naming convention is guessed: a case id the pattern does not match is an error.
+
 Options: ``include_test`` (bool, default true): imagesTs cases are built with
 ``official_split`` "test", without masks unless a labelsTs/ folder holds them (then each
 must have its label, as in imagesTr); ``modality`` ("CT" or "MR"): the recipe's, checked
@@ -40,6 +50,7 @@ against channel_names (nnU-Net itself normalizes a channel named "CT" as CT): re
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -47,7 +58,8 @@ from typing import Any
 
 from ...errors import RecipeError
 from ..paths import outside_problem
-from ..sources import CaseSource, case_id_problem
+from ..source_report import system_file
+from ..sources import CaseSource, case_id_problem, patient_from_name
 from . import ParsedListing, parser
 from .msd import find_dataset_json, read_json
 from .msd import numbered as numbered_keys
@@ -59,10 +71,10 @@ _HINT = "see MIC-DKFZ/nnUNet documentation/dataset_format.md"
 
 @parser("nnunet")
 def nnunet(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
-    unknown = set(options) - {"include_test", "modality"}
+    unknown = set(options) - {"include_test", "modality", "patient_pattern"}
     if unknown:
         raise RecipeError(None, f"nnunet parser: unknown option(s) {sorted(unknown)}",
-                          hint="options are include_test and modality")
+                          hint="options are include_test, modality and patient_pattern")
     path = find_dataset_json(root, "nnU-Net datasets (DatasetNNN_Name)")
     folder = path.parent
     dataset = read_json(path)
@@ -96,7 +108,18 @@ def nnunet(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
                              {**fields, "official_split": "test"})
     elif (folder / "imagesTs").is_dir():
         skipped["imagesTs"] = "test cases not built (options.include_test is false)"
+    cases = _with_patients(cases, options.get("patient_pattern"), path)
     return ParsedListing(cases, skipped, labels={"segmentation": segmentation})
+
+
+def _with_patients(cases: list[CaseSource], pattern: str | None, path: Path
+                   ) -> list[CaseSource]:
+    """``cases`` with the patient ``pattern`` takes from each case id (each case its own
+    patient without one: nnU-Net's own default)."""
+    if not pattern:
+        return cases
+    return [dataclasses.replace(case, patient_id=patient_from_name(
+        pattern, case.case_id, path, "source.options.patient_pattern")) for case in cases]
 
 
 def _test_cases(folder: Path, ending: str, channels: list[str], root: Path,
@@ -318,8 +341,8 @@ def _channel_files(folder: Path, ending: str, root: Path,
     for file in sorted(folder.iterdir()):
         where = file.relative_to(root).as_posix()
         match = pattern.match(file.name)
-        if file.name.startswith("."):
-            skipped[where] = "hidden file (macOS ._ fork, .DS_Store), not an image"
+        if (problem := system_file(file)) is not None:
+            skipped[where] = problem
         elif not file.name.endswith(ending):
             skipped[where] = f"not a {ending} file (dataset.json file_ending)"
         elif match is None:
@@ -333,9 +356,8 @@ def _label_files(folder: Path, ending: str, root: Path,
                  skipped: dict[str, str]) -> dict[str, Path]:
     found = {}
     for file in sorted(folder.iterdir()):
-        if file.name.startswith("."):
-            skipped[file.relative_to(root).as_posix()] = \
-                "hidden file (macOS ._ fork, .DS_Store), not a label"
+        if (problem := system_file(file)) is not None:
+            skipped[file.relative_to(root).as_posix()] = problem
         elif file.name.endswith(ending):
             found[file.name[: -len(ending)]] = file
         else:
