@@ -108,7 +108,7 @@ def test_parsers_report_system_files_under_the_one_reason(tmp_path, shared_data,
     Thumbs.db, "hidden file" for the cervical ._ forks), so the stored build_report's
     counts by reason did not say what they were; cervical's rglob read __MACOSX/ too."""
     source = tmp_path / "src"
-    made = make(source, shared_data)
+    make(source, shared_data)
     forks = add_macosx_folder(source, source / folders[0])
     strays = [f"{folder}/{name}" for folder in folders
               for name in add_strays(source / folder) if name != "notes.txt"]

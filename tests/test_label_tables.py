@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from medimg_build.errors import RecipeError
-from medimg_build.recipe.sources import read_label_table
+from medimg_build.recipe.label_tables import read_label_table
 
 
 def test_trailing_comma_on_header_and_rows_is_an_empty_last_column(tmp_path):

@@ -15,7 +15,8 @@ from ..errors import LabelError
 from ..image import MedicalImage
 from ..labels.annotations import Boxes, Landmarks
 from .paths import inside
-from .sources import CaseSource, read_label_table
+from .label_tables import read_label_table
+from .sources import CaseSource
 
 KINDS = ("boxes", "landmarks")
 

@@ -33,7 +33,8 @@ from . import parsers
 from .annotations import case_annotations
 from .case_table import case_row
 from .model import Recipe
-from .sources import CaseSource, chosen_table
+from .label_tables import chosen_table
+from .sources import CaseSource
 
 
 @dataclass(frozen=True)

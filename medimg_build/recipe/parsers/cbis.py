@@ -40,7 +40,8 @@ import pydicom
 from ...errors import RecipeError
 from ..paths import inside
 from ..source_report import not_an_image
-from ..sources import CaseSource, SourceListing, private_case_id, read_label_table
+from ..label_tables import read_label_table
+from ..sources import CaseSource, SourceListing, private_case_id
 from . import parser
 
 FOLDER = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$")

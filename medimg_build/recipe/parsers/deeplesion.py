@@ -56,7 +56,8 @@ from PIL import Image
 from ...errors import ImageReadError, RecipeError
 from ...image import MedicalImage
 from ..paths import inside, outside_problem
-from ..sources import CaseSource, SourceListing, case_id_problem, read_label_table
+from ..label_tables import read_label_table
+from ..sources import CaseSource, SourceListing, case_id_problem
 from . import loader, parser
 
 COLUMNS = ["File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",

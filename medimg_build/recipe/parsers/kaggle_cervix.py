@@ -33,8 +33,8 @@ from typing import Any
 from ...errors import RecipeError
 from ..paths import inside
 from ..source_report import system_file, with_system_files_beside
-from ..sources import (CaseSource, SourceListing, _require_columns, private_case_id,
-                       read_label_table)
+from ..label_tables import read_label_table, require_columns
+from ..sources import CaseSource, SourceListing, private_case_id
 from . import parser
 
 TYPES = ("Type_1", "Type_2", "Type_3")
@@ -144,7 +144,7 @@ def _corrections(root: Path, name: str, kind: str) -> dict[tuple[str, str], tupl
     if not path.is_file():
         return {}
     table = read_label_table(path)
-    _require_columns(table, CORRECTION_COLUMNS, path)
+    require_columns(table, CORRECTION_COLUMNS, path)
     found: dict[tuple[str, str], tuple[str, str]] = {}
     for number, row in enumerate(table.to_dict(orient="records"), start=2):
         key = (row["filename"].strip(), row["old_label"].strip())
@@ -166,7 +166,7 @@ def _test_labels(root: Path, name: str) -> dict[str, tuple[str, str]]:
     if not path.is_file():
         return {}
     table = read_label_table(path)
-    _require_columns(table, ["image_name", *TYPES], path)
+    require_columns(table, ["image_name", *TYPES], path)
     labels = {}
     for number, row in enumerate(table.to_dict(orient="records"), start=2):
         hot = [kind for kind in TYPES if _is_one(row[kind])]

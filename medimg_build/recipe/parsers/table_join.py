@@ -32,8 +32,8 @@ from typing import Any
 from ...errors import RecipeError
 from ..paths import from_template, inside, inside_glob
 from ..source_report import not_an_image, with_masks_reported
-from ..sources import (CaseSource, SourceListing, _require_columns, case_id_from_name,
-                       read_label_table, safe_id)
+from ..label_tables import read_label_table, require_columns
+from ..sources import CaseSource, SourceListing, case_id_from_name, safe_id
 from . import parser
 
 _OPTIONS = {"table", "key_column", "images", "path_pattern", "patient_column",
@@ -59,7 +59,7 @@ def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
     if not table_path.is_file():
         raise _table_not_found(table_path)
     table = read_label_table(table_path)
-    _require_columns(table, [options["key_column"]]
+    require_columns(table, [options["key_column"]]
                      + [c for c in [options.get("patient_column")] if c], table_path)
     prefix = str(options.get("key_prefix") or "")
     rows, skipped = _rows_by_key(table, options["key_column"], prefix, options["table"])
