@@ -32,8 +32,8 @@ from ..limits import DEFAULT_MAX_VOXELS, OPTION, SETTING, max_voxels
 from . import parsers
 from .annotations import case_annotations
 from .case_table import case_row
-from .model import Recipe
 from .label_tables import chosen_table
+from .model import Recipe
 from .sources import CaseSource
 
 
