@@ -27,3 +27,18 @@ def test_rows_longer_than_the_header_are_refused_not_shifted(tmp_path):
     with pytest.raises(RecipeError, match="Data_Entry_2017.csv: has rows with more fields "
                                           "than its header names"):
         read_label_table(table)
+
+
+@pytest.mark.parametrize("recipe, key", [("deeplesion", "source.options.table"),
+                                         ("cbis-ddsm", "source.options.tables")])
+def test_a_missing_table_names_the_recipe_key_that_names_it(tmp_path, recipe, key):
+    """Parsers name their tables under source.options; the refusal pointed to
+    source.table, a key these recipes do not have (--set refuses it)."""
+    from medimg_build.recipe.model import load_recipe
+    from medimg_build.recipe.sources import list_sources
+
+    (tmp_path / "Images_png").mkdir()
+    (tmp_path / "Mass-Training_P_00001_LEFT_CC").mkdir()
+    with pytest.raises(RecipeError, match="label table not found") as raised:
+        list_sources(load_recipe(recipe), tmp_path)
+    assert key in str(raised.value) and "source.table" not in str(raised.value).replace(key, "")

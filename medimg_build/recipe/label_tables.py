@@ -13,11 +13,13 @@ from ..errors import RecipeError
 from .paths import inside
 
 
-def read_label_table(path: Path) -> pd.DataFrame:
+def read_label_table(path: Path, setting: str = "source.table") -> pd.DataFrame:
     """A CSV label table, every cell as text ("" where empty) so that no ID loses its
-    leading zeros and "NA" stays a value until a recipe says what it means."""
+    leading zeros and "NA" stays a value until a recipe says what it means. ``setting``
+    is the recipe key naming it, for the refusal when it is not there."""
     if not path.is_file():
-        raise RecipeError(path, "label table not found", hint="check the recipe's source.table")
+        raise RecipeError(path, "label table not found",
+                          hint=f"check --source and the recipe's {setting}")
     with open(path, "rb") as handle:
         head = handle.read(4096)
     if not head.strip():

@@ -90,7 +90,7 @@ def cbis(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     cases, skipped, used = [], {}, set()
     for name in tables:
         path = inside(root, name, "source.options.tables")
-        table = read_label_table(path)
+        table = read_label_table(path, "source.options.tables")
         table.columns = [c.strip() for c in table.columns]
         missing = [c for c in NEEDED if c not in table.columns]
         if missing:

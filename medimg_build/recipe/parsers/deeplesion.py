@@ -84,7 +84,7 @@ def deeplesion(options: dict[str, Any], root: Path, key: bytes) -> SourceListing
     table_path = inside(root, options.get("table", "DL_info.csv"), "source.options.table")
     images = inside(root, options.get("images", "Images_png"), "source.options.images")
     types: dict[str, str] = {str(k): v for k, v in options.get("lesion_types", {}).items()}
-    table = read_label_table(table_path)
+    table = read_label_table(table_path, "source.options.table")
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise RecipeError(table_path, f"missing column(s) {missing}; it has "
