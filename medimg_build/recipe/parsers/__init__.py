@@ -9,7 +9,8 @@ package."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,18 @@ class ParsedListing(SourceListing):
 
 
 PARSERS: dict[str, Parser] = {}
+OPTIONS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}  # name -> (known, required)
 LOADERS: dict[str, Loader] = {}
 
 
-def parser(name: str) -> Callable[[Parser], Parser]:
+def parser(name: str, options: Iterable[str] = (),
+           required: Iterable[str] = ()) -> Callable[[Parser], Parser]:
+    """Register a parser under ``name`` with the recipe options it reads (``options``)
+    and those it cannot do without (``required``): run_parser refuses any other, so a
+    misspelt option is an error rather than a default silently used."""
     def register(function: Parser) -> Parser:
         PARSERS[name] = function
+        OPTIONS[name] = (frozenset(options) | frozenset(required), tuple(required))
         return function
     return register
 
@@ -57,7 +64,22 @@ def run_parser(source: dict[str, Any], root: Path, key: bytes):
     if name not in PARSERS:
         raise RecipeError(None, f"unknown source parser {name!r}",
                           hint=f"known parsers: {', '.join(sorted(PARSERS)) or 'none'}")
-    return PARSERS[name](source.get("options", {}), root, key)
+    options = source.get("options", {})
+    _check_options(name, options)
+    return PARSERS[name](options, root, key)
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    known, required = OPTIONS[name]
+    missing = [option for option in required if option not in options]
+    problems = [f"missing option(s) {missing}"] if missing else []
+    for option in sorted(set(options) - known):
+        close = difflib.get_close_matches(option, sorted(known), n=1)
+        problems.append(f"unknown option {option!r}"
+                        + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if problems:
+        raise RecipeError(None, f"{name} parser: {'; '.join(problems)}",
+                          hint=f"its source.options are {', '.join(sorted(known)) or 'none'}")
 
 
 def load(name: str, path: Path, args: dict[str, Any]) -> MedicalImage:

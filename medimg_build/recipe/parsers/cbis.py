@@ -82,7 +82,7 @@ def _grid(path: Path) -> tuple[int, int] | None:
         return None
 
 
-@parser("cbis")
+@parser("cbis", options={"tables"})
 def cbis(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     tables = options.get("tables", ["mass_case_description_train_set.csv",
                                     "mass_case_description_test_set.csv"])

@@ -79,7 +79,7 @@ def _numbers(text: str, n: int, where: str) -> list[float]:
     return values
 
 
-@parser("deeplesion")
+@parser("deeplesion", options={"table", "images", "lesion_types"})
 def deeplesion(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     table_path = inside(root, options.get("table", "DL_info.csv"), "source.options.table")
     images = inside(root, options.get("images", "Images_png"), "source.options.images")

@@ -43,12 +43,8 @@ _OPTIONS = {"image", "images", "mask", "masks", "patients"}
 PATIENT_GLOBS = ["Patient *", "*/Patient *"]
 
 
-@parser("i2cvb")
+@parser("i2cvb", options=_OPTIONS)
 def i2cvb(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise RecipeError(None, f"i2cvb parser: unknown option(s) {unknown}",
-                          hint=f"options are {sorted(_OPTIONS)}")
     names = options.get("images") or [options.get("image", "T2W")]
     for name in names:  # folders of each patient folder: they must stay inside it
         inside(root, name, "source.options." + ("images" if "images" in options else "image"))

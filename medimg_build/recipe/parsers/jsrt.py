@@ -43,7 +43,7 @@ STRUCTURES = {"left lung": 1, "right lung": 1, "heart": 2,
               "left clavicle": 3, "right clavicle": 3}  # in priority order (last wins)
 
 
-@parser("scr")
+@parser("scr", options={"images", "masks", "bin", "require_masks"})
 def scr(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     """One case per JSRT image; its SCR masks (found under any ``masks`` folder) are
     passed to the ``scr_labels`` loader. Options: ``images`` (glob, default

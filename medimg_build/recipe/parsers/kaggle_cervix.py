@@ -50,7 +50,8 @@ RELABEL, REMOVE, TEST_LABELS = ("fixed_labels_v2.csv", "removed_files.csv",
                                 "solution_stg1_release.csv")
 
 
-@parser("kaggle_cervix")
+@parser("kaggle_cervix", options={"relabel", "remove", "test_labels",
+                                    "corrected_folders"})
 def kaggle_cervix(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     """Options: ``relabel`` (default ``fixed_labels_v2.csv``), ``remove`` (default
     ``removed_files.csv``), ``test_labels`` (default ``solution_stg1_release.csv``),

@@ -198,7 +198,7 @@ def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
                for d in range(3))
 
 
-@parser("lidc")
+@parser("lidc", options={"xml", "consensus_level"})
 def lidc(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     level = float(options.get("consensus_level", 0.5))
     cases, skipped = [], {}

@@ -46,12 +46,8 @@ from . import ParsedListing, parser
 _REQUIRED = ("name", "modality", "labels", "training")
 
 
-@parser("msd")
+@parser("msd", options={"include_test", "modality"})
 def msd(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
-    unknown = set(options) - {"include_test", "modality"}
-    if unknown:
-        raise RecipeError(None, f"msd parser: unknown option(s) {sorted(unknown)}",
-                          hint="options are include_test and modality")
     found = _dataset_jsons(root)
     if not found and (task := _task_without_json(root)) is not None:
         return _from_folders(task, root, options)

@@ -69,12 +69,8 @@ _READ_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
 _HINT = "see MIC-DKFZ/nnUNet documentation/dataset_format.md"
 
 
-@parser("nnunet")
+@parser("nnunet", options={"include_test", "modality", "patient_pattern"})
 def nnunet(options: dict[str, Any], root: Path, key: bytes) -> ParsedListing:
-    unknown = set(options) - {"include_test", "modality", "patient_pattern"}
-    if unknown:
-        raise RecipeError(None, f"nnunet parser: unknown option(s) {sorted(unknown)}",
-                          hint="options are include_test, modality and patient_pattern")
     path = find_dataset_json(root, "nnU-Net datasets (DatasetNNN_Name)")
     folder = path.parent
     dataset = read_json(path)

@@ -40,13 +40,9 @@ _OPTIONS = {"table", "key_column", "images", "path_pattern", "patient_column",
             "patient_field", "case_id", "masks", "key_prefix"}
 
 
-@parser("table_join")
+@parser("table_join", options=_OPTIONS,
+        required=("table", "key_column", "images", "path_pattern"))
 def table_join(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
-    missing = [o for o in ("table", "key_column", "images", "path_pattern") if o not in options]
-    unknown = sorted(set(options) - _OPTIONS)
-    if missing or unknown:
-        raise RecipeError(None, f"table_join parser: missing option(s) {missing}, unknown "
-                          f"option(s) {unknown}", hint=f"options are {sorted(_OPTIONS)}")
     try:
         pattern = re.compile(options["path_pattern"])
     except re.error as error:
