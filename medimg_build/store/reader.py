@@ -30,11 +30,10 @@ from .chunk_reads import with_lean_reads
 from .integrity import CheckedStore, check_snapshot_members
 from .labels import read_label
 from .schema import (
-    AFFINE, CASE, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION,
-    image_path, label_array_name, mask_path,
+    AFFINE, CASE, CASE_ATTRS, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK,
+    SCHEMA_VERSION, image_path, label_array_name, mask_path,
 )
 from .table import read_table
-from .volumes import CASE_ATTRS
 
 
 def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = None):

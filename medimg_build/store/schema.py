@@ -23,6 +23,7 @@ CASES_GROUP = "cases"  # volumes: one subgroup per case under it
 IMAGE = "image"
 MASK = "mask"
 LABELS_GROUP = "labels"  # volumes: the case's OME-NGFF labels group (its masks)
+CASE_ATTRS = "medimg_case"  # volumes: each case group's attribute (id, shape, affine...)
 LEVEL_PREFIX = "scale"  # volumes: resolution level n of an image or mask is group scale<n>
 COMPLETE = "complete"
 AFFINE = "affine"

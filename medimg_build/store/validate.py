@@ -29,12 +29,11 @@ from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
 from .labels import vocabulary_entry
 from .ngff import ngff_problems
 from .schema import (
-    AFFINE, CASE, CASES_GROUP, CHANNEL, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK,
-    MISSING_LABEL, ORIGIN, SPACING, class_coord_name, image_path, level_group, mask_path,
+    AFFINE, CASE, CASE_ATTRS, CASES_GROUP, CHANNEL, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS,
+    MASK, MISSING_LABEL, ORIGIN, SPACING, class_coord_name, image_path, level_group, mask_path,
 )
 from .table import CASE_ID
 from .tree import ArrayView, GroupView, can_list, open_tree
-from .volumes import CASE_ATTRS
 
 ANNOTATION_GROUPS = ("boxes", "landmarks")
 _ATOL_MM = 1e-6  # geometry is written from the same floats: any real drift is a bug

@@ -28,12 +28,10 @@ from .labels import segmentation_classes
 from .ngff import image_ome, label_image_ome, labels_ome
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
-    CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES, WHOLE_ARRAY_CONFIG,
-    checksummed, image_path, level_group, mask_path,
+    CASE_ATTRS, CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES,
+    WHOLE_ARRAY_CONFIG, checksummed, image_path, level_group, mask_path,
 )
 from .worker_writes import CaseDestination, WrittenCase
-
-CASE_ATTRS = "medimg_case"
 
 
 class VolumesWriter(BaseWriter):
