@@ -31,6 +31,7 @@ from ..store.writer import reopen_store
 from . import annotations
 from .annotations import with_annotations
 from .case_table import sha256_of
+from .label_tables import chosen_table
 from .model import Recipe
 from .parallel import harmonized
 from .paths import outside_problem, source_root, stored_text
@@ -169,9 +170,12 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                                                  listing.cases)
     cases = with_annotations(listing.cases, recipe.labels, source_dir)
     splits = plan_case_splits(recipe, cases, source_dir, secret)
+    table = recipe.source.get("table")
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
                            splits=splits, stack_masks=recipe.layout == "stack" and any(
-                               c.mask_path is not None or c.mask_loader for c in cases))
+                               c.mask_path is not None or c.mask_loader for c in cases),
+                           label_table=chosen_table(table, source_dir, "source.table")[0]
+                           if table else None)
     attrs = store_attributes(recipe, key_is_secret)
     attrs["recipe"] = declared.describe()  # as written; the source's own labels are in "labels"
     attrs["split"] = splits.describe()

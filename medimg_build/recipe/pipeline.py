@@ -32,7 +32,6 @@ from ..limits import DEFAULT_MAX_VOXELS, OPTION, SETTING, max_voxels
 from . import parsers
 from .annotations import case_annotations
 from .case_table import case_row
-from .label_tables import chosen_table
 from .model import Recipe
 from .sources import CaseSource
 
@@ -47,6 +46,9 @@ class BuildContext:
     splits: SplitPlan = SplitPlan()
     # A stack store has one mask array: when some cases have masks, every case must.
     stack_masks: bool = False
+    # The label table the cases' rows were read from (of a recipe's releases, the one
+    # chosen when the source was listed), named in a case's errors; None without one.
+    label_table: Path | None = None
 
 
 def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
@@ -257,13 +259,9 @@ def _target_ndim(recipe: Recipe) -> int | None:
 
 
 def _row_name(source: CaseSource, context: BuildContext) -> str:
-    table = context.recipe.source.get("table")
-    if not table:
+    if context.label_table is None:
         return source.case_id
-    # The release of the table that was read, when the recipe names several.
-    path, _ = chosen_table(table, context.source_dir, "source.table")
-    return f"{path} (row of {source.case_id})"
-
+    return f"{context.label_table} (row of {source.case_id})"
 
 
 def _annotation_rows_name(source: CaseSource, context: BuildContext) -> str | None:
