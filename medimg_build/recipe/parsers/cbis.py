@@ -39,7 +39,7 @@ import pydicom
 
 from ...errors import RecipeError
 from ..paths import inside
-from ..source_report import not_an_image
+from ..source_report import system_file
 from ..label_tables import read_label_table
 from ..sources import CaseSource, SourceListing, private_case_id
 from . import parser
@@ -67,7 +67,7 @@ def _dicom_files(folder: Path, root: Path, skipped: dict[str, str]) -> list[Path
     beside them (reported in ``skipped``): a fork is no second mammogram."""
     files = []
     for path in sorted(folder.rglob("*.dcm")):
-        if path.name.startswith(".") and (problem := not_an_image(path)) is not None:
+        if (problem := system_file(path)) is not None:
             skipped[path.relative_to(root).as_posix()] = problem
         else:
             files.append(path)

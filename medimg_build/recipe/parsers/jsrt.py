@@ -32,7 +32,7 @@ from ...errors import ImageReadError, RecipeError
 from ...image import MedicalImage
 from ...io import read_image
 from ..paths import inside_glob
-from ..source_report import not_an_image
+from ..source_report import system_file
 from ..sources import CaseSource, SourceListing, safe_id
 from . import loader, parser
 
@@ -88,7 +88,7 @@ def _files(paths: list[Path], root: Path, skipped: dict[str, str]) -> list[Path]
     are reported in ``skipped`` (they are no image, and no mask of one)."""
     kept = []
     for path in paths:
-        if path.name.startswith(".") and (problem := not_an_image(path)) is not None:
+        if (problem := system_file(path)) is not None:
             skipped[path.relative_to(root).as_posix()] = problem
         else:
             kept.append(path)

@@ -45,7 +45,7 @@ import pydicom
 from ...errors import RecipeError
 from ...privacy import pseudonymize
 from ..paths import inside_glob
-from ..source_report import not_an_image
+from ..source_report import system_file
 from ..sources import CaseSource, SourceListing
 from . import parser
 
@@ -205,7 +205,7 @@ def lidc(options: dict[str, Any], root: Path, key: bytes) -> SourceListing:
     for xml in inside_glob(root, options.get("xml", "**/LIDC-IDRI-*/**/*.xml"),
                            "source.options.xml"):
         where = str(xml.relative_to(root))
-        if xml.name.startswith(".") and (problem := not_an_image(xml)) is not None:
+        if (problem := system_file(xml)) is not None:
             skipped[where] = problem  # a macOS ._069.xml fork: no read, no broken XML
             continue
         try:
