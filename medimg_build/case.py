@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .image import MedicalImage
-from .labels.annotations import Boxes, Landmarks
+from .labels.boxes_landmarks import Boxes, Landmarks
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ import pytest
 from medimg_build.errors import LabelError
 from medimg_build.harmonize import resample_to_spacing, resize_with_pad, to_ras
 from medimg_build.image import MedicalImage
-from medimg_build.labels.annotations import Boxes, Landmarks
+from medimg_build.labels.boxes_landmarks import Boxes, Landmarks
 
 
 def oblique_lps_affine(spacing=(0.8, 0.9, 2.5)) -> np.ndarray:

@@ -12,7 +12,7 @@ from medimg_build.case import Case
 from medimg_build.errors import LabelError, StoreError
 from medimg_build.harmonize import resample_to_spacing, resize_with_pad, to_ras
 from medimg_build.image import MedicalImage
-from medimg_build.labels.annotations import Boxes, Landmarks
+from medimg_build.labels.boxes_landmarks import Boxes, Landmarks
 from medimg_build.store import create_store, open_store
 from medimg_build.store import volumes as volumes_module
 

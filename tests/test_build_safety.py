@@ -26,9 +26,8 @@ from medimg_build.errors import StoreError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store
-from medimg_build.store.journal import (
-    JOURNAL_DIR, KILL_ENV, KILL_WORKER_ENV, LOCK_NAME, STOP_ENV,
-)
+from medimg_build.failpoints import KILL_AT, KILL_WORKER_ON, STOP_AT
+from medimg_build.store.journal import JOURNAL_DIR, LOCK_NAME
 from medimg_build.store.validate import validate_store
 from store_contents import store_contents
 from test_resume import AFFINE, _args, _stack_source, _volume_source
@@ -64,14 +63,14 @@ def _command(args: list[str]) -> list[str]:
 
 
 def _killed(args: list[str], point: str) -> None:
-    done = subprocess.run(_command(args), env=dict(os.environ, **{KILL_ENV: point}),
+    done = subprocess.run(_command(args), env=dict(os.environ, **{KILL_AT: point}),
                           capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-800:]
 
 
 def _stopped(args: list[str], point: str) -> subprocess.Popen:
     """A build started in a subprocess and held (SIGSTOP) at ``point``."""
-    process = subprocess.Popen(_command(args), env=dict(os.environ, **{STOP_ENV: point}),
+    process = subprocess.Popen(_command(args), env=dict(os.environ, **{STOP_AT: point}),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -475,14 +474,14 @@ def test_a_dead_worker_fails_only_its_case_and_resume_finishes(sources, referenc
     out = tmp_path / f"{kind}.zarr"
     args = _args(kind, sources[kind], out) + ["--workers", "2"]
     poisoned = "case2" if kind == "volumes" else "00000002_000"
-    monkeypatch.setenv(KILL_WORKER_ENV, poisoned)  # inherited by the worker processes
+    monkeypatch.setenv(KILL_WORKER_ON, poisoned)  # inherited by the worker processes
     assert main(args) == 1
     store = open_store(out)
     built = list(store.cases.loc[store.cases["status"] == "built", "case_id"])
     assert poisoned not in built and len(built) == (5 if kind == "volumes" else 7)
     error = store.attrs["build_report"]["failed"][poisoned]
     assert "worker building this case died" in error
-    monkeypatch.delenv(KILL_WORKER_ENV)
+    monkeypatch.delenv(KILL_WORKER_ON)
     assert main(args + ["--resume"]) == 0
     _same(out, references[kind])
 
@@ -504,7 +503,7 @@ def test_a_cluster_whose_workers_are_all_gone_ends_the_build_resumably(
         worker = subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", address, "--no-nanny",
              "--nthreads", "1", "--no-dashboard"],
-            env=dict(os.environ, **{KILL_WORKER_ENV: "case2"},
+            env=dict(os.environ, **{KILL_WORKER_ON: "case2"},
                      PYTHONPATH=str(Path(__file__).resolve().parents[1])),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -14,7 +14,7 @@ import zarr
 from medimg_build import build_store, load_recipe, open_store
 from medimg_build.errors import StoreError
 from medimg_build.store.chunk_reads import (
-    CRC32C_BYTES, NO_CHUNK, LeanArray, index_entries, index_size, lean_array,
+    CRC32C_BYTES, NO_CHUNK, LocalShardArray, index_entries, index_size, local_shard_array,
 )
 from medimg_build.store.schema import default_compressor, image_path, mask_path
 
@@ -29,8 +29,8 @@ def _arrays(location, case_id):
 def test_case_arrays_of_a_local_store_read_through_lean_arrays(reference_stores):
     case, image, mask = _arrays(reference_stores.ct, "ct")
     for name in ("image", "mask"):
-        assert isinstance(case[name].variable._data.array, LeanArray)
-    assert isinstance(lean_array(image), LeanArray)
+        assert isinstance(case[name].variable._data.array, LocalShardArray)
+    assert isinstance(local_shard_array(image), LocalShardArray)
     stack = open_store(reference_stores.xray)
     first = stack.cases["case_id"][0]
     np.testing.assert_array_equal(
@@ -75,7 +75,7 @@ def test_empty_mask_slices_are_written_and_read_back(tmp_path):
     assert empty == [0, 1, 5, 6, 7]
     shard = tmp_path / "s.zarr" / "cases" / "case" / mask_path() / "c" / "0" / "0" / "0"
     with open(shard, "rb") as handle:
-        index = lean_array(stored)._index((0, 0, 0), handle)
+        index = local_shard_array(stored)._index((0, 0, 0), handle)
     assert not (index[:, 0] == NO_CHUNK).any()
     for z in range(stored.shape[0]):
         np.testing.assert_array_equal(case["mask"][z].values, stored[z])
@@ -90,7 +90,7 @@ def test_chunks_of_an_older_store_never_written_read_as_the_fill_value(tmp_path)
     values = np.zeros((4, 8, 8), np.int16)
     values[2] = 7
     array[...] = values
-    lean = lean_array(array)
+    lean = local_shard_array(array)
     assert lean.grid is None  # not checksummed
     with open(tmp_path / "old.zarr" / "image" / "c" / "0" / "0" / "0", "rb") as handle:
         assert np.flatnonzero(lean._index((0, 0, 0), handle)[:, 0] == NO_CHUNK).tolist() \
@@ -114,7 +114,7 @@ def test_a_damaged_shard_index_is_an_error_naming_the_file(reference_stores, tmp
 def test_stack_selections_across_shards_equal_zarr_python(reference_stores):
     store = open_store(reference_stores.xray)
     lazy = store.dataset(chunks=None)["image"]  # lean, like store.case()
-    assert isinstance(lazy.variable._data.array, LeanArray)
+    assert isinstance(lazy.variable._data.array, LocalShardArray)
     stored = zarr.open_group(reference_stores.xray, mode="r")["image"]
     for selection in [slice(1, 8), slice(None, None, 2), (slice(2, 7), 0, 100),
                       (-1, 0, slice(0, 512, 5))]:

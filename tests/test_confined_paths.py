@@ -19,7 +19,7 @@ from medimg_build.errors import ImageReadError, RecipeError
 from medimg_build.io import read_image
 from medimg_build.io.dicom_discovery import discover_series
 from medimg_build.labels.splits import plan_splits
-from medimg_build.recipe.annotations import annotation_rows
+from medimg_build.recipe.annotation_rows import annotation_rows
 from medimg_build.recipe.model import load_recipe
 from medimg_build.recipe.sources import list_sources
 

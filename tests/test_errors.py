@@ -18,7 +18,7 @@ import zarr
 from zarr.storage import _local
 
 from medimg_build.cli import main
-from medimg_build.store.journal import KILL_ENV
+from medimg_build.failpoints import KILL_AT
 from medimg_build.store.manifest import verify_store
 from test_resume import _args, _volume_source
 
@@ -142,7 +142,7 @@ def test_verify_an_unfinished_store_says_so(built, tmp_path, capsys, name, again
     out = tmp_path / name
     done = subprocess.run([sys.executable, "-m", "medimg_build.cli",
                            *_args("volumes", source, out), "--workers", "1"],
-                          env=dict(os.environ, **{KILL_ENV: "2"}), capture_output=True)
+                          env=dict(os.environ, **{KILL_AT: "2"}), capture_output=True)
     assert done.returncode == -9, done.stderr.decode()[-500:]
     assert main(["verify", str(out)]) == 2
     err = _error_line(capsys)

@@ -14,7 +14,7 @@ from medimg_build import open_store
 from medimg_build.cli import main
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
-from medimg_build.store.journal import KILL_ENV
+from medimg_build.failpoints import KILL_AT
 from medimg_build.store.validate import validate_store
 
 from fixtures import volume_folder
@@ -107,7 +107,7 @@ def test_classes_from_data_count_the_cases_a_resumed_build_recovered(tmp_path):
     command = [sys.executable, "-m", "medimg_build.cli", "build", "volume-folder", "--source",
                str(source), "--out", str(out), "--workers", "1", "--quiet", "--key", "k",
                "--set", "harmonize.spacing=null"]
-    killed = subprocess.run(command, env=dict(os.environ, **{KILL_ENV: "3"}),
+    killed = subprocess.run(command, env=dict(os.environ, **{KILL_AT: "3"}),
                             capture_output=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     report = build_store(load_recipe("volume-folder").with_overrides(

@@ -23,7 +23,8 @@ from medimg_build.cli import main
 from medimg_build.errors import StoreError
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
-from medimg_build.store.journal import JOURNAL_DIR, KILL_ENV, LOCK_NAME, BuildLock
+from medimg_build.failpoints import KILL_AT
+from medimg_build.store.journal import JOURNAL_DIR, LOCK_NAME, BuildLock
 from medimg_build.store.validate import validate_store
 from store_contents import store_contents
 
@@ -97,7 +98,7 @@ def built(tmp_path_factory):
     for kind, points in (("stack", STACK_KILLS), ("volumes", VOLUME_KILLS)):
         for point in points:
             out = root / f"{kind}-killed-{point}.zarr"
-            env = dict(os.environ, **{KILL_ENV: point})
+            env = dict(os.environ, **{KILL_AT: point})
             command = [sys.executable, "-m", "medimg_build.cli",
                        *_args(kind, sources[kind], out)]
             killed[kind, point] = (out, subprocess.Popen(command, env=env,
@@ -242,7 +243,7 @@ def test_resume_with_another_pseudonymization_key_is_refused(built, tmp_path, ca
     sources = built[0]
     out = tmp_path / "half.zarr"  # killed here: the fixture's stores get resumed by others
     command = [sys.executable, "-m", "medimg_build.cli", *_args("volumes", sources["volumes"], out)]
-    subprocess.run(command, env=dict(os.environ, **{KILL_ENV: "3"}), capture_output=True,
+    subprocess.run(command, env=dict(os.environ, **{KILL_AT: "3"}), capture_output=True,
                    timeout=120)
     assert (out / JOURNAL_DIR).exists()
     args = [a if a != "k" else "another-key" for a in _args("volumes", sources["volumes"], out)]

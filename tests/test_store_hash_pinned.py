@@ -8,7 +8,6 @@ environment: a zarr, numcodecs or h5py release that writes other bytes changes t
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

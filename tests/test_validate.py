@@ -297,7 +297,7 @@ def test_exported_json_fallback_is_declared(copy_of, tmp_path):
 
 
 def _write_boxes(path: Path, rows: dict[str, list]) -> None:
-    """A ``boxes`` table as store/annotations.py writes it (1-D columns, edges)."""
+    """A ``boxes`` table as store/annotation_tables.py writes it (1-D columns, edges)."""
     group = zarr.open_group(path, mode="r+").create_group(
         "boxes", attributes={"dimension": "box", "classes": ["lesion"], "columns": list(rows)})
     for name, values in rows.items():

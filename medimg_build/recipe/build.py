@@ -25,11 +25,11 @@ from ..privacy import (
     deidentification_record, pseudonym_key, pseudonymize, scrub, warn_default_key,
 )
 from ..store import create_store
-from ..store.journal import test_kill_point
+from ..failpoints import failpoint
 from ..store.replace import Replacing
 from ..store.writer import reopen_store
-from . import annotations
-from .annotations import with_annotations
+from . import annotation_rows
+from .annotation_rows import with_annotations
 from .case_table import sha256_of
 from .label_tables import chosen_table
 from .model import Recipe
@@ -265,7 +265,7 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
         bar.set_postfix(failed=len(failed), refresh=False)
         bar.update()
         count += 1
-        test_kill_point(count)  # TEST HOOK: SIGKILL after $MEDIMG_TEST_KILL_AFTER cases
+        failpoint(str(count))  # failpoints.py: point "N" after N cases
 
     # One writer thread: a case is compressed and written while the next one is being
     # received or harmonized (the build process spent half its time writing); writes
@@ -336,7 +336,7 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
             "classes": declared_classes(segmentation["classes"]),
             **{k: segmentation[k] for k in ("regions", "regions_class_order")
                if k in segmentation}}
-    labels.update(annotations.vocabulary(recipe.labels))
+    labels.update(annotation_rows.vocabulary(recipe.labels))
     return {
         "dataset": recipe.name,
         "title": data.get("title", recipe.name),

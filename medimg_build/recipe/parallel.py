@@ -13,7 +13,7 @@ from typing import Any
 from ..case import Case
 from ..errors import MedimgError, one_line
 from ..limits import OPTION, SETTING
-from ..store.journal import test_kill_worker
+from ..failpoints import worker_failpoint
 from ..store.worker_writes import CaseDestination
 from .case_table import sha256_of
 from .pipeline import BuildContext, harmonize_case, recipe_max_voxels
@@ -179,7 +179,7 @@ def _attempt(source: CaseSource, context: BuildContext,
     process (a full disk is not one case's problem)."""
     _share_cores_with_other_workers()
     if _on_a_worker():
-        test_kill_worker(source.case_id)  # TEST HOOK: a worker killed as if for memory
+        worker_failpoint(source.case_id)
     result = _harmonize(source, context)
     if isinstance(result, Case) and destination is not None and destination.reachable():
         try:

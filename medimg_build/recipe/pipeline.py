@@ -30,7 +30,7 @@ from ..labels.segmentation import MASK_VALUES, check_declared, label_values
 from ..labels.splits import SplitPlan
 from ..limits import DEFAULT_MAX_VOXELS, OPTION, SETTING, max_voxels
 from . import parsers
-from .annotations import case_annotations
+from .annotation_rows import case_annotations
 from .case_table import case_row
 from .model import Recipe
 from .sources import CaseSource

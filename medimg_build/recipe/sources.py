@@ -18,7 +18,7 @@ from ..labels.masks import check_flag_values
 from ..privacy import (identifying_values, pseudonym_key, pseudonymize,
                        readable_identity, scrub)
 from ..store import schema
-from ..store.annotations import GROUP_NAMES
+from ..store.annotation_tables import GROUP_NAMES
 from ..store.manifest import MANIFEST
 from .label_tables import (chosen_table, read_label_table, require_columns,
                            with_column_aliases)

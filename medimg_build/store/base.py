@@ -22,12 +22,12 @@ import zarr
 
 from ..case import Case
 from ..errors import StoreError
+from ..failpoints import failpoint
 from ..image import MedicalImage
 from ..provenance import to_jsonable
-from .annotations import GROUP_NAMES, AnnotationBuffer
+from .annotation_tables import GROUP_NAMES, AnnotationBuffer
 from .journal import BuildLock, Journal, annotation_from, case_record, labels_from
-from .journal import test_kill_point
-from .labels import LabelBuffer
+from .classification import ClassificationBuffer
 from .manifest import MANIFEST, write_manifest
 from .schema import CHANNEL, SCHEMA_VERSION, array_info, check_case_id
 from .table import check_table, write_table
@@ -113,7 +113,7 @@ class BaseWriter:
         # The same ids casefolded: "Case1" and "case1" would be one group on macOS and
         # Windows filesystems, so ids must differ by more than letter case.
         self._taken_ids: set[str] = set()
-        self._labels = LabelBuffer(n_cases)
+        self._labels = ClassificationBuffer(n_cases)
         self._annotations = AnnotationBuffer()  # boxes and landmarks, written at close
         self._template: ImageTemplate | None = None
         self._closed = False
@@ -305,7 +305,7 @@ class BaseWriter:
             arrays = self._arrays_info()  # before the table: its columns are in `table`
             table_info = write_table(self._root, table)
             self._closed = True
-        test_kill_point("close")  # TEST HOOK: killed with the table written, not finished
+        failpoint("close")  # failpoint: killed with the table written, not finished
         medimg = dict(to_jsonable(self._attrs))
         medimg.update(
             schema_version=SCHEMA_VERSION, layout=self.layout, n_cases=self.n_cases,

@@ -5,7 +5,7 @@ reads one in ~1.0 ms (a 512x512 int16 chunk, `make bench`) of which Blosc's deco
 0.18 ms; the rest is its async machinery -- a thread hop per call, and the shard index
 read and checked again at every call. For the layout medimg-build writes (a local file
 per shard, ``sharding_indexed`` with the index at the end as ``bytes`` + ``crc32c``,
-chunks as ``bytes`` + ``blosc``), ``LeanArray`` reads each shard's index once, reads the
+chunks as ``bytes`` + ``blosc``), ``LocalShardArray`` reads each shard's index once, reads the
 chunk with one ``pread`` and lets Blosc decode it; a selection over several chunks is
 assembled chunk by chunk the same way. Chunks written with their crc32c (``[bytes,
 blosc, crc32c]``, every store of this version) are checked as ``integrity.py`` checks
@@ -38,12 +38,12 @@ from .integrity import (
     shard_index,
 )
 
-__all__ = ["CRC32C_BYTES", "NO_CHUNK", "LeanArray", "index_entries", "index_size",
-           "lean_array", "with_lean_reads"]
+__all__ = ["CRC32C_BYTES", "NO_CHUNK", "LocalShardArray", "index_entries", "index_size",
+           "local_shard_array", "with_local_shard_reads"]
 
 
-def lean_array(array: zarr.Array) -> LeanArray | None:
-    """A ``LeanArray`` over ``array`` when its storage is the layout above, else None."""
+def local_shard_array(array: zarr.Array) -> LocalShardArray | None:
+    """A ``LocalShardArray`` over ``array`` when its storage is the layout above, else None."""
     store, location, pinned = array.store, None, None
     if isinstance(store, CheckedStore):
         store, location, pinned = store._store, store.location, store.pinned
@@ -63,12 +63,12 @@ def lean_array(array: zarr.Array) -> LeanArray | None:
             and getattr(array.metadata.chunk_key_encoding, "separator", None) == "/"):
         return None
     endian = ">" if inner[0].endian == Endian.big else "<"  # None: one-byte values
-    return LeanArray(array, Path(store.root) / array.path, sharding.chunk_shape,
+    return LocalShardArray(array, Path(store.root) / array.path, sharding.chunk_shape,
                      np.dtype(array.dtype).newbyteorder(endian),
                      location or str(store.root), checksummed, pinned)
 
 
-class LeanArray(BackendArray):
+class LocalShardArray(BackendArray):
     """An xarray backend array reading basic selections itself (module docstring).
     ``checksummed``: the chunks end with their crc32c and were all written, so a bad
     checksum, a missing shard and a missing chunk are each a StoreError naming
@@ -85,7 +85,7 @@ class LeanArray(BackendArray):
         self.stored_dtype = stored_dtype
         self.location = location or str(folder)
         self.grid = checksummed_array(array.metadata) if checksummed else None
-        # lean_array takes [bytes, blosc(, crc32c)] arrays only: an exact Blosc bound.
+        # local_shard_array takes [bytes, blosc(, crc32c)] arrays only: an exact Blosc bound.
         self.bound = chunk_bound(array.metadata, 0)
         self.pinned = pinned  # the store's folder when it was opened (integrity.py)
         self._indexes: dict[tuple[int, ...], np.ndarray] = {}
@@ -208,15 +208,15 @@ def _length(out: slice) -> int:
     return out.stop - out.start
 
 
-def with_lean_reads(ds: xr.Dataset, group: zarr.Group) -> xr.Dataset:
+def with_local_shard_reads(ds: xr.Dataset, group: zarr.Group) -> xr.Dataset:
     """``ds`` (opened lazily from ``group`` without Dask) with each eligible variable
-    read through a ``LeanArray``."""
+    read through a ``LocalShardArray``."""
     arrays = set(group.array_keys())
     replaced = {}
     for name, variable in ds.data_vars.items():
         if name not in arrays:
             continue
-        lean = lean_array(group[name])
+        lean = local_shard_array(group[name])
         if lean is not None and lean.dtype == variable.dtype:  # not CF-decoded by xarray
             replaced[name] = xr.Variable(variable.dims, indexing.LazilyIndexedArray(lean),
                                          variable.attrs, variable.encoding)

@@ -1,6 +1,6 @@
 """The store schema in one HDF5 file: how Zarr notions map onto h5py.
 
-The writers (stack.py, volumes.py, labels.py, table.py) talk to a Zarr group through a
+The writers (stack.py, volumes.py, classification.py, table.py) talk to a Zarr group through a
 handful of calls: ``create_array``, ``create_group``, ``attrs[key] = value``,
 ``arrays()``, ``group[path]``, and slice assignment on the arrays they get back.
 ``H5Group`` offers exactly those calls over an h5py group, so the layout logic (case

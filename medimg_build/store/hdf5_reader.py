@@ -143,7 +143,7 @@ class _Chunks:
 
 
 class H5ReadGroup:
-    """The ``zarr.Group`` calls ``MedimgStore``, table.py and labels.py read with; h5py's
+    """The ``zarr.Group`` calls ``MedimgStore``, table.py and classification.py read with; h5py's
     errors on a damaged file become StoreErrors (``checked``)."""
 
     def __init__(self, source: H5Source, group: h5py.Group) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import sys
 import time
@@ -40,34 +39,13 @@ import fsspec.implementations.local
 import numpy as np
 
 from ..errors import StoreError
-from ..labels.annotations import Boxes, Landmarks
+from ..labels.boxes_landmarks import Boxes, Landmarks
 from ..provenance import to_jsonable
 
 LOCK_NAME = ".medimg-build.lock"
 JOURNAL_DIR = ".medimg-build"
-KILL_ENV = "MEDIMG_TEST_KILL_AFTER"
-STOP_ENV = "MEDIMG_TEST_STOP_AT"
-KILL_WORKER_ENV = "MEDIMG_TEST_KILL_WORKER_ON"
 # A killed zarr LocalStore write leaves its temporary file: ``<key>.<uuid4 hex>.partial``.
 PARTIAL_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")
-
-
-def test_kill_point(count: int | str) -> None:
-    """TEST HOOK (tests/test_resume.py): SIGKILL this process when ``count`` equals
-    $MEDIMG_TEST_KILL_AFTER, to interrupt a build at a deterministic point; SIGSTOP it
-    when ``count`` equals $MEDIMG_TEST_STOP_AT, to hold a build there while a test
-    starts another (the test sends SIGCONT)."""
-    if os.environ.get(KILL_ENV) == str(count):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get(STOP_ENV) == str(count):
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-
-def test_kill_worker(case_id: str) -> None:
-    """TEST HOOK (tests/test_build_safety.py): SIGKILL the Dask worker harmonizing the
-    case $MEDIMG_TEST_KILL_WORKER_ON, as the kernel's OOM killer would."""
-    if os.environ.get(KILL_WORKER_ENV) == case_id:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def remove_partial_writes(location: str) -> list[str]:

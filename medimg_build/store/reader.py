@@ -23,12 +23,12 @@ from zarr.storage import FsspecStore, LocalStore, ZipStore
 from ..errors import StoreError
 from ..image import MedicalImage
 from ..limits import store_max_voxels
-from .annotations import BOXES, LANDMARKS, read_annotations
+from .annotation_tables import BOXES, LANDMARKS, read_annotations
 from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
 from .axes import stored_origin, stored_spacing
-from .chunk_reads import with_lean_reads
+from .chunk_reads import with_local_shard_reads
 from .integrity import CheckedStore, check_snapshot_members
-from .labels import read_label
+from .classification import read_label
 from .schema import (
     AFFINE, CASE, CASE_ATTRS, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK,
     SCHEMA_VERSION, image_path, label_array_name, mask_path,
@@ -257,7 +257,7 @@ class MedimgStore:
         the stored ``case`` axis), ``case_id``, ``label``, ``label_index``, harmonized
         voxel edges ``[z_min, z_max,] y_min, y_max, x_min, x_max``, their RAS+ extent
         in mm ``R_min .. S_max``, ``key_slice`` (3D) and the source coordinates
-        ``source_i_min ..`` (see ``medimg_build.store.annotations``)."""
+        ``source_i_min ..`` (see ``medimg_build.store.annotation_tables``)."""
         return read_annotations(self._root, BOXES, self._complete, self.location,
                                 BOXES in (self.attrs.get("labels") or {}))
 
@@ -287,7 +287,7 @@ def open_group_dataset(group: zarr.Group, **kwargs: Any) -> xr.Dataset:
     drop = list(kwargs.pop("drop_variables", None) or [])
     ds = xr.open_dataset(ZarrStore(group, mode="r"), drop_variables=[*NOT_DATA, *drop],
                          **kwargs)
-    return with_lean_reads(ds, group) if kwargs.get("chunks") is None else ds
+    return with_local_shard_reads(ds, group) if kwargs.get("chunks") is None else ds
 
 
 class StackReads:

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
+from ..failpoints import failpoint
 from .axes import WORLD_LABELS, image_to_stored, mask_to_stored, spatial_dims, stored_origin
 from .axes import stored_spacing
 from .base import BaseWriter
-from .journal import test_kill_point
 from .schema import (
     AFFINE, AFFINE_DIMS, CASE, CHANNEL, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, SPATIAL,
     STACK_ROOT_NAMES, TARGET_SHARD_BYTES, WHOLE_ARRAY_CONFIG, WORLD, checksummed,
@@ -142,7 +142,7 @@ class StackWriter(BaseWriter):
         self._arrays[SPACING][start:stop] = spacing
         self._arrays[ORIGIN][start:stop] = origin
         self._journal_unit(shard_unit(shard), list(batch))
-        test_kill_point("shard")  # TEST HOOK: killed with a shard written but not complete
+        failpoint("shard")  # failpoint: killed with a shard written but not complete
         self._arrays[COMPLETE][start:stop] = complete
 
     # -- resuming ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from referencing import Registry, Resource
 from ..limits import store_max_voxels
 from ..resources import schema_dir
 from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
-from .labels import vocabulary_entry
+from .classification import vocabulary_entry
 from .ngff import ngff_problems
 from .schema import (
     AFFINE, CASE, CASE_ATTRS, CASES_GROUP, CHANNEL, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS,
@@ -385,7 +385,7 @@ def _geometry_problem(affine: np.ndarray, nd: int, spacing: Any, origin: Any) ->
 
 
 def _check_annotations(checker: _Checker, ids: list[str]) -> None:
-    """Box and landmark tables (store/annotations.py: groups ``boxes``/``landmarks`` of
+    """Box and landmark tables (store/annotation_tables.py: groups ``boxes``/``landmarks`` of
     1-D columns): each row names a case on the case axis and a class of the group's
     ``classes``, and lies inside that case's image. Voxel centres are at integers and
     box coordinates are edges, so the image spans -0.5 .. size-0.5 on every axis."""

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
+from ..failpoints import failpoint
 from .axes import (
     axis_coords, image_to_stored, is_axis_aligned, mask_to_stored, spatial_dims,
     stored_origin, stored_spacing,
 )
 from .base import BaseWriter
-from .journal import test_kill_point
-from .labels import segmentation_classes
+from .classification import segmentation_classes
 from .ngff import image_ome, label_image_ome, labels_ome
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
@@ -53,7 +53,7 @@ class VolumesWriter(BaseWriter):
         if not isinstance(case, WrittenCase):  # else a worker wrote its group already
             write_case_group(self._cases, case, self._group_settings())
         self._journal_unit(case_unit(index), [index])
-        test_kill_point("case")  # TEST HOOK: killed with a case written but not complete
+        failpoint("case")  # failpoint: killed with a case written but not complete
         group = self._cases[case.case_id]
         group.attrs[CASE_ATTRS] = dict(group.attrs[CASE_ATTRS], complete=True)  # last
         self._wrote(index, case.case_id)

@@ -17,13 +17,12 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
+from ..failpoints import failpoint
 from ..provenance import to_jsonable
 from .base import BaseWriter, layout_options
 from .hdf5_backend import wants_hdf5
 from .hdf5_writer import create_hdf5_writer
-from .journal import (
-    JOURNAL_DIR, LOCK_NAME, BuildLock, Journal, remove_partial_writes, test_kill_point,
-)
+from .journal import JOURNAL_DIR, LOCK_NAME, BuildLock, Journal, remove_partial_writes
 from .replace import (
     Replacing, is_local, rebuild_location, rebuilds_beside, refuse_remote_replace,
     remove_leftovers,
@@ -86,14 +85,14 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     lock = None if journal is None else BuildLock(location)
     if lock is not None:
         lock.check()  # first: --overwrite must not touch a store that is being built
-    test_kill_point("checked")  # TEST HOOK: past the check, another build may start now
+    failpoint("checked")  # failpoint: past the check, another build may start now
     replace = _make_room(location, overwrite)
     if replace and not is_local(location):
         refuse_remote_replace(location)
     if lock is not None:
         lock.acquire()  # from here on a second build of this name is refused
     try:
-        test_kill_point("lock")  # TEST HOOK: killed holding the lock, nothing written
+        failpoint("lock")  # failpoint: killed holding the lock, nothing written
         if not replace:
             Journal(location).remove()  # of a build killed before its first write
             writer = new.writer(location, journal)

@@ -23,7 +23,7 @@ from .schema import (
 )
 
 
-class LabelBuffer:
+class ClassificationBuffer:
     def __init__(self, n_cases: int) -> None:
         self._n = n_cases
         self._widths: dict[str, int | None] = {}  # None = scalar, else number of classes

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LabelError, StoreError, shown_items
-from ..labels.annotations import Boxes, Landmarks
+from ..labels.boxes_landmarks import Boxes, Landmarks
 from .axes import spatial_dims
-from .labels import vocabulary_entry
+from .classification import vocabulary_entry
 from .schema import COLUMN_CHUNK
 
 BOXES, LANDMARKS = "boxes", "landmarks"

@@ -1,6 +1,6 @@
 """Boxes and landmarks of a recipe: rows of the source's annotation tables turned into
-``labels.annotations`` values on the image as read, then moved onto the harmonized
-grid through the world position (see labels/annotations.py)."""
+``labels.boxes_landmarks`` values on the image as read, then moved onto the harmonized
+grid through the world position (see labels/boxes_landmarks.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import LabelError
 from ..image import MedicalImage
-from ..labels.annotations import Boxes, Landmarks
+from ..labels.boxes_landmarks import Boxes, Landmarks
 from .paths import inside
 from .label_tables import read_label_table
 from .sources import CaseSource
