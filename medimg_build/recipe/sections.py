@@ -23,8 +23,6 @@ from typing import Any, ClassVar, TypeVar
 from ..limits import DEFAULT_MAX_VOXELS
 
 Section = TypeVar("Section")
-
-
 GEOMETRY_TOLERANCE_MM = 0.01  # how far a mask's grid may be from its image's
 
 
@@ -36,11 +34,13 @@ def _empty() -> Mapping[str, Any]:
 
 @dataclass(frozen=True, kw_only=True)
 class _SourceKind:
-    """What every source kind answers, with or without the setting of its own."""
+    """What the build asks of any source kind. A kind without such a setting answers
+    with these class values (a volume folder names no table), not with a field: the
+    fields are the schema's properties, no more."""
 
-    # Source column -> case table column; kinds without a table or path fields keep none.
+    # Source column -> case table column.
     columns: ClassVar[Mapping[str, str]] = types.MappingProxyType({})
-    table: ClassVar[str | tuple[str, ...] | None] = None  # the label table, if any
+    table: ClassVar[str | tuple[str, ...] | None] = None  # the label table
     channel_names: ClassVar[tuple[str, ...] | None] = None
 
     @property
@@ -288,7 +288,7 @@ def _parsed(hint: Any, value: Any) -> Any:
     if len(sections) == 1:
         return parse(sections[0], value)
     if sections:
-        by_kind = {kind.kind: kind for kind in sections}
+        by_kind = {kind_class.kind: kind_class for kind_class in sections}
         return parse(by_kind[value["kind"]], value)
     item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else None
     if dataclasses.is_dataclass(item):
