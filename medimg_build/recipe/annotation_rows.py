@@ -16,9 +16,10 @@ from ..errors import LabelError
 from ..image import MedicalImage
 from ..labels.boxes_landmarks import Boxes, Landmarks
 from .paths import inside
-from .sections import BoxLabels, Labels, LandmarkLabels
 from .label_tables import read_label_table
+from .sections import BoxLabels, Labels, LandmarkLabels
 from .sources import CaseSource
+
 
 def annotation_rows(labels: Labels, root: Path) -> dict[str, dict[str, list[dict]]]:
     """kind -> image name (or case id) -> its rows, for the tables a recipe names."""

@@ -37,10 +37,10 @@ from .parallel import harmonized
 from .paths import outside_problem, source_root, stored_text
 from .pipeline import BuildContext, check_planned_size
 from .scheduler import connect
-from .sections import Classification
 from .scrubbed import (
     journal_names, journal_paths, source_identifiers, stored_failure, stored_skip_reasons,
 )
+from .sections import Classification
 from .sources import CaseSource, list_sources
 
 SHOWN_NAME_CHARS = 200  # of a skipped file's name in the summary

@@ -23,8 +23,8 @@ from ..store.manifest import MANIFEST
 from .label_tables import (chosen_table, read_label_table, require_columns,
                            with_column_aliases)
 from .model import Recipe
-from .sections import DicomTree, ImageTable, VolumeFolder
 from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
+from .sections import DicomTree, ImageTable, VolumeFolder
 from .source_report import not_an_image, with_masks_reported, with_system_files_beside
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
