@@ -1,5 +1,6 @@
 """Recipes: YAML data that says where a source's images and labels are and how to
-harmonize them. Loading validates against ``schema/recipe.schema.json``."""
+harmonize them. Loading validates against ``schema/recipe.schema.json``, then parses
+the recipe once into frozen dataclasses, one per section (``sections.py``)."""
 
 from __future__ import annotations
 
