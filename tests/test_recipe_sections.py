@@ -95,7 +95,7 @@ def test_every_bundled_recipe_parses_frozen_and_keeps_its_hash(recipe):
     canonical = json.dumps(written, sort_keys=True, separators=(",", ":")).encode()
     assert recipe.content_hash == hashlib.sha256(canonical).hexdigest()
     assert recipe.describe()["content"] == written
-    assert type(recipe.source).__name__ != "dict" and recipe.source.kind == written["source"]["kind"]
+    assert recipe.source.kind == written["source"]["kind"]
     assert isinstance(recipe.harmonize.intensity, Intensity)
     assert all(isinstance(spec, Classification) for spec in recipe.labels.classification)
     for field in dataclasses.fields(RecipeSections):
