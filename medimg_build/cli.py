@@ -350,11 +350,12 @@ def _recipes(args: argparse.Namespace) -> int:
 
     rows = [("recipe", "modality", "organ", "layout", "labels", "license")]
     for recipe in bundled_recipes():
-        data = recipe.data
-        kinds = [kind for kind in ("classification", "segmentation", "boxes", "landmarks")
-                 if recipe.labels.get(kind)]
-        rows.append((recipe.name, data["modality"], data["organ"], recipe.layout,
-                     ", ".join(kinds) or "-", data.get("license", "?")))
+        labels = recipe.labels
+        kinds = [kind for kind, declared in (("classification", labels.classification),
+                                             ("segmentation", labels.segmentation),
+                                             *labels.annotations().items()) if declared]
+        rows.append((recipe.name, recipe.modality, recipe.organ, recipe.layout,
+                     ", ".join(kinds) or "-", "?" if recipe.license is None else recipe.license))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])

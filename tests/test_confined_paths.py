@@ -21,6 +21,7 @@ from medimg_build.io.dicom_discovery import discover_series
 from medimg_build.labels.splits import plan_splits
 from medimg_build.recipe.annotation_rows import annotation_rows
 from medimg_build.recipe.model import load_recipe
+from medimg_build.recipe.sections import Labels, Split, parse
 from medimg_build.recipe.sources import list_sources
 
 VOLUME = np.arange(4 * 3 * 2, dtype=np.int16).reshape(4, 3, 2)
@@ -299,10 +300,10 @@ def test_box_tables_and_split_lists_outside_are_refused(tree):
     boxes = {"boxes": {"table": "../outside/table.csv", "image_column": "image",
                        "label_column": "label", "columns": ["label"], "format": "xywh"}}
     with pytest.raises(RecipeError, match=r"labels\.boxes\.table '\.\./outside"):
-        annotation_rows(boxes, source)
+        annotation_rows(parse(Labels, boxes), source)
     (outside / "test_list.txt").write_text("a.nii.gz\n")
     with pytest.raises(RecipeError, match=r"split\.lists\.test '\.\./outside/test_list"):
-        plan_splits({"lists": {"test": "../outside/test_list.txt"}},
+        plan_splits(parse(Split, {"lists": {"test": "../outside/test_list.txt"}}),
                     [("a", "p1", "a.nii.gz", None)], source)
 
 

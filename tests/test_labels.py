@@ -8,12 +8,14 @@ import pytest
 from medimg_build.errors import LabelError
 from medimg_build.labels.classification import MISSING, encode
 from medimg_build.labels.splits import assign_split
+from medimg_build.recipe.sections import Classification, Split, parse
 
-FINDINGS = {"name": "finding", "column": "Finding Labels", "kind": "multilabel",
-            "separator": "|", "none": ["No Finding"], "missing": [""],
-            "classes": ["Atelectasis", "Cardiomegaly", "Effusion"]}
-GRADE = {"name": "grade", "column": "level", "kind": "ordinal",
-         "classes": ["none", "mild", "moderate", "severe", "proliferative"]}
+FINDINGS = parse(Classification, {
+    "name": "finding", "column": "Finding Labels", "kind": "multilabel", "separator": "|",
+    "none": ["No Finding"], "missing": [""],
+    "classes": ["Atelectasis", "Cardiomegaly", "Effusion"]})
+GRADE = parse(Classification, {"name": "grade", "column": "level", "kind": "ordinal",
+                               "classes": ["none", "mild", "moderate", "severe", "proliferative"]})
 
 
 def test_multilabel_none_missing_and_classes():
@@ -70,7 +72,7 @@ def _images(n_patients=400, per_patient=4, seed=0):
 def test_stratified_plan_keeps_patients_whole_and_classes_balanced(tmp_path):
     rows = _images()
     spec = {"seed": 3, "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}, "stratify": "x"}
-    plan = plan_splits(spec, rows, tmp_path)
+    plan = plan_splits(parse(Split, spec), rows, tmp_path)
     split_of = {patient: plan.split_of(patient) for _, patient, _, _ in rows}
     rare = [p for _, p, _, s in rows if s == 1]
     rare_patients = sorted(set(rare))
@@ -78,14 +80,14 @@ def test_stratified_plan_keeps_patients_whole_and_classes_balanced(tmp_path):
     # Each split gets its share of the rare class, to within one patient.
     for name, fraction in spec["fractions"].items():
         assert abs(counts[name] - fraction * len(rare_patients)) <= 1, counts
-    assert plan_splits(spec, rows, tmp_path).by_patient == plan.by_patient
+    assert plan_splits(parse(Split, spec), rows, tmp_path).by_patient == plan.by_patient
 
 
 def test_official_lists_win_and_pull_the_whole_patient(tmp_path):
     rows = _images(n_patients=50)
     (tmp_path / "test_list.txt").write_text("00003_000.png\n00007_002.png\n")
     spec = {"seed": 0, "fractions": {"train": 0.8, "val": 0.2}, "lists": {"test": "test_list.txt"}}
-    plan = plan_splits(spec, rows, tmp_path)
+    plan = plan_splits(parse(Split, spec), rows, tmp_path)
     assert plan.split_of("patient3") == plan.split_of("patient7") == "test"
     assert {plan.split_of(f"patient{p}") for p in range(50) if p not in (3, 7)} <= {"train", "val"}
 
@@ -95,11 +97,12 @@ def test_lists_that_split_a_patient_are_refused(tmp_path):
     (tmp_path / "a.txt").write_text("00001_000.png\n")
     (tmp_path / "b.txt").write_text("00001_001.png\n")
     with pytest.raises(RecipeError, match="patient1 has images in both"):
-        plan_splits({"lists": {"train": "a.txt", "test": "b.txt"}}, rows, tmp_path)
+        plan_splits(parse(Split, {"lists": {"train": "a.txt", "test": "b.txt"}}), rows, tmp_path)
 
 
 def test_multilabel_stratum_is_the_rarest_positive_class():
-    spec = {"kind": "multilabel", "classes": ["common", "rare"]}
+    spec = parse(Classification, {"name": "x", "column": "x", "kind": "multilabel",
+                                  "classes": ["common", "rare"]})
     values = [np.array([1, 0]), np.array([1, 1]), np.array([1, 0]), np.array([0, 0]),
               np.array([-1, -1])]
     assert strata(spec, values) == [0, 1, 0, -2, -1]

@@ -13,7 +13,8 @@ from medimg_build.recipe.sources import list_sources
 
 def _with_options(name: str, **options) -> Recipe:
     recipe = load_recipe(name)
-    source = {**recipe.source, "options": {**recipe.source.get("options", {}), **options}}
+    written = recipe.data["source"]
+    source = {**written, "options": {**written.get("options", {}), **options}}
     return Recipe.from_dict({**recipe.data, "source": source})
 
 
@@ -34,8 +35,9 @@ def test_a_misspelt_option_is_refused_with_the_one_meant(tmp_path, recipe, typo,
 
 def test_a_missing_required_option_is_named(tmp_path):
     recipe = load_recipe("adni")
-    options = {k: v for k, v in recipe.source["options"].items() if k != "key_column"}
-    broken = Recipe.from_dict({**recipe.data, "source": {**recipe.source, "options": options}})
+    written = recipe.data["source"]
+    options = {k: v for k, v in written["options"].items() if k != "key_column"}
+    broken = Recipe.from_dict({**recipe.data, "source": {**written, "options": options}})
     with pytest.raises(RecipeError, match=r"table_join parser: missing option\(s\) "
                                           r"\['key_column'\]"):
         list_sources(broken, tmp_path)

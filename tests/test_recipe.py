@@ -58,12 +58,12 @@ def test_unknown_recipe_name():
 def test_none_override_removes_a_key():
     recipe = load_recipe("volume-folder").with_overrides(
         {"harmonize": {"intensity": {"preset": "mr", "window": None}}})
-    assert recipe.harmonize["intensity"] == {"preset": "mr"}
+    assert recipe.data["harmonize"]["intensity"] == {"preset": "mr"}
 
 
 def test_another_intensity_preset_starts_afresh():
     recipe = load_recipe("volume-folder")  # ct, with a window
     mr = recipe.with_overrides({"harmonize": {"intensity": {"preset": "mr"}}})
-    assert mr.harmonize["intensity"] == {"preset": "mr"}
+    assert mr.data["harmonize"]["intensity"] == {"preset": "mr"}
     same = recipe.with_overrides({"harmonize": {"intensity": {"window": [-100, 200]}}})
-    assert same.harmonize["intensity"] == {"preset": "ct", "window": [-100, 200]}
+    assert same.data["harmonize"]["intensity"] == {"preset": "ct", "window": [-100, 200]}

@@ -59,7 +59,7 @@ def test_flags_must_be_distinct_powers_of_two(tmp_path):
     """1 + 2 == 3: layers numbered 1 and 3 could not be told apart where they overlap."""
     drive.make(tmp_path)
     recipe = load_recipe("drive")
-    masks = recipe.source["masks"]
+    masks = recipe.data["source"]["masks"]
     recipe = recipe.with_overrides({"source": {"masks": {"2": None, "3": masks["2"]}}})
     with pytest.raises(RecipeError, match=r"mask layer values \[1, 3\] are not distinct "
                                           "powers of two"):

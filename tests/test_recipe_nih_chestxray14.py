@@ -95,7 +95,7 @@ def test_a_label_column_the_table_lacks_fails_its_cases(tmp_path):
     read as an empty cell, i.e. "unknown" (-1) for every case, without a word."""
     made = nih_chestxray14.make(tmp_path / "nih", tables=(V2017,))
     recipe = load_recipe("nih-chestxray14")
-    finding = dict(recipe.labels["classification"][0], column="Findings")
+    finding = dict(recipe.data["labels"]["classification"][0], column="Findings")
     recipe = recipe.with_overrides({"labels": {"classification": [finding]},
                                     "harmonize": {"shape": [32, 32]}})
     report = build_store(recipe, tmp_path / "nih", tmp_path / "nih.zarr", progress=False,

@@ -65,7 +65,7 @@ def _build_all(base: Path, suffix: str) -> dict[str, Path]:
     chest = load_recipe("nih-chestxray14").with_overrides({
         "harmonize": {"shape": [16, 16]},
         "labels": {"classification": [
-            *load_recipe("nih-chestxray14").labels["classification"],
+            *load_recipe("nih-chestxray14").data["labels"]["classification"],
             {"name": "view", "column": "View Position", "kind": "multiclass",
              "classes": ["PA", "AP"]}]}})
     source = _chest_source(base / "csrc", rows)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LabelError, shown_items
+from ..recipe.sections import Segmentation
 
 FROM_DATA = "from_data"
 MASK_VALUES = "mask_values"  # case table column: the label values of the case's mask
@@ -40,10 +41,10 @@ def declared_classes(classes: dict[str, str] | str) -> dict[str, str] | str:
     return {**BACKGROUND, **classes}
 
 
-def check_declared(values: list[int], spec: dict[str, Any], where: Path | None) -> None:
+def check_declared(values: list[int], spec: Segmentation | None, where: Path | None) -> None:
     """Refuse mask values the recipe's ``labels.segmentation.classes`` does not list
-    (any value is a class with ``from_data``)."""
-    classes = declared_classes(spec.get("classes", BACKGROUND))
+    (any value is a class with ``from_data``; without the section, only background)."""
+    classes = declared_classes(spec.classes if spec is not None else BACKGROUND)
     if classes == FROM_DATA:
         return
     known = {int(v) for v in classes}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..errors import RecipeError
 from ..recipe.paths import inside
+from ..recipe.sections import Split
 
 
 def assign_split(patient_id: str, seed: int, fractions: dict[str, float]) -> str:
@@ -57,28 +59,28 @@ class SplitPlan:
         return {"method": self.method, "seed": self.seed, "fractions": self.fractions}
 
 
-def plan_splits(spec: dict[str, Any], cases: list[tuple[str, str | None, str, int | None]],
+def plan_splits(spec: Split, cases: list[tuple[str, str | None, str, int | None]],
                 source_dir: Path, official: list[Any] | None = None) -> SplitPlan:
     """The split plan of a recipe's ``split`` section for ``cases`` given as
     (case id, patient pseudonym or None, image file name, stratum or None);
     ``official``: each case's raw value of ``split.column``, if the recipe names one."""
-    seed = int(spec.get("seed", 0))
-    fractions = dict(spec.get("fractions", {"train": 1.0}))
-    fixed = _from_lists(spec.get("lists", {}), cases, source_dir)
-    if spec.get("column"):
+    seed = int(spec.seed)
+    fractions = dict(spec.fractions)
+    fixed = _from_lists(spec.lists, cases, source_dir)
+    if spec.column:
         fixed = {**_from_column(spec, cases, official or [None] * len(cases)), **fixed}
     method = "hash"
-    if spec.get("stratify"):
-        method = f"stratified by {spec['stratify']}"
-        fixed = {**_stratified(cases, seed, fractions, fixed, spec["stratify"]), **fixed}
-    if spec.get("lists"):
-        method = f"official lists ({', '.join(sorted(spec['lists']))}) + {method}"
-    if spec.get("column"):
-        method = f"official column {spec['column']} + {method}"
+    if spec.stratify:
+        method = f"stratified by {spec.stratify}"
+        fixed = {**_stratified(cases, seed, fractions, fixed, spec.stratify), **fixed}
+    if spec.lists:
+        method = f"official lists ({', '.join(sorted(spec.lists))}) + {method}"
+    if spec.column:
+        method = f"official column {spec.column} + {method}"
     return SplitPlan(seed=seed, fractions=fractions, by_patient=fixed, method=method)
 
 
-def _from_lists(lists: dict[str, str], cases, source_dir: Path) -> dict[str, str]:
+def _from_lists(lists: Mapping[str, str], cases, source_dir: Path) -> dict[str, str]:
     """patient pseudonym -> split, for the patients of images named in official lists."""
     named: dict[str, str] = {}
     for split, relative in lists.items():
@@ -104,10 +106,10 @@ def _from_lists(lists: dict[str, str], cases, source_dir: Path) -> dict[str, str
     return by_patient
 
 
-def _from_column(spec: dict[str, Any], cases, official: list[Any]) -> dict[str, str]:
+def _from_column(spec: Split, cases, official: list[Any]) -> dict[str, str]:
     """patient pseudonym -> split, from each case's cell of ``split.column`` mapped by
     ``split.values`` (an empty cell leaves the case to the other rules)."""
-    column, values = spec["column"], spec.get("values", {})
+    column, values = spec.column, spec.values
     by_patient: dict[str, str] = {}
     for (case_id, patient, _, _), raw in zip(cases, official):
         text = "" if raw is None else str(raw).strip()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +17,32 @@ from ..image import MedicalImage
 from ..labels.boxes_landmarks import Boxes, Landmarks
 from .paths import inside
 from .label_tables import read_label_table
+from .sections import BoxLabels, Labels, LandmarkLabels
 from .sources import CaseSource
 
-KINDS = ("boxes", "landmarks")
 
-
-def annotation_rows(labels: dict[str, Any], root: Path) -> dict[str, dict[str, list[dict]]]:
+def annotation_rows(labels: Labels, root: Path) -> dict[str, dict[str, list[dict]]]:
     """kind -> image name (or case id) -> its rows, for the tables a recipe names."""
     found: dict[str, dict[str, list[dict]]] = {}
-    for kind in KINDS:
-        spec = labels.get(kind)
-        if not spec or not spec.get("table"):  # no table: the source's parser gives the rows
+    for kind, spec in labels.annotations().items():
+        if not spec.table:  # no table: the source's parser gives the rows
             continue
-        path = inside(root, spec["table"], f"labels.{kind}.table")
+        path = inside(root, spec.table, f"labels.{kind}.table")
         table = read_label_table(path)
-        wanted = [spec["image_column"], spec["label_column"], *spec["columns"]]
-        wanted += [spec["slice_column"]] if spec.get("slice_column") else []
+        wanted = [spec.image_column, spec.label_column, *spec.columns]
+        wanted += [spec.slice_column] if spec.slice_column else []
         missing = [c for c in wanted if c not in table.columns]
         if missing:
             raise LabelError(path, f"missing column(s) {missing}; it has {list(table.columns)}",
                              hint=f"fix the recipe's labels.{kind} column names")
         rows: dict[str, list[dict]] = defaultdict(list)
         for row in table.to_dict(orient="records"):
-            rows[str(row[spec["image_column"]]).strip()].append(row)
+            rows[str(row[spec.image_column]).strip()].append(row)
         found[kind] = dict(rows)
     return found
 
 
-def with_annotations(cases: list[CaseSource], labels: dict[str, Any],
+def with_annotations(cases: list[CaseSource], labels: Labels,
                      root: Path) -> list[CaseSource]:
     """``cases`` with their rows of the recipe's box and landmark tables, matched by
     image file name or case id. Rows a parser already gave a case (``CaseSource.
@@ -56,45 +55,45 @@ def with_annotations(cases: list[CaseSource], labels: dict[str, Any],
         for kind, rows in tables.items()}, **case.annotations}) for case in cases]
 
 
-def vocabulary(labels: dict[str, Any]) -> dict[str, Any]:
+def vocabulary(labels: Labels) -> dict[str, Any]:
     """The store's vocabulary entries of the annotation kinds the recipe names."""
-    return {kind: {"classes": labels[kind]["classes"]} for kind in KINDS
-            if labels.get(kind, {}).get("classes")}
+    return {kind: {"classes": list(spec.classes)}
+            for kind, spec in labels.annotations().items() if spec.classes}
 
 
-def case_annotations(labels: dict[str, Any], rows: dict[str, list[dict]], raw: MedicalImage,
+def case_annotations(labels: Labels, rows: dict[str, list[dict]], raw: MedicalImage,
                      image: MedicalImage, where: str) -> dict[str, Boxes | Landmarks]:
     """The case's boxes and landmarks on the harmonized ``image`` (None when none)."""
     result: dict[str, Any] = {}
     if rows.get("boxes"):
-        result["boxes"] = _boxes(labels["boxes"], rows["boxes"], raw, where).onto(image, where)
+        result["boxes"] = _boxes(labels.boxes, rows["boxes"], raw, where).onto(image, where)
     if rows.get("landmarks"):
-        spec = labels["landmarks"]
-        points = _numbers(rows["landmarks"], spec["columns"], where)
+        spec = labels.landmarks
+        points = _numbers(rows["landmarks"], spec.columns, where)
         result["landmarks"] = Landmarks.from_pixels(
             raw, _names(rows["landmarks"], spec), points,
-            convention=spec.get("convention", "index"), where=where).onto(image, where)
+            convention=spec.convention, where=where).onto(image, where)
     return result
 
 
-def _boxes(spec: dict[str, Any], rows: list[dict], raw: MedicalImage, where: str) -> Boxes:
-    values = _numbers(rows, spec["columns"], where)
+def _boxes(spec: BoxLabels, rows: list[dict], raw: MedicalImage, where: str) -> Boxes:
+    values = _numbers(rows, spec.columns, where)
     names = _names(rows, spec)
-    convention = spec.get("convention", "corner")
-    kind = spec["format"]
+    convention = spec.convention
+    kind = spec.format
     if kind == "xywh":
         return Boxes.from_xywh(raw, names, values, where=where)
     if kind == "corners":
         return Boxes.from_corners(raw, names, values, convention=convention, where=where)
     if kind == "key_slice_corners":
-        slices = _numbers(rows, [spec["slice_column"]], where)[:, 0] - spec.get("slice_base", 0)
+        slices = _numbers(rows, [spec.slice_column], where)[:, 0] - spec.slice_base
         return Boxes.from_key_slice(raw, names, values, slices, convention=convention,
                                     where=where)
     half = values.shape[1] // 2
     return Boxes.from_voxel_ranges(raw, names, values[:, :half], values[:, half:], where=where)
 
 
-def _numbers(rows: list[dict], columns: list[str], where: str) -> np.ndarray:
+def _numbers(rows: list[dict], columns: Sequence[str], where: str) -> np.ndarray:
     try:
         return np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
     except ValueError as error:
@@ -102,5 +101,5 @@ def _numbers(rows: list[dict], columns: list[str], where: str) -> np.ndarray:
                          hint="check the recipe's annotation columns") from error
 
 
-def _names(rows: list[dict], spec: dict[str, Any]) -> list[str]:
-    return [str(row[spec["label_column"]]).strip() for row in rows]
+def _names(rows: list[dict], spec: BoxLabels | LandmarkLabels) -> list[str]:
+    return [str(row[spec.label_column]).strip() for row in rows]

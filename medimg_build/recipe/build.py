@@ -40,6 +40,7 @@ from .scheduler import connect
 from .scrubbed import (
     journal_names, journal_paths, source_identifiers, stored_failure, stored_skip_reasons,
 )
+from .sections import Classification
 from .sources import CaseSource, list_sources
 
 SHOWN_NAME_CHARS = 200  # of a skipped file's name in the summary
@@ -170,7 +171,7 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
                                                  listing.cases)
     cases = with_annotations(listing.cases, recipe.labels, source_dir)
     splits = plan_case_splits(recipe, cases, source_dir, secret)
-    table = recipe.source.get("table")
+    table = recipe.source.table
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
                            splits=splits, stack_masks=recipe.layout == "stack" and any(
                                c.mask_path is not None or c.mask_loader for c in cases),
@@ -212,10 +213,10 @@ def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
     journal = {"recipe_sha256": attrs["recipe"]["sha256"],
                "case_ids": [c.case_id for c in cases], "key_check": key_check,
                "changed": changed}
-    store = recipe.data.get("store", {})
+    store = recipe.store
     options = dict(layout=recipe.layout, n_cases=len(cases), attrs=attrs, format=format,
-                   cases_per_shard=store.get("cases_per_shard"),
-                   pyramid_levels=store.get("pyramid_levels", 1))
+                   cases_per_shard=store.cases_per_shard,
+                   pyramid_levels=store.pyramid_levels)
     if resume:
         writer = reopen_store(out, journal=journal, **options)
     else:
@@ -295,17 +296,18 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
 def with_data_classes(recipe: Recipe, cases: list[CaseSource]) -> Recipe:
     """``classes: from_data`` replaced by the sorted distinct values the source holds
     (a folder-per-class dataset names its classes only by its folders)."""
-    specs = recipe.labels.get("classification", [])
-    if not any(spec["classes"] == "from_data" for spec in specs):
+    specs = recipe.labels.classification
+    if not any(spec.classes == "from_data" for spec in specs):
         return recipe
+    written_labels = recipe.data["labels"]  # the YAML's, parsed again with the classes
     resolved = []
-    for spec in specs:
-        if spec["classes"] == "from_data":
-            unknown = set(spec.get("missing", [""])) | set(spec.get("none", []))
-            found = {str(c.fields.get(spec["column"], "")).strip() for c in cases}
-            spec = {**spec, "classes": sorted(found - unknown)}
-        resolved.append(spec)
-    return Recipe.from_dict({**recipe.data, "labels": {**recipe.labels,
+    for spec, written in zip(specs, written_labels["classification"]):
+        if spec.classes == "from_data":
+            unknown = set(spec.missing) | set(spec.none)
+            found = {str(c.fields.get(spec.column, "")).strip() for c in cases}
+            written = {**written, "classes": sorted(found - unknown)}
+        resolved.append(written)
+    return Recipe.from_dict({**recipe.data, "labels": {**written_labels,
                                                        "classification": resolved}},
                             recipe.path)
 
@@ -317,7 +319,7 @@ def with_source_labels(recipe: Recipe, listing) -> Recipe:
     found = getattr(listing, "labels", None)
     if not found:
         return recipe
-    labels = {**recipe.labels}
+    labels = {**recipe.data.get("labels", {})}
     for kind, spec in found.items():
         labels[kind] = {**labels.get(kind, {}), **spec} if isinstance(spec, dict) else spec
     return Recipe.from_dict({**recipe.data, "labels": labels}, recipe.path)
@@ -325,13 +327,13 @@ def with_source_labels(recipe: Recipe, listing) -> Recipe:
 
 def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
     """The root ``medimg`` attributes: what the store is and how it was made."""
-    data = recipe.data
+    data = recipe.data  # recorded as written
     labels: dict[str, Any] = {
-        "classification": {s["name"]: classification.vocabulary(s)
-                           for s in recipe.labels.get("classification", [])}}
-    if "segmentation" in recipe.labels:
+        "classification": {s.name: classification.vocabulary(s)
+                           for s in recipe.labels.classification}}
+    if recipe.labels.segmentation is not None:
         # nnU-Net's region definitions go with the classes: they say what a value means.
-        segmentation = recipe.labels["segmentation"]
+        segmentation = data["labels"]["segmentation"]
         labels["segmentation"] = {
             "classes": declared_classes(segmentation["classes"]),
             **{k: segmentation[k] for k in ("regions", "regions_class_order")
@@ -339,13 +341,13 @@ def store_attributes(recipe: Recipe, key_is_secret: bool) -> dict[str, Any]:
     labels.update(annotation_rows.vocabulary(recipe.labels))
     return {
         "dataset": recipe.name,
-        "title": data.get("title", recipe.name),
-        "modality": data["modality"],
-        "organ": data["organ"],
-        "license": data.get("license", ""),
-        "citation": data.get("citation", ""),
+        "title": recipe.name if recipe.title is None else recipe.title,
+        "modality": recipe.modality,
+        "organ": recipe.organ,
+        "license": recipe.license or "",
+        "citation": recipe.citation or "",
         "recipe": recipe.describe(),
-        "harmonization": recipe.harmonize,
+        "harmonization": data["harmonize"],
         "labels": labels,
         "software": _versions(),
         "deidentification": deidentification_record(key_is_secret),
@@ -359,10 +361,10 @@ def plan_case_splits(recipe: Recipe, cases: list[CaseSource], source_dir: Path,
                      key: bytes) -> SplitPlan:
     """The recipe's split section applied to the discovered cases (patients known at
     discovery are pseudonymized exactly as the case table will be)."""
-    spec = recipe.data.get("split", {})
-    stratify = spec.get("stratify")
-    label = next((s for s in recipe.labels.get("classification", [])
-                  if s["name"] == stratify), None)
+    spec = recipe.split
+    stratify = spec.stratify
+    label = next((s for s in recipe.labels.classification
+                  if s.name == stratify), None)
     if stratify and label is None:
         raise RecipeError(recipe.path, f"split.stratify names {stratify!r}, which is not a "
                           "classification label of the recipe",
@@ -371,7 +373,7 @@ def plan_case_splits(recipe: Recipe, cases: list[CaseSource], source_dir: Path,
         if label else [None] * len(cases)
     described = [(c.case_id, pseudonymize(str(c.patient_id), key) if c.patient_id else None,
                   c.image_path.name, stratum) for c, stratum in zip(cases, strata)]
-    official = [c.fields.get(spec["column"]) for c in cases] if spec.get("column") else None
+    official = [c.fields.get(spec.column) for c in cases] if spec.column else None
     return plan_splits(spec, described, source_dir, official)
 
 
@@ -393,11 +395,11 @@ def _written(writer, index: int, case: Case, source: CaseSource, key: bytes
     return case
 
 
-def _encoded(label: dict[str, Any], case: CaseSource) -> int | Any:
+def _encoded(label: Classification, case: CaseSource) -> int | Any:
     """A case's label for stratification; a bad cell is the case's own failure later,
     here it only counts as unknown."""
     try:
-        return classification.encode(label, case.fields.get(label["column"]), case.case_id)
+        return classification.encode(label, case.fields.get(label.column), case.case_id)
     except MedimgError:
         return classification.encode(label, None, case.case_id)
 

@@ -18,6 +18,7 @@ from ..image import MedicalImage
 from ..labels.splits import SplitPlan
 from ..privacy import identifying_values_of_files, pseudonymize, scrub
 from .paths import stored_value
+from .sections import RecipeSections
 
 # DICOM acquisition facts a researcher filters on -> table column. Descriptors in the
 # PS3.15 profile (series description, protocol, contrast agent) are kept under its
@@ -36,7 +37,7 @@ ACQUISITION_COLUMNS = {
 def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: str,
              image_path: Path, mask_path: Path | None, mask_files: list[Path],
              extra: dict[str, Any],
-             recipe_data: dict[str, Any], splits: SplitPlan, source_dir: Path,
+             recipe: RecipeSections, splits: SplitPlan, source_dir: Path,
              key: bytes) -> dict[str, Any]:
     files = [Path(f) for f in raw.meta.get("source_files", [image_path])]
     identifiers = case_identifiers(raw)
@@ -53,8 +54,8 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
         "case_id": case_id,
         "patient_id": patient_pseudonym,
         "split": splits.split_of(patient_pseudonym),
-        "modality": raw.meta.get("modality") or recipe_data["modality"],
-        "organ": recipe_data["organ"],
+        "modality": raw.meta.get("modality") or recipe.modality,
+        "organ": recipe.organ,
         "original_shape": list(raw.array.shape),
         "original_spacing": [round(s, 6) for s in raw.spacing],
         "original_orientation": raw.orientation,

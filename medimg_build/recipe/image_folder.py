@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from ..errors import RecipeError
 from .paths import inside_glob
+from .sections import ImageFolder
 from .source_report import not_an_image, with_masks_reported, with_system_files_beside
 from .sources import (
     CaseSource, SourceListing, case_id_from_name, case_id_problem, mask_candidates, masks_of,
@@ -18,10 +18,10 @@ from .sources import (
 )
 
 
-def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
-    pattern = _compiled(source.get("path_pattern"))
+def image_folder(source: ImageFolder, root: Path, key: bytes) -> SourceListing:
+    pattern = _compiled(source.path_pattern)
     cases, skipped, looked_for = [], {}, []
-    for path in inside_glob(root, source["images"], "source.images"):
+    for path in inside_glob(root, source.images, "source.images"):
         relative = path.relative_to(root).as_posix()
         if (problem := not_an_image(path)) is not None:
             skipped[relative] = problem  # reported: a Thumbs.db is no failed case
@@ -34,20 +34,19 @@ def image_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             skipped[relative] = "path does not match source.path_pattern"
             continue
         fields = {k: v for k, v in (match.groupdict() if match else {}).items() if v is not None}
-        case_id = _case_id(source.get("case_id", "stem"), path, relative, fields)
+        case_id = _case_id(source.case_id, path, relative, fields)
         if (problem := case_id_problem(case_id)) is not None:
             skipped[relative] = problem  # one oddly named file must not stop the build
             continue
-        patient = fields.get(source["patient_field"]) if source.get("patient_field") else None
-        mask, layers = masks_of(source.get("masks"), root, "source.masks",
-                                source.get("masks_overlap", "higher_wins"), case_id=case_id,
-                                **fields)
-        looked_for += mask_candidates(source.get("masks"), root, "source.masks",
+        patient = fields.get(source.patient_field) if source.patient_field else None
+        mask, layers = masks_of(source.masks, root, "source.masks", source.masks_overlap,
+                                case_id=case_id, **fields)
+        looked_for += mask_candidates(source.masks, root, "source.masks",
                                       case_id=case_id, **fields)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 fields, **layers))
     skipped = with_system_files_beside(skipped, [case.image_path for case in cases], root)
-    return with_masks_reported(SourceListing(cases, skipped), root, source.get("masks"),
+    return with_masks_reported(SourceListing(cases, skipped), root, source.masks,
                                looked_for)
 
 

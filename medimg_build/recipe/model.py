@@ -1,12 +1,13 @@
 """Recipes: YAML data that says where a source's images and labels are and how to
-harmonize them. Loading validates against ``schema/recipe.schema.json``."""
+harmonize them. Loading validates against ``schema/recipe.schema.json``, then parses
+the recipe once into frozen dataclasses, one per section (``sections.py``)."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 from ..errors import RecipeError
 from ..resources import recipes_dir, schema_dir
 from ..yaml_input import load_yaml, yaml_problem
+from .sections import RecipeSections, section_fields
 
 
 @lru_cache(maxsize=None)
@@ -24,11 +26,13 @@ def recipe_schema() -> dict[str, Any]:
     return json.loads((schema_dir() / "recipe.schema.json").read_text())
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A validated recipe. ``data`` is the plain mapping from the YAML file."""
+@dataclass(frozen=True, kw_only=True)
+class Recipe(RecipeSections):
+    """A validated recipe: its sections parsed (``RecipeSections``: read them as
+    attributes, ``recipe.harmonize.intensity.preset``), and ``data``, the plain mapping
+    from the YAML file, which is what is hashed and recorded in stores."""
 
-    data: dict[str, Any]
+    data: dict[str, Any] = field(repr=False)
     path: str | None = None
 
     @classmethod
@@ -38,7 +42,16 @@ class Recipe:
         if errors:
             raise RecipeError(path or data.get("name", "<recipe>"), _describe(errors[0]),
                               hint="see schema/recipe.schema.json")
-        return cls(data=copy.deepcopy(data), path=path)
+        return cls.parsed(copy.deepcopy(data), path)
+
+    @classmethod
+    def parsed(cls, data: dict[str, Any], path: str | None = None) -> Recipe:
+        """The recipe of ``data`` already validated (unpickling: nothing to check)."""
+        return cls(**section_fields(RecipeSections, data), data=data, path=path)
+
+    def __reduce__(self):
+        # Sent to workers as its data, parsed again there: read-only mappings do not pickle.
+        return Recipe.parsed, (self.data, self.path)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
         """A new recipe with ``overrides`` deep-merged in (a None value removes the key),
@@ -46,32 +59,11 @@ class Recipe:
         section: the old preset's parameters do not apply to the new one."""
         merged = _deep_merge(self.data, overrides)
         intensity = (overrides.get("harmonize") or {}).get("intensity") or {}
-        if intensity.get("preset") not in (None, self.harmonize["intensity"]["preset"]):
+        if intensity.get("preset") not in (None, self.harmonize.intensity.preset):
             # Another preset starts afresh: the CT window means nothing to the MR preset.
             merged["harmonize"]["intensity"] = {k: v for k, v in intensity.items()
                                                 if v is not None}
         return Recipe.from_dict(merged, self.path)
-
-    # Names the rest of the code reads; everything else stays in ``data``.
-    @property
-    def name(self) -> str:
-        return self.data["name"]
-
-    @property
-    def layout(self) -> str:
-        return self.data["layout"]
-
-    @property
-    def source(self) -> dict[str, Any]:
-        return self.data["source"]
-
-    @property
-    def harmonize(self) -> dict[str, Any]:
-        return self.data["harmonize"]
-
-    @property
-    def labels(self) -> dict[str, Any]:
-        return self.data.get("labels", {})
 
     @property
     def content_hash(self) -> str:
@@ -82,7 +74,7 @@ class Recipe:
 
     def describe(self) -> dict[str, Any]:
         """The recipe's identity as recorded in a store."""
-        return {"name": self.name, "version": self.data["version"],
+        return {"name": self.name, "version": self.version,
                 "sha256": self.content_hash, "content": self.data}
 
 

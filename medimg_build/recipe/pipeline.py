@@ -28,11 +28,12 @@ from ..io.read_options import read_options
 from ..labels import classification
 from ..labels.segmentation import MASK_VALUES, check_declared, label_values
 from ..labels.splits import SplitPlan
-from ..limits import DEFAULT_MAX_VOXELS, OPTION, SETTING, max_voxels
+from ..limits import OPTION, SETTING, max_voxels
 from . import parsers
 from .annotation_rows import case_annotations
 from .case_table import case_row
 from .model import Recipe
+from .sections import GEOMETRY_TOLERANCE_MM, Harmonize
 from .sources import CaseSource
 
 
@@ -55,20 +56,20 @@ def harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     # Every reader and step of this case refuses images past the recipe's size limit,
     # and reads pixel values as the recipe's ``read`` section says.
     with max_voxels(recipe_max_voxels(context.recipe)), \
-            read_options(**context.recipe.data.get("read", {})):
+            read_options(context.recipe.read.philips_scaling):
         return _harmonize_case(source, context)
 
 
 def recipe_max_voxels(recipe: Recipe) -> int:
     """The most values an image of this recipe's cases may hold (``limits.max_voxels``,
     which ``--max-voxels`` sets)."""
-    return int(recipe.data.get("limits", {}).get("max_voxels", DEFAULT_MAX_VOXELS))
+    return int(recipe.limits.max_voxels)
 
 
 def check_planned_size(recipe: Recipe) -> None:
     """Refuse, before any case runs, a ``harmonize.shape`` that every case would be
     refused for (channels come on top of it, known only per case)."""
-    shape = recipe.harmonize.get("shape")
+    shape = recipe.harmonize.shape
     limit = recipe_max_voxels(recipe)
     voxels = math.prod(int(n) for n in shape) if shape else 0
     if voxels > limit:
@@ -99,9 +100,9 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
         mask = harmonize_mask(mask_raw, raw, image, recipe, source)
     where = _row_name(source, context)
     labels = {
-        spec["name"]: classification.encode(
-            spec, named_field(source, spec["column"], "labels.classification", where), where)
-        for spec in recipe.labels.get("classification", [])
+        spec.name: classification.encode(
+            spec, named_field(source, spec.column, "labels.classification", where), where)
+        for spec in recipe.labels.classification
     }
     annotations = case_annotations(recipe.labels, source.annotations, raw, image,
                                    _annotation_rows_name(source, context) or where)
@@ -110,10 +111,10 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
         patient=source.patient_id or raw.meta.get("patient_id") or source.case_id,
         image_path=source.image_path, mask_path=source.mask_path, mask_files=mask_files,
         extra={new: named_field(source, old, "source.columns", where)
-               for old, new in recipe.source.get("columns", {}).items()},
-        recipe_data=recipe.data, splits=context.splits, source_dir=context.source_dir,
+               for old, new in recipe.source.columns.items()},
+        recipe=recipe, splits=context.splits, source_dir=context.source_dir,
         key=context.pseudonym_key)
-    if "segmentation" in recipe.labels:  # the store's classes, with from_data, are their union
+    if recipe.labels.segmentation:  # the store's classes, with from_data, are their union
         row[MASK_VALUES] = label_values(mask.array) if mask is not None else []
     return Case(case_id=source.case_id, image=image, mask=mask, labels=labels, row=row,
                 **annotations)
@@ -140,7 +141,7 @@ def read_source(source: CaseSource, recipe: Recipe) -> MedicalImage:
     if source.loader:
         return parsers.load(source.loader, source.image_path, source.loader_args)
     if source.channels:
-        names = list(source.channel_names) or recipe.source.get("channel_names")
+        names = list(source.channel_names) or recipe.source.channel_names
         images = [read_image(path) for path in source.channels]
         if source.channels_onto_first:
             # Multi-parametric MR: each map onto the first sequence's grid, in mm.
@@ -177,34 +178,35 @@ def _with_recipe_facts(image: MedicalImage, recipe: Recipe) -> MedicalImage:
     """Formats without a modality (NIfTI, PNG...) take the recipe's."""
     if image.meta.get("modality"):
         return image
-    return image.replace(meta={**image.meta, "modality": recipe.data["modality"]})
+    return image.replace(meta={**image.meta, "modality": recipe.modality})
 
 
-def harmonize_image(image: MedicalImage, harmonize: dict[str, Any], target_2d: bool = False
+def harmonize_image(image: MedicalImage, harmonize: Harmonize, target_2d: bool = False
                     ) -> MedicalImage:
-    if harmonize.get("channels") == "gray":
+    if harmonize.channels == "gray":
         image = to_grayscale(image)
     if target_2d:
         image = drop_singleton_slice(image)
     image = to_ras(image)
-    interpolation = harmonize.get("interpolation", "linear")
-    if "spacing" in harmonize:
-        image = resample_to_spacing(image, harmonize["spacing"], interpolation)
-    if "shape" in harmonize:
-        image = resize_with_pad(image, harmonize["shape"], interpolation)
-    intensity = dict(harmonize["intensity"])
-    return normalize(image, intensity.pop("preset"), **intensity)
+    interpolation = harmonize.interpolation
+    if harmonize.spacing is not None:
+        image = resample_to_spacing(image, harmonize.spacing, interpolation)
+    if harmonize.shape is not None:
+        image = resize_with_pad(image, harmonize.shape, interpolation)
+    intensity = harmonize.intensity
+    return normalize(image, intensity.preset, window=intensity.window,
+                     percentiles=intensity.percentiles, dtype=intensity.dtype)
 
 
 def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalImage,
                    recipe: Recipe, source: CaseSource) -> MedicalImage:
     """The mask on the harmonized image's grid, by nearest neighbour: labels stay labels."""
-    spec = recipe.labels.get("segmentation", {})
-    tolerance = spec.get("geometry_tolerance_mm", 0.01)
+    spec = recipe.labels.segmentation  # None: masks of no declared classes
+    tolerance = spec.geometry_tolerance_mm if spec else GEOMETRY_TOLERANCE_MM
     if mask.meta.get("format") == "dicom-seg":
         # A SEG stores only its non-empty frames: put it back on the whole image grid.
         mask = place_on_grid(mask, raw_image, tolerance)
-    mask = _label_values(_one_channel(mask, source), spec.get("map", {}))
+    mask = _label_values(_one_channel(mask, source), dict(spec.map) if spec else {})
     _check_same_grid(mask, raw_image, tolerance, source)
     if image.spatial_ndim == 2:
         mask = drop_singleton_slice(mask)
@@ -254,7 +256,7 @@ def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,
 
 
 def _target_ndim(recipe: Recipe) -> int | None:
-    shape = recipe.harmonize.get("shape") or recipe.harmonize.get("spacing")
+    shape = recipe.harmonize.shape or recipe.harmonize.spacing
     return len(shape) if shape else None
 
 
@@ -268,6 +270,6 @@ def _annotation_rows_name(source: CaseSource, context: BuildContext) -> str | No
     """Where a case's box/landmark rows come from: the recipe's annotation tables (a box
     outside the image is a row of BBox_List_2017.csv, not of the image table)."""
     labels = context.recipe.labels
-    tables = [str(context.source_dir / labels[kind]["table"]) for kind in ("boxes", "landmarks")
-              if labels.get(kind, {}).get("table") and source.annotations.get(kind)]
+    tables = [str(context.source_dir / spec.table) for kind, spec in labels.annotations().items()
+              if spec.table and source.annotations.get(kind)]
     return f"{', '.join(tables)} (rows of {source.image_path.name})" if tables else None

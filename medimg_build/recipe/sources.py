@@ -24,6 +24,7 @@ from .label_tables import (chosen_table, read_label_table, require_columns,
                            with_column_aliases)
 from .model import Recipe
 from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
+from .sections import DicomTree, ImageTable, VolumeFolder
 from .source_report import not_an_image, with_masks_reported, with_system_files_beside
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -93,7 +94,7 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
 
     finders = {"volume_folder": _volume_folder, "image_table": _image_table,
                "dicom_tree": _dicom_tree, "image_folder": image_folder, "parser": run_parser}
-    listing = finders[recipe.source["kind"]](recipe.source, root, key or pseudonym_key()[0])
+    listing = finders[recipe.source.kind](recipe.source, root, key or pseudonym_key()[0])
     if isinstance(listing, list):
         listing = SourceListing(listing)
     if not listing.cases:
@@ -101,8 +102,8 @@ def list_sources(recipe: Recipe, source_dir: str | Path,
         # --source is one folder above the download's own top folder.
         example = next(iter(listing.skipped.items()), None)
         why = f"; e.g. {example[0]}: {example[1]}" if example else ""
-        raise RecipeError(root, f"no cases found with {recipe.source['kind']} pattern "
-                          f"{recipe.source.get('images', recipe.source.get('root', '.'))!r}"
+        raise RecipeError(root, f"no cases found with {recipe.source.kind} pattern "
+                          f"{recipe.source.searched!r}"
                           f" ({len(listing.skipped)} files skipped{why})",
                           hint="check --source and the recipe's source section")
     _check_unique(listing.cases, root)
@@ -123,11 +124,11 @@ def case_id_from_name(path: Path, rule: str = "stem") -> str:
     return path.stem if path.is_file() or "." in name else name
 
 
-def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
-    rule = source.get("case_id", "stem")
-    mask_template = source.get("masks")
+def _volume_folder(source: VolumeFolder, root: Path, key: bytes) -> SourceListing:
+    rule = source.case_id
+    mask_template = source.masks
     cases, skipped, looked_for = [], {}, []
-    for path in inside_glob(root, source["images"], "source.images"):
+    for path in inside_glob(root, source.images, "source.images"):
         where = path.relative_to(root).as_posix()
         if (problem := not_an_image(path)) is not None:
             skipped[where] = problem  # reported: a notes.txt is no failed case
@@ -139,38 +140,37 @@ def _volume_folder(source: dict[str, Any], root: Path, key: bytes) -> SourceList
             skipped[where] = problem
             continue
         channels = tuple(from_template(root, t, "source.channels", case_id=case_id, path=where)
-                         for t in source.get("channels", []))
+                         for t in source.channels)
         if channels and not any(channel.exists() for channel in channels):
             # A case folder holding only its mask: no case, and its mask unpaired.
             skipped[where] = "no image: none of its source.channels files found"
             continue
         mask, layers = masks_of(mask_template, root, "source.masks",
-                                source.get("masks_overlap", "higher_wins"), case_id=case_id,
-                                path=where)
+                                source.masks_overlap, case_id=case_id, path=where)
         looked_for += mask_candidates(mask_template, root, "source.masks", case_id=case_id,
                                       path=where)
         # patient_pattern: one patient's several time points (BraTS-GLI-00005-100, -101).
-        patient = patient_from_name(source.get("patient_pattern"), case_id, path) or (
-            case_id if source.get("patient_id", "case_id") == "case_id" else None)
+        patient = patient_from_name(source.patient_pattern, case_id, path) or (
+            case_id if source.patient_id == "case_id" else None)
         cases.append(CaseSource(private_case_id(case_id, path, key), path, mask, patient,
                                 channels=channels, **layers))
     skipped = with_system_files_beside(skipped, [case.image_path for case in cases], root)
     return with_masks_reported(SourceListing(cases, skipped), root, mask_template, looked_for)
 
 
-def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
+def _image_table(source: ImageTable, root: Path, key: bytes) -> SourceListing:
     """One case per table row whose image exists; rows without an image and images
     without a row are reported (with their number), not silently dropped."""
-    table_path, skipped = chosen_table(source["table"], root, "source.table")
-    aliases = source.get("column_aliases", {})
+    table_path, skipped = chosen_table(source.table, root, "source.table")
+    aliases = source.column_aliases
     table = with_column_aliases(read_label_table(table_path), aliases)
-    wanted = [source["image_column"]] + [c for c in [source.get("patient_column"),
-                                                     source.get("mask_column")] if c]
+    wanted = [source.image_column] + [c for c in [source.patient_column,
+                                                  source.mask_column] if c]
     # Every column the recipe names, or a silently empty case-table column (issue 16).
-    require_columns(table, wanted + list(source.get("columns", {})), table_path, aliases)
+    require_columns(table, wanted + list(source.columns), table_path, aliases)
     table_name = table_path.relative_to(root).as_posix()
     files: dict[str, Path] = {}
-    for path in inside_glob(root, source["images"], "source.images"):
+    for path in inside_glob(root, source.images, "source.images"):
         # Before the name check: __MACOSX/images_001/images/._00000001_000.png is a Mac
         # zip's copy of the fork beside the image, not a second image of that name.
         if (problem := not_an_image(path)) is not None:
@@ -185,8 +185,8 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     for number, row in enumerate(table.to_dict(orient="records"), start=1):
         # image_suffix: tables that name images without their extension (Kaggle DR's
         # trainLabels.csv says "10_left" for train/10_left.jpeg).
-        listed_as = str(row[source["image_column"]]).strip()
-        name = listed_as + source.get("image_suffix", "")
+        listed_as = str(row[source.image_column]).strip()
+        name = listed_as + source.image_suffix
         if name in listed and name in files:
             raise RecipeError(table_path, f"lists image {name!r} in two rows",
                               hint="one row per image: remove the duplicate row")
@@ -197,14 +197,13 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
             skipped[where if where not in skipped else f"{where} (row {number})"] = \
                 _missing_image_reason(name)
             continue
-        patient = row.get(source.get("patient_column", ""), None) or \
-            patient_from_name(source.get("patient_pattern"), listed_as, table_path)
+        patient = row.get(source.patient_column or "", None) or \
+            patient_from_name(source.patient_pattern, listed_as, table_path)
         case_id = case_id_from_name(Path(name))
         if (problem := case_id_problem(case_id)) is not None:
             skipped[f"{table_name}: {name}"] = problem
             continue
-        listed_mask = str(row[source["mask_column"]]).strip() \
-            if source.get("mask_column") else ""
+        listed_mask = str(row[source.mask_column]).strip() if source.mask_column else ""
         if (problem := outside_problem(listed_mask)) is not None:  # the row's refusal
             skipped[f"{table_name}: {name}"] = f"mask {listed_mask!r} {problem}, not read"
             continue
@@ -216,7 +215,7 @@ def _image_table(source: dict[str, Any], root: Path, key: bytes) -> SourceListin
     if not cases and listed:
         example = next(iter(sorted(listed)))
         raise RecipeError(table_path, f"none of its {len(listed)} rows names an image found "
-                          f"with {source['images']!r} under {root} ({len(files)} image files "
+                          f"with {source.images!r} under {root} ({len(files)} image files "
                           f"found; first row names {example!r})",
                           hint="check --source and the recipe's source.images glob")
     skipped = with_system_files_beside(skipped, files.values(), root)
@@ -283,40 +282,40 @@ def patient_from_name(pattern: str | None, name: str, where: Path,
     return match.groupdict().get("patient") or match.group(1)
 
 
-def _table_mask(source: dict[str, Any], row: dict[str, Any], case_id: str,
+def _table_mask(source: ImageTable, row: dict[str, Any], case_id: str,
                 root: Path) -> Path | None:
     """A listed mask must exist (a missing one fails its case); a templated one is
     optional, as masks often exist for a subset of a dataset. (A listed mask outside
     the source folder has refused its row before.)"""
-    if source.get("mask_column"):
-        listed = str(row[source["mask_column"]]).strip()
+    if source.mask_column:
+        listed = str(row[source.mask_column]).strip()
         return root / listed if listed else None
-    if source.get("masks"):
-        candidate = from_template(root, source["masks"], "source.masks", case_id=case_id)
+    if source.masks:
+        candidate = from_template(root, source.masks, "source.masks", case_id=case_id)
         return candidate if candidate.exists() else None
     return None
 
 
-def _dicom_tree(source: dict[str, Any], root: Path, key: bytes) -> SourceListing:
+def _dicom_tree(source: DicomTree, root: Path, key: bytes) -> SourceListing:
     """One case per DICOM series (or split part of one), named by a keyed hash of its
     UIDs: stable across builds with the same key, and no UID in the store."""
-    tree = inside(root, source.get("root", "."), "source.root")
+    tree = inside(root, source.root, "source.root")
     discovery = discover_series(tree)
     skipped = {str(s.path.relative_to(root)): s.reason for s in discovery.skipped}
-    modalities = source.get("modalities")
+    modalities = list(source.modalities or [])  # a list: the skip reason shows it
     cases = []
     for ref in discovery.series:
         where = str(ref.folder.relative_to(root))
         if modalities and ref.modality not in modalities:
             skipped[f"{where} {ref.label}"] = f"modality {ref.modality} not in {modalities}"
-        elif ref.n_frames < source.get("min_frames", 1):
+        elif ref.n_frames < source.min_frames:
             skipped[f"{where} {ref.label}"] = (f"{ref.n_frames} frames, fewer than "
-                                              f"min_frames {source['min_frames']}")
+                                              f"min_frames {source.min_frames}")
         else:
             series = ref.series_uid or f"{where}#{ref.series_number}"
             name = pseudonymize("/".join((ref.study_uid, series, ref.split)), key)[:12]
             cases.append(CaseSource(f"series-{name}", ref.folder, series=ref))
-    if not source.get("segmentations"):
+    if not source.segmentations:
         return SourceListing(cases, skipped)
     return _paired_with_segs(cases, discovery, skipped, root, key)
 

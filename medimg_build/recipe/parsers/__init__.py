@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import RecipeError
 from ...image import MedicalImage
+from ..sections import ParserSource
 from ..sources import SourceListing
 
 Parser = Callable[[dict[str, Any], Path, bytes], Any]  # (options, root, key) -> SourceListing
@@ -58,13 +59,13 @@ def loader(name: str) -> Callable[[Loader], Loader]:
     return register
 
 
-def run_parser(source: dict[str, Any], root: Path, key: bytes):
+def run_parser(source: ParserSource, root: Path, key: bytes):
     _import_all()
-    name = source["parser"]
+    name = source.parser
     if name not in PARSERS:
         raise RecipeError(None, f"unknown source parser {name!r}",
                           hint=f"known parsers: {', '.join(sorted(PARSERS)) or 'none'}")
-    options = source.get("options", {})
+    options = source.options
     _check_options(name, options)
     return PARSERS[name](options, root, key)
 
