@@ -21,15 +21,32 @@ class MedimgError(Exception):
     """
 
     def __init__(self, path: str | PathLike | None, problem: str, hint: str | None = None):
+        # The path as given, apart from the text: a build stores it relative to the
+        # source folder (``recipe.paths.stored_path``) without searching the message.
+        self.given_path = path
         self.path = None if path is None else printable(str(path))
         self.problem = one_line(str(problem))
         self.hint = hint
+        self._given = (path, problem, hint)
         super().__init__(self._format())
 
+    def __reduce__(self):
+        # Exceptions pickle as ``cls(*args)``, and args holds only the message: rebuilt
+        # from what was given instead, so an error crosses to and from Dask workers.
+        return type(self), self._given
+
     def _format(self) -> str:
-        where = f"{self.path}: " if self.path else ""
+        return located(self.path, self.detail())
+
+    def detail(self) -> str:
+        """The message without its path: the problem and the hint."""
         fix = f" ({self.hint})" if self.hint else ""
-        return f"{where}{self.problem}{fix}"
+        return f"{self.problem}{fix}"
+
+
+def located(path: str | None, detail: str) -> str:
+    """An error's message: ``detail`` (problem and hint) after the path it is about."""
+    return f"{path}: {detail}" if path else detail
 
 
 class ImageReadError(MedimgError):
@@ -54,6 +71,11 @@ class StoreError(MedimgError):
 
 class LabelError(MedimgError):
     """Labels that do not fit the vocabulary or the image they describe."""
+
+
+class CaseError(MedimgError):
+    """A case that could not be built for a reason no other error names: a library's
+    unexpected error on its file, memory run out, its Dask worker dead."""
 
 
 class MedimgWarning(UserWarning):
