@@ -1,8 +1,8 @@
 """What both layouts' writers share: case bookkeeping, labels, table, root attributes.
 
-A subclass writes pixels (``_write``), flushes what it buffered (``_flush``) and
-describes its arrays (``_arrays_info``); everything else happens here, so the two
-layouts cannot drift apart on ids, labels, the table or the root attributes.
+A layout fills in only what differs (``BaseWriter``'s abstract methods); everything
+else happens here, so the two layouts cannot drift apart on ids, labels, the table or
+the root attributes.
 
 Thread safety: ``write_case`` may be called from several threads. Bookkeeping is under
 one lock; pixel writes happen outside it, and each one touches only chunks no other
