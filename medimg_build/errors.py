@@ -21,19 +21,22 @@ class MedimgError(Exception):
     """
 
     def __init__(self, path: str | PathLike | None, problem: str, hint: str | None = None):
+        self._set(path, one_line(str(problem)), hint)
+
+    def _set(self, path: str | PathLike | None, problem: str, hint: str | None) -> None:
         # The path as given, apart from the text: a build stores it relative to the
         # source folder (``recipe.paths.stored_path``) without searching the message.
         self.given_path = path
         self.path = None if path is None else printable(str(path))
-        self.problem = one_line(str(problem))
+        self.problem = problem
         self.hint = hint
-        self._given = (path, problem, hint)
         super().__init__(self._format())
 
     def __reduce__(self):
         # Exceptions pickle as ``cls(*args)``, and args holds only the message: rebuilt
-        # from what was given instead, so an error crosses to and from Dask workers.
-        return type(self), self._given
+        # from its parts instead (the problem as cut), so it crosses to and from Dask
+        # workers.
+        return _unpickled, (type(self), self.given_path, self.problem, self.hint)
 
     def _format(self) -> str:
         return located(self.path, self.detail())
@@ -42,6 +45,13 @@ class MedimgError(Exception):
         """The message without its path: the problem and the hint."""
         fix = f" ({self.hint})" if self.hint else ""
         return f"{self.problem}{fix}"
+
+
+def _unpickled(cls: type[MedimgError], path: str | PathLike | None, problem: str,
+               hint: str | None) -> MedimgError:
+    error = cls.__new__(cls)
+    error._set(path, problem, hint)
+    return error
 
 
 def located(path: str | None, detail: str) -> str:

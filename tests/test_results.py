@@ -42,6 +42,10 @@ def test_a_failed_case_crosses_processes_with_its_path_apart():
     assert isinstance(arrived.error, ImageReadError)
     assert arrived.error.given_path == Path("/data/src/images/b.nii.gz")
     assert arrived.message == str(error) and (arrived.index, arrived.case_id) == (3, "b")
+    # A hostile cell quoted at length travels as the message shows it: cut, once.
+    quoting = ImageReadError("x.csv", "bad cell " + "A" * 1_000_000)
+    shipped = pickle.dumps(quoting)
+    assert len(shipped) < 5_000 and str(pickle.loads(shipped)) == str(quoting)
 
 
 # A tab (shown escaped in the message) after a space: no text replacement of the source
