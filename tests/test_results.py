@@ -121,3 +121,17 @@ def test_a_resumed_store_recovers_the_cases_the_first_run_wrote(tmp_path, layout
     assert isinstance(finished, StoreWriter)  # FinishedStore: a writer, not a stand-in
     assert [w.case_id for w in finished.recovered.values()] == ids
     finished.close(pd.DataFrame({"case_id": ids}), {})
+
+
+def test_a_stack_store_refuses_a_case_without_its_pixels(tmp_path):
+    """A stack writes whole shards from the cases' pixels: it has no worker destination,
+    and a CaseWritten given to it is refused, leaving its index free."""
+    from medimg_build.errors import StoreError
+    from medimg_build.store.results import case_written
+
+    writer = create_store(tmp_path / "s.zarr", "stack", n_cases=1)
+    assert writer.worker_destination() is None
+    with pytest.raises(StoreError, match="needs the case's pixels"):
+        writer.write_case(0, case_written(0, _case("ct0", "A")))
+    assert writer.write_case(0, _case("ct0", "A")).case_id == "ct0"
+    writer.close(pd.DataFrame({"case_id": ["ct0"]}))
