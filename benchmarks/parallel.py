@@ -18,8 +18,8 @@ from .common import WORK, median_seconds, shared_data
 from .ct_build import FreshStores
 
 N_CASES = 8
-# Workers write their own volumes cases (store/worker_writes.py). Measured back to back
-# here (2 cores, median of 3, two pairs): 2 workers take 3.1 s either way; 1 worker
+# Workers write their own volumes cases (store/volumes.py, CaseDestination). Measured
+# back to back here (2 cores, median of 3, two pairs): 2 workers take 3.1 s either way; 1 worker
 # takes 5.1-5.3 s with worker writes against 4.0 s with the build process writing, which
 # then compresses one case while the lone worker harmonizes the next. So the ratio rose
 # (1.3-1.4 -> 1.6) because the 1-worker build got slower, not the 2-worker build faster;

@@ -21,15 +21,42 @@ class MedimgError(Exception):
     """
 
     def __init__(self, path: str | PathLike | None, problem: str, hint: str | None = None):
+        self._set(path, one_line(str(problem)), hint)
+
+    def _set(self, path: str | PathLike | None, problem: str, hint: str | None) -> None:
+        # The path as given, apart from the text: a build stores it relative to the
+        # source folder (``recipe.paths.stored_path``) without searching the message.
+        self.given_path = path
         self.path = None if path is None else printable(str(path))
-        self.problem = one_line(str(problem))
+        self.problem = problem
         self.hint = hint
         super().__init__(self._format())
 
+    def __reduce__(self):
+        # Exceptions pickle as ``cls(*args)``, and args holds only the message: rebuilt
+        # from its parts instead (the problem as cut), so it crosses to and from Dask
+        # workers.
+        return _unpickled, (type(self), self.given_path, self.problem, self.hint)
+
     def _format(self) -> str:
-        where = f"{self.path}: " if self.path else ""
+        return located(self.path, self.detail())
+
+    def detail(self) -> str:
+        """The message without its path: the problem and the hint."""
         fix = f" ({self.hint})" if self.hint else ""
-        return f"{where}{self.problem}{fix}"
+        return f"{self.problem}{fix}"
+
+
+def _unpickled(cls: type[MedimgError], path: str | PathLike | None, problem: str,
+               hint: str | None) -> MedimgError:
+    error = cls.__new__(cls)
+    error._set(path, problem, hint)
+    return error
+
+
+def located(path: str | None, detail: str) -> str:
+    """An error's message: ``detail`` (problem and hint) after the path it is about."""
+    return f"{path}: {detail}" if path else detail
 
 
 class ImageReadError(MedimgError):
@@ -54,6 +81,11 @@ class StoreError(MedimgError):
 
 class LabelError(MedimgError):
     """Labels that do not fit the vocabulary or the image they describe."""
+
+
+class CaseError(MedimgError):
+    """A case that could not be built for a reason no other error names: a library's
+    unexpected error on its file, memory run out, its Dask worker dead."""
 
 
 class MedimgWarning(UserWarning):

@@ -59,8 +59,8 @@ def build(path: Path, cases: list[Case], order=None, skip=(), k=2, **kwargs) -> 
     for i in order if order is not None else range(len(cases)):
         if i not in skip:
             writer.write_case(i, cases[i])
-    attrs["build_report"] = {"built": len(cases) - len(skip)}  # added before close: kept
-    writer.close(table_of(cases))
+    attrs["build_report"] = {"built": len(cases) - len(skip)}  # the final attrs: at close
+    writer.close(table_of(cases), attrs)
     return path
 
 

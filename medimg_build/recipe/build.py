@@ -25,6 +25,8 @@ from ..privacy import (
     deidentification_record, pseudonym_key, pseudonymize, scrub, warn_default_key,
 )
 from ..store import create_store
+from ..store.contract import StoreWriter
+from ..store.results import CaseFailed, CaseWritten
 from ..failpoints import failpoint
 from ..store.replace import Replacing
 from ..store.writer import reopen_store
@@ -194,11 +196,11 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
         report.seconds = time.perf_counter() - started
         attrs["labels"] = with_found_classes(attrs["labels"], report.rows)
         attrs["build_report"] = report.to_dict(source_dir, secret)
-        writer.close(pd.DataFrame(report.rows))
+        writer.close(pd.DataFrame(report.rows), attrs)
     except BaseException:
         writer.abort()  # release the lock; the store stays resumable
         raise
-    if getattr(writer, "kept_old", None):
+    if writer.kept_old:
         report.notes.append(writer.kept_old)
     return report
 
@@ -221,48 +223,46 @@ def _open_writer(recipe: Recipe, cases: list[CaseSource], attrs: dict[str, Any],
         writer = reopen_store(out, journal=journal, **options)
     else:
         writer = create_store(out, overwrite=overwrite, journal=journal, **options)
-    lock = getattr(writer, "lock", None)
     # Provenance is the part of the attrs that may differ between equal stores.
     if resume:
         attrs["provenance"]["resumed"] = {"already_complete": len(writer.recovered)}
-    if lock is not None and lock.taken_over:
+    if writer.lock is not None and writer.lock.taken_over:
         # The note names the old holder's host: it stays on the console (report.notes).
         attrs["provenance"]["lock"] = "took over a stale lock"
     return writer
 
 
-def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: BuildContext,
+def _write_cases(writer: StoreWriter, recipe: Recipe, cases: list[CaseSource],
+                 context: BuildContext,
                  workers: int, scheduler: str | None, progress: bool,
                  report: BuildReport) -> BuildReport:
     """Harmonize and write every case not recovered from a resumed store; the report's
     ``rows`` is the case table. Lists are in case order, not completion order."""
     rows: list[dict[str, Any]] = [{"case_id": c.case_id} for c in cases]
     built: dict[int, str] = {}
-    failed: dict[int, tuple[str, str]] = {}
-    for index, record in writer.recovered.items():
-        rows[index] = {**record["row"], "status": "built", "error": ""}
+    failed: dict[int, tuple[str, str, str]] = {}
+    for index, written in writer.recovered.items():
+        rows[index] = {**written.row, "status": "built", "error": ""}
         built[index] = cases[index].case_id
-    todo = [index for index in range(len(cases)) if index not in writer.recovered]
-    lock = getattr(writer, "lock", None)
-    if lock is not None and lock.taken_over:
-        report.notes.append(lock.taken_over)
-    report.notes += [f"{case_id}: {why}; rebuilt"
-                     for case_id, why in getattr(writer, "rebuilt", {}).items()]
+    todo = {index: case for index, case in enumerate(cases) if index not in writer.recovered}
+    if writer.lock is not None and writer.lock.taken_over:
+        report.notes.append(writer.lock.taken_over)
+    report.notes += [f"{case_id}: {why}; rebuilt" for case_id, why in writer.rebuilt.items()]
     report.already_complete = len(writer.recovered)
     bar = tqdm(total=len(cases), initial=len(built), unit="case", desc=recipe.name,
                disable=not progress)
     count = 0
 
-    def record(index: int, result: Case | str) -> None:
+    def record(result: CaseWritten | CaseFailed) -> None:
         nonlocal count
-        case_id = cases[index].case_id
-        if isinstance(result, Case):
+        index = result.index
+        if isinstance(result, CaseWritten):
             rows[index] = {**result.row, "status": "built", "error": ""}
-            built[index] = case_id
+            built[index] = result.case_id
         else:
             stored = stored_failure(result, cases[index], context, report.store)
             rows[index].update(status="failed", error=stored)
-            failed[index] = (case_id, result, stored)
+            failed[index] = (result.case_id, result.message, stored)
         bar.set_postfix(failed=len(failed), refresh=False)
         bar.update()
         count += 1
@@ -273,17 +273,16 @@ def _write_cases(writer, recipe: Recipe, cases: list[CaseSource], context: Build
     # stay one at a time and in arrival order, and at most two cases are held here.
     # Dask workers write volumes cases themselves; those are only recorded here.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medimg-writer") as pool:
-        writing: tuple[int, Future] | None = None
-        for position, result in harmonized([cases[i] for i in todo], context, workers,
-                                            scheduler, writer.worker_destination()):
+        writing: Future | None = None
+        for index, result in harmonized(todo, context, workers, scheduler,
+                                        writer.worker_destination()):
             if writing is not None:
-                record(writing[0], writing[1].result())
-            index = todo[position]
-            writing = (index, pool.submit(_written, writer, index, result, cases[index],
-                                          context.pseudonym_key)
-                       if isinstance(result, Case) else _done(result))
+                record(writing.result())
+            writing = (_done(result) if isinstance(result, CaseFailed) else
+                       pool.submit(_written, writer, index, result, cases[index],
+                                   context.pseudonym_key))
         if writing is not None:
-            record(writing[0], writing[1].result())
+            record(writing.result())
     bar.close()
     report.built = [built[i] for i in sorted(built)]
     report.failed = {failed[i][0]: failed[i][1] for i in sorted(failed)}
@@ -383,16 +382,20 @@ def _done(value: Any) -> Future:
     return future
 
 
-def _written(writer, index: int, case: Case, source: CaseSource, key: bytes
-             ) -> Case | str:
-    """The case once written, or why the store refused it (a stack case without the
-    mask the others have, say): that case fails, the build goes on."""
+def _written(writer: StoreWriter, index: int, case: Case | CaseWritten,
+             source: CaseSource, key: bytes) -> CaseWritten | CaseFailed:
+    """The case once written (by this process, or recorded when a worker wrote it), or
+    why the store refused it (a stack case without the mask the others have, say):
+    that case fails, the build goes on. Its source files are journaled by
+    ``journal_names``."""
     try:
+        if isinstance(case, CaseWritten):
+            names = journal_names(case.record["sources"], source_identifiers(source), key)
+            return writer.write_case(index, case.with_record(sources=names))
         case.sources = journal_names(case.sources, source_identifiers(source), key)
-        writer.write_case(index, case)
+        return writer.write_case(index, case)
     except MedimgError as error:
-        return str(error)
-    return case
+        return CaseFailed(index, source.case_id, error)
 
 
 def _encoded(label: Classification, case: CaseSource) -> int | Any:

@@ -1,6 +1,7 @@
 """Harmonizing the cases of a build, in this process or on Dask workers: each case's
-result is the harmonized case or a one-line error, never an exception that ends the
-build (``build.py`` writes them)."""
+result is the harmonized case (for the build process to write), the case a worker
+wrote (``CaseWritten``) or why it failed (``CaseFailed``), never an exception that ends
+the build (``build.py`` records them)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ..case import Case
-from ..errors import MedimgError, one_line
+from ..errors import CaseError, MedimgError
 from ..limits import OPTION, SETTING
 from ..failpoints import worker_failpoint
-from ..store.worker_writes import CaseDestination
+from ..store.results import CaseFailed, CaseWritten
+from ..store.volumes import CaseDestination
 from .case_table import sha256_of
 from .pipeline import BuildContext, harmonize_case, recipe_max_voxels
 from .sources import CaseSource
@@ -25,13 +27,17 @@ IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle, memor
 WORKERLESS_SECONDS = 60
 
 
-def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
-               scheduler: str | None, destination=None
-               ) -> Iterator[tuple[int, Case | str]]:
-    """(index, Case or one-line error) in completion order.
+Result = Case | CaseWritten | CaseFailed
 
-    With a ``destination`` (a volumes store, ``worker_writes.CaseDestination``), each
-    Dask worker writes its cases into the store and sends back only a WrittenCase (no
+
+def harmonized(cases: dict[int, CaseSource], context: BuildContext, workers: int,
+               scheduler: str | None, destination: CaseDestination | None = None
+               ) -> Iterator[tuple[int, Result]]:
+    """(index, result) of each of ``cases`` (index in the build -> source), in
+    completion order.
+
+    With a ``destination`` (a volumes store, ``volumes.CaseDestination``), each Dask
+    worker writes its cases into the store and sends back only a CaseWritten (no
     pixels): compression and writing run on all workers instead of in this process.
 
     On Dask, at most a few cases per worker are in flight, submitted in index order: a
@@ -43,8 +49,8 @@ def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
     the others; if its worker dies again, that is the case's failure, and every other
     case is built all the same."""
     if workers <= 1 and scheduler is None:
-        for index, source in enumerate(cases):
-            yield index, _attempt(source, context)
+        for index, source in cases.items():
+            yield index, _attempt(index, source, context)
         return
     from distributed import Client, LocalCluster, as_completed
 
@@ -65,13 +71,13 @@ def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
         # that dies (killed for memory, say) takes scattered data with it for good and
         # every case waiting on it fails, whereas the scheduler recomputes a task.
         shared = client.submit(_shared, context, destination, pure=False)
-        pending = iter(enumerate(cases))
+        pending = iter(cases.items())
         futures: dict = {}
         completed = as_completed()
         died: list[int] = []
 
         def submit(index: int, source: CaseSource) -> None:
-            future = client.submit(_attempt_shared, source, shared, pure=False)
+            future = client.submit(_attempt_shared, index, source, shared, pure=False)
             futures[future] = index
             completed.add(future)
 
@@ -93,8 +99,8 @@ def harmonized(cases: list[CaseSource], context: BuildContext, workers: int,
         if died and shared.status == "error":  # it was being recomputed on that worker
             shared = client.submit(_shared, context, destination, pure=False)
         for index in died:
-            future = client.submit(_attempt_shared, cases[index], shared, pure=False)
-            yield index, _outcome(future, watch) or _died(cases[index])
+            future = client.submit(_attempt_shared, index, cases[index], shared, pure=False)
+            yield index, _outcome(future, watch) or _died(index, cases[index])
             future.release()
     finally:
         client.close()
@@ -143,11 +149,12 @@ def _shared(context: BuildContext, destination) -> tuple[BuildContext, Any]:
     return context, destination
 
 
-def _attempt_shared(source: CaseSource, shared: tuple[BuildContext, Any]) -> Case | str:
-    return _attempt(source, *shared)
+def _attempt_shared(index: int, source: CaseSource, shared: tuple[BuildContext, Any]
+                    ) -> Result:
+    return _attempt(index, source, *shared)
 
 
-def _outcome(future, watch: _WorkerWatch) -> Case | str | None:
+def _outcome(future, watch: _WorkerWatch) -> Result | None:
     """The case's result, or None when the worker running it died (the scheduler
     gives up on a case after it saw ``distributed.scheduler.allowed-failures`` + 1
     workers die under it). A finished result lost with its worker is computed again,
@@ -164,44 +171,45 @@ def _outcome(future, watch: _WorkerWatch) -> Case | str | None:
             return None
 
 
-def _died(source: CaseSource) -> str:
-    return (f"{source.image_path}: the Dask worker building this case died twice "
-            "(killed for memory, say): give the workers more memory, lower the size limit "
-            f"({OPTION} N) so that such cases are refused before they allocate, or leave "
-            "it out")
+def _died(index: int, source: CaseSource) -> CaseFailed:
+    return CaseFailed(index, source.case_id, CaseError(
+        source.image_path, "the Dask worker building this case died twice (killed for "
+        f"memory, say): give the workers more memory, lower the size limit ({OPTION} N) "
+        "so that such cases are refused before they allocate, or leave it out"))
 
 
-def _attempt(source: CaseSource, context: BuildContext,
-             destination: CaseDestination | None = None) -> Case | str:
+def _attempt(index: int, source: CaseSource, context: BuildContext,
+             destination: CaseDestination | None = None) -> Result:
     """The harmonized case or why it failed; with a ``destination`` this process can
-    reach, the case is written there and comes back as a WrittenCase. Errors of the
+    reach, the case is written there and comes back as a CaseWritten. Errors of the
     write other than the store refusing the case end the build, as in the build
     process (a full disk is not one case's problem)."""
     _share_cores_with_other_workers()
     if _on_a_worker():
         worker_failpoint(source.case_id)
-    result = _harmonize(source, context)
-    if isinstance(result, Case) and destination is not None and destination.reachable():
-        try:
-            return destination.write(result)
-        except MedimgError as error:
-            return str(error)
-    return result
+    try:
+        case = _harmonize(source, context)
+        if destination is not None and destination.reachable():
+            return destination.write(index, case)
+        return case
+    except MedimgError as error:
+        return CaseFailed(index, source.case_id, error)
 
 
-def _harmonize(source: CaseSource, context: BuildContext) -> Case | str:
+def _harmonize(source: CaseSource, context: BuildContext) -> Case:
+    """The harmonized case; any error it meets as a MedimgError."""
     try:
         case = harmonize_case(source, context)
         case.sources = source_digests(case, context.source_dir)
         return case
-    except MedimgError as error:
-        return str(error)
+    except MedimgError:
+        raise
     except Exception as error:  # a bug or an unforeseen file: report it, keep building
         if _out_of_memory(error):
-            return _ran_out_of_memory(source, context)
-        # One printable line, cut, like a MedimgError: a library's text may quote the input.
-        return (f"{source.image_path}: unexpected {type(error).__name__}: "
-                f"{one_line(str(error))}")
+            raise _ran_out_of_memory(source, context) from error
+        # A library's text may quote the input: one printable line, cut (MedimgError).
+        raise CaseError(source.image_path,
+                        f"unexpected {type(error).__name__}: {error}") from error
 
 
 # What ITK says when an image buffer cannot be allocated (itkImportImageContainer.hxx);
@@ -214,15 +222,16 @@ def _out_of_memory(error: Exception) -> bool:
         isinstance(error, RuntimeError) and _ITK_ALLOCATION_FAILED in str(error))
 
 
-def _ran_out_of_memory(source: CaseSource, context: BuildContext) -> str:
+def _ran_out_of_memory(source: CaseSource, context: BuildContext) -> CaseError:
     """A case past this worker's memory but within the size limit (raised, or the
     default on a small machine): one line saying what to do, not the allocation message
     of whichever library failed (numpy, ITK)."""
     limit = recipe_max_voxels(context.recipe)
-    return (f"{source.image_path}: ran out of memory harmonizing this case, within the "
-            f"size limit of {limit:,} values (give each worker more memory -- fewer "
-            f"--workers -- or lower the limit with {OPTION} N or the recipe's {SETTING} so "
-            "that such cases are refused before they allocate)")
+    return CaseError(source.image_path, (
+        f"ran out of memory harmonizing this case, within the size limit of {limit:,} "
+        f"values (give each worker more memory -- fewer --workers -- or lower the limit "
+        f"with {OPTION} N or the recipe's {SETTING} so that such cases are refused before "
+        "they allocate)"))
 
 
 def source_digests(case: Case, source_dir: Path) -> dict[str, str]:

@@ -151,6 +151,24 @@ def stored_text(text: str, root: Path, store: str | None = None) -> str:
     return _ABSOLUTE.sub(lambda match: relative_path(match.group(0), root), text)
 
 
+def stored_path(path: str | os.PathLike, root: Path, store: str | None = None) -> str:
+    """A path an error names (``MedimgError.given_path``) as the store keeps it: under
+    the store's location (``store``, as given to the writer) after "the store",
+    relative to ``root`` when under it, any other absolute path as its file name; a
+    relative path or a URL as it is. The path itself is compared, not the message."""
+    text = str(path)
+    if store and "://" not in store:
+        if text == store:
+            return STORE_NAME
+        location = Path(os.path.abspath(store))
+        if os.path.isabs(text) and Path(text).is_relative_to(location):
+            inside = Path(text).relative_to(location).as_posix()
+            return STORE_NAME if inside == "." else f"{STORE_NAME}/{inside}"
+    if not os.path.isabs(text):
+        return text
+    return relative_path(text, root)
+
+
 def _replace_path(text: str, path: str, alone: str, as_parent: str) -> str:
     """``path`` in ``text`` replaced by ``alone``, and by ``as_parent`` where a path
     below it follows; "/a/my_ct2" and "/b/a/my_ct" are other paths than "/a/my_ct"."""

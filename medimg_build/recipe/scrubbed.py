@@ -14,27 +14,37 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import located, printable
 from ..privacy import identifying_values_of_files, scrub
-from .paths import relative_path, stored_text
+from .paths import relative_path, stored_path, stored_text
 
 if TYPE_CHECKING:
+    from ..store.results import CaseFailed
     from .pipeline import BuildContext
     from .sources import CaseSource
 
 
-def stored_failure(message: str, source: CaseSource, context: BuildContext,
+def stored_failure(failed: CaseFailed, source: CaseSource, context: BuildContext,
                    store: str) -> str:
     """A failed case's error as the store keeps it (the table's ``error`` column, the
-    build report, so the QC report): files relative to the source folder; the case's
-    own file or folder called by its case id where that file does not name the case
-    (a DICOM series, a folder named after its patient, whose id is a pseudonym); and
-    every identifying value of the case's headers, in any spelling, scrubbed (a
-    SeriesDescription quoted). The console shows the message as it was."""
-    text = stored_text(message, context.source_dir, store)
+    build report, so the QC report): the file it names relative to the source folder
+    (``stored_path``, by the path itself), and the files its text quotes
+    (``stored_text``); the case's own file or folder called by its case id where that
+    file does not name the case (a DICOM series, a folder named after its patient,
+    whose id is a pseudonym); and every identifying value of the case's headers, in any
+    spelling, scrubbed (a SeriesDescription quoted). The console shows the message as
+    it was."""
+    error = failed.error
+    path = None if error.given_path is None else \
+        stored_path(error.given_path, context.source_dir, store)
+    detail = stored_text(error.detail(), context.source_dir, store)
     if source.case_id not in source.image_path.name:
         where = relative_path(source.image_path, context.source_dir)
-        text = re.sub(rf"(?<![\w.~/-]){re.escape(where)}(?![\w.~-])",
-                      lambda _: source.case_id, text)
+        detail = re.sub(rf"(?<![\w.~/-]){re.escape(where)}(?![\w.~-])",
+                        lambda _: source.case_id, detail)
+        if path is not None and (path == where or path.startswith(f"{where}/")):
+            path = source.case_id + path[len(where):]
+    text = located(None if path is None else printable(path), detail)
     return scrub(text, source_identifiers(source), context.pseudonym_key)
 
 

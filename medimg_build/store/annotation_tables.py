@@ -44,38 +44,47 @@ _SOURCE_AXES = ("i", "j", "k")
 _WORLD = ("R", "A", "S")
 
 
+def check_on_grid(case, where: str) -> None:
+    """Refuse a case's boxes or landmarks that are not on its image's grid."""
+    for kind in (BOXES, LANDMARKS):
+        value = getattr(case, kind)
+        if value is None or not isinstance(value, (Boxes, Landmarks)):
+            continue  # a wrong type is refused with the labels (AnnotationBuffer.check)
+        image = case.image
+        same_grid = value.shape == image.spatial_shape and np.allclose(
+            value.affine, image.affine, atol=1e-4)
+        if not same_grid:
+            raise StoreError(where, f"case {case.case_id!r}: {kind} are not on the "
+                             "image's grid", hint=f"move them with {kind}.onto(image)")
+
+
 class AnnotationBuffer:
     def __init__(self) -> None:
         # kind -> case index -> (case_id, Boxes | Landmarks)
         self._rows: dict[str, dict[int, tuple[str, Any]]] = {BOXES: {}, LANDMARKS: {}}
 
-    def check(self, case, vocabulary: Any, where: str) -> None:
-        """Refuse annotations that are not on the case's image grid or whose labels
-        the recipe's vocabulary does not list (call under the writer's lock)."""
+    def check(self, case_id: str, found: dict[str, Any], vocabulary: Any, where: str) -> None:
+        """Refuse annotations (kind -> Boxes, Landmarks or None) whose type is wrong or
+        whose labels the recipe's vocabulary does not list (call under the writer's
+        lock). Their grid is checked with the pixels (``check_on_grid``)."""
         for kind, kind_type in ((BOXES, Boxes), (LANDMARKS, Landmarks)):
-            value = getattr(case, kind)
+            value = found.get(kind)
             if value is None:
                 continue
             if not isinstance(value, kind_type):
-                raise StoreError(where, f"case {case.case_id!r}: {kind} must be "
+                raise StoreError(where, f"case {case_id!r}: {kind} must be "
                                  f"{kind_type.__name__}, got {type(value).__name__}")
-            image = case.image
-            same_grid = value.shape == image.spatial_shape and np.allclose(
-                value.affine, image.affine, atol=1e-4)
-            if not same_grid:
-                raise StoreError(where, f"case {case.case_id!r}: {kind} are not on the "
-                                 "image's grid", hint=f"move them with {kind}.onto(image)")
             classes = _vocabulary_classes(vocabulary, kind)
             unknown = sorted(set(value.labels) - set(classes or value.labels))
             if unknown:
-                raise LabelError(where, f"case {case.case_id!r}: {kind} label(s) "
+                raise LabelError(where, f"case {case_id!r}: {kind} label(s) "
                                  f"[{shown_items(map(repr, unknown), 5)}] are not in the vocabulary {classes}",
                                  hint=f"list them under the recipe's labels.{kind}")
 
-    def add(self, index: int, case) -> None:
+    def add(self, index: int, case_id: str, found: dict[str, Any]) -> None:
         for kind in (BOXES, LANDMARKS):
-            if getattr(case, kind) is not None:
-                self._rows[kind][index] = (case.case_id, getattr(case, kind))
+            if found.get(kind) is not None:
+                self._rows[kind][index] = (case_id, found[kind])
 
     def discard(self, index: int) -> None:
         for rows in self._rows.values():

@@ -1,8 +1,8 @@
 """What both layouts' writers share: case bookkeeping, labels, table, root attributes.
 
-A subclass writes pixels (``_write``), flushes what it buffered (``_flush``) and
-describes its arrays (``_arrays_info``); everything else happens here, so the two
-layouts cannot drift apart on ids, labels, the table or the root attributes.
+A layout fills in only what differs (``BaseWriter``'s abstract methods); everything
+else happens here, so the two layouts cannot drift apart on ids, labels, the table or
+the root attributes.
 
 Thread safety: ``write_case`` may be called from several threads. Bookkeeping is under
 one lock; pixel writes happen outside it, and each one touches only chunks no other
@@ -11,9 +11,11 @@ call touches (its own shard or its own case group).
 
 from __future__ import annotations
 
+import copy
 import threading
-from contextlib import contextmanager
 import warnings
+from abc import abstractmethod
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,67 +25,56 @@ import zarr
 from ..case import Case
 from ..errors import StoreError
 from ..failpoints import failpoint
-from ..image import MedicalImage
 from ..provenance import to_jsonable
-from .annotation_tables import GROUP_NAMES, AnnotationBuffer
-from .journal import BuildLock, Journal, annotation_from, case_record, labels_from
+from .annotation_tables import GROUP_NAMES, AnnotationBuffer, check_on_grid
+from .contract import StoreWriter, WorkerDestination
+from .journal import Journal
 from .classification import ClassificationBuffer
 from .manifest import MANIFEST, write_manifest
 from .schema import CHANNEL, SCHEMA_VERSION, array_info, check_case_id
+from .results import CaseWritten, case_written
 from .table import check_table, write_table
 
 
 class ImageTemplate:
-    """What every case of a store must share with the first one written."""
+    """What every case of a store must share with the first one written
+    (``results.template_record``, as each case's record holds it)."""
 
-    def __init__(self, image: MedicalImage, mask: MedicalImage | None) -> None:
-        self.spatial_ndim = image.spatial_ndim
-        self.channel_axis = image.has_channels
-        self.n_channels = image.n_channels
-        self.dtype = image.array.dtype
-        self.mask_dtype = None if mask is None else mask.array.dtype
-        self.spatial_shape = image.spatial_shape
-
-    def to_record(self) -> dict[str, Any]:
-        return {"spatial_ndim": self.spatial_ndim, "channel_axis": self.channel_axis,
-                "n_channels": self.n_channels, "dtype": str(self.dtype),
-                "mask_dtype": None if self.mask_dtype is None else str(self.mask_dtype),
-                "spatial_shape": list(self.spatial_shape)}
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.spatial_ndim, self.channel_axis = record["spatial_ndim"], record["channel_axis"]
+        self.n_channels, self.dtype = record["n_channels"], np.dtype(record["dtype"])
+        self.spatial_shape = tuple(record["spatial_shape"])
+        self.mask_dtype = None if record["mask_dtype"] is None else np.dtype(record["mask_dtype"])
 
     @classmethod
     def from_records(cls, records: list[dict[str, Any]]) -> ImageTemplate:
         """The template of a resumed store, from its complete cases' journal records
         (any case will do: all share what the template checks; a volumes store takes
         its mask dtype from any case that has a mask)."""
-        first = records[0]["template"]
-        template = cls.__new__(cls)
-        template.spatial_ndim, template.channel_axis = first["spatial_ndim"], first["channel_axis"]
-        template.n_channels, template.dtype = first["n_channels"], np.dtype(first["dtype"])
-        template.spatial_shape = tuple(first["spatial_shape"])
+        template = cls(records[0]["template"])
         masks = [r["template"]["mask_dtype"] for r in records if r["template"]["mask_dtype"]]
         template.mask_dtype = np.dtype(masks[0]) if masks else None
         return template
 
-    def mismatch(self, image: MedicalImage, mask: MedicalImage | None, stack: bool):
-        """A description of how a case differs from the template, or None.
+    def mismatch(self, case: ImageTemplate, stack: bool) -> str | None:
+        """A description of how a case (its template) differs from this one, or None.
 
         The stack has one array for all cases: same shape, channels and dtype, and a
         mask for every case or for none. A volumes case has its own arrays, so only
         the dtype (chosen per modality) and the number of spatial axes (the arrays'
         dims) are shared; a case may lack a mask; masks share the first mask's dtype."""
-        mask_dtype = None if mask is None else mask.array.dtype
         if not stack and self.mask_dtype is None:
-            self.mask_dtype = mask_dtype
+            self.mask_dtype = case.mask_dtype
         checks = [
-            ("spatial axes", self.spatial_ndim, image.spatial_ndim),
-            ("dtype", self.dtype, image.array.dtype),
+            ("spatial axes", self.spatial_ndim, case.spatial_ndim),
+            ("dtype", self.dtype, case.dtype),
         ]
-        if stack or mask_dtype is not None:
-            checks.append(("mask dtype", self.mask_dtype, mask_dtype))
+        if stack or case.mask_dtype is not None:
+            checks.append(("mask dtype", self.mask_dtype, case.mask_dtype))
         if stack:
-            checks += [("channel axis", self.channel_axis, image.has_channels),
-                       ("channels", self.n_channels, image.n_channels),
-                       ("shape", self.spatial_shape, image.spatial_shape)]
+            checks += [("channel axis", self.channel_axis, case.channel_axis),
+                       ("channels", self.n_channels, case.n_channels),
+                       ("shape", self.spatial_shape, case.spatial_shape)]
         for what, expected, got in checks:
             if expected != got:
                 return f"{what} {got} where the store has {expected}"
@@ -97,16 +88,23 @@ class ImageTemplate:
         return shared
 
 
-class BaseWriter:
+class BaseWriter(StoreWriter):
+    """The writer of both layouts (``stack.py``, ``volumes.py``) in both formats.
+
+    A layout writes pixels (``_write``), flushes what it buffered (``_flush``), lists
+    the records of the cases a reopened store holds complete (``_complete_records``) and
+    the root nodes that hold them (``_kept_on_resume``), and describes its arrays
+    (``_arrays_info``)."""
+
     layout: str = ""
     reserved: frozenset[str] = frozenset()  # root names no table column may take
 
     def __init__(self, root: zarr.Group, location: str, n_cases: int,
                  attrs: dict[str, Any], compressor) -> None:
+        super().__init__(location, n_cases)
         self._root = root
-        self.location = location
-        self.n_cases = n_cases
-        self._attrs = attrs  # the caller's dict, read at close: it may add to it until then
+        # A copy: what the caller changes later reaches the store only through close.
+        self._attrs = copy.deepcopy(attrs)
         self._compressor = compressor
         self._lock = threading.Lock()
         self._ids: dict[int, str] = {}  # index -> case id, claimed or written
@@ -117,35 +115,41 @@ class BaseWriter:
         self._annotations = AnnotationBuffer()  # boxes and landmarks, written at close
         self._template: ImageTemplate | None = None
         self._closed = False
-        # Resumable builds only (create_store/reopen_store with a journal): the lock,
-        # the journal, the records of cases not yet in it, and the cases recovered.
-        self.lock: BuildLock | None = None
+        # Resumable builds only (create_store/reopen_store with a journal): the journal
+        # and the records of cases not yet in it.
         self.journal: Journal | None = None
         self._records: dict[int, dict[str, Any]] = {}
-        self.recovered: dict[int, dict[str, Any]] = {}  # index -> journal record
 
     # -- writing cases -----------------------------------------------------------------
-    def write_case(self, index: int, case: Case) -> None:
-        """Write (or, for the stack, buffer) one harmonized case at ``index``. A volumes
-        case may come as a ``WrittenCase`` whose group a worker wrote already
-        (``worker_writes.py``): it is only recorded, or deleted if refused."""
+    def write_case(self, index: int, case: Case | CaseWritten) -> CaseWritten:
+        """Write (or, for the stack, buffer) one harmonized case at ``index``; a
+        ``CaseWritten`` whose group a worker wrote already (``volumes.CaseDestination``)
+        is only recorded, or deleted if refused."""
         try:
-            self._write_case(index, case)
+            if isinstance(case, CaseWritten):
+                return self._accept(index, case, None)
+            return self._accept(index, case_written(index, case), case)
         except BaseException:
-            self._discard(case)
+            if isinstance(case, CaseWritten):
+                self._discard(case.case_id)
             raise
 
-    def _write_case(self, index: int, case: Case) -> None:
-        labels = self._claim(index, case)
+    def _accept(self, index: int, written: CaseWritten, case: Case | None) -> CaseWritten:
+        """Claim ``index`` for the case, check it, journal it and write its pixels
+        (``case``; None when a worker wrote them)."""
+        found = {kind: getattr(case, kind) if case is not None else written.annotation(kind)
+                 for kind in GROUP_NAMES}
+        labels = self._claim(index, written, case.labels if case is not None
+                             else written.labels(), found)
         index = int(index)
         try:
-            self._check_geometry(case)
+            if case is not None:
+                check_case_geometry(case, self.location)
+            written = written.with_record(labels=to_jsonable(labels))
             if self.journal is not None:
-                record = case_record(index, case, labels)
                 with self._lock:
-                    record["template"] = ImageTemplate(case.image, case.mask).to_record()
-                    self._records[index] = record
-            self._write(index, case)
+                    self._records[index] = written.record
+            self._write(index, written, case)
         except BaseException:
             with self._lock:  # let the caller retry or skip this index
                 self._taken_ids.discard(str(self._ids.pop(index, "")).casefold())
@@ -155,15 +159,20 @@ class BaseWriter:
             raise
         with self._lock:
             self._labels.add(index, labels)
-            self._annotations.add(index, case)
+            self._annotations.add(index, written.case_id, found)
+        return written
 
-    def _claim(self, index: int, case: Case) -> dict[str, Any]:
+    def _claim(self, index: int, written: CaseWritten, labels: dict[str, Any],
+               found: dict[str, Any]) -> dict[str, Any]:
         if self._closed:
             raise StoreError(self.location, "the store writer is closed")
         if not isinstance(index, (int, np.integer)) or not 0 <= index < self.n_cases:
             raise StoreError(self.location,
                              f"case index {index!r} is outside 0..{self.n_cases - 1}")
-        case_id = check_case_id(case.case_id, self.location)
+        if written.index != index:
+            raise StoreError(self.location, f"case {written.case_id!r} was written as "
+                             f"index {written.index}, not {index}")
+        case_id = check_case_id(written.case_id, self.location)
         with self._lock:
             if index in self._ids:
                 raise StoreError(self.location, f"case index {index} was already written "
@@ -171,9 +180,9 @@ class BaseWriter:
             if case_id.casefold() in self._taken_ids:
                 raise StoreError(self.location, f"case id {case_id!r} is written twice",
                                  hint="case ids must be unique in a store, ignoring case")
-            labels = self._labels.check(case_id, case.labels, self.location)
-            self._annotations.check(case, self._vocabulary(), self.location)
-            self._check_row(case)
+            labels = self._labels.check(case_id, labels, self.location)
+            self._annotations.check(case_id, found, self._vocabulary(), self.location)
+            self._check_row(case_id, written.row)
             self._ids[int(index)] = case_id
             self._taken_ids.add(case_id.casefold())
         return labels
@@ -181,44 +190,48 @@ class BaseWriter:
     def _taken_names(self) -> set[str]:
         return set(self.reserved) | set(self._labels.names()) | GROUP_NAMES | {MANIFEST}
 
-    def _vocabulary(self) -> Any:
-        return self._attrs.get("labels", self._attrs.get("label_vocabulary"))
+    def _vocabulary(self, attrs: dict[str, Any] | None = None) -> Any:
+        attrs = self._attrs if attrs is None else attrs
+        return attrs.get("labels", attrs.get("label_vocabulary"))
 
-    def _check_row(self, case: Case) -> None:
+    def _check_row(self, case_id: str, row: dict[str, Any]) -> None:
         """Fail on the first case, not at close after the whole build, when the case's
         table row has a column that would clash with a store array."""
-        clashes = sorted(set(map(str, case.row)) & self._taken_names())
+        clashes = sorted(set(map(str, row)) & self._taken_names())
         if clashes:
-            raise StoreError(self.location, f"case {case.case_id!r}: table column(s) "
+            raise StoreError(self.location, f"case {case_id!r}: table column(s) "
                              f"{', '.join(clashes)} clash with {self.layout} store arrays",
                              hint="rename those columns of the case table")
 
-    def _check_geometry(self, case: Case) -> None:
-        check_case_geometry(case, self.location)
-
-    def _fit_template(self, case: Case, stack: bool) -> bool:
-        """Check ``case`` against the first case (call under the lock); True when
-        ``case`` is the first and the arrays must be created."""
+    def _fit_template(self, written: CaseWritten, stack: bool) -> bool:
+        """Check the case against the first case (call under the lock); True when it
+        is the first and the arrays must be created."""
+        case = ImageTemplate(written.template)
         if self._template is None:
-            self._template = ImageTemplate(case.image, case.mask)
+            self._template = case
             return True
-        problem = self._template.mismatch(case.image, case.mask, stack)
+        problem = self._template.mismatch(case, stack)
         if problem:
-            raise StoreError(self.location, f"case {case.case_id!r} does not fit the "
+            raise StoreError(self.location, f"case {written.case_id!r} does not fit the "
                              f"{self.layout} store: {problem}",
                              hint="harmonize every case to the same grid and dtype")
         return False
 
-    def _write(self, index: int, case: Case) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
+        """Write the pixels of ``case`` (None: a worker wrote them) and mark it complete."""
 
-    def _discard(self, case: Case) -> None:
-        """Remove what a refused case left in the store before the writer saw it."""
+    def _discard(self, case_id: str) -> None:
+        """Remove what a refused case left in the store before the writer saw it; only
+        a layout whose workers write cases leaves anything."""
 
-    def worker_destination(self):
-        """Where Dask workers may write cases themselves (``worker_writes.py``), or
-        None: this layout's cases are written by the build process only."""
+    def worker_destination(self) -> WorkerDestination | None:
+        """None: this layout's cases are written by the build process only."""
         return None
+
+    def cases_in_store(self) -> int:
+        with self._lock:
+            return len(self._ids)
 
     def _journal_unit(self, unit: str, indices: list[int]) -> None:
         """Journal the records of ``indices`` as ``unit``: call before the unit's
@@ -231,29 +244,32 @@ class BaseWriter:
 
     # -- resuming ----------------------------------------------------------------------
     def resume(self, case_ids: list[str]) -> None:
-        """Take the cases that are complete in a reopened store (``recovered``, their
-        journal records) as written; everything else is left for the build to redo."""
+        """Take the cases that are complete in a reopened store (``recovered``, from
+        their journal records) as written; everything else is left for the build to
+        redo."""
         records = self._complete_records(case_ids)
         for record in sorted(records, key=lambda r: r["index"]):
-            index, case_id = record["index"], record["case_id"]
+            written = CaseWritten(record["index"], record)
+            index, case_id = written.index, written.case_id
             if case_ids[index] != case_id:
                 raise StoreError(self.location, f"the journal has case {case_id!r} at index "
                                  f"{index}, the source {case_ids[index]!r}",
                                  hint="rebuild with --overwrite")
-            labels = self._labels.check(case_id, labels_from(record), self.location)
+            labels = self._labels.check(case_id, written.labels(), self.location)
             self._labels.add(index, labels)
-            self._annotations.add(index, Case(
-                case_id, image=None, boxes=annotation_from("boxes", record["boxes"]),
-                landmarks=annotation_from("landmarks", record["landmarks"])))
+            self._annotations.add(index, case_id, {kind: written.annotation(kind)
+                                                   for kind in GROUP_NAMES})
             self._ids[index] = case_id
             self._taken_ids.add(case_id.casefold())
-            self.recovered[index] = record
+            self.recovered[index] = written
         if records:
             self._template = ImageTemplate.from_records(records)
         self._after_resume()
 
+    @abstractmethod
     def _complete_records(self, case_ids: list[str]) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """The journal records of the cases complete in a reopened store; what an
+        incomplete case left is removed."""
 
     def _after_resume(self) -> None:
         """Remove what ``close`` writes (a killed close may have left part of it) and
@@ -265,9 +281,9 @@ class BaseWriter:
             if name not in keep:
                 del self._root[name]
 
+    @abstractmethod
     def _kept_on_resume(self) -> set[str]:
         """Root nodes that hold complete cases (the rest is rewritten)."""
-        raise NotImplementedError
 
     def _unit_records(self, unit: str) -> list[dict[str, Any]]:
         records = None if self.journal is None else self.journal.read_unit(unit)
@@ -282,22 +298,25 @@ class BaseWriter:
             self.lock.release()
 
     def _flush(self) -> None:
-        """Write whatever is still buffered (the stack's partial shards)."""
+        """Write whatever is still buffered; only the stack buffers (partial shards)."""
 
+    @abstractmethod
     def _arrays_info(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The root attrs' ``arrays``: each array of the layout described."""
 
     # -- closing ---------------------------------------------------------------------
-    def close(self, table: pd.DataFrame) -> None:
-        """Flush, write labels and the case table, then the root attributes."""
+    def close(self, table: pd.DataFrame, attrs: dict[str, Any] | None = None) -> None:
+        """Flush, write labels and the case table, then ``attrs`` (by default those the
+        store was created with) and what the writer knows as the root attributes."""
         if self._closed:
             raise StoreError(self.location, "the store writer is already closed")
+        attrs = self._attrs if attrs is None else attrs
         with self._lock:
             check_table(table, self.n_cases, dict(self._ids), self._taken_names(),
                         self.location)
         self._flush()
         with self._lock:
-            vocabulary = self._vocabulary()
+            vocabulary = self._vocabulary(attrs)
             self._labels.write(self._root, vocabulary, self.location)
             annotations = self._annotations.write(
                 self._root, vocabulary,
@@ -306,7 +325,7 @@ class BaseWriter:
             table_info = write_table(self._root, table)
             self._closed = True
         failpoint("close")  # failpoint: killed with the table written, not finished
-        medimg = dict(to_jsonable(self._attrs))
+        medimg = dict(to_jsonable(attrs))
         medimg.update(
             schema_version=SCHEMA_VERSION, layout=self.layout, n_cases=self.n_cases,
             finished=True, table=table_info, arrays=arrays, annotations=annotations,
@@ -338,7 +357,9 @@ class BaseWriter:
 
 
 def check_case_geometry(case: Case, location: str) -> None:
-    """A mask must lie on its image's grid (the store keeps one grid per case)."""
+    """A mask, boxes and landmarks must lie on their image's grid (the store keeps one
+    grid per case): checked where the pixels are, in a worker that writes the case."""
+    check_on_grid(case, location)
     mask = case.mask
     if mask is None:
         return

@@ -22,6 +22,7 @@ from .base import layout_options
 from .hdf5_manifest import write_hdf5_manifest
 from .journal import BuildLock
 from .replace import Replacing, rebuild_location, remove_leftovers
+from .results import CaseWritten
 from .stack import StackWriter
 from .volumes import VolumesWriter
 
@@ -29,9 +30,9 @@ from .volumes import VolumesWriter
 class _Hdf5Writing:
     _root: H5Group
 
-    def _write(self, index: int, case: Case) -> None:
+    def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
         with file_errors(self._root.h5.file.filename):
-            super()._write(index, case)  # type: ignore[misc]
+            super()._write(index, written, case)  # type: ignore[misc]
             # An interrupted build leaves a readable file whose finished cases are
             # whole: flushed after each case, HDF5 metadata on disk never lags the
             # pixels by more than the case being written (its completion marker unset).

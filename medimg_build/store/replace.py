@@ -34,6 +34,7 @@ from typing import Any
 import fsspec
 
 from ..errors import StoreError
+from .contract import StoreWriter
 from .journal import BuildLock
 
 BUILD_MARK = ".medimg-build-"  # a rebuild in progress, beside its store
@@ -70,23 +71,30 @@ def is_local(location: str) -> bool:
     return isinstance(fs, fsspec.implementations.local.LocalFileSystem)
 
 
-class Replacing:
+class Replacing(StoreWriter):
     """A writer that fills ``inner`` (built at a ``rebuild_location``) and, at close,
     swaps it in for the store at ``target``. ``lock`` is the target's build lock, held
-    from the start to the end of the swap. Everything else is the inner writer's."""
+    from the start to the end of the swap. The cases are the inner writer's."""
 
-    def __init__(self, inner, target: str, lock: BuildLock | None,
+    def __init__(self, inner: StoreWriter, target: str, lock: BuildLock | None,
                  resumable: bool = True) -> None:
-        self.inner, self.target, self.lock, self.resumable = inner, target, lock, resumable
+        super().__init__(inner.location, inner.n_cases, lock)
+        self.inner, self.target, self.resumable = inner, target, resumable
+        self.recovered, self.rebuilt = inner.recovered, inner.rebuilt
         self.accept_failures = False  # swap in a store whose failed cases are missing
-        self.kept_old: str | None = None  # why close did not swap, for the build report
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def write_case(self, index: int, case):
+        return self.inner.write_case(index, case)
 
-    def close(self, table=None) -> None:
+    def worker_destination(self):
+        return self.inner.worker_destination()
+
+    def cases_in_store(self) -> int:
+        return self.inner.cases_in_store()
+
+    def close(self, table, attrs: dict[str, Any] | None = None) -> None:
         try:
-            self.inner.close(table)
+            self.inner.close(table, attrs)
             if self._swappable():
                 if self.lock is not None and self.lock.inside:
                     # The new store carries the lock in: the name stays locked throughout.
@@ -118,9 +126,8 @@ class Replacing:
                 self.lock.release()
 
     def _swappable(self) -> bool:
-        # Cases written or recovered (a resumed FinishedStore has recovered only).
-        written = len(getattr(self.inner, "_ids", self.inner.recovered))
-        every = written == getattr(self.inner, "n_cases", written)
+        written = self.inner.cases_in_store()
+        every = written == self.inner.n_cases
         return every or (self.accept_failures and written > 0)
 
 

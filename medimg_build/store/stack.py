@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
+from ..errors import StoreError
 from ..failpoints import failpoint
 from .axes import WORLD_LABELS, image_to_stored, mask_to_stored, spatial_dims, stored_origin
 from .axes import stored_spacing
 from .base import BaseWriter
+from .results import CaseWritten
 from .schema import (
     AFFINE, AFFINE_DIMS, CASE, CHANNEL, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, SPATIAL,
     STACK_ROOT_NAMES, TARGET_SHARD_BYTES, WHOLE_ARRAY_CONFIG, WORLD, checksummed,
@@ -52,9 +54,12 @@ class StackWriter(BaseWriter):
         self._pending: dict[int, dict[int, Case]] = {}  # shard -> index -> case
         self._arrays: dict[str, Any] = {}  # handles, so a shard write re-reads no metadata
 
-    def _write(self, index: int, case: Case) -> None:
+    def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
+        if case is None:  # shards are written whole, by the build process
+            raise StoreError(self.location, f"case {written.case_id!r}: a stack store is "
+                             "written by the build process, which needs the case's pixels")
         with self._lock:
-            if self._fit_template(case, stack=True):
+            if self._fit_template(written, stack=True):
                 self._create_arrays(case)
             shard = index // self._k
             pending = self._pending.setdefault(shard, {})

@@ -8,14 +8,25 @@ Each array is one shard (one file per array per case, so N cases make O(N) files
 whatever their slice count) of 2D-slice chunks (a slice decodes alone). The group's
 ``medimg_case.complete`` turns true last, after every array of the case is written.
 Different cases touch different groups, so cases can be written concurrently.
+
+So Dask workers write volumes cases into the store themselves (``CaseDestination``):
+a worker writes the group (``complete`` false) and sends back a ``CaseWritten``, the
+case's record without its pixels. The build process then only records it -- ids,
+labels, table row, journal -- and sets the completion marker, exactly as for a case it
+wrote itself, so the store is the same byte for byte. Without this the build process
+received every image and compressed it in one thread: the bottleneck of a parallel
+build.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import fsspec
 import numpy as np
+import zarr
 
 from ..case import Case
 from ..failpoints import failpoint
@@ -23,7 +34,7 @@ from .axes import (
     axis_coords, image_to_stored, is_axis_aligned, mask_to_stored, spatial_dims,
     stored_origin, stored_spacing,
 )
-from .base import BaseWriter
+from .base import BaseWriter, check_case_geometry
 from .classification import segmentation_classes
 from .ngff import image_ome, label_image_ome, labels_ome
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
@@ -31,7 +42,7 @@ from .schema import (
     CASE_ATTRS, CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES,
     WHOLE_ARRAY_CONFIG, checksummed, image_path, level_group, mask_path,
 )
-from .worker_writes import CaseDestination, WrittenCase
+from .results import CaseWritten, case_written
 
 
 class VolumesWriter(BaseWriter):
@@ -47,16 +58,16 @@ class VolumesWriter(BaseWriter):
         # whatever order the workers finished in, and after a resume.
         self._first: tuple[int, str] | None = None
 
-    def _write(self, index: int, case: Case) -> None:
+    def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
         with self._lock:
-            self._fit_template(case, stack=False)
-        if not isinstance(case, WrittenCase):  # else a worker wrote its group already
+            self._fit_template(written, stack=False)
+        if case is not None:  # else a worker wrote its group already
             write_case_group(self._cases, case, self._group_settings())
         self._journal_unit(case_unit(index), [index])
         failpoint("case")  # failpoint: killed with a case written but not complete
-        group = self._cases[case.case_id]
+        group = self._cases[written.case_id]
         group.attrs[CASE_ATTRS] = dict(group.attrs[CASE_ATTRS], complete=True)  # last
-        self._wrote(index, case.case_id)
+        self._wrote(index, written.case_id)
 
     def _group_settings(self) -> CaseGroupSettings:
         return CaseGroupSettings(self._compressor, self._pyramid_levels,
@@ -65,10 +76,10 @@ class VolumesWriter(BaseWriter):
     def worker_destination(self) -> CaseDestination:
         return CaseDestination(self.location, self._group_settings())
 
-    def _discard(self, case: Case) -> None:
+    def _discard(self, case_id: str) -> None:
         """Delete the group a worker wrote for a case the store then refused."""
-        if isinstance(case, WrittenCase) and case.case_id in self._cases:
-            del self._cases[case.case_id]
+        if case_id in self._cases:
+            del self._cases[case_id]
 
     def _wrote(self, index: int, case_id: str) -> None:
         with self._lock:
@@ -111,6 +122,30 @@ class VolumesWriter(BaseWriter):
                                shards=[None] * ndim)
                 info[f"{CASES_GROUP}/*/{path}"] = pattern
         return info
+
+
+@dataclass(frozen=True)
+class CaseDestination:
+    """Where and how a worker writes a volumes case: the store's location and its
+    ``CaseGroupSettings`` (picklable, sent to each worker once)."""
+
+    location: str
+    settings: CaseGroupSettings
+
+    def reachable(self) -> bool:
+        """Whether this process sees the store (a worker on another host without the
+        shared filesystem does not: it sends the case back for the build to write)."""
+        fs, path = fsspec.core.url_to_fs(self.location)
+        return fs.exists(f"{path.rstrip('/')}/{CASES_GROUP}/zarr.json")
+
+    def write(self, index: int, case: Case) -> CaseWritten:
+        """Write the group of ``case`` (to be the store's case ``index``), after the
+        checks the build process would run on its pixels; what the writer records."""
+        check_case_geometry(case, self.location)
+        cases = zarr.open_group(os.fspath(self.location), mode="r+", path=CASES_GROUP,
+                                zarr_format=3)
+        write_case_group(cases, case, self.settings)
+        return case_written(index, case)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from ..errors import StoreError
 from ..failpoints import failpoint
 from ..provenance import to_jsonable
 from .base import BaseWriter, layout_options
+from .contract import StoreWriter
 from .hdf5_backend import wants_hdf5
 from .hdf5_writer import create_hdf5_writer
 from .journal import JOURNAL_DIR, LOCK_NAME, BuildLock, Journal, remove_partial_writes
+from .results import CaseWritten
 from .replace import (
     Replacing, is_local, rebuild_location, rebuilds_beside, refuse_remote_replace,
     remove_leftovers,
@@ -37,14 +39,14 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
                  compressor=None, overwrite: bool = False,
                  format: str | None = None,
                  journal: dict[str, Any] | None = None,
-                 pyramid_levels: int = 1) -> BaseWriter:
+                 pyramid_levels: int = 1) -> StoreWriter:
     """Create an empty store at ``path`` (a local path or an fsspec URL) and return the
-    writer that fills it: ``write_case(index, case)`` for each case, then
-    ``close(table)``.
+    writer that fills it (``contract.StoreWriter``): ``write_case(index, case)`` for
+    each case, then ``close(table, attrs)``.
 
-    ``attrs`` becomes the root ``medimg`` attribute (the writer adds the schema version,
-    layout, table and array descriptions). It is read again at ``close``, so the caller
-    may add to it (a build report, say) until then. ``cases_per_shard`` applies to the stack
+    ``attrs`` is the root ``medimg`` attribute while the store is built (the writer adds
+    the schema version, layout, table and array descriptions); the final one, a build
+    report added say, is given to ``close``. ``cases_per_shard`` applies to the stack
     only (default: ~64 MiB of image per shard). ``compressor`` is a Zarr v3
     bytes-to-bytes codec for image and mask (default Blosc zstd-3 with byte shuffle).
 
@@ -115,7 +117,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
 def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
                  attrs: dict[str, Any], journal: dict[str, Any],
                  cases_per_shard: int | None = None, compressor=None,
-                 format: str | None = None, pyramid_levels: int = 1) -> BaseWriter:
+                 format: str | None = None, pyramid_levels: int = 1) -> StoreWriter:
     """Reopen the unfinished (or failed-case) store that a build of the same recipe
     and cases left at ``path``, for ``build_store(resume=True)``: the writer's
     ``recovered`` holds the journal records of the cases already complete; every other
@@ -160,7 +162,8 @@ def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
         raise
 
 
-def _reopen(location: str, lock: BuildLock, new: NewStore, journal: dict[str, Any]):
+def _reopen(location: str, lock: BuildLock, new: NewStore, journal: dict[str, Any]
+            ) -> StoreWriter:
     """``reopen_store`` of the store at ``location``, its lock held."""
     remove_partial_writes(location)
     if _only_build_files(location):
@@ -222,22 +225,27 @@ class NewStore:
                             self.compressor or default_compressor(), **extra)
 
 
-class FinishedStore:
+class FinishedStore(StoreWriter):
     """A finished store whose every case is complete (close removed its journal only
-    then): resuming it has nothing to do, and its close leaves the store untouched."""
+    then): resuming it has nothing to do, and its close leaves the store untouched.
+    Its journal is gone, so what it recovers is each case's index and id only."""
 
     def __init__(self, location: str, lock: BuildLock, case_ids: list[str]) -> None:
-        self.location, self.lock = location, lock
-        self.recovered = {index: {"index": index, "case_id": case_id, "row": {}}
+        super().__init__(location, len(case_ids), lock)
+        self.recovered = {index: CaseWritten(index, {"index": index, "case_id": case_id,
+                                                     "row": {}})
                           for index, case_id in enumerate(case_ids)}
 
-    def write_case(self, index: int, case) -> None:
+    def write_case(self, index: int, case) -> CaseWritten:
         raise StoreError(self.location, "the store is finished; no case is left to write")
 
     def worker_destination(self) -> None:
         return None
 
-    def close(self, table=None) -> None:
+    def cases_in_store(self) -> int:
+        return len(self.recovered)
+
+    def close(self, table=None, attrs=None) -> None:
         self.lock.release()
 
     def abort(self) -> None:

@@ -1,0 +1,80 @@
+"""The writer contract: what ``create_store`` and ``reopen_store`` return and what
+``build_store`` calls, whatever the layout, the format, or whether the store is being
+replaced (``replace.Replacing``) or is already finished (``writer.FinishedStore``).
+
+An abstract base class rather than a Protocol: the writers share the attributes set
+here, and a writer that forgets a method fails when it is made, not mid-build.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..case import Case
+    from .journal import BuildLock
+    from .results import CaseWritten
+
+
+class WorkerDestination(Protocol):
+    """Where a Dask worker writes a case itself (``volumes.CaseDestination``):
+    picklable, sent to each worker once."""
+
+    def reachable(self) -> bool:
+        """Whether this process sees the store (else the case goes back to the build
+        process to write)."""
+
+    def write(self, index: int, case: Case) -> CaseWritten:
+        """Write the pixels of ``case``, to be the store's case ``index``; the writer
+        then records the CaseWritten (``StoreWriter.write_case``)."""
+
+
+class StoreWriter(ABC):
+    """Fills one store: ``write_case`` for each case not ``recovered``, then ``close``
+    -- or ``abort`` on an error exit.
+
+    ``location``: where the cases are written (a rebuild's own location while a store
+    is being replaced). ``lock``: the build lock held until ``close`` or ``abort``, or
+    None for a build that takes none. ``recovered``: index -> the cases a resumed store
+    already holds complete (empty for a new store). ``rebuilt``: case id -> why a
+    resume found the case stale and builds it again. ``kept_old``: after ``close``, why
+    an old store was kept rather than replaced, or None."""
+
+    def __init__(self, location: str, n_cases: int, lock: BuildLock | None = None) -> None:
+        self.location = location
+        self.n_cases = n_cases
+        self.lock = lock
+        self.recovered: dict[int, CaseWritten] = {}
+        self.rebuilt: dict[str, str] = {}
+        self.kept_old: str | None = None
+
+    @abstractmethod
+    def write_case(self, index: int, case: Case | CaseWritten) -> CaseWritten:
+        """Write the case at ``index`` and say what was written; a ``CaseWritten`` is a
+        case a worker wrote already through ``worker_destination``: it is recorded
+        only (or its pixels deleted, if the store refuses it). Raises ``StoreError``
+        (or another ``MedimgError``) when the store refuses the case; the index is
+        then free again."""
+
+    @abstractmethod
+    def worker_destination(self) -> WorkerDestination | None:
+        """Where Dask workers may write cases themselves, or None: this writer's
+        cases are written by the build process only."""
+
+    @abstractmethod
+    def cases_in_store(self) -> int:
+        """How many cases are written or recovered so far."""
+
+    @abstractmethod
+    def close(self, table: pd.DataFrame, attrs: dict[str, Any] | None = None) -> None:
+        """Finish the store: write ``table`` (the case table, one row per case) and
+        ``attrs`` as the root ``medimg`` attribute -- the final one, e.g. with the build
+        report; None keeps the attributes the store was created with. Releases the
+        lock."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """An error exit: release the lock; the store stays unfinished (resumable)."""
