@@ -26,6 +26,7 @@ from dask.base import tokenize
 
 from ..errors import StoreError
 from .hdf5_backend import decode_attrs, dims_of, is_string, open_error, own_node
+from .hdf5_dimensions import is_dimension_only
 from .integrity import damaged
 from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
@@ -174,7 +175,8 @@ class H5ReadGroup:
 
     def array_keys(self) -> list[str]:
         with self._checked():
-            return [k for k, v in self.h5.items() if isinstance(v, h5py.Dataset)]
+            return [k for k, v in self.h5.items()
+                    if isinstance(v, h5py.Dataset) and not is_dimension_only(v)]
 
     def groups(self) -> dict[str, H5ReadGroup]:
         with self._checked():
