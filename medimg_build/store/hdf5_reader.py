@@ -3,8 +3,8 @@
 ``MedimgStore`` reads the table and labels through ``root[name][:]`` and a few group
 calls; ``H5ReadGroup`` offers those over h5py (strings decoded to str). The layout
 reads build xarray objects from dask arrays over the datasets, not through xarray's
-netCDF engines: h5netcdf is not a dependency, and the netCDF data model would want
-every dim as a dimension scale, which ``channel`` or ``affine_row`` are not.
+netCDF engines: h5netcdf is not a dependency (it does open the file: see
+``hdf5_dimensions.py``, whose dimension-only datasets ``array_keys`` leaves out).
 
 Lazy and picklable: a dask chunk holds an ``H5Source`` (location + options), which
 opens the file once per process on first use, so the arrays work on Dask distributed
