@@ -6,34 +6,36 @@ Our own readers name an axis by the ``dimension_names`` attribute (``hdf5_backen
 netCDF names it by the HDF5 dimension scale attached to it, and refuses a dataset that
 has scales on some axes and not on others. So at close every labelled axis of every
 dataset gets a scale. The conventions followed, as netCDF-C writes them and h5netcdf
-1.8.3 reads them:
+1.8.3 reads them ("spec": netCDF-C's docs/file_format_specifications.md, section "The
+NetCDF-4 Format", read in its 4.6.2 copy; h5netcdf lines as installed):
 
 - "Datasets must have either dimension scales for every dimension, or no dimension
   scales at all. Partial dimension scales are not ... understood by the netCDF library"
-  (netCDF-C docs/file_format_specifications.md, "Dimensions without HDF5 Dimension
-  Scales"); h5netcdf raises "malformed variable ... has mixing of labeled and unlabeled
-  dimensions" (h5netcdf/core.py ``_unlabeled_dimension_mix``, lines 911-933).
+  (spec, "Dimensions without HDF5 Dimension Scales"); h5netcdf raises "malformed
+  variable ... has mixing of labeled and unlabeled dimensions" (h5netcdf/core.py
+  ``_unlabeled_dimension_mix``, lines 911-931).
 - A coordinate variable (1-D, named after its one dimension: ``case``, ``spatial``,
   ``world``, ``<name>_class``, a level's ``z``/``y``/``x``, ``manifest``) is itself the
   dimension's scale, named after it ("In the case where a coordinate variable is
-  defined for a dimension, the HDF5 dimscale ... contains the coordinate data", ibid.,
+  defined for a dimension, the HDF5 dimscale ... contains the coordinate data", spec,
   "Dimensions with HDF5 Dimension Scales"; h5netcdf/core.py line 418 takes a scale
   dataset's own name as its dimension).
 - A dimension without a coordinate variable (``channel``, ``affine_row``, a mask
   level's ``z``/``y``/``x``, ``box``, ...) is a dataset of its length whose values are
   never written, made a scale whose NAME attribute starts with "This is a netCDF
-  dimension but not a netCDF variable." (ibid.); written as h5netcdf writes it:
+  dimension but not a netCDF variable." (spec, same section); written as h5netcdf writes it:
   big-endian float32, and the length appended as ``%10d`` (h5netcdf/dimensions.py
-  ``Dimension._create_scale``, lines 194-232). h5netcdf lists such a dataset as a
-  dimension and not as a variable (h5netcdf/core.py lines 1171-1179, 903-908).
+  ``Dimension._create_scale``, lines 189-232). h5netcdf lists such a dataset as a
+  dimension and not as a variable (h5netcdf/core.py lines 1171-1183, 903-908).
 - netCDF dimensions are visible in every descendant group ("Dimension Scope in a Group
-  Hierarchy", netCDF Users Guide), and h5netcdf names an attached dimension after the
-  scale dataset, wherever it lives (core.py lines 406-416). So an axis uses the nearest
+  Hierarchy", NetCDF Users Guide: docs.unidata.ucar.edu/nug/2.0-draft/
+  netcdf_objects.html), and h5netcdf names an attached dimension after the scale
+  dataset, wherever it lives (core.py lines 406-416). So an axis uses the nearest
   scale of its name in its group or an ancestor when the length agrees (the root's
   ``case`` for every table column), else a dimension-only scale in its own group: each
   case's and each level's ``z``/``y``/``x`` are their own, whatever the other cases'.
 - No ``_Netcdf4Dimid`` is written: "If this attribute is present on any dimension
-  scale, it must be present on all dimension scales in the file" (ibid., "Dimension and
+  scale, it must be present on all dimension scales in the file" (spec, "Dimension and
   Coordinate Variable Ordering"), and readers number dimensions without it (h5netcdf:
   ``Dimension._dimid``, dimensions.py line 166). No ``_Netcdf4Coordinates`` either: it
   is for coordinate variables of two or more dimensions, which a store has none of.
@@ -89,8 +91,8 @@ def attach_netcdf_dimensions(root: h5py.Group) -> None:
             continue
         scales = [_scale(dataset, dim, length)
                   for dim, length in zip(dims_of(dataset), dataset.shape)]
-        if None in scales:
-            continue  # some or none is not allowed: none (module docstring)
+        if any(scale is None for scale in scales):
+            continue  # all axes or none, never some (module docstring)
         for axis, scale in enumerate(scales):
             dataset.dims[axis].attach_scale(scale)
 
@@ -98,7 +100,7 @@ def attach_netcdf_dimensions(root: h5py.Group) -> None:
 def _scale(dataset: h5py.Dataset, dim: str, length: int) -> h5py.Dataset | None:
     """The scale of ``dim`` that ``dataset`` sees: the nearest one in its group or an
     ancestor if its length is ``length``, else a new dimension-only scale in the
-    dataset's group (None when that name is taken there by another dataset)."""
+    dataset's group (None when another node has that name there)."""
     group = dataset.parent
     while True:
         node = group.get(dim)
