@@ -10,9 +10,9 @@ formats cannot drift apart.
 Mapping (the names, groups and dims are the Zarr store's, see ``medimg_build.store``):
 
 - an array is a dataset of the same path; its dims are the dataset attribute
-  ``dimension_names`` (array of str); where a 1-D dataset named after a dim exists in
-  the same group or at the root (case, spatial, world, <label>_class, z/y/x) it is also
-  attached as a netCDF-style dimension scale, so HDF5 tools show the axes;
+  ``dimension_names`` (array of str); every labelled axis also has a netCDF-4
+  dimension scale attached, so that xarray's h5netcdf engine and HDF5 tools show the
+  axes (``hdf5_dimensions.py``);
 - every attribute medimg writes is JSON text (HDF5 attributes cannot hold nested
   dicts): ``json.loads(f.attrs["medimg"])`` gives the root ``medimg`` dict with h5py
   alone; ``dimension_names`` and the HDF5 dimension-scale attributes are the exceptions;
@@ -295,27 +295,3 @@ def array_info(dataset: h5py.Dataset) -> dict[str, Any]:
         "shards": None,
         "codecs": codecs_of(dataset),
     }
-
-
-def attach_dimension_scales(root: h5py.Group) -> None:
-    """Attach each dim's coordinate dataset (same name, 1-D, same length; in the
-    dataset's group or at the root) as an HDF5 dimension scale. Cheap, and HDF5/netCDF
-    tools then show the axes; readers here use ``dimension_names``."""
-    datasets: list[h5py.Dataset] = []
-    root.visititems(lambda _, node: datasets.append(node)
-                    if isinstance(node, h5py.Dataset) else None)
-    for dataset in datasets:
-        for axis, dim in enumerate(dims_of(dataset)):
-            scale = _coordinate(dataset.parent, dim) or _coordinate(root, dim)
-            if scale is None or scale == dataset or scale.shape[0] != dataset.shape[axis]:
-                continue
-            if not scale.is_scale:
-                scale.make_scale(dim)
-            dataset.dims[axis].attach_scale(scale)
-
-
-def _coordinate(group: h5py.Group, dim: str) -> h5py.Dataset | None:
-    node = group.get(dim)
-    if isinstance(node, h5py.Dataset) and node.ndim == 1 and dims_of(node) == (dim,):
-        return node
-    return None

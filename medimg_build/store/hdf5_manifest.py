@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from .hdf5_backend import SCALE_ATTRS, decode_attrs, is_string
+from .hdf5_dimensions import is_dimension_only
 from .manifest import (
     ALGORITHM, MANIFEST, ManifestError, Mismatch, canonical_json, compare, content_sha256,
     hash_problem, refuse_unfinished, stable_attrs,
@@ -77,7 +78,7 @@ def hdf5_objects(h5: h5py.File) -> dict[str, str]:
     objects = {METADATA: _sha256(canonical_json(_root_metadata(h5)).encode())}
 
     def visit(name: str, node) -> None:
-        if name == MANIFEST:
+        if name == MANIFEST or is_dimension_only(node):  # netCDF bookkeeping, as SCALE_ATTRS
             return
         objects[f"{name}/{METADATA}"] = _sha256(canonical_json(_metadata(node)).encode())
         if not isinstance(node, h5py.Dataset):

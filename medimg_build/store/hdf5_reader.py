@@ -3,8 +3,8 @@
 ``MedimgStore`` reads the table and labels through ``root[name][:]`` and a few group
 calls; ``H5ReadGroup`` offers those over h5py (strings decoded to str). The layout
 reads build xarray objects from dask arrays over the datasets, not through xarray's
-netCDF engines: h5netcdf is not a dependency, and the netCDF data model would want
-every dim as a dimension scale, which ``channel`` or ``affine_row`` are not.
+netCDF engines: h5netcdf is not a dependency (it does open the file: see
+``hdf5_dimensions.py``, whose dimension-only datasets ``array_keys`` leaves out).
 
 Lazy and picklable: a dask chunk holds an ``H5Source`` (location + options), which
 opens the file once per process on first use, so the arrays work on Dask distributed
@@ -26,6 +26,7 @@ from dask.base import tokenize
 
 from ..errors import StoreError
 from .hdf5_backend import decode_attrs, dims_of, is_string, open_error, own_node
+from .hdf5_dimensions import is_dimension_only
 from .integrity import damaged
 from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
 from .schema import (
@@ -174,7 +175,8 @@ class H5ReadGroup:
 
     def array_keys(self) -> list[str]:
         with self._checked():
-            return [k for k, v in self.h5.items() if isinstance(v, h5py.Dataset)]
+            return [k for k, v in self.h5.items()
+                    if isinstance(v, h5py.Dataset) and not is_dimension_only(v)]
 
     def groups(self) -> dict[str, H5ReadGroup]:
         with self._checked():

@@ -16,8 +16,9 @@ import h5py
 from ..case import Case
 from ..errors import StoreError
 from .hdf5_backend import (
-    DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales, file_errors,
+    DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, file_errors,
 )
+from .hdf5_dimensions import attach_netcdf_dimensions
 from .base import layout_options
 from .hdf5_manifest import write_hdf5_manifest
 from .journal import BuildLock
@@ -46,8 +47,8 @@ class _Hdf5Writing:
 
     def _finish(self) -> None:
         with file_errors(self._root.h5.file.filename):
-            attach_dimension_scales(self._root.h5)
             write_hdf5_manifest(self._root.h5.file)
+            attach_netcdf_dimensions(self._root.h5)  # not content; labels the manifest too
             self._root.h5.file.close()
 
 

@@ -31,6 +31,7 @@ from ..errors import StoreError
 from .hdf5_backend import (
     DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string, open_hdf5, own_node,
 )
+from .hdf5_dimensions import is_dimension_only
 
 STRINGS = np.dtypes.StringDType()  # Zarr's dtype for string arrays
 
@@ -92,7 +93,7 @@ class GroupView:
         if isinstance(self._node, zarr.Group):
             return {name: ArrayView(array) for name, array in self._node.arrays()}
         return {name: ArrayView(self._own(node, name)) for name, node in self._node.items()
-                if isinstance(node, h5py.Dataset)}
+                if isinstance(node, h5py.Dataset) and not is_dimension_only(node)}
 
     def groups(self) -> dict[str, GroupView]:
         """The groups directly in this group, by name."""
@@ -117,7 +118,7 @@ class GroupView:
         found: list[tuple[str, ArrayView]] = []
         self._node.visititems(
             lambda path, node: found.append((path, ArrayView(self._own(node, path))))
-            if isinstance(node, h5py.Dataset) else None)
+            if isinstance(node, h5py.Dataset) and not is_dimension_only(node) else None)
         yield from found
 
 

@@ -1,0 +1,132 @@
+"""netCDF-4 dimensions in the HDF5 store, so that xarray's h5netcdf engine opens it:
+``xarray.open_datatree(path, engine="h5netcdf")`` (volumes) and
+``xarray.open_dataset(path, engine="h5netcdf")`` (stack).
+
+Our own readers name an axis by the ``dimension_names`` attribute (``hdf5_backend``);
+netCDF names it by the HDF5 dimension scale attached to it, and refuses a dataset that
+has scales on some axes and not on others. So at close every labelled axis of every
+dataset gets a scale. The conventions followed, as netCDF-C writes them and h5netcdf
+1.8.3 reads them ("spec": netCDF-C's docs/file_format_specifications.md, section "The
+NetCDF-4 Format", read in its 4.6.2 copy; h5netcdf lines as installed):
+
+- "Datasets must have either dimension scales for every dimension, or no dimension
+  scales at all. Partial dimension scales are not ... understood by the netCDF library"
+  (spec, "Dimensions without HDF5 Dimension Scales"); h5netcdf raises "malformed
+  variable ... has mixing of labeled and unlabeled dimensions" (h5netcdf/core.py
+  ``_unlabeled_dimension_mix``, lines 911-931).
+- A coordinate variable (1-D, named after its one dimension: ``case``, ``spatial``,
+  ``world``, ``<name>_class``, a level's ``z``/``y``/``x``, ``manifest``) is itself the
+  dimension's scale, named after it ("In the case where a coordinate variable is
+  defined for a dimension, the HDF5 dimscale ... contains the coordinate data", spec,
+  "Dimensions with HDF5 Dimension Scales"; h5netcdf/core.py line 418 takes a scale
+  dataset's own name as its dimension).
+- A dimension without a coordinate variable (``channel``, ``affine_row``, a mask
+  level's ``z``/``y``/``x``, ``box``, ...) is a dataset of its length whose values are
+  never written, made a scale whose NAME attribute starts with "This is a netCDF
+  dimension but not a netCDF variable." (spec, same section); written as h5netcdf writes it:
+  big-endian float32, and the length appended as ``%10d`` (h5netcdf/dimensions.py
+  ``Dimension._create_scale``, lines 189-232). h5netcdf lists such a dataset as a
+  dimension and not as a variable (h5netcdf/core.py lines 1171-1183, 903-908).
+- netCDF dimensions are visible in every descendant group ("Dimension Scope in a Group
+  Hierarchy", NetCDF Users Guide: docs.unidata.ucar.edu/nug/2.0-draft/
+  netcdf_objects.html), and h5netcdf names an attached dimension after the scale
+  dataset, wherever it lives (core.py lines 406-416). So an axis uses the nearest
+  scale of its name in its group or an ancestor when the length agrees (the root's
+  ``case`` for every table column), else a dimension-only scale in its own group: each
+  case's and each level's ``z``/``y``/``x`` are their own, whatever the other cases'.
+- No ``_Netcdf4Dimid`` is written: "If this attribute is present on any dimension
+  scale, it must be present on all dimension scales in the file" (spec, "Dimension and
+  Coordinate Variable Ordering"), and readers number dimensions without it (h5netcdf:
+  ``Dimension._dimid``, dimensions.py line 166). No ``_Netcdf4Coordinates`` either: it
+  is for coordinate variables of two or more dimensions, which a store has none of.
+
+What is left out: a dataset named like a dimension that is not its coordinate, in the
+group its dimension-only scale would go to (a stack table column named ``x``, say).
+netCDF-C renames such a variable ``_nc4_non_coord_<name>``; a store cannot rename its
+columns, so the datasets on that dimension keep no scales at all (netCDF's "no
+dimension scales at all": h5netcdf names their axes ``phony_dim_<n>``).
+
+The dimension-only datasets are bookkeeping, not store arrays: ``is_dimension_only``
+is how every reader of the file (``hdf5_reader``, ``tree``, ``hdf5_manifest``) leaves
+them out, as they leave out the scale attributes (``SCALE_ATTRS``). They are not in the
+content manifest, so the content hash of a store is what it was before they existed.
+"""
+
+from __future__ import annotations
+
+import h5py
+
+from .hdf5_backend import dims_of
+
+# netCDF-C's DIM_WITHOUT_VARIABLE (netcdf.h); h5netcdf/core.py line 47.
+NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
+
+
+def is_dimension_only(node) -> bool:
+    """Whether ``node`` is a netCDF dimension that is not a variable (no values)."""
+    if not isinstance(node, h5py.Dataset):
+        return False
+    name = node.attrs.get("NAME")
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    return isinstance(name, str) and name.startswith(NOT_A_VARIABLE)
+
+
+def attach_netcdf_dimensions(root: h5py.Group) -> None:
+    """Attach a dimension scale to every labelled axis of every dataset below ``root``
+    (module docstring), creating the dimension-only scales that are missing. Called
+    once, on the finished file: sorted visits (HDF5 lists names in order) make the same
+    inputs give the same bytes."""
+    datasets: list[h5py.Dataset] = []
+    root.visititems(lambda _, node: datasets.append(node)
+                    if isinstance(node, h5py.Dataset) else None)
+    variables = []
+    for dataset in datasets:  # first, so that every coordinate is found as a scale
+        if not _is_coordinate(dataset):
+            variables.append(dataset)
+        elif not dataset.is_scale:
+            dataset.make_scale(_basename(dataset))
+    for dataset in variables:
+        if len(dims_of(dataset)) != dataset.ndim:
+            continue
+        scales = [_scale(dataset, dim, length)
+                  for dim, length in zip(dims_of(dataset), dataset.shape)]
+        if any(scale is None for scale in scales):
+            continue  # all axes or none, never some (module docstring)
+        for axis, scale in enumerate(scales):
+            dataset.dims[axis].attach_scale(scale)
+
+
+def _scale(dataset: h5py.Dataset, dim: str, length: int) -> h5py.Dataset | None:
+    """The scale of ``dim`` that ``dataset`` sees: the nearest one in its group or an
+    ancestor if its length is ``length``, else a new dimension-only scale in the
+    dataset's group (None when another node has that name there)."""
+    group = dataset.parent
+    while True:
+        node = group.get(dim)
+        if isinstance(node, h5py.Dataset) and node.ndim == 1 and node.is_scale:
+            if node.shape[0] == length:
+                return node
+            break  # a nearer dimension of this name must hide that one
+        if group.name == "/":
+            break
+        group = group.parent
+    home = dataset.parent
+    if dim in home:
+        return None
+    return _dimension_only(home, dim, length)
+
+
+def _dimension_only(group: h5py.Group, dim: str, length: int) -> h5py.Dataset:
+    """A netCDF dimension without a coordinate variable, as h5netcdf writes one."""
+    scale = group.create_dataset(dim, shape=(length,), dtype=">f4", track_times=False)
+    scale.make_scale(f"{NOT_A_VARIABLE}{length:10d}")
+    return scale
+
+
+def _is_coordinate(dataset: h5py.Dataset) -> bool:
+    return dataset.ndim == 1 and dims_of(dataset) == (_basename(dataset),)
+
+
+def _basename(dataset: h5py.Dataset) -> str:
+    return dataset.name.rpartition("/")[2]
