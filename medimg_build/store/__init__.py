@@ -141,7 +141,8 @@ case is complete (such a store resumes as "nothing to redo"); a store with faile
 keeps it, so that ``--resume`` retries them. HDF5 files are not resumable.
 """
 
-from .reader import MedimgStore, open_store
+from .opening import open_store
+from .reader import MedimgStore
 from .writer import create_store
 
 __all__ = ["MedimgStore", "create_store", "open_store"]

@@ -18,19 +18,14 @@ values, and attributes as Python dicts. The two formats are made to look alike:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import h5py
 import numpy as np
 import zarr
 
-from ..errors import StoreError
-from .hdf5_backend import (
-    DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string, open_hdf5, own_node,
-)
+from .formats.hdf5_backend import DIMENSION_NAMES, SCALE_ATTRS, is_string, own_node
 
 STRINGS = np.dtypes.StringDType()  # Zarr's dtype for string arrays
 
@@ -146,35 +141,3 @@ def _attrs(node) -> dict[str, Any]:
                 pass  # not JSON: kept as text, and reported as whatever it is not
         out[key] = value
     return out
-
-
-@contextmanager
-def open_tree(path_or_url: str | os.PathLike,
-              storage_options: dict | None = None) -> Iterator[GroupView]:
-    """The root of the store at ``path_or_url`` as it is on disk (for Zarr, not through
-    its consolidated metadata, unless it cannot be listed), closed on exit (HDF5). An HDF5 file is recognized by its
-    signature, as ``open_store`` does; anything else must be a Zarr v3 group."""
-    from .reader import zarr_store  # the reader's resolution of paths, zips and URLs
-
-    location = os.fspath(path_or_url)
-    if is_hdf5_file(location, storage_options):
-        with open_hdf5(location, storage_options) as handle:
-            yield GroupView(handle)
-        return
-    store = zarr_store(location, storage_options)
-    try:
-        root = zarr.open_group(store, mode="r", use_consolidated=not can_list(store))
-    # TypeError: zarr.json fields of the wrong JSON type; RecursionError: a zarr.json
-    # nested deeper than Python's stack.
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
-            TypeError, RecursionError) as err:
-        raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
-                         hint="check the path, or build a store with 'medimg-build build'")
-    yield GroupView(root)
-
-
-def can_list(store) -> bool:
-    """False for a plain HTTP server, which cannot list keys: there the hierarchy is the
-    one the consolidated metadata describes."""
-    protocols = getattr(getattr(store, "fs", None), "protocol", ())
-    return not {"http", "https"} & set([protocols] if isinstance(protocols, str) else protocols)

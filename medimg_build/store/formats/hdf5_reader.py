@@ -24,11 +24,11 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from ..errors import StoreError
+from ...errors import StoreError
 from .hdf5_backend import decode_attrs, dims_of, is_string, open_error, own_node
-from .integrity import damaged
-from .reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
-from .schema import (
+from ..integrity import damaged
+from ..reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
+from ..schema import (
     CASE, CASES_GROUP,
 )
 

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from .hdf5_backend import SCALE_ATTRS, decode_attrs, is_string
-from .manifest import (
+from ..manifest import (
     ALGORITHM, MANIFEST, ManifestError, Mismatch, canonical_json, compare, content_sha256,
     hash_problem, refuse_unfinished, stable_attrs,
 )

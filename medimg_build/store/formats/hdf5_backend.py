@@ -36,9 +36,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import StoreError
+from ...errors import StoreError
 
-FORMATS = ("zarr", "hdf5")
 HDF5_SUFFIXES = (".h5", ".hdf5")
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 DIMENSION_NAMES = "dimension_names"
@@ -61,16 +60,6 @@ DEFAULT_COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts"
 # checksums, so a damaged header is refused rather than read as other attributes
 # or other chunks (the chunks themselves carry fletcher32).
 LIBVER = ("v110", "v110")
-
-
-def wants_hdf5(location: str, format: str | None) -> bool:
-    """``format`` if given, else HDF5 for a ``.h5``/``.hdf5`` path, else Zarr."""
-    if format is None:
-        return location.lower().rstrip("/").endswith(HDF5_SUFFIXES)
-    if format not in FORMATS:
-        raise StoreError(location, f"unknown store format {format!r}",
-                         hint=f"use one of {', '.join(FORMATS)}")
-    return format == "hdf5"
 
 
 def has_signature(head: bytes) -> bool:

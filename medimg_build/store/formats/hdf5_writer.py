@@ -13,17 +13,17 @@ from typing import Any
 
 import h5py
 
-from ..case import Case
-from ..errors import StoreError
+from ...case import Case
+from ...errors import StoreError
 from .hdf5_backend import (
     DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales, file_errors,
 )
-from .base import layout_options
+from ..base import layout_options
 from .hdf5_manifest import write_hdf5_manifest
-from .journal import BuildLock
-from .replace import Replacing, rebuild_location, remove_leftovers
-from .stack import StackWriter
-from .volumes import VolumesWriter
+from ..journal import BuildLock
+from ..replace import Replacing, rebuild_location, remove_leftovers
+from ..stack import StackWriter
+from ..volumes import VolumesWriter
 
 
 class _Hdf5Writing:
@@ -62,7 +62,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
                        initial: dict[str, Any], cases_per_shard: int | None,
                        compressor: dict[str, Any] | None, overwrite: bool,
                        pyramid_levels: int = 1, lock: BuildLock | None = None):
-    """The HDF5 counterpart of ``create_store``'s Zarr branch (arguments checked there).
+    """``Hdf5Format.create_writer`` (the arguments are checked by ``create_store``).
 
     ``compressor`` is a dict of h5py ``create_dataset`` filter arguments (e.g.
     ``{"compression": "gzip", "compression_opts": 9, "shuffle": True}``, or an
@@ -80,7 +80,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
                          hint='e.g. {"compression": "gzip", "compression_opts": 4}')
     if lock is not None:
         lock.check()  # first: --overwrite must not touch a file that is being built
-    replace = _make_room(location, overwrite)
+    replace = make_room(location, overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)  # as Zarr does
     if lock is not None:
         lock.acquire()
@@ -104,7 +104,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
     return Replacing(writer, location, lock, resumable=False)  # no resume for HDF5
 
 
-def _make_room(location: str, overwrite: bool) -> bool:
+def make_room(location: str, overwrite: bool) -> bool:
     """Whether there is a file to replace. An existing path is refused unless
     ``overwrite``; even then only an HDF5 file is replaced, never a folder or another
     kind of file that merely happens to be there."""
