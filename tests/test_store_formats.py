@@ -92,6 +92,33 @@ class StoreFormatContract:
         assert pick_format(path, self.name).name == self.name
         assert self.name in format_names()
 
+    def test_the_format_describes_and_lists_what_it_wrote(self, tmp_path):
+        """``array_info`` gives what the root attributes record, ``manifest_objects``
+        lists as many objects as the manifest counted at close."""
+        path = volumes_tests.build(self.path(tmp_path, "v"), volume_cases())
+        store_format = pick_format(path)
+        with store_format.open(str(path)) as root:
+            medimg = dict(root.attrs)["medimg"]
+            described = {name: info for name, info in medimg["arrays"].items()
+                         if "*" not in name}
+            assert described
+            for name, info in described.items():
+                assert store_format.array_info(root[name]) == info
+            objects = store_format.manifest_objects(root)
+        assert len(objects) == medimg["manifest"]["n_objects"]
+
+    def test_make_room(self, tmp_path):
+        path = volumes_tests.build(self.path(tmp_path, "v"), volume_cases())
+        store_format = pick_format(path)
+        assert store_format.make_room(str(tmp_path / "absent"), overwrite=False) is False
+        with pytest.raises(StoreError, match="already exists"):
+            store_format.make_room(str(path), overwrite=False)
+        assert store_format.make_room(str(path), overwrite=True) is True
+        other = tmp_path / "notes.txt"
+        other.write_text("not a store")
+        with pytest.raises(StoreError, match="refusing to delete it"):
+            store_format.make_room(str(other), overwrite=True)
+
     def test_stack_write_read_validate_verify(self, tmp_path):
         cases = stack_cases()
         path = stack_tests.build(self.path(tmp_path, "s"), cases,

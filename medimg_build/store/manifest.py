@@ -84,7 +84,7 @@ def write_manifest(root: zarr.Group) -> dict[str, Any]:
     if MANIFEST in root:  # left by a killed close; resume normally removes it first
         del root[MANIFEST]
     objects = zarr_objects(root.store)
-    sources = _sources(root)
+    sources = sources_of(root)
     medimg = dict(root.attrs["medimg"])
     summary = {"algorithm": ALGORITHM,
                "content_sha256": content_sha256(dict(root.attrs), objects, sources),
@@ -125,9 +125,10 @@ def canonical_json(value: Any) -> str:
                       default=to_jsonable)
 
 
-def _sources(root: zarr.Group) -> dict[str, list[str]]:
+def sources_of(root) -> dict[str, list[str]]:
     """case id -> digests of its source files, from the case table's ``source_sha256``
-    column (a JSON column) where the recipe recorded them."""
+    column (a JSON column) where the recipe recorded them; ``root``: a ``zarr.Group``
+    or a format's adapter with its API."""
     if "source_sha256" not in root or "case" not in root:
         return {}
     sources = {}
@@ -314,7 +315,7 @@ def verify_zarr(location: str, storage_options: dict | None = None) -> list[Mism
     problems = compare(recorded, actual, lambda key: _locate(key, nodes))
     problems += consolidated_problems(store, nodes, metadata)
     if not problems:
-        digest = content_sha256(dict(root.attrs), actual, _sources(root))
+        digest = content_sha256(dict(root.attrs), actual, sources_of(root))
         problems += hash_problem(digest, manifest["summary"]["content_sha256"])
     return problems
 

@@ -1,11 +1,11 @@
 """The store schema in one HDF5 file: how Zarr notions map onto h5py.
 
-The writers (stack.py, volumes.py, classification.py, table.py) talk to a Zarr group through a
-handful of calls: ``create_array``, ``create_group``, ``attrs[key] = value``,
-``arrays()``, ``group[path]``, and slice assignment on the arrays they get back.
-``H5Group`` offers exactly those calls over an h5py group, so the layout logic (case
-bookkeeping, shard batching, labels, table, completion markers) exists once and the two
-formats cannot drift apart.
+The writers (stack.py, volumes.py, classification.py, table.py), the readers, validate and
+the manifest talk to a Zarr group through a handful of calls: ``create_array``,
+``create_group``, ``attrs``, ``arrays()``, ``groups()``, ``group[path]``, and reads and
+slice assignment on the arrays they get back. ``hdf5_group.Hdf5Group`` offers exactly
+those calls over an h5py group, so the layout logic (case bookkeeping, shard batching,
+labels, table, completion markers) exists once and the two formats cannot drift apart.
 
 Mapping (the names, groups and dims are the Zarr store's, see ``medimg_build.store``):
 
@@ -26,7 +26,6 @@ Mapping (the names, groups and dims are the Zarr store's, see ``medimg_build.sto
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -34,7 +33,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import h5py
-import numpy as np
 
 from ...errors import StoreError
 
@@ -97,51 +95,33 @@ def open_error(location: str, err: OSError) -> StoreError:
     return StoreError(location, f"cannot open the HDF5 file ({err})")
 
 
-@contextmanager
-def open_hdf5(location: str, storage_options: dict | None = None) -> Iterator[h5py.File]:
-    """The HDF5 file at a path or URL (read through fsspec), read-only, closed on exit."""
+def open_file(location: str, storage_options: dict | None = None):
+    """(the HDF5 file at a path or URL, read-only; the fsspec file it is read through,
+    or None): the one way this package opens an HDF5 file to read it."""
     raw = None
     try:
         if "://" in location:
-            import fsspec
+            import fsspec  # remote: h5py reads through a file-like object, range by range
 
             fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
             raw = fs.open(path, "rb")
-        handle = h5py.File(raw if raw is not None else location, "r")
+        return h5py.File(raw if raw is not None else location, "r"), raw
     except OSError as err:
         if raw is not None:
             raw.close()
         raise open_error(location, err) from None
+
+
+@contextmanager
+def open_hdf5(location: str, storage_options: dict | None = None) -> Iterator[h5py.File]:
+    """``open_file``, closed on exit."""
+    handle, raw = open_file(location, storage_options)
     try:
         yield handle
     finally:
         handle.close()
         if raw is not None:
             raw.close()
-
-
-def own_node(node: h5py.Group | h5py.Dataset, parent: h5py.Group, name: str, location: str):
-    """``node``, reached as ``parent[name]``, if every byte of it is in its store's file;
-    else a StoreError.
-
-    An HDF5 file can point outside itself: an external link into another file, a dataset
-    whose values are raw external files, a virtual dataset mapping other files. HDF5
-    follows them on read, so a store from another lab could make its reader read any
-    file of the reader's machine as pixels. medimg-build writes none of them; each is
-    refused when a reader reaches it (links are followed only on access, so this costs
-    one check per object read, not a walk of the whole file)."""
-    name = f"{parent.name.rstrip('/')}/{name}".strip("/")
-    if node.file != parent.file:
-        problem = f"{name} is an external link into {node.file.filename}"
-    elif isinstance(node, h5py.Dataset) and node.external:
-        files = ", ".join(str(entry[0]) for entry in node.external)
-        problem = f"{name} keeps its values in external file(s) {files}"
-    elif isinstance(node, h5py.Dataset) and node.is_virtual:
-        problem = f"{name} is a virtual dataset mapping other files"
-    else:
-        return node
-    raise StoreError(location, problem, hint="a medimg store keeps all its data in its own "
-                     "file: this one was altered, do not read it")
 
 
 @contextmanager
@@ -158,106 +138,22 @@ def file_errors(path: str) -> Iterator[None]:
         raise OSError(int(code[1]), os.strerror(int(code[1])), path) from err
 
 
-def encode_attr(value: Any) -> str:
-    return json.dumps(value)
-
-
-def decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
-    """A node's medimg attributes as Python values (JSON decoded)."""
-    out = {}
-    for key in attrs:
-        if key not in SCALE_ATTRS:
-            value = attrs[key]
-            out[key] = json.loads(value) if isinstance(value, str) else value
-    return out
-
-
 def is_string(dtype) -> bool:
     return h5py.check_string_dtype(dtype) is not None
 
 
-class H5Attrs:
-    """``group.attrs`` with Zarr's behaviour for the calls the writers make."""
-
-    def __init__(self, attrs: h5py.AttributeManager) -> None:
-        self._attrs = attrs
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._attrs[key] = encode_attr(value)
-
-    def __getitem__(self, key: str) -> Any:
-        return json.loads(self._attrs[key])
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self._attrs else default
-
-
-class H5Group:
-    """The subset of ``zarr.Group`` the store writers use, over an h5py group."""
-
-    def __init__(self, group: h5py.Group, compression: dict[str, Any]) -> None:
-        self.h5 = group
-        self._compression = compression
-
-    @property
-    def attrs(self) -> H5Attrs:
-        return H5Attrs(self.h5.attrs)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.h5
-
-    def __getitem__(self, path: str):
-        node = self.h5[path]
-        return H5Group(node, self._compression) if isinstance(node, h5py.Group) else node
-
-    def arrays(self):
-        return [(name, node) for name, node in self.h5.items()
-                if isinstance(node, h5py.Dataset)]
-
-    def create_group(self, name: str, overwrite: bool = False,
-                     attributes: dict[str, Any] | None = None) -> H5Group:
-        if overwrite and name in self.h5:
-            del self.h5[name]  # a retried case: its first attempt failed half-way
-        group = H5Group(self.h5.create_group(name), self._compression)
-        for key, value in (attributes or {}).items():
-            group.attrs[key] = value
-        return group
-
-    def create_array(self, name: str, *, shape=None, dtype=None, chunks=None,
-                     shards=None, compressors=None, fill_value=None, config=None,
-                     dimension_names=None, attributes=None, data=None) -> h5py.Dataset:
-        """A dataset with Zarr's ``create_array`` arguments. ``shards``, ``config`` and
-        the Zarr ``compressors`` are ignored: one file needs no shards, HDF5 writes
-        every chunk it is given, and every chunked dataset gets this file's compression
-        (small columns too: it costs nothing) and the fletcher32 checksum, which HDF5
-        checks on every read of the chunk (``hdf5_reader.py`` names a mismatch)."""
-        if data is not None:
-            data = np.asarray(data)
-            shape, dtype = data.shape, data.dtype
-        string = dtype is str or np.dtype(dtype).kind in "OTU"
-        kwargs: dict[str, Any] = {"shape": tuple(shape), "dtype": STRING if string else dtype,
-                                  "track_times": False}  # same inputs, same bytes
-        if chunks is not None and 0 not in tuple(shape):
-            kwargs.update(self._compression)
-            # HDF5 refuses fletcher32 on variable-length strings (their chunks hold
-            # references to the global heap, not the strings).
-            kwargs.update(chunks=tuple(int(c) for c in chunks), fletcher32=not string)
-        if fill_value is not None and not string:
-            kwargs["fillvalue"] = fill_value
-        dataset = self.h5.create_dataset(name, **kwargs)
-        dataset.attrs[DIMENSION_NAMES] = np.array(list(dimension_names or ()), dtype=STRING)
-        for key, value in (attributes or {}).items():
-            dataset.attrs[key] = encode_attr(value)
-        if data is not None:
-            dataset[...] = data.astype(object) if string else data
-        return dataset
+def dimension_names(dataset: h5py.Dataset) -> tuple[str, ...] | None:
+    """The dataset's ``dimension_names``; None when it has none (no attribute, or the
+    empty one writers store for "none"), as Zarr's metadata says None."""
+    names = dataset.attrs.get(DIMENSION_NAMES)
+    if names is None or len(names) == 0:
+        return None
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 def dims_of(dataset: h5py.Dataset) -> tuple[str, ...]:
-    names = dataset.attrs.get(DIMENSION_NAMES)
-    if names is None:
-        return tuple(f"dim_{i}" for i in range(dataset.ndim))
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    """The dataset's dims, ``dim_0``... where it names none (as xarray does)."""
+    return dimension_names(dataset) or tuple(f"dim_{i}" for i in range(dataset.ndim))
 
 
 def codecs_of(dataset: h5py.Dataset) -> list[dict[str, Any]]:

@@ -6,12 +6,15 @@ built, never resumed (a file killed mid-write is not safely reopened).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..journal import BuildLock
 from ..manifest import ManifestError
 from .base import StoreFormat, register_format
 from .hdf5_backend import HDF5_SUFFIXES, array_info, is_hdf5_file, open_hdf5
+from .hdf5_group import Hdf5Array, Hdf5Group
 from .hdf5_manifest import hdf5_objects, verify_hdf5
 from .hdf5_reader import open_hdf5_store
 from .hdf5_writer import create_hdf5_writer, make_room
@@ -24,10 +27,15 @@ class Hdf5Format(StoreFormat):
     def guess_can_open(self, location: str, storage_options: dict | None = None) -> bool:
         return is_hdf5_file(location, storage_options)
 
-    def open(self, location: str, mode: str = "r", storage_options: dict | None = None):
+    @contextmanager
+    def open(self, location: str, mode: str = "r", storage_options: dict | None = None
+             ) -> Iterator[Hdf5Group]:
+        """The root ``Hdf5Group`` (read-only; writers open the file in
+        ``create_writer``)."""
         if mode != "r":
             raise ValueError(f"Hdf5Format.open reads only, not mode {mode!r}")
-        return open_hdf5(location, storage_options)
+        with open_hdf5(location, storage_options) as handle:
+            yield Hdf5Group(handle, location, "r")
 
     def open_reader(self, location: str, storage_options: dict | None = None):
         return open_hdf5_store(location, storage_options)
@@ -41,11 +49,11 @@ class Hdf5Format(StoreFormat):
     def make_room(self, location: str, overwrite: bool) -> bool:
         return make_room(location, overwrite)
 
-    def array_info(self, array) -> dict[str, Any]:
-        return array_info(array)
+    def array_info(self, array: Hdf5Array) -> dict[str, Any]:
+        return array_info(array.h5)
 
-    def manifest_objects(self, root) -> dict[str, str]:
-        return hdf5_objects(root)
+    def manifest_objects(self, root: Hdf5Group) -> dict[str, str]:
+        return hdf5_objects(root.h5.file)
 
     def verify(self, location: str, storage_options: dict | None = None) -> list:
         with open_hdf5(location, storage_options) as h5:

@@ -1,4 +1,4 @@
-"""Writers of the HDF5 format: the Zarr layout writers over an ``H5Group``.
+"""Writers of the HDF5 format: the Zarr layout writers over an ``Hdf5Group``.
 
 Only what HDF5 does differently is here: describing a dataset, flushing after each
 case, attaching dimension scales and closing the file. h5py serializes every call on
@@ -16,8 +16,9 @@ import h5py
 from ...case import Case
 from ...errors import StoreError
 from .hdf5_backend import (
-    DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, attach_dimension_scales, file_errors,
+    DEFAULT_COMPRESSION, LIBVER, array_info, attach_dimension_scales, file_errors,
 )
+from .hdf5_group import Hdf5Group
 from ..base import layout_options
 from .hdf5_manifest import write_hdf5_manifest
 from ..journal import BuildLock
@@ -27,7 +28,7 @@ from ..volumes import VolumesWriter
 
 
 class _Hdf5Writing:
-    _root: H5Group
+    _root: Hdf5Group
 
     def _write(self, index: int, case: Case) -> None:
         with file_errors(self._root.h5.file.filename):
@@ -38,7 +39,7 @@ class _Hdf5Writing:
             self._root.h5.file.flush()
 
     def _array_info(self, array) -> dict[str, Any]:
-        return array_info(array)
+        return array_info(array.h5)
 
     def worker_destination(self) -> None:
         return None  # one HDF5 file has one writer: the build process
@@ -89,7 +90,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
             remove_leftovers(location)  # of killed builds: no one's, the lock is ours
         path = rebuild_location(location) if replace else location
         handle = h5py.File(path, "w", libver=LIBVER)
-        root = H5Group(handle, compressor or DEFAULT_COMPRESSION)
+        root = Hdf5Group(handle, path, "w", compressor or DEFAULT_COMPRESSION)
         root.attrs["medimg"] = initial
         writer_class = Hdf5StackWriter if layout == "stack" else Hdf5VolumesWriter
         extra = layout_options(layout, cases_per_shard, pyramid_levels)
