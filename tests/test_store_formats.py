@@ -191,6 +191,16 @@ class StoreFormatContract:
     def change_root_attribute(self, path: Path) -> None:
         raise NotImplementedError
 
+    def test_a_store_behind_a_url(self, http):
+        """A URL is tried as Zarr first (no request spent on guessing); a store of
+        another format is then recognized and read all the same."""
+        cases = volume_cases()
+        path = volumes_tests.build(http.root / f"v{self.suffix}", cases)
+        url = f"{http.url}/{path.name}"
+        assert_reads_back(open_store(url), cases)
+        assert pick_format(url).name == self.name
+        assert verify_store(url) == []
+
     def test_resume(self, tmp_path):
         cases = volume_cases()
         path = self.path(tmp_path, "r")

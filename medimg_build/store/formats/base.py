@@ -40,8 +40,10 @@ class StoreFormat(ABC):
     @abstractmethod
     def open(self, location: str, mode: str = "r", storage_options: dict | None = None
              ) -> AbstractContextManager[Any]:
-        """The root group as it is on disk, closed on exit: the group adapter that
-        writers, readers, validate and the manifest use (``zarr.Group``'s API)."""
+        """The root group as it is on disk, closed on exit, in the group API that
+        writers, readers, validate and the manifest use (``zarr.Group``'s). Mode "r"
+        only: a writer's root group is opened by ``create_writer``, which keeps it open
+        until the writer closes."""
 
     @abstractmethod
     def open_reader(self, location: str, storage_options: dict | None = None):
