@@ -29,7 +29,8 @@ import xarray as xr
 import yaml
 
 from .errors import MedimgError, RecipeError, StoreError
-from .store.reader import MedimgStore, open_store
+from .store.opening import open_store
+from .store.reader import MedimgStore
 from .yaml_input import load_yaml, yaml_problem
 
 CATALOG_FILE_SUFFIXES = (".yaml", ".yml", ".json")

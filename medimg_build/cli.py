@@ -88,11 +88,9 @@ def _again(args: argparse.Namespace) -> str:
     """How to go on after a fault is fixed: a Zarr build resumes where it stopped."""
     if getattr(args, "command", None) != "build":
         return ", then run it again"
-    from .store.hdf5_backend import wants_hdf5
+    from .store.formats import pick_format
 
-    if wants_hdf5(args.out, args.format):
-        return ", then run the same command with --overwrite (HDF5 builds do not resume)"
-    return ", then run the same command with --resume"
+    return pick_format(args.out, args.format, writing=True).again_after_fault()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -300,7 +298,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .store.manifest import verified_summary, verify_store
+    from .store.opening import verified_summary, verify_store
 
     def verified() -> str:
         summary = verified_summary(args.store, args.storage_options)
@@ -321,7 +319,7 @@ def _problems_or(store: str, problems: list, success: Callable[[], str]) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from .store.manifest import snapshot_store, verified_summary
+    from .store.opening import snapshot_store, verified_summary
 
     entries = snapshot_store(args.store, args.out, args.storage_options)
     print(f"{args.out}: snapshot of {args.store} ({entries} entries, content sha256 "

@@ -19,7 +19,7 @@ from zarr.storage import _local
 
 from medimg_build.cli import main
 from medimg_build.failpoints import KILL_AT
-from medimg_build.store.manifest import verify_store
+from medimg_build.store.opening import verify_store
 from test_resume import _args, _volume_source
 
 CHUNK = ("cases", "case1", "scale0", "image", "c", "0", "0", "0", "0")

@@ -1,9 +1,9 @@
 """xarray's h5netcdf engine opens our HDF5 stores (issue 17): ``open_datatree`` a
 volumes store, ``open_dataset`` a stack store, and finds what ``open_store`` finds --
 the same nodes, variables, dims, coordinates and values; attributes are the JSON text
-of the HDF5 mapping (store/hdf5_backend.py). Stores are built by the real pipeline, and
+of the HDF5 mapping (store/formats/hdf5_backend.py). Stores are built by the real pipeline, and
 every labelled axis of every dataset carries a dimension scale
-(store/hdf5_dimensions.py)."""
+(store/formats/hdf5_dimensions.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import xarray as xr
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
-from medimg_build.store.hdf5_backend import dims_of
-from medimg_build.store.manifest import verify_store
+from medimg_build.store.formats.hdf5_backend import dims_of
+from medimg_build.store.opening import verify_store
 from medimg_build.store.validate import validate_store
 
 from fixtures import nih_chestxray14, scr
@@ -185,12 +185,12 @@ def test_a_column_named_like_a_dimension_leaves_its_dimension_unlabelled(tmp_pat
     beside it, and netCDF's fix (renaming the variable) is not ours to make, so the
     datasets on ``x`` keep no scale on any axis -- h5netcdf calls those axes
     phony_dim_<n> rather than refusing the file ("mixing of labeled and unlabeled")."""
-    from medimg_build.store.hdf5_backend import H5Group
-    from medimg_build.store.hdf5_dimensions import attach_netcdf_dimensions
+    from medimg_build.store.formats.hdf5_dimensions import attach_netcdf_dimensions
+    from medimg_build.store.formats.hdf5_group import Hdf5Group
 
     path = tmp_path / "s.h5"
     with h5py.File(path, "w") as handle:
-        root = H5Group(handle, {})
+        root = Hdf5Group(handle, str(path), "w")
         ids = np.array(["a", "b"], dtype=object)
         root.create_array("case", data=ids, dimension_names=["case"])
         root.create_array("x", data=np.array([1.5, 2.5]), dimension_names=["case"])

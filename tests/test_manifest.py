@@ -17,7 +17,7 @@ import zarr
 from medimg_build import open_store
 from medimg_build.cli import main
 from medimg_build.recipe import build as build_module
-from medimg_build.store.manifest import snapshot_store, verify_store
+from medimg_build.store.opening import snapshot_store, verify_store
 from medimg_build.store.schema import image_path
 from medimg_build.store.validate import validate_store
 from test_resume import _args, _volume_source

@@ -21,7 +21,7 @@ from medimg_build import open_store
 from medimg_build.errors import StoreError
 from medimg_build.image import MedicalImage
 from medimg_build.store.chunk_reads import NO_CHUNK, index_entries, index_size
-from medimg_build.store.manifest import snapshot_store
+from medimg_build.store.opening import snapshot_store
 from medimg_build.store.schema import image_path, mask_path
 
 import test_store_stack as stack_tests  # noqa: E402  (tests/ is on sys.path)

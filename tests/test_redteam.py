@@ -364,7 +364,7 @@ def test_packbits_tiff_within_its_page_still_reads(tmp_path):
 def test_a_zarr_json_nested_past_pythons_stack_is_one_store_error(built_zarr, tmp_path,
                                                                     reader):
     """zarr's json.loads raised a raw RecursionError out of every reader."""
-    from medimg_build.store.manifest import verify_store
+    from medimg_build.store.opening import verify_store
     from medimg_build.store.validate import validate_store
     store = tmp_path / "store.zarr"
     shutil.copytree(built_zarr, store)

@@ -22,7 +22,7 @@ import pytest
 from medimg_build import open_store
 from medimg_build.cli import main
 from medimg_build.store.chunk_reads import index_size
-from medimg_build.store.manifest import snapshot_store, verify_store
+from medimg_build.store.opening import snapshot_store, verify_store
 from medimg_build.store.schema import image_path, mask_path
 from reference_stores import CASES_PER_SHARD
 from servers import Recorder

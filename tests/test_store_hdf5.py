@@ -16,7 +16,6 @@ import xarray as xr
 
 from medimg_build.case import Case
 from medimg_build.errors import StoreError
-from medimg_build.image import MedicalImage
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store, open_store
@@ -24,16 +23,7 @@ from medimg_build.store import volumes as volumes_module
 
 import test_store_stack as stack_tests  # noqa: E402  (tests/ is on sys.path)
 import test_store_volumes as volumes_tests  # noqa: E402
-
-
-def stack_cases() -> list[Case]:
-    """RGB 2D images, oblique affines, a multi-label and a scalar label, a mask."""
-    cases = [stack_tests.rgb_case(i) for i in range(7)]
-    for i, case in enumerate(cases):
-        grid = case.image.spatial_shape
-        mask = np.random.default_rng(100 + i).integers(0, 3, grid, dtype=np.uint8)
-        case.mask = MedicalImage(mask, case.image.affine, spatial_ndim=2)
-    return cases
+from test_store_formats import stack_cases, volume_cases  # noqa: E402
 
 
 def write_stack(path: Path, cases: list[Case], skip=()) -> Path:
@@ -42,11 +32,6 @@ def write_stack(path: Path, cases: list[Case], skip=()) -> Path:
 
 def write_volumes(path: Path, cases: list[Case]) -> Path:
     return volumes_tests.build(path, cases)
-
-
-def volume_cases() -> list[Case]:
-    return [volumes_tests.ct_case(0), volumes_tests.ct_case(1),
-            volumes_tests.ct_case(2, affine=volumes_tests.oblique_affine())]
 
 
 def without_arrays(attrs: dict) -> dict:
@@ -138,12 +123,6 @@ def test_h5py_alone_reads_slices_table_and_attrs(tmp_path):
         # netCDF-style dimension scales where a coordinate of the dim's name exists
         assert image.dims[1][0].name == "/cases/liver_02/scale0/z"
         assert f["label_tumour"].dims[0][0].name == "/case"
-
-
-def test_hdf5_is_recognized_by_signature_not_suffix(tmp_path):
-    path = write_stack(tmp_path / "s.h5", stack_cases())
-    renamed = path.rename(tmp_path / "store.bin")
-    assert open_store(renamed).layout == "stack"
 
 
 def test_explicit_format_and_existing_files(tmp_path):

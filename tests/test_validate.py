@@ -103,7 +103,7 @@ def _problems(path) -> list[str]:
 
 
 def _set_medimg(path: Path, **changes) -> None:
-    if Path(path).is_file():  # HDF5: JSON text in the HDF5 format (see store/hdf5_backend.py)
+    if Path(path).is_file():  # HDF5: JSON text in the HDF5 format (see store/formats/hdf5_backend.py)
         with h5py.File(path, "r+") as f:
             f.attrs["medimg"] = json.dumps(_changed(json.loads(f.attrs["medimg"]), changes))
         return

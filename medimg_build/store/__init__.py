@@ -139,9 +139,17 @@ builds the rest: the result equals an uninterrupted build except ``provenance`` 
 records the resume) and ``build_report.seconds``. Close removes the journal when every
 case is complete (such a store resumes as "nothing to redo"); a store with failed cases
 keeps it, so that ``--resume`` retries them. HDF5 files are not resumable.
+
+Formats: the layout above is stored as Zarr v3 (a directory, a ``.zip`` snapshot, a
+URL) or as one HDF5 file (``formats/hdf5_backend.py`` maps it). ``formats/`` has one
+``StoreFormat`` per format and ``pick_format``, the one place that chooses (by the
+``format`` asked for, else a new store's name, else an existing store's content);
+``opening.py`` and ``writer.py`` ask it, and everything else reads and writes through
+the root group a format gives (``zarr.Group``, or the ``Hdf5Group`` adapter with its API).
 """
 
-from .reader import MedimgStore, open_store
+from .opening import open_store
+from .reader import MedimgStore
 from .writer import create_store
 
 __all__ = ["MedimgStore", "create_store", "open_store"]

@@ -205,9 +205,8 @@ def read_annotations(root, kind: str, complete: np.ndarray, where: str,
     data = {}
     for name in columns:
         values = group[name][:]
-        if values.dtype.kind in "OTU":  # h5py gives bytes
-            values = [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
-            data[name] = pd.Series(values, dtype="str")
+        if values.dtype.kind in "OTU":  # strings: Zarr's StringDType, or str objects
+            data[name] = pd.Series(values.tolist(), dtype="str")
         else:
             data[name] = pd.Series(values)
     table = pd.DataFrame(data)

@@ -338,7 +338,7 @@ class BaseWriter(StoreWriter):
             self.journal.remove()  # kept while cases failed: --resume retries them
         self.abort()
 
-    # -- what differs between storage formats (Zarr here; HDF5 in hdf5_writer.py) ------
+    # -- what differs between storage formats (Zarr here; HDF5 in formats/hdf5_writer.py) --
     def _finish(self) -> None:
         """Last step of ``close``, after the root attributes: the content manifest, then
         consolidation (so the consolidated metadata includes the manifest)."""

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ..errors import StoreError
 from ..provenance import to_jsonable
-from .reader import open_store
+from .opening import open_store
 
 JSON_COLUMNS_KEY = b"medimg.json_columns"
 

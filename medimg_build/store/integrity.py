@@ -13,7 +13,7 @@ Zarr reads go through ``CheckedStore``, a wrapper of the store that checks each 
 zarr-python fetches before zarr decodes it: the index and chunk ranges of a partial
 shard read, a whole shard, an unsharded chunk. It names the store, the array and the
 chunk in a one-line StoreError; zarr's own crc32c check then runs on verified bytes.
-The lean local reader (chunk_reads.py) and HDF5 (fletcher32, hdf5_reader.py) check
+The lean local reader (chunk_reads.py) and HDF5 (fletcher32, formats/hdf5_group.py) check
 with the same helpers and the same message.
 
 A local store is also pinned to the folder it opened (``pinned_folder``): ``build

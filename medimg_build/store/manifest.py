@@ -1,5 +1,6 @@
-"""Content checksums of a Zarr store: the manifest written at close, ``verify_store``
-and ``snapshot_store``.
+"""Content checksums of a Zarr store: the manifest written at close, its verification
+and snapshots (``opening.verify_store`` and ``snapshot_store`` choose the format), and
+the content hash formula every format shares (``content_sha256``, ``compare``).
 
 What is checksummed: every object of the store by its key -- each chunk/shard file
 and each ``zarr.json`` -- except the root ``zarr.json`` (it holds the provenance, which
@@ -51,7 +52,6 @@ from zarr.core.sync import sync
 from ..errors import StoreError
 from ..provenance import to_jsonable
 from .consolidated import ROOT_METADATA, consolidated_entries, differences, metadata_key
-from .hdf5_backend import is_hdf5_file, open_hdf5
 from .journal import JOURNAL_DIR, LOCK_NAME
 
 MANIFEST = "manifest"  # the root array holding the manifest document
@@ -83,8 +83,8 @@ def write_manifest(root: zarr.Group) -> dict[str, Any]:
     before consolidating. Returns the summary."""
     if MANIFEST in root:  # left by a killed close; resume normally removes it first
         del root[MANIFEST]
-    objects = _digests(root.store, _content_keys(root.store))
-    sources = _sources(root)
+    objects = zarr_objects(root.store)
+    sources = sources_of(root)
     medimg = dict(root.attrs["medimg"])
     summary = {"algorithm": ALGORITHM,
                "content_sha256": content_sha256(dict(root.attrs), objects, sources),
@@ -125,9 +125,10 @@ def canonical_json(value: Any) -> str:
                       default=to_jsonable)
 
 
-def _sources(root: zarr.Group) -> dict[str, list[str]]:
+def sources_of(root) -> dict[str, list[str]]:
     """case id -> digests of its source files, from the case table's ``source_sha256``
-    column (a JSON column) where the recipe recorded them."""
+    column (a JSON column) where the recipe recorded them; ``root``: a ``zarr.Group``
+    or a format's adapter with its API."""
     if "source_sha256" not in root or "case" not in root:
         return {}
     sources = {}
@@ -149,6 +150,11 @@ def _all_keys(store) -> list[str]:
 
     return sorted(key for key in sync(collect())
                   if key != LOCK_NAME and not key.startswith(JOURNAL_DIR + "/"))
+
+
+def zarr_objects(store) -> dict[str, str]:
+    """key -> sha256 of every object the manifest lists (the module docstring)."""
+    return _digests(store, _content_keys(store))
 
 
 def _content_keys(store) -> list[str]:
@@ -290,20 +296,13 @@ def _first_line(err: BaseException) -> str:
 
 
 # -- verifying -------------------------------------------------------------------------
-def verify_store(path_or_url: str | os.PathLike,
-                 storage_options: dict | None = None) -> list[Mismatch]:
-    """Re-read every object of a store (directory, .zip snapshot or URL) and compare it
-    with the manifest: one Mismatch per changed, missing or extra object, and one if the
-    root attributes no longer give the recorded content hash. [] when intact. Extra
-    objects are found where the store can be listed (not over plain HTTP)."""
+def verify_zarr(location: str, storage_options: dict | None = None) -> list[Mismatch]:
+    """``opening.verify_store`` of a Zarr store (directory, .zip snapshot or URL): one
+    Mismatch per changed, missing or extra object, and one if the root attributes no
+    longer give the recorded content hash. [] when intact. Extra objects are found
+    where the store can be listed (not over plain HTTP)."""
     from .reader import zarr_store
 
-    location = os.fspath(path_or_url)
-    if is_hdf5_file(location, storage_options):
-        from .hdf5_manifest import verify_hdf5
-
-        with open_hdf5(location, storage_options) as h5:
-            return verify_hdf5(location, h5)
     store = zarr_store(location, storage_options)
     root = open_root(store, location)
     manifest = read_manifest(root, location)
@@ -316,7 +315,7 @@ def verify_store(path_or_url: str | os.PathLike,
     problems = compare(recorded, actual, lambda key: _locate(key, nodes))
     problems += consolidated_problems(store, nodes, metadata)
     if not problems:
-        digest = content_sha256(dict(root.attrs), actual, _sources(root))
+        digest = content_sha256(dict(root.attrs), actual, sources_of(root))
         problems += hash_problem(digest, manifest["summary"]["content_sha256"])
     return problems
 
@@ -349,15 +348,10 @@ def hash_problem(digest: str, recorded: str) -> list[Mismatch]:
                          f"recorded {recorded}")]
 
 
-def verified_summary(path_or_url: str | os.PathLike,
-                     storage_options: dict | None = None) -> dict[str, Any]:
-    """The manifest summary of a store (after ``verify_store`` found nothing)."""
+def zarr_summary(location: str, storage_options: dict | None = None) -> dict[str, Any]:
+    """The manifest summary of a Zarr store (after ``verify_zarr`` found nothing)."""
     from .reader import zarr_store
 
-    location = os.fspath(path_or_url)
-    if is_hdf5_file(location, storage_options):
-        with open_hdf5(location, storage_options) as h5:
-            return json.loads(h5.attrs["medimg"])["manifest"]
     root = open_root(zarr_store(location, storage_options), location)
     return read_manifest(root, location)["summary"]
 
@@ -379,22 +373,13 @@ def _locate(key: str, nodes: set[str]) -> tuple[str, str]:
 
 
 # -- snapshots -------------------------------------------------------------------------
-def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
-                   storage_options: dict | None = None) -> int:
-    """Pack a finished store with a manifest into the zip ``out`` (see the module
-    docstring); returns the number of entries."""
-    from .reader import open_store, zarr_store
+def snapshot_zarr(location: str, out: str, storage_options: dict | None = None) -> int:
+    """Pack a finished Zarr store with a manifest into the zip ``out`` (a new ``.zip``
+    path, ``opening.snapshot_store`` checks it; see the module docstring); returns the
+    number of entries."""
+    from .reader import open_zarr_store, zarr_store
 
-    location, out = os.fspath(path_or_url), os.fspath(out)
-    if not out.endswith(".zip"):
-        raise ManifestError(out, "a snapshot must be a .zip file", hint="e.g. ds.zarr.zip")
-    if os.path.isdir(out):
-        raise ManifestError(out, "is a directory, not a file name for the snapshot",
-                            hint="give OUT.zip the path of a new .zip file")
-    if is_hdf5_file(location, storage_options):
-        raise ManifestError(location, "an HDF5 store is one file already",
-                            hint="share the file as it is; `medimg-build verify` checks it")
-    medimg_store = open_store(location, storage_options)  # refuses an unfinished store
+    medimg_store = open_zarr_store(location, storage_options)  # refuses an unfinished store
     if "manifest" not in medimg_store.attrs:
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build, or an HDF5 file; rebuild it")
@@ -404,7 +389,7 @@ def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
     partial = out[:-len(".zip")] + ".partial.zip"
     try:
         _write_zip(partial, store, keys)
-        problems = verify_store(partial)  # the hash it will be shared by must hold
+        problems = verify_zarr(partial)  # the hash it will be shared by must hold
         if problems:
             raise ManifestError(location, f"does not verify, so no snapshot was written "
                                 f"({len(problems)} problem(s), the first: {problems[0]})",

@@ -1,8 +1,9 @@
-"""``open_store``: read a medimg store of either layout, lazily where it can.
+"""``MedimgStore``: read a medimg store of either layout, lazily where it can.
 
 Only complete cases exist for a reader: they are the rows of ``.cases``, and asking
 for any other case raises StoreError. The layout-specific reads are in two small
-classes below; ``MedimgStore`` is the same for both layouts.
+classes below; ``MedimgStore`` is the same for both layouts, and for every format
+(``formats/``; ``opening.open_store`` chooses the format). Zarr is opened here.
 """
 
 from __future__ import annotations
@@ -36,15 +37,14 @@ from .schema import (
 from .table import read_table
 
 
-def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = None):
-    """Open a store: a local directory, a ``.zip``, an HDF5 file (recognized by its
-    signature), or any fsspec URL (s3://, https://, ...) with its ``storage_options``."""
-    location = os.fspath(path_or_url)
-    remote = "://" in location
-    # A remote location is tried as Zarr first: asking whether it is a file costs
-    # requests that a Zarr store (the common case) never needs.
-    if not remote and (hdf5 := _hdf5_store(location, storage_options)):
-        return hdf5
+class NotThisFormat(StoreError):
+    """The location is not a store of the format whose reader tried it: it may be one
+    of another format (``opening.open_store`` then asks ``pick_format`` again)."""
+
+
+def open_zarr_store(location: str, storage_options: dict | None = None) -> MedimgStore:
+    """The ``MedimgStore`` of the Zarr store at ``location`` (a local directory, a
+    ``.zip`` or any fsspec URL with its ``storage_options``)."""
     # Every chunk zarr-python fetches is checked first (integrity.py): damage is a
     # StoreError naming the chunk, never fill values or wrong pixels.
     store = CheckedStore(zarr_store(location, storage_options), location)
@@ -57,27 +57,15 @@ def open_store(path_or_url: str | os.PathLike, storage_options: dict | None = No
     # RecursionError: one nested deeper than Python's stack ([[[[...]]]]).
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
             TypeError, RecursionError) as err:
-        if remote and (hdf5 := _hdf5_store(location, storage_options)):
-            return hdf5
-        raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
-                         hint="check the path, or build a store with 'medimg-build build'")
+        raise NotThisFormat(location, f"not a Zarr v3 group ({type(err).__name__})",
+                            hint="check the path, or build a store with "
+                                 "'medimg-build build'") from None
     except OSError as err:  # unreachable host, refused credentials...
         raise StoreError(location, f"cannot read the store ({type(err).__name__}: {err})",
                          hint="check the URL, the network, and the credentials or "
                               "storage options") from None
     store.watch(root)
     return MedimgStore(store, root, location)
-
-
-def _hdf5_store(location: str, storage_options: dict | None):
-    """The HDF5 reader of ``location`` if it is an HDF5 file, else None."""
-    from .hdf5_backend import is_hdf5_file  # the HDF5 reader subclasses MedimgStore
-
-    if not is_hdf5_file(location, storage_options):
-        return None
-    from .hdf5_reader import open_hdf5_store
-
-    return open_hdf5_store(location, storage_options)
 
 
 def zarr_store(location: str, storage_options: dict | None = None):

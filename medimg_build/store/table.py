@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
 from zarr.core.sync import sync
 
 from ..errors import StoreError
@@ -144,13 +143,13 @@ def read_whole_arrays(root, names: list[str]) -> list[np.ndarray]:
     """The arrays ``names`` of ``root``, read whole. From a Zarr group they are read
     concurrently: a table of 20 columns on S3 then costs one round trip, not 20."""
     _check_lengths(root, names)
-    if not isinstance(root, zarr.Group):  # the HDF5 view reads from one local file
+    arrays = [getattr(root[name], "async_array", None) for name in names]
+    if None in arrays:  # not Zarr's: the HDF5 adapter reads from one local file
         values = []
         for name in names:
             with _decoding(root, name):
                 values.append(root[name][...])
         return values
-    arrays = [root[name].async_array for name in names]
 
     async def read(name: str, array) -> np.ndarray:
         with _decoding(root, name):
@@ -181,6 +180,7 @@ def _check_lengths(root, names: list[str]) -> None:
 
 def _decoding(root, name: str):
     """Damaged bytes of column ``name`` as a StoreError naming it (damage.py)."""
-    # zarr names its store as a URL (file://..., zip://...); HDF5 by the file's name
-    store = root.store if isinstance(root, zarr.Group) else root.h5.file.filename
+    # zarr names its store as a URL (file://..., zip://...); the HDF5 adapter has no
+    # store object, and is named by its file
+    store = getattr(root, "store", None) or root.location
     return undecodable(f"{store}/{name}", f"the case table's column {name}")

@@ -1,181 +1,81 @@
-"""A read-only view of a store's tree of groups and arrays, the same over a Zarr group
-and an HDF5 file, for code that inspects a store as it is on disk (``validate.py``).
+"""A read-only view of a store's tree of groups and arrays, for code that inspects a
+store as it is on disk (``validate.py``), over the root group a format opens
+(``StoreFormat.open``: a ``zarr.Group``, or an adapter with its API such as
+``formats.hdf5_group.Hdf5Group``).
 
-Only what such code asks is here: the arrays and groups of a group (one level, or
-every array below it), an array's shape, dtype, dimension names, storage block and
-values, and attributes as Python dicts. The two formats are made to look alike:
-
-- dimension names are a tuple, or None when the array has none (Zarr's metadata says
-  None; HDF5 has no ``dimension_names`` attribute, or the empty one writers store
-  for "none");
-- strings read as ``str`` and their dtype is ``StringDType`` (what Zarr gives);
-- attributes are JSON-decoded for HDF5 (see ``hdf5_backend``), a value that is not
-  JSON is kept as its text (a hand-edited file is reported on, not crashed on);
-- ``chunks`` is the block an array is best read by: the shard (Zarr, sharded), the
-  chunk, or the whole array (HDF5, contiguous).
+Only what such code asks is here, in plain Python: the arrays and groups of a group
+(one level, or every array below it) as dicts, an array's shape, dtype, dimension
+names (a tuple, or None when the array has none), values (a NumPy array; strings as
+``str``), the block it is best read by (``chunks``: the shard where the array is
+sharded, else the chunk) and attributes as a dict.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import h5py
 import numpy as np
-import zarr
-
-from ..errors import StoreError
-from .hdf5_backend import (
-    DIMENSION_NAMES, SCALE_ATTRS, is_hdf5_file, is_string, open_hdf5, own_node,
-)
-from .hdf5_dimensions import is_dimension_only
-
-STRINGS = np.dtypes.StringDType()  # Zarr's dtype for string arrays
 
 
 class ArrayView:
     """One array: ``shape``, ``ndim``, ``dtype``, ``dimension_names``, ``chunks``,
     ``attrs`` and ``view[key]`` (a NumPy array)."""
 
-    def __init__(self, node: zarr.Array | h5py.Dataset) -> None:
+    def __init__(self, node) -> None:
         self._node = node
         self.shape: tuple[int, ...] = tuple(int(n) for n in node.shape)
         self.ndim = len(self.shape)
-        if isinstance(node, zarr.Array):
-            self.dtype = node.dtype
-            self.dimension_names = _names(node.metadata.dimension_names)
-            self.chunks = tuple(node.shards or node.chunks)
-        else:
-            self.dtype = STRINGS if is_string(node.dtype) else node.dtype
-            names = node.attrs.get(DIMENSION_NAMES)
-            self.dimension_names = None if names is None or len(names) == 0 else tuple(
-                n.decode() if isinstance(n, bytes) else str(n) for n in names)
-            self.chunks = tuple(node.chunks or node.shape)
+        self.dtype = node.dtype
+        names = node.metadata.dimension_names
+        self.dimension_names = None if names is None else tuple(names)
+        self.chunks = tuple(node.shards or node.chunks)
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return _attrs(self._node)
+        return dict(self._node.attrs)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        node = self._node
-        if isinstance(node, h5py.Dataset) and is_string(node.dtype):
-            return np.asarray(node.asstr()[key], dtype=object)
-        return np.asarray(node[key])
+        return np.asarray(self._node[key])
 
 
 class GroupView:
     """One group: ``attrs``, ``arrays()``, ``groups()``, ``all_arrays()``, ``name in
     view`` and ``view[path]`` (an ArrayView or a GroupView)."""
 
-    def __init__(self, node: zarr.Group | h5py.Group) -> None:
+    def __init__(self, node) -> None:
         self._node = node
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return _attrs(self._node)
+        return dict(self._node.attrs)
 
     @property
     def zarr_store(self):
-        """The Zarr store this group is read from; None for HDF5."""
-        return self._node.store if isinstance(self._node, zarr.Group) else None
+        """The Zarr store this group is read from, whose consolidated metadata validate
+        checks; None for a format without one."""
+        return getattr(self._node, "store", None)
 
     def __contains__(self, path: str) -> bool:
         return path in self._node
 
     def __getitem__(self, path: str) -> ArrayView | GroupView:
-        return _view(self._own(self._node[path], path))
+        return _view(self._node[path])
 
     def arrays(self) -> dict[str, ArrayView]:
         """The arrays directly in this group, by name."""
-        if isinstance(self._node, zarr.Group):
-            return {name: ArrayView(array) for name, array in self._node.arrays()}
-        return {name: ArrayView(self._own(node, name)) for name, node in self._node.items()
-                if isinstance(node, h5py.Dataset) and not is_dimension_only(node)}
+        return {name: ArrayView(array) for name, array in self._node.arrays()}
 
     def groups(self) -> dict[str, GroupView]:
         """The groups directly in this group, by name."""
-        if isinstance(self._node, zarr.Group):
-            return {name: GroupView(group) for name, group in self._node.groups()}
-        return {name: GroupView(self._own(node, name)) for name, node in self._node.items()
-                if isinstance(node, h5py.Group)}
-
-    def _own(self, node, name: str):
-        """``self[name]``, refused if it is HDF5 that reads outside its file (``own_node``)."""
-        if isinstance(self._node, zarr.Group):
-            return node
-        return own_node(node, self._node, name, self._node.file.filename)
+        return {name: GroupView(group) for name, group in self._node.groups()}
 
     def all_arrays(self) -> Iterator[tuple[str, ArrayView]]:
         """Every array below this group, with its path relative to the group."""
-        if isinstance(self._node, zarr.Group):
-            for path, node in self._node.members(max_depth=None):
-                if isinstance(node, zarr.Array):
-                    yield path, ArrayView(node)
-            return
-        found: list[tuple[str, ArrayView]] = []
-        self._node.visititems(
-            lambda path, node: found.append((path, ArrayView(self._own(node, path))))
-            if isinstance(node, h5py.Dataset) and not is_dimension_only(node) else None)
-        yield from found
+        for path, node in self._node.members(max_depth=None):
+            if not hasattr(node, "members"):  # a group lists its members, an array not
+                yield path, ArrayView(node)
 
 
 def _view(node) -> ArrayView | GroupView:
-    return GroupView(node) if isinstance(node, (zarr.Group, h5py.Group)) else ArrayView(node)
-
-
-def _names(names) -> tuple | None:
-    return None if names is None else tuple(names)
-
-
-def _attrs(node) -> dict[str, Any]:
-    if not isinstance(node, (h5py.Group, h5py.Dataset)):
-        return dict(node.attrs)
-    out = {}
-    for key in node.attrs:
-        if key in SCALE_ATTRS:
-            continue
-        value = node.attrs[key]
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass  # not JSON: kept as text, and reported as whatever it is not
-        out[key] = value
-    return out
-
-
-@contextmanager
-def open_tree(path_or_url: str | os.PathLike,
-              storage_options: dict | None = None) -> Iterator[GroupView]:
-    """The root of the store at ``path_or_url`` as it is on disk (for Zarr, not through
-    its consolidated metadata, unless it cannot be listed), closed on exit (HDF5). An HDF5 file is recognized by its
-    signature, as ``open_store`` does; anything else must be a Zarr v3 group."""
-    from .reader import zarr_store  # the reader's resolution of paths, zips and URLs
-
-    location = os.fspath(path_or_url)
-    if is_hdf5_file(location, storage_options):
-        with open_hdf5(location, storage_options) as handle:
-            yield GroupView(handle)
-        return
-    store = zarr_store(location, storage_options)
-    try:
-        root = zarr.open_group(store, mode="r", use_consolidated=not can_list(store))
-    # TypeError: zarr.json fields of the wrong JSON type; RecursionError: a zarr.json
-    # nested deeper than Python's stack.
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
-            TypeError, RecursionError) as err:
-        raise StoreError(location, f"not a Zarr v3 group ({type(err).__name__})",
-                         hint="check the path, or build a store with 'medimg-build build'")
-    yield GroupView(root)
-
-
-def can_list(store) -> bool:
-    """False for a plain HTTP server, which cannot list keys: there the hierarchy is the
-    one the consolidated metadata describes."""
-    protocols = getattr(getattr(store, "fs", None), "protocol", ())
-    return not {"http", "https"} & set([protocols] if isinstance(protocols, str) else protocols)
+    return GroupView(node) if hasattr(node, "members") else ArrayView(node)

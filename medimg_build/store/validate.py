@@ -33,7 +33,9 @@ from .schema import (
     MASK, MISSING_LABEL, ORIGIN, SPACING, class_coord_name, image_path, level_group, mask_path,
 )
 from .table import CASE_ID
-from .tree import ArrayView, GroupView, can_list, open_tree
+from .formats.zarr_format import can_list
+from .opening import open_store, open_tree
+from .tree import ArrayView, GroupView
 
 ANNOTATION_GROUPS = ("boxes", "landmarks")
 _ATOL_MM = 1e-6  # geometry is written from the same floats: any real drift is a bug
@@ -439,7 +441,5 @@ def _check_inside(checker: _Checker, where: str, cases: np.ndarray, values: np.n
 
 def store_summary(path_or_url: str | os.PathLike, storage_options: dict | None = None) -> str:
     """"N cases, layout" of a valid store, N = complete cases (what readers see)."""
-    from .reader import open_store
-
     store = open_store(path_or_url, storage_options)
     return f"{len(store.cases)} cases, {store.layout}"

@@ -1,8 +1,9 @@
 """``create_store``: a new, empty store and the writer of its layout.
 
 The layouts are described in the package docstring (``medimg_build.store``); the
-writers are in ``stack.py`` and ``volumes.py``, what they share in ``base.py``. The
-same writers fill an HDF5 file through ``hdf5_writer.py``.
+writers are in ``stack.py`` and ``volumes.py``, what they share in ``base.py``. Which
+format a store is, and how that format creates it, is ``formats.pick_format``'s choice
+(``formats/``); resuming (``reopen_store``) is Zarr's.
 """
 
 from __future__ import annotations
@@ -17,18 +18,14 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from ..failpoints import failpoint
 from ..provenance import to_jsonable
 from .base import BaseWriter, layout_options
 from .contract import StoreWriter
-from .hdf5_backend import wants_hdf5
-from .hdf5_writer import create_hdf5_writer
-from .journal import JOURNAL_DIR, LOCK_NAME, BuildLock, Journal, remove_partial_writes
+from .formats import pick_format
+from .formats.zarr_format import only_build_files
+from .journal import BuildLock, Journal, remove_partial_writes
+from .replace import Replacing, is_local, rebuilds_beside
 from .results import CaseWritten
-from .replace import (
-    Replacing, is_local, rebuild_location, rebuilds_beside, refuse_remote_replace,
-    remove_leftovers,
-)
 from .schema import CASES_GROUP, COMPLETE, IMAGE, LAYOUTS, SCHEMA_VERSION, default_compressor
 from .stack import StackWriter
 from .volumes import VolumesWriter
@@ -51,7 +48,7 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     bytes-to-bytes codec for image and mask (default Blosc zstd-3 with byte shuffle).
 
     ``format`` is "zarr" or "hdf5" (one HDF5 file of the same schema, see
-    ``hdf5_backend.py``); by default HDF5 for a ``.h5``/``.hdf5`` path, else Zarr. An
+    ``formats/hdf5_backend.py``); by default HDF5 for a ``.h5``/``.hdf5`` path, else Zarr. An
     HDF5 ``compressor`` is a dict of h5py filter arguments (default gzip-4 + shuffle).
 
     ``pyramid_levels`` (volumes only) is the most resolution levels a case gets: 1, the
@@ -79,39 +76,8 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     _check_pyramid(location, layout, pyramid_levels)
     attrs = {} if attrs is None else attrs
     new = NewStore(layout, int(n_cases), attrs, cases_per_shard, compressor, pyramid_levels)
-    if wants_hdf5(location, format):
-        lock = None if journal is None else BuildLock.beside(location)
-        return create_hdf5_writer(location, layout, int(n_cases), attrs, new.initial(),
-                                  cases_per_shard, compressor, overwrite, pyramid_levels,
-                                  lock=lock)
-    lock = None if journal is None else BuildLock(location)
-    if lock is not None:
-        lock.check()  # first: --overwrite must not touch a store that is being built
-    failpoint("checked")  # failpoint: past the check, another build may start now
-    replace = _make_room(location, overwrite)
-    if replace and not is_local(location):
-        refuse_remote_replace(location)
-    if lock is not None:
-        lock.acquire()  # from here on a second build of this name is refused
-    try:
-        failpoint("lock")  # failpoint: killed holding the lock, nothing written
-        if not replace:
-            Journal(location).remove()  # of a build killed before its first write
-            writer = new.writer(location, journal)
-            writer.lock = lock
-            return writer
-        remove_leftovers(location)  # rebuilds of killed --overwrite builds: no one's now
-        rebuild = rebuild_location(location)
-        inner_lock = None if journal is None else BuildLock(rebuild)
-        if inner_lock is not None:
-            inner_lock.acquire()
-        writer = new.writer(rebuild, journal)
-        writer.lock = inner_lock
-        return Replacing(writer, location, lock)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
+    return pick_format(location, format, writing=True).create_writer(
+        location, new, overwrite, journal)
 
 
 def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
@@ -132,10 +98,7 @@ def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
     are rebuilt, and listed in the writer's ``rebuilt`` (case id -> why)."""
     location = os.fspath(path)
     _check_pyramid(location, layout, pyramid_levels)
-    if wants_hdf5(location, format):
-        raise StoreError(location, "--resume works on Zarr stores only (an HDF5 file "
-                         "killed mid-write is not safely reopened)",
-                         hint="rebuild with --overwrite")
+    pick_format(location, format, writing=True).refuse_resume(location)
     new = NewStore(layout, int(n_cases), attrs, cases_per_shard, compressor, pyramid_levels)
     rebuilds = rebuilds_beside(location) if is_local(location) else []
     if len(rebuilds) > 1:
@@ -166,7 +129,7 @@ def _reopen(location: str, lock: BuildLock, new: NewStore, journal: dict[str, An
             ) -> StoreWriter:
     """``reopen_store`` of the store at ``location``, its lock held."""
     remove_partial_writes(location)
-    if _only_build_files(location):
+    if only_build_files(location):
         Journal(location).remove()  # killed before writing anything: start it afresh
         writer = new.writer(location, journal)
         writer.lock = lock
@@ -302,32 +265,6 @@ def _check_same(location: str, medimg: dict[str, Any], layout: str,
     for index, (old, new) in enumerate(zip(stored, ids)):
         if old != new:
             refuse(f"case {index} is {old!r} in the store but {new!r} in the source")
-
-
-def _make_room(location: str, overwrite: bool) -> bool:
-    """Whether there is a store at ``location`` to replace. An existing path is refused
-    unless ``overwrite``; even then only a Zarr store (or an empty folder, or one that
-    a build killed before its first write left) is replaced, never a folder that merely
-    happens to be there."""
-    fs, fs_path = fsspec.core.url_to_fs(location)
-    if not fs.exists(fs_path):
-        return False
-    if not overwrite:
-        raise StoreError(location, "a store already exists here",
-                         hint="pass --overwrite to replace it, or choose another --out")
-    if fs.isdir(fs_path) and fs.exists(f"{fs_path.rstrip('/')}/zarr.json"):
-        return True
-    if not fs.isdir(fs_path) or not _only_build_files(location):
-        raise StoreError(location, "exists and is not a Zarr store; refusing to delete it",
-                         hint="choose another --out")
-    return False  # nothing readable to keep: built in place
-
-
-def _only_build_files(location: str) -> bool:
-    """The folder holds nothing but a build's lock and journal (or nothing at all)."""
-    fs, fs_path = fsspec.core.url_to_fs(location)
-    names = {entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(fs_path, detail=False)}
-    return names <= {LOCK_NAME, JOURNAL_DIR}
 
 
 def forget_changed(root, journal: Journal, changed) -> dict[str, str]:

@@ -26,11 +26,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .hdf5_backend import SCALE_ATTRS, decode_attrs, is_string
+from .hdf5_backend import is_string
 from .hdf5_dimensions import is_dimension_only
-from .manifest import (
+from .hdf5_group import Hdf5Group, decode_attrs
+from ..manifest import (
     ALGORITHM, MANIFEST, ManifestError, Mismatch, canonical_json, compare, content_sha256,
-    hash_problem, refuse_unfinished, stable_attrs,
+    hash_problem, refuse_unfinished, sources_of, stable_attrs,
 )
 
 METADATA, VALUES = "metadata", "values"
@@ -105,7 +106,7 @@ def _root_metadata(h5: h5py.File) -> dict[str, Any]:
 
 
 def _metadata(node) -> dict[str, Any]:
-    attrs = {k: v for k, v in decode_attrs(node.attrs).items() if k not in SCALE_ATTRS}
+    attrs = decode_attrs(node.attrs)
     if "dimension_names" in node.attrs:
         attrs["dimension_names"] = [str(n) for n in node.attrs["dimension_names"]]
     if not isinstance(node, h5py.Dataset):
@@ -128,12 +129,9 @@ def _locate(key: str) -> tuple[str, str]:
 
 
 def _sources(h5: h5py.File) -> dict[str, list[str]]:
-    """As manifest._sources: case id -> its source digests (a JSON column)."""
-    if "source_sha256" not in h5 or "case" not in h5:
-        return {}
-    ids = h5["case"].asstr()[()].tolist()
-    cells = [json.loads(c) if c else None for c in h5["source_sha256"].asstr()[()].tolist()]
-    return dict(sorted((str(c), list(d)) for c, d in zip(ids, cells) if d))
+    """``manifest.sources_of`` the file's root, read through the adapter (as the
+    writer's: h5py's errors as they are, which ``file_errors`` names at close)."""
+    return sources_of(Hdf5Group(h5, h5.filename, "w"))
 
 
 def _sha256(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Writers of the HDF5 format: the Zarr layout writers over an ``H5Group``.
+"""Writers of the HDF5 format: the Zarr layout writers over an ``Hdf5Group``.
 
 Only what HDF5 does differently is here: describing a dataset, flushing after each
 case, attaching dimension scales and closing the file. h5py serializes every call on
@@ -13,23 +13,24 @@ from typing import Any
 
 import h5py
 
-from ..case import Case
-from ..errors import StoreError
+from ...case import Case
+from ...errors import StoreError
 from .hdf5_backend import (
-    DEFAULT_COMPRESSION, LIBVER, H5Group, array_info, file_errors,
+    DEFAULT_COMPRESSION, LIBVER, array_info, file_errors,
 )
 from .hdf5_dimensions import attach_netcdf_dimensions
-from .base import layout_options
+from .hdf5_group import Hdf5Group
+from ..base import layout_options
 from .hdf5_manifest import write_hdf5_manifest
-from .journal import BuildLock
-from .replace import Replacing, rebuild_location, remove_leftovers
-from .results import CaseWritten
-from .stack import StackWriter
-from .volumes import VolumesWriter
+from ..journal import BuildLock
+from ..replace import Replacing, rebuild_location, remove_leftovers
+from ..results import CaseWritten
+from ..stack import StackWriter
+from ..volumes import VolumesWriter
 
 
 class _Hdf5Writing:
-    _root: H5Group
+    _root: Hdf5Group
 
     def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
         with file_errors(self._root.h5.file.filename):
@@ -40,7 +41,7 @@ class _Hdf5Writing:
             self._root.h5.file.flush()
 
     def _array_info(self, array) -> dict[str, Any]:
-        return array_info(array)
+        return array_info(array.h5)
 
     def worker_destination(self) -> None:
         return None  # one HDF5 file has one writer: the build process
@@ -64,7 +65,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
                        initial: dict[str, Any], cases_per_shard: int | None,
                        compressor: dict[str, Any] | None, overwrite: bool,
                        pyramid_levels: int = 1, lock: BuildLock | None = None):
-    """The HDF5 counterpart of ``create_store``'s Zarr branch (arguments checked there).
+    """``Hdf5Format.create_writer`` (the arguments are checked by ``create_store``).
 
     ``compressor`` is a dict of h5py ``create_dataset`` filter arguments (e.g.
     ``{"compression": "gzip", "compression_opts": 9, "shuffle": True}``, or an
@@ -82,7 +83,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
                          hint='e.g. {"compression": "gzip", "compression_opts": 4}')
     if lock is not None:
         lock.check()  # first: --overwrite must not touch a file that is being built
-    replace = _make_room(location, overwrite)
+    replace = make_room(location, overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)  # as Zarr does
     if lock is not None:
         lock.acquire()
@@ -91,7 +92,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
             remove_leftovers(location)  # of killed builds: no one's, the lock is ours
         path = rebuild_location(location) if replace else location
         handle = h5py.File(path, "w", libver=LIBVER)
-        root = H5Group(handle, compressor or DEFAULT_COMPRESSION)
+        root = Hdf5Group(handle, path, "w", compressor or DEFAULT_COMPRESSION)
         root.attrs["medimg"] = initial
         writer_class = Hdf5StackWriter if layout == "stack" else Hdf5VolumesWriter
         extra = layout_options(layout, cases_per_shard, pyramid_levels)
@@ -106,7 +107,7 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
     return Replacing(writer, location, lock, resumable=False)  # no resume for HDF5
 
 
-def _make_room(location: str, overwrite: bool) -> bool:
+def make_room(location: str, overwrite: bool) -> bool:
     """Whether there is a file to replace. An existing path is refused unless
     ``overwrite``; even then only an HDF5 file is replaced, never a folder or another
     kind of file that merely happens to be there."""
