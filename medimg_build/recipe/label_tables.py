@@ -5,6 +5,7 @@ recipe names required -- a missing column is an error, never an empty one."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +49,7 @@ def read_label_table(path: Path, setting: str = "source.table") -> pd.DataFrame:
                           hint="check the file is the dataset's CSV table") from error
 
 
-def chosen_table(names: str | list[str], root: Path, setting: str
+def chosen_table(names: str | Sequence[str], root: Path, setting: str
                  ) -> tuple[Path, dict[str, str]]:
     """The label table a recipe names: one file, or a list of the names a table has in
     different releases, most preferred first (NIH's Data_Entry_2017_v2020.csv, then
@@ -59,7 +60,8 @@ def chosen_table(names: str | list[str], root: Path, setting: str
     paths = [inside(root, name, setting) for name in names]
     present = [(name, path) for name, path in zip(names, paths) if path.is_file()]
     if not present:
-        raise RecipeError(root, f"label table not found: none of {names} is there",
+        # Quoted as the recipe writes the list (the parsed recipe holds a tuple).
+        raise RecipeError(root, f"label table not found: none of {list(names)} is there",
                           hint=f"check --source and the recipe's {setting}")
     (chosen, path), others = present[0], present[1:]
     reason = f"label table not read: {chosen} is preferred ({setting} lists it first)"

@@ -194,8 +194,7 @@ def harmonize_image(image: MedicalImage, harmonize: Harmonize, target_2d: bool =
     if harmonize.shape is not None:
         image = resize_with_pad(image, harmonize.shape, interpolation)
     intensity = harmonize.intensity
-    return normalize(image, intensity.preset, window=intensity.window,
-                     percentiles=intensity.percentiles, dtype=intensity.dtype)
+    return normalize(image, intensity.preset, **intensity.parameters())
 
 
 def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalImage,

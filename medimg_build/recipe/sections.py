@@ -197,6 +197,14 @@ class Intensity:
     percentiles: tuple[float, float] | None = None
     dtype: str | None = None
 
+    def parameters(self) -> dict[str, Any]:
+        """The preset's parameters the recipe gives, as the YAML writes them: pairs as
+        lists, which ``normalize`` quotes in its refusals ("CT window [100, 50]")."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                 if f.name != "preset" and getattr(self, f.name) is not None}
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in given.items()}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Harmonize:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ def template_glob(template: str) -> str:
     return "/".join(parts)
 
 
-def with_masks_reported(listing, root: Path, spec: str | dict[str, str] | None,
+def with_masks_reported(listing, root: Path, spec: str | Mapping[str, str] | None,
                         looked_for: Iterable[Path], setting: str = "source.masks",
                         mask_files: Iterable[Path] | None = None):
     """``listing`` (a SourceListing) with its masks accounted for: the mask files that
@@ -130,13 +130,14 @@ def with_masks_reported(listing, root: Path, spec: str | dict[str, str] | None,
 
 
 def _pairing_failed(cases: list[Any], masks: list[Path], looked: list[Path], root: Path,
-                    setting: str, spec: str | dict[str, str]) -> RecipeError:
+                    setting: str, spec: str | Mapping[str, str]) -> RecipeError:
     """The refusal of a source whose masks pair with none of its images, naming an
     example of each and, for nnU-Net's channel-file names, the recipe that reads them."""
     example = f"; it looked for {_relative(looked[0], root)}" if looked else ""
     shown = shown_items((_relative(mask, root) for mask in masks), 3)
+    written = spec if isinstance(spec, str) else dict(spec)  # as the YAML, not mappingproxy(..)
     problem = (f"none of its {len(masks)} mask file(s) ({shown}) pairs with any of its "
-               f"{len(cases)} image(s) by {setting} {spec!r}: image "
+               f"{len(cases)} image(s) by {setting} {written!r}: image "
                f"{_relative(cases[0].image_path, root)}{example}")
     stems = [_stem(case.image_path) for case in cases]
     if any(_NNUNET_CHANNEL.search(stem) for stem in stems):
