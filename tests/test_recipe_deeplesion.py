@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
 from medimg_build import open_store
 from medimg_build.recipe.build import build_store
@@ -110,3 +111,16 @@ def test_each_lesion_is_found_on_its_stored_key_slice(built):
         peak, floor = by_slice.max(), np.median(by_slice)
         assert box["z_min"] <= int(np.argmax(by_slice)) <= box["z_max"], box["case_id"]
         assert by_slice[box["key_slice"]] > (peak + floor) / 2, box["case_id"]
+
+
+
+def test_boxes_left_out_by_the_recipe_are_not_kept(built, tmp_path):
+    """The parser gives every case its DL_info.csv boxes; a recipe without ``labels.boxes``
+    (``--set labels.boxes=null``) builds the volumes without them, rather than failing
+    every case on boxes it did not ask for."""
+    made, report, _ = built
+    recipe = load_recipe("deeplesion").with_overrides({"labels": {"boxes": None}})
+    out = tmp_path / "no_boxes.zarr"
+    without = build_store(recipe, made["root"], out, progress=False)
+    assert without.failed == {} and without.built == report.built
+    assert "boxes" not in zarr.open_group(out, mode="r")

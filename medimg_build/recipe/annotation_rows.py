@@ -63,11 +63,13 @@ def vocabulary(labels: Labels) -> dict[str, Any]:
 
 def case_annotations(labels: Labels, rows: dict[str, list[dict]], raw: MedicalImage,
                      image: MedicalImage, where: str) -> dict[str, Boxes | Landmarks]:
-    """The case's boxes and landmarks on the harmonized ``image`` (None when none)."""
+    """The case's boxes and landmarks on the harmonized ``image`` (None when none).
+    Rows of a kind the recipe does not declare are left out: a parser gives DeepLesion's
+    boxes whatever the recipe says, and ``--set labels.boxes=null`` means none kept."""
     result: dict[str, Any] = {}
-    if rows.get("boxes"):
+    if rows.get("boxes") and labels.boxes is not None:
         result["boxes"] = _boxes(labels.boxes, rows["boxes"], raw, where).onto(image, where)
-    if rows.get("landmarks"):
+    if rows.get("landmarks") and labels.landmarks is not None:
         spec = labels.landmarks
         points = _numbers(rows["landmarks"], spec.columns, where)
         result["landmarks"] = Landmarks.from_pixels(
