@@ -65,6 +65,18 @@ class CaseFailed:
         """The error as the console shows it."""
         return str(self.error)
 
+    def __reduce__(self):
+        # Distributed installs tblib, which pickles every exception with its cause,
+        # context and traceback: a library's error behind a CaseError that does not
+        # pickle would end the build, one quoting megabytes would ship them. Only the
+        # error's own parts cross (``MedimgError.__reduce__``).
+        rebuild, parts = self.error.__reduce__()
+        return _case_failed, (self.index, self.case_id, rebuild, parts)
+
+
+def _case_failed(index: int, case_id: str, rebuild, parts: tuple) -> CaseFailed:
+    return CaseFailed(index, case_id, rebuild(*parts))
+
 
 def case_written(index: int, case: Case) -> CaseWritten:
     """``case`` as the store will hold it, before its labels are checked (the writer
