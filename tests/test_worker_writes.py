@@ -89,3 +89,20 @@ def test_a_case_refused_after_a_worker_wrote_it_is_deleted(tmp_path):
     writer.write_case(1, _case("ct1", np.int16))  # the index is free again
     writer.close(pd.DataFrame({"case_id": ["ct0", "ct1"]}))
     assert open_store(out).read_image("ct1").array.dtype == np.int16
+
+
+def test_a_worker_written_case_has_its_labels_checked_as_given(tmp_path):
+    """A label vector that is not ints is refused whoever wrote the pixels: the record
+    a worker sends back must not round it into an int8 vector the check then accepts."""
+    out = tmp_path / "ds.zarr"
+    writer = create_store(out, "volumes", n_cases=2)
+    writer.write_case(0, _case("ct0", np.int16))
+    refused_here = _case("ct1", np.int16)
+    refused_here.labels = {"grade": np.array([0.5, 1.0])}
+    with pytest.raises(StoreError, match="neither an int nor a 1-D int vector"):
+        writer.write_case(1, refused_here)
+    destination = pickle.loads(pickle.dumps(writer.worker_destination()))
+    written = destination.write(1, refused_here)  # as a worker would
+    with pytest.raises(StoreError, match="neither an int nor a 1-D int vector"):
+        writer.write_case(1, pickle.loads(pickle.dumps(written)))
+    assert "ct1" not in zarr.open_group(out / "cases", mode="r")

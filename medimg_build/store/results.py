@@ -14,7 +14,7 @@ from typing import Any
 
 from ..case import Case
 from ..errors import MedimgError
-from .journal import annotation_from, case_record, labels_from
+from .journal import annotation_from, case_record
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,10 @@ class CaseWritten:
         return self.record.get("template")
 
     def labels(self) -> dict[str, Any]:
-        return labels_from(self.record)
+        """The labels as the case gave them (ints and int lists, as JSON keeps them):
+        not made int8 here, so that the writer's check refuses what it would refuse in
+        the case itself (a vector of floats, say)."""
+        return dict(self.record["labels"])
 
     def annotation(self, kind: str):
         """The case's ``boxes`` or ``landmarks`` (Boxes, Landmarks or None)."""
