@@ -135,3 +135,35 @@ def test_a_stack_store_refuses_a_case_without_its_pixels(tmp_path):
         writer.write_case(0, case_written(0, _case("ct0", "A")))
     assert writer.write_case(0, _case("ct0", "A")).case_id == "ct0"
     writer.close(pd.DataFrame({"case_id": ["ct0"]}))
+
+
+def test_a_failed_case_crosses_dask_without_the_library_error_behind_it():
+    """Distributed installs tblib, which pickles every exception with its cause, context
+    and traceback. A case failed by a library's error (a CaseError raised ``from`` it)
+    must still cross as the error's parts: a cause that does not pickle ended the whole
+    build, and a cause quoting megabytes shipped them whole."""
+    import threading
+
+    from distributed.protocol.pickle import dumps, loads
+
+    from medimg_build.errors import CaseError
+    from medimg_build.store.results import CaseFailed
+
+    class HoldsALock(Exception):  # as a library's error holding its file handle may
+        def __init__(self, message):
+            super().__init__(message)
+            self.lock = threading.Lock()
+
+    for cause in (HoldsALock("cannot decode"), RuntimeError("y" * 1_000_000)):
+        try:
+            try:
+                raise cause
+            except Exception as error:
+                raise CaseError("/data/src/a.nii.gz", f"unexpected: {error}") from error
+        except CaseError as error:
+            failed = CaseFailed(4, "a", error)
+        shipped = dumps(failed)
+        arrived = loads(shipped)
+        assert len(shipped) < 5_000
+        assert arrived.message == failed.message and arrived.error.given_path == \
+            "/data/src/a.nii.gz" and (arrived.index, arrived.case_id) == (4, "a")

@@ -89,3 +89,38 @@ def test_a_case_refused_after_a_worker_wrote_it_is_deleted(tmp_path):
     writer.write_case(1, _case("ct1", np.int16))  # the index is free again
     writer.close(pd.DataFrame({"case_id": ["ct0", "ct1"]}))
     assert open_store(out).read_image("ct1").array.dtype == np.int16
+
+
+def test_a_worker_written_case_has_its_labels_checked_as_given(tmp_path):
+    """A label vector that is not ints is refused whoever wrote the pixels: the record
+    a worker sends back must not round it into an int8 vector the check then accepts."""
+    out = tmp_path / "ds.zarr"
+    writer = create_store(out, "volumes", n_cases=2)
+    writer.write_case(0, _case("ct0", np.int16))
+    refused_here = _case("ct1", np.int16)
+    refused_here.labels = {"grade": np.array([0.5, 1.0])}
+    with pytest.raises(StoreError, match="neither an int nor a 1-D int vector"):
+        writer.write_case(1, refused_here)
+    destination = pickle.loads(pickle.dumps(writer.worker_destination()))
+    written = destination.write(1, refused_here)  # as a worker would
+    with pytest.raises(StoreError, match="neither an int nor a 1-D int vector"):
+        writer.write_case(1, pickle.loads(pickle.dumps(written)))
+    assert "ct1" not in zarr.open_group(out / "cases", mode="r")
+
+
+@pytest.mark.parametrize("layout", ["volumes", "stack"])
+def test_annotations_of_the_wrong_type_are_refused_as_a_store_error(tmp_path, layout):
+    """The case fails (a StoreError), not the build (an AttributeError from making its
+    journal record), whether this process or a worker writes it."""
+    out = tmp_path / "ds.zarr"
+    writer = create_store(out, layout, n_cases=1)
+    case = _case("ct0", np.int16)
+    case.boxes = {"lo": [[1, 2, 3]]}
+    with pytest.raises(StoreError, match="boxes must be Boxes, got dict"):
+        writer.write_case(0, case)
+    if layout == "volumes":
+        with pytest.raises(StoreError, match="boxes must be Boxes, got dict"):
+            writer.worker_destination().write(0, case)
+        assert "ct0" not in zarr.open_group(out / "cases", mode="r")
+    case.boxes = None
+    writer.write_case(0, case)  # the index is free again

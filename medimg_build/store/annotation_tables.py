@@ -44,12 +44,24 @@ _SOURCE_AXES = ("i", "j", "k")
 _WORLD = ("R", "A", "S")
 
 
+def check_types(case_id: str, found: dict[str, Any], where: str) -> None:
+    """Refuse annotations (kind -> value) that are not Boxes or Landmarks: before a
+    case's journal record is made of them, and again with the labels."""
+    for kind, kind_type in ((BOXES, Boxes), (LANDMARKS, Landmarks)):
+        value = found.get(kind)
+        if value is not None and not isinstance(value, kind_type):
+            raise StoreError(where, f"case {case_id!r}: {kind} must be "
+                             f"{kind_type.__name__}, got {type(value).__name__}")
+
+
 def check_on_grid(case, where: str) -> None:
     """Refuse a case's boxes or landmarks that are not on its image's grid."""
+    check_types(case.case_id, {kind: getattr(case, kind) for kind in (BOXES, LANDMARKS)},
+                where)
     for kind in (BOXES, LANDMARKS):
         value = getattr(case, kind)
-        if value is None or not isinstance(value, (Boxes, Landmarks)):
-            continue  # a wrong type is refused with the labels (AnnotationBuffer.check)
+        if value is None:
+            continue
         image = case.image
         same_grid = value.shape == image.spatial_shape and np.allclose(
             value.affine, image.affine, atol=1e-4)
@@ -67,13 +79,11 @@ class AnnotationBuffer:
         """Refuse annotations (kind -> Boxes, Landmarks or None) whose type is wrong or
         whose labels the recipe's vocabulary does not list (call under the writer's
         lock). Their grid is checked with the pixels (``check_on_grid``)."""
-        for kind, kind_type in ((BOXES, Boxes), (LANDMARKS, Landmarks)):
+        check_types(case_id, found, where)
+        for kind in (BOXES, LANDMARKS):
             value = found.get(kind)
             if value is None:
                 continue
-            if not isinstance(value, kind_type):
-                raise StoreError(where, f"case {case_id!r}: {kind} must be "
-                                 f"{kind_type.__name__}, got {type(value).__name__}")
             classes = _vocabulary_classes(vocabulary, kind)
             unknown = sorted(set(value.labels) - set(classes or value.labels))
             if unknown:

@@ -26,7 +26,7 @@ from ..case import Case
 from ..errors import StoreError
 from ..failpoints import failpoint
 from ..provenance import to_jsonable
-from .annotation_tables import GROUP_NAMES, AnnotationBuffer, check_on_grid
+from .annotation_tables import GROUP_NAMES, AnnotationBuffer, check_on_grid, check_types
 from .contract import StoreWriter, WorkerDestination
 from .journal import Journal
 from .classification import ClassificationBuffer
@@ -128,6 +128,8 @@ class BaseWriter(StoreWriter):
         try:
             if isinstance(case, CaseWritten):
                 return self._accept(index, case, None)
+            check_types(case.case_id, {kind: getattr(case, kind) for kind in GROUP_NAMES},
+                        self.location)  # before its record is made of them
             return self._accept(index, case_written(index, case), case)
         except BaseException:
             if isinstance(case, CaseWritten):

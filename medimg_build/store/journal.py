@@ -335,8 +335,3 @@ def annotation_from(kind: str, data: dict[str, Any] | None):
                      key_slice=np.array(data["key_slice"], bool).reshape(n), **common)
     points = table("points")
     return Landmarks(points=points, **common)
-
-
-def labels_from(record: dict[str, Any]) -> dict[str, Any]:
-    return {name: value if np.ndim(value) == 0 else np.asarray(value, np.int8)
-            for name, value in record["labels"].items()}

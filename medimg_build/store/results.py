@@ -14,7 +14,7 @@ from typing import Any
 
 from ..case import Case
 from ..errors import MedimgError
-from .journal import annotation_from, case_record, labels_from
+from .journal import annotation_from, case_record
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,10 @@ class CaseWritten:
         return self.record.get("template")
 
     def labels(self) -> dict[str, Any]:
-        return labels_from(self.record)
+        """The labels as the case gave them (ints and int lists, as JSON keeps them):
+        not made int8 here, so that the writer's check refuses what it would refuse in
+        the case itself (a vector of floats, say)."""
+        return dict(self.record["labels"])
 
     def annotation(self, kind: str):
         """The case's ``boxes`` or ``landmarks`` (Boxes, Landmarks or None)."""
@@ -64,6 +67,18 @@ class CaseFailed:
     def message(self) -> str:
         """The error as the console shows it."""
         return str(self.error)
+
+    def __reduce__(self):
+        # Distributed installs tblib, which pickles every exception with its cause,
+        # context and traceback: a library's error behind a CaseError that does not
+        # pickle would end the build, one quoting megabytes would ship them. Only the
+        # error's own parts cross (``MedimgError.__reduce__``).
+        rebuild, parts = self.error.__reduce__()
+        return _case_failed, (self.index, self.case_id, rebuild, parts)
+
+
+def _case_failed(index: int, case_id: str, rebuild, parts: tuple) -> CaseFailed:
+    return CaseFailed(index, case_id, rebuild(*parts))
 
 
 def case_written(index: int, case: Case) -> CaseWritten:
