@@ -17,7 +17,7 @@ import threading
 import warnings
 from abc import abstractmethod
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,14 +30,9 @@ from .annotation_tables import GROUP_NAMES, AnnotationBuffer, check_on_grid
 from .contract import StoreWriter, WorkerDestination
 from .journal import Journal
 from .classification import ClassificationBuffer
-from .manifest import MANIFEST
-from .schema import CHANNEL, SCHEMA_VERSION, check_case_id
+from .schema import CHANNEL, MANIFEST, SCHEMA_VERSION, check_case_id
 from .results import CaseWritten, case_written
 from .table import check_table, write_table
-
-if TYPE_CHECKING:
-    from .formats.base import StoreFormat
-    from .layouts import Layout
 
 
 class ImageTemplate:
@@ -94,7 +89,8 @@ class ImageTemplate:
 
 class BaseWriter(StoreWriter):
     """The writer of both layouts (``stack.py``, ``volumes.py``) in every format: its
-    ``layout`` (``layouts.Layout``) made it, its ``store_format`` opened ``root``.
+    ``layout`` (a ``layouts.Layout``) made it, its ``store_format`` (a
+    ``formats.StoreFormat``) opened ``root``.
 
     A layout writes pixels (``_write``), flushes what it buffered (``_flush``), lists
     the records of the cases a reopened store holds complete (``_complete_records``) and
@@ -103,8 +99,8 @@ class BaseWriter(StoreWriter):
 
     reserved: frozenset[str] = frozenset()  # root names no table column may take
 
-    def __init__(self, layout: Layout, store_format: StoreFormat, root, location: str,
-                 n_cases: int, attrs: dict[str, Any], compressor) -> None:
+    def __init__(self, layout, store_format, root, location: str, n_cases: int,
+                 attrs: dict[str, Any], compressor) -> None:
         super().__init__(location, n_cases)
         self.layout, self._format = layout, store_format
         self._root = root

@@ -1,13 +1,13 @@
 """What ``validate_store`` checks of each layout (``layouts.Layout.check`` calls it):
 the stack's image, mask and per-case geometry arrays, or the volumes layout's case
-groups. Each returns the complete flags of the cases and reports through the
-validator's ``_Checker`` (``add``, ``expect_dims``, ``check_mask_values``).
+groups. Each returns the complete flags of the cases and reports through ``checker``,
+the validator's ``validate._Checker`` (``add``, ``expect_dims``, ``check_mask_values``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,13 +20,10 @@ from .schema import (
 )
 from .tree import GroupView
 
-if TYPE_CHECKING:
-    from .validate import _Checker
-
 _ATOL_MM = 1e-6  # geometry is written from the same floats: any real drift is a bug
 
 
-def check_stack(checker: _Checker, ids: list[str]) -> np.ndarray:
+def check_stack(checker, ids: list[str]) -> np.ndarray:
     """The image, its mask and the per-case geometry; returns the complete flags."""
     if COMPLETE not in checker.arrays:  # no case was ever written
         return np.zeros(checker.n, dtype=bool)
@@ -51,7 +48,7 @@ def check_stack(checker: _Checker, ids: list[str]) -> np.ndarray:
     return complete
 
 
-def check_stack_geometry(checker: _Checker, complete: np.ndarray, nd: int) -> None:
+def check_stack_geometry(checker, complete: np.ndarray, nd: int) -> None:
     """spacing/origin must be what the affine says: a reader maps voxels with either."""
     if not all(name in checker.arrays for name in (AFFINE, SPACING, ORIGIN)):
         checker.add("/", "affine, spacing and origin arrays are required in a stack store")
@@ -65,7 +62,7 @@ def check_stack_geometry(checker: _Checker, complete: np.ndarray, nd: int) -> No
             checker.add(f"{AFFINE}[{i}]", problem)
 
 
-def check_volumes(checker: _Checker, ids: list[str]) -> np.ndarray:
+def check_volumes(checker, ids: list[str]) -> np.ndarray:
     """Each case group and its level-0 arrays; returns the complete flags."""
     groups = checker.root[CASES_GROUP].groups() if CASES_GROUP in checker.root else {}
     position = {case_id: i for i, case_id in enumerate(ids)}
@@ -90,7 +87,7 @@ def check_volumes(checker: _Checker, ids: list[str]) -> np.ndarray:
     return complete
 
 
-def check_case(checker: _Checker, where: str, group: GroupView, attrs: dict[str, Any],
+def check_case(checker, where: str, group: GroupView, attrs: dict[str, Any],
                index: int, pattern: dict[str, Any]) -> None:
     if image_path() not in group:
         checker.add(where, f"complete case without an image ({image_path()})")

@@ -11,7 +11,7 @@ switched on).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,10 +22,6 @@ from .layout_reads import FormatReads, StackReads, VolumesReads
 from .schema import LAYOUTS
 from .stack import StackWriter
 from .volumes import VolumesWriter
-
-if TYPE_CHECKING:
-    from .formats.base import StoreFormat
-    from .validate import _Checker
 
 
 class Layout(ABC):
@@ -39,10 +35,11 @@ class Layout(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def writer(self, store_format: StoreFormat, root, location: str, n_cases: int,
+    def writer(self, store_format, root, location: str, n_cases: int,
                attrs: dict[str, Any], compressor, options: dict[str, Any]) -> BaseWriter:
         """The writer that fills the new (or reopened) store whose root group is
-        ``root``, in ``store_format``; ``options`` from ``self.options``."""
+        ``root``, in ``store_format`` (a ``formats.StoreFormat``); ``options`` from
+        ``self.options``."""
         return self.writer_class(self, store_format, root, location, n_cases, attrs,
                                  compressor, **options)
 
@@ -57,8 +54,9 @@ class Layout(ABC):
         a StoreError for an option given that this layout cannot honour."""
 
     @abstractmethod
-    def check(self, checker: _Checker, ids: list[str]) -> np.ndarray:
-        """``validate_store``'s checks of this layout's arrays; the complete flags."""
+    def check(self, checker, ids: list[str]) -> np.ndarray:
+        """``validate_store``'s checks of this layout's arrays, reported to ``checker``
+        (its ``validate._Checker``); the complete flags."""
 
 
 class StackLayout(Layout):
@@ -73,7 +71,7 @@ class StackLayout(Layout):
                              hint="drop --pyramid, or build with --set layout=volumes")
         return {"cases_per_shard": cases_per_shard}
 
-    def check(self, checker: _Checker, ids: list[str]) -> np.ndarray:
+    def check(self, checker, ids: list[str]) -> np.ndarray:
         return check_stack(checker, ids)
 
 
@@ -85,7 +83,7 @@ class VolumesLayout(Layout):
                 ) -> dict[str, Any]:
         return {"pyramid_levels": pyramid_levels}
 
-    def check(self, checker: _Checker, ids: list[str]) -> np.ndarray:
+    def check(self, checker, ids: list[str]) -> np.ndarray:
         return check_volumes(checker, ids)
 
 

@@ -34,7 +34,7 @@ from .layout_reads import FormatReads
 from .layouts import layout_named
 from .classification import read_label
 from .schema import (
-    CASE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK, SCHEMA_VERSION, label_array_name,
+    CASE, IMAGE, LABEL_PREFIX, LAYOUTS, MANIFEST, MASK, SCHEMA_VERSION, label_array_name,
 )
 from .table import read_table
 
@@ -271,7 +271,7 @@ class MedimgStore:
 
 
 # Root arrays that describe the store rather than its cases (store/manifest.py).
-NOT_DATA = ["manifest"]
+NOT_DATA = [MANIFEST]
 
 
 def open_group_dataset(group: zarr.Group, **kwargs: Any) -> xr.Dataset:

@@ -1,7 +1,8 @@
 """Zarr v3, the default format: a directory (or a ``.zip`` snapshot, or any fsspec URL)
 of groups and arrays. Its group adapter is the ``zarr.Group`` itself; the other formats
 mirror that API. The reading, writing and manifest code is in ``reader.py``,
-``writer.py`` (resume) and ``manifest.py``; this module is what chooses among them.
+``writer.py`` (resume), ``manifest.py`` and ``snapshot.py``; this module is what
+chooses among them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..replace import (
     Replacing, is_local, rebuild_location, refuse_remote_replace, remove_leftovers,
 )
 from ..schema import array_info
+from ..snapshot import snapshot_zarr
 from .base import StoreFormat, register_format
 
 
@@ -123,7 +125,7 @@ class ZarrFormat(StoreFormat):
         return manifest.zarr_summary(location, storage_options)
 
     def snapshot(self, location: str, out: str, storage_options: dict | None = None) -> int:
-        return manifest.snapshot_zarr(location, out, storage_options)
+        return snapshot_zarr(location, out, storage_options)
 
 
 def consolidate(root: zarr.Group) -> None:
