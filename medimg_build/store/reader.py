@@ -76,7 +76,7 @@ def zarr_store(location: str, storage_options: dict | None = None):
     (StoreError if a local path does not exist)."""
     if "://" in location:
         if location.endswith(".zip") and not location.startswith("zip::"):
-            # A snapshot (manifest.py) read in place; in a chained URL the options
+            # A snapshot (snapshot.py) read in place; in a chained URL the options
             # belong to the inner filesystem, named by its protocol.
             protocol = location.split("://", 1)[0]
             location = "zip::" + location

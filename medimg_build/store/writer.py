@@ -1,9 +1,10 @@
 """``create_store``: a new, empty store and the writer of its layout.
 
-The layouts are described in the package docstring (``medimg_build.store``); the
-writers are in ``stack.py`` and ``volumes.py``, what they share in ``base.py``. Which
-format a store is, and how that format creates it, is ``formats.pick_format``'s choice
-(``formats/``); resuming (``reopen_store``) is Zarr's.
+The layouts are described in the package docstring (``medimg_build.store``) and are
+the classes of ``layouts.py`` (``layout_named``); their writers are in ``stack.py`` and
+``volumes.py``, what they share in ``base.py``. Which format a store is, and how that
+format creates it, is ``formats.pick_format``'s choice (``formats/``); resuming
+(``reopen_store``) is Zarr's.
 """
 
 from __future__ import annotations
