@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from zarr.storage import LocalStore
 
 from medimg_build import open_store
-from medimg_build.store.base import consolidate
+from medimg_build.store.formats.zarr_format import consolidate
 from medimg_build.store.integrity import CheckedStore
 from medimg_build.store.schema import CASES_GROUP, default_compressor, image_path
 from medimg_build.training import CaseDataset

@@ -29,6 +29,7 @@ import xarray as xr
 import yaml
 
 from .errors import MedimgError, RecipeError, StoreError
+from .store.layouts import layout_named
 from .store.opening import open_store
 from .store.reader import MedimgStore
 from .yaml_input import load_yaml, yaml_problem
@@ -113,7 +114,8 @@ class Catalog:
         subset = self.cases if subset is None else subset
         if subset.empty:
             raise MedimgError(None, "no cases selected", hint="check the query")
-        not_stack = sorted(set(subset.loc[subset["layout"] != "stack", "store"]))
+        own_arrays = ~subset["layout"].map(lambda name: layout_named(name).cases_share_arrays)
+        not_stack = sorted(set(subset.loc[own_arrays, "store"]))
         if not_stack:
             raise StoreError(not_stack[0], "is a volumes store: its cases have their own "
                              "shapes", hint="use catalog.images(subset) for per-case Datasets")
@@ -227,7 +229,7 @@ def label_kinds(store: MedimgStore) -> list[str]:
 def mask_flags(store: MedimgStore, ids: list[str]) -> list[bool]:
     """Whether each case has a segmentation mask (metadata only, no voxels read).
     A stack has a mask for every case or for none; a volumes case has its own."""
-    if store.layout == "stack":
+    if layout_named(store.layout).cases_share_arrays:
         return [MASK_NAME in store.dataset()] * len(ids)
     return [MASK_NAME in store.case(case_id) for case_id in ids]
 

@@ -37,6 +37,7 @@ import numpy as np
 from .errors import StoreError, shown_items
 from .store import open_store
 from .store.axes import spatial_dims
+from .store.layouts import layout_named
 from .store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
 
 SPLIT = "split"
@@ -152,7 +153,8 @@ class CaseDataset:
         cases of a stack store are read together, each run of consecutive cases in one
         call instead of one call per case (`make bench`: a scan through the DataLoader
         then costs ~2x decoding its chunks, against ~7x case by case)."""
-        if self._store.layout != "stack" or self.sampling != Sampling():
+        if not layout_named(self._store.layout).cases_share_arrays or \
+                self.sampling != Sampling():
             return [self[i] for i in indices]
         indices = [self._checked(i) for i in indices]
         rows = [self._rows[i] for i in indices]

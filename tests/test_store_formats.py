@@ -27,6 +27,7 @@ from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store, open_store
 from medimg_build.store.formats import format_names, pick_format
+from medimg_build.store.layouts import layout_named
 from medimg_build.store.opening import verify_store
 from medimg_build.store.validate import validate_store
 from medimg_build.store.writer import reopen_store
@@ -106,6 +107,25 @@ class StoreFormatContract:
                 assert store_format.array_info(root[name]) == info
             objects = store_format.manifest_objects(root)
         assert len(objects) == medimg["manifest"]["n_objects"]
+
+    @pytest.mark.parametrize("layout", ["stack", "volumes"])
+    def test_one_writer_and_one_reads_class_per_layout(self, tmp_path, layout):
+        """Every format is written and read by the layout's own classes (no subclass
+        per format), and workers write into the store only where the format allows."""
+        cases = stack_cases()[:2] if layout == "stack" else volume_cases()[:2]
+        path = self.path(tmp_path, layout)
+        writer = create_store(path, layout, n_cases=2, format=self.name)
+        expected = layout_named(layout)
+        assert type(writer) is expected.writer_class and writer.layout is expected
+        destination = writer.worker_destination()
+        assert (destination is not None) == (layout == "volumes" and
+                                             pick_format(path, self.name).writes_from_workers)
+        for index, case in enumerate(cases):
+            writer.write_case(index, case)
+        writer.close(pd.DataFrame({"case_id": [c.case_id for c in cases]}))
+        store = open_store(path)
+        assert type(store._reads) is expected.reads_class
+        assert_reads_back(store, cases)
 
     def test_make_room(self, tmp_path):
         path = volumes_tests.build(self.path(tmp_path, "v"), volume_cases())

@@ -26,6 +26,7 @@ from ..privacy import (
 )
 from ..store import create_store
 from ..store.contract import StoreWriter
+from ..store.layouts import layout_named
 from ..store.results import CaseFailed, CaseWritten
 from ..failpoints import failpoint
 from ..store.replace import Replacing
@@ -174,9 +175,10 @@ def build_store(recipe: Recipe, source_dir: str | Path, out: str | Path, *,
     cases = with_annotations(listing.cases, recipe.labels, source_dir)
     splits = plan_case_splits(recipe, cases, source_dir, secret)
     table = recipe.source.table
+    stack_masks = layout_named(recipe.layout).cases_share_arrays and any(
+        c.mask_path is not None or c.mask_loader for c in cases)
     context = BuildContext(recipe=recipe, source_dir=source_dir, pseudonym_key=secret,
-                           splits=splits, stack_masks=recipe.layout == "stack" and any(
-                               c.mask_path is not None or c.mask_loader for c in cases),
+                           splits=splits, stack_masks=stack_masks,
                            label_table=chosen_table(table, source_dir, "source.table")[0]
                            if table else None)
     attrs = store_attributes(recipe, key_is_secret)

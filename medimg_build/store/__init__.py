@@ -146,6 +146,8 @@ URL) or as one HDF5 file (``formats/hdf5_backend.py`` maps it). ``formats/`` has
 ``format`` asked for, else a new store's name, else an existing store's content);
 ``opening.py`` and ``writer.py`` ask it, and everything else reads and writes through
 the root group a format gives (``zarr.Group``, or the ``Hdf5Group`` adapter with its API).
+The layouts are classes (``layouts.py``) that take a format: one writer and one reads
+class per layout, for every format.
 """
 
 from .opening import open_store

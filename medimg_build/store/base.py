@@ -2,7 +2,8 @@
 
 A layout fills in only what differs (``BaseWriter``'s abstract methods); everything
 else happens here, so the two layouts cannot drift apart on ids, labels, the table or
-the root attributes.
+the root attributes. What differs between formats the writer asks its ``StoreFormat``
+(``writing_case``, ``array_info``, ``finish``, ``writes_from_workers``).
 
 Thread safety: ``write_case`` may be called from several threads. Bookkeeping is under
 one lock; pixel writes happen outside it, and each one touches only chunks no other
@@ -20,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
 
 from ..case import Case
 from ..errors import StoreError
@@ -30,8 +30,7 @@ from .annotation_tables import GROUP_NAMES, AnnotationBuffer, check_on_grid, che
 from .contract import StoreWriter, WorkerDestination
 from .journal import Journal
 from .classification import ClassificationBuffer
-from .manifest import MANIFEST, write_manifest
-from .schema import CHANNEL, SCHEMA_VERSION, array_info, check_case_id
+from .schema import CHANNEL, MANIFEST, SCHEMA_VERSION, check_case_id
 from .results import CaseWritten, case_written
 from .table import check_table, write_table
 
@@ -89,19 +88,21 @@ class ImageTemplate:
 
 
 class BaseWriter(StoreWriter):
-    """The writer of both layouts (``stack.py``, ``volumes.py``) in both formats.
+    """The writer of both layouts (``stack.py``, ``volumes.py``) in every format: its
+    ``layout`` (a ``layouts.Layout``) made it, its ``store_format`` (a
+    ``formats.StoreFormat``) opened ``root``.
 
     A layout writes pixels (``_write``), flushes what it buffered (``_flush``), lists
     the records of the cases a reopened store holds complete (``_complete_records``) and
     the root nodes that hold them (``_kept_on_resume``), and describes its arrays
     (``_arrays_info``)."""
 
-    layout: str = ""
     reserved: frozenset[str] = frozenset()  # root names no table column may take
 
-    def __init__(self, root: zarr.Group, location: str, n_cases: int,
+    def __init__(self, layout, store_format, root, location: str, n_cases: int,
                  attrs: dict[str, Any], compressor) -> None:
         super().__init__(location, n_cases)
+        self.layout, self._format = layout, store_format
         self._root = root
         # A copy: what the caller changes later reaches the store only through close.
         self._attrs = copy.deepcopy(attrs)
@@ -151,7 +152,8 @@ class BaseWriter(StoreWriter):
             if self.journal is not None:
                 with self._lock:
                     self._records[index] = written.record
-            self._write(index, written, case)
+            with self._format.writing_case(self._root):
+                self._write(index, written, case)
         except BaseException:
             with self._lock:  # let the caller retry or skip this index
                 self._taken_ids.discard(str(self._ids.pop(index, "")).casefold())
@@ -202,20 +204,21 @@ class BaseWriter(StoreWriter):
         clashes = sorted(set(map(str, row)) & self._taken_names())
         if clashes:
             raise StoreError(self.location, f"case {case_id!r}: table column(s) "
-                             f"{', '.join(clashes)} clash with {self.layout} store arrays",
+                             f"{', '.join(clashes)} clash with {self.layout.name} store "
+                             "arrays",
                              hint="rename those columns of the case table")
 
-    def _fit_template(self, written: CaseWritten, stack: bool) -> bool:
+    def _fit_template(self, written: CaseWritten) -> bool:
         """Check the case against the first case (call under the lock); True when it
         is the first and the arrays must be created."""
         case = ImageTemplate(written.template)
         if self._template is None:
             self._template = case
             return True
-        problem = self._template.mismatch(case, stack)
+        problem = self._template.mismatch(case, self.layout.cases_share_arrays)
         if problem:
             raise StoreError(self.location, f"case {written.case_id!r} does not fit the "
-                             f"{self.layout} store: {problem}",
+                             f"{self.layout.name} store: {problem}",
                              hint="harmonize every case to the same grid and dtype")
         return False
 
@@ -329,33 +332,23 @@ class BaseWriter(StoreWriter):
         failpoint("close")  # failpoint: killed with the table written, not finished
         medimg = dict(to_jsonable(attrs))
         medimg.update(
-            schema_version=SCHEMA_VERSION, layout=self.layout, n_cases=self.n_cases,
+            schema_version=SCHEMA_VERSION, layout=self.layout.name, n_cases=self.n_cases,
             finished=True, table=table_info, arrays=arrays, annotations=annotations,
             image=None if self._template is None else self._template.to_attrs(
-                self.layout == "stack"),
+                self.layout.cases_share_arrays),
         )
         self._root.attrs["medimg"] = to_jsonable(medimg)
-        self._finish()
+        self._format.finish(self._root)
         if self.journal is not None and len(self._ids) == self.n_cases:
             self.journal.remove()  # kept while cases failed: --resume retries them
         self.abort()
-
-    # -- what differs between storage formats (Zarr here; HDF5 in formats/hdf5_writer.py) --
-    def _finish(self) -> None:
-        """Last step of ``close``, after the root attributes: the content manifest, then
-        consolidation (so the consolidated metadata includes the manifest)."""
-        write_manifest(self._root)
-        consolidate(self._root)
-
-    def _array_info(self, array) -> dict[str, Any]:
-        return array_info(array)
 
     def _root_arrays_info(self) -> dict[str, Any]:
         """Every root array written so far, sorted: directory listing order varies, and
         the same inputs must give the same bytes."""
         with beside_hierarchy():
             arrays = sorted(self._root.arrays())
-        return {name: self._array_info(array) for name, array in arrays}
+        return {name: self._format.array_info(array) for name, array in arrays}
 
 
 def check_case_geometry(case: Case, location: str) -> None:
@@ -374,14 +367,6 @@ def check_case_geometry(case: Case, location: str) -> None:
                          "differs from the image's", hint="resample the mask onto the image")
 
 
-def layout_options(layout: str, cases_per_shard: int | None, pyramid_levels: int
-                   ) -> dict[str, Any]:
-    """The writer options of ``layout`` (each layout takes its own)."""
-    if layout == "stack":
-        return {"cases_per_shard": cases_per_shard}
-    return {"pyramid_levels": pyramid_levels}
-
-
 @contextmanager
 def beside_hierarchy():
     """Silence Zarr on listing a store with the build lock and journal in it: they are
@@ -389,14 +374,3 @@ def beside_hierarchy():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Object at .medimg-build")
         yield
-
-
-def consolidate(root: zarr.Group) -> None:
-    """One metadata document at the root, so that a reader on S3/HTTP opens the store
-    in one request instead of one per array (and xarray stops warning)."""
-    with warnings.catch_warnings():
-        # Zarr v3 consolidated metadata is not in the spec yet; zarr-python and xarray
-        # read it, and a reader without it still finds every zarr.json.
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        warnings.filterwarnings("ignore", message="Object at .medimg-build")  # journal.py
-        zarr.consolidate_metadata(root.store, path=root.path)

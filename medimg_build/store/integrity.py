@@ -256,7 +256,7 @@ def check_local_object(location: str, pinned: Pinned | None, key: str) -> None:
 
 def check_snapshot_members(location: str, archive: zipfile.ZipFile) -> None:
     """StoreError if a member of a zip declares more inflated bytes than compression
-    can plausibly explain. Snapshots store their members (manifest.py), but any zip of a
+    can plausibly explain. Snapshots store their members (snapshot.py), but any zip of a
     store opens; zarr reads a compressed member whole, up to the size its header
     declares, so a few MB of zeros could inflate to gigabytes. Blosc-compressed chunks
     deflate by a few percent at most, and zarr.json by 5-20 times."""

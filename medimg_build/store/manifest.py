@@ -1,5 +1,5 @@
-"""Content checksums of a Zarr store: the manifest written at close, its verification
-and snapshots (``opening.verify_store`` and ``snapshot_store`` choose the format), and
+"""Content checksums of a Zarr store: the manifest written at close and its verification
+(``opening.verify_store`` and ``snapshot_store`` choose the format), and
 the content hash formula every format shares (``content_sha256``, ``compare``).
 
 What is checksummed: every object of the store by its key -- each chunk/shard file
@@ -29,10 +29,7 @@ Where it is stored:
 minus the above), objects (sorted [key, sha256] pairs), sources}. Equal inputs, recipe
 and versions give equal hashes on any machine, at any time, in any directory.
 
-A snapshot is a zip of every object (lock and journal excluded), entries sorted, stored
-uncompressed (chunks are compressed already; a stored entry is also what lets Zarr's
-ZipStore read one chunk without inflating others) and with fixed timestamps and
-permissions, so that equal stores give byte-identical snapshots.
+Snapshots (a zip of the store that verifies) are made by ``snapshot.py``.
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -53,12 +48,11 @@ from ..errors import StoreError
 from ..provenance import to_jsonable
 from .consolidated import ROOT_METADATA, consolidated_entries, differences, metadata_key
 from .journal import JOURNAL_DIR, LOCK_NAME
+from .schema import MANIFEST  # the root array holding the manifest document
 
-MANIFEST = "manifest"  # the root array holding the manifest document
 ALGORITHM = "sha256"
 # Root-attribute entries that may differ between two builds of the same inputs.
 VOLATILE = (("provenance",), ("build_report", "seconds"), ("manifest",))
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: no build time in a snapshot
 
 
 RESTORE_HINT = "restore the store from a snapshot, or rebuild it"  # verify found damage
@@ -141,7 +135,7 @@ def sources_of(root) -> dict[str, list[str]]:
 
 
 # -- reading a store's objects ---------------------------------------------------------
-def _all_keys(store) -> list[str]:
+def all_keys(store) -> list[str]:
     """Every key of the store but the build lock and journal, sorted."""
     async def collect() -> list[str]:
         # Zarr's ZipStore opens its file on the first get, not on list.
@@ -158,11 +152,11 @@ def zarr_objects(store) -> dict[str, str]:
 
 
 def _content_keys(store) -> list[str]:
-    return [key for key in _all_keys(store)
+    return [key for key in all_keys(store)
             if key != ROOT_METADATA and not key.startswith(MANIFEST + "/")]
 
 
-def _read(store, key: str) -> bytes | None:
+def read_object(store, key: str) -> bytes | None:
     buffer = sync(store.get(key, prototype=default_buffer_prototype()))
     return None if buffer is None else buffer.to_bytes()
 
@@ -208,8 +202,8 @@ def consolidated_problems(store, nodes: set[str] | None = None,
     listing shows; ``read``: the zarr.json objects read already, by key
     (consolidated.py)."""
     if nodes is None:
-        nodes = _node_paths(set(_all_keys(store)))
-    root = _read(store, ROOT_METADATA) or b"{}"
+        nodes = _node_paths(set(all_keys(store)))
+    root = read_object(store, ROOT_METADATA) or b"{}"
     try:
         listed = set(consolidated_entries(root) or {})
     except ValueError:
@@ -231,7 +225,7 @@ def open_root(store, location: str) -> zarr.Group:
     # JSONDecodeError is a ValueError; RecursionError: JSON nested past Python's stack.
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError,
             TypeError, RecursionError) as err:
-        if _read(store, ROOT_METADATA) is None:
+        if read_object(store, ROOT_METADATA) is None:
             raise ManifestError(location, f"is not a store (no {ROOT_METADATA} at its top)",
                                 hint="give a store directory, a .zip snapshot or an HDF5 "
                                      "file built by medimg-build") from None
@@ -370,46 +364,3 @@ def _locate(key: str, nodes: set[str]) -> tuple[str, str]:
     owner = max((n for n in nodes if not n or key.startswith(n + "/")), key=len)
     rest = key[len(owner) + 1:] if owner else key
     return owner, (f"chunk {rest}" if rest.startswith("c/") or rest == "c" else f"object {rest}")
-
-
-# -- snapshots -------------------------------------------------------------------------
-def snapshot_zarr(location: str, out: str, storage_options: dict | None = None) -> int:
-    """Pack a finished Zarr store with a manifest into the zip ``out`` (a new ``.zip``
-    path, ``opening.snapshot_store`` checks it; see the module docstring); returns the
-    number of entries."""
-    from .reader import open_zarr_store, zarr_store
-
-    medimg_store = open_zarr_store(location, storage_options)  # refuses an unfinished store
-    if "manifest" not in medimg_store.attrs:
-        raise ManifestError(location, "has no content manifest",
-                            hint="built by an older medimg-build, or an HDF5 file; rebuild it")
-    store = zarr_store(location, storage_options)
-    keys = _all_keys(store)
-    # Never a truncated or unverified zip under the final name (".zip": verify reads it).
-    partial = out[:-len(".zip")] + ".partial.zip"
-    try:
-        _write_zip(partial, store, keys)
-        problems = verify_zarr(partial)  # the hash it will be shared by must hold
-        if problems:
-            raise ManifestError(location, f"does not verify, so no snapshot was written "
-                                f"({len(problems)} problem(s), the first: {problems[0]})",
-                                hint="`medimg-build verify` lists them; restore the store "
-                                     "or rebuild it")
-        os.replace(partial, out)
-    except BaseException as err:
-        if os.path.exists(partial):  # a full disk: give the space back
-            os.remove(partial)
-        if isinstance(err, OSError) and err.filename == partial:
-            raise OSError(err.errno, err.strerror, out) from err  # the name the user gave
-        raise
-    return len(keys)
-
-
-def _write_zip(path: str, store, keys: list[str]) -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key in keys:
-            info = zipfile.ZipInfo(key, date_time=ZIP_TIME)
-            info.compress_type = zipfile.ZIP_STORED
-            info.create_system = 3  # Unix, on every OS: the header bytes must not vary
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, _read(store, key) or b"")

@@ -65,7 +65,7 @@ def verified_summary(path_or_url: str | os.PathLike,
 
 def snapshot_store(path_or_url: str | os.PathLike, out: str | os.PathLike,
                    storage_options: dict | None = None) -> int:
-    """Pack a finished store with a manifest into the zip ``out`` (manifest.py);
+    """Pack a finished store with a manifest into the zip ``out`` (snapshot.py);
     returns the number of entries."""
     location, out = os.fspath(path_or_url), os.fspath(out)
     if not out.endswith(".zip"):

@@ -1,9 +1,10 @@
 """``MedimgStore``: read a medimg store of either layout, lazily where it can.
 
 Only complete cases exist for a reader: they are the rows of ``.cases``, and asking
-for any other case raises StoreError. The layout-specific reads are in two small
-classes below; ``MedimgStore`` is the same for both layouts, and for every format
-(``formats/``; ``opening.open_store`` chooses the format). Zarr is opened here.
+for any other case raises StoreError. The layout-specific reads are the layout's
+(``layout_reads.py``); ``MedimgStore`` is the same for both layouts, and for every
+format (``formats/``; ``opening.open_store`` chooses the format), which gives it its
+``FormatReads``. Zarr is opened here (``ZarrReads``).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from ..errors import StoreError
 from ..image import MedicalImage
 from ..limits import store_max_voxels
 from .annotation_tables import BOXES, LANDMARKS, read_annotations
-from .axes import axis_coords, image_from_stored, mask_from_stored, spatial_dims
+from .axes import axis_coords, image_from_stored, mask_from_stored
 from .axes import stored_origin, stored_spacing
 from .chunk_reads import with_local_shard_reads
 from .integrity import CheckedStore, check_snapshot_members
+from .layout_reads import FormatReads
+from .layouts import layout_named
 from .classification import read_label
 from .schema import (
-    AFFINE, CASE, CASE_ATTRS, CASES_GROUP, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS, MASK,
-    SCHEMA_VERSION, image_path, label_array_name, mask_path,
+    CASE, IMAGE, LABEL_PREFIX, LAYOUTS, MANIFEST, MASK, SCHEMA_VERSION, label_array_name,
 )
 from .table import read_table
 
@@ -65,7 +67,7 @@ def open_zarr_store(location: str, storage_options: dict | None = None) -> Medim
                          hint="check the URL, the network, and the credentials or "
                               "storage options") from None
     store.watch(root)
-    return MedimgStore(store, root, location)
+    return MedimgStore(ZARR_READS, store, root, location, _check_root(root, location))
 
 
 def zarr_store(location: str, storage_options: dict | None = None):
@@ -74,7 +76,7 @@ def zarr_store(location: str, storage_options: dict | None = None):
     (StoreError if a local path does not exist)."""
     if "://" in location:
         if location.endswith(".zip") and not location.startswith("zip::"):
-            # A snapshot (manifest.py) read in place; in a chained URL the options
+            # A snapshot (snapshot.py) read in place; in a chained URL the options
             # belong to the inner filesystem, named by its protocol.
             protocol = location.split("://", 1)[0]
             location = "zip::" + location
@@ -136,14 +138,18 @@ def check_medimg(medimg: Any, location: str, container: str,
 
 
 class MedimgStore:
-    def __init__(self, store, root: zarr.Group, location: str) -> None:
+    """A finished store, whose root ``attrs`` (its ``medimg`` attribute) ``check_medimg``
+    accepted, read through its root group (``zarr.Group``'s API) and ``reads``, its
+    format's ``FormatReads``."""
+
+    def __init__(self, reads: FormatReads, store, root, location: str,
+                 attrs: dict[str, Any]) -> None:
         self.location = location
-        self.attrs: dict[str, Any] = _check_root(root, location)
+        self.attrs: dict[str, Any] = attrs
         self.layout: str = self.attrs["layout"]
         self._store = store
         self._root = root
-        layout_class = StackReads if self.layout == "stack" else VolumesReads
-        self._reads = layout_class(store, root, self.attrs)
+        self._reads = layout_named(self.layout).reads(reads, store, root, self.attrs)
 
     def __repr__(self) -> str:
         return (f"MedimgStore({self.location!r}, layout={self.layout!r}, "
@@ -265,7 +271,7 @@ class MedimgStore:
 
 
 # Root arrays that describe the store rather than its cases (store/manifest.py).
-NOT_DATA = ["manifest"]
+NOT_DATA = [MANIFEST]
 
 
 def open_group_dataset(group: zarr.Group, **kwargs: Any) -> xr.Dataset:
@@ -278,132 +284,18 @@ def open_group_dataset(group: zarr.Group, **kwargs: Any) -> xr.Dataset:
     return with_local_shard_reads(ds, group) if kwargs.get("chunks") is None else ds
 
 
-class StackReads:
-    """Reads of the stack layout: a case is a position along ``case``. The array reads
-    go through the root group (Zarr, or the HDF5 view); ``_open`` makes the lazy
-    xarray Dataset and is all a format has to provide."""
+class ZarrReads(FormatReads):
+    def group_dataset(self, group: zarr.Group, **kwargs: Any) -> xr.Dataset:
+        return open_group_dataset(group, **kwargs)
 
-    def __init__(self, store, root, attrs: dict[str, Any]) -> None:
-        self._store, self._root = store, root
-        self._channel_axis = bool((attrs.get("image") or {}).get("channel_axis", False))
-
-    def _open(self, **kwargs: Any) -> xr.Dataset:
-        kwargs = {"chunks": {}, **kwargs}
-        if kwargs["chunks"] != {}:
-            return open_group_dataset(self._root, **kwargs)
-        # By default the images (and masks) get one Dask chunk per shard: a scan then
-        # reads each shard whole, in one request, and a single image is still one chunk
-        # read (Dask fuses the indexing into the read). The other variables keep their
-        # stored chunks (a table column is one chunk: split by shard, a scan of it
-        # would read it once per shard).
-        images = [name for name in (IMAGE, MASK) if name in self._root]
-        drop = list(kwargs.pop("drop_variables", None) or [])
-        rest = open_group_dataset(self._root, drop_variables=drop + images, **kwargs)
-        by_shard = open_group_dataset(
-            self._root, chunks={CASE: self._root[IMAGE].shards[0]},
-            drop_variables=[name for name in self._root.array_keys() if name not in images])
-        return rest.assign({name: by_shard[name] for name in images})
-
-    def complete(self, ids: np.ndarray) -> np.ndarray:
-        if COMPLETE not in self._root:  # no case was ever written
-            return np.zeros(len(ids), dtype=bool)
-        return np.asarray(self._root[COMPLETE][...], dtype=bool)
-
-    @cached_property
-    def _raw(self) -> xr.Dataset:
-        return self._open()
-
-    @cached_property
-    def _lazy(self) -> xr.Dataset:
-        return self._open(chunks=None)
-
-    def _opened(self, chunks: dict | None) -> xr.Dataset:
-        """The whole Dataset with ``chunks``; the Dask-backed and the lazy one are kept."""
-        return self._lazy if chunks is None else self._raw if chunks == {} \
-            else self._open(chunks=chunks)
-
-    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.Dataset:
-        ds = self._opened(kwargs.get("chunks", {})) if set(kwargs) <= {"chunks"} \
-            else self._open(**kwargs)
-        return ds if complete.all() else ds.isel({CASE: np.flatnonzero(complete)})
-
-    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
-        ds = self._opened(chunks)
-        names = [n for n in (IMAGE, MASK) if n in ds]
-        return ds[names].isel({CASE: position})
-
-    def affine(self, position: int, case_id: str) -> np.ndarray:
-        return np.asarray(self._root[AFFINE][position], dtype=np.float64)
-
-    def channel_axis(self, position: int, case_id: str) -> bool:
-        return self._channel_axis
-
-    def array(self, position: int, case_id: str, name: str) -> _CaseOfStack | None:
-        return _CaseOfStack(self._root[name], position) if name in self._root else None
-
-
-class _CaseOfStack:
-    """One case of a stacked array, not yet read: its shape, and ``[...]`` to read it."""
-
-    def __init__(self, stacked, position: int) -> None:
-        self._stacked, self._position = stacked, position
-        self.shape = tuple(stacked.shape[1:])
-
-    def __getitem__(self, key) -> np.ndarray:
-        return self._stacked[self._position]
-
-
-class VolumesReads:
-    """Reads of the volumes layout: a case is the group ``cases/<case_id>``, read at
-    level 0 (``image_path()``, ``mask_path()``). A format provides ``case`` (one lazy
-    Dataset) and ``dataset`` (the DataTree)."""
-
-    def __init__(self, store, root, attrs: dict[str, Any]) -> None:
-        self._store, self._root = store, root
-
-    @cached_property
-    def _groups(self) -> dict[str, Any]:
-        return dict(self._root[CASES_GROUP].groups()) if CASES_GROUP in self._root else {}
-
-    def _case_attrs(self, case_id: str) -> dict[str, Any]:
-        group = self._groups.get(case_id)
-        return {} if group is None else dict(group.attrs.get(CASE_ATTRS) or {})
-
-    def complete(self, ids: np.ndarray) -> np.ndarray:
-        return np.array([self._case_attrs(i).get("complete") is True for i in ids], dtype=bool)
-
-    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.DataTree:
-        kwargs.setdefault("chunks", {})  # dask-backed, like open_zarr's Dataset
-        tree = xr.open_datatree(self._store, engine="zarr",
-                                **{"drop_variables": NOT_DATA, **kwargs})
-        for case_id in ids[~complete]:
-            if case_id in tree[CASES_GROUP].children:
-                del tree[CASES_GROUP][case_id]
-        if not complete.all():
-            tree.dataset = tree.to_dataset().isel({CASE: np.flatnonzero(complete)})
+    def datatree(self, store, root: zarr.Group, skip: list[str], **kwargs: Any
+                 ) -> xr.DataTree:
+        tree = xr.open_datatree(store, engine="zarr", **{"drop_variables": NOT_DATA, **kwargs})
+        for path in skip:
+            parent, _, name = path.rpartition("/")
+            if name in tree[parent].children:
+                del tree[parent][name]
         return tree
 
-    def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
-        """Level 0 of the image, with the mask (level 0 of the label image) beside it."""
-        ds = self._open_level_0(case_id, image_path(), chunks)
-        if mask_path() in self._groups[case_id]:
-            ds[MASK] = self._open_level_0(case_id, mask_path(), chunks)[MASK]
-        return ds
 
-    def _open_level_0(self, case_id: str, array_path: str, chunks: dict | None) -> xr.Dataset:
-        # The axis coordinates are dropped (MedimgStore.case computes the same values
-        # from the affine) so that opening a case reads nothing.
-        group = self._groups[case_id][array_path.rpartition("/")[0]]
-        return open_group_dataset(group, chunks=chunks, drop_variables=spatial_dims(3))
-
-    def affine(self, position: int, case_id: str) -> np.ndarray:
-        return np.asarray(self._case_attrs(case_id)["affine"], dtype=np.float64)
-
-    def channel_axis(self, position: int, case_id: str) -> bool:
-        return bool(self._case_attrs(case_id).get("channel_axis", False))
-
-    def array(self, position: int, case_id: str, name: str):
-        """The case's level-0 array, not yet read (``MedimgStore._whole`` reads it)."""
-        path = {IMAGE: image_path(), MASK: mask_path()}[name]
-        group = self._groups[case_id]
-        return group[path] if path in group else None
+ZARR_READS = ZarrReads()

@@ -36,6 +36,8 @@ LABEL_PREFIX = "label_"
 CLASS_SUFFIX = "_class"
 MISSING_LABEL = -1
 
+MANIFEST = "manifest"  # the root array holding the content manifest (manifest.py)
+
 # Root names a table column cannot take (label arrays are added to these).
 STACK_ROOT_NAMES = frozenset(
     {CASE, CASES_GROUP, IMAGE, MASK, COMPLETE, AFFINE, SPACING, ORIGIN, SPATIAL, WORLD}

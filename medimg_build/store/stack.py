@@ -44,7 +44,6 @@ def default_cases_per_shard(case_bytes: int, n_cases: int) -> int:
 
 
 class StackWriter(BaseWriter):
-    layout = "stack"
     reserved = STACK_ROOT_NAMES
 
     def __init__(self, *args: Any, cases_per_shard: int | None = None, **kwargs: Any) -> None:
@@ -59,7 +58,7 @@ class StackWriter(BaseWriter):
             raise StoreError(self.location, f"case {written.case_id!r}: a stack store is "
                              "written by the build process, which needs the case's pixels")
         with self._lock:
-            if self._fit_template(written, stack=True):
+            if self._fit_template(written):
                 self._create_arrays(case)
             shard = index // self._k
             pending = self._pending.setdefault(shard, {})

@@ -6,13 +6,13 @@ The store is read as it is on disk, not through its consolidated metadata (which
 broken or hand-edited store may contradict), and pixel data one shard (stack) or one
 case (volumes) at a time, so a large store is checked in bounded memory. Zarr stores and
 HDF5 stores (same layout in one file) get the same checks and the same messages: the
-checks read both through the views of ``tree.py``.
+checks read both through the views of ``tree.py``. What differs by layout is the
+layout's ``check`` (``layouts.py``, written in ``layout_checks.py``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -23,22 +23,16 @@ import jsonschema
 import numpy as np
 from referencing import Registry, Resource
 
-from ..limits import store_max_voxels
 from ..resources import schema_dir
-from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
 from .classification import vocabulary_entry
-from .ngff import ngff_problems
-from .schema import (
-    AFFINE, CASE, CASE_ATTRS, CASES_GROUP, CHANNEL, COMPLETE, IMAGE, LABEL_PREFIX, LAYOUTS,
-    MASK, MISSING_LABEL, ORIGIN, SPACING, class_coord_name, image_path, level_group, mask_path,
-)
+from .schema import CASE, LABEL_PREFIX, LAYOUTS, MISSING_LABEL, class_coord_name
 from .table import CASE_ID
 from .formats.zarr_format import can_list
+from .layouts import layout_named
 from .opening import open_store, open_tree
 from .tree import ArrayView, GroupView
 
 ANNOTATION_GROUPS = ("boxes", "landmarks")
-_ATOL_MM = 1e-6  # geometry is written from the same floats: any real drift is a bug
 
 
 @dataclass(frozen=True)
@@ -125,7 +119,7 @@ class _Checker:
         self.check_dimension_names()
         self.check_case_axis()
         ids = self.case_ids()
-        complete = self.check_stack(ids) if self.layout == "stack" else self.check_volumes(ids)
+        complete = layout_named(self.layout).check(self, ids)
         self.check_table(ids, complete)
         self.check_labels()
         _check_annotations(self, ids)
@@ -153,120 +147,6 @@ class _Checker:
             return [""] * self.n
         ids = [str(v) for v in self.arrays[CASE][:].tolist()]
         return ids + [""] * (self.n - len(ids))
-
-    # -- stack ---------------------------------------------------------------------------
-    def check_stack(self, ids: list[str]) -> np.ndarray:
-        """The image, its mask and the per-case geometry; returns the complete flags."""
-        if COMPLETE not in self.arrays:  # no case was ever written
-            return np.zeros(self.n, dtype=bool)
-        complete = np.asarray(self.arrays[COMPLETE][:], dtype=bool)[:self.n]
-        if IMAGE not in self.arrays:
-            self.add(IMAGE, "missing from a stack store that has cases")
-            return complete
-        image = self.arrays[IMAGE]
-        nd = self.spatial_ndim or image.ndim - 2
-        self.expect_dims(IMAGE, image, (CASE, CHANNEL) + spatial_dims(nd))
-        spatial = tuple(image.shape[2:])
-        self.image_shapes = {int(i): spatial for i in np.flatnonzero(complete)}
-        if MASK in self.arrays:
-            mask = self.arrays[MASK]
-            self.expect_dims(MASK, mask, (CASE,) + spatial_dims(nd))
-            if tuple(mask.shape) != (image.shape[0],) + spatial:
-                self.add(MASK, f"shape {list(mask.shape)} is not the image's (case, "
-                         f"{'z, ' if nd == 3 else ''}y, x) = {[image.shape[0], *spatial]}")
-            else:
-                self.check_mask_values(MASK, mask, complete)
-        self.check_stack_geometry(complete, nd)
-        return complete
-
-    def check_stack_geometry(self, complete: np.ndarray, nd: int) -> None:
-        """spacing/origin must be what the affine says: a reader maps voxels with either."""
-        if not all(name in self.arrays for name in (AFFINE, SPACING, ORIGIN)):
-            self.add("/", "affine, spacing and origin arrays are required in a stack store")
-            return
-        affines = np.asarray(self.arrays[AFFINE][:], dtype=np.float64)
-        spacing = np.asarray(self.arrays[SPACING][:])
-        origin = np.asarray(self.arrays[ORIGIN][:])
-        for i in np.flatnonzero(complete):
-            problem = _geometry_problem(affines[i], nd, spacing[i], origin[i])
-            if problem:
-                self.add(f"{AFFINE}[{i}]", problem)
-
-    # -- volumes -------------------------------------------------------------------------
-    def check_volumes(self, ids: list[str]) -> np.ndarray:
-        groups = self.root[CASES_GROUP].groups() if CASES_GROUP in self.root else {}
-        position = {case_id: i for i, case_id in enumerate(ids)}
-        complete = np.zeros(self.n, dtype=bool)
-        pattern = self.medimg.get("arrays", {}).get(f"{CASES_GROUP}/*/{image_path()}") or {}
-        for name, group in sorted(groups.items()):
-            where = f"{CASES_GROUP}/{name}"
-            attrs = group.attrs.get(CASE_ATTRS)
-            if not isinstance(attrs, dict):
-                self.add(where, f"no '{CASE_ATTRS}' attribute")
-                continue
-            if attrs.get("complete") is not True:
-                continue  # an interrupted case: invisible to readers, not an error
-            if name not in position:
-                self.add(where, "complete case group whose id is not in the 'case' array")
-                continue
-            if attrs.get("case_id") != name:
-                self.add(where, f"{CASE_ATTRS}.case_id {attrs.get('case_id')!r} is not the "
-                         "group's name")
-            complete[position[name]] = True
-            self.check_case(where, group, attrs, position[name], pattern)
-        return complete
-
-    def check_case(self, where: str, group: GroupView, attrs: dict[str, Any], index: int,
-                   pattern: dict[str, Any]) -> None:
-        if image_path() not in group:
-            self.add(where, f"complete case without an image ({image_path()})")
-            return
-        image = group[image_path()]
-        image_where, mask_where = f"{where}/{image_path()}", f"{where}/{mask_path()}"
-        nd = self.spatial_ndim or image.ndim - 1
-        self.expect_dims(image_where, image, (CHANNEL,) + spatial_dims(nd))
-        spatial = tuple(image.shape[1:])
-        self.image_shapes[index] = spatial
-        if math.prod(image.shape) > store_max_voxels(self.medimg):
-            # Its coordinates and mask would be computed and read at that size.
-            self.add(image_where, f"shape {list(image.shape)} is over the size limit of "
-                     f"{store_max_voxels(self.medimg):,} values (forged or damaged "
-                     "metadata?)")
-            return
-        if pattern.get("dtype") and str(image.dtype) != pattern["dtype"]:
-            self.add(image_where, f"dtype {image.dtype} where the store's arrays say "
-                     f"{pattern['dtype']}")
-        if list(attrs.get("shape") or []) != list(spatial):
-            self.add(where, f"{CASE_ATTRS}.shape {attrs.get('shape')} is not the image's "
-                     f"spatial shape {list(spatial)}")
-        if mask_path() in group:
-            mask = group[mask_path()]
-            self.expect_dims(mask_where, mask, spatial_dims(nd))
-            if tuple(mask.shape) != spatial:
-                self.add(mask_where, f"shape {list(mask.shape)} is not on the image "
-                         f"grid {list(spatial)}")
-            else:
-                self.check_mask_values(mask_where, mask, None)
-        try:
-            affine = np.asarray(attrs.get("affine"), dtype=np.float64)
-            assert affine.shape == (4, 4)
-        except (TypeError, ValueError, AssertionError):
-            self.add(where, f"{CASE_ATTRS}.affine is not a 4x4 matrix")
-            return
-        problem = _geometry_problem(affine, nd, attrs.get("spacing"), attrs.get("origin"))
-        if problem:
-            self.add(where, f"{CASE_ATTRS}: {problem}")
-        for path, ngff_problem in ngff_problems(group, affine, nd):
-            self.add(f"{where}/{path}".rstrip("/"), ngff_problem)
-        # The 1-D coordinates are exact only on axis-aligned grids (see axes.axis_coords).
-        if attrs.get("axis_aligned"):
-            level_0 = group[level_group(0)]
-            for axis, expected in axis_coords(affine, spatial).items():
-                # Shapes first: a forged image shape must not reach allclose's broadcast.
-                if axis in level_0 and (tuple(level_0[axis].shape) != expected.shape or
-                                        not np.allclose(level_0[axis][:], expected, atol=1e-4)):
-                    self.add(f"{where}/{level_group(0)}/{axis}",
-                             "coordinates disagree with the case's affine")
 
     # -- shared --------------------------------------------------------------------------
     def expect_dims(self, where: str, array: ArrayView, dims: tuple[str, ...]) -> None:
@@ -365,25 +245,6 @@ class _Checker:
             self.add(coord_name, f"missing: the class names of label {label!r}")
         elif [str(c) for c in coord[:].tolist()] != [str(c) for c in classes]:
             self.add(coord_name, "class names differ from the vocabulary's")
-
-
-def _geometry_problem(affine: np.ndarray, nd: int, spacing: Any, origin: Any) -> str | None:
-    if not np.all(np.isfinite(affine)):
-        return "affine is not finite"
-    try:
-        spacing_ok = np.allclose(np.asarray(spacing, dtype=float),
-                                 stored_spacing(affine, nd), atol=_ATOL_MM)
-        origin_ok = np.allclose(np.asarray(origin, dtype=float), stored_origin(affine),
-                                atol=_ATOL_MM)
-    except (TypeError, ValueError):
-        return "spacing/origin are not numeric vectors"
-    if not spacing_ok:
-        return f"spacing {np.round(np.asarray(spacing, float), 6).tolist()} disagrees with " \
-               f"the affine's {np.round(stored_spacing(affine, nd), 6).tolist()}"
-    if not origin_ok:
-        return f"origin {np.round(np.asarray(origin, float), 6).tolist()} disagrees with " \
-               f"the affine's {np.round(stored_origin(affine), 6).tolist()}"
-    return None
 
 
 def _check_annotations(checker: _Checker, ids: list[str]) -> None:

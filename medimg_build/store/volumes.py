@@ -46,7 +46,6 @@ from .results import CaseWritten, case_written
 
 
 class VolumesWriter(BaseWriter):
-    layout = "volumes"
     reserved = VOLUMES_ROOT_NAMES
 
     def __init__(self, *args: Any, pyramid_levels: int = 1, **kwargs: Any) -> None:
@@ -60,7 +59,7 @@ class VolumesWriter(BaseWriter):
 
     def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
         with self._lock:
-            self._fit_template(written, stack=False)
+            self._fit_template(written)
         if case is not None:  # else a worker wrote its group already
             write_case_group(self._cases, case, self._group_settings())
         self._journal_unit(case_unit(index), [index])
@@ -73,7 +72,10 @@ class VolumesWriter(BaseWriter):
         return CaseGroupSettings(self._compressor, self._pyramid_levels,
                                  segmentation_classes(self._vocabulary()))
 
-    def worker_destination(self) -> CaseDestination:
+    def worker_destination(self) -> CaseDestination | None:
+        """Where workers write cases, if the format lets them (``writes_from_workers``)."""
+        if not self._format.writes_from_workers:
+            return None
         return CaseDestination(self.location, self._group_settings())
 
     def _discard(self, case_id: str) -> None:
@@ -115,7 +117,7 @@ class VolumesWriter(BaseWriter):
         group = self._cases[self._first[1]]
         for path in (image_path(), mask_path()):
             if path in group:
-                pattern = self._array_info(group[path])
+                pattern = self._format.array_info(group[path])
                 ndim = len(pattern["shape"])
                 pattern.update(path=f"{CASES_GROUP}/{{case_id}}/{path}", shape=[None] * ndim,
                                chunks=pattern["chunks"][:-2] + [None, None],

@@ -1,9 +1,10 @@
 """``create_store``: a new, empty store and the writer of its layout.
 
-The layouts are described in the package docstring (``medimg_build.store``); the
-writers are in ``stack.py`` and ``volumes.py``, what they share in ``base.py``. Which
-format a store is, and how that format creates it, is ``formats.pick_format``'s choice
-(``formats/``); resuming (``reopen_store``) is Zarr's.
+The layouts are described in the package docstring (``medimg_build.store``) and are
+the classes of ``layouts.py`` (``layout_named``); their writers are in ``stack.py`` and
+``volumes.py``, what they share in ``base.py``. Which format a store is, and how that
+format creates it, is ``formats.pick_format``'s choice (``formats/``); resuming
+(``reopen_store``) is Zarr's.
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ import zarr
 
 from ..errors import StoreError
 from ..provenance import to_jsonable
-from .base import BaseWriter, layout_options
+from .base import BaseWriter
 from .contract import StoreWriter
 from .formats import pick_format
-from .formats.zarr_format import only_build_files
+from .formats.zarr_format import ZARR, only_build_files
+from .layouts import Layout, layout_named
 from .journal import BuildLock, Journal, remove_partial_writes
 from .replace import Replacing, is_local, rebuilds_beside
 from .results import CaseWritten
-from .schema import CASES_GROUP, COMPLETE, IMAGE, LAYOUTS, SCHEMA_VERSION, default_compressor
-from .stack import StackWriter
-from .volumes import VolumesWriter
+from .schema import CASES_GROUP, COMPLETE, IMAGE, SCHEMA_VERSION, default_compressor
 
 
 def create_store(path: str | os.PathLike, layout: str, n_cases: int,
@@ -66,16 +66,14 @@ def create_store(path: str | os.PathLike, layout: str, n_cases: int,
     ``Replacing`` one.
     """
     location = os.fspath(path)
-    if layout not in LAYOUTS:
-        raise StoreError(location, f"unknown store layout {layout!r}",
-                         hint=f"use one of {', '.join(LAYOUTS)}")
+    store_layout = layout_named(layout, location)
     if not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
         raise StoreError(location, f"a store needs at least one case, got n_cases={n_cases!r}")
     if cases_per_shard is not None and cases_per_shard < 1:
         raise StoreError(location, f"cases_per_shard must be >= 1, got {cases_per_shard}")
-    _check_pyramid(location, layout, pyramid_levels)
     attrs = {} if attrs is None else attrs
-    new = NewStore(layout, int(n_cases), attrs, cases_per_shard, compressor, pyramid_levels)
+    new = NewStore(store_layout, int(n_cases), attrs, compressor,
+                   _options(location, store_layout, cases_per_shard, pyramid_levels))
     return pick_format(location, format, writing=True).create_writer(
         location, new, overwrite, journal)
 
@@ -97,9 +95,10 @@ def reopen_store(path: str | os.PathLike, layout: str, n_cases: int,
     returns why the case is stale (a source file changed since), or None; stale cases
     are rebuilt, and listed in the writer's ``rebuilt`` (case id -> why)."""
     location = os.fspath(path)
-    _check_pyramid(location, layout, pyramid_levels)
+    store_layout = layout_named(layout, location)
+    options = _options(location, store_layout, cases_per_shard, pyramid_levels)
     pick_format(location, format, writing=True).refuse_resume(location)
-    new = NewStore(layout, int(n_cases), attrs, cases_per_shard, compressor, pyramid_levels)
+    new = NewStore(store_layout, int(n_cases), attrs, compressor, options)
     rebuilds = rebuilds_beside(location) if is_local(location) else []
     if len(rebuilds) > 1:
         raise StoreError(location, f"{len(rebuilds)} interrupted rebuilds lie beside it: "
@@ -139,7 +138,7 @@ def _reopen(location: str, lock: BuildLock, new: NewStore, journal: dict[str, An
     known = Journal(location).cases()
     if known is None and medimg.get("finished") and "case" in root:
         known = {"recipe_sha256": None, "case_ids": root["case"][:].tolist()}
-    _check_same(location, medimg, new.layout, journal, known)
+    _check_same(location, medimg, new.layout.name, journal, known)
     if medimg.get("finished") and Journal(location).cases() is None:
         return FinishedStore(location, lock, case_ids)  # close removed the journal
     rebuilt = forget_changed(root, Journal(location), journal.get("changed"))
@@ -154,20 +153,20 @@ def _reopen(location: str, lock: BuildLock, new: NewStore, journal: dict[str, An
 
 @dataclass(frozen=True)
 class NewStore:
-    """What ``create_store`` and ``reopen_store`` make a Zarr writer of."""
+    """What ``create_store`` and ``reopen_store`` make a writer of (``options``: the
+    layout's, from ``Layout.options``)."""
 
-    layout: str
+    layout: Layout
     n_cases: int
     attrs: dict[str, Any]
-    cases_per_shard: int | None
     compressor: Any
-    pyramid_levels: int
+    options: dict[str, Any]
 
     def initial(self) -> dict[str, Any]:
         """The root attribute until close: a reader that finds finished=False knows
         the build was interrupted rather than mistaking the store for a whole one."""
         return dict(to_jsonable(self.attrs), schema_version=SCHEMA_VERSION,
-                    layout=self.layout, n_cases=self.n_cases, finished=False)
+                    layout=self.layout.name, n_cases=self.n_cases, finished=False)
 
     def writer(self, location: str, journal: dict[str, Any] | None) -> BaseWriter:
         """A new store at ``location`` (absent, or holding only the build's lock)."""
@@ -182,10 +181,8 @@ class NewStore:
         return writer
 
     def zarr_writer(self, root, location: str) -> BaseWriter:
-        writer_class = StackWriter if self.layout == "stack" else VolumesWriter
-        extra = layout_options(self.layout, self.cases_per_shard, self.pyramid_levels)
-        return writer_class(root, location, self.n_cases, self.attrs,
-                            self.compressor or default_compressor(), **extra)
+        return self.layout.writer(ZARR, root, location, self.n_cases, self.attrs,
+                                  self.compressor or default_compressor(), self.options)
 
 
 class FinishedStore(StoreWriter):
@@ -215,14 +212,13 @@ class FinishedStore(StoreWriter):
         self.lock.release()
 
 
-def _check_pyramid(location: str, layout: str, pyramid_levels: Any) -> None:
+def _options(location: str, layout: Layout, cases_per_shard: int | None,
+             pyramid_levels: Any) -> dict[str, Any]:
+    """The writer options of ``layout``, once the pyramid levels are a count."""
     if not isinstance(pyramid_levels, (int, np.integer)) or pyramid_levels < 1:
         raise StoreError(location, f"pyramid levels must be an integer >= 1, got "
                          f"{pyramid_levels!r}", hint="1 is no pyramid; e.g. --pyramid 4")
-    if pyramid_levels > 1 and layout != "volumes":
-        raise StoreError(location, "a multiscale pyramid needs the volumes layout (a stack "
-                         "is one array of many cases, not an OME-NGFF image)",
-                         hint="drop --pyramid, or build with --set layout=volumes")
+    return layout.options(location, cases_per_shard, pyramid_levels)
 
 
 def _open_for_resume(location: str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 from ...errors import StoreError
@@ -21,12 +21,17 @@ from ...errors import StoreError
 class StoreFormat(ABC):
     """One storage format of the medimg schema: how a location is recognized, opened,
     made room for, described and checksummed. The layout writers and readers are the
-    same for every format; they talk to the group ``open`` yields."""
+    same for every format; they talk to the group ``open`` yields, and a writer asks
+    its format what differs while writing (``writing_case``, ``array_info``,
+    ``finish``, ``writes_from_workers``)."""
 
     name: ClassVar[str]  # what --format names it ("zarr", "hdf5")
     title: ClassVar[str]  # what a message calls it ("Zarr", "HDF5")
     suffixes: ClassVar[tuple[str, ...]] = ()  # a new store with these is of this format
     resumable: ClassVar[bool]  # whether a killed build continues with --resume
+    # Whether Dask workers may write volumes cases into the store themselves
+    # (``volumes.CaseDestination``), or only the build process writes.
+    writes_from_workers: ClassVar[bool]
 
     def claims_name(self, location: str) -> bool:
         """Whether a store to be written at ``location`` is of this format by its name."""
@@ -63,6 +68,17 @@ class StoreFormat(ABC):
     @abstractmethod
     def array_info(self, array) -> dict[str, Any]:
         """What the root attributes record about one stored array."""
+
+    @contextmanager
+    def writing_case(self, root) -> Iterator[None]:
+        """Around a writer's write of one case into ``root`` (a no-op unless the
+        format needs one)."""
+        yield
+
+    @abstractmethod
+    def finish(self, root) -> None:
+        """The last step of a writer's ``close``, after the root attributes: the
+        content manifest and whatever the format does to a finished store."""
 
     @abstractmethod
     def manifest_objects(self, root) -> dict[str, str]:

@@ -13,9 +13,10 @@ from typing import Any
 from ..journal import BuildLock
 from ..manifest import ManifestError
 from .base import StoreFormat, register_format
-from .hdf5_backend import HDF5_SUFFIXES, array_info, is_hdf5_file, open_hdf5
+from .hdf5_backend import HDF5_SUFFIXES, array_info, file_errors, is_hdf5_file, open_hdf5
+from .hdf5_dimensions import attach_netcdf_dimensions
 from .hdf5_group import Hdf5Array, Hdf5Group
-from .hdf5_manifest import hdf5_objects, verify_hdf5
+from .hdf5_manifest import hdf5_objects, verify_hdf5, write_hdf5_manifest
 from .hdf5_reader import open_hdf5_store
 from .hdf5_writer import create_hdf5_writer, make_room
 from ...errors import StoreError
@@ -23,6 +24,7 @@ from ...errors import StoreError
 
 class Hdf5Format(StoreFormat):
     name, title, suffixes, resumable = "hdf5", "HDF5", HDF5_SUFFIXES, False
+    writes_from_workers = False  # one HDF5 file has one writer: the build process
 
     def guess_can_open(self, location: str, storage_options: dict | None = None) -> bool:
         return is_hdf5_file(location, storage_options)
@@ -42,15 +44,31 @@ class Hdf5Format(StoreFormat):
 
     def create_writer(self, location: str, new, overwrite: bool, journal: dict | None):
         lock = None if journal is None else BuildLock.beside(location)
-        return create_hdf5_writer(location, new.layout, new.n_cases, new.attrs,
-                                  new.initial(), new.cases_per_shard, new.compressor,
-                                  overwrite, new.pyramid_levels, lock=lock)
+        return create_hdf5_writer(self, location, new, overwrite, lock=lock)
 
     def make_room(self, location: str, overwrite: bool) -> bool:
         return make_room(location, overwrite)
 
     def array_info(self, array: Hdf5Array) -> dict[str, Any]:
         return array_info(array.h5)
+
+    @contextmanager
+    def writing_case(self, root: Hdf5Group) -> Iterator[None]:
+        """A full disk named as the OSError it is; then the file flushed: an
+        interrupted build leaves a readable file whose finished cases are whole (HDF5
+        metadata on disk never lags the pixels by more than the case being written,
+        its completion marker unset)."""
+        with file_errors(root.h5.file.filename):
+            yield
+            root.h5.file.flush()
+
+    def finish(self, root: Hdf5Group) -> None:
+        """The content manifest, the netCDF dimension scales (not content: they label
+        the manifest too) and the file closed."""
+        with file_errors(root.h5.file.filename):
+            write_hdf5_manifest(root.h5.file)
+            attach_netcdf_dimensions(root.h5)
+            root.h5.file.close()
 
     def manifest_objects(self, root: Hdf5Group) -> dict[str, str]:
         return hdf5_objects(root.h5.file)

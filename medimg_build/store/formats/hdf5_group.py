@@ -13,7 +13,7 @@ Opened for reading (``mode="r"``), every node reached is checked to keep its byt
 its own file (``own_node``) and h5py's errors on a damaged file are StoreErrors naming
 the object (``checked``); a failed chunk read names the chunk (``read_values``). A
 writer's group (``mode="w"``) lets errors through as they are: HDF5 reports a full
-disk from any call, and ``hdf5_writer.file_errors`` names it.
+disk from any call, and ``Hdf5Format.writing_case`` names it.
 """
 
 from __future__ import annotations

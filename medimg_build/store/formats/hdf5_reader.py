@@ -1,10 +1,10 @@
 """Reading the HDF5 format: the same ``MedimgStore`` over one HDF5 file.
 
 ``MedimgStore`` reads the table and labels through the root group, here an
-``Hdf5Group`` (hdf5_group.py). The layout reads build xarray objects from dask arrays
-over the datasets, not through xarray's netCDF engines: h5netcdf is not a dependency,
-and the netCDF data model would want every dim as a dimension scale, which ``channel``
-or ``affine_row`` are not.
+``Hdf5Group`` (hdf5_group.py), and the layout reads (``layout_reads.py``) get their
+xarray objects from ``Hdf5Reads``: dask arrays over the datasets, not xarray's netCDF
+engines: h5netcdf is not a dependency, and the netCDF data model would want every dim
+as a dimension scale, which ``channel`` or ``affine_row`` are not.
 
 Lazy and picklable: a dask chunk holds an ``H5Source`` (location + options), which
 opens the file once per process on first use, so the arrays work on Dask distributed
@@ -14,6 +14,7 @@ workers as well as in threads (h5py serializes reads on its global lock).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import dask.array as da
@@ -22,8 +23,8 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from ..reader import NOT_DATA, MedimgStore, StackReads, VolumesReads, check_medimg
-from ..schema import CASE, CASES_GROUP
+from ..layout_reads import FormatReads
+from ..reader import NOT_DATA, MedimgStore, check_medimg
 from .hdf5_backend import dims_of, open_file
 from .hdf5_group import STRINGS, Hdf5Array, Hdf5Group, read_values
 
@@ -76,12 +77,13 @@ def lazy(group: Hdf5Group, array: Hdf5Array) -> da.Array | np.ndarray:
                              (0,) * dataset.ndim, dtype=dataset.dtype))
 
 
-def to_dataset(group: Hdf5Group) -> xr.Dataset:
+def to_dataset(group: Hdf5Group, drop: Iterable[str] = ()) -> xr.Dataset:
     """The group's datasets as xarray variables, dims from ``dimension_names``; a 1-D
-    dataset named after its dim is an index coordinate (as xarray.open_zarr)."""
+    dataset named after its dim is an index coordinate (as xarray.open_zarr). The
+    names in ``drop`` are left out, as ``drop_variables`` does (unread)."""
     variables, coords = {}, {}
     for name, array in group.arrays():
-        if name in NOT_DATA:
+        if name in NOT_DATA or name in drop:
             continue
         variable = xr.Variable(dims_of(array.h5), lazy(group, array), attrs=dict(array.attrs))
         if variable.dims == (name,):
@@ -91,58 +93,40 @@ def to_dataset(group: Hdf5Group) -> xr.Dataset:
     return xr.Dataset(variables, coords=coords, attrs=dict(group.attrs))
 
 
-def open_hdf5_store(location: str, storage_options: dict | None = None) -> Hdf5Store:
+def open_hdf5_store(location: str, storage_options: dict | None = None) -> MedimgStore:
     source = H5Source(location, storage_options)
-    return Hdf5Store(source, Hdf5Group(source.file, location, "r", source=source), location)
+    root = Hdf5Group(source.file, location, "r", source=source)
+    attrs = check_medimg(root.attrs.get("medimg"), location, "an HDF5 file", resumable=False)
+    return MedimgStore(HDF5_READS, source, root, location, attrs)
 
 
-class Hdf5Store(MedimgStore):
-    """``MedimgStore`` over an HDF5 file; only the layout reads differ."""
+class Hdf5Reads(FormatReads):
+    """xarray objects over the datasets (``to_dataset``); ``chunks`` as for
+    ``xarray.open_zarr`` (``_rechunked``)."""
 
-    def __init__(self, source: H5Source, root: Hdf5Group, location: str) -> None:
-        self.location = location
-        self.attrs = check_medimg(root.attrs.get("medimg"), location, "an HDF5 file",
-                                  resumable=False)
-        self.layout = self.attrs["layout"]
-        self._store = source
-        self._root = root
-        layout_class = _StackReads if self.layout == "stack" else _VolumesReads
-        self._reads = layout_class(source, root, self.attrs)
+    def group_dataset(self, group: Hdf5Group, **kwargs: Any) -> xr.Dataset:
+        drop = kwargs.pop("drop_variables", None) or ()
+        return _rechunked(to_dataset(group, [drop] if isinstance(drop, str) else drop),
+                          kwargs)
 
-
-class _StackReads(StackReads):
-    def _open(self, **kwargs: Any) -> xr.Dataset:
-        return _rechunked(to_dataset(self._root), kwargs)
-
-
-class _VolumesReads(VolumesReads):
-    def dataset(self, complete: np.ndarray, ids: np.ndarray, **kwargs: Any) -> xr.DataTree:
-        """The DataTree ``xarray.open_datatree`` gives for the Zarr store, without the
-        incomplete cases."""
-        root = to_dataset(self._root)
-        if not complete.all():
-            root = root.isel({CASE: np.flatnonzero(complete)})
-        nodes = {"/": root, f"/{CASES_GROUP}": xr.Dataset(attrs=self._cases_attrs())}
-        for case_id in ids[complete]:
-            nodes.update(_subtree(f"/{CASES_GROUP}/{case_id}", self._groups[case_id]))
-        for name, group in self._root.groups():  # boxes, landmarks tables
-            if name != CASES_GROUP:
-                nodes[f"/{name}"] = to_dataset(group)
+    def datatree(self, store: H5Source, root: Hdf5Group, skip: list[str], **kwargs: Any
+                 ) -> xr.DataTree:
+        """The DataTree ``xarray.open_datatree`` gives for the Zarr store."""
+        nodes = _subtree("/", root, set(skip))
         return xr.DataTree.from_dict({k: _rechunked(v, kwargs) for k, v in nodes.items()})
 
-    def _cases_attrs(self) -> dict[str, Any]:
-        return dict(self._root[CASES_GROUP].attrs) if CASES_GROUP in self._root else {}
 
-    def _open_level_0(self, case_id: str, array_path: str, chunks: dict | None) -> xr.Dataset:
-        level = to_dataset(self._groups[case_id][array_path.rpartition("/")[0]])
-        return _rechunked(level, {"chunks": chunks})
+HDF5_READS = Hdf5Reads()
 
 
-def _subtree(path: str, group: Hdf5Group) -> dict[str, xr.Dataset]:
-    """The DataTree nodes of ``group`` and every group below it, by path."""
+def _subtree(path: str, group: Hdf5Group, skip: set[str]) -> dict[str, xr.Dataset]:
+    """The DataTree nodes of ``group`` and every group below it, by path, without the
+    groups at the paths ``skip`` (relative to the root, as ``cases/<case_id>``)."""
     nodes = {path: to_dataset(group)}
     for name, child in group.groups():
-        nodes.update(_subtree(f"{path}/{name}", child))
+        child_path = f"{path.rstrip('/')}/{name}"
+        if child_path.lstrip("/") not in skip:
+            nodes.update(_subtree(child_path, child, skip))
     return nodes
 
 

@@ -1,79 +1,36 @@
-"""Writers of the HDF5 format: the Zarr layout writers over an ``Hdf5Group``.
-
-Only what HDF5 does differently is here: describing a dataset, flushing after each
-case, attaching dimension scales and closing the file. h5py serializes every call on
-one global lock, so threads calling ``write_case`` are safe, but processes are not:
-the one process that owns the writer writes (as ``build_store`` does).
+"""Creating an HDF5 store: the file, its root ``Hdf5Group`` and the layout's writer
+(the same writer as Zarr's; what HDF5 does differently while writing is
+``Hdf5Format``'s ``writing_case`` and ``finish``). h5py serializes every call on one
+global lock, so threads calling ``write_case`` are safe, but processes are not: the one
+process that owns the writer writes (``Hdf5Format.writes_from_workers`` is False).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import h5py
 
-from ...case import Case
 from ...errors import StoreError
-from .hdf5_backend import (
-    DEFAULT_COMPRESSION, LIBVER, array_info, file_errors,
-)
-from .hdf5_dimensions import attach_netcdf_dimensions
+from .hdf5_backend import DEFAULT_COMPRESSION, LIBVER
 from .hdf5_group import Hdf5Group
-from ..base import layout_options
-from .hdf5_manifest import write_hdf5_manifest
 from ..journal import BuildLock
 from ..replace import Replacing, rebuild_location, remove_leftovers
-from ..results import CaseWritten
-from ..stack import StackWriter
-from ..volumes import VolumesWriter
 
 
-class _Hdf5Writing:
-    _root: Hdf5Group
+def create_hdf5_writer(store_format, location: str, new, overwrite: bool,
+                       lock: BuildLock | None = None):
+    """``Hdf5Format.create_writer`` (``new``, a ``writer.NewStore``, is checked by
+    ``create_store``).
 
-    def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
-        with file_errors(self._root.h5.file.filename):
-            super()._write(index, written, case)  # type: ignore[misc]
-            # An interrupted build leaves a readable file whose finished cases are
-            # whole: flushed after each case, HDF5 metadata on disk never lags the
-            # pixels by more than the case being written (its completion marker unset).
-            self._root.h5.file.flush()
-
-    def _array_info(self, array) -> dict[str, Any]:
-        return array_info(array.h5)
-
-    def worker_destination(self) -> None:
-        return None  # one HDF5 file has one writer: the build process
-
-    def _finish(self) -> None:
-        with file_errors(self._root.h5.file.filename):
-            write_hdf5_manifest(self._root.h5.file)
-            attach_netcdf_dimensions(self._root.h5)  # not content; labels the manifest too
-            self._root.h5.file.close()
-
-
-class Hdf5StackWriter(_Hdf5Writing, StackWriter):
-    pass
-
-
-class Hdf5VolumesWriter(_Hdf5Writing, VolumesWriter):
-    pass
-
-
-def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str, Any],
-                       initial: dict[str, Any], cases_per_shard: int | None,
-                       compressor: dict[str, Any] | None, overwrite: bool,
-                       pyramid_levels: int = 1, lock: BuildLock | None = None):
-    """``Hdf5Format.create_writer`` (the arguments are checked by ``create_store``).
-
-    ``compressor`` is a dict of h5py ``create_dataset`` filter arguments (e.g.
+    ``new.compressor`` is a dict of h5py ``create_dataset`` filter arguments (e.g.
     ``{"compression": "gzip", "compression_opts": 9, "shuffle": True}``, or an
     ``hdf5plugin`` filter's ``**kwargs``); default: gzip level 4 with shuffle.
 
     ``lock`` (``BuildLock.beside`` the file) is held until close or abort. An existing
     file is replaced as a Zarr store is (``replace.py``): the new one is written beside
     it and renamed over it by a close that built every case."""
+    compressor = new.compressor
     if "://" in location:
         raise StoreError(location, "HDF5 stores are written to a local file only",
                          hint="write it locally and upload it, or use --format zarr")
@@ -93,10 +50,10 @@ def create_hdf5_writer(location: str, layout: str, n_cases: int, attrs: dict[str
         path = rebuild_location(location) if replace else location
         handle = h5py.File(path, "w", libver=LIBVER)
         root = Hdf5Group(handle, path, "w", compressor or DEFAULT_COMPRESSION)
-        root.attrs["medimg"] = initial
-        writer_class = Hdf5StackWriter if layout == "stack" else Hdf5VolumesWriter
-        extra = layout_options(layout, cases_per_shard, pyramid_levels)
-        writer = writer_class(root, path, n_cases, attrs, None, **extra)
+        root.attrs["medimg"] = new.initial()
+        # The writer's own compressor is None: the group gives every dataset its filters.
+        writer = new.layout.writer(store_format, root, path, new.n_cases, new.attrs, None,
+                                   new.options)
     except BaseException:
         if lock is not None:
             lock.release()

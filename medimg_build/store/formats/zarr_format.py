@@ -1,11 +1,13 @@
 """Zarr v3, the default format: a directory (or a ``.zip`` snapshot, or any fsspec URL)
 of groups and arrays. Its group adapter is the ``zarr.Group`` itself; the other formats
 mirror that API. The reading, writing and manifest code is in ``reader.py``,
-``writer.py`` (resume) and ``manifest.py``; this module is what chooses among them.
+``writer.py`` (resume), ``manifest.py`` and ``snapshot.py``; this module is what
+chooses among them.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,11 +24,12 @@ from ..replace import (
     Replacing, is_local, rebuild_location, refuse_remote_replace, remove_leftovers,
 )
 from ..schema import array_info
+from ..snapshot import snapshot_zarr
 from .base import StoreFormat, register_format
 
 
 class ZarrFormat(StoreFormat):
-    name, title, resumable = "zarr", "Zarr", True
+    name, title, resumable, writes_from_workers = "zarr", "Zarr", True, True
 
     def guess_can_open(self, location: str, storage_options: dict | None = None) -> bool:
         """Anything no other format claims: a directory, a ``.zip`` or a URL; opening it
@@ -105,6 +108,12 @@ class ZarrFormat(StoreFormat):
     def array_info(self, array) -> dict[str, Any]:
         return array_info(array)
 
+    def finish(self, root: zarr.Group) -> None:
+        """The content manifest, then consolidation (so the consolidated metadata
+        includes the manifest)."""
+        manifest.write_manifest(root)
+        consolidate(root)
+
     def manifest_objects(self, root: zarr.Group) -> dict[str, str]:
         return manifest.zarr_objects(root.store)
 
@@ -116,7 +125,18 @@ class ZarrFormat(StoreFormat):
         return manifest.zarr_summary(location, storage_options)
 
     def snapshot(self, location: str, out: str, storage_options: dict | None = None) -> int:
-        return manifest.snapshot_zarr(location, out, storage_options)
+        return snapshot_zarr(location, out, storage_options)
+
+
+def consolidate(root: zarr.Group) -> None:
+    """One metadata document at the root, so that a reader on S3/HTTP opens the store
+    in one request instead of one per array (and xarray stops warning)."""
+    with warnings.catch_warnings():
+        # Zarr v3 consolidated metadata is not in the spec yet; zarr-python and xarray
+        # read it, and a reader without it still finds every zarr.json.
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message="Object at .medimg-build")  # journal.py
+        zarr.consolidate_metadata(root.store, path=root.path)
 
 
 def only_build_files(location: str) -> bool:
