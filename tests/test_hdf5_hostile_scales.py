@@ -1,0 +1,119 @@
+"""Hostile netCDF dimension scales in an HDF5 store (issue 17 red team).
+
+The dimension-only datasets that make xarray's h5netcdf engine open a store
+(``formats/hdf5_dimensions.py``) are left out of the listing, the manifest and
+validate. A dataset that only claims to be one -- the netCDF NAME attribute on a
+dataset that holds values -- must not be hidden by the claim; one that is one must not
+be read as a store array; and the scales attached to an axis, which the content hash
+leaves out, must still name that axis and have its length, or h5netcdf reads the store
+with other axes than ours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from medimg_build import open_store
+from medimg_build.errors import StoreError
+from medimg_build.store.formats.hdf5_dimensions import NOT_A_VARIABLE
+from medimg_build.store.opening import verify_store
+from medimg_build.store.validate import validate_store
+
+import test_store_stack as stack_tests  # noqa: E402  (tests/ is on sys.path)
+import test_store_volumes as volumes_tests  # noqa: E402
+
+
+def stack_without_mask(path: Path) -> Path:
+    return stack_tests.build(path, [stack_tests.rgb_case(i) for i in range(3)])
+
+
+def claim_dimension_only(dataset: h5py.Dataset) -> None:
+    """The NAME a dimension-only scale has, on any dataset (HDF5 lets anyone write it)."""
+    name = f"{NOT_A_VARIABLE}{dataset.shape[0]:10d}"
+    dataset.attrs["NAME"] = np.bytes_(name.encode())
+
+
+def dimension_only(group: h5py.Group, name: str, length: int) -> h5py.Dataset:
+    """A dimension-only scale exactly as the writer makes one (no values)."""
+    scale = group.create_dataset(name, shape=(length,), dtype=">f4", track_times=False)
+    scale.make_scale(f"{NOT_A_VARIABLE}{length:10d}")
+    return scale
+
+
+def test_a_mask_with_values_is_not_hidden_by_a_dimension_name(tmp_path):
+    """Added to a store without masks, a mask carrying the NAME of a dimension-only
+    scale was invisible to verify and validate, while read_mask returned it."""
+    path = stack_without_mask(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as handle:
+        n_cases, _, height, width = handle["image"].shape
+        mask = handle.create_dataset("mask", data=np.ones((n_cases, height, width), "u1"))
+        claim_dimension_only(mask)
+    assert [m.where for m in verify_store(path)] == ["mask", "mask"]  # values, metadata
+    assert any(v.where == "mask" for v in validate_store(path))
+
+
+def test_data_under_any_name_is_not_hidden_by_a_dimension_name(tmp_path):
+    path = stack_without_mask(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as handle:
+        claim_dimension_only(handle.create_dataset("notes", data=np.arange(64, dtype=">f4")))
+    assert {m.where for m in verify_store(path)} == {"notes"}
+
+
+def test_an_array_with_a_dimension_name_is_read_as_itself(tmp_path):
+    """The NAME on the image (its values unchanged) is not in the content hash: the
+    store verifies, and every reader still sees the image, not a dimension."""
+    path = stack_without_mask(tmp_path / "s.h5")
+    before, violations = open_store(path).dataset().load(), validate_store(path)
+    with h5py.File(path, "r+") as handle:
+        claim_dimension_only(handle["image"])
+    assert verify_store(path) == []
+    assert validate_store(path) == violations  # the toy attrs' only, none about the image
+    after = open_store(path).dataset().load()
+    np.testing.assert_array_equal(after["image"].values, before["image"].values)
+
+
+def test_a_dimension_only_scale_is_never_read_as_an_array(tmp_path):
+    """A real dimension-only scale (no values) named ``mask``: reading it as the mask
+    is refused with the store's error, not a ValueError from deep in the reader."""
+    path = stack_without_mask(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as handle:
+        dimension_only(handle, "mask", handle["image"].shape[0])
+    store = open_store(path)
+    with pytest.raises(StoreError, match="mask is a netCDF dimension"):
+        store.read_mask(store.cases["case_id"][0])
+
+
+def test_a_case_scale_of_the_wrong_length_is_reported(tmp_path):
+    """h5netcdf sizes a dimension by its scale: a case's mask would read as 5 slices
+    deep in xarray while it has 4, and verify said the store was intact."""
+    cases = [volumes_tests.ct_case(i) for i in range(2)]
+    path = volumes_tests.build(tmp_path / "ct.h5", cases)
+    level = "cases/liver_00/labels/mask/scale0"
+    with h5py.File(path, "r+") as handle:
+        mask, scale = handle[f"{level}/mask"], handle[f"{level}/z"]
+        axis = list(mask.attrs["dimension_names"]).index("z")
+        mask.dims[axis].detach_scale(scale)
+        del handle[f"{level}/z"]
+        mask.dims[axis].attach_scale(dimension_only(handle[level], "z", scale.shape[0] + 1))
+    problems = [str(m) for m in verify_store(path)]
+    assert problems == [f"{level}/mask: axis {axis} (z) has the dimension scale "
+                        f"/{level}/z of length 5, not 4"]
+
+
+def test_swapped_scales_of_equal_length_are_reported(tmp_path):
+    """affine_row and affine_col are both 4 long: swapped, h5netcdf reads every affine
+    transposed while our readers (dimension_names) do not."""
+    path = stack_without_mask(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as handle:
+        affine, row, col = handle["affine"], handle["affine_row"], handle["affine_col"]
+        affine.dims[1].detach_scale(row)
+        affine.dims[2].detach_scale(col)
+        affine.dims[1].attach_scale(col)
+        affine.dims[2].attach_scale(row)
+    assert [str(m) for m in verify_store(path)] == [
+        "affine: axis 1 (affine_row) has the dimension scale /affine_col",
+        "affine: axis 2 (affine_col) has the dimension scale /affine_row"]
