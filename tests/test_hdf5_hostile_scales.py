@@ -117,3 +117,31 @@ def test_swapped_scales_of_equal_length_are_reported(tmp_path):
     assert [str(m) for m in verify_store(path)] == [
         "affine: axis 1 (affine_row) has the dimension scale /affine_col",
         "affine: axis 2 (affine_col) has the dimension scale /affine_row"]
+
+
+@pytest.mark.parametrize("names", [
+    "case",  # a str, not a list: its 4 letters named the image's 4 axes
+    np.array([1, 2, 3, 4]),
+    np.array(["case", "y", "x"], dtype=object),  # one name short
+], ids=["str", "numbers", "short"])
+def test_dimension_names_that_are_not_one_name_per_axis_are_refused(tmp_path, names):
+    """Zarr refuses such metadata when it opens the array; HDF5 read a str as one
+    name per letter, or failed in xarray with a ValueError."""
+    path = stack_without_mask(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as handle:
+        handle["image"].attrs["dimension_names"] = names
+    store = open_store(path)
+    with pytest.raises(StoreError, match="image: dimension_names .* is not one name per axis"):
+        store.dataset()
+    assert "image: metadata sha256 differs" in [str(m) for m in verify_store(path)]
+
+
+@pytest.mark.parametrize("medimg", ["not JSON {", 42, '["a list"]'])
+def test_verify_refuses_a_root_attribute_that_is_not_a_medimg_object(tmp_path, medimg):
+    """verify raised a JSONDecodeError or TypeError traceback; open_store says it in
+    one line, and so does verify now."""
+    path = stack_without_mask(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["medimg"] = medimg
+    with pytest.raises(StoreError, match="not a medimg store"):
+        verify_store(path)

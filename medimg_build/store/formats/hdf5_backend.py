@@ -33,8 +33,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import h5py
+import numpy as np
 
-from ...errors import StoreError
+from ...errors import StoreError, one_line
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -144,11 +145,18 @@ def is_string(dtype) -> bool:
 
 def dimension_names(dataset: h5py.Dataset) -> tuple[str, ...] | None:
     """The dataset's ``dimension_names``; None when it has none (no attribute, or the
-    empty one writers store for "none"), as Zarr's metadata says None."""
+    empty one writers store for "none"), as Zarr's metadata says None. Anything but one
+    name per axis is a StoreError, as Zarr refuses such metadata (a str would otherwise
+    name one axis per letter)."""
     names = dataset.attrs.get(DIMENSION_NAMES)
-    if names is None or len(names) == 0:
+    if names is None or (isinstance(names, np.ndarray) and names.size == 0):
         return None
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if not (isinstance(names, np.ndarray) and names.shape == (dataset.ndim,)
+            and all(isinstance(n, (str, bytes)) for n in names)):
+        raise StoreError(dataset.file.filename, f"{dataset.name.lstrip('/')}: "
+                         f"dimension_names {one_line(repr(names), 60)} is not one name per axis "
+                         f"(it has {dataset.ndim})", hint="the file was altered: do not read it")
+    return tuple(n.decode() if isinstance(n, bytes) else n for n in names)
 
 
 def dims_of(dataset: h5py.Dataset) -> tuple[str, ...]:

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import h5py
 
+from ...errors import StoreError
 from .hdf5_backend import dims_of
 
 # netCDF-C's DIM_WITHOUT_VARIABLE (netcdf.h); h5netcdf/core.py line 47.
@@ -97,7 +98,11 @@ def scale_problems(root: h5py.Group) -> list[tuple[str, str]]:
         if (not isinstance(node, h5py.Dataset) or node.is_scale
                 or "DIMENSION_LIST" not in node.attrs):  # a scale, or "no scales at all"
             return
-        for axis, (dim, length) in enumerate(zip(dims_of(node), node.shape)):
+        try:
+            dims = dims_of(node)
+        except StoreError:  # not one name per axis: reported as its changed metadata
+            return
+        for axis, (dim, length) in enumerate(zip(dims, node.shape)):
             scales = node.dims[axis].values()
             if len(scales) != 1:
                 found.append((path, f"axis {axis} ({dim}) has {len(scales)} dimension scales, "
