@@ -145,3 +145,13 @@ def test_verify_refuses_a_root_attribute_that_is_not_a_medimg_object(tmp_path, m
         handle.attrs["medimg"] = medimg
     with pytest.raises(StoreError, match="not a medimg store"):
         verify_store(path)
+
+
+def test_an_hdf5_store_with_a_user_block_opens_by_url(tmp_path, http):
+    """HDF5 allows a user block before the signature (at 512, 1024, ...): a local
+    file was recognized (h5py.is_hdf5 looks there), the same file by URL was not."""
+    store = stack_without_mask(tmp_path / "s.h5")
+    (http.root / "s.h5").write_bytes(bytes(512) + store.read_bytes())
+    url = f"{http.url}/s.h5"
+    assert open_store(url).cases.shape == open_store(store).cases.shape
+    assert verify_store(url) == []

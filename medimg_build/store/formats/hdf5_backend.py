@@ -68,8 +68,9 @@ def has_signature(head: bytes) -> bool:
 def is_hdf5_file(location: str, storage_options: dict | None = None) -> bool:
     """True when ``location`` is an HDF5 file, by its signature (not its suffix).
 
-    The signature is at byte 0, or at 512, 1024, ... when the file has a user block;
-    h5py.is_hdf5 checks all of those for local files."""
+    The signature is at byte 0, or at 512, 1024, ... when the file has a user block
+    (``signature_offsets``): h5py.is_hdf5 looks at all of those in a local file, and
+    so does this in a file by URL."""
     if "://" not in location:
         return os.path.isfile(location) and bool(h5py.is_hdf5(location))
     import fsspec
@@ -79,9 +80,24 @@ def is_hdf5_file(location: str, storage_options: dict | None = None) -> bool:
         if not fs.isfile(path):
             return False
         with fs.open(path, "rb") as handle:
-            return has_signature(handle.read(8))
+            for offset in signature_offsets(handle.seek(0, os.SEEK_END)):
+                handle.seek(offset)
+                if has_signature(handle.read(8)):
+                    return True
+        return False
     except (OSError, ValueError):
         return False
+
+
+def signature_offsets(size: int) -> Iterator[int]:
+    """Where the signature may be in a file of ``size`` bytes: 0, then after a user
+    block, whose size is a power of two from 512 (the HDF5 file format spec, "Format
+    Signature"; the library and h5py.is_hdf5 look at the same places). Most are in the
+    first block an fsspec file reads."""
+    offset = 0
+    while offset + len(SIGNATURE) <= size:
+        yield offset
+        offset = 512 if offset == 0 else offset * 2
 
 
 def open_error(location: str, err: OSError) -> StoreError:
