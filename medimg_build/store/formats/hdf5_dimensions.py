@@ -79,11 +79,14 @@ def is_dimension_only(node) -> bool:
     reader of the file (and verify) sees it as the array it is."""
     if not isinstance(node, h5py.Dataset) or node.ndim != 1:
         return False
-    name = node.attrs.get("NAME")
-    if isinstance(name, bytes):
-        name = name.decode("ascii", "replace")
-    return (name == f"{NOT_A_VARIABLE}{node.shape[0]:10d}" and node.dtype.str == ">f4"
-            and node.id.get_storage_size() == 0 and set(node.attrs) <= _SCALE_ONLY)
+    return (_scale_name(node) == f"{NOT_A_VARIABLE}{node.shape[0]:10d}"
+            and node.dtype.str == ">f4" and node.id.get_storage_size() == 0
+            and set(node.attrs) <= _SCALE_ONLY)
+
+
+def _scale_name(dataset: h5py.Dataset) -> str:
+    name = dataset.attrs.get("NAME", "")
+    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
 
 
 def scale_problems(root: h5py.Group) -> list[tuple[str, str]]:
@@ -91,10 +94,16 @@ def scale_problems(root: h5py.Group) -> list[tuple[str, str]]:
     exactly one scale named like the axis (its ``dimension_names`` entry) and of its
     length. h5netcdf names and sizes a dimension by its scale, so such a file opens in
     xarray with axes swapped or sizes that disagree with the arrays, while the content
-    hash, which leaves the scale attachments out, is the store's."""
+    hash, which leaves the scale attachments out, is the store's. Also each dataset
+    that h5netcdf would not show (its NAME says "dimension but not a variable",
+    h5netcdf/core.py ``_netcdf_dimension_but_not_variable``) but that is not one."""
     found: list[tuple[str, str]] = []
 
     def visit(path: str, node) -> None:
+        if (isinstance(node, h5py.Dataset) and NOT_A_VARIABLE in _scale_name(node)
+                and not is_dimension_only(node)):
+            found.append((path, "is named a netCDF dimension without values (HDF5 "
+                                "attribute NAME), which xarray's h5netcdf engine hides"))
         if (not isinstance(node, h5py.Dataset) or node.is_scale
                 or "DIMENSION_LIST" not in node.attrs):  # a scale, or "no scales at all"
             return
