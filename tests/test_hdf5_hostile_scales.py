@@ -159,3 +159,23 @@ def test_an_hdf5_store_with_a_user_block_opens_by_url(tmp_path, http):
     url = f"{http.url}/s.h5"
     assert open_store(url).cases.shape == open_store(store).cases.shape
     assert verify_store(url) == []
+
+
+@pytest.mark.parametrize("again", [{}, {"overwrite": True}, {"resume": True}],
+                         ids=["plain", "overwrite", "resume"])
+def test_a_zarr_build_onto_an_hdf5_file_named_zarr_is_refused_in_one_line(tmp_path, again):
+    """``--out x.zarr`` where x.zarr is an HDF5 file (built with --format hdf5): the
+    Zarr build looked for its lock inside the file and died with NotADirectoryError."""
+    from medimg_build.recipe.build import build_store
+    from medimg_build.recipe.model import load_recipe
+
+    from fixtures import scr
+
+    scr.make(tmp_path / "scr")
+    recipe = load_recipe("scr").with_overrides({"harmonize": {"shape": [24, 20]}})
+    out = tmp_path / "x.zarr"
+    assert build_store(recipe, tmp_path / "scr", out, progress=False, format="hdf5").ok
+    before = out.read_bytes()
+    with pytest.raises(StoreError, match="x.zarr"):
+        build_store(recipe, tmp_path / "scr", out, progress=False, **again)
+    assert out.read_bytes() == before
