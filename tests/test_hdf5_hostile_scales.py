@@ -179,3 +179,14 @@ def test_a_zarr_build_onto_an_hdf5_file_named_zarr_is_refused_in_one_line(tmp_pa
     with pytest.raises(StoreError, match="x.zarr"):
         build_store(recipe, tmp_path / "scr", out, progress=False, **again)
     assert out.read_bytes() == before
+
+
+def test_a_store_with_scales_on_some_axes_only_verifies(tmp_path):
+    """HDF5 stores written before the netCDF dimensions carry scales on some axes (the
+    coordinates') and not on others: they verify as they did (h5netcdf refuses them
+    loudly, "mixing of labeled and unlabeled dimensions", not silently)."""
+    path = stack_without_mask(tmp_path / "s.h5")
+    with h5py.File(path, "r+") as handle:
+        image = handle["image"]
+        image.dims[3].detach_scale(handle["x"])
+    assert verify_store(path) == []
