@@ -66,7 +66,7 @@ def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
     if not isinstance(medimg, dict):  # as open_store says it (reader.check_medimg)
         raise StoreError(location, "is an HDF5 file but not a medimg store (no 'medimg' "
                          "root attribute)", hint="was it written by medimg-build?")
-    if not isinstance(medimg, dict) or "manifest" not in medimg or MANIFEST not in h5:
+    if "manifest" not in medimg or MANIFEST not in h5:
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build; rebuild it")
     recorded = json.loads(h5[MANIFEST].asstr()[0])
