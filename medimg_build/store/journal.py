@@ -134,6 +134,10 @@ class BuildLock:
             self.seen = self.fs.cat_file(self.path)
         except FileNotFoundError:
             return None
+        except NotADirectoryError:  # a file where the store directory would be
+            raise StoreError(self.location, "is a file, not a Zarr store (a directory)",
+                             hint="choose another --out, or --format hdf5 for an HDF5 "
+                                  "store") from None
         try:
             info = json.loads(self.seen)
         except ValueError:

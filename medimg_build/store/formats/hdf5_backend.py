@@ -33,8 +33,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import h5py
+import numpy as np
 
-from ...errors import StoreError
+from ...errors import StoreError, one_line
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -67,8 +68,9 @@ def has_signature(head: bytes) -> bool:
 def is_hdf5_file(location: str, storage_options: dict | None = None) -> bool:
     """True when ``location`` is an HDF5 file, by its signature (not its suffix).
 
-    The signature is at byte 0, or at 512, 1024, ... when the file has a user block;
-    h5py.is_hdf5 checks all of those for local files."""
+    The signature is at byte 0, or at 512, 1024, ... when the file has a user block
+    (``signature_offsets``): h5py.is_hdf5 looks at all of those in a local file, and
+    so does this in a file by URL."""
     if "://" not in location:
         return os.path.isfile(location) and bool(h5py.is_hdf5(location))
     import fsspec
@@ -78,9 +80,24 @@ def is_hdf5_file(location: str, storage_options: dict | None = None) -> bool:
         if not fs.isfile(path):
             return False
         with fs.open(path, "rb") as handle:
-            return has_signature(handle.read(8))
+            for offset in signature_offsets(handle.seek(0, os.SEEK_END)):
+                handle.seek(offset)
+                if has_signature(handle.read(8)):
+                    return True
+        return False
     except (OSError, ValueError):
         return False
+
+
+def signature_offsets(size: int) -> Iterator[int]:
+    """Where the signature may be in a file of ``size`` bytes: 0, then after a user
+    block, whose size is a power of two from 512 (the HDF5 file format spec, "Format
+    Signature"; the library and h5py.is_hdf5 look at the same places). Most are in the
+    first block an fsspec file reads."""
+    offset = 0
+    while offset + len(SIGNATURE) <= size:
+        yield offset
+        offset = 512 if offset == 0 else offset * 2
 
 
 def open_error(location: str, err: OSError) -> StoreError:
@@ -144,11 +161,18 @@ def is_string(dtype) -> bool:
 
 def dimension_names(dataset: h5py.Dataset) -> tuple[str, ...] | None:
     """The dataset's ``dimension_names``; None when it has none (no attribute, or the
-    empty one writers store for "none"), as Zarr's metadata says None."""
+    empty one writers store for "none"), as Zarr's metadata says None. Anything but one
+    name per axis is a StoreError, as Zarr refuses such metadata (a str would otherwise
+    name one axis per letter)."""
     names = dataset.attrs.get(DIMENSION_NAMES)
-    if names is None or len(names) == 0:
+    if names is None or (isinstance(names, np.ndarray) and names.size == 0):
         return None
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if not (isinstance(names, np.ndarray) and names.shape == (dataset.ndim,)
+            and all(isinstance(n, (str, bytes)) for n in names)):
+        raise StoreError(dataset.file.filename, f"{dataset.name.lstrip('/')}: "
+                         f"dimension_names {one_line(repr(names), 60)} is not one name per axis "
+                         f"(it has {dataset.ndim})", hint="the file was altered: do not read it")
+    return tuple(n.decode() if isinstance(n, bytes) else n for n in names)
 
 
 def dims_of(dataset: h5py.Dataset) -> tuple[str, ...]:

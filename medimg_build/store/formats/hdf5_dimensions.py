@@ -50,26 +50,86 @@ The dimension-only datasets are bookkeeping, not store arrays: ``is_dimension_on
 is how every reader of the file (``hdf5_reader``, ``tree``, ``hdf5_manifest``) leaves
 them out, as they leave out the scale attributes (``SCALE_ATTRS``). They are not in the
 content manifest, so the content hash of a store is what it was before they existed.
+Since nothing hashes them, only a dataset exactly as written here counts as one (no
+values, no other attributes: it cannot hide data), ``Hdf5Group`` refuses to read one
+as an array, and ``verify`` checks every attached scale against the hashed
+``dimension_names`` and shape (``scale_problems``).
 """
 
 from __future__ import annotations
 
 import h5py
 
+from ...errors import StoreError
 from .hdf5_backend import dims_of
 
 # netCDF-C's DIM_WITHOUT_VARIABLE (netcdf.h); h5netcdf/core.py line 47.
 NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
 
 
+# All a dimension-only scale carries: HDF5's scale bookkeeping, never medimg's attributes.
+_SCALE_ONLY = frozenset({"CLASS", "NAME", "REFERENCE_LIST"})
+
+
 def is_dimension_only(node) -> bool:
-    """Whether ``node`` is a netCDF dimension that is not a variable (no values)."""
-    if not isinstance(node, h5py.Dataset):
+    """Whether ``node`` is a netCDF dimension that is not a variable, exactly as
+    ``_dimension_only`` makes one: 1-D big-endian float32, its length in its NAME, no
+    values ever written (no storage) and no other attributes. Anyone can write that NAME
+    on a dataset; one holding values or shaped otherwise is not bookkeeping, and every
+    reader of the file (and verify) sees it as the array it is."""
+    if not isinstance(node, h5py.Dataset) or node.ndim != 1:
         return False
-    name = node.attrs.get("NAME")
-    if isinstance(name, bytes):
-        name = name.decode("ascii", "replace")
-    return isinstance(name, str) and name.startswith(NOT_A_VARIABLE)
+    return (_scale_name(node) == f"{NOT_A_VARIABLE}{node.shape[0]:10d}"
+            and node.dtype.str == ">f4" and node.id.get_storage_size() == 0
+            and set(node.attrs) <= _SCALE_ONLY)
+
+
+def _scale_name(dataset: h5py.Dataset) -> str:
+    name = dataset.attrs.get("NAME", "")
+    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+
+
+def scale_problems(root: h5py.Group) -> list[tuple[str, str]]:
+    """(dataset path, problem) for each axis whose attached dimension scales are not
+    exactly one scale named like the axis (its ``dimension_names`` entry) and of its
+    length. h5netcdf names and sizes a dimension by its scale, so such a file opens in
+    xarray with axes swapped or sizes that disagree with the arrays, while the content
+    hash, which leaves the scale attachments out, is the store's. Also each dataset
+    that h5netcdf would not show (its NAME says "dimension but not a variable",
+    h5netcdf/core.py ``_netcdf_dimension_but_not_variable``) but that is not one."""
+    found: list[tuple[str, str]] = []
+
+    def visit(path: str, node) -> None:
+        if (isinstance(node, h5py.Dataset) and NOT_A_VARIABLE in _scale_name(node)
+                and not is_dimension_only(node)):
+            found.append((path, "is named a netCDF dimension without values (HDF5 "
+                                "attribute NAME), which xarray's h5netcdf engine hides"))
+        if (not isinstance(node, h5py.Dataset) or node.is_scale
+                or "DIMENSION_LIST" not in node.attrs):  # a scale, or "no scales at all"
+            return
+        try:
+            dims = dims_of(node)
+        except StoreError:  # not one name per axis: reported as its changed metadata
+            return
+        for axis, (dim, length) in enumerate(zip(dims, node.shape)):
+            scales = node.dims[axis].values()
+            if not scales:
+                # Stores written before the netCDF dimensions have scales on some axes
+                # only: h5netcdf refuses them ("mixing of labeled and unlabeled").
+                continue
+            if len(scales) > 1:
+                found.append((path, f"axis {axis} ({dim}) has {len(scales)} dimension scales, "
+                                    "not one"))
+            elif _basename(scales[0]) != dim:
+                found.append((path, f"axis {axis} ({dim}) has the dimension scale "
+                                    f"{scales[0].name}"))
+            elif scales[0].shape != (length,):
+                found.append((path, f"axis {axis} ({dim}) has the dimension scale "
+                                    f"{scales[0].name} of length {scales[0].size}, "
+                                    f"not {length}"))
+
+    root.visititems(visit)
+    return found
 
 
 def attach_netcdf_dimensions(root: h5py.Group) -> None:

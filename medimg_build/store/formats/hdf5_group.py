@@ -142,6 +142,11 @@ class Hdf5Group(_Node):
 
     def _wrap(self, node, name: str) -> Hdf5Group | Hdf5Array:
         node = own_node(node, self.h5, name, self.location)
+        if is_dimension_only(node):  # hidden from the listing: never read as an array
+            path = f"{self.path}/{name}".strip("/")
+            raise StoreError(self.location, f"{path} is a netCDF dimension (no values), "
+                             "not an array of the store",
+                             hint="the file was altered: do not read it")
         if isinstance(node, h5py.Group):
             return Hdf5Group(node, self.location, self.mode, self.compression, self.source)
         return Hdf5Array(node, self.location, self.mode)

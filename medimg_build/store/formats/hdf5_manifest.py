@@ -26,9 +26,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ...errors import StoreError
 from .hdf5_backend import is_string
-from .hdf5_dimensions import is_dimension_only
-from .hdf5_group import Hdf5Group, decode_attrs
+from .hdf5_dimensions import is_dimension_only, scale_problems
+from .hdf5_group import Hdf5Group, decode_attr, decode_attrs
 from ..manifest import (
     ALGORITHM, MANIFEST, ManifestError, Mismatch, canonical_json, compare, content_sha256,
     hash_problem, refuse_unfinished, sources_of, stable_attrs,
@@ -60,9 +61,12 @@ def write_hdf5_manifest(h5: h5py.File) -> dict[str, Any]:
 
 def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
     """``verify_store`` for an HDF5 file (see manifest.verify_store)."""
-    medimg = json.loads(h5.attrs.get("medimg", "{}"))
+    medimg = decode_attr(h5.attrs.get("medimg", "{}"))
     refuse_unfinished(medimg, location, "--overwrite (HDF5 builds do not resume)")
-    if not isinstance(medimg, dict) or "manifest" not in medimg or MANIFEST not in h5:
+    if not isinstance(medimg, dict):  # as open_store says it (reader.check_medimg)
+        raise StoreError(location, "is an HDF5 file but not a medimg store (no 'medimg' "
+                         "root attribute)", hint="was it written by medimg-build?")
+    if "manifest" not in medimg or MANIFEST not in h5:
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build; rebuild it")
     recorded = json.loads(h5[MANIFEST].asstr()[0])
@@ -71,7 +75,9 @@ def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
     if not problems:
         digest = content_sha256({"medimg": medimg}, actual, _sources(h5))
         problems += hash_problem(digest, medimg["manifest"]["content_sha256"])
-    return problems
+    # The scale attachments are not hashed (object references differ between files)
+    # but say which axis is which to h5netcdf: checked against the hashed dims instead.
+    return problems + [Mismatch(path, problem) for path, problem in scale_problems(h5)]
 
 
 def hdf5_objects(h5: h5py.File) -> dict[str, str]:
