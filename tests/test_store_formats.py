@@ -276,3 +276,18 @@ class TestHdf5(StoreFormatContract):
         with h5py.File(path, "r+") as f:
             f.attrs["medimg"] = json.dumps({**json.loads(f.attrs["medimg"]),
                                             "dataset": "changed"})
+
+
+def test_a_volumes_tree_lists_the_same_nodes_in_the_same_order_in_every_format(tmp_path):
+    """``dataset()`` of a volumes store is one DataTree shape whatever the format. HDF5's
+    used to list the cases in table order (and its root's groups ``cases`` first), where
+    Zarr's (``xarray.open_datatree``) lists every group by name; since the layouts
+    refactor (i17-layouts) HDF5 gives Zarr's order. Pinned so that the two cannot drift
+    apart again (found by the issue-17 red team)."""
+    cases = volume_cases()[::-1]  # table order is not name order
+    trees = {name: [node.path for node in open_store(volumes_tests.build(
+        tmp_path / f"v-{name}", cases, format=name)).dataset().subtree]
+        for name in format_names()}
+    by_name = sorted(case.case_id for case in cases)
+    assert trees["zarr"][2:5] == [f"/cases/{case_id}" for case_id in by_name]
+    assert trees["hdf5"] == trees["zarr"]
