@@ -291,3 +291,22 @@ def test_a_volumes_tree_lists_the_same_nodes_in_the_same_order_in_every_format(t
     by_name = sorted(case.case_id for case in cases)
     assert trees["zarr"][2:5] == [f"/cases/{case_id}" for case_id in by_name]
     assert trees["hdf5"] == trees["zarr"]
+
+
+
+def test_a_format_that_leaves_a_setting_unset_is_refused_when_registered():
+    """A third format is one module and its ``register_format`` call: one that forgets
+    a class setting (``writes_from_workers``, asked only once a volumes build runs) is
+    refused there, at import, not in the middle of a build."""
+    from medimg_build.store.formats import ZarrFormat, register_format
+
+    class Forgetful(ZarrFormat):
+        name = "forgetful"
+
+        @property
+        def writes_from_workers(self):  # as if no class above set it
+            raise AttributeError("writes_from_workers")
+
+    with pytest.raises(TypeError, match="Forgetful does not set writes_from_workers"):
+        register_format(Forgetful())
+    assert "forgetful" not in format_names()

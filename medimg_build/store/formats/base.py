@@ -118,7 +118,13 @@ _DEFAULT: list[StoreFormat] = []  # the format of a location no other format cla
 
 def register_format(store_format: StoreFormat, default: bool = False) -> StoreFormat:
     """Add ``store_format`` to those ``pick_format`` chooses from; the ``default``
-    format (Zarr) is asked last and takes whatever no other format claims."""
+    format (Zarr) is asked last and takes whatever no other format claims. A format
+    that leaves one of the class settings unset is refused here, at import, rather
+    than by an AttributeError in the middle of a build."""
+    unset = [name for name in ("name", "title", "resumable", "writes_from_workers")
+             if not hasattr(store_format, name)]
+    if unset:
+        raise TypeError(f"{type(store_format).__name__} does not set {', '.join(unset)}")
     if any(f.name == store_format.name for f in _FORMATS):
         raise ValueError(f"a store format named {store_format.name!r} is registered")
     _FORMATS.append(store_format)
