@@ -75,6 +75,30 @@ def assert_reads_back(store, cases: list[Case], skipped=()) -> None:
             store.read_image(cases[index].case_id)
 
 
+def write_volume_source(source: Path) -> Path:
+    """A volume-folder source: three oblique CT volumes, masks for the first two."""
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    affine = np.array([[-0.8, 0.05, 0.0, 120.0], [-0.04, -0.8, 0.1, 90.0],
+                       [0.0, 0.2, 2.5, -40.0], [0.0, 0.0, 0.0, 1.0]])
+    for index in range(3):
+        image = np.random.default_rng(index).integers(-1000, 1500, (30, 26, 9))
+        mask = np.zeros(image.shape, np.uint8)
+        mask[5:15, 8:18, 2:6] = 1
+        nib.save(nib.Nifti1Image(image.astype(np.int16), affine),
+                 source / "images" / f"case{index}.nii.gz")
+        if index != 2:
+            nib.save(nib.Nifti1Image(mask, affine), source / "labels" / f"case{index}.nii.gz")
+    return source
+
+
+def volume_recipe():
+    """The volume-folder recipe for ``write_volume_source``'s liver masks."""
+    return load_recipe("volume-folder").with_overrides({
+        "harmonize": {"spacing": [1.5, 1.5, 2.0]},
+        "labels": {"segmentation": {"classes": {"0": "background", "1": "liver"}}}})
+
+
 class StoreFormatContract:
     """Subclass with ``name`` (the format's --format name), ``suffix`` (a new store's
     name ending) and ``resumable``."""
@@ -174,23 +198,8 @@ class StoreFormatContract:
     def test_a_build_is_valid_and_verifies(self, tmp_path):
         """``build_store`` from a source folder: what ``validate`` checks (recipe,
         provenance, schema) holds, the manifest verifies, the labels are the source's."""
-        source = tmp_path / "source"
-        (source / "images").mkdir(parents=True)
-        (source / "labels").mkdir()
-        affine = np.array([[-0.8, 0.05, 0.0, 120.0], [-0.04, -0.8, 0.1, 90.0],
-                           [0.0, 0.2, 2.5, -40.0], [0.0, 0.0, 0.0, 1.0]])
-        for index in range(3):
-            image = np.random.default_rng(index).integers(-1000, 1500, (30, 26, 9))
-            mask = np.zeros(image.shape, np.uint8)
-            mask[5:15, 8:18, 2:6] = 1
-            nib.save(nib.Nifti1Image(image.astype(np.int16), affine),
-                     source / "images" / f"case{index}.nii.gz")
-            if index != 2:
-                nib.save(nib.Nifti1Image(mask, affine),
-                         source / "labels" / f"case{index}.nii.gz")
-        recipe = load_recipe("volume-folder").with_overrides({
-            "harmonize": {"spacing": [1.5, 1.5, 2.0]},
-            "labels": {"segmentation": {"classes": {"0": "background", "1": "liver"}}}})
+        source = write_volume_source(tmp_path / "source")
+        recipe = volume_recipe()
         out = tmp_path / "built.out"  # no telling suffix: the format is asked for
         assert build_store(recipe, source, out, progress=False, key="k", format=self.name).ok
         assert pick_format(out).name == self.name

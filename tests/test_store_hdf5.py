@@ -8,7 +8,6 @@ from pathlib import Path
 
 import dask.array as da
 import h5py
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,13 +16,14 @@ import xarray as xr
 from medimg_build.case import Case
 from medimg_build.errors import StoreError
 from medimg_build.recipe.build import build_store
-from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store, open_store
 from medimg_build.store import volumes as volumes_module
 
 import test_store_stack as stack_tests  # noqa: E402  (tests/ is on sys.path)
 import test_store_volumes as volumes_tests  # noqa: E402
-from test_store_formats import stack_cases, volume_cases  # noqa: E402
+from test_store_formats import (  # noqa: E402
+    stack_cases, volume_cases, volume_recipe, write_volume_source,
+)
 
 
 def write_stack(path: Path, cases: list[Case], skip=()) -> Path:
@@ -179,22 +179,8 @@ def test_same_inputs_same_bytes(tmp_path):
 
 
 def test_build_hdf5_equals_build_zarr(tmp_path):
-    source = tmp_path / "source"
-    (source / "images").mkdir(parents=True)
-    (source / "labels").mkdir()
-    affine = np.array([[-0.8, 0.05, 0.0, 120.0], [-0.04, -0.8, 0.1, 90.0],
-                       [0.0, 0.2, 2.5, -40.0], [0.0, 0.0, 0.0, 1.0]])
-    for index in range(3):
-        rng = np.random.default_rng(index)
-        image = rng.integers(-1000, 1500, size=(30, 26, 9)).astype(np.int16)
-        mask = np.zeros(image.shape, np.uint8)
-        mask[5:15, 8:18, 2:6] = 1
-        nib.save(nib.Nifti1Image(image, affine), source / "images" / f"case{index}.nii.gz")
-        if index != 2:
-            nib.save(nib.Nifti1Image(mask, affine), source / "labels" / f"case{index}.nii.gz")
-    recipe = load_recipe("volume-folder").with_overrides({
-        "harmonize": {"spacing": [1.5, 1.5, 2.0]},
-        "labels": {"segmentation": {"classes": {"0": "background", "1": "liver"}}}})
+    source = write_volume_source(tmp_path / "source")
+    recipe = volume_recipe()
     zarr_out, h5_out = tmp_path / "ct.zarr", tmp_path / "ct.out"
     assert build_store(recipe, source, zarr_out, progress=False, key="k").ok
     assert build_store(recipe, source, h5_out, progress=False, key="k", format="hdf5").ok
