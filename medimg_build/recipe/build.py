@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..case import Case
 from ..errors import MedimgError, RecipeError, StoreError, one_line, shown_items
+from ..failpoints import failpoint
 from ..labels import classification
 from ..labels.segmentation import declared_classes, with_found_classes
 from ..labels.splits import SplitPlan, plan_splits
@@ -28,7 +29,6 @@ from ..store import create_store
 from ..store.contract import StoreWriter
 from ..store.layouts import layout_named
 from ..store.results import CaseFailed, CaseWritten
-from ..failpoints import failpoint
 from ..store.replace import Replacing
 from ..store.writer import reopen_store
 from . import annotation_rows
