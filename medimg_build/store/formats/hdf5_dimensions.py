@@ -147,8 +147,6 @@ def attach_netcdf_dimensions(root: h5py.Group) -> None:
         elif not dataset.is_scale:
             dataset.make_scale(_basename(dataset))
     for dataset in variables:
-        if len(dims_of(dataset)) != dataset.ndim:
-            continue
         scales = [_scale(dataset, dim, length)
                   for dim, length in zip(dims_of(dataset), dataset.shape)]
         if any(scale is None for scale in scales):

@@ -54,7 +54,7 @@ def write_hdf5_manifest(h5: h5py.File) -> dict[str, Any]:
                                 dtype=h5py.string_dtype("utf-8"))
     dataset.attrs["dimension_names"] = [MANIFEST]
     dataset.attrs["description"] = json.dumps(
-        "medimg content manifest (medimg_build/store/hdf5_manifest.py)")
+        "medimg content manifest (medimg_build/store/formats/hdf5_manifest.py)")
     h5.attrs["medimg"] = json.dumps({**medimg, "manifest": summary})
     return summary
 

@@ -3,8 +3,8 @@
 ``MedimgStore`` reads the table and labels through the root group, here an
 ``Hdf5Group`` (hdf5_group.py), and the layout reads (``layout_reads.py``) get their
 xarray objects from ``Hdf5Reads``: dask arrays over the datasets, not xarray's netCDF
-engines: h5netcdf is not a dependency, and the netCDF data model would want every dim
-as a dimension scale, which ``channel`` or ``affine_row`` are not.
+engines: h5netcdf is not a dependency (it does open the file: see
+``hdf5_dimensions.py``, whose dimension-only datasets ``Hdf5Group`` leaves out).
 
 Lazy and picklable: a dask chunk holds an ``H5Source`` (location + options), which
 opens the file once per process on first use, so the arrays work on Dask distributed
