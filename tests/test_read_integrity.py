@@ -26,6 +26,7 @@ from medimg_build.store.schema import image_path, mask_path
 
 import test_store_stack as stack_tests  # noqa: E402  (tests/ is on sys.path)
 import test_store_volumes as volumes_tests  # noqa: E402
+import test_store_formats as formats_tests  # noqa: E402
 
 VOLUME = "liver_00"  # the damaged case of the volumes store
 STACK_CASE = 3  # ... and of the stack store (index; shard 1 of k=2: cases 2 and 3)
@@ -40,12 +41,7 @@ def volume_cases():
 
 
 def stack_cases():
-    cases = [stack_tests.rgb_case(i) for i in range(5)]
-    for i, case in enumerate(cases):
-        grid = case.image.spatial_shape
-        values = np.random.default_rng(100 + i).integers(0, 3, grid, dtype=np.uint8)
-        case.mask = MedicalImage(values, case.image.affine, spatial_ndim=2)
-    return cases
+    return formats_tests.stack_cases(5)
 
 
 @dataclass(frozen=True)

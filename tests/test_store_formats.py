@@ -36,9 +36,9 @@ import test_store_stack as stack_tests  # noqa: E402  (tests/ is on sys.path)
 import test_store_volumes as volumes_tests  # noqa: E402
 
 
-def stack_cases() -> list[Case]:
-    """RGB 2D images, oblique affines, a multi-label and a scalar label, a mask."""
-    cases = [stack_tests.rgb_case(i) for i in range(7)]
+def stack_cases(n: int = 7) -> list[Case]:
+    """``n`` RGB 2D images, oblique affines, a multi-label and a scalar label, a mask."""
+    cases = [stack_tests.rgb_case(i) for i in range(n)]
     for i, case in enumerate(cases):
         grid = case.image.spatial_shape
         mask = np.random.default_rng(100 + i).integers(0, 3, grid, dtype=np.uint8)
