@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .image import MedicalImage
+from .image import MedicalImage, axis_orientation
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 
@@ -94,10 +94,10 @@ def ras_grid(shape, affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
     """The spatial shape and affine a grid would have after reorientation to the closest
     RAS+ (permuting/flipping axes only), without touching any pixels. Two grids that
     hold the same voxel centres in different axis orders compare equal this way."""
-    from nibabel.orientations import inv_ornt_aff, io_orientation
+    from nibabel.orientations import inv_ornt_aff
 
     shape = tuple(int(n) for n in shape) + (1,) * (3 - len(shape))
-    ornt = io_orientation(affine)
+    ornt = axis_orientation(affine)
     ras_affine = affine @ inv_ornt_aff(ornt, shape)
     ras_shape = [0, 0, 0]
     for axis, (target, _) in enumerate(ornt):

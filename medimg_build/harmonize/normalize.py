@@ -201,8 +201,8 @@ def normalize_unit_range(image: MedicalImage, source_range=None, dtype=None) -> 
         dtype = "float16" if small else "float32"
     out_dtype = _dtype(image, dtype, "f")
     scale = high - low if high > low else 1.0  # a constant float image maps to 0
-    out = image.array.astype(np.float64)  # (x - offset) / scale, clipped, in place
-    out -= low
+    out = image.array.astype(_working_float(image.array.dtype, low, out_dtype))
+    out -= low  # (x - offset) / scale, clipped, in place
     out /= scale
     np.clip(out, 0.0, 1.0, out=out)
     return image.replace(array=out.astype(out_dtype)).recorded(
@@ -214,6 +214,17 @@ def normalize_unit_range(image: MedicalImage, source_range=None, dtype=None) -> 
         bits=bits,
         dtype=out_dtype.name,
     )
+
+
+def _working_float(source: np.dtype, low: float, result: np.dtype) -> np.dtype:
+    """float32 where it gives the float64 result's very bits: a result no wider than
+    float32, and ``x - low`` exact in float32 (integer pixels, or ``low`` 0, as for
+    every 8-bit X-ray or photo); else float64. The float64 copy of a resized 2D case
+    cost as much as the arithmetic."""
+    exact = np.issubdtype(source, np.integer) or low == 0
+    if result.itemsize <= 4 and exact and np.can_cast(source, np.float32, "safe"):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def _normalize_none(image: MedicalImage) -> MedicalImage:

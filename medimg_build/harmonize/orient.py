@@ -10,10 +10,10 @@ stays oblique: only the *closest* canonical orientation is reached.
 from __future__ import annotations
 
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+from nibabel.orientations import apply_orientation, inv_ornt_aff
 
 from ..errors import GeometryError
-from ..image import MedicalImage
+from ..image import MedicalImage, axis_orientation
 
 
 def image_source(image: MedicalImage) -> str | None:
@@ -38,7 +38,7 @@ def _spatial_ornt(image: MedicalImage) -> np.ndarray:
     """
     n = image.spatial_ndim
     columns = list(range(n)) + [3]  # the spatial columns and the translation
-    ornt = io_orientation(image.affine[:, columns])
+    ornt = axis_orientation(image.affine[:, columns])
     if np.isnan(ornt).any():
         raise GeometryError(
             image_source(image),

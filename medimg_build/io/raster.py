@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageReadError
 from ..image import MedicalImage
 from ..limits import OPTION, ImageTooLargeError, check_size
+from .read_options import current_picture_fit
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -60,6 +61,7 @@ def read_pillow(path: Path) -> MedicalImage:
             with Image.open(path) as pil:
                 notes["frames"] = int(getattr(pil, "n_frames", 1))
                 pil.seek(0)  # GIF/APNG/multi-page: the first frame
+                notes.update(_reduced_decoding(pil, current_picture_fit()))
                 check_size(path, _decoded_shape(pil), "picture")
                 pil.load()  # decode now, so truncated files fail here
                 pixels, notes = _pillow_pixels(pil, notes)
@@ -84,6 +86,26 @@ def read_pillow(path: Path) -> MedicalImage:
             hint="the file may be truncated, empty or not what its suffix says",
         ) from error
     return _picture(path, pixels, {"jpg": "jpeg"}.get(fmt, fmt), reader="pillow", notes=notes)
+
+
+def _reduced_decoding(pil: Image.Image, fit: tuple[int, ...] | None) -> dict[str, int]:
+    """Set a JPEG to decode at the smallest DCT scale (2, 4 or 8) that keeps at least
+    twice the pixels a resize to fit ``fit`` keeps, along both axes whichever way they
+    pair; ``{"reduced": scale}`` when it does, else nothing. Pillow's ``draft``: the
+    pixel at index i of the decoded picture is the block of original pixels
+    ``scale * i .. scale * i + scale - 1`` (its box, as ``thumbnail`` uses it)."""
+    if fit is None or len(fit) != 2 or pil.format != "JPEG":
+        return {}
+    rows, columns = pil.height, pil.width
+    kept = max(min(fit[0] / columns, fit[1] / rows), min(fit[0] / rows, fit[1] / columns))
+    scale = next((s for s in (8, 4, 2) if 2 * s * kept <= 1), 1)
+    if scale == 1:
+        return {}
+    drafted = pil.draft(pil.mode, (columns // scale, rows // scale))
+    if drafted is None:  # a progressive or multi-tile JPEG: Pillow decodes it whole
+        return {}
+    scale = round(columns / drafted[1][2])
+    return {"reduced": scale} if scale > 1 else {}
 
 
 def _decoded_shape(pil: Image.Image) -> tuple[int, int, int]:
@@ -260,6 +282,12 @@ def _picture(path: Path, pixels: np.ndarray, fmt: str, reader: str,
         "pixel_spacing_known": False,
         "raster": notes,
     }
-    image = MedicalImage(array=array, affine=np.eye(4), spatial_ndim=2, meta=meta)
+    # A picture decoded at a reduced scale k (``_reduced_decoding``): its pixel i is the
+    # block of original pixels k*i .. k*i + k - 1, centred at k*i + (k - 1)/2.
+    scale = int(notes.get("reduced", 1))
+    affine = np.diag([scale, scale, 1.0, 1.0])
+    affine[:2, 3] = (scale - 1) / 2
+    image = MedicalImage(array=array, affine=affine, spatial_ndim=2, meta=meta)
+    reduced = {"reduced": scale} if scale > 1 else {}
     return image.recorded("read", reader=reader, path=str(path), format=fmt,
-                          mode=notes.get("mode") or notes.get("axes"))
+                          mode=notes.get("mode") or notes.get("axes"), **reduced)

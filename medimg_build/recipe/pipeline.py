@@ -18,13 +18,13 @@ from ..geometry import grid_offset_mm, ras_grid
 from ..harmonize.convert import drop_singleton_slice, stack_channels, to_grayscale
 from ..harmonize.normalize import normalize
 from ..harmonize.orient import to_ras
-from ..harmonize.resample import resample_to_grid, resample_to_spacing
+from ..harmonize.resample import CONTINUOUS, resample_to_grid, resample_to_spacing
 from ..harmonize.resize import resize_with_pad
 from ..image import MedicalImage
 from ..io import read_image
 from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
-from ..io.read_options import read_options
+from ..io.read_options import picture_fit, read_options
 from ..labels import classification
 from ..labels.segmentation import MASK_VALUES, check_declared, label_values
 from ..labels.splits import SplitPlan
@@ -89,7 +89,8 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
                          "have one: a stack store holds a mask for every case or for none",
                          hint="build the cases without masks as a store of their own "
                          "(--set source.images=...)")
-    raw = _with_recipe_facts(read_source(source, recipe), recipe)
+    with picture_fit(_shrunk_to(recipe)):  # the image only: a mask is never averaged
+        raw = _with_recipe_facts(read_source(source, recipe), recipe)
     require_finite(raw, source.image_path)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
     mask, mask_files = None, []
@@ -252,6 +253,16 @@ def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,
         raise GeometryError(source.mask_path, f"mask grid is {offset:.3g} mm away from image "
                             f"{source.image_path} (tolerance {tolerance} mm)",
                             hint="masks must be on their image's grid; check the pairing")
+
+
+def _shrunk_to(recipe: Recipe) -> tuple[int, ...] | None:
+    """The shape a case's picture is resized to with an anti-aliasing interpolation, when
+    that is the first step that changes its grid (``read_options.picture_fit``)."""
+    harmonize = recipe.harmonize
+    if harmonize.shape is None or harmonize.spacing is not None or \
+            harmonize.interpolation not in CONTINUOUS:
+        return None
+    return tuple(harmonize.shape)
 
 
 def _target_ndim(recipe: Recipe) -> int | None:
