@@ -22,9 +22,9 @@ PINNED = {
     ("volume-folder", "hdf5"):
         "872b5cd52db9e895145f7a4121fadab2dc666d79f3ddae9c288cdd7bbd451f21",
     ("class-folders", "zarr"):
-        "77927d0b9462bc32825708a277d61563be5d004ca872291b35d733da563d632b",
+        "003d5a0fb0974ca1ebb7881e9c30ed40a5d27883ff84bf1a4a1bbec81b804491",
     ("class-folders", "hdf5"):
-        "df23d9933bbd9549c314b4a0113600f98f1378a0e96f7a80a2f89c12022ab912",
+        "2651889f00f78f42c4ec1be3bbe8177298de4f154d68fd71aac119e1ca674b92",
 }
 FIXTURES = {"volume-folder": volume_folder.make, "class-folders": class_folders.make}
 
