@@ -13,6 +13,7 @@ L1 give results that differ by at most ``d / 2`` of the range, once per axis.
 
 from __future__ import annotations
 
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -301,3 +302,19 @@ def test_cached_operators_cannot_be_changed():
     assert op is axis_operator(100, 40, 0.4, 0.3, 0.75)
     with pytest.raises(ValueError):
         op.blocks[0][4][0, 0] = 1.0
+
+
+def test_a_large_radiograph_is_never_copied_whole_as_float():
+    """The source is cast to float32 a block of rows at a time: the peak of numpy's
+    allocations is the first axis's output (512 x 3000 here), not a float copy of the
+    image (ITK's path made one, 36 MB, before its own buffers)."""
+    pixels = np.asfortranarray(np.random.default_rng(0).integers(0, 255, (3000, 3000),
+                                                                   dtype=np.uint8))
+    image = MedicalImage(pixels, np.eye(4), 2)
+    tracemalloc.start()
+    try:
+        resize_with_pad(image, (512, 512))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * pixels.size * 4
