@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 TRUNCATE = 4.0  # the Gaussian is cut at this many sigmas
-TIE = 1e-9  # voxels: p this close to the buffer's edge is on it
+TIE = 1e-9  # voxels: p this close to the buffer's edge (or to a half voxel) is on it
 # A block of output rows spans about this many source rows (or the kernel, if wider):
 # fewer wasted products in narrower blocks, fewer calls in wider ones (measured).
 BLOCK_SPAN = 16
@@ -42,12 +42,17 @@ GAUSSIAN = f"gaussian-sampled-{TRUNCATE:g}sigma"
 @dataclass(frozen=True)
 class AxisOperator:
     """One axis: output samples ``first .. first + count - 1`` are in the image (the rest
-    are pad), and each block ``(u0, u1, a, b, weights)`` gives content samples ``u0:u1``
-    as ``weights @ source[a:b]``."""
+    are pad). With smoothing, each block ``(u0, u1, a, b, weights)`` gives content samples
+    ``u0:u1`` as ``weights @ source[a:b]``; without, content sample ``u`` is
+    ``source[low[u]]`` and ``source[high[u]]`` mixed by ``fraction[u]`` (two taps: a
+    gather beats any matrix product)."""
 
     first: int
     count: int
-    blocks: tuple[tuple[int, int, int, int, np.ndarray], ...]
+    blocks: tuple[tuple[int, int, int, int, np.ndarray], ...] = ()
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    fraction: np.ndarray | None = None
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -61,23 +66,40 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+def _positions(n_out: int, scale: float, offset: float) -> np.ndarray:
+    """Old continuous index ``p`` of each new sample ``u``."""
+    return (np.arange(n_out) - offset) / scale
+
+
+def _in_buffer(p: np.ndarray, n_in: int) -> np.ndarray:
+    """ITK's IsInsideBuffer: the buffer spans [-0.5, n - 0.5) in continuous index. A
+    sample within TIE of an end is taken as on it (its p is a rounded quotient)."""
+    return (p + TIE >= -0.5) & (p + TIE < n_in - 0.5)
+
+
 @functools.lru_cache(maxsize=64)
-def axis_operator(n_in: int, n_out: int, scale: float, offset: float,
-                  sigma: float) -> AxisOperator:
-    """The smoothing-then-linear operator of one axis (see the module docstring).
+def axis_operator(n_in: int, n_out: int, scale: float, offset: float, sigma: float,
+                  extrapolate: bool = False) -> AxisOperator:
+    """The smoothing-then-linear operator of one axis (see the module docstring); with
+    ``extrapolate``, samples outside the buffer take the nearest edge value instead of
+    the pad value (ITK's nearest-neighbour extrapolator).
 
     Cached: a mass build resizes thousands of images of one shape to one shape."""
-    p = (np.arange(n_out) - offset) / scale
-    # ITK's IsInsideBuffer: the buffer spans [-0.5, n - 0.5) in continuous index. A sample
-    # within TIE of an end is taken as on it (its p is a rounded quotient).
-    p_tie = p + TIE
-    inside = np.flatnonzero((p_tie >= -0.5) & (p_tie < n_in - 0.5))
+    p = _positions(n_out, scale, offset)
+    inside = np.arange(n_out) if extrapolate else np.flatnonzero(_in_buffer(p, n_in))
     if inside.size == 0:
         return AxisOperator(0, 0, ())
     first, count = int(inside[0]), int(inside.size)
     p = np.clip(p[inside], 0, n_in - 1)
     low = np.minimum(np.floor(p), max(n_in - 2, 0)).astype(np.int64)
     fraction = p - low
+    if sigma <= 0:
+        high = np.minimum(low + 1, n_in - 1)
+        for array in (low, high):
+            array.setflags(write=False)
+        fraction = fraction.astype(np.float32)
+        fraction.setflags(write=False)
+        return AxisOperator(first, count, low=low, high=high, fraction=fraction)
     kernel = gaussian_kernel(sigma)
     radius = kernel.size // 2
     taps = kernel.size + 1
@@ -128,25 +150,52 @@ def _apply(array: np.ndarray, axis: int, op: AxisOperator) -> np.ndarray:
     return out
 
 
+def _interpolate(source: np.ndarray, axis: int, op: AxisOperator) -> np.ndarray:
+    """Two-tap ``op`` along ``axis`` of ``source`` (any dtype and strides): float32
+    ``low + fraction * (high - low)``, gathered in the source's type (no float copy of it)."""
+    low = np.take(source, op.low, axis=axis)
+    high = np.take(source, op.high, axis=axis)
+    shape = [1] * source.ndim
+    shape[axis] = op.count
+    out = high if high.dtype == np.float32 else np.empty(high.shape, np.float32)
+    np.subtract(high, low, out=out, dtype=np.float32)
+    out *= op.fraction.reshape(shape)
+    out += low
+    return out
+
+
 def apply_operators(pixels: np.ndarray, ops: list[AxisOperator]) -> np.ndarray:
     """``ops[d]`` along spatial axis ``d`` of one channel's ``pixels``: the float32 content
     band, C-contiguous in the memory order of ``pixels`` (axes by decreasing stride),
-    returned as a view in spatial axis order."""
-    order = sorted(range(pixels.ndim), key=lambda d: -abs(pixels.strides[d]))
-    array = _apply_first(pixels.transpose(order), ops[order[0]])
-    for axis in range(1, pixels.ndim):
-        array = _apply(array, axis, ops[order[axis]])
-    return array.transpose(np.argsort(order))
+    returned as a view in spatial axis order.
+
+    Matrix products go outermost axis first (the first casts the source a block at a
+    time); two-tap interpolation, the axis that shrinks most first (least work after)."""
+    memory = sorted(range(pixels.ndim), key=lambda d: -abs(pixels.strides[d]))
+    array = pixels.transpose(memory)
+    steps = [(axis, ops[d]) for axis, d in enumerate(memory)]
+    if all(op.blocks == () for _, op in steps):
+        steps.sort(key=lambda step: step[1].count / array.shape[step[0]])
+    for done, (axis, op) in enumerate(steps):
+        if not op.blocks:
+            array = _interpolate(array, axis, op)
+        elif done == 0:
+            array = _apply_first(array, op)  # axis 0: memory order, see above
+        else:
+            array = _apply(array, axis, op)
+    return array.transpose(np.argsort(memory))
 
 
 def resample_separable(array: np.ndarray, spatial_ndim: int, new_shape, scale, offset,
-                       sigma: float, fill_value: float) -> np.ndarray:
+                       sigma: float, fill_value: float = 0.0,
+                       extrapolate: bool = False) -> np.ndarray:
     """``array`` (spatial axes first, then at most one channel axis) smoothed by a
     Gaussian of ``sigma`` voxels and linearly interpolated at ``p = (u - offset) / scale``
-    per axis, onto ``new_shape``; samples outside get ``fill_value``. float32, laid out as
-    the rest of the package wants (spatial axes Fortran-ordered, channels innermost)."""
+    per axis, onto ``new_shape``; samples outside get ``fill_value`` (or, with
+    ``extrapolate``, the nearest edge value). float32, laid out as the rest of the
+    package wants (spatial axes Fortran-ordered, channels innermost)."""
     channels = array.shape[spatial_ndim:]
-    ops = [axis_operator(int(n), int(m), float(s), float(o), float(sigma))
+    ops = [axis_operator(int(n), int(m), float(s), float(o), float(sigma), extrapolate)
            for n, m, s, o in zip(array.shape[:spatial_ndim], new_shape, scale, offset)]
     reverse = tuple(reversed(range(spatial_ndim))) + tuple(range(spatial_ndim, array.ndim))
     out = np.empty(tuple(new_shape[::-1]) + channels, np.float32).transpose(reverse)
@@ -158,7 +207,26 @@ def resample_separable(array: np.ndarray, spatial_ndim: int, new_shape, scale, o
     for c in np.ndindex(*channels):
         pixels = array[(..., *c)]
         out[(*content, *c)] = apply_operators(pixels, ops)
+        if extrapolate:
+            positions = [_positions(int(m), float(s), float(o))
+                         for m, s, o in zip(new_shape, scale, offset)]
+            _nearest_beyond_the_buffer(out[(..., *c)], pixels, positions)
     return out
+
+
+def _nearest_beyond_the_buffer(out: np.ndarray, pixels: np.ndarray, positions) -> None:
+    """ITK's extrapolation: a sample outside the buffer on any axis takes the value of
+    the nearest voxel on every axis (index rounded half up, then clamped), not an
+    interpolated one. These are only the outer faces of an upsampled grid."""
+    nearest = [np.clip(np.floor(p + 0.5 + TIE), 0, n - 1).astype(np.intp)
+               for p, n in zip(positions, pixels.shape)]
+    for axis, p in enumerate(positions):
+        beyond = np.flatnonzero(~_in_buffer(p, pixels.shape[axis]))
+        if beyond.size:
+            index = [*nearest[:axis], nearest[axis][beyond], *nearest[axis + 1:]]
+            face = [slice(None)] * pixels.ndim
+            face[axis] = beyond
+            out[tuple(face)] = pixels[np.ix_(*index)]
 
 
 def _fill_outside(out: np.ndarray, content: tuple[slice, ...], value: float) -> None:
