@@ -22,9 +22,9 @@ PINNED = {
     ("volume-folder", "hdf5"):
         "872b5cd52db9e895145f7a4121fadab2dc666d79f3ddae9c288cdd7bbd451f21",
     ("class-folders", "zarr"):
-        "003d5a0fb0974ca1ebb7881e9c30ed40a5d27883ff84bf1a4a1bbec81b804491",
+        "f0780ac94fec3646751619cdfafcb38224cf69b70c27068669ceec252763456b",
     ("class-folders", "hdf5"):
-        "2651889f00f78f42c4ec1be3bbe8177298de4f154d68fd71aac119e1ca674b92",
+        "124c552e67fcbf997bcd68421c230136494fe03fb0a8f7d071f0c9a816471907",
 }
 FIXTURES = {"volume-folder": volume_folder.make, "class-folders": class_folders.make}
 
