@@ -1,24 +1,26 @@
 """Resampling whose index transform is diagonal, one axis at a time, in float32.
 
 When new voxel ``u`` comes from old index ``p = (u - offset) / scale`` on each axis (as in
-``resize_with_pad``), Gaussian smoothing followed by linear interpolation is separable:
-along each axis it is one small matrix, computed only at the output samples,
+``resize_with_pad`` and ``resample_to_spacing``), Gaussian smoothing followed by linear
+interpolation is separable: along each axis it is one small matrix, computed only at the
+output samples,
 
     out[u] = sum_m W[u, m] in[m],   W[u, m] = (1 - f) g(m - lo) + f g(m - lo - 1)
 
 with ``lo = floor(p)``, ``f = p - lo`` and ``g`` the Gaussian of ``sigma`` voxels sampled
 at integers, normalised to sum 1 and cut at 4 sigma (``scipy.ndimage.gaussian_filter``'s
-default, which skimage's ``resize`` uses).
-The image border is replicated for the Gaussian, as ITK's recursive Gaussian does.
-Interpolation follows ITK's linear interpolator and resampler: a sample whose ``p`` lies
-in ``[-0.5, n - 0.5)`` is inside (between ``-0.5`` and ``0``, and past ``n - 1``, it
-takes the edge value), any other gets the pad value.
+default, which skimage's ``resize`` uses). The image border is replicated for the
+Gaussian, as ITK's recursive Gaussian does. Interpolation follows ITK's linear
+interpolator and resampler: a sample whose ``p`` lies in ``[-0.5, n - 0.5)`` is inside
+(between ``-0.5`` and ``0``, and past ``n - 1``, it takes the edge value); any other gets
+the pad value, or with ``extrapolate`` ITK's nearest-neighbour extrapolation.
 
-Each ``W`` is banded (``2 ceil(4 sigma) + 2`` taps per row), so it is applied in blocks of
-output rows as dense products of a few dozen columns (BLAS), never as a full matrix:
-this is the fast form of a banded product in numpy (a transposed copy for the
-contiguous axis costs more than the whole product). The source is cast to float32 one
-block at a time, so memory is the output of the first axis plus one block.
+With smoothing, ``W`` is banded (``2 int(4 sigma + 0.5) + 2`` taps per row) and applied in
+blocks of output rows as dense products of a few dozen columns (BLAS), never as a full
+matrix: the fast form of a banded product in numpy (a transposed copy for the contiguous
+axis costs more than the whole product). The source is cast to float32 one block at a
+time, so memory is the output of the first axis plus one block. Without smoothing, two
+taps: a gather of both neighbours and a mix, which no matrix product beats.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ def _in_buffer(p: np.ndarray, n_in: int) -> np.ndarray:
 def axis_operator(n_in: int, n_out: int, scale: float, offset: float, sigma: float,
                   extrapolate: bool = False) -> AxisOperator:
     """The smoothing-then-linear operator of one axis (see the module docstring); with
-    ``extrapolate``, samples outside the buffer take the nearest edge value instead of
-    the pad value (ITK's nearest-neighbour extrapolator).
+    ``extrapolate``, every sample is content (``resample_separable`` then overwrites
+    those outside the buffer with ITK's nearest-neighbour extrapolation).
 
     Cached: a mass build resizes thousands of images of one shape to one shape."""
     p = _positions(n_out, scale, offset)
@@ -204,12 +206,12 @@ def resample_separable(array: np.ndarray, spatial_ndim: int, new_shape, scale, o
         return out
     content = tuple(slice(op.first, op.first + op.count) for op in ops)
     _fill_outside(out, content, fill_value)
+    positions = [_positions(int(m), float(s), float(o))
+                 for m, s, o in zip(new_shape, scale, offset)]
     for c in np.ndindex(*channels):
         pixels = array[(..., *c)]
         out[(*content, *c)] = apply_operators(pixels, ops)
         if extrapolate:
-            positions = [_positions(int(m), float(s), float(o))
-                         for m, s, o in zip(new_shape, scale, offset)]
             _nearest_beyond_the_buffer(out[(..., *c)], pixels, positions)
     return out
 
