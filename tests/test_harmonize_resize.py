@@ -137,7 +137,7 @@ def test_2d_rgb_picture():
 
 @pytest.mark.parametrize("shape", [(40, 40, 3), (40, 40, 3, 2), (3, 40, 3)])
 def test_thin_images_are_smoothed_too(shape):
-    # Fewer than 4 voxels on an axis: ITK's discrete Gaussian, channel by channel.
+    # Fewer than 4 voxels on an axis (ITK's recursive Gaussian needs 4): the same filter.
     spatial_ndim = 2 if shape == (3, 40, 3) else 3
     array = np.ones(shape, np.float32)
     image = MedicalImage(array, np.eye(4), spatial_ndim)
@@ -155,7 +155,7 @@ def test_records_are_json():
     assert step.name == "resize_with_pad"
     assert set(step.params) == {"old_shape", "new_shape", "old_spacing", "new_spacing",
                                 "scale", "offset", "pad_value", "interpolation",
-                                "antialias_sigma"}
+                                "antialias", "antialias_sigma"}
     json.dumps(step.to_dict())
 
 

@@ -22,9 +22,9 @@ PINNED = {
     ("volume-folder", "hdf5"):
         "872b5cd52db9e895145f7a4121fadab2dc666d79f3ddae9c288cdd7bbd451f21",
     ("class-folders", "zarr"):
-        "77927d0b9462bc32825708a277d61563be5d004ca872291b35d733da563d632b",
+        "f0780ac94fec3646751619cdfafcb38224cf69b70c27068669ceec252763456b",
     ("class-folders", "hdf5"):
-        "df23d9933bbd9549c314b4a0113600f98f1378a0e96f7a80a2f89c12022ab912",
+        "124c552e67fcbf997bcd68421c230136494fe03fb0a8f7d071f0c9a816471907",
 }
 FIXTURES = {"volume-folder": volume_folder.make, "class-folders": class_folders.make}
 
