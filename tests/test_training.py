@@ -162,3 +162,25 @@ def test_whole_batches_of_a_stack_in_order_are_read_without_a_copy(reference_sto
     dataset = CaseDataset(reference_stores.xray)
     image = dataset[list(range(4))]["image"]
     assert image.flags.owndata and image.shape == (4, 1, 512, 512)
+
+
+def test_a_case_is_opened_once_for_all_its_random_slices(reference_stores, monkeypatch):
+    """Opening a case (~7 ms: zarr metadata calls, xarray's open) is not paid again at
+    every random slice of it (~0.5 ms), nor carried into another process."""
+    from medimg_build.store.reader import MedimgStore
+
+    opened = []
+    case = MedimgStore.case
+    monkeypatch.setattr(MedimgStore, "case", lambda self, *a, **k: (
+        opened.append(a[0]), case(self, *a, **k))[1])
+    dataset = CaseDataset(reference_stores.ct, slice_axis="z", seed=3)
+    store = open_store(reference_stores.ct)
+    expected = _expected(store, "ct", [])
+    for epoch in range(5):
+        dataset.set_epoch(epoch)
+        item = dataset[0]
+        z = _voxel_start(item, expected["affine"])[0]
+        np.testing.assert_array_equal(item["image"], expected["image"][:, z])
+        np.testing.assert_array_equal(item["mask"], expected["mask"][z])
+    assert opened.count("ct") == 2  # _expected's, then the dataset's one
+    assert pickle.loads(pickle.dumps(dataset))._cases == {}
