@@ -213,7 +213,7 @@ class CaseDataset:
         return batch
 
     def batches(self, batch_size: int, shuffle: bool = False,
-                      drop_last: bool = False) -> BatchIndices:
+                drop_last: bool = False) -> BatchIndices:
         """Batches of indices for ``DataLoader(self, batch_size=None, sampler=...)``,
         each read and returned whole by ``batch``; ``shuffle``: a new order per epoch
         (``set_epoch``), a pure function of (seed, epoch)."""
