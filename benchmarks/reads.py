@@ -1,17 +1,21 @@
 """Reads, against the formats people read from today and against the floors:
 
 * one random 2D slice of the CT on its native grid: our store (xarray, and the zarr
-  array alone) vs nibabel from the .nii.gz vs np.load(mmap_mode="r") from a .npy;
+  array alone) vs nibabel from the .nii.gz vs np.load(mmap_mode="r") from a .npy, and
+  vs the floor of a compressed slice: Blosc decoding that very chunk's bytes;
 * the whole case: ``read_image`` vs nibabel vs np.load;
 * a full scan of a stack store of 2D slices as a training loop reads it (PyTorch's
-  DataLoader over our CaseDataset, in batches), and case by case through xarray, vs
-  the decompression floor: Blosc alone on the very same chunk bytes;
+  DataLoader over our CaseDataset, in whole batches of ``CaseDataset.batches``, and
+  with the default collation of items), and case by case through xarray, vs the
+  decompression floor: Blosc alone on the very same chunk bytes;
 * one slice from S3 (a moto server on 127.0.0.1), with its GET count after open."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import statistics
+import time
+from collections.abc import Callable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -19,6 +23,7 @@ import pandas as pd
 import zarr
 from numcodecs import Blosc
 from torch.utils.data import DataLoader
+from xarray.core import indexing
 from zarr.codecs import Crc32cCodec
 
 from medimg_build import open_store
@@ -27,8 +32,12 @@ from medimg_build.image import MedicalImage
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store
+from medimg_build.store.chunk_reads import (
+    CRC32C_BYTES, NO_CHUNK, index_entries, index_size, local_shard_array,
+)
+from medimg_build.store.integrity import CheckedStore
+from medimg_build.store.reader import zarr_store
 from medimg_build.store.schema import CASES_GROUP, image_path
-from medimg_build.store.chunk_reads import CRC32C_BYTES, NO_CHUNK, index_entries, index_size
 from medimg_build.training import CaseDataset
 
 from .common import REPEATS, WORK, median_seconds
@@ -61,19 +70,45 @@ def _slice_reads(inputs: CtInputs, native) -> dict:
     depth = inputs.shape[2]
     rng = np.random.default_rng(0)
     image = open_store(native).case("ct")["image"]  # opened once, as a training loop would
-    array = zarr.open_array(native / CASES_GROUP / "ct" / image_path(), mode="r")
+    folder = native / CASES_GROUP / "ct" / image_path()
+    array = zarr.open_array(folder, mode="r")
+    # The store's own chunk reader under that DataArray, as open_store opens it: what
+    # a slice costs without xarray's indexing of a labelled array.
+    checked = CheckedStore(zarr_store(str(native)), str(native))
+    lean = local_shard_array(zarr.open_group(checked, mode="r")[f"{CASES_GROUP}/ct/{image_path()}"])
+    chunks = list(compressed_chunks(array, folder))  # one shard: chunk z is slice z
+    assert len(chunks) == depth
     mmap = np.load(inputs.npy, mmap_mode="r")
-    z = lambda: int(rng.integers(depth))
-    seconds = {
-        "ours": median_seconds(lambda: image[0, z()].values, SLICE_REPEATS),
-        "zarr": median_seconds(lambda: array[0, z()], SLICE_REPEATS),
-        "nibabel": median_seconds(
-            lambda: np.asanyarray(nib.load(inputs.nifti).dataobj[:, :, z()]), REPEATS),
-        "npy_mmap": median_seconds(lambda: np.array(mmap[z()]), SLICE_REPEATS),
-    }
+    blosc = Blosc()
+    draws = rng.integers(depth, size=SLICE_REPEATS).tolist()
+    # Each draw's slice read by every reader in turn, then the medians: interleaved, so
+    # that a load from elsewhere on the machine falls on all of them alike.
+    seconds = interleaved_medians({
+        "ours": lambda z: image[0, z].values,
+        "blosc_chunk": lambda z: blosc.decode(chunks[z]),
+        "reader_alone": lambda z: lean[indexing.BasicIndexer((0, z, slice(None), slice(None)))],
+        "zarr": lambda z: array[0, z],
+        "npy_mmap": lambda z: np.array(mmap[z])}, draws)
+    seconds["nibabel"] = median_seconds(
+        lambda: np.asanyarray(nib.load(inputs.nifti).dataobj[:, :, int(rng.integers(depth))]),
+        REPEATS)
     return {"seconds": seconds, "nibabel_over_ours": seconds["nibabel"] / seconds["ours"],
+            "ours_over_blosc": seconds["ours"] / seconds["blosc_chunk"],
+            "reader_alone_over_blosc": seconds["reader_alone"] / seconds["blosc_chunk"],
             "ours_over_npy": seconds["ours"] / seconds["npy_mmap"],
             "zarr_over_npy": seconds["zarr"] / seconds["npy_mmap"]}
+
+
+def interleaved_medians(readers: dict[str, Callable], arguments: list) -> dict[str, float]:
+    """The median seconds of each reader over ``arguments``, the readers taking turns on
+    each argument."""
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for argument in arguments:
+        for name, read in readers.items():
+            started = time.perf_counter()
+            read(argument)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _whole_case(inputs: CtInputs, native) -> dict:
@@ -105,7 +140,11 @@ def _stack_scan(stack) -> dict:
 
     training = CaseDataset(stack)
 
-    def scan_training():  # the training adapter in a DataLoader, batches of 64
+    def scan_training():  # the training adapter in a DataLoader, whole batches of 64
+        for _ in DataLoader(training, batch_size=None, sampler=training.batches(TRAINING_BATCH)):
+            pass
+
+    def scan_training_items():  # the same, items collated by the DataLoader
         for _ in DataLoader(training, batch_size=TRAINING_BATCH):
             pass
 
@@ -122,14 +161,16 @@ def _stack_scan(stack) -> dict:
         for start in range(0, array.shape[0], step):
             array[start:start + step]
 
-    seconds = {"ours": median_seconds(scan_training), "xarray": median_seconds(scan_xarray),
-               "zarr": median_seconds(scan_zarr),
-               "zarr_by_shard": median_seconds(scan_by_shard),
-               "blosc_floor": median_seconds(lambda: blosc_floor(array, stack / "image"))}
+    seconds = interleaved_medians({
+        "ours": lambda _: scan_training(), "ours_items": lambda _: scan_training_items(),
+        "xarray": lambda _: scan_xarray(), "zarr": lambda _: scan_zarr(),
+        "zarr_by_shard": lambda _: scan_by_shard(),
+        "blosc_floor": lambda _: blosc_floor(array, stack / "image")}, range(REPEATS))
     floor = seconds["blosc_floor"]
     return {"cases": int(array.shape[0]), "case_shape": list(array.shape[1:]),
             "cases_per_shard": int(array.shards[0]), "seconds": seconds,
             "ours_over_floor": seconds["ours"] / floor,
+            "ours_items_over_floor": seconds["ours_items"] / floor,
             "xarray_over_floor": seconds["xarray"] / floor,
             "zarr_over_floor": seconds["zarr"] / floor,
             "zarr_by_shard_over_floor": seconds["zarr_by_shard"] / floor}
@@ -139,21 +180,21 @@ def blosc_floor(array: zarr.Array, folder) -> int:
     """Read every shard file and Blosc-decode each chunk in it: the bytes our reads
     decode, with nothing else (no Zarr, no checksums, no copy into an array).
     Returns the number of chunks decoded."""
-    return sum(1 for _ in decoded_chunks(array, folder))
+    blosc = Blosc()
+    return sum(1 for chunk in compressed_chunks(array, folder) if blosc.decode(chunk))
 
 
-def decoded_chunks(array: zarr.Array, folder) -> Iterator[bytes]:
-    """The decoded bytes of every written chunk, shard file by shard file (in key
-    order), in each shard's index order."""
+def compressed_chunks(array: zarr.Array, folder) -> Iterator[bytes]:
+    """The Blosc frame of every written chunk (without its crc32c), shard file by shard
+    file (in key order), in each shard's index order."""
     per_shard = int(np.prod([s // c for s, c in zip(array.shards, array.chunks)]))
     # A chunk's last bytes are its crc32c (stores with checksums): not Blosc's.
     crc = CRC32C_BYTES if isinstance(array.metadata.codecs[0].codecs[-1], Crc32cCodec) else 0
-    blosc = Blosc()
     for path in sorted(p for p in folder.joinpath("c").rglob("*") if p.is_file()):
         data = path.read_bytes()
         for offset, length in index_entries(data[-index_size(per_shard):]).tolist():
             if offset != NO_CHUNK:
-                yield blosc.decode(data[offset:offset + length - crc])
+                yield data[offset:offset + length - crc]
 
 
 # -- S3 ----------------------------------------------------------------------------------
@@ -219,6 +260,12 @@ def markdown(results: dict) -> list[str]:
              "| measure | ratio | note |", "|---|---|---|",
              f"| random 2D slice: nibabel .nii.gz / ours (xarray) | "
              f"{s['nibabel_over_ours']:.0f} | {ms['nibabel']:.1f} ms vs {ms['ours']:.2f} ms |",
+             f"| random 2D slice: ours (xarray) / Blosc decode of its own chunk | "
+             f"{s['ours_over_blosc']:.2f} | Blosc {ms['blosc_chunk']:.3f} ms: the floor of a "
+             "compressed slice |",
+             f"| random 2D slice: the store's chunk reader alone (no xarray) / Blosc decode of "
+             f"its own chunk | {s['reader_alone_over_blosc']:.2f} | {ms['reader_alone']:.3f} ms "
+             "(store/chunk_reads.py) |",
              f"| random 2D slice: ours (xarray) / .npy mmap | {s['ours_over_npy']:.1f} | "
              f".npy {ms['npy_mmap']:.3f} ms |",
              f"| random 2D slice: zarr array alone / .npy mmap | {s['zarr_over_npy']:.1f} | "
@@ -228,9 +275,12 @@ def markdown(results: dict) -> list[str]:
              f"{w['seconds']['nibabel'] * 1e3:.0f} ms |",
              f"| whole case: ours / np.load .npy | {w['ours_over_npy']:.1f} | "
              f".npy {w['seconds']['npy'] * 1e3:.0f} ms |",
-             f"| stack full scan: ours (DataLoader over CaseDataset, batches of "
-             f"{TRAINING_BATCH}) / Blosc floor | {scan['ours_over_floor']:.2f} | "
+             f"| stack full scan: ours (DataLoader over CaseDataset.batches({TRAINING_BATCH}), "
+             f"whole batches) / Blosc floor | {scan['ours_over_floor']:.2f} | "
              f"{scan['seconds']['ours']:.2f} s vs {scan['seconds']['blosc_floor']:.2f} s |",
+             f"| stack full scan: DataLoader(CaseDataset, batch_size={TRAINING_BATCH}), items "
+             f"collated / Blosc floor | {scan['ours_items_over_floor']:.2f} | "
+             f"{scan['seconds']['ours_items']:.2f} s: torch.stack copies each batch |",
              f"| stack full scan: xarray, case by case / Blosc floor | "
              f"{scan['xarray_over_floor']:.2f} | {scan['seconds']['xarray']:.2f} s |",
              f"| stack full scan: zarr array alone / Blosc floor | "

@@ -109,6 +109,8 @@ TARGETS = [
            lambda r: r["parallel"]["peak_over_largest_case"], _memory_gap),
     Target("random 2D slice: nibabel .nii.gz / ours", 500, True,
            lambda r: r["reads"]["slice"]["nibabel_over_ours"], _slice_gap),
+    Target("random 2D slice: ours / Blosc decode of its own chunk", 1.3, False,
+           lambda r: r["reads"]["slice"]["ours_over_blosc"], _slice_gap),
     Target("random 2D slice: ours / .npy mmap", 2, False,
            lambda r: r["reads"]["slice"]["ours_over_npy"], _slice_gap),
     Target("stack full scan: ours / Blosc decode of the same bytes", 1.25, False,

@@ -19,7 +19,11 @@ are read. The draws are a pure function of (seed, epoch, index): the same on any
 number of workers, and new with ``set_epoch``.
 
 Batches: the DataLoader asks for a batch with ``__getitems__``; whole cases of a stack
-store are then read together, a run of consecutive cases in one call.
+store are then read together, a run of consecutive cases in one call. The default
+collation then copies every item into one tensor; ``batches(n)`` instead hands
+the dataset whole batches (``DataLoader(data, batch_size=None,
+sampler=data.batches(64))``): ``data[[i, j, ...]]`` is the batch as collation
+would give it, the images decoded straight into its one array, copied by no one.
 
 Worker processes: the open store is never shared. Pickling (spawn, forkserver) carries
 only the location and options, and a forked worker sees a different pid and opens its
@@ -41,6 +45,7 @@ from .store.layouts import layout_named
 from .store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
 
 SPLIT = "split"
+OPEN_CASES = 1024  # cases kept open per process (~10 kB each: lazy arrays, shard indexes)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class CaseDataset:
         self.sampling = Sampling(slice_axis, tuple(patch_size) if patch_size else None)
         self.seed, self.epoch = seed, 0
         self._handle: tuple[int, Any] | None = None  # (pid, open store)
+        self._geometry: tuple[np.ndarray, np.ndarray] | None = None  # _stack_geometry
+        self._cases: dict[str, tuple] = {}  # _opened_case, least recently used first
         store = self._store
         table = store.cases
         if SPLIT not in table:  # a store written without splits
@@ -117,10 +124,11 @@ class CaseDataset:
     def _store(self):
         if self._handle is None or self._handle[0] != os.getpid():
             self._handle = (os.getpid(), open_store(self.location, self.storage_options))
+            self._cases = {}  # opened through the handle of another process
         return self._handle[1]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_handle": None}
+        return {**self.__dict__, "_handle": None, "_geometry": None, "_cases": {}}
 
     # -- the dataset -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -130,40 +138,108 @@ class CaseDataset:
         """New random slices/patches for every item (call once per epoch)."""
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | Sequence[int]) -> dict[str, Any]:
+        """Item ``index``; for a list of indices (``batches``) the batch itself."""
+        if isinstance(index, (list, tuple, np.ndarray)):
+            return self.batch(index)
         index = self._checked(index)
         case_id = self.case_ids[index]
-        ds = self._store.case(case_id)
-        spatial = ds["image"].shape[1:]
+        image_of, mask_of, affine, spacing = self._opened_case(case_id)
+        spatial = image_of.shape[1:]
         dims = spatial_dims(len(spatial))
         rng = np.random.default_rng((self.seed, self.epoch, index))
         window = self.sampling.window(spatial, dims, rng, self.location, case_id)
-        image = ds["image"][(slice(None),) + window].values
-        mask = ds["mask"][window].values if "mask" in ds else None
-        if self.sampling.slice_axis is not None:  # one slice: a 2D item
+        image = image_of[(slice(None),) + window].values
+        mask = None if mask_of is None else mask_of[window].values
+        if self.sampling.slice_axis is not None:  # one slice: a 2D item (a view, no copy)
             axis = dims.index(self.sampling.slice_axis)
-            image = np.take(image, 0, axis=1 + axis)
-            mask = None if mask is None else np.take(mask, 0, axis=axis)
-        return self._item(index, image, mask,
-                          _window_affine(np.asarray(ds.attrs["affine"]), window),
-                          np.asarray(ds.attrs["spacing"]))
+            image = image[(slice(None),) * (1 + axis) + (0,)]
+            mask = None if mask is None else mask[(slice(None),) * axis + (0,)]
+        return self._item(index, image, mask, _window_affine(affine, window), spacing)
+
+    def _opened_case(self, case_id: str) -> tuple:
+        """(image, mask or None, affine, spacing) of a case: lazy xarray Variables (no
+        coordinates to index at each read) and arrays. Opening a case costs ~7 ms
+        (zarr-python's metadata calls, xarray's open, the coordinates), a random slice of
+        it ~0.5 ms: the last ``OPEN_CASES`` opened stay open, in each process."""
+        store = self._store  # first: a new process drops what another opened
+        if case_id in self._cases:
+            self._cases[case_id] = self._cases.pop(case_id)  # the most recent last
+            return self._cases[case_id]
+        ds = store.case(case_id)
+        opened = (ds[IMAGE].variable, ds[MASK].variable if MASK in ds else None,
+                  np.asarray(ds.attrs["affine"]), np.asarray(ds.attrs["spacing"]))
+        self._cases[case_id] = opened
+        if len(self._cases) > OPEN_CASES:
+            del self._cases[next(iter(self._cases))]
+        return opened
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """A batch (the DataLoader asks for one with this call where it exists). Whole
-        cases of a stack store are read together, each run of consecutive cases in one
-        call instead of one call per case (`make bench`: a scan through the DataLoader
-        then costs ~2x decoding its chunks, against ~7x case by case)."""
+        """A batch (the DataLoader asks for one with this call where it exists), as its
+        items. Whole cases of a stack store are read together (``_read_together``)."""
+        together = self._read_together(indices)
+        if together is None:
+            return [self[i] for i in indices]
+        indices, images, masks, affines, spacings = together
+        return [self._item(i, image, None if masks is None else masks[k], affine, spacing)
+                for k, (i, image, affine, spacing)
+                in enumerate(zip(indices, images, affines, spacings))]
+
+    def batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The items ``indices`` as one batch, as the DataLoader's default collation
+        would make it (arrays stacked along a new first axis, labels and ``index`` as
+        int64 arrays, ``case_id`` and ``split`` as lists), without its copy: whole cases
+        of a stack store are decoded straight into the batch's array."""
+        together = self._read_together(indices)
+        if together is None:
+            items = [self[i] for i in indices]
+            indices = [item["index"] for item in items]
+            images = np.stack([item["image"] for item in items])
+            masks = np.stack([item["mask"] for item in items]) if "mask" in items[0] else None
+            affines = np.stack([item["affine"] for item in items])
+            spacings = np.stack([item["spacing"] for item in items])
+        else:
+            indices, images, masks, affines, spacings = together
+        batch: dict[str, Any] = {"image": images}
+        if masks is not None:
+            batch["mask"] = masks
+        batch.update(
+            labels={name: _stacked_labels([values[i] for i in indices])
+                    for name, values in self._labels.items()},
+            case_id=[self.case_ids[i] for i in indices],
+            split=[self._splits[i] for i in indices],
+            index=np.asarray(indices, dtype=np.int64), spacing=spacings,
+            origin=affines[:, :3, 3][:, ::-1].copy(), affine=affines)
+        return batch
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                drop_last: bool = False) -> BatchIndices:
+        """Batches of indices for ``DataLoader(self, batch_size=None, sampler=...)``,
+        each read and returned whole by ``batch``; ``shuffle``: a new order per epoch
+        (``set_epoch``), a pure function of (seed, epoch)."""
+        return BatchIndices(self, batch_size, shuffle, drop_last)
+
+    def _read_together(self, indices: Sequence[int]) -> tuple | None:
+        """(indices, images, masks or None, affines, spacings) of whole cases of a stack
+        store, each run of consecutive cases read in one call; None when items are
+        read one by one (a volumes store, or sampled slices and patches)."""
         if not layout_named(self._store.layout).cases_share_arrays or \
                 self.sampling != Sampling():
-            return [self[i] for i in indices]
+            return None
         indices = [self._checked(i) for i in indices]
         rows = [self._rows[i] for i in indices]
         stack = self._store.dataset(chunks=None)  # lazy, without Dask: one call per run
-        images = _read_rows(stack[IMAGE], rows)
-        masks = _read_rows(stack[MASK], rows) if MASK in stack else [None] * len(rows)
-        affines, spacings = _read_rows(stack[AFFINE], rows), _read_rows(stack[SPACING], rows)
-        return [self._item(i, image, mask, affine, spacing) for i, image, mask, affine, spacing
-                in zip(indices, images, masks, affines, spacings)]
+        masks = _read_rows(stack[MASK], rows) if MASK in stack else None
+        affines, spacings = self._stack_geometry(stack)
+        return (indices, _read_rows(stack[IMAGE], rows), masks, affines[rows], spacings[rows])
+
+    def _stack_geometry(self, stack) -> tuple[np.ndarray, np.ndarray]:
+        """The affine and spacing of every case of a stack store, read at the first batch
+        (160 bytes a case; not pickled), instead of a zarr-python call per batch for each
+        (~7% of a scan, `make bench`)."""
+        if self._geometry is None:
+            self._geometry = (stack[AFFINE].values, stack[SPACING].values)
+        return self._geometry
 
     def _checked(self, index: int) -> int:
         if not -len(self) <= index < len(self):
@@ -187,9 +263,39 @@ def _read_rows(variable, rows: list[int]) -> np.ndarray:
     slice shard by shard, but a list of indices chunk by chunk, ~30x slower."""
     order = np.unique(rows)
     runs = np.split(order, np.flatnonzero(np.diff(order) != 1) + 1)
-    read = np.concatenate([variable.isel({CASE: slice(run[0], run[-1] + 1)}).values
-                           for run in runs])
+    reads = [variable.isel({CASE: slice(run[0], run[-1] + 1)}).values for run in runs]
+    read = reads[0] if len(reads) == 1 else np.concatenate(reads)
+    if np.array_equal(order, rows):  # in order, no repeat: the read itself, not a copy
+        return read
     return read[np.searchsorted(order, rows)]
+
+
+class BatchIndices:
+    """The batches of ``CaseDataset.batches``: lists of indices into the dataset."""
+
+    def __init__(self, dataset: CaseDataset, batch_size: int, shuffle: bool,
+                 drop_last: bool) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.dataset, self.batch_size = dataset, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self) -> int:
+        whole, rest = divmod(len(self.dataset), self.batch_size)
+        return whole + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = np.random.default_rng((self.dataset.seed, self.dataset.epoch)).permutation(n) \
+            if self.shuffle else np.arange(n)
+        for batch in range(len(self)):
+            yield order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+
+
+def _stacked_labels(values: list[Any]) -> np.ndarray:
+    """A label of a batch: int64 per case, or the cases' 0/1 vectors stacked (int8)."""
+    return np.stack(values) if values and isinstance(values[0], np.ndarray) \
+        else np.asarray(values, dtype=np.int64)
 
 
 def _window_affine(affine: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
@@ -207,4 +313,4 @@ def _label_values(values, case_ids: list[str]) -> list[Any]:
     rows = values.loc[case_ids]
     if rows.ndim == 1:
         return [int(v) for v in rows.to_numpy()]
-    return list(rows.to_numpy(dtype=np.int8))
+    return list(np.array(rows.to_numpy(dtype=np.int8)))  # writable: torch warns otherwise

@@ -3,7 +3,10 @@ exactly what zarr-python gives."""
 
 from __future__ import annotations
 
+import ast
 import shutil
+import tomllib
+from pathlib import Path
 
 import google_crc32c
 import nibabel as nib
@@ -141,3 +144,45 @@ def test_a_damaged_blosc_frame_is_an_error_naming_the_chunk(reference_stores, tm
     with pytest.raises(StoreError, match="cannot be decoded") as caught:
         open_store(store).case("ct")["image"][0, 0].values
     assert str(caught.value).startswith(f"{store}: cases/ct/{image_path()} chunk (0, 0, 0, 0)")
+
+
+def test_whole_chunks_are_decoded_straight_into_the_result(reference_stores, monkeypatch):
+    """A 2D slice, or a run of whole cases of a stack, is decoded into the array returned
+    (no decoded copy, then a copy into the result); a part of a chunk is still cut out."""
+    destinations = []
+    chunk = LocalShardArray._chunk
+
+    def recorded(self, where, out=None):
+        destinations.append(out is not None)
+        return chunk(self, where, out)
+
+    monkeypatch.setattr(LocalShardArray, "_chunk", recorded)
+    case, image, _ = _arrays(reference_stores.ct, "ct")
+    np.testing.assert_array_equal(case["image"][0, 7].values, image[0, 7])
+    stack = open_store(reference_stores.xray).dataset(chunks=None)["image"]
+    stored = zarr.open_group(reference_stores.xray, mode="r")["image"]
+    np.testing.assert_array_equal(stack[2:5].values, stored[2:5])
+    assert destinations == [True] * 4
+    np.testing.assert_array_equal(case["image"][0, 7, 10:20].values, image[0, 7, 10:20])
+    assert destinations[-1] is False
+
+
+def test_no_zarr_name_that_zarr_3_3_deprecates_is_used():
+    """zarr 3.3 deprecates ``ShardingCodecIndexLocation`` and ``Endian`` (zarr itself still
+    uses them, so they cannot be taken away here): the reads compare the codecs' JSON
+    with the spec's values instead (``integrity.codecs_json``)."""
+    deprecated = {"ShardingCodecIndexLocation", "Endian"}
+    package = Path(__file__).parents[1] / "medimg_build"
+    used = sorted(
+        f"{path.relative_to(package)}:{node.lineno}"
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and deprecated & {a.name for a in node.names}
+        or isinstance(node, ast.Attribute) and node.attr in deprecated)
+    assert used == []
+
+
+def test_zarr_is_pinned_below_its_next_major_version():
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pins = [d for d in project["project"]["dependencies"] if d.startswith("zarr")]
+    assert pins == ["zarr>=3.1,<4"]

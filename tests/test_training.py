@@ -122,3 +122,65 @@ def test_a_batch_of_a_stack_store_is_its_items_read_together(reference_stores):
         np.testing.assert_array_equal(batch_item["labels"]["finding"], item["labels"]["finding"])
     with pytest.raises(IndexError):
         dataset.__getitems__([0, len(dataset)])
+
+
+def _same(got, expected) -> None:
+    """Equal as a DataLoader returns them: tensors of one dtype and value, lists, dicts."""
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            _same(got[key], expected[key])
+    elif isinstance(expected, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == expected.dtype
+        assert torch.equal(got, expected)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize("store, kwargs", [("xray", {}), ("xray", {"split": "train"}),
+                                           ("ct", {"slice_axis": "z"}), ("ct", {})])
+def test_whole_batches_are_what_collating_the_items_gives(reference_stores, store, kwargs):
+    """``batches`` hands the dataset whole batches (a stack's cases read together and
+    decoded into one array, anything else item by item): a DataLoader over them returns
+    what the default collation of the same items returns."""
+    dataset = CaseDataset(getattr(reference_stores, store), **kwargs)
+    sampler = dataset.batches(3, shuffle=True)
+    order = list(sampler)
+    assert len(order) == len(sampler) == -(-len(dataset) // 3)
+    assert sorted(i for batch in order for i in batch) == list(range(len(dataset)))
+    loader = DataLoader(dataset, batch_size=None, sampler=sampler)
+    for batch, indices in zip(loader, order, strict=True):
+        _same(batch, torch.utils.data.default_collate([dataset[i] for i in indices]))
+    dataset.set_epoch(1)
+    if len(dataset) > 3:
+        assert list(sampler) != order  # a new order each epoch
+    assert len(dataset.batches(3, drop_last=True)) == len(dataset) // 3
+
+
+def test_whole_batches_of_a_stack_in_order_are_read_without_a_copy(reference_stores):
+    """Cases in order are one read: its array is the batch's image, not a copy of it."""
+    dataset = CaseDataset(reference_stores.xray)
+    image = dataset[list(range(4))]["image"]
+    assert image.flags.owndata and image.shape == (4, 1, 512, 512)
+
+
+def test_a_case_is_opened_once_for_all_its_random_slices(reference_stores, monkeypatch):
+    """Opening a case (~7 ms: zarr metadata calls, xarray's open) is not paid again at
+    every random slice of it (~0.5 ms), nor carried into another process."""
+    from medimg_build.store.reader import MedimgStore
+
+    opened = []
+    case = MedimgStore.case
+    monkeypatch.setattr(MedimgStore, "case", lambda self, *a, **k: (
+        opened.append(a[0]), case(self, *a, **k))[1])
+    dataset = CaseDataset(reference_stores.ct, slice_axis="z", seed=3)
+    store = open_store(reference_stores.ct)
+    expected = _expected(store, "ct", [])
+    for epoch in range(5):
+        dataset.set_epoch(epoch)
+        item = dataset[0]
+        z = _voxel_start(item, expected["affine"])[0]
+        np.testing.assert_array_equal(item["image"], expected["image"][:, z])
+        np.testing.assert_array_equal(item["mask"], expected["mask"][z])
+    assert opened.count("ct") == 2  # _expected's, then the dataset's one
+    assert pickle.loads(pickle.dumps(dataset))._cases == {}

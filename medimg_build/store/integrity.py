@@ -37,9 +37,6 @@ from functools import lru_cache
 import google_crc32c
 import numpy as np
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-from zarr.codecs.bytes import Endian
-from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore, WrapperStore
@@ -107,25 +104,48 @@ class ChecksummedArray:
         return all(c < n for c, n in zip(chunk, self.grid))
 
 
+def codecs_json(metadata) -> list[dict]:
+    """The array's codecs as the spec writes them in zarr.json (names, configurations
+    with their string values): compared with the spec's own constants, they need none
+    of zarr-python's enums (``ShardingCodecIndexLocation``, ``Endian``), which zarr 3.3
+    deprecates."""
+    return [codec.to_dict() for codec in metadata.codecs]
+
+
+def codec_names(codecs: list[dict]) -> list[str]:
+    return [codec["name"] for codec in codecs]
+
+
+def endian(codec: dict) -> str | None:
+    """A ``bytes`` codec's endianness; None for one-byte values (the spec omits it)."""
+    return (codec.get("configuration") or {}).get("endian")
+
+
+def checked_index_at_end(sharding: dict) -> bool:
+    """Whether a ``sharding_indexed`` configuration keeps its index where ``index_entries``
+    reads it: at the end of the shard (the spec's default), as little-endian ``bytes``
+    then ``crc32c``."""
+    index = sharding.get("index_codecs") or []
+    return (sharding.get("index_location", "end") == "end"
+            and codec_names(index) == ["bytes", "crc32c"] and endian(index[0]) == "little")
+
+
 def checksummed_array(metadata) -> ChecksummedArray | None:
     """What ``metadata`` (zarr v3 array metadata) says about checking its chunks, or None
     when they carry no crc32c (an older store) or are laid out otherwise."""
     if not isinstance(metadata, ArrayV3Metadata):
         return None
-    codecs = metadata.codecs
+    codecs = codecs_json(metadata)
     outer = tuple(metadata.chunk_grid.chunk_shape)
-    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
-        sharding = codecs[0]
-        index = sharding.index_codecs
-        if not (isinstance(sharding.codecs[-1], Crc32cCodec)
-                and sharding.index_location == ShardingCodecIndexLocation.end
-                and len(index) == 2 and isinstance(index[0], BytesCodec)
-                and index[0].endian == Endian.little and isinstance(index[1], Crc32cCodec)):
+    if codec_names(codecs) == ["sharding_indexed"]:
+        sharding = codecs[0]["configuration"]
+        if not (codec_names(sharding["codecs"])[-1:] == ["crc32c"]
+                and checked_index_at_end(sharding)):
             return None
-        inner = tuple(sharding.chunk_shape)
+        inner = tuple(sharding["chunk_shape"])
         grid = tuple(-(-n // c) for n, c in zip(metadata.shape, inner))
         return ChecksummedArray(grid, tuple(o // i for o, i in zip(outer, inner)))
-    if codecs and isinstance(codecs[-1], Crc32cCodec):
+    if codec_names(codecs)[-1:] == ["crc32c"]:
         return ChecksummedArray(tuple(-(-n // c) for n, c in zip(metadata.shape, outer)), None)
     return None
 
