@@ -7,10 +7,12 @@ Conventions (those of nibabel, so that a NIfTI reads the same here and there):
   runs along a row (columns) and ``j`` down the rows, like dcm2niix and nibabel.
 * ``affine`` is 4x4 and maps ``(i, j, k, 1)`` to RAS+ millimetres. A 2D image uses the
   first two columns; its third column is the unit ``k`` axis.
-* Memory layout: pixel arrays are kept Fortran-ordered in ``(i, j, k)``, which is
+* Memory layout: readers give pixel arrays Fortran-ordered in ``(i, j, k)``, which is
   C order in ``(k, j, i)`` -- the order of SimpleITK's numpy view and of the store.
   Conversions to either are then free views; a C-ordered ``(i, j, k)`` array works
   too, but each conversion costs a cache-hostile transposed copy (seconds per CT).
+  ``to_ras`` leaves a view of its input (axes permuted and flipped): the resampling
+  that follows reads any strides, and writing copies one chunk at a time.
 * ``meta["space"]`` is ``"patient"`` when the affine places the image in the patient
   (scanner) frame, and ``"image"`` for pictures without one (PNG, JPEG, most X-rays),
   whose affine only carries the pixel spacing.

@@ -61,6 +61,7 @@ def to_ras(image: MedicalImage) -> MedicalImage:
     axis i, +1 or -1 for a flip]``) that ``nibabel.orientations.apply_orientation``
     takes. An image already in RAS+ (e.g. an ``"image"``-space picture with a positive
     diagonal affine) is returned with the same array and an identity transform recorded.
+    The pixels are never copied: the result's array is a view of the input's.
     """
     ornt = _spatial_ornt(image)
     n = image.spatial_ndim
@@ -72,9 +73,10 @@ def to_ras(image: MedicalImage) -> MedicalImage:
         )
 
     # apply_orientation acts on the first len(ornt) axes; the channel axis follows along.
-    # Flips give negative-stride views: copy once, in the Fortran layout every later
-    # step and the store read without transposing (see image.py).
-    array = np.asfortranarray(apply_orientation(image.array, ornt))
+    # It gives a view (axes permuted, flipped by negative strides), kept as it is: the
+    # next step makes a new array anyway (resampling reads any strides, a copy for ITK is
+    # made once there), and copying here cost a CT as much time as its resampling.
+    array = apply_orientation(image.array, ornt)
 
     # inv_ornt_aff maps new indices back to old ones; prepend it to the old affine so
     # that new voxel u lands on the world point of the old voxel it came from.
