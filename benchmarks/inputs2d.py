@@ -65,11 +65,11 @@ class Source2d:
 
 def make_sources(n: int = N_IMAGES) -> dict[str, tuple[Source2d, Source2d]]:
     """Each variant at (its full size, a third of it): ``png8`` at ``n``, the 16-bit
-    PNGs at ``n // 3`` and the JPEGs (7 times the pixels) at ``n // 10``."""
+    PNGs at ``n // 3`` and the JPEGs (4.3 times the pixels, in colour) at ``n // 15``."""
     shared = shared_data()
     if shared is None:
         raise RuntimeError("the 2D benchmark needs the shared data (../shared/data)")
-    sizes = {"png8": n, "jpeg": max(6, n // 10), "png16": max(6, n // 3)}
+    sizes = {"png8": n, "jpeg": max(6, n // 15), "png16": max(6, n // 3)}
     made = {}
     for variant, count in sizes.items():
         large = _made(variant, count, lambda folder: MAKERS[variant](folder, count, shared))

@@ -193,13 +193,16 @@ def markdown(results: dict) -> list[str]:
         a = r["agreement"]
         agree = (f"{a['mean_abs']:.4f}, {a['p99_abs']:.4f}" if "mean_abs" in a
                  else f"shapes differ: {a}")
+        lost = "".join(f" ({w.removeprefix('ours_')}: no slope, wall / images)"
+                       for w in r["slope_failed"])
         lines.append(
             f"| {r['what']} | {r['n']} ({r['n_small']}), {r['mean_file_bytes'] / 1e3:.0f} "
             f"KB each | {p['decode'] * 1e3:.1f} ms ({s['decode']:.1f} s) | "
             f"{p['medmnist'] * 1e3:.1f} ms ({s['medmnist']:.1f} s) | "
             f"{p['ours_w1'] * 1e3:.1f} ms ({s['ours_w1']:.1f} s) | "
             f"{p['ours_w2'] * 1e3:.1f} ms ({s['ours_w2']:.1f} s) | "
-            f"{r['fixed_seconds']['ours_w1']:.1f} s / {r['fixed_seconds']['ours_w2']:.1f} s | "
+            f"{r['fixed_seconds']['ours_w1']:.1f} s / {r['fixed_seconds']['ours_w2']:.1f} s"
+            f"{lost} | "
             f"{r['ours_per_worker_over_decode']:.2f} | {r['medmnist_over_ours']:.2f} "
             f"(wall {r['medmnist_over_ours_wall']:.2f}) | {r['speedup_1_to_2']:.2f} "
             f"(wall {r['speedup_1_to_2_wall']:.2f}) | {agree} |")

@@ -134,7 +134,7 @@ def _mass2d_gap(variant: str):
         p = r["per_image"]
         return (f"ours {p['ours_w1'] * 1e3:.1f} ms per image and worker against "
                 f"{p['decode'] * 1e3:.1f} ms to decode and {p['medmnist'] * 1e3:.1f} ms for "
-                f"the script; in the PNG build: {dominant(results['profile2d'])}")
+                f"the script; the PNG build's largest steps: {dominant(results['profile2d'])}")
     return gap
 
 
