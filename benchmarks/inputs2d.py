@@ -41,8 +41,10 @@ from PIL import Image
 from .common import WORK, shared_data
 
 INPUTS = WORK / "inputs2d"
+VERSION = 2  # of what the makers below make: older sources are made again
 N_IMAGES = int(os.environ.get("MEDIMG_BENCH_2D_N", "300"))
-FINDINGS = ["No Finding", "Effusion", "Infiltration", "Atelectasis|Effusion", "Mass"]
+FINDINGS = ["Atelectasis", "No Finding", "Effusion", "Infiltration", "Atelectasis|Effusion"]
+BOX_XYWH = (225.084745762712, 547.019216763771, 86.7796610169491, 79.1864406779661)
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,15 @@ def make_sources(n: int = N_IMAGES) -> dict[str, tuple[Source2d, Source2d]]:
 
 
 def _made(variant: str, n: int, make) -> Source2d:
-    """The source, made unless an earlier run left it complete (its stamp)."""
+    """The source, made unless an earlier run left it complete (its stamp), as this
+    version of the module makes it."""
     folder = INPUTS / f"{variant}-{n}"
-    stamp = folder / ".made.json"
+    stamp, made = folder / ".made.json", {"variant": variant, "n": n, "version": VERSION}
     recipe, overrides, what = RECIPES[variant]
-    if not stamp.exists():
+    if not stamp.exists() or json.loads(stamp.read_text()) != made:
         shutil.rmtree(folder, ignore_errors=True)
         make(folder)
-        stamp.write_text(json.dumps({"variant": variant, "n": n}))
+        stamp.write_text(json.dumps(made))
     return Source2d(variant, what, recipe, overrides, folder,
                     sorted(folder.glob(IMAGE_GLOB[variant])))
 
@@ -131,9 +134,11 @@ def make_png8(folder: Path, n: int, shared: Path) -> None:
 
 
 def write_chestxray14_tables(folder: Path, names: list[str], side: int = 1024) -> None:
-    """The three tables of the recipe for ``names``; the one box (a real row of
-    BBox_List_2017.csv, in pixels of the 1024x1024 PNG) scaled to ``side``."""
-    box = ",".join(f"{v * side / 1024:g}" for v in (225.08, 547.02, 86.78, 79.19))
+    """The three tables of the recipe for ``names``. The one box is the first row of
+    NIH's BBox_List_2017.csv (00013118_008.png, Atelectasis, in pixels of the
+    1024x1024 PNG; as mirrored in huggingface.co/datasets/alkzar90/NIH-Chest-X-ray-dataset,
+    data/BBox_List_2017.csv), put on our first image and scaled to ``side``."""
+    box = ",".join(f"{v * side / 1024!r}" for v in BOX_XYWH)
     header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Sex,"
               "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
     rows = [header] + [
@@ -142,7 +147,7 @@ def write_chestxray14_tables(folder: Path, names: list[str], side: int = 1024) -
     (folder / "Data_Entry_2017_v2020.csv").write_text("\n".join(rows) + "\n")
     (folder / "BBox_List_2017.csv").write_text(
         "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
-        f"{names[0]},Mass,{box},\n")
+        f"{names[0]},Atelectasis,{box},,,\n")
     (folder / "test_list.txt").write_text("\n".join(names[4::5]) + "\n")
 
 
