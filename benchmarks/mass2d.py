@@ -122,6 +122,7 @@ def one_variant(large: Source2d, small: Source2d, rounds: int = ROUNDS) -> dict:
             times[name].append(measure())
     seconds = {name: statistics.median(values) for name, values in times.items()}
     result = summary(seconds, large.n, small.n)
+    result["by_round"] = ratios_by_round(times, large.n, small.n)
     result.update(what=large.what, n=large.n, n_small=small.n, rounds=rounds,
                   mean_file_bytes=large.bytes / large.n, all_seconds=times,
                   agreement=agreement(out / "w1.zarr", out / "medmnist.npy"))
@@ -151,6 +152,15 @@ def summary(seconds: dict[str, float], n: int, n_small: int) -> dict:
             "speedup_1_to_2": ours1 / ours2,
             "speedup_1_to_2_wall": seconds["ours_w1"] / seconds["ours_w2"],
             "slope_failed": failed}
+
+
+def ratios_by_round(times: dict[str, list[float]], n: int, n_small: int) -> dict:
+    """The goals' ratios of each round on its own (its builds, decode and script ran
+    minutes apart at most): their spread shows what the machine's load did."""
+    rounds = [summary({name: values[r] for name, values in times.items()}, n, n_small)
+              for r in range(len(times["decode"]))]
+    return {key: [one[key] for one in rounds] for key in
+            ("ours_per_worker_over_decode", "medmnist_over_ours", "speedup_1_to_2")}
 
 
 def agreement(store: Path, script_output: Path, cases: int = 8) -> dict:
@@ -206,10 +216,20 @@ def markdown(results: dict) -> list[str]:
             f"{r['ours_per_worker_over_decode']:.2f} | {r['medmnist_over_ours']:.2f} "
             f"(wall {r['medmnist_over_ours_wall']:.2f}) | {r['speedup_1_to_2']:.2f} "
             f"(wall {r['speedup_1_to_2_wall']:.2f}) | {agree} |")
+    lines += [""] + [
+        f"- {variant}, each round alone: ours / decode "
+        f"{_spread(r['by_round'], 'ours_per_worker_over_decode')}, MedMNIST / ours "
+        f"{_spread(r['by_round'], 'medmnist_over_ours')}, 1 -> 2 workers "
+        f"{_spread(r['by_round'], 'speedup_1_to_2')}" for variant, r in results.items()]
     lines += ["", "Per image; in brackets the whole wall time of the larger source. "
               "Targets (ChestX-ray14 PNGs): ours / decode <= 1.3, MedMNIST / ours > 1, "
               "1 -> 2 workers >= 1.8."]
     return lines
+
+
+def _spread(by_round: dict, key: str) -> str:
+    values = by_round[key]
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def run_section() -> dict:

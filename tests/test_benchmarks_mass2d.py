@@ -11,7 +11,7 @@ from PIL import Image
 from benchmarks import inputs2d
 from benchmarks.inputs2d import Source2d, first_images
 from benchmarks.mass2d import (
-    agreement, build_ours, medmnist_style, per_image_slope, summary,
+    agreement, build_ours, medmnist_style, per_image_slope, ratios_by_round, summary,
 )
 from benchmarks.projection import cores_at, project
 
@@ -101,3 +101,12 @@ def test_the_projection_is_capped_by_the_lowest_bound():
     assert rows[1]["bound_by"] == "the workers' compute"
     assert rows[2]["cases_per_second"] == 200 and rows[2]["bound_by"] == "build process"
     assert cores_at(200, 0.1, 0.5) == pytest.approx(40)
+
+
+def test_each_round_gives_its_own_ratios():
+    times = {"decode": [3.0, 6.0], "medmnist": [6.0, 12.0], "ours_w1": [25.0, 50.0],
+             "ours_w1_small": [15.0, 30.0], "ours_w2": [17.5, 35.0],
+             "ours_w2_small": [12.5, 25.0]}
+    rounds = ratios_by_round(times, 300, 100)
+    assert rounds["ours_per_worker_over_decode"] == pytest.approx([5.0, 5.0])
+    assert rounds["speedup_1_to_2"] == pytest.approx([2.0, 2.0])
