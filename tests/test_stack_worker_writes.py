@@ -167,7 +167,9 @@ def test_a_case_that_does_not_fit_fails_in_its_worker_with_the_stores_words(tmp_
 def test_a_resumed_stack_writes_its_empty_chunks(tmp_path):
     """A shard rewritten by a resume keeps its all-zero chunks (an empty mask slice),
     as the uninterrupted build wrote them: the arrays reopened with their config."""
-    cases = {i: _case(f"c{i}", 2 * i) for i in range(4)}  # even: every mask is empty
+    cases = {i: _case(f"c{i}", i) for i in range(4)}
+    for case in cases.values():  # no foreground: the mask's chunks are all zero
+        case.mask = case.mask.replace(array=np.zeros_like(case.mask.array))
     journal = {"recipe_sha256": "r", "case_ids": [f"c{i}" for i in range(4)]}
     options = dict(layout="stack", n_cases=4, cases_per_shard=2,
                    attrs={"recipe": {"sha256": "r"}})
