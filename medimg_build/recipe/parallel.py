@@ -103,28 +103,51 @@ def _on_dask(client, cases: dict[int, CaseSource], context: BuildContext,
     shared = (plain if destination is None else
               client.submit(_shared, context, destination, pure=False))
     pending = iter(units)
-    futures: dict = {}
+    futures: dict = {}  # future -> its unit (a unit's task), or None (a case's)
     completed = as_completed()
     died: list[list[int]] = []
+    harmonizing = 0  # tasks harmonizing a case, not finished
 
-    def submit(unit: list[int]) -> None:
+    def submit_next() -> bool:
+        """Submit the next unit: the task that writes it, and for a unit of several
+        cases (a stack shard) a task per case that harmonizes it, on any worker, so
+        that a shard's cases run on all workers; their pixels go from worker to
+        worker, never through this process."""
+        nonlocal harmonizing
+        unit = next(pending, None)
+        if unit is None:
+            return False
+        for index in unit if len(unit) > 1 else ():
+            if index not in first:
+                first[index] = client.submit(_attempt_shared, index, cases[index], plain,
+                                             pure=False)
+                futures[first[index]] = None
+                completed.add(first[index])
+                harmonizing += 1
         future = client.submit(_unit, {i: cases[i] for i in unit}, shared,
                                {i: first.pop(i) for i in unit if i in first}, pure=False)
         futures[future] = unit
         completed.add(future)
+        harmonizing += len(unit) == 1  # it harmonizes its case itself
+        return True
 
-    for unit in itertools.islice(pending, window):
-        submit(unit)
+    while harmonizing < window and submit_next():
+        pass
     for future in _while_workers_remain(completed, watch):
         unit = futures.pop(future)
-        results = _outcome(future, watch)
-        future.release()
-        if results is None:
-            died.append(unit)
+        if unit is None:  # a case harmonized; it waits on its worker for its unit's task
+            harmonizing -= 1
+            future.release()
         else:
-            yield from results
-        for unit in itertools.islice(pending, 1):
-            submit(unit)
+            results = _outcome(future, watch)
+            future.release()
+            harmonizing -= len(unit) == 1
+            if results is None:
+                died.append(unit)
+            else:
+                yield from results
+        while harmonizing < window and submit_next():
+            pass
     # A worker killed by one case kills the cases queued beside it too: each unit
     # whose worker died gets a second try, alone; then each of its cases alone, so
     # that only the culprit fails.
@@ -183,9 +206,9 @@ def _alive(client, shared, context: BuildContext, destination):
 
 def _unit(sources: dict[int, CaseSource], shared: tuple[BuildContext, Any],
           first: dict[int, Result]) -> list[tuple[int, Result]]:
-    """On a worker: harmonize the cases of one unit (those in ``first`` are already),
-    then write them into the store when this worker reaches it (else they go back
-    whole, for the build process to write)."""
+    """On a worker: harmonize the cases of one unit (those in ``first`` were, by tasks
+    of their own), then write them into the store when this worker reaches it (else
+    they go back whole, for the build process to write)."""
     context, destination = shared
     results = {index: first[index] if index in first else _attempt(index, source, context)
                for index, source in sources.items()}
