@@ -148,9 +148,16 @@ def _on_dask(client, cases: dict[int, CaseSource], context: BuildContext,
                 yield from results
         while harmonizing < window and submit_next():
             pass
-    # A worker killed by one case kills the cases queued beside it too: each unit
-    # whose worker died gets a second try, alone; then each of its cases alone, so
-    # that only the culprit fails.
+    yield from _second_tries(client, died, cases, context, destination, shared, plain,
+                             watch)
+
+
+def _second_tries(client, died: list[list[int]], cases: dict[int, CaseSource],
+                  context: BuildContext, destination, shared, plain, watch: _WorkerWatch
+                  ) -> Iterator[tuple[int, Result]]:
+    """A worker killed by one case kills the tasks queued beside it too: each unit
+    whose worker died gets a second try, alone; then each of its cases alone, written
+    by the build process, so that only the culprit fails."""
     for unit in died:
         shared = _alive(client, shared, context, destination)
         future = client.submit(_unit, {i: cases[i] for i in unit}, shared, {}, pure=False)
