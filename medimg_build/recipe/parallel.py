@@ -39,16 +39,17 @@ def harmonized(cases: dict[int, CaseSource], context: BuildContext, workers: int
     """(index, result) of each of ``cases`` (index in the build -> source), in
     completion order.
 
-    With ``destinations`` giving a destination (a Zarr store), each Dask task
-    harmonizes one unit of cases -- a volumes case, or the cases of one stack shard --
-    writes them into the store and sends back only CaseWritten records (no pixels):
-    compression and writing run on all workers instead of in this process. A stack
-    store's arrays are made from its first harmonized case first (``_first_template``).
+    With ``destinations`` giving a destination (a Zarr store), Dask workers write
+    the cases into the store a unit at a time -- a volumes case, harmonized and written
+    by one task; or a stack shard, whose cases are harmonized by tasks of their own on
+    any worker and written by one task -- and send back only CaseWritten records (no
+    pixels): compression and writing run on all workers instead of in this process. A
+    stack store's arrays are made from its first harmonized case (``_first_template``).
 
-    On Dask, at most a few units per worker are in flight, submitted in index order: a
-    worker holds a few at a time, and the stack writer, which writes whole shards
-    only, never waits on more than a window of partial shards -- memory stays bounded
-    by the largest units, not by the dataset.
+    On Dask, about a few cases per worker are being harmonized at a time, submitted in
+    index order a unit at a time, so harmonized cases wait on the workers for at most
+    about two units (stack shards) -- memory stays bounded by the largest units, not
+    by the dataset.
 
     A unit whose worker dies (killed for memory, say) is tried once more, alone, after
     the others; if its worker dies again, each of its cases is tried alone (written by

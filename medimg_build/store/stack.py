@@ -9,8 +9,8 @@ have arrived (or at close): two writers filling one shard overwrite each other's
 chunks (zarr-python #3514). The per-case geometry arrays and ``complete`` are chunked
 like the shards, so each shard write touches chunks of its own only.
 
-On Dask, each worker task harmonizes the cases of one shard and writes the shard
-itself (``stack_shards.ShardDestination``); this writer then records those cases
+On Dask, a worker task writes each shard from its harmonized cases
+(``stack_shards.ShardDestination``); this writer then records those cases
 (``ShardCaseWritten``, no pixels) and sets their ``complete`` once it has them all.
 The arrays are made from the first harmonized case, before any worker writes.
 """
