@@ -12,9 +12,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from store_contents import store_contents
-
 from fixtures import drive
+from store_contents import store_contents
+from test_parallel import _recipe, _stack_source
+
 from medimg_build import open_store
 from medimg_build.case import Case
 from medimg_build.errors import StoreError
@@ -22,12 +23,11 @@ from medimg_build.image import MedicalImage
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store, stack
-from medimg_build.store.writer import reopen_store
 from medimg_build.store.journal import JOURNAL_DIR
 from medimg_build.store.results import CaseFailed, template_record
 from medimg_build.store.stack_shards import ShardCaseWritten
 from medimg_build.store.validate import validate_store
-from test_parallel import _recipe, _stack_source
+from medimg_build.store.writer import reopen_store
 
 
 def _no_shard_written_here(monkeypatch) -> None:
@@ -171,8 +171,8 @@ def test_a_resumed_stack_writes_its_empty_chunks(tmp_path):
     for case in cases.values():  # no foreground: the mask's chunks are all zero
         case.mask = case.mask.replace(array=np.zeros_like(case.mask.array))
     journal = {"recipe_sha256": "r", "case_ids": [f"c{i}" for i in range(4)]}
-    options = dict(layout="stack", n_cases=4, cases_per_shard=2,
-                   attrs={"recipe": {"sha256": "r"}})
+    options = {"layout": "stack", "n_cases": 4, "cases_per_shard": 2,
+               "attrs": {"recipe": {"sha256": "r"}}}
     writer = create_store(tmp_path / "s.zarr", journal=journal, **options)
     for index, case in cases.items():
         writer.write_case(index, case)

@@ -25,8 +25,9 @@ from .annotation_tables import GROUP_NAMES, check_types
 from .axes import image_to_stored, mask_to_stored, stored_origin, stored_spacing
 from .base import ImageTemplate, check_case_geometry, misfit_error
 from .results import CaseFailed, CaseWritten, case_written, template_record
-from .schema import AFFINE, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, TARGET_SHARD_BYTES
-from .schema import WHOLE_ARRAY_CONFIG
+from .schema import (
+    AFFINE, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, TARGET_SHARD_BYTES, WHOLE_ARRAY_CONFIG,
+)
 
 # The per-case arrays a shard write fills besides ``complete``, with their fill values.
 SHARD_ARRAYS = {IMAGE: 0, MASK: 0, AFFINE: np.nan, SPACING: np.nan, ORIGIN: np.nan}
