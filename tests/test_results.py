@@ -124,13 +124,14 @@ def test_a_resumed_store_recovers_the_cases_the_first_run_wrote(tmp_path, layout
 
 
 def test_a_stack_store_refuses_a_case_without_its_pixels(tmp_path):
-    """A stack writes whole shards from the cases' pixels: it has no worker destination,
-    and a CaseWritten given to it is refused, leaving its index free."""
+    """A stack writes whole shards from the cases' pixels, here or in the worker that
+    writes the shard (whose destination needs the arrays made first): a CaseWritten
+    given to it without such a shard is refused, leaving its index free."""
     from medimg_build.errors import StoreError
     from medimg_build.store.results import case_written
 
     writer = create_store(tmp_path / "s.zarr", "stack", n_cases=1)
-    assert writer.worker_destination() is None
+    assert writer.worker_destination().needs_template
     with pytest.raises(StoreError, match="needs the case's pixels"):
         writer.write_case(0, case_written(0, _case("ct0", "A")))
     assert writer.write_case(0, _case("ct0", "A")).case_id == "ct0"

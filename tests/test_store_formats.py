@@ -142,8 +142,7 @@ class StoreFormatContract:
         expected = layout_named(layout)
         assert type(writer) is expected.writer_class and writer.layout is expected
         destination = writer.worker_destination()
-        assert (destination is not None) == (layout == "volumes" and
-                                             pick_format(path, self.name).writes_from_workers)
+        assert (destination is not None) == pick_format(path, self.name).writes_from_workers
         for index, case in enumerate(cases):
             writer.write_case(index, case)
         writer.close(pd.DataFrame({"case_id": [c.case_id for c in cases]}))

@@ -273,11 +273,12 @@ def _write_cases(writer: StoreWriter, recipe: Recipe, cases: list[CaseSource],
     # One writer thread: a case is compressed and written while the next one is being
     # received or harmonized (the build process spent half its time writing); writes
     # stay one at a time and in arrival order, and at most two cases are held here.
-    # Dask workers write volumes cases themselves; those are only recorded here.
+    # Dask workers write Zarr cases (volumes) and shards (stack) themselves; those are
+    # only recorded here.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medimg-writer") as pool:
         writing: Future | None = None
         for index, result in harmonized(todo, context, workers, scheduler,
-                                        writer.worker_destination()):
+                                        writer.worker_destination):
             if writing is not None:
                 record(writing.result())
             writing = (_done(result) if isinstance(result, CaseFailed) else

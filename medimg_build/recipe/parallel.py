@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,8 @@ from ..case import Case
 from ..errors import CaseError, MedimgError
 from ..limits import OPTION, SETTING
 from ..failpoints import worker_failpoint
-from ..store.results import CaseFailed, CaseWritten
-from ..store.volumes import CaseDestination
+from ..store.contract import WorkerDestination
+from ..store.results import CaseFailed, CaseWritten, template_record
 from .case_table import sha256_of
 from .pipeline import BuildContext, harmonize_case, recipe_max_voxels
 from .sources import CaseSource
@@ -28,31 +28,38 @@ WORKERLESS_SECONDS = 60
 
 
 Result = Case | CaseWritten | CaseFailed
+# The writer's ``worker_destination``: called with None, then with the first case's
+# template if the destination ``needs_template``.
+Destinations = Callable[[dict[str, Any] | None], WorkerDestination | None]
 
 
 def harmonized(cases: dict[int, CaseSource], context: BuildContext, workers: int,
-               scheduler: str | None, destination: CaseDestination | None = None
+               scheduler: str | None, destinations: Destinations | None = None
                ) -> Iterator[tuple[int, Result]]:
     """(index, result) of each of ``cases`` (index in the build -> source), in
     completion order.
 
-    With a ``destination`` (a volumes store, ``volumes.CaseDestination``), each Dask
-    worker writes its cases into the store and sends back only a CaseWritten (no
-    pixels): compression and writing run on all workers instead of in this process.
+    With ``destinations`` giving a destination (a Zarr store), Dask workers write
+    the cases into the store a unit at a time -- a volumes case, harmonized and written
+    by one task; or a stack shard, whose cases are harmonized by tasks of their own on
+    any worker and written by one task -- and send back only CaseWritten records (no
+    pixels): compression and writing run on all workers instead of in this process. A
+    stack store's arrays are made from its first harmonized case (``_first_template``).
 
-    On Dask, at most a few cases per worker are in flight, submitted in index order: a
-    worker holds a few cases at a time, and the stack writer, which writes whole shards
-    only, never waits on more than a window of partial shards -- memory stays bounded
-    by the largest cases, not by the dataset.
+    On Dask, about a few cases per worker are being harmonized at a time, submitted in
+    index order a unit at a time, so harmonized cases wait on the workers for at most
+    about two units (stack shards) -- memory stays bounded by the largest units, not
+    by the dataset.
 
-    A case whose worker dies (killed for memory, say) is tried once more, alone, after
-    the others; if its worker dies again, that is the case's failure, and every other
-    case is built all the same."""
+    A unit whose worker dies (killed for memory, say) is tried once more, alone, after
+    the others; if its worker dies again, each of its cases is tried alone (written by
+    this process), and a case whose worker dies then is that case's failure: every
+    other case is built all the same."""
     if workers <= 1 and scheduler is None:
         for index, source in cases.items():
             yield index, _attempt(index, source, context)
         return
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster
 
     from .scheduler import connect
 
@@ -66,46 +73,157 @@ def harmonized(cases: dict[int, CaseSource], context: BuildContext, workers: int
                                    processes=True, dashboard_address=None)
     client = connect(scheduler) if scheduler else Client(cluster)
     try:
-        window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-        # A task holding what every case needs, rather than scattered data: a worker
-        # that dies (killed for memory, say) takes scattered data with it for good and
-        # every case waiting on it fails, whereas the scheduler recomputes a task.
-        shared = client.submit(_shared, context, destination, pure=False)
-        pending = iter(cases.items())
-        futures: dict = {}
-        completed = as_completed()
-        died: list[int] = []
-
-        def submit(index: int, source: CaseSource) -> None:
-            future = client.submit(_attempt_shared, index, source, shared, pure=False)
-            futures[future] = index
-            completed.add(future)
-
-        for index, source in itertools.islice(pending, window):
-            submit(index, source)
-        watch = _WorkerWatch(client, scheduler)
-        for future in _while_workers_remain(completed, watch):
-            index = futures.pop(future)
-            result = _outcome(future, watch)
-            future.release()
-            if result is None:
-                died.append(index)
-            else:
-                yield index, result
-            for index, source in itertools.islice(pending, 1):
-                submit(index, source)
-        # A worker killed by one case kills the cases queued beside it too: each case
-        # whose worker died gets a second try, alone, so only the culprit fails.
-        if died and shared.status == "error":  # it was being recomputed on that worker
-            shared = client.submit(_shared, context, destination, pure=False)
-        for index in died:
-            future = client.submit(_attempt_shared, index, cases[index], shared, pure=False)
-            yield index, _outcome(future, watch) or _died(index, cases[index])
-            future.release()
+        yield from _on_dask(client, cases, context, destinations,
+                            _WorkerWatch(client, scheduler))
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _on_dask(client, cases: dict[int, CaseSource], context: BuildContext,
+             destinations: Destinations | None, watch: _WorkerWatch
+             ) -> Iterator[tuple[int, Result]]:
+    from distributed import as_completed
+
+    window = IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
+    # Tasks holding what every case needs, rather than scattered data: a worker that
+    # dies (killed for memory, say) takes scattered data with it for good and every
+    # case waiting on it fails, whereas the scheduler recomputes a task.
+    plain = client.submit(_shared, context, None, pure=False)  # cases sent back whole
+    destination = destinations(None) if destinations is not None else None
+    first: dict[int, Any] = {}  # index -> a harmonized case kept on its worker
+    settled: set[int] = set()
+    if destination is not None and destination.needs_template:
+        template = yield from _first_template(client, cases, plain, window, watch, first,
+                                              settled)
+        destination = None if template is None else destinations(template)
+    todo = [index for index in cases if index not in settled]
+    units = (destination.units(todo) if destination is not None
+             else [[index] for index in todo])
+    shared = (plain if destination is None else
+              client.submit(_shared, context, destination, pure=False))
+    pending = iter(units)
+    futures: dict = {}  # future -> its unit (a unit's task), or None (a case's)
+    completed = as_completed()
+    died: list[list[int]] = []
+    harmonizing = 0  # tasks harmonizing a case, not finished
+
+    def submit_next() -> bool:
+        """Submit the next unit: the task that writes it, and for a unit of several
+        cases (a stack shard) a task per case that harmonizes it, on any worker, so
+        that a shard's cases run on all workers; their pixels go from worker to
+        worker, never through this process."""
+        nonlocal harmonizing
+        unit = next(pending, None)
+        if unit is None:
+            return False
+        for index in unit if len(unit) > 1 else ():
+            if index not in first:
+                first[index] = client.submit(_attempt_shared, index, cases[index], plain,
+                                             pure=False)
+                futures[first[index]] = None
+                completed.add(first[index])
+                harmonizing += 1
+        future = client.submit(_unit, {i: cases[i] for i in unit}, shared,
+                               {i: first.pop(i) for i in unit if i in first}, pure=False)
+        futures[future] = unit
+        completed.add(future)
+        harmonizing += len(unit) == 1  # it harmonizes its case itself
+        return True
+
+    while harmonizing < window and submit_next():
+        pass
+    for future in _while_workers_remain(completed, watch):
+        unit = futures.pop(future)
+        if unit is None:  # a case harmonized; it waits on its worker for its unit's task
+            harmonizing -= 1
+            future.release()
+        else:
+            results = _outcome(future, watch)
+            future.release()
+            harmonizing -= len(unit) == 1
+            if results is None:
+                died.append(unit)
+            else:
+                yield from results
+        while harmonizing < window and submit_next():
+            pass
+    yield from _second_tries(client, died, cases, context, destination, shared, plain,
+                             watch)
+
+
+def _second_tries(client, died: list[list[int]], cases: dict[int, CaseSource],
+                  context: BuildContext, destination, shared, plain, watch: _WorkerWatch
+                  ) -> Iterator[tuple[int, Result]]:
+    """A worker killed by one case kills the tasks queued beside it too: each unit
+    whose worker died gets a second try, alone; then each of its cases alone, written
+    by the build process, so that only the culprit fails."""
+    for unit in died:
+        shared = _alive(client, shared, context, destination)
+        future = client.submit(_unit, {i: cases[i] for i in unit}, shared, {}, pure=False)
+        results = _outcome(future, watch)
+        future.release()
+        if results is not None:
+            yield from results
+            continue
+        for index in unit:
+            if len(unit) == 1:  # that was this case's second try
+                yield index, _died(index, cases[index])
+                continue
+            plain = _alive(client, plain, context, None)
+            future = client.submit(_attempt_shared, index, cases[index], plain, pure=False)
+            yield index, _outcome(future, watch) or _died(index, cases[index])
+            future.release()
+
+
+def _first_template(client, cases: dict[int, CaseSource], plain, window: int,
+                    watch: _WorkerWatch, first: dict[int, Any], settled: set[int]):
+    """Harmonize the first cases, a window at a time, until one succeeds; yield the
+    failures before it (their indices ``settled``); return the template of the first
+    harmonized case (None if none was). The harmonized cases stay on their workers
+    (``first``) for the tasks of their shards: no case is harmonized twice, and the
+    only wait is for the first case (the pipeline's fill)."""
+    pending = iter(cases.items())
+    while batch := list(itertools.islice(pending, window)):
+        for index, source in batch:
+            first[index] = client.submit(_attempt_shared, index, source, plain, pure=False)
+        for index, _ in batch:
+            probe = client.submit(_template_or_failure, first[index], pure=False)
+            outcome = _outcome(probe, watch)
+            probe.release()
+            if isinstance(outcome, dict):
+                return outcome
+            first.pop(index).release()
+            if outcome is not None:  # None: its worker died; its shard's task retries it
+                settled.add(index)
+                yield index, outcome
+    return None
+
+
+def _template_or_failure(result: Result) -> dict[str, Any] | CaseFailed:
+    return template_record(result) if isinstance(result, Case) else result
+
+
+def _alive(client, shared, context: BuildContext, destination):
+    """``shared`` again if it was lost with a dead worker (recomputed there)."""
+    if shared.status == "error":
+        return client.submit(_shared, context, destination, pure=False)
+    return shared
+
+
+def _unit(sources: dict[int, CaseSource], shared: tuple[BuildContext, Any],
+          first: dict[int, Result]) -> list[tuple[int, Result]]:
+    """On a worker: harmonize the cases of one unit (those in ``first`` were, by tasks
+    of their own), then write them into the store when this worker reaches it (else
+    they go back whole, for the build process to write)."""
+    context, destination = shared
+    results = {index: first[index] if index in first else _attempt(index, source, context)
+               for index, source in sources.items()}
+    if destination is not None and destination.reachable():
+        results.update(destination.write_cases(
+            {index: case for index, case in results.items() if isinstance(case, Case)}))
+    return sorted(results.items())
 
 
 class _WorkerWatch:
@@ -151,7 +269,7 @@ def _shared(context: BuildContext, destination) -> tuple[BuildContext, Any]:
 
 def _attempt_shared(index: int, source: CaseSource, shared: tuple[BuildContext, Any]
                     ) -> Result:
-    return _attempt(index, source, *shared)
+    return _attempt(index, source, shared[0])
 
 
 def _outcome(future, watch: _WorkerWatch) -> Result | None:
@@ -178,20 +296,13 @@ def _died(index: int, source: CaseSource) -> CaseFailed:
         "so that such cases are refused before they allocate, or leave it out"))
 
 
-def _attempt(index: int, source: CaseSource, context: BuildContext,
-             destination: CaseDestination | None = None) -> Result:
-    """The harmonized case or why it failed; with a ``destination`` this process can
-    reach, the case is written there and comes back as a CaseWritten. Errors of the
-    write other than the store refusing the case end the build, as in the build
-    process (a full disk is not one case's problem)."""
+def _attempt(index: int, source: CaseSource, context: BuildContext) -> Case | CaseFailed:
+    """The harmonized case or why it failed."""
     _share_cores_with_other_workers()
     if _on_a_worker():
         worker_failpoint(source.case_id)
     try:
-        case = _harmonize(source, context)
-        if destination is not None and destination.reachable():
-            return destination.write(index, case)
-        return case
+        return _harmonize(source, context)
     except MedimgError as error:
         return CaseFailed(index, source.case_id, error)
 

@@ -134,7 +134,7 @@ class BaseWriter(StoreWriter):
             return self._accept(index, case_written(index, case), case)
         except BaseException:
             if isinstance(case, CaseWritten):
-                self._discard(case.case_id)
+                self._discard(case)
             raise
 
     def _accept(self, index: int, written: CaseWritten, case: Case | None) -> CaseWritten:
@@ -215,22 +215,22 @@ class BaseWriter(StoreWriter):
         if self._template is None:
             self._template = case
             return True
-        problem = self._template.mismatch(case, self.layout.cases_share_arrays)
-        if problem:
-            raise StoreError(self.location, f"case {written.case_id!r} does not fit the "
-                             f"{self.layout.name} store: {problem}",
-                             hint="harmonize every case to the same grid and dtype")
+        error = misfit_error(self._template, case, written.case_id, self.location,
+                             self.layout.name, self.layout.cases_share_arrays)
+        if error is not None:
+            raise error
         return False
 
     @abstractmethod
     def _write(self, index: int, written: CaseWritten, case: Case | None) -> None:
         """Write the pixels of ``case`` (None: a worker wrote them) and mark it complete."""
 
-    def _discard(self, case_id: str) -> None:
+    def _discard(self, written: CaseWritten) -> None:
         """Remove what a refused case left in the store before the writer saw it; only
         a layout whose workers write cases leaves anything."""
 
-    def worker_destination(self) -> WorkerDestination | None:
+    def worker_destination(self, first: dict[str, Any] | None = None
+                           ) -> WorkerDestination | None:
         """None: this layout's cases are written by the build process only."""
         return None
 
@@ -349,6 +349,17 @@ class BaseWriter(StoreWriter):
         with beside_hierarchy():
             arrays = sorted(self._root.arrays())
         return {name: self._format.array_info(array) for name, array in arrays}
+
+
+def misfit_error(store: ImageTemplate, case: ImageTemplate, case_id: str, location: str,
+                 layout: str, stack: bool) -> StoreError | None:
+    """The refusal of a case (its template) that does not fit the store's, or None:
+    the same words whether the build process or a worker checks it."""
+    problem = store.mismatch(case, stack)
+    if not problem:
+        return None
+    return StoreError(location, f"case {case_id!r} does not fit the {layout} store: "
+                      f"{problem}", hint="harmonize every case to the same grid and dtype")
 
 
 def check_case_geometry(case: Case, location: str) -> None:

@@ -16,20 +16,31 @@ if TYPE_CHECKING:
 
     from ..case import Case
     from .journal import BuildLock
-    from .results import CaseWritten
+    from .results import CaseFailed, CaseWritten
 
 
 class WorkerDestination(Protocol):
-    """Where a Dask worker writes a case itself (``volumes.CaseDestination``):
-    picklable, sent to each worker once."""
+    """Where Dask workers write cases themselves (``volumes.CaseDestination``, one case
+    group per task; ``stack_shards.ShardDestination``, one shard per task): picklable,
+    sent to each worker once.
+
+    ``needs_template``: the store has no arrays yet (a stack store makes them from its
+    first case): ask the writer again with a harmonized case's template
+    (``StoreWriter.worker_destination(first)``) before any worker writes."""
+
+    needs_template: bool
 
     def reachable(self) -> bool:
-        """Whether this process sees the store (else the case goes back to the build
+        """Whether this process sees the store (else the cases go back to the build
         process to write)."""
 
-    def write(self, index: int, case: Case) -> CaseWritten:
-        """Write the pixels of ``case``, to be the store's case ``index``; the writer
-        then records the CaseWritten (``StoreWriter.write_case``)."""
+    def units(self, indices: list[int]) -> list[list[int]]:
+        """``indices`` (ascending) grouped as one worker task writes them, in order."""
+
+    def write_cases(self, cases: dict[int, Case]) -> dict[int, CaseWritten | CaseFailed]:
+        """Write the harmonized ``cases`` of one unit (index in the store -> case); for
+        each, what the writer then records (``StoreWriter.write_case``) or why the store
+        refuses it."""
 
 
 class StoreWriter(ABC):
@@ -60,9 +71,12 @@ class StoreWriter(ABC):
         then free again."""
 
     @abstractmethod
-    def worker_destination(self) -> WorkerDestination | None:
+    def worker_destination(self, first: dict[str, Any] | None = None
+                           ) -> WorkerDestination | None:
         """Where Dask workers may write cases themselves, or None: this writer's
-        cases are written by the build process only."""
+        cases are written by the build process only. ``first``: the template
+        (``results.template_record``) of the case that makes a stack store's arrays,
+        when the destination said it ``needs_template``; the arrays are made then."""
 
     @abstractmethod
     def cases_in_store(self) -> int:

@@ -86,8 +86,8 @@ class Replacing(StoreWriter):
     def write_case(self, index: int, case):
         return self.inner.write_case(index, case)
 
-    def worker_destination(self):
-        return self.inner.worker_destination()
+    def worker_destination(self, first=None):
+        return self.inner.worker_destination(first)
 
     def cases_in_store(self) -> int:
         return self.inner.cases_in_store()

@@ -29,6 +29,7 @@ import numpy as np
 import zarr
 
 from ..case import Case
+from ..errors import MedimgError
 from ..failpoints import failpoint
 from .axes import (
     axis_coords, image_to_stored, is_axis_aligned, mask_to_stored, spatial_dims,
@@ -42,7 +43,7 @@ from .schema import (
     CASE_ATTRS, CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES,
     WHOLE_ARRAY_CONFIG, checksummed, image_path, level_group, mask_path,
 )
-from .results import CaseWritten, case_written
+from .results import CaseFailed, CaseWritten, case_written
 
 
 class VolumesWriter(BaseWriter):
@@ -72,16 +73,18 @@ class VolumesWriter(BaseWriter):
         return CaseGroupSettings(self._compressor, self._pyramid_levels,
                                  segmentation_classes(self._vocabulary()))
 
-    def worker_destination(self) -> CaseDestination | None:
-        """Where workers write cases, if the format lets them (``writes_from_workers``)."""
+    def worker_destination(self, first: dict[str, Any] | None = None
+                           ) -> CaseDestination | None:
+        """Where workers write cases, if the format lets them (``writes_from_workers``);
+        a case group needs nothing of the first case (``first`` is not used)."""
         if not self._format.writes_from_workers:
             return None
         return CaseDestination(self.location, self._group_settings())
 
-    def _discard(self, case_id: str) -> None:
+    def _discard(self, written: CaseWritten) -> None:
         """Delete the group a worker wrote for a case the store then refused."""
-        if case_id in self._cases:
-            del self._cases[case_id]
+        if written.case_id in self._cases:
+            del self._cases[written.case_id]
 
     def _wrote(self, index: int, case_id: str) -> None:
         with self._lock:
@@ -133,6 +136,7 @@ class CaseDestination:
 
     location: str
     settings: CaseGroupSettings
+    needs_template = False  # each case has arrays of its own
 
     def reachable(self) -> bool:
         """Whether this process sees the store (a worker on another host without the
@@ -148,6 +152,20 @@ class CaseDestination:
                                 zarr_format=3)
         write_case_group(cases, case, self.settings)
         return case_written(index, case)
+
+    def units(self, indices: list[int]) -> list[list[int]]:
+        """Each case alone: cases touch different groups, so any worker writes any."""
+        return [[index] for index in indices]
+
+    def write_cases(self, cases: dict[int, Case]) -> dict[int, CaseWritten | CaseFailed]:
+        """Each case written (``write``), or why the store refuses it."""
+        results: dict[int, CaseWritten | CaseFailed] = {}
+        for index, case in cases.items():
+            try:
+                results[index] = self.write(index, case)
+            except MedimgError as error:
+                results[index] = CaseFailed(index, case.case_id, error)
+        return results
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,7 @@ class FinishedStore(StoreWriter):
     def write_case(self, index: int, case) -> CaseWritten:
         raise StoreError(self.location, "the store is finished; no case is left to write")
 
-    def worker_destination(self) -> None:
+    def worker_destination(self, first=None) -> None:
         return None
 
     def cases_in_store(self) -> int:
