@@ -7,6 +7,7 @@ fallback from the voxel sizes) so that a volume reads the same here and in nibab
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -29,6 +30,7 @@ _CIFTI_EXTENSION = 32  # NIfTI extension code of CIFTI-2's XML
 # Bytes a compressed stream may hold past the voxels its header declares: MGH's footer
 # (scan parameters, tags) lives there, and some writers pad. More is a gzip bomb.
 _TRAILING_BYTES_ALLOWED = 2**20
+_INFLATE_BYTES = 2**20  # inflated at a time into a NIfTI's voxels, without _buffer
 _SLAB_VALUES = 2**22  # voxels scaled at a time (32 MiB of float64)
 # Bytes of header extensions (between the header and vox_offset) a NIfTI may hold:
 # nibabel reads every extension whole into memory, and keeps it, before the voxels, so a
@@ -116,7 +118,8 @@ def _load(path: Path) -> tuple[Any, np.ndarray]:
                 _nifti_class(path, head)
             _refuse_large_extensions(path, klass, head)
             handle.seek(0)
-            img = klass.from_file_map({"image": FileHolder(fileobj=handle)})
+            img = klass.from_file_map({"image": FileHolder(fileobj=_InflatedInto(handle))},
+                                      mmap=False)  # no memmap of a gzip stream
             raw = _voxels(path, img)
             _refuse_trailing_bytes(path, handle, _data_end(img))
             return img, raw
@@ -126,6 +129,34 @@ def _load(path: Path) -> tuple[Any, np.ndarray]:
         _refuse_large_extensions(path, _nifti_class(path, head), head)
     img = nib.load(path, mmap=False)
     return img, _voxels(path, img)
+
+
+class _InflatedInto:
+    """A gzip file whose ``readinto`` inflates straight into the caller's buffer.
+    GzipFile's own (io.BufferedIOBase's) inflates the whole request into a temporary
+    ``bytes`` and copies it over: nibabel reads the voxels with one ``readinto``, so a
+    CT's voxels were in memory twice at the read's peak. The file's BufferedReader
+    (``_buffer``, where GzipFile itself reads) hands a large request to the inflating
+    reader's own ``readinto``; without it, slabs of ``_INFLATE_BYTES`` bound the copy."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def readinto(self, buffer) -> int:
+        reader = getattr(self._handle, "_buffer", None)
+        if isinstance(reader, io.BufferedReader):
+            return reader.readinto(buffer)
+        with memoryview(buffer) as view, view.cast("B") as target:
+            done = 0
+            while done < len(target):
+                count = self._handle.readinto(target[done:done + _INFLATE_BYTES])
+                if not count:
+                    break
+                done += count
+            return done
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
 
 
 def _refuse_large_extensions(path: Path, klass, head: bytes) -> None:
