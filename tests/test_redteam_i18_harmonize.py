@@ -55,3 +55,17 @@ def test_jpeg_with_a_mask_builds_as_before(tmp_path):
                            else store.cases["case_id"].iloc[0])
     # The lesion is a third of the columns and half of the rows: padded into 256^2.
     assert 0.1 < (mask.array == 1).mean() < 0.2
+
+
+def test_case_table_keeps_the_source_files_shape(tmp_path):
+    # original_shape/spacing/affine describe the source file (PRODUCT.md, the report's
+    # figures); a JPEG read at 1/4 scale recorded its reduced 600 x 400 at 4 pixels.
+    source = _lesion_photos(tmp_path / "src", masks=False)
+    assert _build(source, tmp_path / "out.zarr", masks=False).ok
+    cases = open_store(tmp_path / "out.zarr").cases
+    assert any("'reduced': 4" in str(steps) for steps in cases["steps"])  # it was reduced
+    for shape, spacing, affine in zip(cases["original_shape"], cases["original_spacing"],
+                                      cases["original_affine"]):
+        assert list(shape) == [COLUMNS, ROWS, 3]
+        assert list(spacing) == [1.0, 1.0]
+        np.testing.assert_array_equal(np.asarray(affine, dtype=float).reshape(4, 4), np.eye(4))

@@ -105,7 +105,8 @@ def _reduced_decoding(pil: Image.Image, fit: tuple[int, ...] | None) -> dict[str
     if drafted is None:  # a progressive or multi-tile JPEG: Pillow decodes it whole
         return {}
     scale = round(columns / drafted[1][2])
-    return {"reduced": scale} if scale > 1 else {}
+    # The file's own size, for the case table's original_shape (the pixels are smaller).
+    return {"reduced": scale, "full_size": [columns, rows]} if scale > 1 else {}
 
 
 def _decoded_shape(pil: Image.Image) -> tuple[int, int, int]:
