@@ -85,3 +85,27 @@ def test_unit_range_with_a_given_source_range_keeps_float64s_bits(source_range):
     low, high = source_range
     reference = np.clip((array.astype(np.float64) - low) / (high - low), 0, 1)
     np.testing.assert_array_equal(out, reference.astype(np.float32))
+
+
+@pytest.mark.parametrize("size, reduced", [((2405, 1603), None), ((2402, 1602), 2),
+                                           ((2400, 1600), 4)])
+def test_reduced_jpeg_keeps_the_harmonized_grid_exactly(tmp_path, size, reduced):
+    # libjpeg's last block of a side not divisible by the scale is partial: the reduced
+    # picture (602 x 401 for 2405 x 1603 at 1/4) spans past the file, and the resized
+    # grid moved (spacing 9.3945 -> 9.4062 px, origin by a pixel, up to 9 grey levels).
+    from medimg_build import read_image
+    from medimg_build.harmonize import resize_with_pad
+    from medimg_build.harmonize.orient import to_ras
+    from medimg_build.io.read_options import picture_fit
+
+    path = tmp_path / "photo.jpg"
+    columns, rows = size
+    j, i = np.mgrid[0:rows, 0:columns]
+    grey = 40 + 180 * np.exp(-(((i - 2000) / 40) ** 2 + ((j - 1500) / 40) ** 2) / 2)
+    Image.fromarray(grey.astype(np.uint8)).save(path, quality=95)
+    whole = resize_with_pad(to_ras(read_image(path)), [256, 256])
+    with picture_fit((256, 256)):
+        read = read_image(path)
+    assert read.history[-1].params.get("reduced") == reduced
+    harmonized = resize_with_pad(to_ras(read), [256, 256])
+    np.testing.assert_allclose(harmonized.affine, whole.affine, atol=1e-9)
