@@ -109,3 +109,25 @@ def test_reduced_jpeg_keeps_the_harmonized_grid_exactly(tmp_path, size, reduced)
     assert read.history[-1].params.get("reduced") == reduced
     harmonized = resize_with_pad(to_ras(read), [256, 256])
     np.testing.assert_allclose(harmonized.affine, whole.affine, atol=1e-9)
+
+
+def test_upsampling_holds_no_gathers_of_the_whole_output():
+    # resample_to_spacing 2x per axis: the two-tap step gathered both neighbours of every
+    # output voxel at once (two output-sized arrays beside the result: 3.5 outputs traced,
+    # 468 MB peak RSS for a 192 MB result against 390 MB for the SimpleITK code).
+    import tracemalloc
+
+    from medimg_build.harmonize.resample import resample_to_spacing
+    from medimg_build.image import MedicalImage
+
+    array = np.asfortranarray(np.random.default_rng(0).integers(
+        -1000, 2000, (64, 64, 40)).astype(np.int16))
+    image = MedicalImage(array, np.diag([2.0, 2.0, 2.0, 1.0]), spatial_ndim=3)
+    tracemalloc.start()
+    try:
+        out = resample_to_spacing(image, [1.0, 1.0, 1.0], "linear").array
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (128, 128, 80)
+    assert peak < 3.0 * out.nbytes, peak / out.nbytes
