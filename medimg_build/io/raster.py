@@ -88,24 +88,29 @@ def read_pillow(path: Path) -> MedicalImage:
     return _picture(path, pixels, {"jpg": "jpeg"}.get(fmt, fmt), reader="pillow", notes=notes)
 
 
-def _reduced_decoding(pil: Image.Image, fit: tuple[int, ...] | None) -> dict[str, int]:
-    """Set a JPEG to decode at the smallest DCT scale (2, 4 or 8) that keeps at least
-    twice the pixels a resize to fit ``fit`` keeps, along both axes whichever way they
-    pair; ``{"reduced": scale}`` when it does, else nothing. Pillow's ``draft``: the
-    pixel at index i of the decoded picture is the block of original pixels
-    ``scale * i .. scale * i + scale - 1`` (its box, as ``thumbnail`` uses it)."""
+def _reduced_decoding(pil: Image.Image, fit: tuple[int, ...] | None) -> dict[str, Any]:
+    """Set a JPEG to decode at the smallest DCT scale (2, 4 or 8) that divides both sides
+    and keeps at least twice the pixels a resize to fit ``fit`` keeps, along both axes
+    whichever way they pair; ``{"reduced": scale, ...}`` when it does, else nothing.
+    Pillow's ``draft``: the pixel at index i of the decoded picture is the block of
+    original pixels ``scale * i .. scale * i + scale - 1`` (its box, as ``thumbnail``
+    uses it)."""
     if fit is None or len(fit) != 2 or pil.format != "JPEG":
         return {}
     rows, columns = pil.height, pil.width
     kept = max(min(fit[0] / columns, fit[1] / rows), min(fit[0] / rows, fit[1] / columns))
-    scale = next((s for s in (8, 4, 2) if 2 * s * kept <= 1), 1)
+    # Sides a whole number of blocks only: a partial last block would make the reduced
+    # picture span past the file, and the resized grid would move.
+    scale = next((s for s in (8, 4, 2)
+                  if 2 * s * kept <= 1 and rows % s == 0 and columns % s == 0), 1)
     if scale == 1:
         return {}
     drafted = pil.draft(pil.mode, (columns // scale, rows // scale))
     if drafted is None:  # a progressive or multi-tile JPEG: Pillow decodes it whole
         return {}
     scale = round(columns / drafted[1][2])
-    return {"reduced": scale} if scale > 1 else {}
+    # The file's own size, for the case table's original_shape (the pixels are smaller).
+    return {"reduced": scale, "full_size": [columns, rows]} if scale > 1 else {}
 
 
 def _decoded_shape(pil: Image.Image) -> tuple[int, int, int]:

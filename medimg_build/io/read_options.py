@@ -15,7 +15,8 @@ scanner displays. See Chenevert et al. 2014, PMC3998685.
 1/2, 1/4, 1/8, which average each 2x2, 4x4 or 8x8 block), keeping at least twice the
 pixels the resize keeps: most of a large photo's decoding is skipped, and the resize's
 own anti-aliasing still does the last factor of two. Only the case's image is read under
-it, never its mask (labels must not be averaged).
+it, never its mask (labels must not be averaged), and only for a case without a mask or
+annotations (they are given on the file's pixels: ``recipe.pipeline._shrunk_to``).
 """
 
 from __future__ import annotations

@@ -56,10 +56,7 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
         "split": splits.split_of(patient_pseudonym),
         "modality": raw.meta.get("modality") or recipe.modality,
         "organ": recipe.organ,
-        "original_shape": list(raw.array.shape),
-        "original_spacing": [round(s, 6) for s in raw.spacing],
-        "original_orientation": raw.orientation,
-        "original_affine": np.round(raw.affine, 6).tolist(),
+        **_original_grid(raw),
         "harmonized_shape": list(image.array.shape),
         "harmonized_spacing": [round(s, 6) for s in image.spacing],
         # Pictures without a known pixel size keep spacings in pixels, not mm.
@@ -81,6 +78,21 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
     return {"case_id": case_id,
             **_private({k: v for k, v in row.items() if k != "case_id"}, identifiers, key,
                        source_dir)}
+
+
+def _original_grid(raw: MedicalImage) -> dict[str, Any]:
+    """Shape, spacing, orientation and affine of the source file. A JPEG decoded at a
+    reduced DCT scale (``io.raster``) holds fewer pixels than its file: it is described
+    as the file is, one pixel a unit, as when it is decoded whole."""
+    full_size = (raw.meta.get("raster") or {}).get("full_size")
+    shape, affine = list(raw.array.shape), raw.affine
+    if full_size:
+        shape, affine = [*full_size, *shape[raw.spatial_ndim:]], np.eye(4)
+    spacing = np.linalg.norm(affine[:3, :raw.spatial_ndim], axis=0)
+    return {"original_shape": [int(n) for n in shape],
+            "original_spacing": [round(float(s), 6) for s in spacing],
+            "original_orientation": raw.orientation,
+            "original_affine": np.round(affine, 6).tolist()}
 
 
 def case_identifiers(raw: MedicalImage) -> set[str]:

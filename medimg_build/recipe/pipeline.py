@@ -89,7 +89,7 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
                          "have one: a stack store holds a mask for every case or for none",
                          hint="build the cases without masks as a store of their own "
                          "(--set source.images=...)")
-    with picture_fit(_shrunk_to(recipe)):  # the image only: a mask is never averaged
+    with picture_fit(_shrunk_to(recipe, source)):  # the image only: a mask is never averaged
         raw = _with_recipe_facts(read_source(source, recipe), recipe)
     require_finite(raw, source.image_path)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
@@ -255,12 +255,17 @@ def _check_same_grid(mask: MedicalImage, image: MedicalImage, tolerance: float,
                             hint="masks must be on their image's grid; check the pairing")
 
 
-def _shrunk_to(recipe: Recipe) -> tuple[int, ...] | None:
+def _shrunk_to(recipe: Recipe, source: CaseSource) -> tuple[int, ...] | None:
     """The shape a case's picture is resized to with an anti-aliasing interpolation, when
-    that is the first step that changes its grid (``read_options.picture_fit``)."""
+    that is the first step that changes its grid (``read_options.picture_fit``). None
+    for a case with a mask or annotations: they are given on the picture's own pixels
+    (the mask is checked against its grid), which a reduced decoding does not have."""
     harmonize = recipe.harmonize
     if harmonize.shape is None or harmonize.spacing is not None or \
             harmonize.interpolation not in CONTINUOUS:
+        return None
+    if source.mask_path is not None or source.mask_loader or \
+            any(source.annotations.values()):
         return None
     return tuple(harmonize.shape)
 
