@@ -155,7 +155,8 @@ class CaseDataset:
             axis = dims.index(self.sampling.slice_axis)
             image = image[(slice(None),) * (1 + axis) + (0,)]
             mask = None if mask is None else mask[(slice(None),) * axis + (0,)]
-        return self._item(index, image, mask, _window_affine(affine, window), spacing)
+        # spacing.copy(): the case's cached array is not the caller's to write into.
+        return self._item(index, image, mask, _window_affine(affine, window), spacing.copy())
 
     def _opened_case(self, case_id: str) -> tuple:
         """(image, mask or None, affine, spacing) of a case: lazy xarray Variables (no
@@ -252,7 +253,7 @@ class CaseDataset:
         if mask is not None:
             item["mask"] = mask
         item.update(
-            labels={name: values[index] for name, values in self._labels.items()},
+            labels={name: _own(values[index]) for name, values in self._labels.items()},
             case_id=self.case_ids[index], split=self._splits[index], index=index,
             spacing=spacing, origin=affine[:3, 3][::-1].copy(), affine=affine)
         return item
@@ -290,6 +291,12 @@ class BatchIndices:
             if self.shuffle else np.arange(n)
         for batch in range(len(self)):
             yield order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+
+
+def _own(value: Any) -> Any:
+    """A label for an item: a multi-label row copied, so that writing into it (an in-place
+    op on the tensor the DataLoader makes of it) leaves the dataset's row alone."""
+    return value.copy() if isinstance(value, np.ndarray) else value
 
 
 def _stacked_labels(values: list[Any]) -> np.ndarray:

@@ -1,0 +1,47 @@
+"""Red team of issue 18's read path (training.py's cached cases and whole batches):
+what an item or batch returns is its own, and a batch that cannot be one array says
+which cases and why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medimg_build.errors import StoreError
+from medimg_build.training import CaseDataset
+
+import test_store_formats as formats_tests  # noqa: E402  (tests/ is on sys.path)
+import test_store_stack as stack_tests  # noqa: E402
+import test_store_volumes as volumes_tests  # noqa: E402
+
+
+def _arrays(item: dict) -> dict[str, np.ndarray]:
+    """Every array of an item or batch, labels too, by name."""
+    found = {k: v for k, v in item.items() if isinstance(v, np.ndarray)}
+    found.update({f"labels/{k}": v for k, v in item["labels"].items()
+                  if isinstance(v, np.ndarray)})
+    return found
+
+
+@pytest.mark.parametrize("layout, read", [
+    ("stack", lambda data: data[1]), ("volumes", lambda data: data[1]),
+    ("stack", lambda data: data.__getitems__([1, 2])[0]),
+    ("stack", lambda data: data[[1, 2]]),
+])
+def test_the_arrays_returned_are_writable_and_their_own(tmp_path, layout, read):
+    """An item's arrays are writable (torch warns on others) and belong to the caller:
+    writing into one (an in-place augmentation, ``labels.clamp_(0)``) changes nothing a
+    later read returns. Cases kept open per process must not hand out their cached
+    spacing, nor the dataset its one copy of a multi-label row."""
+    path = stack_tests.build(tmp_path / "s.zarr", formats_tests.stack_cases(5), k=2) \
+        if layout == "stack" else volumes_tests.build(tmp_path / "v.zarr",
+                                                      formats_tests.volume_cases())
+    data = CaseDataset(path)
+    pristine = {k: v.copy() for k, v in _arrays(read(data)).items()}
+    assert "spacing" in pristine and (layout == "volumes" or "labels/findings" in pristine)
+    for name, array in _arrays(read(data)).items():
+        assert array.flags.writeable, name
+        array[...] = 7
+    for name, array in _arrays(read(data)).items():
+        np.testing.assert_array_equal(array, pristine[name], err_msg=name)
+
