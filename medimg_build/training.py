@@ -194,6 +194,7 @@ class CaseDataset:
         together = self._read_together(indices)
         if together is None:
             items = [self[i] for i in indices]
+            _one_shape(self.location, items)
             indices = [item["index"] for item in items]
             images = np.stack([item["image"] for item in items])
             masks = np.stack([item["mask"] for item in items]) if "mask" in items[0] else None
@@ -291,6 +292,20 @@ class BatchIndices:
             if self.shuffle else np.arange(n)
         for batch in range(len(self)):
             yield order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+
+
+def _one_shape(location: str, items: list[dict[str, Any]]) -> None:
+    """StoreError unless the items' images have one shape: a batch is one array (cases of
+    a volumes store differ in shape)."""
+    first = items[0]
+    for item in items[1:]:
+        if item["image"].shape != first["image"].shape:
+            raise StoreError(location, f"cases {first['case_id']!r} of shape "
+                             f"{list(first['image'].shape)} and {item['case_id']!r} of shape "
+                             f"{list(item['image'].shape)} cannot be one batch: a batch holds "
+                             "cases of one shape", hint="read these cases one at a time "
+                             "(DataLoader(batch_size=None) without batches), or sample "
+                             "patches of one size (patch_size=...)")
 
 
 def _own(value: Any) -> Any:

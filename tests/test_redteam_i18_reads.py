@@ -45,3 +45,15 @@ def test_the_arrays_returned_are_writable_and_their_own(tmp_path, layout, read):
     for name, array in _arrays(read(data)).items():
         np.testing.assert_array_equal(array, pristine[name], err_msg=name)
 
+
+def test_a_batch_of_cases_of_different_shapes_names_them(tmp_path):
+    """Whole cases of a volumes store differ in shape: a batch of them cannot be one
+    array, which is said as a StoreError naming two of them and their shapes (the
+    DataLoader's collation named the shapes; NumPy's stack names nothing)."""
+    cases = formats_tests.volume_cases()
+    path = volumes_tests.build(tmp_path / "v.zarr", cases)
+    data = CaseDataset(path)
+    with pytest.raises(StoreError, match=r"liver_00.*\[1, 4, 7, 11\].*liver_01.*"
+                       r"\[1, 5, 7, 12\].*one shape"):
+        data[[0, 1]]
+    assert data[[0]]["image"].shape == (1, 1, 4, 7, 11)  # one case is always one shape
