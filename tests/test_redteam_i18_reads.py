@@ -4,10 +4,16 @@ which cases and why."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from medimg_build import open_store
 from medimg_build.errors import StoreError
+from medimg_build.store.schema import image_path
 from medimg_build.training import CaseDataset
 
 import test_store_formats as formats_tests  # noqa: E402  (tests/ is on sys.path)
@@ -57,3 +63,31 @@ def test_a_batch_of_cases_of_different_shapes_names_them(tmp_path):
                        r"\[1, 5, 7, 12\].*one shape"):
         data[[0, 1]]
     assert data[[0]]["image"].shape == (1, 1, 4, 7, 11)  # one case is always one shape
+
+
+def _v2_chunk_keys(store: Path, array: str) -> None:
+    """Rewrite ``array`` of a store as another tool may: the same chunks under zarr v3's
+    ``v2`` chunk key encoding (``0/0/0``, no ``c/`` prefix), which zarr-python reads."""
+    encoding = {"name": "v2", "configuration": {"separator": "/"}}
+    for path in store.rglob("zarr.json"):
+        document = json.loads(path.read_text())
+        consolidated = (document.get("consolidated_metadata") or {}).get("metadata") or {}
+        if path == store / array / "zarr.json":
+            document["chunk_key_encoding"] = encoding
+        if array in consolidated:
+            consolidated[array]["chunk_key_encoding"] = encoding
+        path.write_text(json.dumps(document))
+    for shard in (store / array / "c").iterdir():
+        shutil.move(shard, store / array / shard.name)
+    (store / array / "c").rmdir()
+
+
+def test_chunks_under_the_v2_key_encoding_read_as_zarr_python_reads_them(tmp_path):
+    """The lean reader builds ``c/<i>/<j>...`` paths, the default encoding's: an array
+    with another encoding (same separator) goes to zarr-python, not read as a missing
+    shard (a store with checksums: false damage; without: fill values)."""
+    path = volumes_tests.build(tmp_path / "v.zarr", formats_tests.volume_cases())
+    expected = open_store(path).case("liver_01")["image"].values
+    _v2_chunk_keys(path, f"cases/liver_01/{image_path()}")
+    np.testing.assert_array_equal(open_store(path).case("liver_01")["image"].values, expected)
+    np.testing.assert_array_equal(CaseDataset(path)[1]["image"], expected)
