@@ -91,3 +91,17 @@ def test_chunks_under_the_v2_key_encoding_read_as_zarr_python_reads_them(tmp_pat
     _v2_chunk_keys(path, f"cases/liver_01/{image_path()}")
     np.testing.assert_array_equal(open_store(path).case("liver_01")["image"].values, expected)
     np.testing.assert_array_equal(CaseDataset(path)[1]["image"], expected)
+
+
+@pytest.mark.parametrize("selection", [
+    (0, slice(5, 5, -1)), (0, slice(2, 4), slice(3, -1, -1)), (slice(None), -1, slice(0, 9, -2)),
+])
+def test_an_empty_reversed_selection_is_empty(tmp_path, selection):
+    """A reversed slice that selects nothing gives an empty array, as NumPy does (it
+    raised from xarray's adapter before issue 18, from zarr-python or NumPy after)."""
+    path = volumes_tests.build(tmp_path / "v.zarr", formats_tests.volume_cases())
+    image = open_store(path).case("liver_01")["image"]
+    expected = image.values[selection]
+    assert expected.size == 0
+    got = image[selection].values
+    assert got.shape == expected.shape and got.dtype == expected.dtype

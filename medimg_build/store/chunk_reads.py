@@ -248,8 +248,8 @@ def _forward(key: tuple, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
         if isinstance(k, slice):
             start, stop, step = k.indices(extent)
             taken = range(start, stop, step)
-            if step < 0 and len(taken):
-                k = slice(taken[-1], taken[0] + 1, -step)
+            if step < 0:  # empty: slice(0, 0), which zarr-python reads (no negative step)
+                k = slice(taken[-1], taken[0] + 1, -step) if len(taken) else slice(0, 0)
             flips.append(slice(None, None, -1) if step < 0 else slice(None))
         forward.append(k)
     return tuple(forward), tuple(flips)
