@@ -155,7 +155,8 @@ class CaseDataset:
             axis = dims.index(self.sampling.slice_axis)
             image = image[(slice(None),) * (1 + axis) + (0,)]
             mask = None if mask is None else mask[(slice(None),) * axis + (0,)]
-        return self._item(index, image, mask, _window_affine(affine, window), spacing)
+        # spacing.copy(): the case's cached array is not the caller's to write into.
+        return self._item(index, image, mask, _window_affine(affine, window), spacing.copy())
 
     def _opened_case(self, case_id: str) -> tuple:
         """(image, mask or None, affine, spacing) of a case: lazy xarray Variables (no
@@ -193,6 +194,7 @@ class CaseDataset:
         together = self._read_together(indices)
         if together is None:
             items = [self[i] for i in indices]
+            _one_shape(self.location, items)
             indices = [item["index"] for item in items]
             images = np.stack([item["image"] for item in items])
             masks = np.stack([item["mask"] for item in items]) if "mask" in items[0] else None
@@ -252,7 +254,7 @@ class CaseDataset:
         if mask is not None:
             item["mask"] = mask
         item.update(
-            labels={name: values[index] for name, values in self._labels.items()},
+            labels={name: _own(values[index]) for name, values in self._labels.items()},
             case_id=self.case_ids[index], split=self._splits[index], index=index,
             spacing=spacing, origin=affine[:3, 3][::-1].copy(), affine=affine)
         return item
@@ -290,6 +292,26 @@ class BatchIndices:
             if self.shuffle else np.arange(n)
         for batch in range(len(self)):
             yield order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+
+
+def _one_shape(location: str, items: list[dict[str, Any]]) -> None:
+    """StoreError unless the items' images have one shape: a batch is one array (cases of
+    a volumes store differ in shape)."""
+    first = items[0]
+    for item in items[1:]:
+        if item["image"].shape != first["image"].shape:
+            raise StoreError(location, f"cases {first['case_id']!r} of shape "
+                             f"{list(first['image'].shape)} and {item['case_id']!r} of shape "
+                             f"{list(item['image'].shape)} cannot be one batch: a batch holds "
+                             "cases of one shape", hint="read these cases one at a time "
+                             "(DataLoader(batch_size=None) without batches), or sample "
+                             "patches of one size (patch_size=...)")
+
+
+def _own(value: Any) -> Any:
+    """A label for an item: a multi-label row copied, so that writing into it (an in-place
+    op on the tensor the DataLoader makes of it) leaves the dataset's row alone."""
+    return value.copy() if isinstance(value, np.ndarray) else value
 
 
 def _stacked_labels(values: list[Any]) -> np.ndarray:

@@ -75,10 +75,12 @@ def lean_layout(metadata) -> tuple[tuple[int, ...], str, bool] | None:
     sharding = codecs[0]["configuration"]
     inner = sharding["codecs"]
     checksummed = codec_names(inner) == ["bytes", "blosc", "crc32c"]
+    # The shard paths LocalShardArray builds are the default encoding's, c/<i>/<j>...
+    # (v2's, same separator, has no c/): any other goes to zarr-python.
     if not (checksummed or codec_names(inner) == ["bytes", "blosc"]) \
             or not checked_index_at_end(sharding) \
-            or (metadata.chunk_key_encoding.to_dict().get("configuration") or {}
-                ).get("separator") != "/":
+            or metadata.chunk_key_encoding.to_dict() != {
+                "name": "default", "configuration": {"separator": "/"}}:
         return None
     byte_order = ">" if endian(inner[0]) == "big" else "<"  # None: one-byte values
     return tuple(sharding["chunk_shape"]), byte_order, checksummed
@@ -246,8 +248,8 @@ def _forward(key: tuple, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
         if isinstance(k, slice):
             start, stop, step = k.indices(extent)
             taken = range(start, stop, step)
-            if step < 0 and len(taken):
-                k = slice(taken[-1], taken[0] + 1, -step)
+            if step < 0:  # empty: slice(0, 0), which zarr-python reads (no negative step)
+                k = slice(taken[-1], taken[0] + 1, -step) if len(taken) else slice(0, 0)
             flips.append(slice(None, None, -1) if step < 0 else slice(None))
         forward.append(k)
     return tuple(forward), tuple(flips)
