@@ -16,7 +16,7 @@ from medimg_build.case import Case
 from medimg_build.errors import StoreError
 from medimg_build.image import MedicalImage
 from medimg_build.store import create_store, open_store
-from medimg_build.store.stack import default_cases_per_shard
+from medimg_build.store.stack_shards import default_cases_per_shard
 
 FINDINGS = ["effusion", "nodule", "mass"]
 ATTRS = {"dataset": "toy-cxr", "modality": "XR", "organ": "chest",

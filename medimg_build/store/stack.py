@@ -36,7 +36,6 @@ from .stack_shards import (
     ShardCaseWritten, ShardDestination, cases_per_shard,
     open_stack_arrays, reset_cases, stored_shape, write_shard_pixels,
 )
-from .stack_shards import default_cases_per_shard  # noqa: F401  (its home until now)
 
 
 # What the stack writes before close (the rest of the root is written by close).
