@@ -175,10 +175,23 @@ class ShardDestination:
             results[index] = ShardCaseWritten(written.index, written.record, together)
         return results
 
-    def _check(self, case: Case) -> None:
+    def refusal(self, index: int, case: Case) -> CaseFailed | None:
+        """Why the store refuses ``case`` whatever its template, or None: a case the
+        store refuses must not make its arrays (the build process checks this before
+        taking a case's template)."""
+        try:
+            self._check_own(case)
+        except MedimgError as error:
+            return CaseFailed(index, case.case_id, error)
+        return None
+
+    def _check_own(self, case: Case) -> None:
         check_types(case.case_id, {kind: getattr(case, kind) for kind in GROUP_NAMES},
                     self.location)
         check_case_geometry(case, self.location)
+
+    def _check(self, case: Case) -> None:
+        self._check_own(case)
         error = misfit_error(self.template, ImageTemplate(template_record(case)), case.case_id,
                              self.location, STACK, stack=True)
         if error is not None:
