@@ -48,3 +48,27 @@ def test_a_refused_first_case_does_not_shape_the_stack(tmp_path, monkeypatch):
     assert list(local.failed) == list(serial.failed)  # the words name each store
     assert local.built == serial.built
     assert "mask" not in open_store(tmp_path / "local.zarr").attrs["arrays"]
+
+
+def test_workers_in_another_folder_write_the_store_the_build_named(tmp_path, monkeypatch):
+    """``--out out.zarr`` is relative to the build's folder, not to a worker's (a
+    ``dask worker`` started elsewhere): those workers wrote their shards into the
+    ``out.zarr`` of their own folder, an older store, and the build marked its own
+    cases complete with no pixels."""
+    from distributed import LocalCluster
+
+    source = _stack_source(tmp_path / "src", 4)
+    recipe = _recipe(cases_per_shard=2)
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "build").mkdir()
+    monkeypatch.chdir(tmp_path / "workers")
+    build_store(recipe, source, "out.zarr", workers=1, progress=False)  # the older store
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        monkeypatch.chdir(tmp_path / "build")
+        build_store(recipe, source, "serial.zarr", workers=1, progress=False)
+        assert build_store(recipe, source, "out.zarr", scheduler=cluster.scheduler_address,
+                           progress=False).ok
+    built, serial = open_store(tmp_path / "build" / "out.zarr"), open_store(
+        tmp_path / "build" / "serial.zarr")
+    assert built.attrs["manifest"]["content_sha256"] == \
+        serial.attrs["manifest"]["content_sha256"]
