@@ -95,8 +95,8 @@ def _on_dask(client, cases: dict[int, CaseSource], context: BuildContext,
     first: dict[int, Any] = {}  # index -> a harmonized case kept on its worker
     settled: set[int] = set()
     if destination is not None and destination.needs_template:
-        template = yield from _first_template(client, cases, plain, window, watch, first,
-                                              settled)
+        template = yield from _first_template(client, cases, plain, destination, window,
+                                              watch, first, settled)
         destination = None if template is None else destinations(template)
     todo = [index for index in cases if index not in settled]
     units = (destination.units(todo) if destination is not None
@@ -177,19 +177,21 @@ def _second_tries(client, died: list[list[int]], cases: dict[int, CaseSource],
             future.release()
 
 
-def _first_template(client, cases: dict[int, CaseSource], plain, window: int,
+def _first_template(client, cases: dict[int, CaseSource], plain, destination, window: int,
                     watch: _WorkerWatch, first: dict[int, Any], settled: set[int]):
-    """Harmonize the first cases, a window at a time, until one succeeds; yield the
-    failures before it (their indices ``settled``); return the template of the first
-    harmonized case (None if none was). The harmonized cases stay on their workers
-    (``first``) for the tasks of their shards: no case is harmonized twice, and the
-    only wait is for the first case (the pipeline's fill)."""
+    """Harmonize the first cases, a window at a time, until one succeeds and the
+    ``destination`` does not refuse it; yield the failures and refusals before it
+    (their indices ``settled``); return the template of that case (None if none was).
+    The harmonized cases stay on their workers (``first``) for the tasks of their
+    shards: no case is harmonized twice, and the only wait is for the first case (the
+    pipeline's fill)."""
     pending = iter(cases.items())
     while batch := list(itertools.islice(pending, window)):
         for index, source in batch:
             first[index] = client.submit(_attempt_shared, index, source, plain, pure=False)
         for index, _ in batch:
-            probe = client.submit(_template_or_failure, first[index], pure=False)
+            probe = client.submit(_template_or_failure, index, first[index], destination,
+                                  pure=False)
             outcome = _outcome(probe, watch)
             probe.release()
             if isinstance(outcome, dict):
@@ -201,8 +203,13 @@ def _first_template(client, cases: dict[int, CaseSource], plain, window: int,
     return None
 
 
-def _template_or_failure(result: Result) -> dict[str, Any] | CaseFailed:
-    return template_record(result) if isinstance(result, Case) else result
+def _template_or_failure(index: int, result: Result, destination
+                         ) -> dict[str, Any] | CaseFailed:
+    """The case's template, or why it failed or the store refuses it: as one process
+    does, a refused first case does not make the arrays (a mask the others lack)."""
+    if not isinstance(result, Case):
+        return result
+    return destination.refusal(index, result) or template_record(result)
 
 
 def _alive(client, shared, context: BuildContext, destination):

@@ -12,6 +12,7 @@ a case the store then refuses is never complete, as when the build process write
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,12 +124,22 @@ class ShardDestination:
     """Where Dask workers write stack shards (``contract.WorkerDestination``):
     picklable, sent to each worker once. ``template`` is None while the store has no
     arrays: they are made from the first harmonized case
-    (``StackWriter.worker_destination(first)``)."""
+    (``StackWriter.worker_destination(first)``). ``location`` is the store as the
+    build names it, in refusals; workers open ``opened_at``."""
 
     location: str
     n_cases: int
     cases_per_shard: int = 0
     template: ImageTemplate | None = None
+
+    @property
+    def opened_at(self) -> str:
+        return self.location if "://" in self.location else self._absolute
+
+    def __post_init__(self) -> None:
+        # A relative --out names the build's folder: a worker started in another
+        # folder would open (or find no store, or another store) under its own.
+        object.__setattr__(self, "_absolute", os.path.abspath(self.location))
 
     @property
     def needs_template(self) -> bool:
@@ -137,7 +148,7 @@ class ShardDestination:
     def reachable(self) -> bool:
         """Whether this process sees the store's image array (a worker on another host
         without the shared filesystem does not: it sends its cases back)."""
-        fs, path = fsspec.core.url_to_fs(self.location)
+        fs, path = fsspec.core.url_to_fs(self.opened_at)
         return fs.exists(f"{path.rstrip('/')}/{IMAGE}/zarr.json")
 
     def units(self, indices: list[int]) -> list[list[int]]:
@@ -166,7 +177,7 @@ class ShardDestination:
         stop = min(self.n_cases, start + self.cases_per_shard)
         if max(fitting) >= stop:
             raise ValueError(f"cases {sorted(fitting)} are not of one shard")
-        root = zarr.open_group(self.location, mode="r+", zarr_format=3,
+        root = zarr.open_group(self.opened_at, mode="r+", zarr_format=3,
                                use_consolidated=False)
         write_shard_pixels(open_stack_arrays(root), start, stop, fitting, self.template)
         together = tuple(fitting)
@@ -175,10 +186,23 @@ class ShardDestination:
             results[index] = ShardCaseWritten(written.index, written.record, together)
         return results
 
-    def _check(self, case: Case) -> None:
+    def refusal(self, index: int, case: Case) -> CaseFailed | None:
+        """Why the store refuses ``case`` whatever its template, or None: a case the
+        store refuses must not make its arrays (the build process checks this before
+        taking a case's template)."""
+        try:
+            self._check_own(case)
+        except MedimgError as error:
+            return CaseFailed(index, case.case_id, error)
+        return None
+
+    def _check_own(self, case: Case) -> None:
         check_types(case.case_id, {kind: getattr(case, kind) for kind in GROUP_NAMES},
                     self.location)
         check_case_geometry(case, self.location)
+
+    def _check(self, case: Case) -> None:
+        self._check_own(case)
         error = misfit_error(self.template, ImageTemplate(template_record(case)), case.case_id,
                              self.location, STACK, stack=True)
         if error is not None:
