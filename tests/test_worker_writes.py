@@ -58,6 +58,28 @@ def test_two_workers_writing_cases_make_the_serial_store(tmp_path, monkeypatch):
     assert validate_store(parallel) == []
 
 
+def test_workers_in_another_folder_write_the_store_the_build_named(tmp_path, monkeypatch):
+    """A relative ``--out`` names the build's folder: workers started in another folder
+    (a ``dask worker`` run elsewhere) wrote their case groups into the store of that
+    name in their own folder, and the build's store had cases without pixels."""
+    from distributed import LocalCluster
+
+    source = _volume_source(tmp_path / "src", [(40, 36, 6), (32, 30, 5)])
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"labels": {"segmentation": {"classes": {"0": "background", "1": "bone"}}}})
+    for folder in ("workers", "build"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "workers")
+    assert build_store(recipe, source, "out.zarr", progress=False).ok  # an older store
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        monkeypatch.chdir(tmp_path / "build")
+        assert build_store(recipe, source, "serial.zarr", progress=False).ok
+        assert build_store(recipe, source, "out.zarr", scheduler=cluster.scheduler_address,
+                           progress=False).ok
+    assert store_contents(tmp_path / "build" / "out.zarr") == \
+        store_contents(tmp_path / "build" / "serial.zarr")
+
+
 def _case(case_id, dtype, shape=(30, 20, 10)):
     pixels = np.asfortranarray(np.arange(np.prod(shape)).reshape(shape).astype(dtype))
     image = MedicalImage(pixels, np.diag([0.7, 0.8, 2.5, 1.0]), meta={"modality": "CT"})

@@ -8,6 +8,7 @@ here, and a writer that forgets a method fails when it is made, not mid-build.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
     from ..case import Case
     from .journal import BuildLock
     from .results import CaseFailed, CaseWritten
+
+
+def opened_by_workers(location: str) -> str:
+    """The store's location as workers must open it, computed in the build process: a
+    relative path names the build's folder, and a worker started in another folder
+    would open (or find no store, or another store) under its own. URLs stay as given."""
+    return location if "://" in location else os.path.abspath(location)
 
 
 class WorkerDestination(Protocol):

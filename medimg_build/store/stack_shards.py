@@ -12,8 +12,7 @@ a case the store then refuses is never complete, as when the build process write
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -25,6 +24,7 @@ from ..errors import MedimgError
 from .annotation_tables import GROUP_NAMES, check_types
 from .axes import image_to_stored, mask_to_stored, stored_origin, stored_spacing
 from .base import ImageTemplate, check_case_geometry, misfit_error
+from .contract import opened_by_workers
 from .results import CaseFailed, CaseWritten, case_written, template_record
 from .schema import (
     AFFINE, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, TARGET_SHARD_BYTES, WHOLE_ARRAY_CONFIG,
@@ -131,15 +131,10 @@ class ShardDestination:
     n_cases: int
     cases_per_shard: int = 0
     template: ImageTemplate | None = None
-
-    @property
-    def opened_at(self) -> str:
-        return self.location if "://" in self.location else self._absolute
+    opened_at: str = field(init=False)  # contract.opened_by_workers
 
     def __post_init__(self) -> None:
-        # A relative --out names the build's folder: a worker started in another
-        # folder would open (or find no store, or another store) under its own.
-        object.__setattr__(self, "_absolute", os.path.abspath(self.location))
+        object.__setattr__(self, "opened_at", opened_by_workers(self.location))
 
     @property
     def needs_template(self) -> bool:

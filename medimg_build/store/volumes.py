@@ -20,8 +20,7 @@ build.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -37,6 +36,7 @@ from .axes import (
 )
 from .base import BaseWriter, check_case_geometry
 from .classification import segmentation_classes
+from .contract import opened_by_workers
 from .ngff import image_ome, label_image_ome, labels_ome
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
@@ -134,21 +134,25 @@ class CaseDestination:
     """Where and how a worker writes a volumes case: the store's location and its
     ``CaseGroupSettings`` (picklable, sent to each worker once)."""
 
-    location: str
+    location: str  # as the build names it, in refusals
     settings: CaseGroupSettings
+    opened_at: str = field(init=False)  # contract.opened_by_workers
     needs_template = False  # each case has arrays of its own
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "opened_at", opened_by_workers(self.location))
 
     def reachable(self) -> bool:
         """Whether this process sees the store (a worker on another host without the
         shared filesystem does not: it sends the case back for the build to write)."""
-        fs, path = fsspec.core.url_to_fs(self.location)
+        fs, path = fsspec.core.url_to_fs(self.opened_at)
         return fs.exists(f"{path.rstrip('/')}/{CASES_GROUP}/zarr.json")
 
     def write(self, index: int, case: Case) -> CaseWritten:
         """Write the group of ``case`` (to be the store's case ``index``), after the
         checks the build process would run on its pixels; what the writer records."""
         check_case_geometry(case, self.location)
-        cases = zarr.open_group(os.fspath(self.location), mode="r+", path=CASES_GROUP,
+        cases = zarr.open_group(self.opened_at, mode="r+", path=CASES_GROUP,
                                 zarr_format=3)
         write_case_group(cases, case, self.settings)
         return case_written(index, case)
