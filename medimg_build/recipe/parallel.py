@@ -6,6 +6,7 @@ the build (``build.py`` records them)."""
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -372,24 +373,29 @@ def source_digests(case: Case, source_dir: Path) -> dict[str, str]:
     return found
 
 
-def _on_a_worker() -> bool:
-    try:
-        from distributed import get_worker
+def _worker_threads() -> int | None:
+    """The threads of the Dask worker running this, or None in the build's own process.
+    A worker process has imported distributed; the build process of an in-process build
+    has not, and importing it only to ask would cost that build a second of start-up."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_worker
 
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
+    try:
+        return get_worker().state.nthreads
+    except (ValueError, AttributeError):
+        return None
+
+
+def _on_a_worker() -> bool:
+    return _worker_threads() is not None
 
 
 def _share_cores_with_other_workers() -> None:
     """On a Dask worker, ITK gets the worker's threads, not every core of the node:
     several workers each running ITK on all cores only fight for them."""
-    try:
-        from distributed import get_worker
-
-        threads = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
+    threads = _worker_threads()
+    if threads is None:
         return  # not on a worker: this process may use every core
     import SimpleITK as sitk
 
