@@ -238,7 +238,7 @@ def run_section() -> dict:
 
     sources = make_sources()
     mass = run(sources)
-    profile = profile2d.run(sources["png8"][1])
+    profile = profile2d.run(sources["png8"])
     return {"mass2d": mass, "profile2d": profile,
             "projection2d": projection.run(sources["png8"], mass["png8"], profile)}
 

@@ -1,6 +1,8 @@
 """Where one 2D image's build time goes (``--workers 1``, in this process): each step
-of the recipe timed alone over the same PNGs, and the whole in-process build of them;
-the rest is the build's own work (labels, case row, journal, table, manifest).
+of the recipe timed alone over the same PNGs, and the whole in-process build per image,
+as the slope between builds of two source sizes (a build's fixed cost -- imports,
+listing, table, manifest -- spread over a few dozen images looked like a per-image one);
+the rest is the build's own work per case (labels, case row, journal, shard bookkeeping).
 
 Steps: decode alone (Pillow, beside the build, not part of it), our read, grey + 2D +
 RAS, resize to 512x512 (anti-aliasing and resampling), the xray normalization, the
@@ -34,10 +36,13 @@ from .mass2d import KEY_ENV, ROUNDS, SIDE
 OUT = WORK / "profile2d"
 BESIDE = ("decode alone (Pillow)", "build in-process (whole)")
 WHOLE = "build in-process (whole)"
-REST = "rest of the build (labels, row, journal, table, manifest)"
+REST = "rest of the build (labels, row, journal, bookkeeping)"
 
 
-def run(source: Source2d, rounds: int = ROUNDS) -> dict:
+def run(sizes: tuple[Source2d, Source2d], rounds: int = ROUNDS) -> dict:
+    """``sizes``: the source at two sizes (larger, smaller); steps are timed on the
+    smaller one, the whole build is the slope between the two."""
+    larger, source = sizes
     files = source.files
     raws = [read_image(f) for f in files]
     planar = [to_ras(drop_singleton_slice(to_grayscale(r))) for r in raws]
@@ -54,16 +59,20 @@ def run(source: Source2d, rounds: int = ROUNDS) -> dict:
         "normalize (xray)": lambda: [normalize(r, "xray") for r in resized],
         "sha256 of the source": lambda: [sha256_of(f) for f in files],
         "store write (stack, one shard)": lambda: _write_stack(harmonized),
-        WHOLE: lambda: _build(recipe, source),
+        WHOLE: lambda: _build(recipe, larger) - _build(recipe, source),
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            if name == WHOLE:
+                times[name].append(step())
+                continue
             started = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - started)
     per_image = {name: statistics.median(values) / len(files)
-                 for name, values in times.items()}
+                 for name, values in times.items() if name != WHOLE}
+    per_image[WHOLE] = statistics.median(times[WHOLE]) / (larger.n - source.n)
     per_image[REST] = per_image[WHOLE] - sum(
         value for name, value in per_image.items() if name not in BESIDE)
     return {"what": source.what, "images": len(files), "per_image_seconds": per_image}
@@ -77,13 +86,17 @@ def _write_stack(harmonized) -> None:
         writer.write_case(index, Case(f"case{index}", image))
 
 
-def _build(recipe, source: Source2d) -> None:
+def _build(recipe, source: Source2d) -> float:
+    """Seconds of one in-process build of ``source`` (a fresh store each time)."""
     out = OUT / "build.zarr"
     shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
     report = build_store(recipe, source.folder, out, progress=False,
                          key=KEY_ENV["MEDIMG_PSEUDONYM_KEY"])
+    seconds = time.perf_counter() - started
     if not report.ok:
         raise RuntimeError(f"benchmark build failed: {report.failed}")
+    return seconds
 
 
 def shares(results: dict) -> dict[str, float]:
@@ -105,7 +118,8 @@ def markdown(results: dict) -> list[str]:
     per_image = results["per_image_seconds"]
     share = shares(results)
     lines = [f"Where a 2D build's time goes ({results['what']}, {results['images']} images, "
-             "`--workers 1` in this process; each step timed alone, median):", "",
+             "`--workers 1` in this process; each step timed alone, median; the whole "
+             "build per image is the slope between two source sizes):", "",
              "| step | ms per image | share of the build |", "|---|---|---|"]
     for name, value in per_image.items():
         shown = f"{share[name]:.0%}" if name in share else ""
