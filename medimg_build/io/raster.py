@@ -89,7 +89,7 @@ def read_pillow(path: Path) -> MedicalImage:
 
 
 def _reduced_decoding(pil: Image.Image, fit: tuple[int, ...] | None) -> dict[str, Any]:
-    """Set a JPEG to decode at the smallest DCT scale (2, 4 or 8) that divides both sides
+    """Set a JPEG to decode reduced by the largest factor (8, 4 or 2) that divides both sides
     and keeps at least twice the pixels a resize to fit ``fit`` keeps, along both axes
     whichever way they pair; ``{"reduced": scale, ...}`` when it does, else nothing.
     Pillow's ``draft``: the pixel at index i of the decoded picture is the block of
