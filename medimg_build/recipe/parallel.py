@@ -277,6 +277,8 @@ def _shared(context: BuildContext, destination) -> tuple[BuildContext, Any]:
 
 def _attempt_shared(index: int, source: CaseSource, shared: tuple[BuildContext, Any]
                     ) -> Result:
+    """``_attempt`` on a worker, given the value of a ``_shared`` task: harmonizing
+    needs its context only, whichever destination the task holds."""
     return _attempt(index, source, shared[0])
 
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import fsspec
+
+from ..errors import MedimgError
+from .results import CaseFailed
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..case import Case
     from .journal import BuildLock
-    from .results import CaseFailed, CaseWritten
+    from .results import CaseWritten
+
+T = TypeVar("T")
 
 
 def opened_by_workers(location: str) -> str:
@@ -25,6 +34,39 @@ def opened_by_workers(location: str) -> str:
     relative path names the build's folder, and a worker started in another folder
     would open (or find no store, or another store) under its own. URLs stay as given."""
     return location if "://" in location else os.path.abspath(location)
+
+
+@dataclass(frozen=True)
+class WorkerLocation:
+    """The store's location as the build names it (``location``, in refusals) and as
+    workers open it (``opened_at``: ``opened_by_workers``), shared by the worker
+    destinations."""
+
+    location: str
+    opened_at: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "opened_at", opened_by_workers(self.location))
+
+    def sees(self, member: str) -> bool:
+        """Whether this process sees ``member`` (an object's path in the store): a
+        worker on another host without the shared filesystem does not, and sends its
+        cases back for the build process to write."""
+        fs, path = fsspec.core.url_to_fs(self.opened_at)
+        return fs.exists(f"{path.rstrip('/')}/{member}")
+
+
+def each_or_failure(cases: dict[int, Case], attempt: Callable[[int, Case], T]
+                    ) -> dict[int, T | CaseFailed]:
+    """``attempt(index, case)`` of each case, in index order, or why the store refuses
+    that case (a ``MedimgError`` it raised): one refused case never stops the others."""
+    results: dict[int, T | CaseFailed] = {}
+    for index, case in sorted(cases.items()):
+        try:
+            results[index] = attempt(index, case)
+        except MedimgError as error:
+            results[index] = CaseFailed(index, case.case_id, error)
+    return results
 
 
 class WorkerDestination(Protocol):

@@ -12,10 +12,9 @@ a case the store then refuses is never complete, as when the build process write
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 import zarr
 
@@ -24,7 +23,7 @@ from ..errors import MedimgError
 from .annotation_tables import GROUP_NAMES, check_types
 from .axes import image_to_stored, mask_to_stored, stored_origin, stored_spacing
 from .base import ImageTemplate, check_case_geometry, misfit_error
-from .contract import opened_by_workers
+from .contract import WorkerLocation, each_or_failure
 from .results import CaseFailed, CaseWritten, case_written, template_record
 from .schema import (
     AFFINE, COMPLETE, IMAGE, MASK, ORIGIN, SPACING, TARGET_SHARD_BYTES, WHOLE_ARRAY_CONFIG,
@@ -120,31 +119,22 @@ class ShardCaseWritten(CaseWritten):
 
 
 @dataclass(frozen=True)
-class ShardDestination:
+class ShardDestination(WorkerLocation):
     """Where Dask workers write stack shards (``contract.WorkerDestination``):
     picklable, sent to each worker once. ``template`` is None while the store has no
     arrays: they are made from the first harmonized case
-    (``StackWriter.worker_destination(first)``). ``location`` is the store as the
-    build names it, in refusals; workers open ``opened_at``."""
+    (``StackWriter.worker_destination(first)``)."""
 
-    location: str
     n_cases: int
     cases_per_shard: int = 0
     template: ImageTemplate | None = None
-    opened_at: str = field(init=False)  # contract.opened_by_workers
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "opened_at", opened_by_workers(self.location))
 
     @property
     def needs_template(self) -> bool:
         return self.template is None
 
     def reachable(self) -> bool:
-        """Whether this process sees the store's image array (a worker on another host
-        without the shared filesystem does not: it sends its cases back)."""
-        fs, path = fsspec.core.url_to_fs(self.opened_at)
-        return fs.exists(f"{path.rstrip('/')}/{IMAGE}/zarr.json")
+        return self.sees(f"{IMAGE}/zarr.json")
 
     def units(self, indices: list[int]) -> list[list[int]]:
         """``indices`` (ascending) by shard: the cases one worker task writes."""
@@ -159,12 +149,11 @@ class ShardDestination:
         refuses it (it stays out of the shard)."""
         results: dict[int, CaseWritten | CaseFailed] = {}
         fitting: dict[int, Case] = {}
-        for index, case in sorted(cases.items()):
-            try:
-                self._check(case)
-                fitting[index] = case
-            except MedimgError as error:
-                results[index] = CaseFailed(index, case.case_id, error)
+        for index, checked in each_or_failure(cases, self._checked).items():
+            if isinstance(checked, CaseFailed):
+                results[index] = checked
+            else:
+                fitting[index] = checked
         if not fitting:
             return results
         shard = min(fitting) // self.cases_per_shard
@@ -196,9 +185,11 @@ class ShardDestination:
                     self.location)
         check_case_geometry(case, self.location)
 
-    def _check(self, case: Case) -> None:
+    def _checked(self, index: int, case: Case) -> Case:
+        """``case``, once it fits the store's arrays; else its refusal is raised."""
         self._check_own(case)
         error = misfit_error(self.template, ImageTemplate(template_record(case)), case.case_id,
                              self.location, STACK, stack=True)
         if error is not None:
             raise error
+        return case

@@ -20,15 +20,13 @@ build.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 import zarr
 
 from ..case import Case
-from ..errors import MedimgError
 from ..failpoints import failpoint
 from .axes import (
     axis_coords, image_to_stored, is_axis_aligned, mask_to_stored, spatial_dims,
@@ -36,7 +34,7 @@ from .axes import (
 )
 from .base import BaseWriter, check_case_geometry
 from .classification import segmentation_classes
-from .contract import opened_by_workers
+from .contract import WorkerLocation, each_or_failure
 from .ngff import image_ome, label_image_ome, labels_ome
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
@@ -130,23 +128,16 @@ class VolumesWriter(BaseWriter):
 
 
 @dataclass(frozen=True)
-class CaseDestination:
-    """Where and how a worker writes a volumes case: the store's location and its
-    ``CaseGroupSettings`` (picklable, sent to each worker once)."""
+class CaseDestination(WorkerLocation):
+    """Where and how a worker writes a volumes case (``contract.WorkerDestination``):
+    the store's location and its ``CaseGroupSettings`` (picklable, sent to each worker
+    once)."""
 
-    location: str  # as the build names it, in refusals
     settings: CaseGroupSettings
-    opened_at: str = field(init=False)  # contract.opened_by_workers
     needs_template = False  # each case has arrays of its own
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "opened_at", opened_by_workers(self.location))
-
     def reachable(self) -> bool:
-        """Whether this process sees the store (a worker on another host without the
-        shared filesystem does not: it sends the case back for the build to write)."""
-        fs, path = fsspec.core.url_to_fs(self.opened_at)
-        return fs.exists(f"{path.rstrip('/')}/{CASES_GROUP}/zarr.json")
+        return self.sees(f"{CASES_GROUP}/zarr.json")
 
     def write(self, index: int, case: Case) -> CaseWritten:
         """Write the group of ``case`` (to be the store's case ``index``), after the
@@ -163,13 +154,7 @@ class CaseDestination:
 
     def write_cases(self, cases: dict[int, Case]) -> dict[int, CaseWritten | CaseFailed]:
         """Each case written (``write``), or why the store refuses it."""
-        results: dict[int, CaseWritten | CaseFailed] = {}
-        for index, case in cases.items():
-            try:
-                results[index] = self.write(index, case)
-            except MedimgError as error:
-                results[index] = CaseFailed(index, case.case_id, error)
-        return results
+        return each_or_failure(cases, self.write)
 
 
 @dataclass(frozen=True)
