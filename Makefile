@@ -9,6 +9,10 @@ STAMP  := $(VENV)/.installed
 # CUDA build of several GB. The tests run the DataLoader adapter and the MONAI baseline
 # of `make bench` needs it.
 TORCH  ?= torch==2.13.0
+# nnU-Net v2, for its dataset-integrity check of `medimg-build export --to nnunet` in the
+# tests; without its dependencies (its network code pulls timm/torchvision and a CUDA torch);
+# what the check imports is in the test extra.
+NNUNET ?= nnunetv2==2.8.1 dynamic_network_architectures==0.4.4
 
 .PHONY: demo test bench clean
 
@@ -17,6 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test,torch,bench]"
+	$(BIN)/python -m pip install --quiet --no-deps $(NNUNET)
 	touch $(STAMP)
 
 demo: $(STAMP)
