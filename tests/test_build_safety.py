@@ -468,12 +468,15 @@ def test_a_build_killed_right_after_taking_its_lock_resumes(sources, references,
 
 
 # -- 8: a Dask worker that dies fails its own case only ----------------------------
-@pytest.mark.parametrize("kind", ["volumes", "stack"])
+# A stack's first cases are harmonized alone (for its template), the later ones several to
+# a task: 00000006_000 kills a task harmonizing 00000004..7 with it.
+@pytest.mark.parametrize("kind, poisoned", [("volumes", "case2"), ("stack", "00000002_000"),
+                                            ("stack", "00000006_000")])
 def test_a_dead_worker_fails_only_its_case_and_resume_finishes(sources, references, kind,
-                                                               tmp_path, monkeypatch):
+                                                               poisoned, tmp_path,
+                                                               monkeypatch):
     out = tmp_path / f"{kind}.zarr"
     args = _args(kind, sources[kind], out) + ["--workers", "2"]
-    poisoned = "case2" if kind == "volumes" else "00000002_000"
     monkeypatch.setenv(KILL_WORKER_ON, poisoned)  # inherited by the worker processes
     assert main(args) == 1
     store = open_store(out)

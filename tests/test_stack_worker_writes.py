@@ -187,3 +187,31 @@ def test_a_resumed_stack_writes_its_empty_chunks(tmp_path):
     writer.write_case(3, cases[3])
     writer.close(pd.DataFrame({"case_id": journal["case_ids"]}))
     assert _content_hash(tmp_path / "r.zarr") == _content_hash(tmp_path / "s.zarr")
+
+
+def test_small_cases_share_harmonizing_tasks(tmp_path, monkeypatch):
+    """Each Dask task costs the build process 2-4 ms of CPU, as much as a small picture's
+    harmonizing: 24 small cases in shards of 12 take a few harmonizing tasks
+    (``ShardDestination.cases_per_task``), not one per case, and build the serial
+    store all the same."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    source = _stack_source(tmp_path / "src", 24)
+    (source / "images" / "00000005_000.png").write_bytes(b"not a png")
+    recipe = _recipe(cases_per_shard=12)
+    serial = tmp_path / "serial.zarr"
+    build_store(recipe, source, serial, workers=1, progress=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client, monkeypatch.context() as patched:
+        _no_shard_written_here(patched)
+        with get_task_stream(client) as stream:
+            build_store(recipe, source, tmp_path / "remote.zarr",
+                        scheduler=cluster.scheduler_address, progress=False)
+    names = [task["key"].split("-")[0] if isinstance(task["key"], str) else
+             task["key"][0].split("-")[0] for task in stream.data]
+    grouped, single = names.count("_attempt_group"), names.count("_attempt_shared")
+    # The first cases alone (a window of them, for the store's template), then the rest
+    # 8 to a task: 7 tasks here, 24 before.
+    assert grouped >= 2
+    assert grouped + single <= 24 // 3
+    assert _contents(tmp_path / "remote.zarr") == _contents(serial)

@@ -43,11 +43,12 @@ def harmonized(cases: dict[int, CaseSource], context: BuildContext, workers: int
     With ``destinations`` giving a destination (a Zarr store), Dask workers write
     the cases into the store a unit at a time -- a volumes case, harmonized and written
     by one task; or a stack shard, whose cases are harmonized by tasks of their own on
-    any worker and written by one task -- and send back only CaseWritten records (no
+    any worker, a few small cases to a task (``cases_per_task``: each task costs this
+    process CPU), and written by one task -- and send back only CaseWritten records (no
     pixels): compression and writing run on all workers instead of in this process. A
     stack store's arrays are made from its first harmonized case (``_first_template``).
 
-    On Dask, about a few cases per worker are being harmonized at a time, submitted in
+    On Dask, about two harmonizing tasks per worker are in flight at a time, submitted in
     index order a unit at a time, so harmonized cases wait on the workers for at most
     about two units (stack shards) -- memory stays bounded by the largest units, not
     by the dataset.
@@ -105,29 +106,34 @@ def _on_dask(client, cases: dict[int, CaseSource], context: BuildContext,
     shared = (plain if destination is None else
               client.submit(_shared, context, destination, pure=False))
     pending = iter(units)
-    futures: dict = {}  # future -> its unit (a unit's task), or None (a case's)
+    per_task = destination.cases_per_task if destination is not None else 1
+    futures: dict = {}  # future -> its unit (a unit's task), or None (harmonizing)
     completed = as_completed()
     died: list[list[int]] = []
-    harmonizing = 0  # tasks harmonizing a case, not finished
+    harmonizing = 0  # tasks harmonizing cases, not finished
 
     def submit_next() -> bool:
         """Submit the next unit: the task that writes it, and for a unit of several
-        cases (a stack shard) a task per case that harmonizes it, on any worker, so
-        that a shard's cases run on all workers; their pixels go from worker to
-        worker, never through this process."""
+        cases (a stack shard) tasks that harmonize its cases, ``per_task`` at a time,
+        on any worker, so that a shard's cases run on all workers; their pixels go
+        from worker to worker, never through this process."""
         nonlocal harmonizing
         unit = next(pending, None)
         if unit is None:
             return False
-        for index in unit if len(unit) > 1 else ():
-            if index not in first:
-                first[index] = client.submit(_attempt_shared, index, cases[index], plain,
-                                             pure=False)
-                futures[first[index]] = None
-                completed.add(first[index])
-                harmonizing += 1
+        todo = [index for index in unit if index not in first] if len(unit) > 1 else []
+        groups = []
+        for start in range(0, len(todo), per_task):
+            group = client.submit(_attempt_group,
+                                  {i: cases[i] for i in todo[start:start + per_task]},
+                                  plain, pure=False)
+            groups.append(group)
+            futures[group] = None
+            completed.add(group)
+            harmonizing += 1
         future = client.submit(_unit, {i: cases[i] for i in unit}, shared,
-                               {i: first.pop(i) for i in unit if i in first}, pure=False)
+                               {i: first.pop(i) for i in unit if i in first}, groups,
+                               pure=False)
         futures[future] = unit
         completed.add(future)
         harmonizing += len(unit) == 1  # it harmonizes its case itself
@@ -137,7 +143,7 @@ def _on_dask(client, cases: dict[int, CaseSource], context: BuildContext,
         pass
     for future in _while_workers_remain(completed, watch):
         unit = futures.pop(future)
-        if unit is None:  # a case harmonized; it waits on its worker for its unit's task
+        if unit is None:  # cases harmonized; they wait on their worker for their unit's task
             harmonizing -= 1
             future.release()
         else:
@@ -162,7 +168,8 @@ def _second_tries(client, died: list[list[int]], cases: dict[int, CaseSource],
     by the build process, so that only the culprit fails."""
     for unit in died:
         shared = _alive(client, shared, context, destination)
-        future = client.submit(_unit, {i: cases[i] for i in unit}, shared, {}, pure=False)
+        future = client.submit(_unit, {i: cases[i] for i in unit}, shared, {}, [],
+                               pure=False)
         results = _outcome(future, watch)
         future.release()
         if results is not None:
@@ -221,12 +228,16 @@ def _alive(client, shared, context: BuildContext, destination):
 
 
 def _unit(sources: dict[int, CaseSource], shared: tuple[BuildContext, Any],
-          first: dict[int, Result]) -> list[tuple[int, Result]]:
-    """On a worker: harmonize the cases of one unit (those in ``first`` were, by tasks
-    of their own), then write them into the store when this worker reaches it (else
-    they go back whole, for the build process to write)."""
+          first: dict[int, Result], groups: list[dict[int, Result]]
+          ) -> list[tuple[int, Result]]:
+    """On a worker: harmonize the cases of one unit (those in ``first`` and ``groups``
+    were, by tasks of their own), then write them into the store when this worker
+    reaches it (else they go back whole, for the build process to write)."""
     context, destination = shared
-    results = {index: first[index] if index in first else _attempt(index, source, context)
+    done = dict(first)
+    for group in groups:
+        done.update(group)
+    results = {index: done[index] if index in done else _attempt(index, source, context)
                for index, source in sources.items()}
     if destination is not None and destination.reachable():
         results.update(destination.write_cases(
@@ -280,6 +291,12 @@ def _attempt_shared(index: int, source: CaseSource, shared: tuple[BuildContext, 
     """``_attempt`` on a worker, given the value of a ``_shared`` task: harmonizing
     needs its context only, whichever destination the task holds."""
     return _attempt(index, source, shared[0])
+
+
+def _attempt_group(sources: dict[int, CaseSource], shared: tuple[BuildContext, Any]
+                   ) -> dict[int, Result]:
+    """``_attempt_shared`` of several cases, in one task (``cases_per_task``)."""
+    return {index: _attempt(index, source, shared[0]) for index, source in sources.items()}
 
 
 def _outcome(future, watch: _WorkerWatch) -> Result | None:

@@ -76,9 +76,13 @@ class WorkerDestination(Protocol):
 
     ``needs_template``: the store has no arrays yet (a stack store makes them from its
     first case): ask the writer again with a harmonized case's template
-    (``StoreWriter.worker_destination(first)``) before any worker writes."""
+    (``StoreWriter.worker_destination(first)``) before any worker writes.
+
+    ``cases_per_task``: how many cases of a unit one harmonizing task takes, when a
+    unit's cases are harmonized by tasks of their own (units of several cases)."""
 
     needs_template: bool
+    cases_per_task: int
 
     def reachable(self) -> bool:
         """Whether this process sees the store (else the cases go back to the build

@@ -135,6 +135,7 @@ class CaseDestination(WorkerLocation):
 
     settings: CaseGroupSettings
     needs_template = False  # each case has arrays of its own
+    cases_per_task = 1  # a unit is one case, harmonized by the task that writes it
 
     def reachable(self) -> bool:
         return self.sees(f"{CASES_GROUP}/zarr.json")
