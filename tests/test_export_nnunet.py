@@ -49,7 +49,8 @@ def ct_store(tmp_path_factory, shared_data) -> Path:
     (source / "test_list.txt").write_text(f"{TEST_CASE}\n")
     recipe = load_recipe("volume-folder").with_overrides({
         "harmonize": {"spacing": None},
-        "split": {"fractions": {"train": 0.5, "val": 0.5}, "lists": {"test": "test_list.txt"}}})
+        "split": {"fractions": {"train": 0.5, "val": 0.5, "test": None},
+                  "lists": {"test": "test_list.txt"}}})
     report = build_store(recipe, source, root / "ct.zarr", progress=False)
     assert report.ok, report.failed
     return root / "ct.zarr"
@@ -161,7 +162,7 @@ def test_four_channels_become_four_nnunet_channels(brats_store, tmp_path):
         f"BraTS2021_00001_{c:04d}{ENDING}" for c in range(4)]
 
 
-def test_nnunet_verify_dataset_integrity_passes(ct_store, brats_store, tmp_path):
+def test_nnunet_verify_dataset_integrity_passes(ct_store, brats_store, tmp_path, capfd):
     pytest.importorskip("nnunetv2")
     from nnunetv2.experiment_planning.verify_dataset_integrity import (
         verify_dataset_integrity,
@@ -170,7 +171,12 @@ def test_nnunet_verify_dataset_integrity_passes(ct_store, brats_store, tmp_path)
     assert export(ct_store, tmp_path / "raw", "--dataset-id", "502") == 0
     assert export(brats_store, tmp_path / "raw", "--dataset-id", "503") == 0
     for folder in sorted((tmp_path / "raw").iterdir()):
-        verify_dataset_integrity(str(folder), num_processes=1)  # raises on any problem
+        verify_dataset_integrity(str(folder), num_processes=1)  # raises on an error
+    # It only prints what it calls warnings (affine, origin or direction of an image
+    # and its seg differing), from its worker processes too.
+    printed = capfd.readouterr().out
+    assert printed.count("verify_dataset_integrity Done") == 2
+    assert "error:" not in printed.lower() and "warning" not in printed.lower()
 
 
 @pytest.mark.parametrize("options, message", [

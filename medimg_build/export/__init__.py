@@ -102,10 +102,10 @@ def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,
             if where == "train":
                 split = "val" if case.row.get("split") in nnunet.VAL_SPLITS else "train"
                 training[split][case_id] = str(case.row.get("patient_id") or case_id)
-        notes = _nnunet_notes(store, options, chosen, counts)
         folds = nnunet.folds(training["train"], training["val"], _split_seed(store))
         if folds:
             nnunet.write_json(folds, folder / "splits_final.json")
+        notes = _nnunet_notes(options, chosen, counts, bool(folds))
         nnunet.write_json(nnunet.dataset_json(store, names or {"0": "image"},
                                               nnunet.dataset_labels(store, numbers), numbers,
                                               counts["imagesTr"], notes),
@@ -113,14 +113,15 @@ def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,
     return ExportResult(target, chosen, counts)
 
 
-def _nnunet_notes(store, options: ExportOptions, chosen: list[str],
-                  counts: dict[str, int]) -> dict[str, Any]:
+def _nnunet_notes(options: ExportOptions, chosen: list[str], counts: dict[str, int],
+                  wrote_folds: bool) -> dict[str, Any]:
     return {"cases": len(chosen), "training_cases": counts["imagesTr"],
             "test_or_unlabelled_cases": counts["imagesTs"],
             "normalization": "kept (stored values)" if options.keep_normalization
             else "undone (intensities of the source)",
             "grid": "original" if options.original_grid else "harmonized",
-            "splits_final": "copy splits_final.json to nnUNet_preprocessed/<this folder>/"}
+            "splits_final": "copy splits_final.json to nnUNet_preprocessed/<this folder>/"
+            if wrote_folds else "not written: fewer than two patients to train on"}
 
 
 def _split_seed(store) -> int:
