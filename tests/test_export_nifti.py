@@ -104,7 +104,8 @@ def test_keep_normalization_writes_the_stored_values(tmp_path, capsys):
     assert export(out_store, tmp_path / "refused") == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and str(out_store) in error
-    assert "normalize_mr clipped" in error and "--keep-normalization" in error
+    assert "of its normalize_mr clip" in error and "--keep-normalization" in error
+    assert "percentiles=[0,100]" in error
     assert not (tmp_path / "refused").exists()  # nothing half-written
 
     assert export(out_store, tmp_path / "kept", "--keep-normalization",
@@ -125,7 +126,8 @@ def test_a_narrow_ct_window_is_refused_not_passed_off_as_hu(ct_source, tmp_path,
     assert build_store(recipe, ct_source, out_store, progress=False).ok
     assert export(out_store, tmp_path / "out") == 2
     error = capsys.readouterr().err
-    assert f"case '{CASE}': normalize_ct clipped" in error and "bound 240" in error
+    assert f"case '{CASE}': " in error
+    assert "on the high bound 240 of its normalize_ct clip" in error
     assert export(out_store, tmp_path / "out", "--keep-normalization") == 0
 
 

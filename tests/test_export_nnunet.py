@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from fixtures import drive
 from fixtures.brats import make_brats2021
 from medimg_build import open_store
 from medimg_build.cli import main
@@ -67,6 +68,18 @@ def brats_store(tmp_path_factory) -> Path:
     report = build_store(recipe, root / "src", root / "brats.zarr", progress=False)
     assert report.ok, report.failed
     return root / "brats.zarr"
+
+
+@pytest.fixture(scope="module")
+def drive_store(tmp_path_factory) -> Path:
+    """DRIVE in miniature (tests/fixtures/drive.py): a stack of 2D RGB photographs with
+    FOV and vessel masks, split by the release's training/test folders."""
+    root = tmp_path_factory.mktemp("nnunet-drive")
+    drive.make(root / "src")
+    report = build_store(load_recipe("drive"), root / "src", root / "drive.zarr",
+                         progress=False)
+    assert report.ok, report.failed
+    return root / "drive.zarr"
 
 
 def check_documented_rules(folder: Path) -> dict:
@@ -162,7 +175,39 @@ def test_four_channels_become_four_nnunet_channels(brats_store, tmp_path):
         f"BraTS2021_00001_{c:04d}{ENDING}" for c in range(4)]
 
 
-def test_nnunet_verify_dataset_integrity_passes(ct_store, brats_store, tmp_path, capfd):
+def test_rgb_stack_pictures_become_2d_nnunet_channels(drive_store, tmp_path):
+    """A stack store of 2D RGB pictures: three 2D channel files per case, the release's
+    test images (with their masks) apart, folds of the training patients."""
+    out = tmp_path / "raw"
+    assert export(drive_store, out, "--dataset-id", "504") == 0
+    folder = out / "Dataset504_drive"
+    dataset = check_documented_rules(folder)
+    assert dataset["channel_names"] == {"0": "OP_0", "1": "OP_1", "2": "OP_2"}
+    store = open_store(drive_store)
+    cases = store.cases.set_index("case_id")
+    test = sorted(cases.index[cases["split"] == "test"])
+    assert test and dataset["numTraining"] == len(cases) - len(test)
+    assert sorted(p.name for p in (folder / "labelsTs").iterdir()) == [
+        f"{c}{ENDING}" for c in test]
+    case_id = test[0]
+    stored = store.read_image(case_id)
+    params = next(s for s in cases.loc[case_id, "steps"]
+                  if s["name"] == "normalize_unit_range")["params"]
+    for c in range(3):
+        image = nib.load(folder / "imagesTs" / f"{case_id}_{c:04d}{ENDING}")
+        assert image.shape == stored.spatial_shape  # 2D
+        assert np.array_equal(np.asanyarray(image.dataobj),
+                              denormalize(stored.array, params)[..., c])
+    assert np.array_equal(voxels(folder / "labelsTs" / f"{case_id}{ENDING}"),
+                          store.read_mask(case_id).array)  # 0..3 already consecutive
+    splits = json.loads((folder / "splits_final.json").read_text())
+    assert len(splits) == min(5, dataset["numTraining"])  # no val split: patient folds
+    assert sorted(c for fold in splits for c in fold["val"]) == sorted(
+        set(cases.index) - set(test))
+
+
+def test_nnunet_verify_dataset_integrity_passes(ct_store, brats_store, drive_store, tmp_path,
+                                                capfd):
     pytest.importorskip("nnunetv2")
     from nnunetv2.experiment_planning.verify_dataset_integrity import (
         verify_dataset_integrity,
@@ -170,12 +215,13 @@ def test_nnunet_verify_dataset_integrity_passes(ct_store, brats_store, tmp_path,
 
     assert export(ct_store, tmp_path / "raw", "--dataset-id", "502") == 0
     assert export(brats_store, tmp_path / "raw", "--dataset-id", "503") == 0
+    assert export(drive_store, tmp_path / "raw", "--dataset-id", "504") == 0  # 2D
     for folder in sorted((tmp_path / "raw").iterdir()):
         verify_dataset_integrity(str(folder), num_processes=1)  # raises on an error
     # It only prints what it calls warnings (affine, origin or direction of an image
     # and its seg differing), from its worker processes too.
     printed = capfd.readouterr().out
-    assert printed.count("verify_dataset_integrity Done") == 2
+    assert printed.count("verify_dataset_integrity Done") == 3
     assert "error:" not in printed.lower() and "warning" not in printed.lower()
 
 

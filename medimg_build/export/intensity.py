@@ -34,8 +34,13 @@ class ExportError(MedimgError):
     """A store, case or output folder that cannot be exported as asked."""
 
 
-KEEP_HINT = ("export the stored values with --keep-normalization, or rebuild the store "
-             "with an intensity preset that clips nothing")
+KEEP_HINT = "export the stored values with --keep-normalization"
+# How to rebuild a store whose preset clips nothing, per method.
+REBUILD_HINTS = {
+    "ct": "rebuild with the ct preset's window [-1024, 3071]",
+    "mr": "rebuild with --set harmonize.intensity.percentiles=[0,100]",
+    "unit_range": "rebuild without harmonize.intensity.source_range",
+}
 
 
 def normalization_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -57,9 +62,10 @@ def undo_normalization(stored: np.ndarray, step: dict[str, Any] | None, *, locat
     censored = _censored(stored, params)
     lossy = _lossy_bounds(params, censored, recipe_intensity)
     if lossy:
-        raise ExportError(location, f"case {case_id!r}: {step['name']} clipped "
-                          f"{'; '.join(lossy)}: what lay beyond is lost, so its values "
-                          "cannot be undone exactly", hint=KEEP_HINT)
+        raise ExportError(location, f"case {case_id!r}: {'; '.join(lossy)} of its "
+                          f"{step['name']} clip (a value beyond a bound is stored as "
+                          "the bound): undoing the normalization cannot be exact",
+                          hint=f"{KEEP_HINT}, or {REBUILD_HINTS[method]}")
     if method in ("ct", "none"):
         # Their formula is the identity (stored values are the intensities): keep the
         # stored dtype, which float32 would not hold exactly for every integer.
@@ -71,7 +77,7 @@ def undo_normalization(stored: np.ndarray, step: dict[str, Any] | None, *, locat
             raise ExportError(location, f"case {case_id!r}: {error.detail()}",
                               hint=KEEP_HINT) from None
     record = {"undone": step["name"], "method": method, "exact": True,
-              "precision": "exact" if values is stored else "float32",
+              "precision": "exact" if values is stored else f"float32 from {stored.dtype} values",
               "censored": censored}
     return values, record
 
@@ -125,7 +131,8 @@ def _per_channel(params: dict[str, Any]) -> bool:
 
 def _lossy_bounds(params: dict[str, Any], censored: dict[str, Any],
                   recipe_intensity: dict[str, Any]) -> list[str]:
-    """Each bound that may hide lost values, in words ("12 voxel(s) to 240.0")."""
+    """Each bound that may hide lost values, in words ("12 voxel(s) on the high bound
+    240")."""
     method = params.get("method")
     if not censored:
         return []
@@ -135,7 +142,7 @@ def _lossy_bounds(params: dict[str, Any], censored: dict[str, Any],
         count = censored[f"at_{side}"]
         count = sum(count) if isinstance(count, list) else count
         if clips and count:
-            found.append(f"{count} voxel(s) to its {side} bound {censored[side]}")
+            found.append(f"{count} voxel(s) on the {side} bound {_shown(censored[side])}")
     return found
 
 
@@ -153,3 +160,10 @@ def _bounds_that_clip(method: str, params: dict[str, Any],
         given = recipe_intensity.get("source_range") is not None
         return given, given
     return False, False
+
+
+def _shown(bound: Any) -> str:
+    """A bound (one per channel for a multi-channel MR) to 6 significant digits."""
+    if isinstance(bound, list):
+        return "[" + ", ".join(f"{float(b):.6g}" for b in bound) + "]"
+    return f"{float(bound):.6g}"
