@@ -235,3 +235,15 @@ def test_a_copied_zip_snapshot_exports_too(reference_stores, tmp_path):
     assert np.array_equal(voxels(tmp_path / "out" / f"{CASE}.nii.gz"),
                           open_store(reference_stores.ct).read_image(CASE).array)
     shutil.rmtree(tmp_path / "out")
+
+
+def test_other_comment_extensions_are_left_alone(tmp_path):
+    """Only a comment holding the export's JSON key gives steps back: free text and
+    other JSON in a comment extension (any tool may write one) read as before."""
+    for name, text in [("text", b"made by hand"), ("json", b'{"steps": [1, 2]}')]:
+        image = nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), np.eye(4))
+        image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", text))
+        nib.save(image, tmp_path / f"{name}.nii.gz")
+        read = read_image(tmp_path / f"{name}.nii.gz")
+        assert [step.name for step in read.history] == ["read"]
+        assert read.meta["modality"] is None

@@ -34,7 +34,7 @@ class ExportResult:
     counts: dict[str, int] = field(default_factory=dict)  # e.g. imagesTr/imagesTs
 
     def summary(self, store: str, to: str) -> str:
-        counts = ", ".join(f"{n} {what}" for what, n in self.counts.items())
+        counts = ", ".join(f"{what}: {n}" for what, n in self.counts.items())
         return f"{self.folder}: {len(self.cases)} case(s) of {store} as {to}" + \
             (f" ({counts})" if counts else "")
 
