@@ -85,7 +85,7 @@ def read_nifti(path: Path) -> MedicalImage:
         # NIfTI voxels live in scanner/template space by definition; the codes below say
         # how trustworthy that frame is (0/0 = only voxel sizes were known).
         "space": "patient",
-        "modality": exported.get("modality"),
+        "modality": exported["modality"] if isinstance(exported.get("modality"), str) else None,
         "intensity": intensity,
         "pixel_spacing_known": True,
         fmt: _header_facts(img),
