@@ -1,5 +1,5 @@
 """The ``medimg-build`` command: build, build-collection, demo, inspect, validate,
-verify, snapshot, export-table, report, catalog, recipes.
+verify, snapshot, export, export-table, report, catalog, recipes.
 
 User mistakes end as one line on stderr (``medimg-build: error: <file>: <problem>``)
 and exit code 2; a build with failed cases exits 1 unless --allow-failures."""
@@ -168,6 +168,32 @@ def _parser() -> argparse.ArgumentParser:
                             help="write a store's case table to Parquet")
     export.add_argument("--out", metavar="FILE.parquet",
                         help="default: <STORE>.cases.parquet next to the store")
+    cases_out = _store_command(
+        commands, "export", _export,
+        help="write a store's cases as NIfTI files or as an nnU-Net v2 raw dataset",
+        description="Write the cases of STORE (all, or those of --case) into --out: "
+        "'--to nifti' as <case>.nii.gz (+ <case>_mask.nii.gz, + <case>.json, the steps "
+        "and what the export did), '--to nnunet' as the nnU-Net v2 raw dataset "
+        "DIR/DatasetNNN_<name> (dataset.json, imagesTr, labelsTr, imagesTs, "
+        "splits_final.json). Intensities are those before the store's normalization "
+        "(refused where a clip lost values), on the harmonized grid.")
+    cases_out.add_argument("--to", required=True, choices=("nifti", "nnunet"))
+    cases_out.add_argument("--out", required=True, metavar="DIR",
+                           help="nifti: a new or empty folder; nnunet: the nnUNet_raw "
+                           "folder that gets DatasetNNN_<name>")
+    cases_out.add_argument("--case", dest="cases", action="extend", nargs="+", default=None,
+                           metavar="ID", help="export only these cases (default: all)")
+    cases_out.add_argument("--keep-normalization", action="store_true",
+                           help="write the stored (normalized) values as they are")
+    cases_out.add_argument("--original-grid", action="store_true",
+                           help="put each case back on its source file's grid (the image "
+                           "resampled with the store's interpolation, a mask by nearest "
+                           "neighbour; a grid that is only permuted is exact)")
+    cases_out.add_argument("--dataset-id", type=int, default=500, metavar="NNN",
+                           help="nnunet: the dataset id, 1..999 (default 500, the first of "
+                           "nnU-Net's custom ids)")
+    cases_out.add_argument("--dataset-name", metavar="NAME",
+                           help="nnunet: the dataset name (default: the store's dataset)")
     report = _store_command(
         commands, "report", _report, help="write a visual QC report of a store (static HTML)",
         description="Write a self-contained HTML report of STORE into --out: dataset card, "
@@ -332,6 +358,18 @@ def _export_table(args: argparse.Namespace) -> int:
 
     where, rows = export_table(args.store, args.out, args.storage_options)
     print(f"{where}: case table of {args.store} ({rows} rows)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_store
+
+    result = export_store(args.store, args.to, args.out, args.cases,
+                          keep_normalization=args.keep_normalization,
+                          original_grid=args.original_grid, dataset_id=args.dataset_id,
+                          dataset_name=args.dataset_name,
+                          storage_options=args.storage_options)
+    print(result.summary(args.store, args.to))
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import math
 import zlib
 from pathlib import Path
@@ -23,10 +24,17 @@ from nibabel.fileholders import FileHolder
 from ..errors import ImageReadError
 from ..image import MedicalImage
 from ..limits import check_size
+from ..provenance import AppliedStep
 
 SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
 _NIFTI2_HEADER_BYTES = 540  # the larger of the two headers
 _CIFTI_EXTENSION = 32  # NIfTI extension code of CIFTI-2's XML
+# What `medimg-build export` writes into a NIfTI header (medimg_build/export/nifti.py):
+# a "comment" extension, code 6 (NIFTI_ECODE_COMMENT of nifti1_io.h; nibabel/nifti1.py
+# extension_codes), holding JSON whose one key is EXPORT_KEY: the case's steps and
+# modality, given back to the image read from it. Any other comment is left alone.
+EXPORT_ECODE = 6
+EXPORT_KEY = "medimg_build_export"
 # Bytes a compressed stream may hold past the voxels its header declares: MGH's footer
 # (scan parameters, tags) lives there, and some writers pad. More is a gzip bomb.
 _TRAILING_BYTES_ALLOWED = 2**20
@@ -70,19 +78,21 @@ def read_nifti(path: Path) -> MedicalImage:
         array.flags.c_contiguous or array.flags.f_contiguous) else array
 
     fmt = "mgh" if isinstance(img, nib.MGHImage) else "nifti"
+    exported = exported_record(img.header)
     meta = {
         "format": fmt,
         "source_files": [str(path.resolve())],
         # NIfTI voxels live in scanner/template space by definition; the codes below say
         # how trustworthy that frame is (0/0 = only voxel sizes were known).
         "space": "patient",
-        "modality": None,
+        "modality": exported["modality"] if isinstance(exported.get("modality"), str) else None,
         "intensity": intensity,
         "pixel_spacing_known": True,
         fmt: _header_facts(img),
     }
     image = MedicalImage(array=array, affine=np.array(img.affine, dtype=np.float64),
-                         spatial_ndim=spatial_ndim, meta=meta)
+                         spatial_ndim=spatial_ndim, meta=meta,
+                         history=exported_steps(exported))
     return image.recorded("read", reader=fmt, path=str(path), shape=list(raw.shape),
                           scaled=slope is not None)
 
@@ -317,3 +327,29 @@ def _header_facts(img) -> dict[str, Any]:
                      time_unit=time_unit, intent=header.get_intent()[0],
                      version=2 if isinstance(header, nib.Nifti2Header) else 1)
     return facts
+
+
+def exported_record(header) -> dict[str, Any]:
+    """What ``medimg-build export`` recorded in this header (``EXPORT_KEY``'s value),
+    or {} for any other NIfTI (a comment of another tool, or text that is not ours)."""
+    for extension in getattr(header, "extensions", None) or ():
+        if extension.get_code() != EXPORT_ECODE:
+            continue
+        try:
+            value = json.loads(extension.content.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        if isinstance(value, dict) and isinstance(value.get(EXPORT_KEY), dict):
+            return value[EXPORT_KEY]
+    return {}
+
+
+def exported_steps(record: dict[str, Any]) -> tuple[AppliedStep, ...]:
+    """The history an exported image had in its store, as one step ``exported`` whose
+    ``steps`` are that history: kept whole, and not mistaken for this read's own steps
+    (``image_source`` takes the first ``read`` step's path as the file's)."""
+    steps = record.get("steps")
+    if not isinstance(steps, list):
+        return ()
+    return (AppliedStep("exported", {"store": record.get("store"),
+                                     "case_id": record.get("case_id"), "steps": steps}),)

@@ -1,0 +1,211 @@
+"""A store as an nnU-Net v2 raw dataset (``--to nnunet``).
+
+The format, as nnU-Net documents and checks it (MIC-DKFZ/nnUNet
+documentation/dataset_format.md; nnunetv2/experiment_planning/verify_dataset_integrity.py,
+read at commit 017de4adbc55709423ac569c51191df8a6af7ee5):
+
+* ``DatasetNNN_<name>/``: a three-digit id and a free name (dataset_format.md; the id is
+  ``int(name[7:10])`` in nnunetv2/utilities/dataset_name_id_conversion.py, and nnU-Net
+  refuses an id that two folders share). Custom ids start at 500 (dataset_conversion.md:
+  "make your custom task ids start at 500 ... IDs cannot exceed 999").
+* ``imagesTr/<case>_XXXX.nii.gz``: one file per input channel, ``XXXX`` its 4-digit
+  index; ``labelsTr/<case>.nii.gz``: the segmentation on the same grid.
+  ``imagesTs/``: images nnU-Net does not use ("a convenient location" for test cases).
+* ``dataset.json``: ``channel_names`` (index -> name; the name picks nnU-Net's
+  normalization: "CT" its CT scheme, anything else z-score,
+  documentation/explanation_normalization.md), ``labels`` (name -> value, "background"
+  0, values consecutive 0, 1, 2, ...), ``numTraining`` (files in imagesTr) and
+  ``file_ending``.
+* ``splits_final.json``: a list of folds, each ``{"train": [ids], "val": [ids]}``
+  (documentation/manual_data_splits.md); nnU-Net reads it from
+  ``nnUNet_preprocessed/DatasetNNN_<name>/``, so it is written beside dataset.json to be
+  copied there.
+
+Here: cases of the store's train and val splits that have a mask are the training cases;
+test-split cases, and cases without a mask, go to imagesTs (test cases with a mask also
+get ``labelsTs/<case>.nii.gz``, a common convention nnU-Net ignores). Mask values are
+renumbered 0, 1, 2, ... in the order of the store's classes; ``dataset.json`` keeps the
+store's own values under ``medimg_build``. The folds are the store's patient-level
+splits: train against val as fold 0; a store without a val split gets five folds of its
+patients (each patient's cases in one fold), dealt in the order of a seeded hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..image import MedicalImage
+from ..store.classification import segmentation_classes
+from ..store.reader import MedimgStore
+from .case import ExportedCase
+from .intensity import ExportError
+from .nifti import SUFFIX, write_image
+
+MIN_ID, MAX_ID, DEFAULT_ID = 1, 999, 500
+FOLDS_WITHOUT_VAL = 5  # nnU-Net's own default number of folds
+TEST_SPLIT = "test"
+VAL_SPLITS = ("val", "validation")
+
+
+def dataset_folder(out: Path, dataset_id: int, name: str) -> Path:
+    """``out/DatasetNNN_<name>``, refused when the id is outside 1..999 or another
+    folder of ``out`` has it already."""
+    if not MIN_ID <= dataset_id <= MAX_ID:
+        raise ExportError(out, f"nnU-Net dataset id {dataset_id} is not a three-digit id "
+                          f"{MIN_ID}..{MAX_ID}",
+                          hint=f"give --dataset-id a number from {DEFAULT_ID} to {MAX_ID}")
+    prefix = f"Dataset{dataset_id:03d}_"
+    folder = out / f"{prefix}{dataset_name(name)}"
+    taken = sorted(p.name for p in out.glob(f"{prefix}*") if p != folder) \
+        if out.is_dir() else []
+    if taken:
+        raise ExportError(out, f"nnU-Net dataset id {dataset_id} is taken by {taken[0]} "
+                          "(nnU-Net refuses an id two datasets share)",
+                          hint="give another --dataset-id")
+    return folder
+
+
+def dataset_name(name: str) -> str:
+    """A dataset name for nnU-Net's folder: letters, digits and underscores."""
+    cleaned = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+    return cleaned or "medimg"
+
+
+def label_numbers(store: MedimgStore) -> dict[int, int]:
+    """Store mask value -> consecutive nnU-Net label (0 stays 0), for every class the
+    store declares; refused when it declares none (nnU-Net trains segmentation)."""
+    classes = segmentation_classes(store.attrs.get("labels"))
+    if not classes:
+        raise ExportError(store.location, "the store has no segmentation classes, and an "
+                          "nnU-Net dataset is a segmentation dataset",
+                          hint="export it with --to nifti")
+    values = sorted(set(classes) | {0})
+    return {value: number for number, value in enumerate(values)}
+
+
+def dataset_labels(store: MedimgStore, numbers: dict[int, int]) -> dict[str, int]:
+    """nnU-Net's ``labels``: class name -> consecutive value, "background" for 0; a name
+    nnU-Net reserves ("background" elsewhere than 0, "ignore") or used twice gets its
+    store value appended."""
+    classes = segmentation_classes(store.attrs.get("labels"))
+    labels: dict[str, int] = {"background": 0}
+    for value, number in numbers.items():
+        if value == 0:
+            continue
+        name = classes.get(value, str(value))
+        if name in labels or name == "ignore":
+            name = f"{name} ({value})"
+        labels[name] = number
+    return labels
+
+
+def channel_names(store: MedimgStore, first: ExportedCase) -> dict[str, str]:
+    """Index -> name of each channel: the names the store recorded when it stacked them
+    (``stack_channels``), else "CT" for a CT (nnU-Net's CT normalization), else the
+    modality, numbered when there are several channels."""
+    n = first.image.n_channels
+    stacked = next((s.params.get("names") for s in first.image.history
+                    if s.name == "stack_channels"), None)
+    if stacked and len(stacked) == n:
+        return {str(c): str(name) for c, name in enumerate(stacked)}
+    modality = str(first.record.get("modality") or "image")
+    if n == 1:
+        return {"0": "CT" if modality.upper() == "CT" else modality}
+    return {str(c): f"{modality}_{c}" for c in range(n)}
+
+
+def role(case: ExportedCase) -> str:
+    """"train" (imagesTr + labelsTr) or "test" (imagesTs)."""
+    if case.row.get("split") == TEST_SPLIT or case.mask is None:
+        return "test"
+    return "train"
+
+
+def write_case(case: ExportedCase, folder: Path, numbers: dict[int, int]) -> str:
+    """The case's channel files and label file; returns its role."""
+    where = role(case)
+    images = folder / ("imagesTr" if where == "train" else "imagesTs")
+    images.mkdir(exist_ok=True)
+    for c, channel in enumerate(channels(case.image)):
+        record = case.record if c == 0 else None  # the history once per case is enough
+        write_image(channel, images / f"{case.case_id}_{c:04d}{SUFFIX}", case.frame, record)
+    if case.mask is not None:
+        labels = folder / ("labelsTr" if where == "train" else "labelsTs")
+        labels.mkdir(exist_ok=True)
+        write_image(renumbered(case, numbers), labels / f"{case.case_id}{SUFFIX}", case.frame)
+    return where
+
+
+def channels(image: MedicalImage) -> list[MedicalImage]:
+    if not image.has_channels:
+        return [image]
+    return [image.replace(array=image.array[..., c]) for c in range(image.n_channels)]
+
+
+def renumbered(case: ExportedCase, numbers: dict[int, int]) -> MedicalImage:
+    mask = case.mask
+    values = np.unique(mask.array)
+    unknown = [int(v) for v in values if int(v) not in numbers]
+    if unknown:
+        raise ExportError(case.record["store"], f"case {case.case_id!r}: mask values "
+                          f"{unknown} are not among the store's segmentation classes "
+                          f"{sorted(numbers)}", hint="the store is damaged; rebuild it")
+    lookup = np.zeros(int(values.max()) + 1, dtype=np.uint8 if len(numbers) <= 256
+                      else np.uint16)
+    for value, number in numbers.items():
+        if value < len(lookup):
+            lookup[value] = number
+    return mask.replace(array=lookup[mask.array])
+
+
+def folds(train: dict[str, str], val: dict[str, str], seed: int) -> list[dict[str, list]]:
+    """nnU-Net's splits from case id -> patient of the training cases in the store's
+    train and val splits: fold 0 = train/val, or, without val, five folds of patients."""
+    if val:
+        return [{"train": sorted(train), "val": sorted(val)}]
+    patients = sorted(set(train.values()), key=lambda p: _seeded(seed, p))
+    if len(patients) < 2:
+        return []
+    k = min(FOLDS_WITHOUT_VAL, len(patients))
+    fold_of = {patient: i % k for i, patient in enumerate(patients)}
+    return [{"train": sorted(c for c, p in train.items() if fold_of[p] != fold),
+             "val": sorted(c for c, p in train.items() if fold_of[p] == fold)}
+            for fold in range(k)]
+
+
+def _seeded(seed: int, patient: str) -> str:
+    return hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest()
+
+
+def dataset_json(store: MedimgStore, names: dict[str, str], labels: dict[str, int],
+                 numbers: dict[int, int], n_training: int, notes: dict[str, Any]
+                 ) -> dict[str, Any]:
+    classes = segmentation_classes(store.attrs.get("labels"))
+    return {
+        "channel_names": names,
+        "labels": labels,
+        "numTraining": n_training,
+        "file_ending": SUFFIX,
+        "name": str(store.attrs.get("dataset") or ""),
+        "description": str(store.attrs.get("title") or ""),
+        "licence": str(store.attrs.get("license") or ""),
+        "reference": str(store.attrs.get("citation") or ""),
+        "medimg_build": {
+            "store": store.location,
+            "label_values": {name: next(v for v, n in numbers.items() if n == number)
+                             for name, number in labels.items()},
+            "class_names": {str(v): classes.get(v, "background" if v == 0 else str(v))
+                            for v in numbers},
+            **notes,
+        },
+    }
+
+
+def write_json(value: Any, path: Path) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
