@@ -138,7 +138,9 @@ def test_report_thumbnails_show_the_cr_and_the_png_as_acquired(chest_report, sha
 # -- in a browser ---------------------------------------------------------------------
 
 
-def screenshot(page: Path, png: Path, profile: Path, size=(1280, 3000)) -> np.ndarray:
+def screenshot(page: Path, png: Path, profile: Path, size=(1280, 4000)) -> np.ndarray:
+    """The page as Chromium draws it, one CSS pixel a screen pixel (thumbnails are shown
+    at their own 256 px), in a window tall enough for the first tiles below the card."""
     if not CHROMIUM.exists():
         missing(f"{CHROMIUM} is missing (apt-get install chromium)", "MEDIMG_REQUIRE_BROWSER")
     subprocess.run(
