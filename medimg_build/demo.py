@@ -68,6 +68,13 @@ def _lay_out_totalsegmentator(folder: Path, shared: Path | None) -> None:
     _link(base / "example_seg_dicom.nii.gz", folder / "labels" / "example_ct.nii.gz")
 
 
+# OriginalImage[Width,Height] and OriginalImagePixelSpacing[x,y] of the NIH image among the
+# reference X-rays, from NIH's Data_Entry_2017_v2020.csv as copied in sunlabuiuc/PyHealth
+# (pyhealth/unittests/test_datasets/test_chestxray14.py). Written unquoted, as NIH's
+# header is, so that each bracket is two columns, as the recipe reads them.
+NIH_GEOMETRY = {"00000001_000.png": (2682, 2749, 0.14300000000000002, 0.14300000000000002)}
+
+
 def _lay_out_chest_xrays(folder: Path, shared: Path | None) -> None:
     """The real X-rays beside the reference data, with a ChestX-ray14-style table.
     Their findings are not known here, so the table leaves them empty (= unknown)."""
@@ -80,9 +87,12 @@ def _lay_out_chest_xrays(folder: Path, shared: Path | None) -> None:
         _link(path, folder / "images" / name)
         # NIH file names are <patient>_<follow-up>.png; others are one patient each.
         patient = path.stem.split("_")[0] if path.suffix == ".png" else Path(name).stem
+        # Pixel size: NIH's own row where known (else empty: unknown, kept in pixels).
+        width, height, x, y = NIH_GEOMETRY.get(name, ("", "", "", ""))
         rows.append({"Image Index": name, "Finding Labels": "", "Patient ID": patient,
                      "Follow-up #": "", "Patient Age": "", "Patient Gender": "",
-                     "View Position": ""})
+                     "View Position": "", "OriginalImage[Width": width, "Height]": height,
+                     "OriginalImagePixelSpacing[x": x, "y]": y})
     # None of these images is in the official test list: it is empty here.
     (folder / "test_list.txt").write_text("")
     (folder / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")

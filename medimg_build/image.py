@@ -14,8 +14,12 @@ Conventions (those of nibabel, so that a NIfTI reads the same here and there):
   ``to_ras`` leaves a view of its input (axes permuted and flipped): the resampling
   that follows reads any strides, and writing copies one chunk at a time.
 * ``meta["space"]`` is ``"patient"`` when the affine places the image in the patient
-  (scanner) frame, and ``"image"`` for pictures without one (PNG, JPEG, most X-rays),
-  whose affine only carries the pixel spacing.
+  (scanner) frame, and ``"image"`` for pictures without one (PNG, JPEG, most X-rays:
+  a CR/DX without ImageOrientationPatient), whose affine only carries the pixel
+  spacing. A 2D image in ``"image"`` space is a **picture** (``is_picture``): it stays
+  in picture space, rows down and columns right (``i`` counts columns, ``j`` rows),
+  its axes are named ``column``/``row`` rather than anatomical directions (a frontal
+  film's rows run head to foot, not towards A), and nothing reorients it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ import numpy as np
 from nibabel.orientations import io_orientation, ornt2axcodes
 
 from .provenance import AppliedStep
+
+# What the index axes i, j of a picture count (module docstring). The first two world axes
+# of its affine are the same two directions on the film, in mm (pixels when unknown).
+PICTURE_AXES = ("column", "row")
+PICTURE_ORIENTATION = ",".join(PICTURE_AXES)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,8 +93,16 @@ class MedicalImage:
         return columns / np.linalg.norm(columns, axis=0)
 
     @property
+    def is_picture(self) -> bool:
+        """A 2D image without a patient frame (``meta["space"] == "image"``)."""
+        return self.spatial_ndim == 2 and self.meta.get("space") == "image"
+
+    @property
     def orientation(self) -> str:
-        """Closest anatomical axis codes of the index axes, e.g. ``"RAS"`` or ``"LPS"``."""
+        """Closest anatomical axis codes of the index axes, e.g. ``"RAS"`` or ``"LPS"``;
+        a picture's axis names, ``"column,row"`` (it has no anatomical directions)."""
+        if self.is_picture:
+            return PICTURE_ORIENTATION
         codes = ornt2axcodes(axis_orientation(self.affine))
         return "".join(c or "?" for c in codes[: self.spatial_ndim])
 

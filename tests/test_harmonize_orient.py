@@ -101,7 +101,8 @@ def test_2d_rgb_picture_in_image_space_is_a_no_op():
     result = to_ras(image)
     assert result.array is rgb
     assert result.history[-1].params["transform"] == [[0, 1], [1, 1]]
-    assert result.history[-1].params["from"] == result.history[-1].params["to"] == "RA"
+    # A picture is named by its columns and rows, not by R and A (issue 19).
+    assert result.history[-1].params["from"] == result.history[-1].params["to"] == "column,row"
 
 
 def test_2d_only_spatial_axes_are_flipped_and_swapped():

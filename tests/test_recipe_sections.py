@@ -17,7 +17,7 @@ from medimg_build.recipe.model import Recipe, bundled_recipes, load_recipe, reci
 from medimg_build.recipe.sections import (
     BoxLabels, Classification, DicomTree, Harmonize, ImageFolder, ImageTable, Intensity,
     LandmarkLabels, Labels, Limits, ParserSource, Read, RecipeSections, Segmentation, Split,
-    StoreSettings, VolumeFolder, parse,
+    StoreSettings, TablePixelSpacing, VolumeFolder, parse,
 )
 from medimg_build.resources import recipes_dir
 from medimg_build.yaml_input import load_yaml
@@ -27,6 +27,7 @@ MIRRORS = {
     (): RecipeSections,
     ("$defs", "volume_folder"): VolumeFolder,
     ("$defs", "image_table"): ImageTable,
+    ("$defs", "image_table", "properties", "pixel_spacing"): TablePixelSpacing,
     ("$defs", "dicom_tree"): DicomTree,
     ("$defs", "image_folder"): ImageFolder,
     ("$defs", "parser"): ParserSource,

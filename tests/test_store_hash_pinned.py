@@ -22,9 +22,9 @@ PINNED = {
     ("volume-folder", "hdf5"):
         "872b5cd52db9e895145f7a4121fadab2dc666d79f3ddae9c288cdd7bbd451f21",
     ("class-folders", "zarr"):
-        "f0780ac94fec3646751619cdfafcb38224cf69b70c27068669ceec252763456b",
+        "da122d8c0f92297d227e1404e9f920590aeb33650626ca51d241f1f78657b653",
     ("class-folders", "hdf5"):
-        "124c552e67fcbf997bcd68421c230136494fe03fb0a8f7d071f0c9a816471907",
+        "03927bad394593e75862ccbcd99de378561628e0cfda7df9876a384046392cbd",
 }
 FIXTURES = {"volume-folder": volume_folder.make, "class-folders": class_folders.make}
 

@@ -59,13 +59,14 @@ def to_ras(image: MedicalImage) -> MedicalImage:
     (orientation codes, e.g. ``"LPS"`` -> ``"RAS"``; two letters for 2D images) and
     ``transform``, the nibabel orientation array (row ``i`` = ``[new axis of input
     axis i, +1 or -1 for a flip]``) that ``nibabel.orientations.apply_orientation``
-    takes. An image already in RAS+ (e.g. an ``"image"``-space picture with a positive
-    diagonal affine) is returned with the same array and an identity transform recorded.
+    takes. An image already in RAS+ is returned with the same array and an identity
+    transform recorded; so is a picture (``MedicalImage.is_picture``), whatever its
+    affine: it has no anatomical directions to reorder towards, and stays as acquired.
     The pixels are never copied: the result's array is a view of the input's.
     """
-    ornt = _spatial_ornt(image)
     n = image.spatial_ndim
     identity = np.column_stack([np.arange(n), np.ones(n)])
+    ornt = identity if image.is_picture else _spatial_ornt(image)
     if np.array_equal(ornt, identity):
         return image.recorded(
             "to_ras", **{"from": image.orientation, "to": image.orientation,

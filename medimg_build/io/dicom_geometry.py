@@ -164,7 +164,10 @@ def planar_geometry(frame: Frame) -> tuple[np.ndarray, dict]:
         spacing = floats(dataset.get(keyword), 2)
         if spacing is not None and np.all(spacing > 0):
             affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])
-            # ImagerPixelSpacing is measured at the detector, not at the patient
-            # (magnification uncorrected); the source says which one this is.
+            # Both in mm, row spacing first (PS3.3 10.7.1.3). ImagerPixelSpacing is
+            # measured at the front plane of the detector and "shall never be adjusted"
+            # for geometric magnification: PixelSpacing is for that (PS3.3 C.8.11.4, DX
+            # Detector; the CR Image Module alike), so a calibrated PixelSpacing wins. The
+            # source says which one this is.
             return affine, {"pixel_spacing_known": True, "pixel_spacing_source": keyword}
     return np.eye(4), {"pixel_spacing_known": False, "pixel_spacing_source": None}

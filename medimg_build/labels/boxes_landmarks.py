@@ -20,6 +20,10 @@ corners and takes their axis-aligned hull in the new grid; the steps only permut
 and scale the index axes, so that hull is exact. Coordinates within one voxel outside
 the new grid (its shape is rounded when resampling) are clipped onto it.
 
+A picture's annotations (``picture``: made on an image that ``is_picture``) live in its
+picture space like the picture itself: their world coordinates are positions on the film
+along its columns and rows (mm, or pixels where the pixel size is unknown), never R, A, S.
+
 Source conventions handled by the constructors: inclusive voxel ranges (3D boxes),
 ``(x, y, w, h)`` pixel boxes (NIH ChestX-ray14's ``Bbox [x, y, w, h]``: x = column,
 y = row), ``(x1, y1, x2, y2)`` corner boxes, and DeepLesion's boxes on a key slice.
@@ -100,7 +104,9 @@ class Boxes:
     ``lo``/``hi``: ``(n, d)`` edge coordinates (see the module docstring); ``labels``:
     one class name per box; ``key_slice``: ``(n,)`` bool, True for a 2D box drawn on
     one slice of a volume; ``source``: the boxes as given on the source image, kept by
-    ``onto`` (None for boxes that are themselves the source).
+    ``onto`` (None for boxes that are themselves the source); ``picture``: the grid is a
+    picture's (``MedicalImage.is_picture``), whose world axes are its columns and rows
+    rather than R, A, S.
     """
 
     labels: tuple[str, ...]
@@ -110,6 +116,7 @@ class Boxes:
     shape: tuple[int, ...]
     key_slice: np.ndarray
     source: Boxes | None = None
+    picture: bool = False
 
     @property
     def ndim(self) -> int:
@@ -129,7 +136,7 @@ class Boxes:
         lo, hi = _fit(lo, hi, image.spatial_shape, "box", where)
         flags = np.zeros(len(lo), bool) if key_slice is None else np.asarray(key_slice, bool)
         return cls(_labels(labels, len(lo), where), lo, hi, image.affine.copy(),
-                   image.spatial_shape, flags.reshape(len(lo)))
+                   image.spatial_shape, flags.reshape(len(lo)), picture=image.is_picture)
 
     @classmethod
     def from_voxel_ranges(cls, image: MedicalImage, labels, first, last,
@@ -185,7 +192,8 @@ class Boxes:
 
     def to_world(self) -> tuple[np.ndarray, np.ndarray]:
         """``(lo_mm, hi_mm)``, each ``(n, 3)``: the RAS+ axis-aligned hull of each box's
-        corners (its exact extent on an axis-aligned grid)."""
+        corners (its exact extent on an axis-aligned grid); a picture's: its extent along
+        the film's columns and rows (world axes 0 and 1)."""
         n, c = len(self), 2**self.ndim
         world = to_world(self.corners().reshape(n * c, self.ndim), self.affine)
         world = world.reshape(n, c, 3)
@@ -217,19 +225,21 @@ class Boxes:
         lo, hi = _fit(lo, hi, image.spatial_shape, "box", where)
         flags = self.key_slice if d == 3 else np.zeros(n, bool)
         return Boxes(self.labels, lo, hi, image.affine.copy(), image.spatial_shape, flags,
-                     source=self.source if self.source is not None else self)
+                     source=self.source if self.source is not None else self,
+                     picture=image.is_picture)
 
 
 @dataclass(frozen=True, eq=False)
 class Landmarks:
     """Named points ``(n, d)`` (continuous voxel indices, centres at integers) on the
-    grid ``(shape, affine)`` of one image; ``source`` as for ``Boxes``."""
+    grid ``(shape, affine)`` of one image; ``source`` and ``picture`` as for ``Boxes``."""
 
     labels: tuple[str, ...]
     points: np.ndarray
     affine: np.ndarray
     shape: tuple[int, ...]
     source: Landmarks | None = None
+    picture: bool = False
 
     @property
     def ndim(self) -> int:
@@ -245,7 +255,7 @@ class Landmarks:
         points = _table(points, image.spatial_ndim, "landmark points", where)
         points, _ = _fit(points, points, image.spatial_shape, "landmark", where)
         return cls(_labels(labels, len(points), where), points, image.affine.copy(),
-                   image.spatial_shape)
+                   image.spatial_shape, picture=image.is_picture)
 
     @classmethod
     def from_pixels(cls, image: MedicalImage, labels, points, convention: str = "index",
@@ -274,7 +284,8 @@ class Landmarks:
         _check_plane(moved[:, np.newaxis], d, where)
         points, _ = _fit(moved[:, :d], moved[:, :d], image.spatial_shape, "landmark", where)
         return Landmarks(self.labels, points, image.affine.copy(), image.spatial_shape,
-                         source=self.source if self.source is not None else self)
+                         source=self.source if self.source is not None else self,
+                         picture=image.is_picture)
 
 
 def _corner_box(x1y1x2y2, convention: str, where: str | None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .case_table import case_row
 from .model import Recipe
 from .sections import GEOMETRY_TOLERANCE_MM, Harmonize
 from .sources import CaseSource
+from .table_spacing import with_table_pixel_spacing
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,19 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
                          "(--set source.images=...)")
     with picture_fit(_shrunk_to(recipe, source)):  # the image only: a mask is never averaged
         raw = _with_recipe_facts(read_source(source, recipe), recipe)
+    where = _row_name(source, context)
+    # A picture's pixel size from its table row (ChestX-ray14), its mask's likewise.
+    in_mm = partial(with_table_pixel_spacing, spec=recipe.source.pixel_spacing,
+                    row=source.fields, where=where)
+    raw = in_mm(raw)
     require_finite(raw, source.image_path)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
     mask, mask_files = None, []
     if source.mask_path is not None or source.mask_loader:
-        mask_raw = read_mask_source(source)
+        mask_raw = in_mm(read_mask_source(source))
         require_finite(mask_raw, source.mask_path)
         mask_files = [Path(f) for f in mask_raw.meta.get("source_files", [source.mask_path])]
         mask = harmonize_mask(mask_raw, raw, image, recipe, source)
-    where = _row_name(source, context)
     labels = {
         spec.name: classification.encode(
             spec, named_field(source, spec.column, "labels.classification", where), where)

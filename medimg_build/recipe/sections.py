@@ -42,6 +42,7 @@ class _SourceKind:
     columns: ClassVar[Mapping[str, str]] = types.MappingProxyType({})
     table: ClassVar[str | tuple[str, ...] | None] = None  # the label table
     channel_names: ClassVar[tuple[str, ...] | None] = None
+    pixel_spacing: ClassVar[TablePixelSpacing | None] = None  # from the table's rows
 
     @property
     def searched(self) -> str:
@@ -67,6 +68,14 @@ class VolumeFolder(_SourceKind):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TablePixelSpacing:
+    """Table columns giving each picture's pixel size (recipe/table_spacing.py)."""
+
+    columns: tuple[str, ...]  # mm along a row (x) and down a column (y)
+    measured_on: tuple[str, ...] | None = None  # (width, height) the spacing is of
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageTable(_SourceKind):
     kind: str = "image_table"
     table: str | tuple[str, ...] = field()  # required: field() hides _SourceKind's None
@@ -79,6 +88,7 @@ class ImageTable(_SourceKind):
     masks: str | None = None
     mask_column: str | None = None
     patient_pattern: str | None = None
+    pixel_spacing: TablePixelSpacing | None = None
 
     @property
     def searched(self) -> str:

@@ -26,6 +26,7 @@ from .model import Recipe
 from .paths import from_template, inside, inside_glob, outside_problem, source_root, stored_text
 from .sections import DicomTree, ImageTable, VolumeFolder
 from .source_report import not_an_image, with_masks_reported, with_system_files_beside
+from .table_spacing import pixel_size_note
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -168,6 +169,7 @@ def _image_table(source: ImageTable, root: Path, key: bytes) -> SourceListing:
                                                   source.mask_column] if c]
     # Every column the recipe names, or a silently empty case-table column (issue 16).
     require_columns(table, wanted + list(source.columns), table_path, aliases)
+    note = pixel_size_note(source.pixel_spacing, table, table_path.name)
     table_name = table_path.relative_to(root).as_posix()
     files: dict[str, Path] = {}
     for path in inside_glob(root, source.images, "source.images"):
@@ -219,7 +221,7 @@ def _image_table(source: ImageTable, root: Path, key: bytes) -> SourceListing:
                           f"found; first row names {example!r})",
                           hint="check --source and the recipe's source.images glob")
     skipped = with_system_files_beside(skipped, files.values(), root)
-    return SourceListing(cases, skipped)
+    return SourceListing(cases, skipped, notes=[note] if note else [])
 
 
 def masks_of(spec: str | dict[str, str] | None, root: Path, setting: str,

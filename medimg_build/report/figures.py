@@ -65,6 +65,16 @@ def axis_names(cases: pd.DataFrame, spatial_ndim: int, picture: bool) -> list[st
     return [WORLD_AXIS_NAMES[a] for a in sorted(spanned)]
 
 
+def spacing_unit_label(cases: pd.DataFrame) -> str:
+    """The unit of the spacing charts, from the case table's ``spacing_unit``: mm, or
+    pixel for pictures whose pixel size the source does not give, or both named when a
+    store holds both kinds (never a guessed conversion)."""
+    units = set(cases["spacing_unit"]) if "spacing_unit" in cases else {"mm"}
+    if units == {"pixel"}:
+        return "pixel"
+    return "mm; pixel where the pixel size is unknown" if "pixel" in units else "mm"
+
+
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     FigureCanvasAgg(figure).print_png(path)

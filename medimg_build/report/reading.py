@@ -12,11 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..image import MedicalImage
+from ..image import PICTURE_ORIENTATION, MedicalImage
 from ..store.damage import undecodable
-from .views import ORTHOGONAL_VIEWS, PICTURE, Plane, plan_plane, view_of_2d_grid
+from .views import ORTHOGONAL_VIEWS, Plane, picture_plane, plan_plane, view_of_2d_grid
 
 INDEX_AXES = ("x", "y", "z")  # stored axis names of index axes i, j, k (store/axes.py)
+# Readers whose images are always pictures (io/raster.py, the JSRT parser), for stores
+# whose read step did not record its space.
+PICTURE_READERS = ("pillow", "tifffile", "jsrt_raw")
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class CaseImages:
     mask: MedicalImage | None
     boxes: pd.DataFrame  # this case's rows of store.boxes()
     landmarks: pd.DataFrame  # this case's rows of store.landmarks()
-    picture: bool  # no world geometry (spacing in pixels): shown as read
+    picture: bool  # no patient frame (picture_cases): drawn as acquired
 
 
 def read_case(store, case_id: str, boxes: pd.DataFrame, landmarks: pd.DataFrame,
@@ -35,6 +38,29 @@ def read_case(store, case_id: str, boxes: pd.DataFrame, landmarks: pd.DataFrame,
         image, mask = store.read_image(case_id), store.read_mask(case_id)
     return CaseImages(case_id, image, mask, _rows_of(boxes, case_id),
                       _rows_of(landmarks, case_id), picture)
+
+
+def picture_cases(cases: pd.DataFrame) -> pd.Series:
+    """Per row of the case table: a picture without a patient frame, which the report
+    draws as acquired. Its source was read in picture space, so its
+    ``original_orientation`` names the picture's axes (``MedicalImage.orientation``).
+    Stores built before pictures were named so still say it: the read step recorded
+    ``space="image"`` (DICOM and ITK readers) or a picture reader, or the pixel size
+    is in pixels."""
+    def column(name: str, rule) -> pd.Series:
+        values = cases[name] if name in cases else pd.Series(None, index=cases.index)
+        return values.map(rule).astype(bool)
+
+    return (column("original_orientation", lambda value: value == PICTURE_ORIENTATION)
+            | column("steps", _read_as_picture)
+            | column("spacing_unit", lambda unit: unit == "pixel"))
+
+
+def _read_as_picture(steps) -> bool:
+    read = next((step for step in steps if step.get("name") == "read"), None) \
+        if isinstance(steps, list) else None
+    params = (read or {}).get("params") or {}
+    return params.get("space") == "image" or params.get("reader") in PICTURE_READERS
 
 
 def _rows_of(table: pd.DataFrame, case_id: str) -> pd.DataFrame:
@@ -72,5 +98,6 @@ def planes_of(case: CaseImages) -> list[Plane]:
     if case.image.spatial_ndim == 3:
         centre = focus(case)
         return [plan_plane(affine, shape, view, centre) for view in ORTHOGONAL_VIEWS]
-    view = PICTURE if case.picture else view_of_2d_grid(affine)
-    return [plan_plane(affine, shape, view)]
+    if case.picture:
+        return [picture_plane(shape)]
+    return [plan_plane(affine, shape, view_of_2d_grid(affine))]

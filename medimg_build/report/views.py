@@ -10,6 +10,9 @@ The voxel axes that run closest to those directions are found from the affine
 an LPS, a permuted or a flipped grid is shown the same way as a RAS one. An oblique grid
 is shown on its voxel axes closest to the view (the affine stays the truth).
 
+Pictures (2D images without a patient frame: PNG, JPEG, a CR/DX without
+ImageOrientationPatient) are the exception: they are drawn as acquired (``PICTURE``).
+
 Everything here works in the in-memory (nibabel) index order ``(i, j[, k])``.
 """
 
@@ -143,7 +146,18 @@ def view_of_2d_grid(affine: np.ndarray) -> View:
     return next(view for view in ORTHOGONAL_VIEWS if view.normal == normal)
 
 
-# A picture without world geometry (a PNG or JPEG: spacing in pixels) is read with its
-# columns along index i (nominally R) and its rows along j (nominally A), and is shown
-# as it was read: row 0 at the top, no anatomical directions claimed.
+# A picture (a PNG or JPEG, or a radiograph without ImageOrientationPatient: no patient
+# frame, ``MedicalImage.is_picture``) is drawn as it was acquired: row 0 at the top,
+# column 0 at the left, no anatomical direction claimed at its edges. Its plane is made
+# from the index axes alone (``picture_plane``), never from the affine, whose signs say
+# nothing about the patient. ``normal``, ``right`` and ``down`` are unused for it.
 PICTURE = View("picture", normal=S, right=(R, 1), down=(A, 1), edges=("", "", "", ""))
+
+
+def picture_plane(spatial_shape: tuple[int, ...]) -> Plane:
+    """The one plane of a picture ``(i, j)`` = (column, row): rows down the screen along
+    ``j``, columns across along ``i``, neither reversed."""
+    if len(spatial_shape) != 2:
+        raise ValueError(f"a picture has 2 spatial axes, not shape {tuple(spatial_shape)}")
+    return Plane(PICTURE, row_axis=1, row_flip=False, col_axis=0, col_flip=False,
+                 spatial_shape=tuple(int(n) for n in spatial_shape))

@@ -21,9 +21,9 @@ from ..errors import MedimgError
 from ..store import open_store
 from .card import Table, class_table, dataset_card, label_kinds, split_table
 from .figures import axis_names, geometry_columns, geometry_figure, intensity_figure
-from .figures import original_intensities
+from .figures import original_intensities, spacing_unit_label
 from .html import write_html
-from .reading import CaseImages, planes_of, read_case
+from .reading import CaseImages, picture_cases, planes_of, read_case
 from .sampling import annotation_members, class_members, counts_by_split
 from .sampling import label_groups, split_groups
 from .thumbnails import CHANNEL_NOTE, MASK_OPACITY, colour_of, display_window
@@ -153,18 +153,11 @@ def _charts(images_dir: Path, cases: pd.DataFrame, attrs, spatial_ndim: int,
             images_dir / "intensity.png", np.concatenate(intensities.original),
             np.concatenate(intensities.stored), *_intensity_units(attrs))
     if len(cases):
-        picture = _is_picture(cases).all()
+        picture = picture_cases(cases).all()
         charts["geometry"] = geometry_figure(
             images_dir / "geometry.png", geometry_columns(cases, spatial_ndim),
-            axis_names(cases, spatial_ndim, picture), "pixel" if picture else "mm")
+            axis_names(cases, spatial_ndim, picture), spacing_unit_label(cases))
     return charts
-
-
-def _is_picture(cases: pd.DataFrame) -> pd.Series:
-    """Per case: a picture without world geometry (spacing in pixels)."""
-    if "spacing_unit" not in cases:
-        return pd.Series(False, index=cases.index)
-    return cases["spacing_unit"] == "pixel"
 
 
 def _class_members(store, attrs, boxes, landmarks) -> dict[str, dict[str, list[str]]]:
@@ -202,7 +195,7 @@ class _Renderer:
         self._store, self._boxes, self._landmarks = store, boxes, landmarks
         self._dir = images_dir
         table = cases.set_index("case_id")
-        self._picture = _is_picture(cases).set_axis(table.index)
+        self._picture = picture_cases(cases).set_axis(table.index)
         self._split = table["split"].astype(str) if "split" in table else None
         self._intensity = table["intensity"] if "intensity" in table else None
         self._classes = {label: {name: set(ids) for name, ids in classes.items()}

@@ -59,7 +59,9 @@ vocabulary's ``labels.boxes.classes`` / ``labels.landmarks.classes``, else the s
 labels), harmonized voxel coordinates in stored axis names (boxes ``[z_min, z_max,]
 y_min, y_max, x_min, x_max``, points ``[z,] y, x``; voxel centres at integers, box
 min/max are voxel EDGES, so voxels 10..19 are 9.5 .. 19.5), RAS+ mm (boxes ``R_min,
-R_max, A_min, A_max, S_min, S_max`` = extent, points ``R, A, S``), for 3D boxes
+R_max, A_min, A_max, S_min, S_max`` = extent, points ``R, A, S``; a picture's: boxes
+``row_min, row_max, column_min, column_max``, points ``row, column``, on the film in mm
+or, where its pixel size is unknown, source pixels), for 3D boxes
 ``key_slice`` (harmonized z of a box drawn on one slice, else -1), and the original
 coordinates on the source image in its own index order (``source_i_min`` ... /
 ``source_i, source_j[, source_k]``; boxes also ``source_key_slice``). A group exists

@@ -12,7 +12,13 @@ inputs give the same bytes whatever order the workers finished in. Columns:
   ``[z,] y, x`` (float64). Voxel centres are at integers; box min/max are the box's
   EDGES, so a box covering voxels 10..19 is 9.5 .. 19.5.
 * RAS+ mm: boxes ``R_min, R_max, A_min, A_max, S_min, S_max`` (the axis-aligned hull
-  of the box's corners: its extent, edge to edge), landmarks ``R, A, S``.
+  of the box's corners: its extent, edge to edge), landmarks ``R, A, S``. A picture
+  (``MedicalImage.is_picture``: a PNG, JPEG or radiograph without a patient frame) has
+  no R, A, S: its boxes have ``row_min, row_max, column_min, column_max`` and its
+  landmarks ``row, column`` instead: the position on the film (down, across) from the
+  centre of its first source pixel, in mm where the pixel size is known and in source
+  pixels where not (the case's ``spacing_unit``). A table holding both kinds has both
+  sets of columns, NaN where a row's kind has none.
 * 3D boxes: ``key_slice`` (int32): for a box drawn on one slice (DeepLesion), the
   harmonized ``z`` index of that slice, else -1.
 * The original coordinates, on the source image and in its own index order
@@ -32,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LabelError, StoreError, shown_items
+from ..image import PICTURE_AXES
 from ..labels.boxes_landmarks import Boxes, Landmarks
 from .axes import spatial_dims
 from .classification import vocabulary_entry
@@ -158,8 +165,9 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
         for p, name in enumerate(names):
             axis = ndim - 1 - p
             columns[f"{name}_min"], columns[f"{name}_max"] = lo[:, axis], hi[:, axis]
-        for axis, name in enumerate(_WORLD):
-            columns[f"{name}_min"], columns[f"{name}_max"] = w_lo[:, axis], w_hi[:, axis]
+        for name, (axis, rows) in _world_axes(values, count).items():
+            columns[f"{name}_min"] = np.where(rows, w_lo[:, axis], np.nan)
+            columns[f"{name}_max"] = np.where(rows, w_hi[:, axis], np.nan)
         if ndim == 3:
             columns["key_slice"] = _concat([v.slice_index for v in values], np.int32)
         s_lo = _stack([_source(v).lo for v in values], source_ndim)
@@ -175,12 +183,26 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
         world = _stack([v.to_world() for v in values], 3)
         for p, name in enumerate(names):
             columns[name] = points[:, ndim - 1 - p]
-        for axis, name in enumerate(_WORLD):
-            columns[name] = world[:, axis]
+        for name, (axis, rows) in _world_axes(values, count).items():
+            columns[name] = np.where(rows, world[:, axis], np.nan)
         source = _stack([_source(v).points for v in values], source_ndim)
         for axis in range(source_ndim):
             columns[f"source_{_SOURCE_AXES[axis]}"] = source[:, axis]
     return columns, classes
+
+
+def _world_axes(values: list, count: list[int]) -> dict[str, tuple[int, np.ndarray]]:
+    """The world columns of a table (name -> (world axis, which rows have it)): R, A, S
+    for grids in the patient frame, row and column (axes 1 and 0 of a picture's affine,
+    listed in stored order as y, x are) for pictures; both when the table holds both."""
+    picture = np.repeat([bool(v.picture) for v in values], count).astype(bool)
+    axes = {}
+    if (~picture).any() or not picture.any():  # an empty table keeps R, A, S as before
+        axes.update({name: (axis, ~picture) for axis, name in enumerate(_WORLD)})
+    if picture.any():
+        axes.update({name: (axis, picture)
+                     for axis, name in reversed(list(enumerate(PICTURE_AXES)))})
+    return axes
 
 
 def _source(value):

@@ -315,6 +315,8 @@ def _annotation(value) -> dict[str, Any] | None:
     fields = {"labels": list(value.labels), "affine": value.affine.tolist(),
               "shape": [int(n) for n in value.shape],
               "source": _annotation(value.source)}
+    if value.picture:  # a picture's world axes are its columns and rows (its table columns)
+        fields["picture"] = True
     if isinstance(value, Boxes):
         fields.update(lo=value.lo.tolist(), hi=value.hi.tolist(),
                       key_slice=value.key_slice.tolist())
@@ -328,7 +330,8 @@ def annotation_from(kind: str, data: dict[str, Any] | None):
     if data is None:
         return None
     common = {"labels": tuple(data["labels"]), "affine": np.array(data["affine"], float),
-              "shape": tuple(data["shape"]), "source": annotation_from(kind, data["source"])}
+              "shape": tuple(data["shape"]), "source": annotation_from(kind, data["source"]),
+              "picture": bool(data.get("picture", False))}
     n, d = len(data["labels"]), len(data["shape"])
 
     def table(key: str) -> np.ndarray:

@@ -250,15 +250,17 @@ class MedimgStore:
         """The bounding boxes of complete cases, one row per box: ``case_index`` (along
         the stored ``case`` axis), ``case_id``, ``label``, ``label_index``, harmonized
         voxel edges ``[z_min, z_max,] y_min, y_max, x_min, x_max``, their RAS+ extent
-        in mm ``R_min .. S_max``, ``key_slice`` (3D) and the source coordinates
-        ``source_i_min ..`` (see ``medimg_build.store.annotation_tables``)."""
+        in mm ``R_min .. S_max`` (a picture's: ``row_min .. column_max``), ``key_slice``
+        (3D) and the source coordinates ``source_i_min ..`` (see
+        ``medimg_build.store.annotation_tables``)."""
         return read_annotations(self._root, BOXES, self._complete, self.location,
                                 BOXES in (self.attrs.get("labels") or {}))
 
     def landmarks(self) -> pd.DataFrame:
         """The landmarks of complete cases, one row per point: ``case_index``,
         ``case_id``, ``label``, ``label_index``, harmonized voxel ``[z,] y, x``, RAS+
-        mm ``R, A, S`` and the source coordinates ``source_i, source_j[, source_k]``."""
+        mm ``R, A, S`` (a picture's: ``row, column``) and the source coordinates
+        ``source_i, source_j[, source_k]``."""
         return read_annotations(self._root, LANDMARKS, self._complete, self.location,
                                 LANDMARKS in (self.attrs.get("labels") or {}))
 
