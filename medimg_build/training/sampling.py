@@ -11,20 +11,24 @@ Both follow nnU-Net v2's data loader (``nnunetv2/training/dataloading/data_loade
   ``[0, case - patch]``. What lies outside the case is padding: the image takes
   ``pad_value`` (0 by default, as nnU-Net's ``crop_and_pad_nd(data, bbox, 0)``, MONAI's
   ``SpatialPad`` and TorchIO's ``CropOrPad``), the mask 0 (background: nnU-Net pads its
-  segmentation with -1 and its training transforms turn -1 into 0,
-  ``RemoveLabelTansform(-1, 0)``). The item's affine places the padded patch too
-  (voxel 0 may lie outside the case).
-* ``oversample_foreground``: the share of items (each drawn with that probability, as
-  nnU-Net's ``probabilistic_oversampling``; its default share is 0.33) centred on a
-  voxel drawn from the case's mask: a class drawn uniformly from the classes present
+  segmentation with -1, then its training and validation transforms turn -1 into 0,
+  ``RemoveLabelTansform(-1, 0)`` in ``nnUNetTrainer.get_training_transforms``). The
+  item's affine places the padded patch too (voxel 0 may lie outside the case).
+* ``oversample_foreground``: the share of items centred on a voxel drawn from the
+  case's mask (nnU-Net's ``oversample_foreground_percent``, 0.33 in its trainer). By
+  default nnU-Net forces the last third of each batch; an item of a map-style dataset
+  knows no batch, so each is drawn with that probability, as nnU-Net's
+  ``probabilistic_oversampling`` does. The voxel: a class drawn uniformly from the classes present
   (nonzero values), then a voxel uniformly from that class's voxels. nnU-Net clamps
   the patch start at the lower bound only; here at both, so a patch around a voxel
   at the far edge is not padded needlessly (the voxel stays inside it). A case
   without foreground gives a random patch, as in nnU-Net.
 
 Finding a voxel reads no more than the item reads (tests/test_training_patches.py):
-nnU-Net keeps up to 10^4 sampled coordinates per class and case
-(``properties['class_locations']``, or ``foreground_locations.py`` since); here each
+nnU-Net's preprocessing keeps a sample of each class's coordinates per case
+(``DefaultPreprocessor._sample_foreground_locations``: 10^4, or 1% of the class's
+voxels if more; ``properties['class_locations']``, a blosc2 store in
+``foreground_locations.py`` since) and draws from that sample; here each
 case keeps, per class, the number of its voxels in each 2D slice (a chunk of the
 store: ``ForegroundSlices``), counted from one read of the whole mask the first time
 the case is asked for foreground, in each process. A draw then picks a slice in
