@@ -20,7 +20,9 @@ with an affine in nibabel's (x, y[, z]) order and a mask without a channel axis,
   its columns in the array's (z, y, x) order, the mask with a channel axis: then the
   transforms that read the geometry (``Orientationd``, ``Spacingd``) place the voxels
   right -- ``Orientationd(axcodes="RAS")`` turns them into nibabel's (C, x, y, z)
-  (tests/test_training_transforms.py).
+  (tests/test_training_transforms.py). MONAI keeps the geometry it changes in the
+  ``MetaTensor``s' ``.affine``; the item's ``affine``, ``spacing`` and ``origin``
+  keys stay those of the item as read.
 
 **TorchIO** (``torchio.transforms.Transform``) transforms a ``tio.Subject`` of
 ``ScalarImage``/``LabelMap``, each a 4D tensor ``(C, W, H, D)`` -- nibabel's
