@@ -14,7 +14,7 @@ import shutil
 
 from . import (
     checksums, ct_build, dicom_read, mass2d, parallel, profile2d, profile_build, projection,
-    reads, storage, targets,
+    reads, storage, targets, training_reads,
 )
 from .common import HERE, REPEATS, WORK
 from .inputs import SHAPE, make_ct_inputs
@@ -29,7 +29,8 @@ def main() -> None:
     results = {"machine": machine, "repeats": REPEATS, "ct_shape": list(SHAPE),
                "ct_build": ct_build.run(inputs),
                "profile": profile_build.run(inputs.nifti, inputs.nifti.parent.parent),
-               "reads": reads.run(inputs), "checksums": checksums.run(inputs),
+               "reads": reads.run(inputs), "training_reads": training_reads.run(inputs),
+               "checksums": checksums.run(inputs),
                "storage": storage.run(inputs),
                "dicom_read": dicom_read.run(inputs.dicom), "parallel": parallel.run()}
     results.update(mass2d.run_section())
@@ -57,6 +58,7 @@ def render(results: dict) -> list[str]:
     lines += ct_build.markdown(results["ct_build"]) + [""]
     lines += profile_build.markdown(results["profile"]) + [""]
     lines += reads.markdown(results["reads"]) + [""]
+    lines += training_reads.markdown(results["training_reads"]) + [""]
     lines += checksums.markdown(results["checksums"]) + [""]
     lines += storage.markdown(results["storage"]) + [""]
     lines += dicom_read.markdown(results["dicom_read"]) + [""]

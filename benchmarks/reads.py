@@ -16,6 +16,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import nibabel as nib
 import numpy as np
@@ -198,12 +199,16 @@ def compressed_chunks(array: zarr.Array, folder) -> Iterator[bytes]:
 
 
 # -- S3 ----------------------------------------------------------------------------------
-def _s3_slice(native) -> dict:
+@contextmanager
+def moto_s3(bucket: str = "bench") -> Iterator[tuple[object, dict] | None]:
+    """A moto S3 server on 127.0.0.1 with an empty ``bucket``: (an s3fs filesystem,
+    its storage_options), or None when s3fs or moto is not installed."""
     try:
         import s3fs
         from moto.server import ThreadedMotoServer
-    except ImportError as missing:
-        return {"error": f"{missing.name} is not installed"}
+    except ImportError:
+        yield None
+        return
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
@@ -213,25 +218,36 @@ def _s3_slice(native) -> dict:
                    "client_kwargs": {"endpoint_url": f"http://{host}:{port}",
                                      "region_name": "us-east-1"}}
         fs = s3fs.S3FileSystem(**options)
-        fs.call_s3("create_bucket", Bucket="bench")
+        fs.call_s3("create_bucket", Bucket=bucket)
+        yield fs, options
+    finally:
+        server.stop()
+
+
+MISSING_S3 = {"error": "s3fs or moto is not installed"}
+
+
+def _s3_slice(native) -> dict:
+    with moto_s3() as s3:
+        if s3 is None:
+            return MISSING_S3
+        fs, options = s3
         fs.put(str(native), "bench/native.zarr", recursive=True)
         image = open_store("s3://bench/native.zarr", storage_options=options).case("ct")["image"]
         depth = image.shape[1]
-        with _counted_gets(s3fs) as gets:
+        with _counted_gets(type(fs)) as gets:
             _ = image[0, depth // 2].values
         rng = np.random.default_rng(1)
         seconds = median_seconds(lambda: image[0, int(rng.integers(depth))].values,
                                  SLICE_REPEATS // 5)
-    finally:
-        server.stop()
     return {"gets_after_open": len(gets), "seconds": seconds}
 
 
 class _counted_gets:
     """Counts s3fs get_object calls (every request goes through ``_call_s3``)."""
 
-    def __init__(self, s3fs_module) -> None:
-        self.cls = s3fs_module.S3FileSystem
+    def __init__(self, filesystem_class) -> None:
+        self.cls = filesystem_class
         self.calls: list[str] = []
 
     def __enter__(self) -> list[str]:

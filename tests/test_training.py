@@ -4,6 +4,7 @@ returns; sampled slices and patches keep their place in the patient."""
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -93,18 +94,17 @@ def test_random_slices_keep_their_place_in_the_patient(reference_stores):
     np.testing.assert_array_equal(dataset[0]["image"], again["image"])  # (seed, epoch, index)
 
 
-def test_random_patches_keep_their_place_and_must_fit(reference_stores):
+def test_random_patches_keep_their_place(reference_stores):
     store = open_store(reference_stores.ct)
     case = _expected(store, "ct", [])
-    depth, height, width = case["image"].shape[1:]
     dataset = CaseDataset(reference_stores.ct, patch_size=(8, 32, 40), seed=1)
     item = dataset[0]
     z, y, x = _voxel_start(item, case["affine"])
     assert item["image"].shape == (1, 8, 32, 40) and item["mask"].shape == (8, 32, 40)
     np.testing.assert_array_equal(item["image"], case["image"][:, z:z + 8, y:y + 32, x:x + 40])
     np.testing.assert_array_equal(item["mask"], case["mask"][z:z + 8, y:y + 32, x:x + 40])
-    with pytest.raises(StoreError, match="does not fit"):
-        CaseDataset(reference_stores.ct, patch_size=(depth + 1, 8, 8))[0]
+    with pytest.raises(StoreError, match="has 2 axes"):
+        CaseDataset(reference_stores.ct, patch_size=(8, 8))[0]
     with pytest.raises(StoreError, match="no case in split 'nope'"):
         CaseDataset(reference_stores.ct, split="nope")
     with pytest.raises(StoreError, match="not a spatial axis"):
@@ -184,3 +184,49 @@ def test_a_case_is_opened_once_for_all_its_random_slices(reference_stores, monke
         np.testing.assert_array_equal(item["mask"], expected["mask"][z])
     assert opened.count("ct") == 2  # _expected's, then the dataset's one
     assert pickle.loads(pickle.dumps(dataset))._cases == {}
+
+
+def _arrays(value):
+    """Every NumPy array in an item or batch (dicts and lists walked)."""
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from _arrays(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _arrays(inner)
+
+
+def _collate_writable(batch):
+    """The default collation (or conversion, for a whole batch), once every array it is
+    given is checked writable: torch's warning fires once per process only."""
+    assert all(array.flags.writeable for array in _arrays(batch))
+    if isinstance(batch, list):
+        return torch.utils.data.default_collate(batch)
+    return torch.utils.data.default_convert(batch)
+
+
+@pytest.mark.parametrize("loader", ["items", "batches", "workers", "slices", "patches"])
+def test_no_batch_makes_torch_warn_of_an_array_it_cannot_write(reference_stores, loader):
+    """PyTorch warns ("The given NumPy array is not writable") when it wraps a read-only
+    array, as it did for stack batches before issue 18 (multi-label rows): every array
+    of an item or batch is writable, in every read path -- checked before collation,
+    and warnings are errors (forked workers inherit the filter)."""
+    stack = CaseDataset(reference_stores.xray)
+    ct = {"slices": {"slice_axis": "z"},
+          "patches": {"patch_size": (4, 600, 20), "oversample_foreground": 0.5}}
+    loaders = {
+        "items": lambda: DataLoader(stack, batch_size=4, collate_fn=_collate_writable),
+        "batches": lambda: DataLoader(stack, batch_size=None, sampler=stack.batches(4),
+                                      collate_fn=_collate_writable),
+        "workers": lambda: DataLoader(stack, batch_size=4, num_workers=2,
+                                      collate_fn=_collate_writable),
+        "slices": lambda: DataLoader(CaseDataset(reference_stores.ct, **ct["slices"]),
+                                     batch_size=1, collate_fn=_collate_writable),
+        "patches": lambda: DataLoader(CaseDataset(reference_stores.ct, **ct["patches"]),
+                                      batch_size=1, collate_fn=_collate_writable),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sum(len(batch["case_id"]) for batch in loaders[loader]()) > 0

@@ -12,11 +12,16 @@ DataLoader's default collate turns into tensors and lists. Each item is a dict:
 ``affine``  the 4x4 of the returned array (nibabel index order), so that a sampled
             slice or patch keeps its place in the patient
 
-Sampling (optional): ``slice_axis="z"`` returns one random 2D slice of the case along
-that axis (channel, y, x); ``patch_size=(z, y, x)`` (or (y, x) for 2D) a random patch
-of that size, which must fit in every case. Only the chunks under the slice or patch
-are read. The draws are a pure function of (seed, epoch, index): the same on any
-number of workers, and new with ``set_epoch``.
+``transform``: any callable, given each item and returning what the DataLoader gets
+(MONAI and TorchIO dictionary transforms: ``adapters.py``).
+
+Sampling (optional, ``sampling.py``): ``slice_axis="z"`` returns one random 2D slice of
+the case along that axis (channel, y, x); ``patch_size=(z, y, x)`` (or (y, x) for 2D) a
+random patch of that size, padded where it is larger than the case;
+``oversample_foreground`` centres that share of them on a voxel of a random class
+present in the mask. Only the chunks under the slice or patch are read. The draws are
+a pure function of (seed, epoch, index): the same on any number of workers, and new
+with ``set_epoch``.
 
 Batches: the DataLoader asks for a batch with ``__getitems__``; whole cases of a stack
 store are then read together, a run of consecutive cases in one call. The default
@@ -24,6 +29,8 @@ collation then copies every item into one tensor; ``batches(n)`` instead hands
 the dataset whole batches (``DataLoader(data, batch_size=None,
 sampler=data.batches(64))``): ``data[[i, j, ...]]`` is the batch as collation
 would give it, the images decoded straight into its one array, copied by no one.
+Items of different shapes (the cases of a volumes store) are one batch through
+``collate.pad_collate``.
 
 Worker processes: the open store is never shared. Pickling (spawn, forkserver) carries
 only the location and options, and a forked worker sees a different pid and opens its
@@ -33,45 +40,19 @@ own handle on first use.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import StoreError, shown_items
-from .store import open_store
-from .store.axes import spatial_dims
-from .store.layouts import layout_named
-from .store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
+from ..errors import StoreError, shown_items
+from ..store import open_store
+from ..store.axes import spatial_dims
+from ..store.layouts import layout_named
+from ..store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
+from .sampling import ForegroundSlices, Sampling, padded
 
 SPLIT = "split"
 OPEN_CASES = 1024  # cases kept open per process (~10 kB each: lazy arrays, shard indexes)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """What part of a case an item is: all of it, one slice, or one patch."""
-
-    slice_axis: str | None = None
-    patch_size: tuple[int, ...] | None = None
-
-    def window(self, shape: tuple[int, ...], dims: tuple[str, ...],
-               rng: np.random.Generator, location: str, case_id: str) -> tuple[slice, ...]:
-        """The spatial window to read from a case of stored ``shape`` (spatial axes)."""
-        if self.slice_axis is not None:
-            axis = dims.index(self.slice_axis)
-            start = int(rng.integers(shape[axis]))
-            return tuple(slice(start, start + 1) if a == axis else slice(None)
-                         for a in range(len(shape)))
-        if self.patch_size is not None:
-            if len(self.patch_size) != len(shape) or any(
-                    p > s for p, s in zip(self.patch_size, shape)):
-                raise StoreError(location, f"patch_size {list(self.patch_size)} does not fit "
-                                 f"case {case_id!r} of shape {list(shape)}",
-                                 hint="choose a patch no larger than the smallest case")
-            starts = [int(rng.integers(s - p + 1)) for s, p in zip(shape, self.patch_size)]
-            return tuple(slice(b, b + p) for b, p in zip(starts, self.patch_size))
-        return tuple(slice(None) for _ in shape)
 
 
 class CaseDataset:
@@ -81,16 +62,22 @@ class CaseDataset:
     def __init__(self, location: str | os.PathLike, *, storage_options: dict | None = None,
                  split: str | None = None, case_ids: Sequence[str] | None = None,
                  labels: Sequence[str] | None = None, slice_axis: str | None = None,
-                 patch_size: Sequence[int] | None = None, seed: int = 0) -> None:
-        if slice_axis is not None and patch_size is not None:
-            raise ValueError("give slice_axis or patch_size, not both")
+                 patch_size: Sequence[int] | None = None, seed: int = 0,
+                 oversample_foreground: float = 0.0, pad_value: float = 0,
+                 transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        self.sampling = Sampling.checked(slice_axis, patch_size, oversample_foreground,
+                                         pad_value)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable (given each item), not "
+                            f"{type(transform).__name__}")
+        self.transform = transform
         self.location = os.fspath(location)
         self.storage_options = storage_options
-        self.sampling = Sampling(slice_axis, tuple(patch_size) if patch_size else None)
         self.seed, self.epoch = seed, 0
         self._handle: tuple[int, Any] | None = None  # (pid, open store)
         self._geometry: tuple[np.ndarray, np.ndarray] | None = None  # _stack_geometry
         self._cases: dict[str, tuple] = {}  # _opened_case, least recently used first
+        self._foreground: dict[str, ForegroundSlices] = {}  # _foreground_voxel, per process
         store = self._store
         table = store.cases
         if SPLIT not in table:  # a store written without splits
@@ -125,10 +112,12 @@ class CaseDataset:
         if self._handle is None or self._handle[0] != os.getpid():
             self._handle = (os.getpid(), open_store(self.location, self.storage_options))
             self._cases = {}  # opened through the handle of another process
+            self._foreground = {}  # counted by another process: counted again
         return self._handle[1]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_handle": None, "_geometry": None, "_cases": {}}
+        return {**self.__dict__, "_handle": None, "_geometry": None, "_cases": {},
+                "_foreground": {}}
 
     # -- the dataset -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -143,20 +132,49 @@ class CaseDataset:
         if isinstance(index, (list, tuple, np.ndarray)):
             return self.batch(index)
         index = self._checked(index)
+        item = self._read_item(index)
+        return item if self.transform is None else self.transform(item)
+
+    def _read_item(self, index: int) -> dict[str, Any]:
         case_id = self.case_ids[index]
         image_of, mask_of, affine, spacing = self._opened_case(case_id)
         spatial = image_of.shape[1:]
         dims = spatial_dims(len(spatial))
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        window = self.sampling.window(spatial, dims, rng, self.location, case_id)
-        image = image_of[(slice(None),) + window].values
-        mask = None if mask_of is None else mask_of[window].values
+        window = self.sampling.window(
+            spatial, dims, rng, lambda: self._foreground_voxel(case_id, mask_of, rng),
+            self.location, case_id)
+        image = padded(image_of[(slice(None),) + window.read].values, window,
+                       self.sampling.pad_value)
+        mask = None if mask_of is None else padded(mask_of[window.read].values, window, 0)
         if self.sampling.slice_axis is not None:  # one slice: a 2D item (a view, no copy)
             axis = dims.index(self.sampling.slice_axis)
             image = image[(slice(None),) * (1 + axis) + (0,)]
             mask = None if mask is None else mask[(slice(None),) * axis + (0,)]
         # spacing.copy(): the case's cached array is not the caller's to write into.
-        return self._item(index, image, mask, _window_affine(affine, window), spacing.copy())
+        return self._item(index, image, mask, _window_affine(affine, window.starts),
+                          spacing.copy())
+
+    def _foreground_voxel(self, case_id: str, mask_of, rng: np.random.Generator):
+        """A voxel of a random class present in the case's mask (sampling.py), or None
+        (no foreground). A 2D mask is one chunk: read, counted and drawn from at once.
+        For a volume, the first call in a process reads its whole mask to count the
+        voxels of each class per slice (kept for the last ``OPEN_CASES`` volumes);
+        each later call reads the one mask slice (chunk) holding the voxel drawn."""
+        if mask_of is None:
+            raise StoreError(self.location, f"case {case_id!r} has no mask to find "
+                             "foreground in", hint="oversample_foreground needs a store with "
+                             "masks; leave it at 0 for this one")
+        if mask_of.ndim == 2:
+            values = mask_of.values
+            return ForegroundSlices(values).voxel(rng, lambda k: values)
+        counted = self._foreground.pop(case_id, None)  # put back last: the most recent
+        if counted is None:
+            counted = ForegroundSlices(mask_of.values)
+        self._foreground[case_id] = counted
+        if len(self._foreground) > OPEN_CASES:
+            del self._foreground[next(iter(self._foreground))]
+        return counted.voxel(rng, lambda k: mask_of[k].values)
 
     def _opened_case(self, case_id: str) -> tuple:
         """(image, mask or None, affine, spacing) of a case: lazy xarray Variables (no
@@ -182,15 +200,21 @@ class CaseDataset:
         if together is None:
             return [self[i] for i in indices]
         indices, images, masks, affines, spacings = together
-        return [self._item(i, image, None if masks is None else masks[k], affine, spacing)
-                for k, (i, image, affine, spacing)
-                in enumerate(zip(indices, images, affines, spacings))]
+        items = [self._item(i, image, None if masks is None else masks[k], affine, spacing)
+                 for k, (i, image, affine, spacing)
+                 in enumerate(zip(indices, images, affines, spacings))]
+        return items if self.transform is None else [self.transform(item) for item in items]
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """The items ``indices`` as one batch, as the DataLoader's default collation
         would make it (arrays stacked along a new first axis, labels and ``index`` as
         int64 arrays, ``case_id`` and ``split`` as lists), without its copy: whole cases
-        of a stack store are decoded straight into the batch's array."""
+        of a stack store are decoded straight into the batch's array. With a
+        ``transform``, the transformed items collated by torch's ``default_collate``."""
+        if self.transform is not None:
+            from torch.utils.data import default_collate  # transforms' outputs: tensors
+
+            return default_collate(self.__getitems__(indices))
         together = self._read_together(indices)
         if together is None:
             items = [self[i] for i in indices]
@@ -226,7 +250,7 @@ class CaseDataset:
         store, each run of consecutive cases read in one call; None when items are
         read one by one (a volumes store, or sampled slices and patches)."""
         if not layout_named(self._store.layout).cases_share_arrays or \
-                self.sampling != Sampling():
+                self.sampling.sampling_part:
             return None
         indices = [self._checked(i) for i in indices]
         rows = [self._rows[i] for i in indices]
@@ -303,9 +327,9 @@ def _one_shape(location: str, items: list[dict[str, Any]]) -> None:
             raise StoreError(location, f"cases {first['case_id']!r} of shape "
                              f"{list(first['image'].shape)} and {item['case_id']!r} of shape "
                              f"{list(item['image'].shape)} cannot be one batch: a batch holds "
-                             "cases of one shape", hint="read these cases one at a time "
-                             "(DataLoader(batch_size=None) without batches), or sample "
-                             "patches of one size (patch_size=...)")
+                             "cases of one shape", hint="pad them to one: DataLoader(data, "
+                             "batch_size=n, collate_fn=pad_collate) (medimg_build.training), "
+                             "or sample patches of one size (patch_size=...)")
 
 
 def _own(value: Any) -> Any:
@@ -320,11 +344,11 @@ def _stacked_labels(values: list[Any]) -> np.ndarray:
         else np.asarray(values, dtype=np.int64)
 
 
-def _window_affine(affine: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
-    """The affine of the array cut out by ``window`` (stored order): voxel 0 of the cut
-    is the stored voxel at the window's starts, i.e. index ``starts[::-1]`` in the
-    affine's (x, y[, z]) order."""
-    starts = np.array([s.start or 0 for s in window][::-1], dtype=np.float64)
+def _window_affine(affine: np.ndarray, window_starts: tuple[int, ...]) -> np.ndarray:
+    """The affine of the array cut out from ``window_starts`` (stored order, < 0 for a
+    padded patch): voxel 0 of the cut is the stored voxel at the starts, i.e. index
+    ``starts[::-1]`` in the affine's (x, y[, z]) order."""
+    starts = np.array(window_starts[::-1], dtype=np.float64)
     out = affine.copy()
     out[:3, 3] = affine[:3, :len(starts)] @ starts + affine[:3, 3]
     return out
