@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import zarr
 
 
@@ -21,7 +22,7 @@ def store_contents(path: Path) -> dict:
         attrs.get("medimg", {}).get("build_report", {}).pop("seconds", None)
         contents[f"{prefix}/@attrs"] = attrs
         for name, array in group.arrays():
-            values = array[...]
+            values = np.asarray(array[...])  # a 0-d string array gives a str
             contents[f"{prefix}/{name}"] = (
                 array.metadata.dimension_names, json.dumps(dict(array.attrs)),
                 str(array.dtype), array.chunks, array.shards,

@@ -92,20 +92,23 @@ def test_a_dimension_only_scale_is_never_read_as_an_array(tmp_path):
 
 
 def test_a_case_scale_of_the_wrong_length_is_reported(tmp_path):
-    """h5netcdf sizes a dimension by its scale: a case's mask would read as 5 slices
-    deep in xarray while it has 4, and verify said the store was intact."""
+    """h5netcdf sizes a dimension by its scale: a case's image would read with 2
+    channels in xarray while it has 1, and verify said the store was intact. (The
+    image's ``channel`` has a dimension-only scale; the spatial axes of image and mask
+    have their coordinates as scales, which the manifest hashes.)"""
     cases = [volumes_tests.ct_case(i) for i in range(2)]
     path = volumes_tests.build(tmp_path / "ct.h5", cases)
-    level = "cases/liver_00/labels/mask/scale0"
+    level = "cases/liver_00/scale0"
     with h5py.File(path, "r+") as handle:
-        mask, scale = handle[f"{level}/mask"], handle[f"{level}/z"]
-        axis = list(mask.attrs["dimension_names"]).index("z")
-        mask.dims[axis].detach_scale(scale)
-        del handle[f"{level}/z"]
-        mask.dims[axis].attach_scale(dimension_only(handle[level], "z", scale.shape[0] + 1))
+        image = handle[f"{level}/image"]
+        [scale] = image.dims[0].values()
+        image.dims[0].detach_scale(scale)
+        if scale.name == f"/{level}/channel":
+            del handle[scale.name]
+        image.dims[0].attach_scale(dimension_only(handle[level], "channel", image.shape[0] + 1))
     problems = [str(m) for m in verify_store(path)]
-    assert problems == [f"{level}/mask: axis {axis} (z) has the dimension scale "
-                        f"/{level}/z of length 5, not 4"]
+    assert problems == [f"{level}/image: axis 0 (channel) has the dimension scale "
+                        f"/{level}/channel of length 2, not 1"]
 
 
 def test_swapped_scales_of_equal_length_are_reported(tmp_path):

@@ -26,7 +26,7 @@ from medimg_build.store.validate import validate_store
 
 from fixtures import nih_chestxray14, scr
 
-NOT_DATA = "manifest"  # a coordinate to h5netcdf (as to xarray.open_zarr); open_store hides it
+NOT_DATA = "manifest"  # HDF5: a coordinate to h5netcdf (Zarr: a 0-d variable); open_store hides it
 
 
 def build(recipe: str, source: Path, out: Path, overrides: dict) -> Path:

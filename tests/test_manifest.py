@@ -91,11 +91,11 @@ def test_a_flipped_byte_in_a_chunk_is_named_by_array_and_chunk(built, tmp_path, 
 def test_a_deleted_chunk_and_an_extra_file_are_reported(built, tmp_path):
     store = tmp_path / "ds.zarr"
     shutil.copytree(built[2], store)
-    mask = store / "cases" / "case2" / "labels" / "mask" / "scale0" / "mask"
+    mask = store / "cases" / "case2" / "labels" / "mask" / "mask"
     (mask / "c" / "0" / "0" / "0").unlink()
     (store / "cases" / "case2" / "stray.bin").write_bytes(b"x")
     assert sorted(str(m) for m in verify_store(store)) == [
-        "cases/case2/labels/mask/scale0/mask: chunk c/0/0/0 missing",
+        "cases/case2/labels/mask/mask: chunk c/0/0/0 missing",
         "cases/case2: object stray.bin extra (not in the manifest)"]
 
 
@@ -162,8 +162,9 @@ def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):
                                       directory.case(case_id)["image"].values)
     assert verify_store(snapshot) == []
     assert main(["verify", str(snapshot)]) == 0
-    # 122: the case table's mask_values column is an array and its chunk.
-    assert f"verified 122 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
+    # 122: the case table's mask_values column is an array and its chunk. 142 (schema
+    # 3.0): each of the 4 masks has its z, y, x (3 arrays and their chunks) and no scale0/.
+    assert f"verified 142 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
 
 
 def test_cli_errors(built, tmp_path, capsys):

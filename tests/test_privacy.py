@@ -70,7 +70,7 @@ def _every_text_in(store_path: Path) -> list[str]:
         for name, array in group.arrays():
             texts.append(name)
             texts.append(json.dumps(dict(array.attrs)))
-            values = array[...]
+            values = np.asarray(array[...])  # a 0-d string array (the manifest) gives a str
             if values.dtype.kind in "OUT":
                 texts.extend(str(v) for v in np.ravel(values))
         for _, child in group.groups():

@@ -212,7 +212,7 @@ def every_text_of(out: Path, journal: bool = False) -> list[str]:
             texts.append(json.dumps(dict(group.attrs)))
             for name, array in group.arrays():
                 texts.extend([name, json.dumps(dict(array.attrs))])
-                values = array[...]
+                values = np.asarray(array[...])  # a 0-d string array gives a str
                 if values.dtype.kind in "OTU":
                     texts.extend(str(v) for v in np.ravel(values))
             for name, child in group.groups():

@@ -18,13 +18,13 @@ from fixtures import class_folders, volume_folder
 
 PINNED = {
     ("volume-folder", "zarr"):
-        "2dd2d19320cf5aa2401c7efadc0697efc305bfd7bc1b1baaf25e6a87b6c38014",
+        "892510fff7c7e67a5b63080d4c672f06696d1a5e82a157736c6a56e30576167e",
     ("volume-folder", "hdf5"):
-        "872b5cd52db9e895145f7a4121fadab2dc666d79f3ddae9c288cdd7bbd451f21",
+        "4bc954fc82d1508a7cd1cb50d47ebfd7c9fcbf2ba1843f92aaf7934583ecd75f",
     ("class-folders", "zarr"):
-        "da122d8c0f92297d227e1404e9f920590aeb33650626ca51d241f1f78657b653",
+        "7454f467c8ac41687766d0bcbb9f2b4884f6066caf61eea61be23d294c9b0d15",
     ("class-folders", "hdf5"):
-        "03927bad394593e75862ccbcd99de378561628e0cfda7df9876a384046392cbd",
+        "ced6e2c44b1acc909b5ab0370d12249893c2679877111354c6548fc39cfde72d",
 }
 FIXTURES = {"volume-folder": volume_folder.make, "class-folders": class_folders.make}
 

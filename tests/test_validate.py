@@ -135,11 +135,11 @@ def test_misaligned_volumes_mask(copy_of):
     path = copy_of("volumes")
     group = zarr.open_group(path, mode="r+")["cases/case0"]
     shape = group["scale0/image"].shape[1:]
-    group.create_array("labels/mask/scale0/mask", shape=(shape[0], shape[1] + 1, shape[2]),
+    group.create_array("labels/mask/mask", shape=(shape[0], shape[1] + 1, shape[2]),
                        dtype="uint8", dimension_names=("z", "y", "x"), overwrite=True)
     problems = _problems(path)
     assert len(problems) == 1
-    assert "cases/case0/labels/mask/scale0/mask" in problems[0]
+    assert "cases/case0/labels/mask/mask" in problems[0]
     assert "not on the image grid" in problems[0]
 
 
@@ -168,7 +168,7 @@ def test_stack_mask_of_another_shape(copy_of):
 
 
 def test_mask_value_not_in_vocabulary(copy_of):
-    for kind, name in (("stack", "mask"), ("volumes", "cases/case1/labels/mask/scale0/mask")):
+    for kind, name in (("stack", "mask"), ("volumes", "cases/case1/labels/mask/mask")):
         path = copy_of(kind)
         mask = zarr.open_group(path, mode="r+")[name]
         mask[(-1,) * mask.ndim] = 7
@@ -333,7 +333,7 @@ def test_built_hdf5_stores_have_what_the_checks_need(built_h5):
     with h5py.File(built_h5["stack"]) as f:
         assert "mask" in f
     with h5py.File(built_h5["volumes"]) as f:
-        assert "labels/mask/scale0/mask" in f["cases/case0"] and "labels" not in f["cases/case2"]
+        assert "labels/mask/mask" in f["cases/case0"] and "labels" not in f["cases/case2"]
     with h5py.File(built_h5["chest"]) as f:
         assert f["label_finding"].ndim == 2 and f["label_view"].ndim == 1
 
@@ -370,7 +370,7 @@ def _break_volumes_mask_shape(path: Path) -> None:
     root = _edit(path)
     group = root["cases/case0"]
     z, y, x = group["scale0/image"].shape[1:]
-    _replace_array(group, "labels/mask/scale0/mask", (z, y + 1, x), ("z", "y", "x"))
+    _replace_array(group, "labels/mask/mask", (z, y + 1, x), ("z", "y", "x"))
     _close(root)
 
 
@@ -417,11 +417,11 @@ BREAKAGES = {  # kind, breakage, a line the report must hold
     "stack mask shape": ("stack", _break_stack_mask_shape, "mask: shape [3, 6, 10, 3] is "
                          "not the image's (case, z, y, x) = [3, 6, 10, 12]"),
     "volumes mask shape": ("volumes", _break_volumes_mask_shape,
-                           "cases/case0/labels/mask/scale0/mask: shape"),
+                           "cases/case0/labels/mask/mask: shape"),
     "stack mask value": ("stack", _break_mask_values("mask"), "mask: values [7] are not in "
                          "the segmentation vocabulary [0, 1, 2]"),
-    "volumes mask value": ("volumes", _break_mask_values("cases/case1/labels/mask/scale0/mask"),
-                           "cases/case1/labels/mask/scale0/mask: values [7] are not in the "
+    "volumes mask value": ("volumes", _break_mask_values("cases/case1/labels/mask/mask"),
+                           "cases/case1/labels/mask/mask: values [7] are not in the "
                            "segmentation vocabulary [0, 1, 2]"),
     "label value": ("chest", _break_labels, "label_view: values [7] are not in {-1} or "
                     "[0, 2) (2 classes)"),

@@ -27,7 +27,7 @@ case, so a slice decodes without its neighbours. Sharding keeps the file count l
 
 Root attributes: ``attrs["medimg"]`` is the dict the builder passes (dataset, modality,
 organ, recipe, harmonization, label vocabulary, versions, provenance) plus:
-``schema_version`` ("2.0"), ``layout``, ``n_cases``, ``finished`` (false until the
+``schema_version`` ("3.0"; 2.x stores are read too), ``layout``, ``n_cases``, ``finished`` (false until the
 writer is closed: a reader refuses an interrupted build), ``table`` = {"columns",
 "json_columns"}, ``image`` = {"spatial_ndim", "channel_dim"[, "channel_axis",
 "n_channels" (stack only; a volumes case has its own)]} and ``arrays`` = {name: {dims,
@@ -100,7 +100,8 @@ image dtype and number of spatial axes; opens with
       scale<n>/               pyramid level n (only with pyramid_levels > 1), as scale0
       labels/                 attrs "ome" = {"version": "0.5", "labels": ["mask"]}
         mask/                 the NGFF label image: attrs "ome" (multiscales, image-label)
-          scale<n>/mask  ([z,] y, x)  level n of the mask, chunked like the image
+          mask  ([z,] y, x)   the mask, chunked like the image; z, y, x beside it
+          scale<n>/mask, z, y, x      instead, with a pyramid: level n of the mask
 
 ``medimg_case`` = {case_id, affine (4x4 list, nibabel index order), spacing, origin,
 shape (stored spatial), axis_aligned (whether z/y/x are exact), channel_axis,
@@ -108,17 +109,21 @@ complete}. ``complete`` is written true last, after the case's arrays. ``ome`` =
 {"version": "0.5", "multiscales": [{"name": case_id, "axes": [channel, [z,] y, x]
 (space axes in millimeter), "type": "mean", "metadata", "datasets": [{"path":
 "scale<n>/image", "coordinateTransformations": [scale [1, sz, sy, sx], translation
-[0, tz, ty, tx]]} per level]}]}. The NGFF axis of channels is named "channel" (not
-"c"), because OME-NGFF 0.5 requires axes names to equal the array's
-``dimension_names``. The mask's ``ome`` has the same datasets (``scale<n>/mask``,
-spatial axes only: one label map for every channel), "type": "mode", and
-"image-label" = {colors: one RGBA per class value of the vocabulary (0 transparent),
-properties: [{label-value, name}] from ``labels.segmentation.classes``, source:
-{image: "../../"}}. Each level is a group of its own so that xarray opens every level
-as one Dataset (``ngff.py``); levels are halved in-plane, along z only once its
-spacing is at most twice the in-plane spacing, and level n's scale and translation
-put each voxel centre at the centre of the level-0 block it averages (``pyramid.py``).
-Readers read level 0.
+[0, tz, ty, tx]]} per level]}], "omero": {"channels": [{"label", "color" (hex RGB),
+"active", "window": {"min", "max" (the stored values' range), "start", "end" (the
+display window: soft tissue for a CT in HU, else the 0.5/99.5 percentiles of the
+stored values)}} per channel], "rdefs": {"model": "greyscale" or "color"}}}. The NGFF
+axis of channels is named "channel" (not "c"), because OME-NGFF 0.5 requires axes
+names to equal the array's ``dimension_names``. The mask's ``ome`` has the same
+datasets (``mask``, or ``scale<n>/mask`` with a pyramid; spatial axes only: one label
+map for every channel), "type": "mode", and "image-label" = {colors: one RGBA per
+class value of the vocabulary (0 transparent), properties: [{label-value, name}] from
+``labels.segmentation.classes``, source: {image: "../../"}}. Each image level is a
+group of its own so that xarray opens every level as one Dataset, and a mask without
+a pyramid sits in its label image group so that ome-zarr-models validates it
+(``ngff.py``); levels are halved in-plane, along z only once its spacing is at most
+twice the in-plane spacing, and level n's scale and translation put each voxel centre
+at the centre of the level-0 block it averages (``pyramid.py``). Readers read level 0.
 
 Completeness: a case is visible to readers only when complete (volumes: its group's
 ``medimg_case.complete``; stack: ``complete[case]``). ``MedimgStore.cases`` lists

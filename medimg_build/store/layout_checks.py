@@ -16,7 +16,7 @@ from .axes import axis_coords, spatial_dims, stored_origin, stored_spacing
 from .ngff import ngff_problems
 from .schema import (
     AFFINE, CASE, CASE_ATTRS, CASES_GROUP, CHANNEL, COMPLETE, IMAGE, MASK, ORIGIN, SPACING,
-    image_path, level_group, mask_path,
+    image_path, level_0_mask_path, level_group,
 )
 from .tree import GroupView
 
@@ -93,7 +93,7 @@ def check_case(checker, where: str, group: GroupView, attrs: dict[str, Any],
         checker.add(where, f"complete case without an image ({image_path()})")
         return
     image = group[image_path()]
-    image_where, mask_where = f"{where}/{image_path()}", f"{where}/{mask_path()}"
+    image_where = f"{where}/{image_path()}"
     nd = checker.spatial_ndim or image.ndim - 1
     checker.expect_dims(image_where, image, (CHANNEL,) + spatial_dims(nd))
     spatial = tuple(image.shape[1:])
@@ -110,8 +110,9 @@ def check_case(checker, where: str, group: GroupView, attrs: dict[str, Any],
     if list(attrs.get("shape") or []) != list(spatial):
         checker.add(where, f"{CASE_ATTRS}.shape {attrs.get('shape')} is not the image's "
                     f"spatial shape {list(spatial)}")
-    if mask_path() in group:
-        mask = group[mask_path()]
+    mask_path = level_0_mask_path(group)
+    if mask_path is not None:
+        mask, mask_where = group[mask_path], f"{where}/{mask_path}"
         checker.expect_dims(mask_where, mask, spatial_dims(nd))
         if tuple(mask.shape) != spatial:
             checker.add(mask_where, f"shape {list(mask.shape)} is not on the image "
@@ -131,13 +132,19 @@ def check_case(checker, where: str, group: GroupView, attrs: dict[str, Any],
         checker.add(f"{where}/{path}".rstrip("/"), ngff_problem)
     # The 1-D coordinates are exact only on axis-aligned grids (see axes.axis_coords).
     if attrs.get("axis_aligned"):
-        level_0 = group[level_group(0)]
-        for axis, expected in axis_coords(affine, spatial).items():
-            # Shapes first: a forged image shape must not reach allclose's broadcast.
-            if axis in level_0 and (tuple(level_0[axis].shape) != expected.shape or
-                                    not np.allclose(level_0[axis][:], expected, atol=1e-4)):
-                checker.add(f"{where}/{level_group(0)}/{axis}",
-                            "coordinates disagree with the case's affine")
+        # The image's level 0 and the mask's each carry them (ngff.py).
+        levels_0 = [level_group(0)] + ([mask_path.rpartition("/")[0]] if mask_path else [])
+        for path in levels_0:
+            _check_coords(checker, f"{where}/{path}", group[path], affine, spatial)
+
+
+def _check_coords(checker, where: str, level_0: GroupView, affine: np.ndarray,
+                  spatial: tuple[int, ...]) -> None:
+    for axis, expected in axis_coords(affine, spatial).items():
+        # Shapes first: a forged image shape must not reach allclose's broadcast.
+        if axis in level_0 and (tuple(level_0[axis].shape) != expected.shape or
+                                not np.allclose(level_0[axis][:], expected, atol=1e-4)):
+            checker.add(f"{where}/{axis}", "coordinates disagree with the case's affine")
 
 
 def _geometry_problem(affine: np.ndarray, nd: int, spacing: Any, origin: Any) -> str | None:

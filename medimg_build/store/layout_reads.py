@@ -15,8 +15,9 @@ import numpy as np
 import xarray as xr
 
 from .axes import spatial_dims
-from .schema import AFFINE, CASE, CASE_ATTRS, CASES_GROUP, COMPLETE, IMAGE, MASK, image_path
-from .schema import mask_path
+from .schema import (
+    AFFINE, CASE, CASE_ATTRS, CASES_GROUP, COMPLETE, IMAGE, MASK, image_path, level_0_mask_path,
+)
 
 
 class FormatReads(ABC):
@@ -110,7 +111,7 @@ class _CaseOfStack:
 
 class VolumesReads:
     """Reads of the volumes layout: a case is the group ``cases/<case_id>``, read at
-    level 0 (``image_path()``, ``mask_path()``)."""
+    level 0 (``image_path()``, ``level_0_mask_path``)."""
 
     def __init__(self, reads: FormatReads, store, root, attrs: dict[str, Any]) -> None:
         self._reads, self._store, self._root = reads, store, root
@@ -137,8 +138,9 @@ class VolumesReads:
     def case(self, position: int, case_id: str, chunks: dict | None) -> xr.Dataset:
         """Level 0 of the image, with the mask (level 0 of the label image) beside it."""
         ds = self._open_level_0(case_id, image_path(), chunks)
-        if mask_path() in self._groups[case_id]:
-            ds[MASK] = self._open_level_0(case_id, mask_path(), chunks)[MASK]
+        mask = level_0_mask_path(self._groups[case_id])
+        if mask is not None:
+            ds[MASK] = self._open_level_0(case_id, mask, chunks)[MASK]
         return ds
 
     def _open_level_0(self, case_id: str, array_path: str, chunks: dict | None) -> xr.Dataset:
@@ -155,6 +157,6 @@ class VolumesReads:
 
     def array(self, position: int, case_id: str, name: str):
         """The case's level-0 array, not yet read (``MedimgStore._whole`` reads it)."""
-        path = {IMAGE: image_path(), MASK: mask_path()}[name]
         group = self._groups[case_id]
-        return group[path] if path in group else None
+        path = image_path() if name == IMAGE else level_0_mask_path(group)
+        return group[path] if path is not None and path in group else None

@@ -17,7 +17,8 @@ Where it is stored:
 
 - ``attrs["medimg"]["manifest"]`` = {algorithm, content_sha256, n_objects}: what two labs
   compare; it is in the root ``zarr.json``, so it comes with opening the store.
-- the root array ``manifest`` (dims ``("manifest",)``, shape (1,), str): one JSON
+- the root array ``manifest`` (0-d, str; shape (1,) with dims ``("manifest",)`` before
+  schema 3.0, which xarray made an indexed coordinate of every DataTree node): one JSON
   document {algorithm, objects: {key: sha256}, sources: {case_id: [source sha256...]}}.
   An array rather than a loose ``manifest.json`` key because Zarr warns about every
   object it does not recognize when it lists a group (xarray, ``members()``, a store
@@ -40,6 +41,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
@@ -85,8 +87,10 @@ def write_manifest(root: zarr.Group) -> dict[str, Any]:
                "n_objects": len(objects)}
     document = {"algorithm": ALGORITHM, "objects": dict(sorted(objects.items())),
                 "sources": sources}
-    array = root.create_array(MANIFEST, shape=(1,), dtype=str, dimension_names=[MANIFEST])
-    array[0] = canonical_json(document)
+    # 0-d: no dimension, so xarray shows a variable of the root only (a dimension of its
+    # own name made it a coordinate, which a DataTree repeats in every node).
+    array = root.create_array(MANIFEST, shape=(), dtype=str)
+    array[()] = canonical_json(document)
     array.attrs["description"] = "medimg content manifest (medimg_build/store/manifest.py)"
     medimg["manifest"] = summary
     root.attrs["medimg"] = medimg
@@ -237,10 +241,11 @@ def open_root(store, location: str) -> zarr.Group:
 def read_manifest(root: zarr.Group, location: str) -> dict[str, Any]:
     summary = _manifest_summary(root, location)
     try:
-        document = json.loads(str(root[MANIFEST][:].tolist()[0]))
+        # 0-d, or one element in stores before schema 3.0
+        document = json.loads(str(np.asarray(root[MANIFEST][...]).reshape(-1)[0]))
         if not isinstance(document.get("objects"), dict):
             raise ValueError("no 'objects' mapping")
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as err:
         # The root attributes say a manifest was written: it was deleted or damaged.
         raise ManifestError(
             _key_location(location, MANIFEST),

@@ -3,16 +3,30 @@
 A case group is an NGFF multiscales image; its mask is an NGFF label image in the
 case's ``labels`` group::
 
-    cases/<case_id>/             ome: multiscales (datasets scale0/image, scale1/image...)
-      scale<n>/image             (channel, [z,] y, x)   resolution level n
+    cases/<case_id>/             ome: multiscales (scale0/image, scale1/image...), omero
+      scale<n>/image, z, y, x    (channel, [z,] y, x)   resolution level n, its positions
       labels/                    ome: labels ["mask"]
-        mask/                    ome: multiscales (scale0/mask...), image-label
-          scale<n>/mask          ([z,] y, x)
+        mask/                    ome: multiscales, image-label
+          mask, z, y, x          ([z,] y, x)   the mask, when the image has one level
+          scale<n>/mask, z, y, x               level n of the mask, with a pyramid
 
-Each level is a group of its own (the layout ngff-zarr writes) because xarray opens a
-Zarr group as one Dataset, where every ``z`` must have one length: the levels of a
-pyramid can only live side by side in groups of their own, and the case group holds no
-array, so that ``xarray.open_datatree`` aligns nothing across levels.
+Each image level is a group of its own (the layout ngff-zarr writes) because xarray
+opens a Zarr group as one Dataset, where every ``z`` must have one length, and a
+DataTree node must align with its parents: the levels of a pyramid can only live side
+by side in groups of their own, and the case group holds no array.
+
+Where the mask lies follows from the readers we answer to. ome-zarr-models 1.7 finds a
+label image's levels only among the label image group's own members: its dtype check
+(``ome_zarr_models/v05/labels.py``, ``_check_valid_dtypes``) looks up
+``members[dataset.path]`` in the nested spec, so a path ``scale0/mask`` is a KeyError
+(what the issue saw), where its image check (``v05/image.py``) walks the flat tree and
+accepts nested paths. The NGFF spec allows either ("path ... relative to the current
+zarr group"; its labels example has the levels ``labels/<name>/0``, ``1``... directly).
+So a mask without a pyramid is the array ``labels/mask/mask``, its coordinates beside
+it: xarray shows it as the image's ``scale0`` is shown, and all three readers pass. A
+pyramid's mask levels cannot sit side by side in one group (one Dataset for xarray,
+one ``z`` for netCDF in an HDF5 store), so with a pyramid they stay in ``scale<n>/``:
+ome-zarr-py, ngff-zarr and xarray read those, ome-zarr-models 1.7 does not (its bug).
 
 OME-NGFF 0.5 requires the axes names to equal the arrays' ``dimension_names``; ours
 are ``channel`` and the stored spatial axes, in millimeter. Each level's scale and
@@ -20,35 +34,60 @@ translation come from its affine (``pyramid.level_affine``): NGFF transforms can
 express rotation, so the translation is the RAS+ origin component along each axis,
 exact for the harmonized, axis-aligned RAS+ grids; the full affine is in the case
 group's ``medimg_case`` attribute.
+
+The ``omero`` attribute (NGFF 0.5 "omero": "transitional" display metadata; ome-zarr-py
+turns each channel's ``window`` start/end into napari's contrast limits and ``color``
+into its colormap, ``ome_zarr/reader.py`` class ``OMERO``) gives each channel a display
+window computed from the stored values as they are written (``display_window``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .axes import spatial_dims, stored_origin, stored_spacing
-from .schema import CHANNEL, IMAGE, LABELS_GROUP, MASK, level_group
+from .schema import CHANNEL, LABELS_GROUP, MASK, image_path, mask_level_path
 
 NGFF_VERSION = "0.5"
 BACKGROUND = 0  # the label value drawn transparent: no structure
 PALETTE = "tab20"  # matplotlib's categorical colours, one per class value
 
+# A CT stored in HU is shown through the soft-tissue window, level 40 HU and width
+# 400 HU: -160 black, +240 white ("the soft tissue setting", radiology.expert, "X-ray &
+# CT technique / Hounsfield units"), within the recipe's own clip window.
+SOFT_TISSUE_HU = (-160.0, 240.0)
+# Anything else (a z-scored MR, an X-ray in [0, 1], a photo) between these percentiles
+# of its stored values, the MR preset's default clip (harmonize/normalize.py PRESETS):
+# a few bright voxels do not stretch the window.
+DISPLAY_PERCENTILES = (0.5, 99.5)
+# The percentiles come from at most about this many voxels (a regular grid of every
+# n-th voxel along each axis): a display window needs no more, and it is sampled by
+# index, so it is the same for any memory order of the same array.
+PERCENTILE_SAMPLE = 1 << 21
+GREY, RGB = "FFFFFF", ("FF0000", "00FF00", "0000FF")
 
-def image_ome(case_id: str, level_affines: list[np.ndarray], spatial_ndim: int
-              ) -> dict[str, Any]:
-    """The case group's ``ome`` attribute: the image at every level."""
+
+def image_ome(case_id: str, level_affines: list[np.ndarray], spatial_ndim: int,
+              omero: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The case group's ``ome`` attribute: the image at every level, and its display
+    settings ``omero`` (``image_omero``) when given."""
     axes = [{"name": CHANNEL, "type": "channel"}] + _space_axes(spatial_ndim)
-    multiscale = _multiscale(case_id, axes, IMAGE, level_affines, spatial_ndim,
+    paths = [image_path(level) for level in range(len(level_affines))]
+    multiscale = _multiscale(case_id, axes, paths, level_affines, spatial_ndim,
                              channel=True)
     multiscale.update(type="mean", metadata={
         "method": "medimg_build.store.pyramid.image_levels",
         "description": "each level the mean of blocks of 2 voxels of the level above, "
                        "in-plane and along z while its spacing is at most twice the "
                        "in-plane spacing; a last odd row, column or slice dropped"})
-    return {"version": NGFF_VERSION, "multiscales": [multiscale]}
+    ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
+    if omero is not None:
+        ome["omero"] = omero
+    return ome
 
 
 def labels_ome(label_names: list[str]) -> dict[str, Any]:
@@ -61,7 +100,9 @@ def label_image_ome(case_id: str, level_affines: list[np.ndarray], spatial_ndim:
     """The mask group's ``ome`` attribute: the mask at every level (the image's grids),
     a colour per label value in ``values`` (background transparent), the class name of
     each value the vocabulary names, and the way back to the image."""
-    multiscale = _multiscale(f"{case_id}/{MASK}", _space_axes(spatial_ndim), MASK,
+    pyramid = len(level_affines) > 1
+    paths = [mask_level_path(level, pyramid) for level in range(len(level_affines))]
+    multiscale = _multiscale(f"{case_id}/{MASK}", _space_axes(spatial_ndim), paths,
                              level_affines, spatial_ndim, channel=False)
     multiscale.update(type="mode", metadata={
         "method": "medimg_build.store.pyramid.mask_levels",
@@ -88,17 +129,80 @@ def label_colors(values: list[int]) -> list[dict[str, Any]]:
     return colors
 
 
+# -- display settings (omero) ------------------------------------------------------------
+def image_omero(stored: np.ndarray, history: Sequence[Any], meta: Mapping[str, Any]
+                ) -> dict[str, Any]:
+    """The image's ``omero`` attribute, from its level 0 ``stored`` ``(c, [z,] y, x)``
+    as written, its ``history`` (``AppliedStep``s: the normalization says what the
+    values are) and ``meta``: per channel the range of its values (``min``, ``max``),
+    the display window (``start``, ``end``: ``display_window``), a colour and a label."""
+    n = stored.shape[0]
+    rgb = n == 3 and _is_rgb(meta)
+    colours = list(RGB) if rgb else [GREY] * n
+    labels = ["red", "green", "blue"] if rgb else _channel_labels(meta, n)
+    normalization = _normalization(history)
+    channels = []
+    for values, colour, label in zip(stored, colours, labels):
+        start, end = display_window(values, normalization)
+        window = {"min": _finite(np.min(values), 0.0), "max": _finite(np.max(values), 1.0),
+                  "start": start, "end": end}
+        channels.append({"active": True, "color": colour, "label": label, "window": window})
+    # ome-zarr-py draws every channel white under model "greyscale" (reader.py, OMERO).
+    return {"channels": channels, "rdefs": {"model": "color" if rgb else "greyscale"}}
+
+
+def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None
+                   ) -> tuple[float, float]:
+    """Where the display of one channel's stored ``values`` starts and ends. A CT
+    stored in HU (``normalization`` method "ct"): the soft-tissue window within the
+    recipe's clip window (the clip window itself if they do not overlap). Anything
+    else -- z-scored MR, X-rays and photos in [0, 1], values as read -- the
+    ``DISPLAY_PERCENTILES`` of the values, sampled on a grid (``PERCENTILE_SAMPLE``)."""
+    if normalization is not None and normalization.get("method") == "ct":
+        low, high = (float(v) for v in normalization["window"])
+        start, end = max(SOFT_TISSUE_HU[0], low), min(SOFT_TISSUE_HU[1], high)
+        return (start, end) if start < end else (low, high)
+    step = max(1, math.ceil((values.size / PERCENTILE_SAMPLE) ** (1 / values.ndim)))
+    sample = values[(slice(None, None, step),) * values.ndim]
+    start, end = np.percentile(sample, DISPLAY_PERCENTILES)
+    return _finite(start, 0.0), _finite(end, 1.0)
+
+
+def _normalization(history: Sequence[Any]) -> Mapping[str, Any] | None:
+    """The parameters of the image's (last) intensity normalization, if any."""
+    steps = [step for step in history if step.name.startswith("normalize")]
+    return steps[-1].params if steps else None
+
+
+def _is_rgb(meta: Mapping[str, Any]) -> bool:
+    intensity = meta.get("intensity") or {}
+    return "RGB" in (intensity.get("photometric"), intensity.get("converted_to"))
+
+
+def _channel_labels(meta: Mapping[str, Any], n: int) -> list[str]:
+    modality = str(meta.get("modality") or "")
+    if n == 1 and modality:
+        return [modality]
+    return [f"{modality or CHANNEL} {c}" for c in range(n)]
+
+
+def _finite(value: Any, default: float) -> float:
+    """A JSON number: NaN and infinities (an image holding them) give ``default``."""
+    value = float(value)
+    return value if math.isfinite(value) else default
+
+
 def _space_axes(spatial_ndim: int) -> list[dict[str, str]]:
     return [{"name": name, "type": "space", "unit": "millimeter"}
             for name in spatial_dims(spatial_ndim)]
 
 
-def _multiscale(name: str, axes: list[dict[str, str]], array: str,
+def _multiscale(name: str, axes: list[dict[str, str]], paths: list[str],
                 level_affines: list[np.ndarray], spatial_ndim: int, channel: bool
                 ) -> dict[str, Any]:
-    datasets = [{"path": f"{level_group(level)}/{array}",
+    datasets = [{"path": path,
                  "coordinateTransformations": _transforms(affine, spatial_ndim, channel)}
-                for level, affine in enumerate(level_affines)]
+                for path, affine in zip(paths, level_affines, strict=True)]
     return {"name": name, "axes": axes, "datasets": datasets}
 
 
@@ -120,8 +224,8 @@ def ngff_problems(case_group, affine: np.ndarray, spatial_ndim: int
     the harmonized grid at the affine's scale and translation, and the mask must have
     the image's levels."""
     image_levels = _dataset_paths(case_group.attrs)
-    if not image_levels or image_levels[0] != f"{level_group(0)}/{IMAGE}":
-        return [("", f"ome.multiscales does not list {level_group(0)}/{IMAGE} first")]
+    if not image_levels or image_levels[0] != image_path():
+        return [("", f"ome.multiscales does not list {image_path()} first")]
     problems = [(path, "listed in ome.multiscales but missing")
                 for path in image_levels if path not in case_group]
     level_0 = case_group.attrs["ome"]["multiscales"][0]["datasets"][0]

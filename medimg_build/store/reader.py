@@ -34,7 +34,8 @@ from .layout_reads import FormatReads
 from .layouts import layout_named
 from .classification import read_label
 from .schema import (
-    CASE, IMAGE, LABEL_PREFIX, LAYOUTS, MANIFEST, MASK, SCHEMA_VERSION, label_array_name,
+    CASE, IMAGE, LABEL_PREFIX, LAYOUTS, MANIFEST, MASK, READABLE_MAJORS, SCHEMA_VERSION,
+    label_array_name,
 )
 from .table import read_table
 
@@ -120,9 +121,9 @@ def check_medimg(medimg: Any, location: str, container: str,
         raise StoreError(location, f"is {container} but not a medimg store (no 'medimg' "
                          "root attribute)", hint="was it written by medimg-build?")
     version = str(medimg.get("schema_version", ""))
-    major, ours = version.split(".")[0], SCHEMA_VERSION.split(".")[0]
-    if major != ours:
-        older = major.isdigit() and int(major) < int(ours)
+    major = version.split(".")[0]
+    if major not in READABLE_MAJORS:
+        older = major.isdigit() and int(major) < int(READABLE_MAJORS[0])
         raise StoreError(location, f"store schema {version!r} is not readable by this "
                          f"version (schema {SCHEMA_VERSION})",
                          hint="rebuild the store with this version" if older

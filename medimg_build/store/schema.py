@@ -14,7 +14,12 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from ..errors import StoreError
 
 # 2.0: a volumes case became an OME-NGFF image (levels in scale<n>/, the mask in labels/).
-SCHEMA_VERSION = "2.0"
+# 3.0: a mask without a pyramid lies in its label image group (labels/mask/mask) with its
+# z/y/x, the image has an omero display window, the manifest is a 0-d array. A 2.x
+# reader would find no mask there and read every case as maskless: a new major, which
+# it refuses. 3.x readers read 2.x stores (level_0_mask_path finds the mask of either).
+SCHEMA_VERSION = "3.0"
+READABLE_MAJORS = ("2", "3")  # the schema majors this version reads
 LAYOUTS = ("stack", "volumes")
 
 CASE = "case"  # the case dimension, and the array of case ids (so xarray indexes by id)
@@ -106,9 +111,24 @@ def image_path(level: int = 0) -> str:
     return f"{level_group(level)}/{IMAGE}"
 
 
-def mask_path(level: int = 0) -> str:
+def mask_level_path(level: int, pyramid: bool) -> str:
+    """Where level ``level`` of a mask is in its label image group (``labels/mask``):
+    the group itself holds the array when the image has one level, else each level is
+    in ``scale<n>/``. Why the two: ``ngff.py``."""
+    return f"{level_group(level)}/{MASK}" if pyramid else MASK
+
+
+def mask_path(level: int = 0, pyramid: bool = False) -> str:
     """Where a volumes case's mask of resolution ``level`` is, in the case group."""
-    return f"{LABELS_GROUP}/{MASK}/{level_group(level)}/{MASK}"
+    return f"{LABELS_GROUP}/{MASK}/{mask_level_path(level, pyramid)}"
+
+
+def level_0_mask_path(case_group) -> str | None:
+    """Where the level-0 mask of a volumes case group is (a ``zarr.Group`` or an adapter
+    with its ``in``), whether the case has a pyramid or not (and in a schema 2.0 store,
+    where it is always in ``scale0/``); None for a case without a mask."""
+    return next((path for path in (mask_path(), mask_path(pyramid=True))
+                 if path in case_group), None)
 
 
 def label_array_name(label: str) -> str:

@@ -128,6 +128,8 @@ class _Checker:
     def check_dimension_names(self) -> None:
         for path, array in self.root.all_arrays():
             names = array.dimension_names
+            if names is None and array.ndim == 0:
+                continue  # nothing to name (the 0-d manifest): zarr stores no empty list
             if names is None or len(names) != array.ndim or any(n is None for n in names):
                 self.add(path, f"dimension_names {names!r} do not name all {array.ndim} "
                          "dimensions")

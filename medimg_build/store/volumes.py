@@ -2,7 +2,8 @@
 
 A case group is an OME-NGFF image: its levels ``scale<n>/image`` (level 0 only, unless
 the store has a pyramid: ``pyramid.py``) and its mask as the label image
-``labels/mask/scale<n>/mask`` (layout and metadata: ``ngff.py``).
+``labels/mask/mask`` (``labels/mask/scale<n>/mask`` with a pyramid; layout and
+metadata: ``ngff.py``), each level with its voxel-centre coordinates ``z``, ``y``, ``x``.
 
 Each array is one shard (one file per array per case, so N cases make O(N) files
 whatever their slice count) of 2D-slice chunks (a slice decodes alone). The group's
@@ -35,11 +36,11 @@ from .axes import (
 from .base import BaseWriter, check_case_geometry
 from .classification import segmentation_classes
 from .contract import WorkerLocation, each_or_failure
-from .ngff import image_ome, label_image_ome, labels_ome
+from .ngff import image_ome, image_omero, label_image_ome, labels_ome
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
     CASE_ATTRS, CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES,
-    WHOLE_ARRAY_CONFIG, checksummed, image_path, level_group, mask_path,
+    WHOLE_ARRAY_CONFIG, checksummed, image_path, level_0_mask_path, level_group,
 )
 from .results import CaseFailed, CaseWritten, case_written
 
@@ -116,8 +117,8 @@ class VolumesWriter(BaseWriter):
         if self._first is None:
             return info
         group = self._cases[self._first[1]]
-        for path in (image_path(), mask_path()):
-            if path in group:
+        for path in (image_path(), level_0_mask_path(group)):
+            if path is not None and path in group:
                 pattern = self._format.array_info(group[path])
                 ndim = len(pattern["shape"])
                 pattern.update(path=f"{CASES_GROUP}/{{case_id}}/{path}", shape=[None] * ndim,
@@ -178,10 +179,10 @@ def write_case_group(cases, case: Case, settings: CaseGroupSettings) -> None:
                        settings.pyramid_levels)
     affines = [level_affine(image.affine, factors) for factors in plan]
     attrs = case_attrs(case.case_id, image.affine, nd, stored.shape[1:], image.has_channels)
+    ome = image_ome(case.case_id, affines, nd, image_omero(stored, image.history, image.meta))
     # overwrite=True: a retry of a case whose first attempt failed half-way.
-    group = cases.create_group(
-        case.case_id, overwrite=True,
-        attributes={CASE_ATTRS: attrs, "ome": image_ome(case.case_id, affines, nd)})
+    group = cases.create_group(case.case_id, overwrite=True,
+                               attributes={CASE_ATTRS: attrs, "ome": ome})
     _write_image(group, stored, plan, affines, settings.compressor)
     if case.mask is not None:
         _write_mask(group, case.case_id, mask_to_stored(case.mask.array), plan, affines,
@@ -196,22 +197,32 @@ def _write_image(group, stored: np.ndarray, plan: list[Factors], affines: list[n
     for level, (affine, pixels) in enumerate(zip(affines, image_levels(stored, plan))):
         node = group.create_group(level_group(level))
         _array(node, IMAGE, dims, pixels, compressor)
-        for name, values in axis_coords(affine, pixels.shape[1:]).items():
-            node.create_array(name, data=values, dimension_names=(name,))
+        _axis_coords(node, affine, pixels.shape[1:])
 
 
 def _write_mask(group, case_id: str, stored: np.ndarray, plan: list[Factors],
                 affines: list[np.ndarray], settings: CaseGroupSettings) -> None:
-    """The mask as the NGFF label image ``labels/mask`` of the case's image, with
-    the image's levels; colours and names from the store's segmentation classes."""
+    """The mask as the NGFF label image ``labels/mask`` of the case's image, with the
+    image's levels and their voxel-centre positions: in the label image group itself
+    for one level, in its groups ``scale<n>`` for a pyramid (``schema.mask_path``);
+    colours and names from the store's segmentation classes."""
     classes = settings.classes
     values = sorted(classes) if classes else np.unique(stored).tolist()
     labels = group.create_group(LABELS_GROUP, attributes={"ome": labels_ome([MASK])})
     ome = label_image_ome(case_id, affines, stored.ndim, values, classes)
     label_image = labels.create_group(MASK, attributes={"ome": ome})
-    for level, pixels in enumerate(mask_levels(stored, plan)):
-        node = label_image.create_group(level_group(level))
+    pyramid = len(plan) > 1
+    for level, (affine, pixels) in enumerate(zip(affines, mask_levels(stored, plan))):
+        node = label_image.create_group(level_group(level)) if pyramid else label_image
         _array(node, MASK, spatial_dims(stored.ndim), pixels, settings.compressor)
+        _axis_coords(node, affine, pixels.shape)
+
+
+def _axis_coords(group, affine: np.ndarray, spatial_shape: tuple[int, ...]) -> None:
+    """The 1-D voxel-centre positions (mm) along each spatial axis, which xarray makes
+    the level's coordinates."""
+    for name, values in axis_coords(affine, spatial_shape).items():
+        group.create_array(name, data=values, dimension_names=(name,))
 
 
 def _array(group, name: str, dims: tuple[str, ...], data: np.ndarray, compressor) -> None:

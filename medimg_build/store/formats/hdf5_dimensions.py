@@ -15,15 +15,16 @@ NetCDF-4 Format", read in its 4.6.2 copy; h5netcdf lines as installed):
   variable ... has mixing of labeled and unlabeled dimensions" (h5netcdf/core.py
   ``_unlabeled_dimension_mix``, lines 911-931).
 - A coordinate variable (1-D, named after its one dimension: ``case``, ``spatial``,
-  ``world``, ``<name>_class``, a level's ``z``/``y``/``x``, ``manifest``) is itself the
-  dimension's scale, named after it ("In the case where a coordinate variable is
+  ``world``, ``<name>_class``, an image or mask level's ``z``/``y``/``x``, ``manifest``) is
+  itself the dimension's scale, named after it ("In the case where a coordinate variable is
   defined for a dimension, the HDF5 dimscale ... contains the coordinate data", spec,
   "Dimensions with HDF5 Dimension Scales"; h5netcdf/core.py line 418 takes a scale
   dataset's own name as its dimension).
 - A dimension without a coordinate variable (``channel``, ``affine_row``, a mask
-  level's ``z``/``y``/``x``, ``box``, ...) is a dataset of its length whose values are
-  never written, made a scale whose NAME attribute starts with "This is a netCDF
-  dimension but not a netCDF variable." (spec, same section); written as h5netcdf writes it:
+  level's ``z``/``y``/``x`` in stores before schema 3.0, ``box``, ...) is a dataset of its
+  length whose values are never written, made a scale whose NAME attribute starts with
+  "This is a netCDF dimension but not a netCDF variable." (spec, same section); written
+  as h5netcdf writes it:
   big-endian float32, and the length appended as ``%10d`` (h5netcdf/dimensions.py
   ``Dimension._create_scale``, lines 189-232). h5netcdf lists such a dataset as a
   dimension and not as a variable (h5netcdf/core.py lines 1171-1183, 903-908).
