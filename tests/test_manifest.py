@@ -162,8 +162,9 @@ def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):
                                       directory.case(case_id)["image"].values)
     assert verify_store(snapshot) == []
     assert main(["verify", str(snapshot)]) == 0
-    # 122: the case table's mask_values column is an array and its chunk.
-    assert f"verified 122 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
+    # 122: the case table's mask_values column is an array and its chunk; 123: and the
+    # table as cases.parquet (issue 19).
+    assert f"verified 123 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
 
 
 def test_cli_errors(built, tmp_path, capsys):
