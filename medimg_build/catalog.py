@@ -18,6 +18,8 @@ paths are relative to the file), or entries ``{path: ..., storage_options: {...}
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ import xarray as xr
 import yaml
 
 from .errors import MedimgError, RecipeError, StoreError
+from .resources import recipes_dir
 from .store.layouts import layout_named
 from .store.opening import open_store
 from .store.reader import MedimgStore
@@ -40,6 +43,8 @@ MASK_NAME = "mask"
 # dataset column of the same name).
 CATALOG_COLUMNS = ["store", "dataset", "layout", "case_id", "modality", "organ",
                    "has_segmentation", "findings", "n_boxes", "n_landmarks"]
+# What a store's file name ends with, not part of its name: ct.zarr, ds.zarr.zip, ct.h5.
+STORE_SUFFIX = re.compile(r"(\.zarr)?(\.zip)?$|\.(h5|hdf5)$", re.IGNORECASE)
 
 
 class Catalog:
@@ -95,8 +100,9 @@ class Catalog:
         return self.cases.iloc[np.asarray(rows, dtype=np.int64)]
 
     def sql(self, query: str) -> pd.DataFrame:
-        """Any DuckDB query over the table ``cases`` (nested values that Arrow cannot
-        hold exactly, like per-case step parameters, are JSON strings there)."""
+        """Any DuckDB query over the table ``cases``: lists and records are nested
+        (``steps[1].name``, ``intensity.method``), what Arrow cannot hold exactly (each
+        step's ``params``) is JSON (``store/table_arrow.py``)."""
         return self._run(query, query).df()
 
     # -- reading the selected cases ---------------------------------------------------
@@ -187,7 +193,7 @@ class Catalog:
         lines = [f"{len(self.stores)} store(s), {len(self.cases)} case(s)"]
         for location, store in self.stores.items():
             count = int((self.cases["store"] == location).sum())
-            lines.append(f"  {location}: {store.attrs.get('dataset')} "
+            lines.append(f"  {location}: {dataset_name(store)} "
                          f"{store.attrs.get('modality')} {store.attrs.get('organ')} "
                          f"{store.layout}, {count} case(s), labels: "
                          f"{', '.join(label_kinds(store)) or '-'}")
@@ -204,7 +210,7 @@ def catalog_rows(store: MedimgStore) -> pd.DataFrame:
     ids = list(cases["case_id"])
     added = {
         "store": store.location,
-        "dataset": store.attrs.get("dataset"),
+        "dataset": dataset_name(store),
         "layout": store.layout,
         "case_id": ids,
         "modality": cases.get("modality", pd.Series([store.attrs.get("modality")] * len(ids))),
@@ -217,6 +223,25 @@ def catalog_rows(store: MedimgStore) -> pd.DataFrame:
     front = pd.DataFrame(added, index=cases.index)
     rest = cases.drop(columns=[c for c in CATALOG_COLUMNS if c in cases])
     return pd.concat([front, rest], axis=1)
+
+
+def dataset_name(store: MedimgStore) -> str:
+    """The store's own name: the name its recipe was given (``--set name=...``, or a
+    recipe file of one's own), else the store's file name without its suffix
+    (``stores/ct.zarr`` -> ``ct``). A bundled recipe's name (``volume-folder``,
+    ``nnunet``) names a kind of source, not a dataset: two stores built with it are two
+    datasets. The store records its recipe's name as ``dataset`` (a name given on the
+    command line replaces the recipe's), never its own path: that is not content."""
+    name = str(store.attrs.get("dataset") or "")
+    if name and not (recipes_dir() / f"{name}.yaml").is_file():
+        return name
+    return file_stem(store.location)
+
+
+def file_stem(location: str) -> str:
+    """``ct`` of ``ct.zarr``, ``s3://bucket/ct.zarr/``, ``ds.zarr.zip`` or ``ct.h5``."""
+    base = posixpath.basename(location.replace(os.sep, "/").rstrip("/"))
+    return STORE_SUFFIX.sub("", base) or base
 
 
 def label_kinds(store: MedimgStore) -> list[str]:

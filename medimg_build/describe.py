@@ -8,6 +8,11 @@ from pathlib import Path
 from .store import open_store
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 case``, ``3 cases`` (``plural`` where adding an s is wrong)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def directory_size(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -27,11 +32,12 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
         f"layout {store.layout}   schema {attrs.get('schema_version')}",
         f"  recipe      {attrs['recipe']['name']} {attrs['recipe']['version']} "
         f"(sha256 {attrs['recipe']['sha256'][:12]})",
-        f"  cases       {len(cases)} complete"
+        f"  cases       {counted(len(cases), 'case')} complete"
         + (f"; splits {cases['split'].value_counts().to_dict()}" if "split" in cases else ""),
     ]
     if os.path.isdir(path):
-        lines.append(f"  on disk     {directory_size(path) / 1e6:.2f} MB in {file_count(path)} files")
+        lines.append(f"  on disk     {directory_size(path) / 1e6:.2f} MB in "
+                     f"{counted(file_count(path), 'file')}")
     report = attrs.get("build_report", {})
     if report:
         lines.append(f"  build       {report.get('built')} built, {len(report.get('failed', {}))} "
@@ -39,9 +45,11 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
         lines += [f"    failed {k}: {v}" for k, v in report.get("failed", {}).items()]
     labels = attrs.get("labels", {})
     for name, spec in labels.get("classification", {}).items():
-        lines.append(f"  label       {name}: {spec['kind']}, {len(spec['classes'])} classes")
+        lines.append(f"  label       {name}: {spec['kind']}, "
+                     f"{counted(len(spec['classes']), 'class', 'classes')}")
     if "segmentation" in labels:
-        lines.append(f"  segmentation {len(labels['segmentation']['classes'])} classes")
+        classes = len(labels["segmentation"]["classes"])
+        lines.append(f"  segmentation {counted(classes, 'class', 'classes')}")
     lines.append("  arrays")
     for name, info in attrs.get("arrays", {}).items():
         lines.append(f"    {info.get('path', name):22} {_array_line(info)}")
@@ -53,12 +61,10 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
 
 
 def _array_line(info: dict) -> str:
-    """``int16 (channel, z, y, x) chunks 1x1xYxX shards ... blosc zstd-3 shuffle``."""
-    def sizes(values):  # None = the case's own extent (volumes)
-        if not values:
-            return "-"
-        return "x".join("*" if v is None else str(v) for v in values)
-
+    """``int16 (channel, z, y, x) shape (4, 1, 512, 512) chunks (1, 1, 512, 512) shards
+    (4, 1, 512, 512) blosc zstd-3 shuffle``. A volumes store records its case arrays as
+    a pattern, null meaning the case's own extent: ``shape per case``, ``chunks (1, 1,
+    all, all)`` (one slice a chunk), ``shards whole array``."""
     codecs = []
     for codec in info.get("codecs", []):
         config = codec.get("configuration", {})
@@ -68,6 +74,15 @@ def _array_line(info: dict) -> str:
         else:
             codecs.append(codec.get("name", "?"))
     dims = ", ".join(info.get("dims", []))
-    return (f"{info.get('dtype')} ({dims}) shape {sizes(info.get('shape'))} chunks "
-            f"{sizes(info.get('chunks'))} shards {sizes(info.get('shards'))} "
-            f"{', '.join(codecs)}")
+    return (f"{info.get('dtype')} ({dims}) shape {_sizes(info.get('shape'), 'per case')} "
+            f"chunks {_sizes(info.get('chunks'), 'whole array')} "
+            f"shards {_sizes(info.get('shards'), 'whole array')} {', '.join(codecs)}")
+
+
+def _sizes(values: list | None, when_all_own: str) -> str:
+    """Sizes along each axis; None is the case's own extent (``all`` of that axis)."""
+    if not values:
+        return "-"
+    if all(v is None for v in values):
+        return when_all_own
+    return "(" + ", ".join("all" if v is None else str(v) for v in values) + ")"

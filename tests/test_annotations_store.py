@@ -127,13 +127,24 @@ def test_store_refusals(tmp_path):
         writer.write_case(0, off_grid)
 
 
-def test_store_without_annotations_says_so(tmp_path):
-    path = build(tmp_path / "n.zarr", "stack", [Case("a", xray_case(0).image)],
+@pytest.mark.parametrize("layout, make_case", [("stack", xray_case), ("volumes", ct_case)])
+def test_a_store_without_annotations_gives_empty_tables(tmp_path, layout, make_case):
+    """Issue 19: the README's ``store.boxes(), store.landmarks()`` on a store whose
+    recipe has no such labels is an empty table, not a StoreError; its columns and
+    dtypes are those of a store with rows (2D: no z, 3D: key_slice), so code written
+    for the rows runs on none."""
+    with_rows = open_store(build(tmp_path / "rows.zarr", layout, [make_case(0)]))
+    bare = make_case(1)
+    path = build(tmp_path / "none.zarr", layout, [Case(bare.case_id, bare.image)],
                  attrs={"labels": {}})
     store = open_store(path)
     assert store.attrs["annotations"] == {}
-    with pytest.raises(StoreError, match="no boxes in the store"):
-        store.boxes()
+    for kind in ("boxes", "landmarks"):
+        empty, full = getattr(store, kind)(), getattr(with_rows, kind)()
+        assert len(empty) == 0 and len(full) > 0
+        assert list(empty.columns) == list(full.columns), kind
+        assert empty.dtypes.to_dict() == full.dtypes.to_dict(), kind
+        assert empty[empty["case_id"] == bare.case_id].empty  # filters work on it
 
 
 def test_declared_kind_without_rows_is_an_empty_table(tmp_path):
@@ -141,3 +152,4 @@ def test_declared_kind_without_rows_is_an_empty_table(tmp_path):
     path = build(tmp_path / "e.zarr", "stack", [Case("a", xray_case(0).image)])
     assert len(open_store(path).boxes()) == 0
     assert list(open_store(path).boxes().columns)[:2] == ["case_index", "case_id"]
+    assert "x_min" in open_store(path).boxes() and "x" in open_store(path).landmarks()

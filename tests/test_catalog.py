@@ -90,7 +90,8 @@ def test_one_table_over_three_modalities(catalog):
     cases = catalog.cases
     assert len(cases) == 3 + 2 + 5
     assert cases.groupby("modality").size().to_dict() == {"CT": 3, "MR": 2, "DX": 5}
-    assert set(cases["dataset"]) == {"ct-lung", "mr-brain", "nih-chestxray14"}
+    # Named by --set name=, or (a bundled recipe's name) by the store's file name.
+    assert set(cases["dataset"]) == {"ct-lung", "mr-brain", "dx"}
     assert set(cases["layout"]) == {"volumes", "stack"}
     assert cases["n_boxes"].eq(0).all()
     # each store's own columns come along (NaN for the other stores' cases)
@@ -201,3 +202,30 @@ def test_collection_mistakes_are_one_line(tmp_path, capsys):
     assert main(["build-collection", str(collection), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "entry 1 lacks source" in err
+
+
+def test_stores_of_one_generic_recipe_are_datasets_of_their_own(tmp_path, monkeypatch):
+    """Issue 19: two volume-folder stores were one dataset, "volume-folder". A store is
+    named by the name given to its recipe (--set name=...), else by its file name."""
+    monkeypatch.chdir(tmp_path)
+    _volumes(tmp_path / "src", 2, masks={0})
+    for out, extra in (("liver.zarr", []), ("kidney.zarr", []),
+                       ("third.zarr", ["--set", "name=lung-ct"])):
+        assert main(["build", "volume-folder", "--source", "src", "--out", out, "--quiet",
+                     "--set", "harmonize.spacing=[3,3,4]", *extra]) == 0
+    catalog = Catalog.open(["liver.zarr", "kidney.zarr", "third.zarr"])
+    counts = catalog.sql("select dataset, count(*) as n from cases group by dataset "
+                         "order by dataset")
+    assert dict(zip(counts["dataset"], counts["n"])) == {"kidney": 2, "liver": 2,
+                                                         "lung-ct": 2}
+    assert "liver.zarr: liver CT" in catalog.summary()
+
+
+@pytest.mark.parametrize("location, name", [
+    ("stores/ct.zarr", "ct"), ("s3://bucket/ct.zarr/", "ct"), ("ds.zarr.zip", "ds"),
+    ("https://host/data/ds.zarr.zip", "ds"), ("ct.h5", "ct"), ("CT.HDF5", "CT"),
+    ("plain", "plain")])
+def test_a_store_file_name_without_its_suffix(location, name):
+    from medimg_build.catalog import file_stem
+
+    assert file_stem(location) == name

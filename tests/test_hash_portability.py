@@ -19,6 +19,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import zarr
 
@@ -93,6 +94,10 @@ def zarr_strings(path: Path) -> list[str]:
         found.append(file.relative_to(path).as_posix())
         if file.suffix == ".json":
             strings_of(json.loads(file.read_text()), found)
+        if file.suffix == ".parquet":  # the case table's copy (store/table_arrow.py)
+            table = pq.read_table(file)
+            strings_of(table.to_pylist(), found)
+            strings_of(dict(table.schema.metadata or {}), found)
 
     def visit(group: zarr.Group) -> None:
         strings_of(dict(group.attrs), found)

@@ -164,7 +164,8 @@ def test_a_snapshot_reads_back_like_the_store_and_verifies(built, capsys):
     assert main(["verify", str(snapshot)]) == 0
     # 122: the case table's mask_values column is an array and its chunk. 142 (schema
     # 3.0): each of the 4 masks has its z, y, x (3 arrays and their chunks) and no scale0/.
-    assert f"verified 142 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
+    # 143: and the table as cases.parquet.
+    assert f"verified 143 objects, content sha256 {hashes[0]}" in capsys.readouterr().out
 
 
 def test_cli_errors(built, tmp_path, capsys):

@@ -47,8 +47,9 @@ from .sections import Classification
 from .sources import CaseSource, list_sources
 
 SHOWN_NAME_CHARS = 200  # of a skipped file's name in the summary
+# pyarrow writes a Zarr store's cases.parquet, and names its version in the file.
 _VERSIONED = ["medimg-build", "numpy", "pydicom", "nibabel", "SimpleITK", "Pillow",
-              "tifffile", "zarr", "numcodecs", "xarray", "dask", "pandas"]
+              "tifffile", "zarr", "numcodecs", "xarray", "dask", "pandas", "pyarrow"]
 
 
 @dataclass

@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..errors import MedimgError
 from ..store import open_store
-from .card import Table, class_table, dataset_card, label_kinds, split_table
+from .card import Table, class_table, dataset_card, label_kinds, label_states
+from .card import none_name, split_table, states_note
 from .figures import axis_names, geometry_columns, geometry_figure, intensity_figure
 from .figures import original_intensities, spacing_unit_label
 from .html import write_html
@@ -107,16 +108,17 @@ def write_store_report(store, out: Path, *, seed: int = 0,
     boxes = store.boxes() if "boxes" in kinds else pd.DataFrame()
     landmarks = store.landmarks() if "landmarks" in kinds else pd.DataFrame()
 
-    members = _class_members(store, attrs, boxes, landmarks)
+    members, states = _class_members(store, attrs, boxes, landmarks)
     groups = split_groups(cases, per_group, seed) + [
         group for name, classes in members.items()
         for group in label_groups(name, classes, per_group, seed, MAX_CLASSES)]
-    renderer = _Renderer(store, cases, attrs, members, boxes, landmarks, images_dir)
+    tagged = {name: {**classes, **states.get(name, {})} for name, classes in members.items()}
+    renderer = _Renderer(store, cases, attrs, tagged, boxes, landmarks, images_dir)
     montages = [Montage(g.heading, g.total, [renderer.tile(i) for i in g.case_ids])
                 for g in groups]
     context = {
         "card": dataset_card(attrs, cases, store.location),
-        "tables": [split_table(cases), *_class_tables(cases, members)],
+        "tables": [split_table(cases), *_class_tables(cases, members, states)],
         "montages": montages,
         "anatomical": bool(renderer.views - {PICTURE.name}),
         "pictures": PICTURE.name in renderer.views,
@@ -160,23 +162,32 @@ def _charts(images_dir: Path, cases: pd.DataFrame, attrs, spatial_ndim: int,
     return charts
 
 
-def _class_members(store, attrs, boxes, landmarks) -> dict[str, dict[str, list[str]]]:
-    """Case ids per class, for each classification label and annotation kind."""
-    members = {}
+def _class_members(store, attrs, boxes, landmarks
+                   ) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, list[str]]]]:
+    """Case ids per class, for each classification label and annotation kind; and per
+    classification label, the case ids in no class (``card.label_states``)."""
+    members, states = {}, {}
     for name, spec in ((attrs.get("labels") or {}).get("classification") or {}).items():
-        members[name] = class_members(store.labels(name), spec.get("classes", []))
+        values, classes = store.labels(name), [str(c) for c in spec.get("classes", [])]
+        members[name] = class_members(values, classes)
+        states[name] = label_states(values, none_name(attrs, name), classes)
     for kind, table in (("boxes", boxes), ("landmarks", landmarks)):
         if len(table):
             members[kind] = annotation_members(table)
-    return members
+    return members, states
 
 
-def _class_tables(cases, members) -> list[Table]:
+def _class_tables(cases, members, states) -> list[Table]:
     tables = []
     for name, classes in members.items():
-        what = (f"cases with {name} of each class" if name in ("boxes", "landmarks")
-                else f"{name}: cases of each class")
-        tables.append(class_table(f"{what}, per split", counts_by_split(cases, classes)))
+        if name in ("boxes", "landmarks"):
+            tables.append(class_table(f"cases with {name} of each class, per split",
+                                      counts_by_split(cases, classes)))
+        else:
+            extra = states[name]
+            tables.append(class_table(f"{name}: cases of each class, per split",
+                                      counts_by_split(cases, {**classes, **extra}),
+                                      states_note(extra)))
     return tables
 
 

@@ -41,8 +41,10 @@ the column float64 with NaN); any other column (lists, dicts, mixed) is stored a
 strings, listed in ``table.json_columns`` and decoded by the reader. Strings use Zarr's
 variable-length string dtype. A column may not take the name of another root array
 (stack: image, mask, affine, spacing, origin, complete, spatial, world; both: case,
-cases, label_<name>, <name>_class): the writer refuses it at the first case whose
-``Case.row`` has it, and at close.
+cases, label_<name>, <name>_class, cases.parquet): the writer refuses it at the first
+case whose ``Case.row`` has it, and at close. A Zarr store also holds the table, with
+its classification labels, as the file ``cases.parquet`` at the root (no Zarr node;
+written at close from the arrays, covered by the manifest: ``table_arrow.py``).
 
 Classification labels (both layouts, at the root, -1 = missing/unknown): a scalar label
 ``name`` is ``label_<name>`` (case,) int16; a multi-label one is ``label_<name>`` (case,

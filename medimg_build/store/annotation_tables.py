@@ -156,7 +156,8 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
         "label_index": np.array([lookup[name] for name in labels], dtype=np.int32),
     }
     values = [value for _, _, value in ordered]
-    source_ndim = max([1] + [_source(v).ndim for v in values])
+    # No rows (an empty table's columns): the source is taken to have the store's axes.
+    source_ndim = max(_source(v).ndim for v in values) if values else ndim
     names = spatial_dims(ndim)  # stored order (z,) y, x = index axes (k,) j, i
     if kind == BOXES:
         lo, hi = _stack([v.lo for v in values], ndim), _stack([v.hi for v in values], ndim)
@@ -220,27 +221,23 @@ def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def read_annotations(root, kind: str, complete: np.ndarray, where: str,
-                     declared: bool = False) -> pd.DataFrame:
-    """The ``kind`` table, rows of complete cases only. A kind the recipe declares but
-    no case has (ChestX-ray14 images without boxes) is an empty table, not an error."""
+def read_annotations(root, kind: str, complete: np.ndarray, spatial_ndim: int
+                     ) -> pd.DataFrame:
+    """The ``kind`` table, rows of complete cases only. A store without any (no case
+    has one, or the recipe has no such labels) gives an empty table with the columns a
+    store of ``spatial_ndim`` axes would have: code written for the rows runs on none."""
     if kind not in root:
-        if declared:
-            return pd.DataFrame({"case_index": pd.Series(dtype="int64"),
-                                 "case_id": pd.Series(dtype="str"),
-                                 "label": pd.Series(dtype="str"),
-                                 "label_index": pd.Series(dtype="int32")})
-        raise StoreError(where, f"no {kind} in the store",
-                         hint="the recipe has no labels of this kind")
+        return _as_frame(_columns(kind, {}, spatial_ndim, [])[0])
     group = root[kind]
     columns = group.attrs.get("columns")
-    data = {}
-    for name in columns:
-        values = group[name][:]
-        if values.dtype.kind in "OTU":  # strings: Zarr's StringDType, or str objects
-            data[name] = pd.Series(values.tolist(), dtype="str")
-        else:
-            data[name] = pd.Series(values)
-    table = pd.DataFrame(data)
+    table = _as_frame({name: group[name][:] for name in columns})
     keep = complete[table["case_index"].to_numpy()] if len(table) else np.zeros(0, bool)
     return table[keep].reset_index(drop=True)
+
+
+def _as_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Column arrays as a DataFrame; text columns (Zarr's StringDType, or str objects)
+    as pandas' str dtype, empty ones too."""
+    return pd.DataFrame({name: pd.Series(values.tolist(), dtype="str")
+                         if values.dtype.kind in "OTU" else pd.Series(values)
+                         for name, values in columns.items()})

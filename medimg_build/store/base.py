@@ -13,6 +13,7 @@ call touches (its own shard or its own case group).
 from __future__ import annotations
 
 import copy
+import re
 import threading
 import warnings
 from abc import abstractmethod
@@ -32,7 +33,7 @@ from .journal import Journal
 from .classification import ClassificationBuffer
 from .schema import CHANNEL, MANIFEST, SCHEMA_VERSION, check_case_id
 from .results import CaseWritten, case_written
-from .table import check_table, write_table
+from .table import PARQUET_KEY, check_table, write_table
 
 
 class ImageTemplate:
@@ -192,7 +193,8 @@ class BaseWriter(StoreWriter):
         return labels
 
     def _taken_names(self) -> set[str]:
-        return set(self.reserved) | set(self._labels.names()) | GROUP_NAMES | {MANIFEST}
+        return (set(self.reserved) | set(self._labels.names()) | GROUP_NAMES
+                | {MANIFEST, PARQUET_KEY})
 
     def _vocabulary(self, attrs: dict[str, Any] | None = None) -> Any:
         attrs = self._attrs if attrs is None else attrs
@@ -328,6 +330,7 @@ class BaseWriter(StoreWriter):
                 None if self._template is None else self._template.spatial_ndim)
             arrays = self._arrays_info()  # before the table: its columns are in `table`
             table_info = write_table(self._root, table)
+            complete = np.isin(np.arange(self.n_cases), list(self._ids))
             self._closed = True
         failpoint("close")  # failpoint: killed with the table written, not finished
         medimg = dict(to_jsonable(attrs))
@@ -338,6 +341,10 @@ class BaseWriter(StoreWriter):
                 self.layout.cases_share_arrays),
         )
         self._root.attrs["medimg"] = to_jsonable(medimg)
+        from .table_arrow import stored_case_table  # pyarrow: at close, not on workers
+
+        self._format.keep_case_table(
+            self._root, lambda: stored_case_table(self._root, medimg, complete))
         self._format.finish(self._root)
         if self.journal is not None and len(self._ids) == self.n_cases:
             self.journal.remove()  # kept while cases failed: --resume retries them
@@ -380,8 +387,13 @@ def check_case_geometry(case: Case, location: str) -> None:
 
 @contextmanager
 def beside_hierarchy():
-    """Silence Zarr on listing a store with the build lock and journal in it: they are
-    files beside the hierarchy on purpose (journal.py)."""
+    """Silence Zarr on listing a store with the build lock and journal (journal.py) or
+    the case table's Parquet file (table_arrow.py) in it: objects beside the hierarchy
+    on purpose."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Object at .medimg-build")
+        warnings.filterwarnings("ignore", message=BESIDE_HIERARCHY)
         yield
+
+
+# Zarr's warning on listing a group that holds an object that is no node.
+BESIDE_HIERARCHY = rf"Object at (\.medimg-build|{re.escape(PARQUET_KEY)})"

@@ -2,8 +2,10 @@
 (``opening.verify_store`` and ``snapshot_store`` choose the format), and
 the content hash formula every format shares (``content_sha256``, ``compare``).
 
-What is checksummed: every object of the store by its key -- each chunk/shard file
-and each ``zarr.json`` -- except the root ``zarr.json`` (it holds the provenance, which
+What is checksummed: every object of the store by its key -- each chunk/shard file,
+each ``zarr.json`` and the case table's ``cases.parquet`` (table_arrow.py: no Zarr node,
+so only its digest here says it is the table the arrays hold; ``verify`` names it
+"object cases.parquet") -- except the root ``zarr.json`` (it holds the provenance, which
 differs between equal builds by design, and the manifest summary itself), the
 ``manifest`` array (it holds the list) and the build lock and journal (journal.py;
 they are not data). The root attributes take part in the content hash instead, in

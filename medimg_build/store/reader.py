@@ -253,17 +253,22 @@ class MedimgStore:
         voxel edges ``[z_min, z_max,] y_min, y_max, x_min, x_max``, their RAS+ extent
         in mm ``R_min .. S_max`` (a picture's: ``row_min .. column_max``), ``key_slice``
         (3D) and the source coordinates ``source_i_min ..`` (see
-        ``medimg_build.store.annotation_tables``)."""
-        return read_annotations(self._root, BOXES, self._complete, self.location,
-                                BOXES in (self.attrs.get("labels") or {}))
+        ``medimg_build.store.annotation_tables``). A store without boxes gives an empty
+        table of these columns."""
+        return read_annotations(self._root, BOXES, self._complete, self._spatial_ndim)
 
     def landmarks(self) -> pd.DataFrame:
         """The landmarks of complete cases, one row per point: ``case_index``,
         ``case_id``, ``label``, ``label_index``, harmonized voxel ``[z,] y, x``, RAS+
         mm ``R, A, S`` (a picture's: ``row, column``) and the source coordinates
-        ``source_i, source_j[, source_k]``."""
-        return read_annotations(self._root, LANDMARKS, self._complete, self.location,
-                                LANDMARKS in (self.attrs.get("labels") or {}))
+        ``source_i, source_j[, source_k]``; an empty table of these columns in a store
+        without landmarks."""
+        return read_annotations(self._root, LANDMARKS, self._complete, self._spatial_ndim)
+
+    @property
+    def _spatial_ndim(self) -> int:
+        """2 or 3: the spatial axes of the store's images (3 for a store of no case)."""
+        return int((self.attrs.get("image") or {}).get("spatial_ndim") or 3)
 
     def _meta(self, case_id: str) -> dict[str, Any]:
         meta = {"case_id": case_id, "store": self.location}

@@ -1,8 +1,9 @@
 """The case table as one 1-D array per column along the ``case`` dimension.
 
-Why columns of arrays rather than a Parquet file inside the store: xarray then sees the
-table as variables aligned with ``image`` (``ds.split == "train"`` selects cases), and
-the store stays one Zarr hierarchy that any Zarr reader understands.
+Why columns of arrays: xarray then sees the table as variables aligned with ``image``
+(``ds.split == "train"`` selects cases), in a Zarr hierarchy that Zarr readers
+understand. A Zarr store also keeps the table as ``cases.parquet`` beside them, for
+readers without Zarr or without its string arrays (``table_arrow.py``).
 
 Column types are chosen from the values (pandas dtypes are not trusted: an all-int
 column with a gap is float64 in pandas, a str column may be object):
@@ -35,6 +36,8 @@ from .damage import undecodable
 from .schema import CASE, COLUMN_CHUNK, check_node_name, is_integer
 
 CASE_ID = "case_id"  # the DataFrame column that becomes the `case` array
+# The same table as one Parquet file in a Zarr store, written at close (table_arrow.py).
+PARQUET_KEY = "cases.parquet"
 
 
 def _missing(value: Any) -> bool:

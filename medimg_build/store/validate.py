@@ -27,6 +27,7 @@ from ..resources import schema_dir
 from .classification import vocabulary_entry
 from .schema import CASE, LABEL_PREFIX, LAYOUTS, MISSING_LABEL, class_coord_name
 from .table import CASE_ID
+from .base import BESIDE_HIERARCHY
 from .formats.zarr_format import can_list
 from .layouts import layout_named
 from .opening import open_store, open_tree
@@ -61,9 +62,10 @@ def validate_store(path_or_url: str | os.PathLike,
     that is neither a Zarr group nor an HDF5 file raises StoreError (there is nothing to
     validate)."""
     with open_tree(path_or_url, storage_options) as root, warnings.catch_warnings():
-        # The resume journal of a store with failed cases sits beside the arrays, on
-        # purpose (store/journal.py): not a stray object to warn about.
-        warnings.filterwarnings("ignore", message="Object at .medimg-build")
+        # The resume journal of a store with failed cases (store/journal.py) and the
+        # case table's Parquet file (table_arrow.py) sit beside the arrays on purpose:
+        # not stray objects to warn about.
+        warnings.filterwarnings("ignore", message=BESIDE_HIERARCHY)
         return _validate_root(root) + _consolidated_violations(root)
 
 

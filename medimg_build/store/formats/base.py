@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
@@ -74,6 +74,12 @@ class StoreFormat(ABC):
         """Around a writer's write of one case into ``root`` (a no-op unless the
         format needs one)."""
         yield
+
+    def keep_case_table(self, root, table: Callable[[], Any]) -> None:
+        """Keep the case table as a file readers without this format's library read
+        (``table()``: the pyarrow Table, made only when asked), in a writer's ``close``
+        before ``finish`` (the content manifest covers it). A no-op unless the format
+        needs one: every HDF5 library reads an HDF5 file's columns, its text included."""
 
     @abstractmethod
     def finish(self, root) -> None:

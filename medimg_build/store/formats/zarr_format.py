@@ -8,12 +8,14 @@ chooses among them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import fsspec
 import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
 from ...errors import StoreError
 from ...failpoints import failpoint
@@ -23,7 +25,9 @@ from ..reader import open_zarr_store, zarr_store
 from ..replace import (
     Replacing, is_local, rebuild_location, refuse_remote_replace, remove_leftovers,
 )
+from ..base import BESIDE_HIERARCHY
 from ..schema import array_info
+from ..table import PARQUET_KEY
 from ..snapshot import snapshot_zarr
 from .base import StoreFormat, register_format
 
@@ -108,6 +112,14 @@ class ZarrFormat(StoreFormat):
     def array_info(self, array) -> dict[str, Any]:
         return array_info(array)
 
+    def keep_case_table(self, root: zarr.Group, table: Callable[[], Any]) -> None:
+        """``cases.parquet`` at the root, beside the arrays (``table_arrow.py``): DuckDB,
+        Spark or R read it from a path or an S3 URL, without Zarr."""
+        from ..table_arrow import parquet_bytes
+
+        data = default_buffer_prototype().buffer.from_bytes(parquet_bytes(table()))
+        sync(root.store.set(PARQUET_KEY, data))
+
     def finish(self, root: zarr.Group) -> None:
         """The content manifest, then consolidation (so the consolidated metadata
         includes the manifest)."""
@@ -135,7 +147,7 @@ def consolidate(root: zarr.Group) -> None:
         # Zarr v3 consolidated metadata is not in the spec yet; zarr-python and xarray
         # read it, and a reader without it still finds every zarr.json.
         warnings.filterwarnings("ignore", message="Consolidated metadata")
-        warnings.filterwarnings("ignore", message="Object at .medimg-build")  # journal.py
+        warnings.filterwarnings("ignore", message=BESIDE_HIERARCHY)  # lock, journal, Parquet
         zarr.consolidate_metadata(root.store, path=root.path)
 
 
