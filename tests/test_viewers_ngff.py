@@ -209,3 +209,22 @@ def test_a_ct_window_narrower_than_soft_tissue_is_kept():
     values = np.zeros((2, 2), dtype=np.int16)
     assert display_window(values, {"method": "ct", "window": [-100, 100]}) == (-100.0, 100.0)
     assert display_window(values, {"method": "ct", "window": [300, 1500]}) == (300.0, 1500.0)
+
+
+@pytest.mark.parametrize("values, window", [
+    (np.full((4, 5, 6), 3.0, np.float32), (2.5, 3.5)),  # one value: one unit around it
+    (np.zeros((10, 10, 10), np.float32), (-0.5, 0.5)),  # a blank image
+    # 0.2% of the voxels bright: both percentiles are 0; the range of the values instead
+    (np.where(np.arange(1000).reshape(10, 10, 10) < 2, 7.0, 0.0), (0.0, 7.0)),
+])
+def test_a_display_window_always_increases(values, window):
+    """napari's image layer refuses contrast limits that do not increase (napari
+    ``layers/intensity_mixin.py``: ``_validate_increasing(contrast_limits)``, "must be
+    monotonically increasing"), and ome-zarr-py hands it the window's start and end:
+    before, a channel of one value (a blank case, or a blank channel of several) got
+    start == end and did not open in napari."""
+    image = MedicalImage(values, np.eye(4)).recorded("normalize_mr", method="mr")
+    [channel] = image_omero(image_to_stored(image), image.history, {})["channels"]
+    assert (channel["window"]["start"], channel["window"]["end"]) == window
+    assert display_window(values, None) == window
+

@@ -157,7 +157,11 @@ def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None
     stored in HU (``normalization`` method "ct"): the soft-tissue window within the
     recipe's clip window (the clip window itself if they do not overlap). Anything
     else -- z-scored MR, X-rays and photos in [0, 1], values as read -- the
-    ``DISPLAY_PERCENTILES`` of the values, sampled on a grid (``PERCENTILE_SAMPLE``)."""
+    ``DISPLAY_PERCENTILES`` of the values, sampled on a grid (``PERCENTILE_SAMPLE``).
+    Never empty: napari refuses contrast limits that do not increase (its
+    ``IntensityVisualizationMixin.contrast_limits`` setter, ``_validate_increasing``),
+    so where the percentiles meet (a channel of one value, or of one value but for a
+    few voxels) the window is the values' range, or one unit around a single value."""
     if normalization is not None and normalization.get("method") == "ct":
         low, high = (float(v) for v in normalization["window"])
         start, end = max(SOFT_TISSUE_HU[0], low), min(SOFT_TISSUE_HU[1], high)
@@ -165,7 +169,11 @@ def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None
     step = max(1, math.ceil((values.size / PERCENTILE_SAMPLE) ** (1 / values.ndim)))
     sample = values[(slice(None, None, step),) * values.ndim]
     start, end = np.percentile(sample, DISPLAY_PERCENTILES)
-    return _finite(start, 0.0), _finite(end, 1.0)
+    start, end = _finite(start, 0.0), _finite(end, 1.0)
+    if start < end:
+        return start, end
+    low, high = _finite(np.nanmin(values), 0.0), _finite(np.nanmax(values), 1.0)
+    return (low, high) if low < high else (start - 0.5, start + 0.5)
 
 
 def _normalization(history: Sequence[Any]) -> Mapping[str, Any] | None:
