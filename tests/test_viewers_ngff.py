@@ -228,3 +228,22 @@ def test_a_display_window_always_increases(values, window):
     assert (channel["window"]["start"], channel["window"]["end"]) == window
     assert display_window(values, None) == window
 
+
+def test_stacked_channels_are_named_in_napari(shared_data, tmp_path):
+    """A multi-parametric MR of stacked files (Dataset005_Prostate: nnU-Net's
+    ``channel_names`` T2 and ADC, real MR crops): each channel's ``omero`` label is its
+    name, which ome-zarr-py hands napari as the layer's name -- before, "MR 0", "MR 1".
+    Each channel has its own window (ADC is 3000 - 2 T2 here: another range)."""
+    from fixtures.nnunet import make_dataset005_prostate
+
+    make_dataset005_prostate(tmp_path / "src", shared_data)
+    out = tmp_path / "prostate.zarr"
+    assert build_store(load_recipe("nnunet"), tmp_path / "src", out, progress=False).ok
+    [image] = [n for n in Reader(parse_url(str(out / "cases" / "prostate_00")))()
+               if any(isinstance(s, Multiscales) for s in n.specs)
+               and not any(isinstance(s, Label) for s in n.specs)]
+    assert image.metadata["channel_names"] == ["T2", "ADC"]
+    [t2, adc] = image.metadata["contrast_limits"]
+    stored = np.asarray(image.data[0])
+    for limits, values in zip((t2, adc), stored):
+        assert values.min() <= limits[0] < limits[1] <= values.max()

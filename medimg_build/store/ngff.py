@@ -188,6 +188,12 @@ def _is_rgb(meta: Mapping[str, Any]) -> bool:
 
 
 def _channel_labels(meta: Mapping[str, Any], n: int) -> list[str]:
+    """napari's layer names (ome-zarr-py's ``channel_names``): the names the source
+    gives its stacked channels (``stack_channels``: an nnU-Net ``channel_names``, a
+    Decathlon ``modality``), else the modality, numbered when there are several."""
+    names = [str(name) for name in meta.get("channel_names") or []]
+    if len(names) == n and all(names):
+        return names
     modality = str(meta.get("modality") or "")
     if n == 1 and modality:
         return [modality]
