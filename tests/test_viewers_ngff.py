@@ -205,6 +205,26 @@ def test_an_rgb_picture_gets_a_red_green_and_blue_channel():
     assert omero["rdefs"] == {"model": "color"}
 
 
+def test_a_colour_picture_keeps_its_colours():
+    """The three channels of a colour picture share one window (the percentiles of all
+    their values): with a window each, a reddish photo (a fundus: bright red, dim blue)
+    had its blue stretched as far as its red -- drawn in colours it was not taken in."""
+    rng = np.random.default_rng(4)
+    red = rng.uniform(0.5, 1.0, (40, 30))
+    pixels = np.stack([red, 0.5 * red, 0.1 * red], axis=-1).astype(np.float32)
+    image = MedicalImage(pixels, np.eye(4), spatial_ndim=2,
+                         meta={"intensity": {"photometric": "RGB"}})
+    image = image.recorded("normalize_unit_range", method="unit_range")
+    omero = image_omero(image_to_stored(image), image.history, image.meta)
+    windows = {(c["window"]["start"], c["window"]["end"]) for c in omero["channels"]}
+    assert len(windows) == 1
+    [(start, end)] = windows
+    assert (start, end) == pytest.approx(tuple(np.percentile(pixels, DISPLAY_PERCENTILES)))
+    # each channel keeps its own value range
+    assert [c["window"]["max"] for c in omero["channels"]] == pytest.approx(
+        [float(pixels[..., c].max()) for c in range(3)])
+
+
 def test_a_ct_window_narrower_than_soft_tissue_is_kept():
     values = np.zeros((2, 2), dtype=np.int16)
     assert display_window(values, {"method": "ct", "window": [-100, 100]}) == (-100.0, 100.0)

@@ -141,9 +141,13 @@ def image_omero(stored: np.ndarray, history: Sequence[Any], meta: Mapping[str, A
     colours = list(RGB) if rgb else [GREY] * n
     labels = ["red", "green", "blue"] if rgb else _channel_labels(meta, n)
     normalization = _normalization(history)
+    # A colour picture's channels share one window, from all three: a window of each
+    # channel's own would stretch each colour apart (a fundus photo's dim blue as far as
+    # its bright red), and the picture would not be drawn in the colours it was taken.
+    shared = display_window(stored, normalization, channel_axis=True) if rgb else None
     channels = []
     for values, colour, label in zip(stored, colours, labels):
-        start, end = display_window(values, normalization)
+        start, end = shared or display_window(values, normalization)
         window = {"min": _finite(np.min(values), 0.0), "max": _finite(np.max(values), 1.0),
                   "start": start, "end": end}
         channels.append({"active": True, "color": colour, "label": label, "window": window})
@@ -151,9 +155,10 @@ def image_omero(stored: np.ndarray, history: Sequence[Any], meta: Mapping[str, A
     return {"channels": channels, "rdefs": {"model": "color" if rgb else "greyscale"}}
 
 
-def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None
-                   ) -> tuple[float, float]:
-    """Where the display of one channel's stored ``values`` starts and ends. A CT
+def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None,
+                   channel_axis: bool = False) -> tuple[float, float]:
+    """Where the display of one channel's stored ``values`` starts and ends (of all
+    channels together, the first axis, with ``channel_axis``). A CT
     stored in HU (``normalization`` method "ct"): the soft-tissue window within the
     recipe's clip window (the clip window itself if they do not overlap). Anything
     else -- z-scored MR, X-rays and photos in [0, 1], values as read -- the
@@ -166,14 +171,21 @@ def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None
         low, high = (float(v) for v in normalization["window"])
         start, end = max(SOFT_TISSUE_HU[0], low), min(SOFT_TISSUE_HU[1], high)
         return (start, end) if start < end else (low, high)
-    step = max(1, math.ceil((values.size / PERCENTILE_SAMPLE) ** (1 / values.ndim)))
-    sample = values[(slice(None, None, step),) * values.ndim]
+    sample = _grid_sample(values, whole=1 if channel_axis else 0)
     start, end = np.percentile(sample, DISPLAY_PERCENTILES)
     start, end = _finite(start, 0.0), _finite(end, 1.0)
     if start < end:
         return start, end
     low, high = _finite(np.nanmin(values), 0.0), _finite(np.nanmax(values), 1.0)
     return (low, high) if low < high else (start - 0.5, start + 0.5)
+
+
+def _grid_sample(values: np.ndarray, whole: int) -> np.ndarray:
+    """Every n-th value along each axis but the first ``whole`` ones (channels), at
+    most about ``PERCENTILE_SAMPLE`` values."""
+    sampled = values.ndim - whole
+    step = max(1, math.ceil((values.size / PERCENTILE_SAMPLE) ** (1 / sampled)))
+    return values[(slice(None),) * whole + (slice(None, None, step),) * sampled]
 
 
 def _normalization(history: Sequence[Any]) -> Mapping[str, Any] | None:
