@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from ngff_zarr import validate as ngff_validate
 from ome_zarr.io import parse_url
@@ -151,6 +152,38 @@ def test_a_pyramid_mask_is_read_by_all_but_ome_zarr_models_1_7(shared_data, tmp_
                                              for n in range(2)]
     with pytest.raises(RuntimeError, match="KeyError: 'scale0/mask'"):
         open_ome_zarr(group, version="0.5")
+    xr.open_datatree(store, engine="zarr").close()  # what the layout keeps
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")  # consolidating by hand
+def test_no_pyramid_mask_layout_passes_both_ome_zarr_models_and_xarray(shared_data, tmp_path):
+    """Why a pyramid's mask levels stay in scale<n>/ (ngff.py), shown on the real CT:
+    ome-zarr-models 1.7 accepts only levels that are arrays of the label image group
+    itself (the NGFF spec example's labels/<name>/0, 1...), each with the axes' names
+    as its dimension_names (v05/image.py ``_check_arrays_compatible``); xarray makes a
+    group one Dataset, where each dimension has one length. Levels of one group named
+    z, y, x with two lengths satisfy the first and break the second, so no layout
+    satisfies both: rewritten that way, the store passes ome-zarr-models and
+    ``xr.open_datatree`` refuses it. The layout keeps xarray, ome-zarr-py (napari) and
+    ngff-zarr; when ome-zarr-models reads nested label paths as it reads image paths,
+    the test above fails and all four pass."""
+    base = shared_data / "totalsegmentator"
+    store = _build(tmp_path, {WITH_MASK: base / "example_ct_sm.nii.gz"},
+                   {WITH_MASK: base / "example_seg.nii.gz"},
+                   {"harmonize": {"spacing": None}}, pyramid_levels=2)
+    label_image = zarr.open_group(store / "cases" / WITH_MASK / "labels" / "mask", mode="a")
+    attrs = label_image.attrs.asdict()
+    for level, dataset in enumerate(attrs["ome"]["multiscales"][0]["datasets"]):
+        level_array = label_image[dataset["path"]]
+        label_image.create_array(str(level), data=level_array[...],
+                                 dimension_names=level_array.metadata.dimension_names)
+        del label_image[f"scale{level}"]
+        dataset["path"] = str(level)
+    label_image.attrs.put(attrs)
+    zarr.consolidate_metadata(store)
+    open_ome_zarr(_case(store, WITH_MASK), version="0.5")  # accepted
+    with pytest.raises(ValueError, match="conflicting sizes for dimension 'z'"):
+        xr.open_datatree(store, engine="zarr")
 
 
 # -- the omero window --------------------------------------------------------------------

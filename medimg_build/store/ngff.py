@@ -27,6 +27,12 @@ it: xarray shows it as the image's ``scale0`` is shown, and all three readers pa
 pyramid's mask levels cannot sit side by side in one group (one Dataset for xarray,
 one ``z`` for netCDF in an HDF5 store), so with a pyramid they stay in ``scale<n>/``:
 ome-zarr-py, ngff-zarr and xarray read those, ome-zarr-models 1.7 does not (its bug).
+No layout satisfies both ome-zarr-models 1.7 and xarray: the first wants each level an
+array of the label image group with dimension_names equal to the axes' names (z, y,
+x: ``v05/image.py`` ``_check_arrays_compatible``), the second one length per dimension
+name in a group -- tests/test_viewers_ngff.py rewrites the real CT's pyramid mask to
+the flat layout (labels/mask/0, 1) and shows ome-zarr-models accept it and
+``xr.open_datatree`` refuse it ("conflicting sizes for dimension 'z'").
 
 OME-NGFF 0.5 requires the axes names to equal the arrays' ``dimension_names``; ours
 are ``channel`` and the stored spatial axes, in millimeter. Each level's scale and
