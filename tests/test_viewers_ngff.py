@@ -285,7 +285,8 @@ def test_a_display_window_always_increases(values, window):
 def test_stacked_channels_are_named_in_napari(shared_data, tmp_path):
     """A multi-parametric MR of stacked files (Dataset005_Prostate: nnU-Net's
     ``channel_names`` T2 and ADC, real MR crops): each channel's ``omero`` label is its
-    name, which ome-zarr-py hands napari as the layer's name -- before, "MR 0", "MR 1".
+    name, which ome-zarr-py hands napari as the layer's name -- before, "MR 0", "MR 1"
+    -- and only the first is active, where both were (drawn white and added together).
     Each channel has its own window (ADC is 3000 - 2 T2 here: another range)."""
     from fixtures.nnunet import make_dataset005_prostate
 
@@ -296,6 +297,8 @@ def test_stacked_channels_are_named_in_napari(shared_data, tmp_path):
                if any(isinstance(s, Multiscales) for s in n.specs)
                and not any(isinstance(s, Label) for s in n.specs)]
     assert image.metadata["channel_names"] == ["T2", "ADC"]
+    # Both drawn white (rdefs greyscale): one shown at a time, not their sum.
+    assert image.metadata["visible"] == [True, False]
     [t2, adc] = image.metadata["contrast_limits"]
     stored = np.asarray(image.data[0])
     for limits, values in zip((t2, adc), stored):

@@ -152,11 +152,15 @@ def image_omero(stored: np.ndarray, history: Sequence[Any], meta: Mapping[str, A
     # its bright red), and the picture would not be drawn in the colours it was taken.
     shared = display_window(stored, normalization, channel_axis=True) if rgb else None
     channels = []
-    for values, colour, label in zip(stored, colours, labels):
+    for index, (values, colour, label) in enumerate(zip(stored, colours, labels)):
         start, end = shared or display_window(values, normalization)
         window = {"min": _finite(np.min(values), 0.0), "max": _finite(np.max(values), 1.0),
                   "start": start, "end": end}
-        channels.append({"active": True, "color": colour, "label": label, "window": window})
+        # Grey channels (T2, ADC...) are looked at one at a time: ome-zarr-py draws each
+        # white and napari adds an image's visible channels together, so all active
+        # would show their sum. The first is shown, the others a click away.
+        active = rgb or index == 0
+        channels.append({"active": active, "color": colour, "label": label, "window": window})
     # ome-zarr-py draws every channel white under model "greyscale" (reader.py, OMERO).
     return {"channels": channels, "rdefs": {"model": "color" if rgb else "greyscale"}}
 
