@@ -26,7 +26,7 @@ from medimg_build.store.validate import validate_store
 
 from fixtures import nih_chestxray14, scr
 
-NOT_DATA = "manifest"  # HDF5: a coordinate to h5netcdf (Zarr: a 0-d variable); open_store hides it
+NOT_DATA = "manifest"  # a 0-d root variable (HDF5 and Zarr alike); open_store hides it
 
 
 def build(recipe: str, source: Path, out: Path, overrides: dict) -> Path:
@@ -133,6 +133,17 @@ def test_open_datatree_reads_a_volumes_store(tmp_path):
         assert one.sizes["y"] < level0.sizes["y"] and one.sizes["x"] < level0.sizes["x"]
     assert tree["case"].values.tolist() == store.cases["case_id"].tolist()
     assert tree["split"].values.tolist() == store.cases["split"].tolist()
+    assert_manifest_is_a_root_variable(tree)
+
+
+def assert_manifest_is_a_root_variable(tree: xr.DataTree) -> None:
+    """The manifest is one 0-d variable of the root (issue 19): before, a 1-element
+    dataset with its own dimension, which h5netcdf made an indexed coordinate that
+    every DataTree node inherited, as the Zarr store's was before schema 3.0."""
+    assert tree[NOT_DATA].dims == ()
+    assert "objects" in json.loads(str(tree[NOT_DATA].values))
+    for node in tree.subtree:
+        assert NOT_DATA not in node.coords and NOT_DATA not in node.dims, node.path
 
 
 def test_open_dataset_reads_a_stack_store_with_a_mask(tmp_path):
@@ -154,6 +165,8 @@ def test_open_dataset_reads_a_stack_store_with_a_mask(tmp_path):
     labels = store.labels("nodule")
     np.testing.assert_array_equal(netcdf["label_nodule"].sel(case=labels.index).values,
                                   labels.to_numpy())
+    assert NOT_DATA not in netcdf.coords and NOT_DATA not in netcdf.dims
+    assert netcdf[NOT_DATA].dims == ()
 
 
 def test_a_stack_with_multi_labels_and_boxes(tmp_path):
@@ -224,3 +237,25 @@ def test_boxes_and_landmarks_of_a_volumes_store(tmp_path):
             assert tree[kind][column].values.tolist() == want[column].tolist(), column
         with xr.open_dataset(out, group=kind, engine="h5netcdf", decode_coords=False) as table:
             assert json.loads(table.attrs["coordinates"]).startswith("voxel centres")
+
+
+def test_a_store_with_the_earlier_one_element_manifest_still_verifies(tmp_path):
+    """HDF5 stores written before the manifest became 0-d hold it as a 1-element
+    dataset with a ``manifest`` dimension: verify still reads it; a manifest dataset
+    of any other size is named as damage, not a traceback."""
+    from medimg_build.store.manifest import ManifestError
+
+    out = build("volume-folder", volumes_source(tmp_path / "source"), tmp_path / "ct.h5",
+                {"harmonize": {"spacing": [2.0, 2.0, 3.0]}})
+    with h5py.File(out, "a") as handle:
+        text = handle[NOT_DATA].asstr()[()]
+        del handle[NOT_DATA]
+        earlier = handle.create_dataset(NOT_DATA, data=[text],
+                                        dtype=h5py.string_dtype("utf-8"))
+        earlier.attrs["dimension_names"] = [NOT_DATA]
+    assert verify_store(out) == []
+    with h5py.File(out, "a") as handle:
+        del handle[NOT_DATA]
+        handle.create_dataset(NOT_DATA, data=[text, text], dtype=h5py.string_dtype("utf-8"))
+    with pytest.raises(ManifestError, match="holds 2 values"):
+        verify_store(out)

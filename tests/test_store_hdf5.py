@@ -15,9 +15,11 @@ import xarray as xr
 
 from medimg_build.case import Case
 from medimg_build.errors import StoreError
+from medimg_build.image import MedicalImage
 from medimg_build.recipe.build import build_store
 from medimg_build.store import create_store, open_store
 from medimg_build.store import volumes as volumes_module
+from medimg_build.store.validate import validate_store
 
 import test_store_stack as stack_tests  # noqa: E402  (tests/ is on sys.path)
 import test_store_volumes as volumes_tests  # noqa: E402
@@ -206,3 +208,33 @@ def test_boxes_and_landmarks_read_back_identical(tmp_path):
         # metadata and moves it out of attrs; HDF5 keeps it as written.
         assert node.attrs.pop("coordinates").startswith("voxel centres")
         xr.testing.assert_identical(node, tree_one[kind].to_dataset().load())
+
+
+def test_validate_reads_a_mask_level_whose_z_y_x_are_netcdf_dimensions(tmp_path):
+    """Schema 2.x HDF5 stores have no coordinates beside a mask: its z/y/x are
+    netCDF dimension-only datasets. validate's coordinate check asked ``"z" in group``
+    (yes), then read it, which the HDF5 reader refuses as altered: every such 2.x store
+    with a mask was called damaged (found reading a store built by 7e3c269)."""
+    from medimg_build.store.formats.hdf5_dimensions import _dimension_only, is_dimension_only
+
+    out = tmp_path / "ct.h5"
+    writer = create_store(out, "volumes", n_cases=1, format="hdf5")
+    rng = np.random.default_rng(3)
+    image = MedicalImage(rng.integers(-1000, 1000, (12, 10, 6)).astype(np.int16), np.eye(4))
+    mask = MedicalImage(rng.integers(0, 3, (12, 10, 6)).astype(np.uint8), np.eye(4))
+    writer.write_case(0, Case("c0", image, mask))
+    writer.close(pd.DataFrame({"case_id": ["c0"]}))
+    label_image = "cases/c0/labels/mask"
+    with h5py.File(out, "a") as handle:  # the mask's coordinates as 2.x had them: none
+        mask_data = handle[f"{label_image}/mask"]
+        for axis, name in enumerate(("z", "y", "x")):
+            mask_data.dims[axis].detach_scale(handle[f"{label_image}/{name}"])
+            del handle[f"{label_image}/{name}"]
+            dimension = _dimension_only(handle[label_image], name, mask_data.shape[axis])
+            mask_data.dims[axis].attach_scale(dimension)
+        assert is_dimension_only(handle[f"{label_image}/z"])
+    # Raised "... is a netCDF dimension (no values) ... the file was altered" before.
+    # (This store has no recipe attributes, which validate names at the root.)
+    problems = validate_store(out)
+    assert [(p.where, p.problem) for p in problems if p.where.startswith("cases")] == [
+        (f"{label_image}/mask", "a mask but no labels.segmentation.classes vocabulary")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from ngff_zarr import validate as ngff_validate
 from ome_zarr.io import parse_url
@@ -151,6 +152,38 @@ def test_a_pyramid_mask_is_read_by_all_but_ome_zarr_models_1_7(shared_data, tmp_
                                              for n in range(2)]
     with pytest.raises(RuntimeError, match="KeyError: 'scale0/mask'"):
         open_ome_zarr(group, version="0.5")
+    xr.open_datatree(store, engine="zarr").close()  # what the layout keeps
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")  # consolidating by hand
+def test_no_pyramid_mask_layout_passes_both_ome_zarr_models_and_xarray(shared_data, tmp_path):
+    """Why a pyramid's mask levels stay in scale<n>/ (ngff.py), shown on the real CT:
+    ome-zarr-models 1.7 accepts only levels that are arrays of the label image group
+    itself (the NGFF spec example's labels/<name>/0, 1...), each with the axes' names
+    as its dimension_names (v05/image.py ``_check_arrays_compatible``); xarray makes a
+    group one Dataset, where each dimension has one length. Levels of one group named
+    z, y, x with two lengths satisfy the first and break the second, so no layout
+    satisfies both: rewritten that way, the store passes ome-zarr-models and
+    ``xr.open_datatree`` refuses it. The layout keeps xarray, ome-zarr-py (napari) and
+    ngff-zarr; when ome-zarr-models reads nested label paths as it reads image paths,
+    the test above fails and all four pass."""
+    base = shared_data / "totalsegmentator"
+    store = _build(tmp_path, {WITH_MASK: base / "example_ct_sm.nii.gz"},
+                   {WITH_MASK: base / "example_seg.nii.gz"},
+                   {"harmonize": {"spacing": None}}, pyramid_levels=2)
+    label_image = zarr.open_group(store / "cases" / WITH_MASK / "labels" / "mask", mode="a")
+    attrs = label_image.attrs.asdict()
+    for level, dataset in enumerate(attrs["ome"]["multiscales"][0]["datasets"]):
+        level_array = label_image[dataset["path"]]
+        label_image.create_array(str(level), data=level_array[...],
+                                 dimension_names=level_array.metadata.dimension_names)
+        del label_image[f"scale{level}"]
+        dataset["path"] = str(level)
+    label_image.attrs.put(attrs)
+    zarr.consolidate_metadata(store)
+    open_ome_zarr(_case(store, WITH_MASK), version="0.5")  # accepted
+    with pytest.raises(ValueError, match="conflicting sizes for dimension 'z'"):
+        xr.open_datatree(store, engine="zarr")
 
 
 # -- the omero window --------------------------------------------------------------------
@@ -205,7 +238,68 @@ def test_an_rgb_picture_gets_a_red_green_and_blue_channel():
     assert omero["rdefs"] == {"model": "color"}
 
 
+def test_a_colour_picture_keeps_its_colours():
+    """The three channels of a colour picture share one window (the percentiles of all
+    their values): with a window each, a reddish photo (a fundus: bright red, dim blue)
+    had its blue stretched as far as its red -- drawn in colours it was not taken in."""
+    rng = np.random.default_rng(4)
+    red = rng.uniform(0.5, 1.0, (40, 30))
+    pixels = np.stack([red, 0.5 * red, 0.1 * red], axis=-1).astype(np.float32)
+    image = MedicalImage(pixels, np.eye(4), spatial_ndim=2,
+                         meta={"intensity": {"photometric": "RGB"}})
+    image = image.recorded("normalize_unit_range", method="unit_range")
+    omero = image_omero(image_to_stored(image), image.history, image.meta)
+    windows = {(c["window"]["start"], c["window"]["end"]) for c in omero["channels"]}
+    assert len(windows) == 1
+    [(start, end)] = windows
+    assert (start, end) == pytest.approx(tuple(np.percentile(pixels, DISPLAY_PERCENTILES)))
+    # each channel keeps its own value range
+    assert [c["window"]["max"] for c in omero["channels"]] == pytest.approx(
+        [float(pixels[..., c].max()) for c in range(3)])
+
+
 def test_a_ct_window_narrower_than_soft_tissue_is_kept():
     values = np.zeros((2, 2), dtype=np.int16)
     assert display_window(values, {"method": "ct", "window": [-100, 100]}) == (-100.0, 100.0)
     assert display_window(values, {"method": "ct", "window": [300, 1500]}) == (300.0, 1500.0)
+
+
+@pytest.mark.parametrize("values, window", [
+    (np.full((4, 5, 6), 3.0, np.float32), (2.5, 3.5)),  # one value: one unit around it
+    (np.zeros((10, 10, 10), np.float32), (-0.5, 0.5)),  # a blank image
+    # 0.2% of the voxels bright: both percentiles are 0; the range of the values instead
+    (np.where(np.arange(1000).reshape(10, 10, 10) < 2, 7.0, 0.0), (0.0, 7.0)),
+])
+def test_a_display_window_always_increases(values, window):
+    """napari's image layer refuses contrast limits that do not increase (napari
+    ``layers/intensity_mixin.py``: ``_validate_increasing(contrast_limits)``, "must be
+    monotonically increasing"), and ome-zarr-py hands it the window's start and end:
+    before, a channel of one value (a blank case, or a blank channel of several) got
+    start == end and did not open in napari."""
+    image = MedicalImage(values, np.eye(4)).recorded("normalize_mr", method="mr")
+    [channel] = image_omero(image_to_stored(image), image.history, {})["channels"]
+    assert (channel["window"]["start"], channel["window"]["end"]) == window
+    assert display_window(values, None) == window
+
+
+def test_stacked_channels_are_named_in_napari(shared_data, tmp_path):
+    """A multi-parametric MR of stacked files (Dataset005_Prostate: nnU-Net's
+    ``channel_names`` T2 and ADC, real MR crops): each channel's ``omero`` label is its
+    name, which ome-zarr-py hands napari as the layer's name -- before, "MR 0", "MR 1"
+    -- and only the first is active, where both were (drawn white and added together).
+    Each channel has its own window (ADC is 3000 - 2 T2 here: another range)."""
+    from fixtures.nnunet import make_dataset005_prostate
+
+    make_dataset005_prostate(tmp_path / "src", shared_data)
+    out = tmp_path / "prostate.zarr"
+    assert build_store(load_recipe("nnunet"), tmp_path / "src", out, progress=False).ok
+    [image] = [n for n in Reader(parse_url(str(out / "cases" / "prostate_00")))()
+               if any(isinstance(s, Multiscales) for s in n.specs)
+               and not any(isinstance(s, Label) for s in n.specs)]
+    assert image.metadata["channel_names"] == ["T2", "ADC"]
+    # Both drawn white (rdefs greyscale): one shown at a time, not their sum.
+    assert image.metadata["visible"] == [True, False]
+    [t2, adc] = image.metadata["contrast_limits"]
+    stored = np.asarray(image.data[0])
+    for limits, values in zip((t2, adc), stored):
+        assert values.min() <= limits[0] < limits[1] <= values.max()

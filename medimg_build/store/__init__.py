@@ -111,10 +111,12 @@ complete}. ``complete`` is written true last, after the case's arrays. ``ome`` =
 {"version": "0.5", "multiscales": [{"name": case_id, "axes": [channel, [z,] y, x]
 (space axes in millimeter), "type": "mean", "metadata", "datasets": [{"path":
 "scale<n>/image", "coordinateTransformations": [scale [1, sz, sy, sx], translation
-[0, tz, ty, tx]]} per level]}], "omero": {"channels": [{"label", "color" (hex RGB),
-"active", "window": {"min", "max" (the stored values' range), "start", "end" (the
-display window: soft tissue for a CT in HU, else the 0.5/99.5 percentiles of the
-stored values)}} per channel], "rdefs": {"model": "greyscale" or "color"}}}. The NGFF
+[0, tz, ty, tx]]} per level]}], "omero": {"channels": [{"label" (the channel's
+name, else the modality), "color" (hex RGB), "active" (the first of grey channels, all
+three of a colour picture), "window": {"min", "max" (the stored values' range),
+"start", "end" (the display window, always increasing: soft tissue for a CT in HU,
+else the 0.5/99.5 percentiles of the stored values, of all three channels for a
+colour picture)}} per channel], "rdefs": {"model": "greyscale" or "color"}}}. The NGFF
 axis of channels is named "channel" (not "c"), because OME-NGFF 0.5 requires axes
 names to equal the array's ``dimension_names``. The mask's ``ome`` has the same
 datasets (``mask``, or ``scale<n>/mask`` with a pyramid; spatial axes only: one label

@@ -27,6 +27,12 @@ it: xarray shows it as the image's ``scale0`` is shown, and all three readers pa
 pyramid's mask levels cannot sit side by side in one group (one Dataset for xarray,
 one ``z`` for netCDF in an HDF5 store), so with a pyramid they stay in ``scale<n>/``:
 ome-zarr-py, ngff-zarr and xarray read those, ome-zarr-models 1.7 does not (its bug).
+No layout satisfies both ome-zarr-models 1.7 and xarray: the first wants each level an
+array of the label image group with dimension_names equal to the axes' names (z, y,
+x: ``v05/image.py`` ``_check_arrays_compatible``), the second one length per dimension
+name in a group -- tests/test_viewers_ngff.py rewrites the real CT's pyramid mask to
+the flat layout (labels/mask/0, 1) and shows ome-zarr-models accept it and
+``xr.open_datatree`` refuse it ("conflicting sizes for dimension 'z'").
 
 OME-NGFF 0.5 requires the axes names to equal the arrays' ``dimension_names``; ours
 are ``channel`` and the stored spatial axes, in millimeter. Each level's scale and
@@ -141,31 +147,55 @@ def image_omero(stored: np.ndarray, history: Sequence[Any], meta: Mapping[str, A
     colours = list(RGB) if rgb else [GREY] * n
     labels = ["red", "green", "blue"] if rgb else _channel_labels(meta, n)
     normalization = _normalization(history)
+    # A colour picture's channels share one window, from all three: a window of each
+    # channel's own would stretch each colour apart (a fundus photo's dim blue as far as
+    # its bright red), and the picture would not be drawn in the colours it was taken.
+    shared = display_window(stored, normalization, channel_axis=True) if rgb else None
     channels = []
-    for values, colour, label in zip(stored, colours, labels):
-        start, end = display_window(values, normalization)
+    for index, (values, colour, label) in enumerate(zip(stored, colours, labels)):
+        start, end = shared or display_window(values, normalization)
         window = {"min": _finite(np.min(values), 0.0), "max": _finite(np.max(values), 1.0),
                   "start": start, "end": end}
-        channels.append({"active": True, "color": colour, "label": label, "window": window})
+        # Grey channels (T2, ADC...) are looked at one at a time: ome-zarr-py draws each
+        # white and napari adds an image's visible channels together, so all active
+        # would show their sum. The first is shown, the others a click away.
+        active = rgb or index == 0
+        channels.append({"active": active, "color": colour, "label": label, "window": window})
     # ome-zarr-py draws every channel white under model "greyscale" (reader.py, OMERO).
     return {"channels": channels, "rdefs": {"model": "color" if rgb else "greyscale"}}
 
 
-def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None
-                   ) -> tuple[float, float]:
-    """Where the display of one channel's stored ``values`` starts and ends. A CT
+def display_window(values: np.ndarray, normalization: Mapping[str, Any] | None,
+                   channel_axis: bool = False) -> tuple[float, float]:
+    """Where the display of one channel's stored ``values`` starts and ends (of all
+    channels together, the first axis, with ``channel_axis``). A CT
     stored in HU (``normalization`` method "ct"): the soft-tissue window within the
     recipe's clip window (the clip window itself if they do not overlap). Anything
     else -- z-scored MR, X-rays and photos in [0, 1], values as read -- the
-    ``DISPLAY_PERCENTILES`` of the values, sampled on a grid (``PERCENTILE_SAMPLE``)."""
+    ``DISPLAY_PERCENTILES`` of the values, sampled on a grid (``PERCENTILE_SAMPLE``).
+    Never empty: napari refuses contrast limits that do not increase (its
+    ``IntensityVisualizationMixin.contrast_limits`` setter, ``_validate_increasing``),
+    so where the percentiles meet (a channel of one value, or of one value but for a
+    few voxels) the window is the values' range, or one unit around a single value."""
     if normalization is not None and normalization.get("method") == "ct":
         low, high = (float(v) for v in normalization["window"])
         start, end = max(SOFT_TISSUE_HU[0], low), min(SOFT_TISSUE_HU[1], high)
         return (start, end) if start < end else (low, high)
-    step = max(1, math.ceil((values.size / PERCENTILE_SAMPLE) ** (1 / values.ndim)))
-    sample = values[(slice(None, None, step),) * values.ndim]
+    sample = _grid_sample(values, whole=1 if channel_axis else 0)
     start, end = np.percentile(sample, DISPLAY_PERCENTILES)
-    return _finite(start, 0.0), _finite(end, 1.0)
+    start, end = _finite(start, 0.0), _finite(end, 1.0)
+    if start < end:
+        return start, end
+    low, high = _finite(np.nanmin(values), 0.0), _finite(np.nanmax(values), 1.0)
+    return (low, high) if low < high else (start - 0.5, start + 0.5)
+
+
+def _grid_sample(values: np.ndarray, whole: int) -> np.ndarray:
+    """Every n-th value along each axis but the first ``whole`` ones (channels), at
+    most about ``PERCENTILE_SAMPLE`` values."""
+    sampled = values.ndim - whole
+    step = max(1, math.ceil((values.size / PERCENTILE_SAMPLE) ** (1 / sampled)))
+    return values[(slice(None),) * whole + (slice(None, None, step),) * sampled]
 
 
 def _normalization(history: Sequence[Any]) -> Mapping[str, Any] | None:
@@ -180,6 +210,12 @@ def _is_rgb(meta: Mapping[str, Any]) -> bool:
 
 
 def _channel_labels(meta: Mapping[str, Any], n: int) -> list[str]:
+    """napari's layer names (ome-zarr-py's ``channel_names``): the names the source
+    gives its stacked channels (``stack_channels``: an nnU-Net ``channel_names``, a
+    Decathlon ``modality``), else the modality, numbered when there are several."""
+    names = [str(name) for name in meta.get("channel_names") or []]
+    if len(names) == n and all(names):
+        return names
     modality = str(meta.get("modality") or "")
     if n == 1 and modality:
         return [modality]

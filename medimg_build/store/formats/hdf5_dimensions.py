@@ -15,7 +15,8 @@ NetCDF-4 Format", read in its 4.6.2 copy; h5netcdf lines as installed):
   variable ... has mixing of labeled and unlabeled dimensions" (h5netcdf/core.py
   ``_unlabeled_dimension_mix``, lines 911-931).
 - A coordinate variable (1-D, named after its one dimension: ``case``, ``spatial``,
-  ``world``, ``<name>_class``, an image or mask level's ``z``/``y``/``x``, ``manifest``) is
+  ``world``, ``<name>_class``, an image or mask level's ``z``/``y``/``x``; and the
+  ``manifest`` of stores written before it became 0-d, as Zarr's did in schema 3.0) is
   itself the dimension's scale, named after it ("In the case where a coordinate variable is
   defined for a dimension, the HDF5 dimscale ... contains the coordinate data", spec,
   "Dimensions with HDF5 Dimension Scales"; h5netcdf/core.py line 418 takes a scale

@@ -1,6 +1,6 @@
 """Content checksums of an HDF5 store: the counterpart of the Zarr manifest
-(manifest.py), with the same summary, the same ``manifest`` dataset at the root and the
-same content hash formula, so ``verify`` reads both formats alike.
+(manifest.py), with the same summary, the same ``manifest`` dataset at the root (0-d,
+as the Zarr array) and the same content hash formula, so ``verify`` reads both formats alike.
 
 An HDF5 file has no objects of its own to list, so the manifest names what a reader
 depends on, in keys shaped like a Zarr store's:
@@ -50,9 +50,11 @@ def write_hdf5_manifest(h5: h5py.File) -> dict[str, Any]:
                "content_sha256": content_sha256({"medimg": medimg}, objects, sources)}
     document = {"algorithm": ALGORITHM, "objects": dict(sorted(objects.items())),
                 "sources": sources}
-    dataset = h5.create_dataset(MANIFEST, data=[canonical_json(document)],
+    # A scalar dataset: a 0-d variable of the root to netCDF, as the Zarr store's 0-d
+    # array is. Shaped (1,) with a dimension of its own (before), h5netcdf made it an
+    # indexed coordinate that every node of xarray's DataTree inherits.
+    dataset = h5.create_dataset(MANIFEST, data=canonical_json(document),
                                 dtype=h5py.string_dtype("utf-8"))
-    dataset.attrs["dimension_names"] = [MANIFEST]
     dataset.attrs["description"] = json.dumps(
         "medimg content manifest (medimg_build/store/formats/hdf5_manifest.py)")
     h5.attrs["medimg"] = json.dumps({**medimg, "manifest": summary})
@@ -69,7 +71,7 @@ def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
     if "manifest" not in medimg or MANIFEST not in h5:
         raise ManifestError(location, "has no content manifest",
                             hint="built by an older medimg-build; rebuild it")
-    recorded = json.loads(h5[MANIFEST].asstr()[0])
+    recorded = json.loads(manifest_text(h5[MANIFEST]))
     actual = hdf5_objects(h5)
     problems = compare(recorded["objects"], actual, _locate)
     if not problems:
@@ -78,6 +80,17 @@ def verify_hdf5(location: str, h5: h5py.File) -> list[Mismatch]:
     # The scale attachments are not hashed (object references differ between files)
     # but say which axis is which to h5netcdf: checked against the hashed dims instead.
     return problems + [Mismatch(path, problem) for path, problem in scale_problems(h5)]
+
+
+def manifest_text(dataset: h5py.Dataset) -> str:
+    """The manifest document of the ``manifest`` dataset: scalar, or of one element in
+    stores written before the manifest became 0-d (schema 3.0 wrote both)."""
+    values = np.asarray(dataset.asstr()[()], dtype=object)
+    if values.size != 1:
+        raise ManifestError(dataset.file.filename, f"its manifest dataset holds "
+                            f"{values.size} values, not one document",
+                            hint="the file was altered: rebuild it")
+    return str(values.reshape(-1)[0])
 
 
 def hdf5_objects(h5: h5py.File) -> dict[str, str]:
