@@ -196,8 +196,10 @@ def test_rgb_stack_pictures_become_2d_nnunet_channels(drive_store, tmp_path):
     for c in range(3):
         image = nib.load(folder / "imagesTs" / f"{case_id}_{c:04d}{ENDING}")
         assert image.shape == stored.spatial_shape  # 2D
+        # The photographs' own 8-bit values (the float16 k/255 undone and rounded).
+        assert image.get_data_dtype() == np.uint8
         assert np.array_equal(np.asanyarray(image.dataobj),
-                              denormalize(stored.array, params)[..., c])
+                              np.rint(denormalize(stored.array, params)[..., c]))
     assert np.array_equal(voxels(folder / "labelsTs" / f"{case_id}{ENDING}"),
                           store.read_mask(case_id).array)  # 0..3 already consecutive
     splits = json.loads((folder / "splits_final.json").read_text())

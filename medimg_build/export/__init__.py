@@ -19,7 +19,7 @@ from ..store.opening import open_store
 from . import nnunet
 from .case import ExportOptions, prepare_case, selected_cases, table_rows
 from .intensity import ExportError
-from .nifti import SUFFIX, write_image, write_sidecar
+from .nifti import MASK_SUFFIX, SUFFIX, write_image, write_sidecar
 from .output import check_free, filled_then_moved
 
 FORMATS = ("nifti", "nnunet")
@@ -54,6 +54,7 @@ def export_store(store_location: str | os.PathLike, to: str, out: str | os.PathL
     if to == "nifti":
         check_free(out, "the output folder")
         chosen = selected_cases(store, cases)
+        _refuse_mask_name_clashes(store, chosen, out)
         return _to_nifti(store, chosen, out, options)
     folder = nnunet.dataset_folder(out, dataset_id,
                                    dataset_name or str(store.attrs.get("dataset") or ""))
@@ -71,11 +72,26 @@ def _to_nifti(store, chosen: list[str], out: Path, options: ExportOptions) -> Ex
             case = prepare_case(store, rows[case_id], options)
             write_image(case.image, folder / f"{case_id}{SUFFIX}", case.frame, case.record)
             if case.mask is not None:
-                write_image(case.mask, folder / f"{case_id}_mask{SUFFIX}", case.frame,
+                write_image(case.mask, folder / f"{case_id}{MASK_SUFFIX}{SUFFIX}", case.frame,
                             {**case.record, "steps": [], "kind": "mask"})
                 masks += 1
             write_sidecar(case.record, folder / f"{case_id}.json")
     return ExportResult(out, chosen, {"images": len(chosen), "masks": masks})
+
+
+def _refuse_mask_name_clashes(store, chosen: list[str], out: Path) -> None:
+    """Refuse cases ``x`` and ``x_mask`` together when ``x`` has a mask: both would
+    be written to ``x_mask.nii.gz``, one silently replacing the other."""
+    present = set(chosen)
+    clashes = [case_id for case_id in chosen
+               if f"{case_id}{MASK_SUFFIX}" in present and store.read_mask(case_id) is not None]
+    if clashes:
+        first = clashes[0]
+        raise ExportError(out, f"the mask of case {first!r} and the image of case "
+                          f"'{first}{MASK_SUFFIX}' would both be written to "
+                          f"{first}{MASK_SUFFIX}{SUFFIX}",
+                          hint=f"export case '{first}{MASK_SUFFIX}' to another --out "
+                          "with --case")
 
 
 def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,

@@ -76,10 +76,33 @@ def undo_normalization(stored: np.ndarray, step: dict[str, Any] | None, *, locat
         except IntensityError as error:
             raise ExportError(location, f"case {case_id!r}: {error.detail()}",
                               hint=KEEP_HINT) from None
+    precision = "exact" if values is stored else f"float32 from {stored.dtype} values"
+    pixels = integer_pixels(values, stored.dtype, params)
+    if pixels is not None:
+        values = pixels
+        precision = f"exact: the source's {params['bits']}-bit pixel values, as {values.dtype}"
     record = {"undone": step["name"], "method": method, "exact": True,
-              "precision": "exact" if values is stored else f"float32 from {stored.dtype} values",
-              "censored": censored}
+              "precision": precision, "censored": censored}
     return values, record
+
+
+def integer_pixels(values: np.ndarray, stored: np.dtype, params: dict[str, Any]
+                   ) -> np.ndarray | None:
+    """The source's integer pixels, when ``values`` (a unit-range image undone) are
+    they: the preset scaled integers of a known bit depth (``bits``), and every value
+    lies within what the stored float's precision can have moved it (``scale`` times
+    its machine epsilon, under half a step) from an integer, so rounding gives each back
+    exactly (a float16 k/255 comes back as k +- 0.06). Not so on a resampled grid, whose
+    values lie between the pixels' (None: they stay float32)."""
+    if params.get("method") != "unit_range" or params.get("bits") is None:
+        return None
+    tolerance = float(params["scale"]) * float(np.finfo(stored).eps)
+    rounded = np.rint(values)
+    if tolerance >= 0.5 or np.abs(values - rounded).max(initial=0.0) > tolerance:
+        return None
+    low, high = (int(bound) for bound in params["source_range"])
+    dtype = np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
+    return rounded.astype(dtype)
 
 
 def kept_normalization(step: dict[str, Any] | None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ Anterior, z to the Superior"; nibabel's ``Nifti1Image(array, affine)`` takes it 
 Both are written, with code 1 "scanner" (NIFTI_XFORM_SCANNER_ANAT, dcm2niix's choice)
 for images in a patient frame, and 2 "aligned" (nibabel's default for a new image) for
 pictures whose pixel size the source did not know (``spacing_unit`` "pixel"): their
-frame is the picture's own. The sform holds float32: the affine comes back within
-about 1e-5 mm of a few hundred mm.
+frame is the picture's own, and their ``xyzt_units`` "unknown" rather than mm. The
+sform holds float32: the affine comes back within about 1e-5 mm of a few hundred mm.
 
 History. The case's record (its steps in the store, what the export did) goes into a
 JSON sidecar ``<case>.json`` and into the image file's header as a NIfTI "comment"
@@ -29,6 +29,7 @@ from ..io.nifti import EXPORT_ECODE, EXPORT_KEY
 from ..provenance import to_jsonable
 
 SUFFIX = ".nii.gz"
+MASK_SUFFIX = "_mask"  # --to nifti: <case>_mask.nii.gz beside <case>.nii.gz
 # nibabel's names for NIFTI_XFORM_SCANNER_ANAT and NIFTI_XFORM_ALIGNED_ANAT.
 PATIENT_FRAME, OWN_FRAME = "scanner", "aligned"
 
@@ -55,7 +56,9 @@ def nifti_image(array: np.ndarray, affine: np.ndarray, frame: str,
     header = image.header
     header.set_sform(affine, code=frame)
     header.set_qform(affine, code=frame)  # the closest rigid one, for qform-only readers
-    header.set_xyzt_units(xyz="mm")
+    # NIFTI_UNITS_MM, or NIFTI_UNITS_UNKNOWN (0) for a picture whose pixel size the
+    # source did not know: its "spacing" counts source pixels, not millimetres.
+    header.set_xyzt_units(xyz="mm" if frame == PATIENT_FRAME else "unknown")
     if record is not None:
         text = json.dumps({EXPORT_KEY: to_jsonable(record)}, sort_keys=True)
         header.extensions.append(nib.nifti1.Nifti1Extension(EXPORT_ECODE, text.encode()))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,13 @@ from .intensity import ExportError
 from .nifti import SUFFIX, write_image
 
 MIN_ID, MAX_ID, DEFAULT_ID = 1, 999, 500
+# The folders nnU-Net finds datasets in (nnunetv2/paths.py).
+NNUNET_ENVIRONMENT = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+# nnU-Net's preprocessed dataset keeps a case's segmentation in "<id>_seg.b2nd" beside
+# its "<id>.b2nd", and nnUNetDatasetBlosc2.get_identifiers drops every "*_seg.b2nd"
+# (nnunetv2/training/dataloading/nnunet_dataset.py): a training case "x_seg" would be
+# lost, or overwritten by case "x"'s segmentation.
+RESERVED_ENDING = "_seg"
 FOLDS_WITHOUT_VAL = 5  # nnU-Net's own default number of folds
 TEST_SPLIT = "test"
 VAL_SPLITS = ("val", "validation")
@@ -62,13 +70,21 @@ def dataset_folder(out: Path, dataset_id: int, name: str) -> Path:
                           hint=f"give --dataset-id a number from {DEFAULT_ID} to {MAX_ID}")
     prefix = f"Dataset{dataset_id:03d}_"
     folder = out / f"{prefix}{dataset_name(name)}"
-    taken = sorted(p.name for p in out.glob(f"{prefix}*") if p != folder) \
-        if out.is_dir() else []
-    if taken:
-        raise ExportError(out, f"nnU-Net dataset id {dataset_id} is taken by {taken[0]} "
-                          "(nnU-Net refuses an id two datasets share)",
-                          hint="give another --dataset-id")
+    for place in [out, *nnunet_folders()]:
+        taken = sorted(p for p in place.glob(f"{prefix}*")
+                       if p.is_dir() and p.name != folder.name) if place.is_dir() else []
+        if taken:
+            raise ExportError(out, f"nnU-Net dataset id {dataset_id} is taken by "
+                              f"{taken[0].name} in {place} (nnU-Net refuses an id two datasets share)",
+                              hint="give another --dataset-id")
     return folder
+
+
+def nnunet_folders() -> list[Path]:
+    """The folders nnU-Net looks in for a dataset id, from its environment variables:
+    ``find_candidate_datasets`` (nnunetv2/utilities/dataset_name_id_conversion.py)
+    raises "More than one dataset name found" when they hold two names for one id."""
+    return [Path(os.environ[name]) for name in NNUNET_ENVIRONMENT if os.environ.get(name)]
 
 
 def dataset_name(name: str) -> str:
@@ -130,6 +146,11 @@ def role(case: ExportedCase) -> str:
 def write_case(case: ExportedCase, folder: Path, numbers: dict[int, int]) -> str:
     """The case's channel files and label file; returns its role."""
     where = role(case)
+    if where == "train" and case.case_id.endswith(RESERVED_ENDING):
+        raise ExportError(case.record["store"], f"case {case.case_id!r} would be an nnU-Net "
+                          f"training case whose id ends in {RESERVED_ENDING!r}, which nnU-Net "
+                          f"takes for another case's segmentation (<id>{RESERVED_ENDING}.b2nd)",
+                          hint="leave it out: list the other cases with --case")
     images = folder / ("imagesTr" if where == "train" else "imagesTs")
     images.mkdir(exist_ok=True)
     for c, channel in enumerate(channels(case.image)):

@@ -21,6 +21,11 @@ def check_free(target: Path, what: str) -> None:
     if target.exists() and not target.is_dir():
         raise ExportError(target, f"{what} exists and is not a folder",
                           hint="give --out a folder path")
+    blocking = next((parent for parent in target.parents
+                     if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:  # else mkdir fails with a bare FileExistsError
+        raise ExportError(target, f"{what} would be inside {blocking}, which is a file",
+                          hint="give --out a path whose parent folders are folders")
 
 
 @contextmanager
