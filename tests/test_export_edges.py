@@ -32,9 +32,9 @@ def error_line(capsys) -> str:
     return error
 
 
-def volume_store(root: Path, case_ids: list[str]) -> Path:
-    """A volume-folder store of small int16 volumes, each with a two-label mask, every
-    case in the train split, on the source grid."""
+def volume_store(root: Path, case_ids: list[str], unlabelled: tuple[str, ...] = ()) -> Path:
+    """A volume-folder store of small int16 volumes, each with a two-label mask but
+    those ``unlabelled``, every case in the train split, on the source grid."""
     rng = np.random.default_rng(0)
     (root / "src" / "images").mkdir(parents=True)
     (root / "src" / "labels").mkdir()
@@ -43,7 +43,9 @@ def volume_store(root: Path, case_ids: list[str]) -> Path:
         mask = np.zeros(image.shape, np.uint8)
         mask[2:5, 3:6, 1:3], mask[6:9, 3:6, 1:3] = 1, 2
         nib.save(nib.Nifti1Image(image, AFFINE), root / "src" / "images" / f"{case_id}.nii.gz")
-        nib.save(nib.Nifti1Image(mask, AFFINE), root / "src" / "labels" / f"{case_id}.nii.gz")
+        if case_id not in unlabelled:
+            nib.save(nib.Nifti1Image(mask, AFFINE),
+                     root / "src" / "labels" / f"{case_id}.nii.gz")
     recipe = load_recipe("volume-folder").with_overrides({
         "harmonize": {"spacing": None},
         "split": {"fractions": {"train": 1.0, "val": None, "test": None}}})
@@ -115,6 +117,22 @@ def test_a_dataset_id_nnunet_knows_elsewhere_is_refused(tmp_path, capsys, monkey
         error_line(capsys)
     assert export(store, tmp_path / "raw", "nnunet", "--dataset-id", "501") == 0
     assert (tmp_path / "raw" / "Dataset501_volume_folder" / "dataset.json").is_file()
+
+
+def test_an_nnunet_dataset_without_training_cases_is_flagged(tmp_path, capsys):
+    """Only unlabelled cases: imagesTs, which nnUNetv2_predict takes, but nnU-Net's
+    verify_dataset_integrity stops on it with a bare StopIteration, and nothing can be
+    planned or trained. Before: written without a word."""
+    store = volume_store(tmp_path, ["a", "b"], unlabelled=("b",))
+    assert export(store, tmp_path / "raw", "nnunet", "--case", "b") == 0
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("medimg-build: warning: ") and "\n" not in warning
+    assert "no training case" in warning and "Dataset500_volume_folder" in warning
+    folder = tmp_path / "raw" / "Dataset500_volume_folder"
+    assert [p.name for p in (folder / "imagesTs").iterdir()] == ["b_0000.nii.gz"]
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 0
+    assert export(store, tmp_path / "raw2", "nnunet") == 0
+    assert "warning" not in capsys.readouterr().err  # case a trains
 
 
 def test_pictures_without_a_pixel_size_are_not_in_mm(tmp_path, shared_data):

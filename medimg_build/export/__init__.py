@@ -11,10 +11,12 @@ optionally puts it back on its source grid (``grid.py``), and writes it (``nifti
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import MedimgWarning
 from ..store.opening import open_store
 from . import nnunet
 from .case import ExportOptions, prepare_case, selected_cases, table_rows
@@ -118,6 +120,8 @@ def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,
             if where == "train":
                 split = "val" if case.row.get("split") in nnunet.VAL_SPLITS else "train"
                 training[split][case_id] = str(case.row.get("patient_id") or case_id)
+        if not counts["imagesTr"]:
+            _warn_untrainable(target, len(chosen))
         folds = nnunet.folds(training["train"], training["val"], _split_seed(store))
         if folds:
             nnunet.write_json(folds, folder / "splits_final.json")
@@ -127,6 +131,15 @@ def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,
                                               counts["imagesTr"], notes),
                           folder / "dataset.json")
     return ExportResult(target, chosen, counts)
+
+
+def _warn_untrainable(target: Path, n_cases: int) -> None:
+    """A dataset of imagesTs only is input for nnUNetv2_predict, but nnU-Net cannot
+    plan or train on it, and its verify_dataset_integrity stops with StopIteration."""
+    warnings.warn(MedimgWarning(
+        f"{target}: no training case (none of the {n_cases} case(s) is in the train or "
+        "val split with a mask): nnU-Net can predict on its imagesTs, but not verify, "
+        "plan or train on it; export cases with masks for that"), stacklevel=2)
 
 
 def _nnunet_notes(options: ExportOptions, chosen: list[str], counts: dict[str, int],
