@@ -32,7 +32,8 @@ def error_line(capsys) -> str:
     return error
 
 
-def volume_store(root: Path, case_ids: list[str], unlabelled: tuple[str, ...] = ()) -> Path:
+def volume_store(root: Path, case_ids: list[str], unlabelled: tuple[str, ...] = (),
+                 affine: np.ndarray = AFFINE) -> Path:
     """A volume-folder store of small int16 volumes, each with a two-label mask but
     those ``unlabelled``, every case in the train split, on the source grid."""
     rng = np.random.default_rng(0)
@@ -42,9 +43,9 @@ def volume_store(root: Path, case_ids: list[str], unlabelled: tuple[str, ...] = 
         image = rng.integers(-1000, 2000, (12, 10, 4)).astype(np.int16)
         mask = np.zeros(image.shape, np.uint8)
         mask[2:5, 3:6, 1:3], mask[6:9, 3:6, 1:3] = 1, 2
-        nib.save(nib.Nifti1Image(image, AFFINE), root / "src" / "images" / f"{case_id}.nii.gz")
+        nib.save(nib.Nifti1Image(image, affine), root / "src" / "images" / f"{case_id}.nii.gz")
         if case_id not in unlabelled:
-            nib.save(nib.Nifti1Image(mask, AFFINE),
+            nib.save(nib.Nifti1Image(mask, affine),
                      root / "src" / "labels" / f"{case_id}.nii.gz")
     recipe = load_recipe("volume-folder").with_overrides({
         "harmonize": {"spacing": None},
@@ -133,6 +134,32 @@ def test_an_nnunet_dataset_without_training_cases_is_flagged(tmp_path, capsys):
     assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 0
     assert export(store, tmp_path / "raw2", "nnunet") == 0
     assert "warning" not in capsys.readouterr().err  # case a trains
+
+
+def test_a_sheared_affine_is_written_with_a_warning(tmp_path, capsys):
+    """A NIfTI source whose sform has a shear (slices shifted along x, as a tilted gantry
+    gives): the store keeps it, the sform holds it, but a quaternion qform cannot, and
+    nibabel's closest rotation is what ITK (SimpleITK, so nnU-Net) may read. Before:
+    written without a word. An oblique rigid affine (rotated 20 degrees) gives none."""
+    sheared = AFFINE.copy()
+    sheared[0, 2] = 0.6
+    store = volume_store(tmp_path / "sheared", ["a"], affine=sheared)
+    assert export(store, tmp_path / "sheared-out", "nifti") == 0
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("medimg-build: warning: ") and "\n" not in warning
+    assert "case 'a'" in warning and "shear" in warning
+    image = nib.load(tmp_path / "sheared-out" / "a.nii.gz")
+    assert np.abs(image.get_sform() - sheared).max() < 1e-5  # the sform is the truth
+    turn = np.radians(20)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0],
+                         [0, 0, 1]])
+    oblique = AFFINE.copy()
+    oblique[:3, :3] = rotation @ AFFINE[:3, :3]
+    store = volume_store(tmp_path / "oblique", ["a"], affine=oblique)
+    assert export(store, tmp_path / "oblique-out", "nifti") == 0
+    assert "warning" not in capsys.readouterr().err
+    image = nib.load(tmp_path / "oblique-out" / "a.nii.gz")
+    assert np.abs(image.get_qform() - image.get_sform()).max() < 1e-4
 
 
 def test_pictures_without_a_pixel_size_are_not_in_mm(tmp_path, shared_data):

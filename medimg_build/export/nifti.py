@@ -3,11 +3,12 @@
 Geometry. A store's affine maps voxel indices ``(i, j, k)`` to RAS+ mm, which is what
 NIfTI's sform and qform mean (NIfTI-1 header: "x increases to the Right, y to the
 Anterior, z to the Superior"; nibabel's ``Nifti1Image(array, affine)`` takes it as is).
-Both are written, with code 1 "scanner" (NIFTI_XFORM_SCANNER_ANAT, dcm2niix's choice)
-for images in a patient frame, and 2 "aligned" (nibabel's default for a new image) for
-pictures whose pixel size the source did not know (``spacing_unit`` "pixel"): their
-frame is the picture's own, and their ``xyzt_units`` "unknown" rather than mm. The
-sform holds float32: the affine comes back within about 1e-5 mm of a few hundred mm.
+Both are written (a sheared affine, which the qform cannot hold, with a warning), with
+code 1 "scanner" (NIFTI_XFORM_SCANNER_ANAT, dcm2niix's choice) for images in a patient
+frame, and 2 "aligned" (nibabel's default for a new image) for pictures whose pixel
+size the source did not know (``spacing_unit`` "pixel"): their frame is the picture's
+own, and their ``xyzt_units`` "unknown" rather than mm. The sform holds float32: the
+affine comes back within about 1e-5 mm of a few hundred mm.
 
 History. The case's record (its steps in the store, what the export did) goes into a
 JSON sidecar ``<case>.json`` and into the image file's header as a NIfTI "comment"
@@ -32,6 +33,17 @@ SUFFIX = ".nii.gz"
 MASK_SUFFIX = "_mask"  # --to nifti: <case>_mask.nii.gz beside <case>.nii.gz
 # nibabel's names for NIFTI_XFORM_SCANNER_ANAT and NIFTI_XFORM_ALIGNED_ANAT.
 PATIENT_FRAME, OWN_FRAME = "scanner", "aligned"
+# A qform this far (mm per voxel step) from the sform is not float32 rounding: a shear.
+SHEAR_TOLERANCE = 1e-3
+
+
+def qform_error(affine: np.ndarray) -> float:
+    """How far (mm per voxel step) the qform written for ``affine`` lies from it: float32
+    rounding for any rotation with zooms; more for a sheared affine, which a quaternion
+    cannot hold (nibabel's ``set_qform`` keeps the closest rigid part)."""
+    header = nib.Nifti1Header()
+    header.set_qform(affine, code=PATIENT_FRAME)
+    return float(np.abs(header.get_qform() - affine)[:3, :3].max())
 
 
 def nifti_array(image: MedicalImage) -> np.ndarray:

@@ -75,7 +75,8 @@ def dataset_folder(out: Path, dataset_id: int, name: str) -> Path:
                        if p.is_dir() and p.name != folder.name) if place.is_dir() else []
         if taken:
             raise ExportError(out, f"nnU-Net dataset id {dataset_id} is taken by "
-                              f"{taken[0].name} in {place} (nnU-Net refuses an id two datasets share)",
+                              f"{taken[0].name} in {place} (nnU-Net refuses an id two "
+                              "datasets share)",
                               hint="give another --dataset-id")
     return folder
 
