@@ -33,9 +33,10 @@ def error_line(capsys) -> str:
 
 
 def volume_store(root: Path, case_ids: list[str], unlabelled: tuple[str, ...] = (),
-                 affine: np.ndarray = AFFINE) -> Path:
+                 affine: np.ndarray = AFFINE, **recipe: dict) -> Path:
     """A volume-folder store of small int16 volumes, each with a two-label mask but
-    those ``unlabelled``, every case in the train split, on the source grid."""
+    those ``unlabelled``, every case in the train split (unless ``recipe`` overrides
+    say otherwise), on the source grid."""
     rng = np.random.default_rng(0)
     (root / "src" / "images").mkdir(parents=True)
     (root / "src" / "labels").mkdir()
@@ -49,7 +50,7 @@ def volume_store(root: Path, case_ids: list[str], unlabelled: tuple[str, ...] = 
                      root / "src" / "labels" / f"{case_id}.nii.gz")
     recipe = load_recipe("volume-folder").with_overrides({
         "harmonize": {"spacing": None},
-        "split": {"fractions": {"train": 1.0, "val": None, "test": None}}})
+        "split": {"fractions": {"train": 1.0, "val": None, "test": None}}, **recipe})
     report = build_store(recipe, root / "src", root / "store.zarr", progress=False)
     assert report.ok, report.failed
     return root / "store.zarr"
@@ -102,6 +103,31 @@ def test_an_nnunet_training_case_ending_in_seg_is_refused(tmp_path, capsys):
     assert "case 'x_seg'" in error and "'_seg'" in error and "--case" in error
     assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
     assert export(store, tmp_path / "raw", "nnunet", "--case", "x", "y") == 0
+
+
+def test_every_nnunet_fold_keeps_a_patient_on_one_side(tmp_path):
+    """nnU-Net trains folds 0-4 and, for a fold the file lacks, draws a random 80:20
+    split of case ids (nnUNetTrainer.do_split), which puts one patient's cases on both
+    sides. Before: a store with a val split gave fold 0 only. Now five folds, fold 0 the
+    store's own train/val, all patient-level."""
+    cases = [f"p{p}_{visit}" for p in range(8) for visit in ("a", "b")]
+    store = volume_store(tmp_path, cases, source={"patient_pattern": r"^(?P<patient>p\d+)_"},
+                         split={"fractions": {"train": 0.5, "val": 0.5, "test": None}})
+    assert export(store, tmp_path / "raw", "nnunet") == 0
+    folder = tmp_path / "raw" / "Dataset500_volume_folder"
+    splits = json.loads((folder / "splits_final.json").read_text())
+    from medimg_build import open_store
+
+    table = open_store(store).cases.set_index("case_id")
+    assert len(splits) == 5
+    val = table["split"] != "train"  # the store's val split, whatever its name
+    assert val.any() and splits[0] == {"train": sorted(table.index[~val]),
+                                       "val": sorted(table.index[val])}
+    for fold in splits:
+        assert fold["val"] and sorted(fold["train"] + fold["val"]) == sorted(cases)
+        patients = {side: {table.loc[c, "patient_id"] for c in fold[side]}
+                    for side in ("train", "val")}
+        assert not patients["train"] & patients["val"]
 
 
 def test_a_dataset_id_nnunet_knows_elsewhere_is_refused(tmp_path, capsys, monkeypatch):

@@ -141,13 +141,12 @@ def test_real_ct_nnunet_dataset(ct_store, tmp_path, capsys):
         assert np.array_equal(voxels(folder / "labelsTr" / f"{case_id}{ENDING}"), renumbered)
         assert np.array_equal(voxels(folder / "imagesTr" / f"{case_id}_0000{ENDING}"),
                               store.read_image(case_id).array)
-    # Splits: the store's train against its val (or folds of patients without a val).
+    # Splits: folds of patients (one case each here), fold 0 the store's train/val.
     splits = json.loads((folder / "splits_final.json").read_text())
     val = sorted(c for c in training if cases.loc[c, "split"] == "val")
+    assert len(splits) == len(training)
     if val:
-        assert splits == [{"train": sorted(set(training) - set(val)), "val": val}]
-    else:
-        assert len(splits) == len(training)
+        assert splits[0] == {"train": sorted(set(training) - set(val)), "val": val}
 
 
 def test_four_channels_become_four_nnunet_channels(brats_store, tmp_path):

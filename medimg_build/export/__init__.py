@@ -149,7 +149,8 @@ def _nnunet_notes(options: ExportOptions, chosen: list[str], counts: dict[str, i
             "normalization": "kept (stored values)" if options.keep_normalization
             else "undone (intensities of the source)",
             "grid": "original" if options.original_grid else "harmonized",
-            "splits_final": "copy splits_final.json to nnUNet_preprocessed/<this folder>/"
+            "splits_final": "nnUNetv2_plan_and_preprocess copies it to "
+            "nnUNet_preprocessed/<this folder>/ (nnunetv2 2.8.1 does; else copy it)"
             if wrote_folds else "not written: fewer than two patients to train on"}
 
 
