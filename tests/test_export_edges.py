@@ -78,6 +78,22 @@ def test_an_out_inside_a_file_is_refused_in_one_line(tmp_path, capsys, to):
     assert f"inside {tmp_path / 'notes.txt'}, which is a file" in error
 
 
+def test_out_dot_exports_into_the_working_directory(tmp_path, monkeypatch):
+    """``cd empty-folder && medimg-build export STORE --to nifti --out .``: before, a
+    ValueError traceback ("PosixPath('.') has an empty name"). The folder is filled in
+    place, not replaced (a shell standing in it would see a deleted folder)."""
+    store = volume_store(tmp_path, ["a"])
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = here.stat().st_ino
+    assert export(store, ".", "nifti") == 0
+    assert sorted(p.name for p in Path(".").iterdir()) == ["a.json", "a.nii.gz",
+                                                           "a_mask.nii.gz"]
+    assert here.stat().st_ino == inode
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
 def test_a_mask_file_name_two_cases_would_share_is_refused(tmp_path, capsys):
     """Case x's mask and case x_mask's image are both x_mask.nii.gz: before, one
     silently replaced the other. Exported apart, each is whole."""
