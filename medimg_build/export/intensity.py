@@ -16,7 +16,8 @@ values the export refuses, naming the fix, instead of writing a plausible wrong 
   (0, 100) are refused.
 * ``unit_range``: the nominal range of the pixel format (``bits``) or the image's own
   min..max clips nothing; a ``source_range`` the recipe gave may have: refused when
-  voxels sit on 0 or 1.
+  voxels sit on 0 or 1. Pixels of a known bit depth on their own grid come back as the
+  integers they were (``integer_pixels``).
 * ``none``: nothing to undo.
 """
 
