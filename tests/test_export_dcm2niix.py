@@ -1,9 +1,10 @@
-"""``medimg-build export --to nifti`` of real MR DICOM series against dcm2niix, the field's
+"""``medimg-build export --to nifti`` of real DICOM series against dcm2niix, the field's
 reference converter: a GE EPI time series (dcm_qa_nih, 15 slices x 10 volumes; dcm2niix's
-answer is in its ``Ref/``) and an oblique GE anatomical series (dicom2nifti's test data,
-converted here by the dcm2niix binary when it is installed). The affine agrees within
-1e-4 mm and the voxels within float32 rounding once the z-score is undone; the default
-percentile clip is refused, and --keep-normalization writes the stored values."""
+answer is in its ``Ref/``), an oblique GE anatomical series (dicom2nifti's test data) and
+TotalSegmentator's JPEG 2000 CT, these two converted here by the dcm2niix binary when it
+is installed. The affine agrees within 1e-4 mm; MR voxels within float32 rounding once
+the z-score is undone, CT in HU exactly, as int16; the default MR percentile clip is
+refused, and --keep-normalization writes the stored values."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ NO_CLIP = {"preset": "mr", "percentiles": [0, 100]}
 
 
 def mr_store(source: Path, out: Path, intensity: dict) -> Path:
-    recipe = load_recipe("dicom-tree").with_overrides({
-        "modality": "MR", "source": {"modalities": ["MR"]},
-        "harmonize": {"spacing": None, "intensity": intensity}})
+    return dicom_store(source, out, {"modality": "MR", "source": {"modalities": ["MR"]},
+                                     "harmonize": {"spacing": None, "intensity": intensity}})
+
+
+def dicom_store(source: Path, out: Path, overrides: dict) -> Path:
+    recipe = load_recipe("dicom-tree").with_overrides(overrides)
     report = build_store(recipe, source, out, progress=False)
     assert report.ok, report.failed
     return out
@@ -80,18 +84,36 @@ def test_ge_epi_time_series_matches_dcm2niix(shared_data, tmp_path, capsys):
     assert np.array_equal(kept, open_store(clipped).read_image(case_id).array)
 
 
-def test_oblique_ge_anatomical_matches_dcm2niix(shared_data, tmp_path):
+def converted_by_dcm2niix(series: Path, out: Path) -> nib.Nifti1Image:
     dcm2niix = shutil.which("dcm2niix") or shutil.which(
         "dcm2niix", path=str(Path(sys.executable).parent))
     if dcm2niix is None:
         pytest.skip("the dcm2niix binary is not installed (pip install dcm2niix)")
+    out.mkdir()
+    subprocess.run([dcm2niix, "-b", "n", "-z", "n", "-f", "series", "-o", str(out),
+                    str(series)], check=True, capture_output=True)
+    return nib.load(out / "series.nii")
+
+
+def test_oblique_ge_anatomical_matches_dcm2niix(shared_data, tmp_path):
     source = tmp_path / "src"
     shutil.copytree(shared_data / "dicom2nifti" / "ge" / "anatomical" / "001", source / "ge")
-    (tmp_path / "dcm2niix").mkdir()
-    subprocess.run([dcm2niix, "-b", "n", "-z", "n", "-f", "ge", "-o", str(tmp_path / "dcm2niix"),
-                    str(source / "ge")], check=True, capture_output=True)
+    reference = converted_by_dcm2niix(source / "ge", tmp_path / "dcm2niix")
     store = mr_store(source, tmp_path / "ge.zarr", NO_CLIP)
     assert main(["export", str(store), "--to", "nifti", "--out", str(tmp_path / "out")]) == 0
     exported = only_nifti(tmp_path / "out")
     assert np.count_nonzero(np.abs(exported.affine[:3, :3]) > 1e-3) > 3  # oblique
-    assert_same_volume(exported, nib.load(tmp_path / "dcm2niix" / "ge.nii"))
+    assert_same_volume(exported, reference)
+
+
+def test_jpeg2000_ct_comes_back_in_hu_as_dcm2niix_gives_them(shared_data, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(shared_data / "totalsegmentator" / "example_ct_dicom", source / "ct")
+    reference = converted_by_dcm2niix(source / "ct", tmp_path / "dcm2niix")
+    store = dicom_store(source, tmp_path / "ct.zarr", {"harmonize": {"spacing": None}})
+    assert main(["export", str(store), "--to", "nifti", "--out", str(tmp_path / "out")]) == 0
+    exported = only_nifti(tmp_path / "out")
+    assert exported.get_data_dtype() == np.int16
+    reference = on_grid_of(reference, exported)
+    assert np.abs(exported.affine - reference.affine).max() < 1e-4
+    assert np.array_equal(np.asanyarray(exported.dataobj), np.asanyarray(reference.dataobj))
