@@ -165,8 +165,11 @@ def test_four_channels_become_four_nnunet_channels(brats_store, tmp_path):
         params = next(s for s in steps[case_id] if s["name"] == "normalize_mr")["params"]
         intensities = denormalize(stored.array, params)
         for c in range(4):
-            assert np.array_equal(voxels(folder / "imagesTr" / f"{case_id}_{c:04d}{ENDING}"),
-                                  intensities[..., c])
+            # The int16 source values, which the undone float32 z-score is within 0.01 of.
+            channel = voxels(folder / "imagesTr" / f"{case_id}_{c:04d}{ENDING}")
+            assert channel.dtype == np.int16
+            assert np.abs(channel - intensities[..., c]).max() < 0.01
+            assert np.array_equal(channel, np.rint(intensities[..., c]))
         seg = voxels(folder / "labelsTr" / f"{case_id}{ENDING}")
         assert np.array_equal(seg, np.array([0, 1, 2, 0, 3])[store.read_mask(case_id).array])
     # The validation case has no seg: not a training case, its images in imagesTs.

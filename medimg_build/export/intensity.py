@@ -16,9 +16,11 @@ values the export refuses, naming the fix, instead of writing a plausible wrong 
   (0, 100) are refused.
 * ``unit_range``: the nominal range of the pixel format (``bits``) or the image's own
   min..max clips nothing; a ``source_range`` the recipe gave may have: refused when
-  voxels sit on 0 or 1. Pixels of a known bit depth on their own grid come back as the
-  integers they were (``integer_pixels``).
+  voxels sit on 0 or 1.
 * ``none``: nothing to undo.
+
+Undone values that were integers (pixels of a known bit depth, an integer MR) come back
+as integers, exactly, while on their own grid (``integer_values``).
 """
 
 from __future__ import annotations
@@ -78,31 +80,50 @@ def undo_normalization(stored: np.ndarray, step: dict[str, Any] | None, *, locat
             raise ExportError(location, f"case {case_id!r}: {error.detail()}",
                               hint=KEEP_HINT) from None
     precision = "exact" if values is stored else f"float32 from {stored.dtype} values"
-    pixels = integer_pixels(values, stored.dtype, params)
-    if pixels is not None:
-        values = pixels
-        precision = f"exact: the source's {params['bits']}-bit pixel values, as {values.dtype}"
+    integers = integer_values(values, stored.dtype, params)
+    if integers is not None:
+        values = integers
+        precision = f"exact: the source's integers, as {values.dtype}"
     record = {"undone": step["name"], "method": method, "exact": True,
               "precision": precision, "censored": censored}
     return values, record
 
 
-def integer_pixels(values: np.ndarray, stored: np.dtype, params: dict[str, Any]
+def integer_values(values: np.ndarray, stored: np.dtype, params: dict[str, Any]
                    ) -> np.ndarray | None:
-    """The source's integer pixels, when ``values`` (a unit-range image undone) are
-    they: the preset scaled integers of a known bit depth (``bits``), and every value
-    lies within what the stored float's precision can have moved it (``scale`` times
-    its machine epsilon, under half a step) from an integer, so rounding gives each back
-    exactly (a float16 k/255 comes back as k +- 0.06). Not so on a resampled grid, whose
-    values lie between the pixels' (None: they stay float32)."""
-    if params.get("method") != "unit_range" or params.get("bits") is None:
+    """``values`` (undone, float32) as the integers they were, when every one lies
+    within what the stored float's precision can have moved it from an integer (under
+    half a step), so rounding gives each back exactly; else None (they stay float32).
+
+    * ``unit_range`` of a known bit depth (``bits``): the error is at most ``scale``
+      times the stored float's epsilon (a float16 k/255 comes back as k +- 0.06); the
+      dtype is the smallest holding the source range (uint8 for 8-bit pixels).
+    * ``mr``: a z-score stored as float32 and undone is off by about epsilon times the
+      magnitudes, so an integer DICOM or NIfTI source (dcm2niix writes int16) comes back
+      exactly, as int16 where it fits; a float source has fractions far beyond that.
+
+    Values resampled onto another grid lie between the source's and stay float32."""
+    method = params.get("method")
+    if not np.issubdtype(stored, np.floating):
+        return None  # "ct" and "none" keep their stored integers as they are
+    eps = float(np.finfo(stored).eps)
+    if method == "unit_range" and params.get("bits") is not None:
+        tolerance = float(params["scale"]) * eps
+        low, high = (int(bound) for bound in params["source_range"])
+        dtype = np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
+    elif method == "mr" and values.size:
+        mean = float(np.max(np.abs(np.asarray(params["mean"], dtype=np.float64))))
+        tolerance = 2 * eps * (float(np.abs(values).max()) + mean)
+        low, high = int(np.floor(values.min())), int(np.ceil(values.max()))
+        dtype = next((np.dtype(t) for t in (np.int16, np.int32)
+                      if np.iinfo(t).min <= low and high <= np.iinfo(t).max), None)
+    else:
         return None
-    tolerance = float(params["scale"]) * float(np.finfo(stored).eps)
+    if dtype is None or tolerance >= 0.5:
+        return None
     rounded = np.rint(values)
-    if tolerance >= 0.5 or np.abs(values - rounded).max(initial=0.0) > tolerance:
+    if np.abs(values - rounded).max(initial=0.0) > tolerance:
         return None
-    low, high = (int(bound) for bound in params["source_range"])
-    dtype = np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
     return rounded.astype(dtype)
 
 
