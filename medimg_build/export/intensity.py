@@ -104,8 +104,8 @@ def integer_values(values: np.ndarray, stored: np.dtype, params: dict[str, Any]
 
     Values resampled onto another grid lie between the source's and stay float32."""
     method = params.get("method")
-    if not np.issubdtype(stored, np.floating):
-        return None  # "ct" and "none" keep their stored integers as they are
+    if not np.issubdtype(stored, np.floating) or not np.isfinite(values).all():
+        return None  # "ct" and "none" keep their stored integers; NaN is no integer
     eps = float(np.finfo(stored).eps)
     if method == "unit_range" and params.get("bits") is not None:
         tolerance = float(params["scale"]) * eps
