@@ -237,3 +237,17 @@ def test_8bit_pictures_come_back_as_their_own_pixels(tmp_path, shared_data):
     assert export(resampled, tmp_path / "resampled", "nifti") == 0
     for path in (tmp_path / "resampled").glob("*.nii.gz"):
         assert nib.load(path).get_data_dtype() == np.float32
+
+
+def test_undone_values_are_made_integers_only_when_they_are():
+    """The rule behind uint8 pictures and int16 MR: within float precision of integers
+    everywhere, else float32 as they are (fractions, NaN)."""
+    from medimg_build.export.intensity import integer_values
+
+    mr = {"method": "mr", "mean": [500.0]}
+    exact = np.array([0.0, 17.0004, 9733.0], np.float32)  # z-score rounding only
+    assert integer_values(exact, np.dtype(np.float32), mr).tolist() == [0, 17, 9733]
+    assert integer_values(exact, np.dtype(np.float32), mr).dtype == np.int16
+    for values in ([0.0, 17.25, 9733.0], [0.0, np.nan, 9733.0]):
+        assert integer_values(np.array(values, np.float32), np.dtype(np.float32), mr) is None
+    assert integer_values(exact, np.dtype(np.float16), mr) is None  # too coarse to tell
