@@ -141,13 +141,12 @@ def test_real_ct_nnunet_dataset(ct_store, tmp_path, capsys):
         assert np.array_equal(voxels(folder / "labelsTr" / f"{case_id}{ENDING}"), renumbered)
         assert np.array_equal(voxels(folder / "imagesTr" / f"{case_id}_0000{ENDING}"),
                               store.read_image(case_id).array)
-    # Splits: the store's train against its val (or folds of patients without a val).
+    # Splits: folds of patients (one case each here), fold 0 the store's train/val.
     splits = json.loads((folder / "splits_final.json").read_text())
     val = sorted(c for c in training if cases.loc[c, "split"] == "val")
+    assert len(splits) == len(training)
     if val:
-        assert splits == [{"train": sorted(set(training) - set(val)), "val": val}]
-    else:
-        assert len(splits) == len(training)
+        assert splits[0] == {"train": sorted(set(training) - set(val)), "val": val}
 
 
 def test_four_channels_become_four_nnunet_channels(brats_store, tmp_path):
@@ -166,8 +165,11 @@ def test_four_channels_become_four_nnunet_channels(brats_store, tmp_path):
         params = next(s for s in steps[case_id] if s["name"] == "normalize_mr")["params"]
         intensities = denormalize(stored.array, params)
         for c in range(4):
-            assert np.array_equal(voxels(folder / "imagesTr" / f"{case_id}_{c:04d}{ENDING}"),
-                                  intensities[..., c])
+            # The int16 source values, which the undone float32 z-score is within 0.01 of.
+            channel = voxels(folder / "imagesTr" / f"{case_id}_{c:04d}{ENDING}")
+            assert channel.dtype == np.int16
+            assert np.abs(channel - intensities[..., c]).max() < 0.01
+            assert np.array_equal(channel, np.rint(intensities[..., c]))
         seg = voxels(folder / "labelsTr" / f"{case_id}{ENDING}")
         assert np.array_equal(seg, np.array([0, 1, 2, 0, 3])[store.read_mask(case_id).array])
     # The validation case has no seg: not a training case, its images in imagesTs.
@@ -196,8 +198,10 @@ def test_rgb_stack_pictures_become_2d_nnunet_channels(drive_store, tmp_path):
     for c in range(3):
         image = nib.load(folder / "imagesTs" / f"{case_id}_{c:04d}{ENDING}")
         assert image.shape == stored.spatial_shape  # 2D
+        # The photographs' own 8-bit values (the float16 k/255 undone and rounded).
+        assert image.get_data_dtype() == np.uint8
         assert np.array_equal(np.asanyarray(image.dataobj),
-                              denormalize(stored.array, params)[..., c])
+                              np.rint(denormalize(stored.array, params)[..., c]))
     assert np.array_equal(voxels(folder / "labelsTs" / f"{case_id}{ENDING}"),
                           store.read_mask(case_id).array)  # 0..3 already consecutive
     splits = json.loads((folder / "splits_final.json").read_text())

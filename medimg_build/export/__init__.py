@@ -11,15 +11,17 @@ optionally puts it back on its source grid (``grid.py``), and writes it (``nifti
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import MedimgWarning
 from ..store.opening import open_store
 from . import nnunet
 from .case import ExportOptions, prepare_case, selected_cases, table_rows
 from .intensity import ExportError
-from .nifti import SUFFIX, write_image, write_sidecar
+from .nifti import MASK_SUFFIX, SUFFIX, write_image, write_sidecar
 from .output import check_free, filled_then_moved
 
 FORMATS = ("nifti", "nnunet")
@@ -54,6 +56,7 @@ def export_store(store_location: str | os.PathLike, to: str, out: str | os.PathL
     if to == "nifti":
         check_free(out, "the output folder")
         chosen = selected_cases(store, cases)
+        _refuse_mask_name_clashes(store, chosen, out)
         return _to_nifti(store, chosen, out, options)
     folder = nnunet.dataset_folder(out, dataset_id,
                                    dataset_name or str(store.attrs.get("dataset") or ""))
@@ -71,11 +74,26 @@ def _to_nifti(store, chosen: list[str], out: Path, options: ExportOptions) -> Ex
             case = prepare_case(store, rows[case_id], options)
             write_image(case.image, folder / f"{case_id}{SUFFIX}", case.frame, case.record)
             if case.mask is not None:
-                write_image(case.mask, folder / f"{case_id}_mask{SUFFIX}", case.frame,
+                write_image(case.mask, folder / f"{case_id}{MASK_SUFFIX}{SUFFIX}", case.frame,
                             {**case.record, "steps": [], "kind": "mask"})
                 masks += 1
             write_sidecar(case.record, folder / f"{case_id}.json")
     return ExportResult(out, chosen, {"images": len(chosen), "masks": masks})
+
+
+def _refuse_mask_name_clashes(store, chosen: list[str], out: Path) -> None:
+    """Refuse cases ``x`` and ``x_mask`` together when ``x`` has a mask: both would
+    be written to ``x_mask.nii.gz``, one silently replacing the other."""
+    present = set(chosen)
+    clashes = [case_id for case_id in chosen
+               if f"{case_id}{MASK_SUFFIX}" in present and store.read_mask(case_id) is not None]
+    if clashes:
+        first = clashes[0]
+        raise ExportError(out, f"the mask of case {first!r} and the image of case "
+                          f"'{first}{MASK_SUFFIX}' would both be written to "
+                          f"{first}{MASK_SUFFIX}{SUFFIX}",
+                          hint=f"export case '{first}{MASK_SUFFIX}' to another --out "
+                          "with --case")
 
 
 def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,
@@ -102,6 +120,8 @@ def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,
             if where == "train":
                 split = "val" if case.row.get("split") in nnunet.VAL_SPLITS else "train"
                 training[split][case_id] = str(case.row.get("patient_id") or case_id)
+        if not counts["imagesTr"]:
+            _warn_untrainable(target, len(chosen))
         folds = nnunet.folds(training["train"], training["val"], _split_seed(store))
         if folds:
             nnunet.write_json(folds, folder / "splits_final.json")
@@ -113,6 +133,15 @@ def _to_nnunet(store, chosen: list[str], target: Path, options: ExportOptions,
     return ExportResult(target, chosen, counts)
 
 
+def _warn_untrainable(target: Path, n_cases: int) -> None:
+    """A dataset of imagesTs only is input for nnUNetv2_predict, but nnU-Net cannot
+    plan or train on it, and its verify_dataset_integrity stops with StopIteration."""
+    warnings.warn(MedimgWarning(
+        f"{target}: no training case (none of the {n_cases} case(s) is in the train or "
+        "val split with a mask): nnU-Net can predict on its imagesTs, but not verify, "
+        "plan or train on it; export cases with masks for that"), stacklevel=2)
+
+
 def _nnunet_notes(options: ExportOptions, chosen: list[str], counts: dict[str, int],
                   wrote_folds: bool) -> dict[str, Any]:
     return {"cases": len(chosen), "training_cases": counts["imagesTr"],
@@ -120,7 +149,8 @@ def _nnunet_notes(options: ExportOptions, chosen: list[str], counts: dict[str, i
             "normalization": "kept (stored values)" if options.keep_normalization
             else "undone (intensities of the source)",
             "grid": "original" if options.original_grid else "harmonized",
-            "splits_final": "copy splits_final.json to nnUNet_preprocessed/<this folder>/"
+            "splits_final": "nnUNetv2_plan_and_preprocess copies it to "
+            "nnUNet_preprocessed/<this folder>/ (nnunetv2 2.8.1 does; else copy it)"
             if wrote_folds else "not written: fewer than two patients to train on"}
 
 

@@ -3,20 +3,21 @@ on its harmonized or its original grid), its mask, and the record of both."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from .. import __version__
-from ..errors import shown_items
+from ..errors import MedimgWarning, shown_items
 from ..image import MedicalImage
 from ..provenance import AppliedStep
 from ..store.classification import segmentation_classes
 from ..store.reader import MedimgStore
 from .grid import onto_grid, original_grid
 from .intensity import ExportError, kept_normalization, normalization_step, undo_normalization
-from .nifti import OWN_FRAME, PATIENT_FRAME
+from .nifti import OWN_FRAME, PATIENT_FRAME, SHEAR_TOLERANCE, qform_error
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def prepare_case(store: MedimgStore, row: dict[str, Any], options: ExportOptions
     if options.original_grid:
         image, mask, grid = _on_original_grid(store, row, image, mask)
     frame = OWN_FRAME if row.get("spacing_unit") == "pixel" else PATIENT_FRAME
+    _warn_if_sheared(store, case_id, image.affine)
     record = {
         "medimg_build": __version__,
         "store": store.location,
@@ -97,6 +99,20 @@ def prepare_case(store: MedimgStore, row: dict[str, Any], options: ExportOptions
         if mask is not None else None,
     }
     return ExportedCase(case_id, image, mask, row, frame, record)
+
+
+def _warn_if_sheared(store: MedimgStore, case_id: str, affine) -> None:
+    """A shear (a NIfTI source's sheared sform: the store keeps it, resampled or not)
+    survives in the sform only: tools that read the qform (ITK and so SimpleITK, nnU-Net,
+    ITK-SNAP, when the sform is not orthonormal) see a rotated grid instead."""
+    error = qform_error(affine)
+    if error > SHEAR_TOLERANCE:
+        warnings.warn(MedimgWarning(
+            f"{store.location}: case {case_id!r}: its affine has a shear, which a NIfTI "
+            f"qform cannot hold: the qform is the closest rotation, {error:.3g} mm per "
+            "voxel off; nibabel reads the sform, ITK-based tools may read the qform "
+            "(for those, resample the source onto a grid without shear before building)"),
+            stacklevel=2)
 
 
 def _on_original_grid(store: MedimgStore, row: dict[str, Any], image: MedicalImage,

@@ -18,6 +18,9 @@ values the export refuses, naming the fix, instead of writing a plausible wrong 
   min..max clips nothing; a ``source_range`` the recipe gave may have: refused when
   voxels sit on 0 or 1.
 * ``none``: nothing to undo.
+
+Undone values that were integers (pixels of a known bit depth, an integer MR) come back
+as integers, exactly, while on their own grid (``integer_values``).
 """
 
 from __future__ import annotations
@@ -76,10 +79,52 @@ def undo_normalization(stored: np.ndarray, step: dict[str, Any] | None, *, locat
         except IntensityError as error:
             raise ExportError(location, f"case {case_id!r}: {error.detail()}",
                               hint=KEEP_HINT) from None
+    precision = "exact" if values is stored else f"float32 from {stored.dtype} values"
+    integers = integer_values(values, stored.dtype, params)
+    if integers is not None:
+        values = integers
+        precision = f"exact: the source's integers, as {values.dtype}"
     record = {"undone": step["name"], "method": method, "exact": True,
-              "precision": "exact" if values is stored else f"float32 from {stored.dtype} values",
-              "censored": censored}
+              "precision": precision, "censored": censored}
     return values, record
+
+
+def integer_values(values: np.ndarray, stored: np.dtype, params: dict[str, Any]
+                   ) -> np.ndarray | None:
+    """``values`` (undone, float32) as the integers they were, when every one lies
+    within what the stored float's precision can have moved it from an integer (under
+    half a step), so rounding gives each back exactly; else None (they stay float32).
+
+    * ``unit_range`` of a known bit depth (``bits``): the error is at most ``scale``
+      times the stored float's epsilon (a float16 k/255 comes back as k +- 0.06); the
+      dtype is the smallest holding the source range (uint8 for 8-bit pixels).
+    * ``mr``: a z-score stored as float32 and undone is off by about epsilon times the
+      magnitudes, so an integer DICOM or NIfTI source (dcm2niix writes int16) comes back
+      exactly, as int16 where it fits; a float source has fractions far beyond that.
+
+    Values resampled onto another grid lie between the source's and stay float32."""
+    method = params.get("method")
+    if not np.issubdtype(stored, np.floating) or not np.isfinite(values).all():
+        return None  # "ct" and "none" keep their stored integers; NaN is no integer
+    eps = float(np.finfo(stored).eps)
+    if method == "unit_range" and params.get("bits") is not None:
+        tolerance = float(params["scale"]) * eps
+        low, high = (int(bound) for bound in params["source_range"])
+        dtype = np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
+    elif method == "mr" and values.size:
+        mean = float(np.max(np.abs(np.asarray(params["mean"], dtype=np.float64))))
+        tolerance = 2 * eps * (float(np.abs(values).max()) + mean)
+        low, high = int(np.floor(values.min())), int(np.ceil(values.max()))
+        dtype = next((np.dtype(t) for t in (np.int16, np.int32)
+                      if np.iinfo(t).min <= low and high <= np.iinfo(t).max), None)
+    else:
+        return None
+    if dtype is None or tolerance >= 0.5:
+        return None
+    rounded = np.rint(values)
+    if np.abs(values - rounded).max(initial=0.0) > tolerance:
+        return None
+    return rounded.astype(dtype)
 
 
 def kept_normalization(step: dict[str, Any] | None) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 Geometry. A store's affine maps voxel indices ``(i, j, k)`` to RAS+ mm, which is what
 NIfTI's sform and qform mean (NIfTI-1 header: "x increases to the Right, y to the
 Anterior, z to the Superior"; nibabel's ``Nifti1Image(array, affine)`` takes it as is).
-Both are written, with code 1 "scanner" (NIFTI_XFORM_SCANNER_ANAT, dcm2niix's choice)
-for images in a patient frame, and 2 "aligned" (nibabel's default for a new image) for
-pictures whose pixel size the source did not know (``spacing_unit`` "pixel"): their
-frame is the picture's own. The sform holds float32: the affine comes back within
-about 1e-5 mm of a few hundred mm.
+Both are written (a sheared affine, which the qform cannot hold, with a warning), with
+code 1 "scanner" (NIFTI_XFORM_SCANNER_ANAT, dcm2niix's choice) for images in a patient
+frame, and 2 "aligned" (nibabel's default for a new image) for pictures whose pixel
+size the source did not know (``spacing_unit`` "pixel"): their frame is the picture's
+own, and their ``xyzt_units`` "unknown" rather than mm. The sform holds float32: the
+affine comes back within about 1e-5 mm of a few hundred mm.
 
 History. The case's record (its steps in the store, what the export did) goes into a
 JSON sidecar ``<case>.json`` and into the image file's header as a NIfTI "comment"
@@ -29,8 +30,20 @@ from ..io.nifti import EXPORT_ECODE, EXPORT_KEY
 from ..provenance import to_jsonable
 
 SUFFIX = ".nii.gz"
+MASK_SUFFIX = "_mask"  # --to nifti: <case>_mask.nii.gz beside <case>.nii.gz
 # nibabel's names for NIFTI_XFORM_SCANNER_ANAT and NIFTI_XFORM_ALIGNED_ANAT.
 PATIENT_FRAME, OWN_FRAME = "scanner", "aligned"
+# A qform this far (mm per voxel step) from the sform is not float32 rounding: a shear.
+SHEAR_TOLERANCE = 1e-3
+
+
+def qform_error(affine: np.ndarray) -> float:
+    """How far (mm per voxel step) the qform written for ``affine`` lies from it: float32
+    rounding for any rotation with zooms; more for a sheared affine, which a quaternion
+    cannot hold (nibabel's ``set_qform`` keeps the closest rigid part)."""
+    header = nib.Nifti1Header()
+    header.set_qform(affine, code=PATIENT_FRAME)
+    return float(np.abs(header.get_qform() - affine)[:3, :3].max())
 
 
 def nifti_array(image: MedicalImage) -> np.ndarray:
@@ -55,7 +68,9 @@ def nifti_image(array: np.ndarray, affine: np.ndarray, frame: str,
     header = image.header
     header.set_sform(affine, code=frame)
     header.set_qform(affine, code=frame)  # the closest rigid one, for qform-only readers
-    header.set_xyzt_units(xyz="mm")
+    # NIFTI_UNITS_MM, or NIFTI_UNITS_UNKNOWN (0) for a picture whose pixel size the
+    # source did not know: its "spacing" counts source pixels, not millimetres.
+    header.set_xyzt_units(xyz="mm" if frame == PATIENT_FRAME else "unknown")
     if record is not None:
         text = json.dumps({EXPORT_KEY: to_jsonable(record)}, sort_keys=True)
         header.extensions.append(nib.nifti1.Nifti1Extension(EXPORT_ECODE, text.encode()))

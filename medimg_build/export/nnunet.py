@@ -18,22 +18,24 @@ read at commit 017de4adbc55709423ac569c51191df8a6af7ee5):
   ``file_ending``.
 * ``splits_final.json``: a list of folds, each ``{"train": [ids], "val": [ids]}``
   (documentation/manual_data_splits.md); nnU-Net reads it from
-  ``nnUNet_preprocessed/DatasetNNN_<name>/``, so it is written beside dataset.json to be
-  copied there.
+  ``nnUNet_preprocessed/DatasetNNN_<name>/``, where ``nnUNetv2_plan_and_preprocess``
+  copies it from the raw dataset folder (ExperimentPlanner.__init__,
+  ``_maybe_copy_splits_file``, in nnunetv2 2.8.1), so it is written beside dataset.json.
 
 Here: cases of the store's train and val splits that have a mask are the training cases;
 test-split cases, and cases without a mask, go to imagesTs (test cases with a mask also
 get ``labelsTs/<case>.nii.gz``, a common convention nnU-Net ignores). Mask values are
 renumbered 0, 1, 2, ... in the order of the store's classes; ``dataset.json`` keeps the
 store's own values under ``medimg_build``. The folds are the store's patient-level
-splits: train against val as fold 0; a store without a val split gets five folds of its
-patients (each patient's cases in one fold), dealt in the order of a seeded hash.
+splits: five folds of its patients (each patient's cases in one fold), dealt in the
+order of a seeded hash, fold 0 being the store's train against its val where it has one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,14 @@ from .intensity import ExportError
 from .nifti import SUFFIX, write_image
 
 MIN_ID, MAX_ID, DEFAULT_ID = 1, 999, 500
-FOLDS_WITHOUT_VAL = 5  # nnU-Net's own default number of folds
+# The folders nnU-Net finds datasets in (nnunetv2/paths.py).
+NNUNET_ENVIRONMENT = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+# nnU-Net's preprocessed dataset keeps a case's segmentation in "<id>_seg.b2nd" beside
+# its "<id>.b2nd", and nnUNetDatasetBlosc2.get_identifiers drops every "*_seg.b2nd"
+# (nnunetv2/training/dataloading/nnunet_dataset.py): a training case "x_seg" would be
+# lost, or overwritten by case "x"'s segmentation.
+RESERVED_ENDING = "_seg"
+FOLDS = 5  # nnU-Net's own number of folds (nnUNetTrainer.do_split: n_splits=5)
 TEST_SPLIT = "test"
 VAL_SPLITS = ("val", "validation")
 
@@ -62,13 +71,22 @@ def dataset_folder(out: Path, dataset_id: int, name: str) -> Path:
                           hint=f"give --dataset-id a number from {DEFAULT_ID} to {MAX_ID}")
     prefix = f"Dataset{dataset_id:03d}_"
     folder = out / f"{prefix}{dataset_name(name)}"
-    taken = sorted(p.name for p in out.glob(f"{prefix}*") if p != folder) \
-        if out.is_dir() else []
-    if taken:
-        raise ExportError(out, f"nnU-Net dataset id {dataset_id} is taken by {taken[0]} "
-                          "(nnU-Net refuses an id two datasets share)",
-                          hint="give another --dataset-id")
+    for place in [out, *nnunet_folders()]:
+        taken = sorted(p for p in place.glob(f"{prefix}*")
+                       if p.is_dir() and p.name != folder.name) if place.is_dir() else []
+        if taken:
+            raise ExportError(out, f"nnU-Net dataset id {dataset_id} is taken by "
+                              f"{taken[0].name} in {place} (nnU-Net refuses an id two "
+                              "datasets share)",
+                              hint="give another --dataset-id")
     return folder
+
+
+def nnunet_folders() -> list[Path]:
+    """The folders nnU-Net looks in for a dataset id, from its environment variables:
+    ``find_candidate_datasets`` (nnunetv2/utilities/dataset_name_id_conversion.py)
+    raises "More than one dataset name found" when they hold two names for one id."""
+    return [Path(os.environ[name]) for name in NNUNET_ENVIRONMENT if os.environ.get(name)]
 
 
 def dataset_name(name: str) -> str:
@@ -130,6 +148,11 @@ def role(case: ExportedCase) -> str:
 def write_case(case: ExportedCase, folder: Path, numbers: dict[int, int]) -> str:
     """The case's channel files and label file; returns its role."""
     where = role(case)
+    if where == "train" and case.case_id.endswith(RESERVED_ENDING):
+        raise ExportError(case.record["store"], f"case {case.case_id!r} would be an nnU-Net "
+                          f"training case whose id ends in {RESERVED_ENDING!r}, which nnU-Net "
+                          f"takes for another case's segmentation (<id>{RESERVED_ENDING}.b2nd)",
+                          hint="leave it out: list the other cases with --case")
     images = folder / ("imagesTr" if where == "train" else "imagesTs")
     images.mkdir(exist_ok=True)
     for c, channel in enumerate(channels(case.image)):
@@ -166,16 +189,26 @@ def renumbered(case: ExportedCase, numbers: dict[int, int]) -> MedicalImage:
 
 def folds(train: dict[str, str], val: dict[str, str], seed: int) -> list[dict[str, list]]:
     """nnU-Net's splits from case id -> patient of the training cases in the store's
-    train and val splits: fold 0 = train/val, or, without val, five folds of patients."""
+    train and val splits: five folds of patients, fold 0 being the store's own train/val
+    where it has a val split. nnU-Net trains folds 0-4; for a fold missing from the file
+    it draws a random 80:20 split of case ids (nnUNetTrainer.do_split), which can put one
+    patient's cases on both sides: so every fold here is patient-level."""
+    patient_folds = _patient_folds({**train, **val}, seed)
     if val:
-        return [{"train": sorted(train), "val": sorted(val)}]
-    patients = sorted(set(train.values()), key=lambda p: _seeded(seed, p))
+        return [{"train": sorted(train), "val": sorted(val)}, *patient_folds[1:]]
+    return patient_folds
+
+
+def _patient_folds(patient_of: dict[str, str], seed: int) -> list[dict[str, list]]:
+    """Up to five folds (fewer with fewer patients, none with one): each patient's cases
+    in one fold's val, patients dealt in the order of a seeded hash."""
+    patients = sorted(set(patient_of.values()), key=lambda p: _seeded(seed, p))
     if len(patients) < 2:
         return []
-    k = min(FOLDS_WITHOUT_VAL, len(patients))
+    k = min(FOLDS, len(patients))
     fold_of = {patient: i % k for i, patient in enumerate(patients)}
-    return [{"train": sorted(c for c, p in train.items() if fold_of[p] != fold),
-             "val": sorted(c for c, p in train.items() if fold_of[p] == fold)}
+    return [{"train": sorted(c for c, p in patient_of.items() if fold_of[p] != fold),
+             "val": sorted(c for c, p in patient_of.items() if fold_of[p] == fold)}
             for fold in range(k)]
 
 
