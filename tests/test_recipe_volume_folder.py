@@ -96,6 +96,59 @@ def test_a_long_list_of_mask_values_in_an_error_says_how_many_are_left(tmp_path)
     assert "mask values [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (4 more)]" in report.failed["a"]
 
 
+def test_mask_values_a_label_map_cannot_hold_are_refused_or_mapped(tmp_path):
+    """A uint8/uint16 label map cannot hold -1, 70000 or 1.5: cast, they came out as
+    255, 4464 and 1, other classes, silently. They fail the case, naming the mask and
+    labels.segmentation.map, which maps -1 to a label."""
+    source = tmp_path / "src"
+    for case, values, dtype in (("neg", [0, 1, -1], np.int16), ("big", [0, 70000], np.int32),
+                                ("half", [0, 1.5], np.float32), ("ok", [0, 2], np.float32)):
+        volume_folder.write_volume(source / "images" / f"{case}.nii.gz")
+        data = np.zeros((12, 10, 6), dtype)
+        data.flat[[7, 12, 17][:len(values)]] = values
+        (source / "labels").mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(data, volume_folder.AFFINE), source / "labels" / f"{case}.nii.gz")
+    fast = {"harmonize": {"spacing": None}}
+    report = build_store(load_recipe("volume-folder").with_overrides(fast), source,
+                         tmp_path / "o.zarr", progress=False)
+    assert set(report.failed) == {"neg", "big", "half"}
+    assert "values from -1 to 1" in report.failed["neg"]
+    assert "labels.segmentation.map" in report.failed["neg"]
+    assert "values from 0 to 70000" in report.failed["big"]
+    assert "not whole numbers" in report.failed["half"]
+    assert sorted(np.unique(open_store(tmp_path / "o.zarr").read_mask("ok").array)) == [0, 2]
+
+    mapped = load_recipe("volume-folder").with_overrides(
+        {**fast, "labels": {"segmentation": {"map": {"-1": 0}}}})
+    report = build_store(mapped, source, tmp_path / "m.zarr", progress=False)
+    assert "neg" in report.built
+    assert sorted(np.unique(open_store(tmp_path / "m.zarr").read_mask("neg").array)) == [0, 1]
+
+
+def test_a_volumes_store_holds_uint8_and_uint16_masks_side_by_side(tmp_path):
+    """Each volumes case has its own arrays: a mask with a label above 255 (uint16)
+    next to masks that need uint8 is no reason to refuse either, in whichever order
+    the workers finish. Declared classes above 255 make every mask uint16."""
+    source = tmp_path / "src"
+    for case, values in (("ca", [0, 300]), ("cb", [0, 2]), ("cc", [0, 7])):
+        volume_folder.write_volume(source / "images" / f"{case}.nii.gz")
+        volume_folder.write_volume(source / "labels" / f"{case}.nii.gz", values)
+    fast = {"harmonize": {"spacing": None}}
+    report = build_store(load_recipe("volume-folder").with_overrides(fast), source,
+                         tmp_path / "o.zarr", progress=False)
+    assert report.ok, report.failed
+    store = open_store(tmp_path / "o.zarr")
+    assert {c: str(store.read_mask(c).array.dtype) for c in ("ca", "cb", "cc")} == {
+        "ca": "uint16", "cb": "uint8", "cc": "uint8"}
+    assert validate_store(tmp_path / "o.zarr") == []
+    declared = load_recipe("volume-folder").with_overrides(
+        {**fast, "labels": {"segmentation": {"classes": {
+            "1": "x", "2": "y", "7": "z", "300": "w"}}}})
+    assert build_store(declared, source, tmp_path / "d.zarr", progress=False).ok
+    store = open_store(tmp_path / "d.zarr")
+    assert {str(store.read_mask(c).array.dtype) for c in ("ca", "cb", "cc")} == {"uint16"}
+
+
 def test_classes_from_data_count_the_cases_a_resumed_build_recovered(tmp_path):
     """Killed after its first cases, the build resumed: the classes still hold the values
     of the recovered cases (read from their journaled rows), not only the rebuilt ones'."""

@@ -31,6 +31,37 @@ def label_values(array: np.ndarray) -> list[int]:
     return sorted(int(v) for v in np.unique(array))
 
 
+LARGEST_LABEL = np.iinfo(np.uint16).max  # masks are stored as uint8 or uint16
+
+
+def check_label_map(array: np.ndarray, where: Path | None) -> None:
+    """Refuse mask values a stored label map cannot hold: a value below 0, above 65535,
+    or between two whole numbers would come out of the uint8/uint16 cast as another
+    class (-1 as 255, 1.5 as 1), silently."""
+    if array.dtype.kind in "bu" and array.dtype.itemsize <= 2:
+        return
+    low, high = array.min(initial=0), array.max(initial=0)
+    fractional = array.dtype.kind == "f" and not np.array_equal(array, np.rint(array))
+    if low >= 0 and high <= LARGEST_LABEL and not fractional:
+        return
+    problem = ("values that are not whole numbers" if fractional else
+               f"values from {low:g} to {high:g}")
+    raise LabelError(where, f"mask holds {problem}, which a label map (classes 0.."
+                     f"{LARGEST_LABEL}) cannot store as they are",
+                     hint="map each such value to a label with labels.segmentation.map "
+                     "(e.g. {'-1': 0}), or check that this file is a label map")
+
+
+def label_dtype(values: list[int], spec: Segmentation | None) -> np.dtype:
+    """uint8, or uint16 where a label is above 255: by the recipe's declared classes
+    when it has them, so that every mask of a stack (one array) shares the dtype, else
+    by the values this mask holds (a volumes case has its own arrays)."""
+    classes = spec.classes if spec is not None else FROM_DATA
+    largest = max(values, default=0) if classes == FROM_DATA else \
+        max([int(v) for v in classes] + values)
+    return np.dtype(np.uint8 if largest < 256 else np.uint16)
+
+
 def declared_classes(classes: dict[str, str] | str) -> dict[str, str] | str:
     """A recipe's segmentation classes with 0 as background unless it names 0 itself:
     0 is what a mask holds where it marks nothing (nnU-Net: "The background must be 0"),

@@ -49,12 +49,8 @@ class ImageTemplate:
     @classmethod
     def from_records(cls, records: list[dict[str, Any]]) -> ImageTemplate:
         """The template of a resumed store, from its complete cases' journal records
-        (any case will do: all share what the template checks; a volumes store takes
-        its mask dtype from any case that has a mask)."""
-        template = cls(records[0]["template"])
-        masks = [r["template"]["mask_dtype"] for r in records if r["template"]["mask_dtype"]]
-        template.mask_dtype = np.dtype(masks[0]) if masks else None
-        return template
+        (any case will do: all share what the template checks)."""
+        return cls(records[0]["template"])
 
     def mismatch(self, case: ImageTemplate, stack: bool) -> str | None:
         """A description of how a case (its template) differs from this one, or None.
@@ -62,17 +58,15 @@ class ImageTemplate:
         The stack has one array for all cases: same shape, channels and dtype, and a
         mask for every case or for none. A volumes case has its own arrays, so only
         the dtype (chosen per modality) and the number of spatial axes (the arrays'
-        dims) are shared; a case may lack a mask; masks share the first mask's dtype."""
-        if not stack and self.mask_dtype is None:
-            self.mask_dtype = case.mask_dtype
+        dims) are shared; a case may lack a mask, and its mask is uint8 or uint16 as
+        its own values need (``labels.segmentation.label_dtype``)."""
         checks = [
             ("spatial axes", self.spatial_ndim, case.spatial_ndim),
             ("dtype", self.dtype, case.dtype),
         ]
-        if stack or case.mask_dtype is not None:
-            checks.append(("mask dtype", self.mask_dtype, case.mask_dtype))
         if stack:
-            checks += [("channel axis", self.channel_axis, case.channel_axis),
+            checks += [("mask dtype", self.mask_dtype, case.mask_dtype),
+                       ("channel axis", self.channel_axis, case.channel_axis),
                        ("channels", self.n_channels, case.n_channels),
                        ("shape", self.spatial_shape, case.spatial_shape)]
         for what, expected, got in checks:
