@@ -25,7 +25,7 @@ from medimg_build.recipe.sections import TablePixelSpacing
 from medimg_build.recipe.table_spacing import with_table_pixel_spacing
 from medimg_build.store import create_store
 
-from fixtures import nih_chestxray14
+from fixtures import chest_films, nih_chestxray14
 
 SIIM_CR = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 WORLD = ["R_min", "R_max", "A_min", "A_max", "S_min", "S_max"]
@@ -224,3 +224,29 @@ def test_a_table_without_pixel_size_columns_says_so_and_keeps_pixels(tmp_path):
     assert any("'OriginalImagePixelSpacing[x'" in note and "pixel sizes unknown" in note
                for note in report.notes), report.notes
     assert set(open_store(tmp_path / "s.zarr").cases["spacing_unit"]) == {"pixel"}
+
+
+def test_a_jpeg_decoded_reduced_keeps_its_table_pixel_size_in_the_case_table(shared_data,
+                                                                              tmp_path):
+    """A real RGB JPEG X-ray shrunk into a stack is decoded at 1/4 (io/raster.py); the
+    case table still describes its file -- 1024 x 768 pixels of 0.2 x 0.1 mm, as the
+    table row says -- not one pixel a unit while spacing_unit says mm."""
+    source = tmp_path / "source"
+    (source / "images").mkdir(parents=True)
+    film = Image.open(shared_data / "torchxrayvision" / "tests" / "covid-19-pneumonia-58-prior.jpg")
+    film.convert("RGB").crop((0, 0, 1024, 768)).save(source / "images" / "film.jpg", quality=95)
+    (source / "Data_Entry_2017_v2020.csv").write_text(
+        f"{chest_films.HEADER}\nfilm.jpg,Cardiomegaly,0,7,60,F,PA,1024,768,0.2,0.1,\n")
+    (source / "test_list.txt").write_text("")
+    (source / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
+    recipe = load_recipe("nih-chestxray14").with_overrides(
+        {**chest_films.OVERRIDES, "harmonize": {"shape": [128, 128], "channels": "keep"}})
+    assert build_store(recipe, source, tmp_path / "s.zarr", progress=False).ok
+    row = open_store(tmp_path / "s.zarr").cases.set_index("case_id").loc["film"]
+    assert row["steps"][0]["params"]["reduced"] == 4  # decoded at 1/4 of 1024 x 768
+    assert row["spacing_unit"] == "mm"
+    assert row["original_shape"] == [1024, 768, 3]
+    np.testing.assert_allclose(row["original_spacing"], [0.2, 0.1])
+    np.testing.assert_allclose(row["original_affine"], np.diag([0.2, 0.1, 1.0, 1.0]))
+    # Harmonized: 1024 columns of 0.2 mm into 128 (aspect kept): 1.6 mm per pixel.
+    np.testing.assert_allclose(row["harmonized_spacing"], [1.6, 0.8])

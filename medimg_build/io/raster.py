@@ -258,6 +258,26 @@ def _tiff_rows_first(path: Path, pixels: np.ndarray, axes: str) -> np.ndarray:
     )
 
 
+def block_grid(scale: int) -> np.ndarray:
+    """The affine from the pixels of a picture decoded at a reduced scale k
+    (``_reduced_decoding``; 1: decoded whole) to its file's pixels: pixel i is the block
+    of file pixels k*i .. k*i + k - 1, centred at k*i + (k - 1)/2."""
+    affine = np.diag([scale, scale, 1.0, 1.0])
+    affine[:2, 3] = (scale - 1) / 2
+    return affine
+
+
+def file_grid(image: MedicalImage) -> tuple[list[int], np.ndarray]:
+    """The spatial shape and affine of a picture's file: those of the image itself, or
+    for a JPEG decoded reduced (``meta["raster"]``), those of its file's own pixels, in
+    whatever units the image's affine is (mm once a table gave the pixel size)."""
+    raster = image.meta.get("raster") or {}
+    if not raster.get("full_size"):
+        return list(image.spatial_shape), image.affine
+    reduced = block_grid(int(raster["reduced"]))
+    return list(raster["full_size"]), image.affine @ np.linalg.inv(reduced)
+
+
 def _picture(path: Path, pixels: np.ndarray, fmt: str, reader: str,
              notes: dict[str, Any]) -> MedicalImage:
     if pixels.ndim not in (2, 3) or pixels.size == 0:
@@ -287,12 +307,8 @@ def _picture(path: Path, pixels: np.ndarray, fmt: str, reader: str,
         "pixel_spacing_known": False,
         "raster": notes,
     }
-    # A picture decoded at a reduced scale k (``_reduced_decoding``): its pixel i is the
-    # block of original pixels k*i .. k*i + k - 1, centred at k*i + (k - 1)/2.
     scale = int(notes.get("reduced", 1))
-    affine = np.diag([scale, scale, 1.0, 1.0])
-    affine[:2, 3] = (scale - 1) / 2
-    image = MedicalImage(array=array, affine=affine, spatial_ndim=2, meta=meta)
+    image = MedicalImage(array=array, affine=block_grid(scale), spatial_ndim=2, meta=meta)
     reduced = {"reduced": scale} if scale > 1 else {}
     return image.recorded("read", reader=reader, path=str(path), format=fmt,
                           mode=notes.get("mode") or notes.get("axes"), **reduced)

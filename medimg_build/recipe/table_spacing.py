@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..errors import RecipeError
 from ..image import MedicalImage
+from ..io.raster import file_grid
 from .sections import TablePixelSpacing
 
 
@@ -47,7 +48,7 @@ def with_table_pixel_spacing(image: MedicalImage, spec: TablePixelSpacing | None
     measured = _positive_pair(row, spec.measured_on, where) if spec.measured_on else None
     if spacing is None or (spec.measured_on and measured is None):
         return image
-    size = np.asarray(_file_size(image), dtype=np.float64)  # (columns, rows)
+    size = np.asarray(file_grid(image)[0], dtype=np.float64)  # (columns, rows)
     per_pixel = spacing * (measured / size if measured is not None else 1.0)
     # The affine maps indices to the file's pixel grid (a reduced JPEG: blocks of it);
     # scaling that grid's two axes puts the picture in mm, its origin where it was.
@@ -58,13 +59,6 @@ def with_table_pixel_spacing(image: MedicalImage, spec: TablePixelSpacing | None
         spacing=spacing.tolist(), measured_on=list(spec.measured_on or []),
         measured_size=None if measured is None else measured.tolist(),
         file_size=size.tolist(), pixel_spacing=per_pixel.tolist())
-
-
-def _file_size(image: MedicalImage) -> list[int]:
-    """(columns, rows) of the picture's file: a JPEG decoded reduced (``io/raster.py``)
-    holds fewer pixels than its file."""
-    full_size = (image.meta.get("raster") or {}).get("full_size")
-    return list(full_size) if full_size else list(image.spatial_shape)
 
 
 def _positive_pair(row: dict[str, Any], columns: tuple[str, ...], where: str
