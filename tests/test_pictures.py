@@ -168,6 +168,55 @@ def test_a_cr_with_imager_pixel_spacing_only_is_in_mm(shared_data, tmp_path):
     assert image.meta["geometry"]["pixel_spacing_source"] == "ImagerPixelSpacing"
 
 
+# (header changes, expected (row, column) spacing in mm, where it is measured)
+RADIOGRAPH_SPACINGS = {
+    # PixelSpacing alone (the real SIIM CR): taken as it is; whether it was calibrated
+    # cannot be told (PS3.3 10.7.1.1).
+    "pixel spacing only": ({}, [0.168, 0.168], "unknown"),
+    # Differs from the detector's: corrected or calibrated at the modality.
+    "calibrated": ({"ImagerPixelSpacing": [0.2, 0.2], "PixelSpacing": [0.18, 0.18]},
+                   [0.18, 0.18], "patient"),
+    # The IHE Mammography Image profile / cornerstone3D / Starviewer: ImagerPixelSpacing
+    # over the estimated magnification when nothing corrected it.
+    "magnification": ({"PixelSpacing": None, "ImagerPixelSpacing": [0.1, 0.12],
+                       "EstimatedRadiographicMagnificationFactor": 1.2},
+                      [0.1 / 1.2, 0.1], "patient"),
+    # A PixelSpacing equal to ImagerPixelSpacing was not corrected either (10.7.1.1).
+    "equal, magnification": ({"PixelSpacing": [0.1, 0.1], "ImagerPixelSpacing": [0.1, 0.1],
+                              "EstimatedRadiographicMagnificationFactor": 1.25},
+                             [0.08, 0.08], "patient"),
+    # ... unless the header says it was calibrated (GEOMETRY: by that very factor).
+    "equal, calibrated": ({"PixelSpacing": [0.1, 0.1], "ImagerPixelSpacing": [0.1, 0.1],
+                           "PixelSpacingCalibrationType": "GEOMETRY",
+                           "PixelSpacingCalibrationDescription": "ERMF",
+                           "EstimatedRadiographicMagnificationFactor": 1.25},
+                          [0.1, 0.1], "patient"),
+    # A factor below 1 is no SID/SOD: the size at the detector, said so.
+    "bad factor": ({"PixelSpacing": None, "ImagerPixelSpacing": [0.1, 0.1],
+                    "EstimatedRadiographicMagnificationFactor": 0.5}, [0.1, 0.1], "detector"),
+    "scanned film": ({"PixelSpacing": None, "NominalScannedPixelSpacing": [0.05, 0.05]},
+                     [0.05, 0.05], "film"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RADIOGRAPH_SPACINGS))
+def test_radiograph_pixel_size_follows_ps3_3_10_7_1_1(shared_data, tmp_path, name):
+    changes, spacing, where = RADIOGRAPH_SPACINGS[name]
+    dataset = pydicom.dcmread(shared_data / "torchxrayvision" / "tests" / SIIM_CR)
+    dataset.Modality = "MG" if "magnification" in name else "DX"
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    dataset.save_as(tmp_path / "film.dcm")
+    image = read_image(tmp_path / "film.dcm")
+    assert image.is_picture
+    np.testing.assert_allclose(image.spacing, spacing[::-1])  # (column, row) step
+    assert image.meta["geometry"]["pixel_spacing_at"] == where
+    assert image.history[-1].params["pixel_spacing_at"] == where  # in the case's steps
+
+
 def test_chestxray14_pictures_are_in_mm_with_row_column_boxes(shared_data, tmp_path):
     made = nih_chestxray14.make(tmp_path / "nih", shared_data)
     assert build_store(load_recipe("nih-chestxray14"), tmp_path / "nih", tmp_path / "s.zarr",
