@@ -299,3 +299,22 @@ def test_a_jpeg_decoded_reduced_keeps_its_table_pixel_size_in_the_case_table(sha
     np.testing.assert_allclose(row["original_affine"], np.diag([0.2, 0.1, 1.0, 1.0]))
     # Harmonized: 1024 columns of 0.2 mm into 128 (aspect kept): 1.6 mm per pixel.
     np.testing.assert_allclose(row["harmonized_spacing"], [1.6, 0.8])
+
+
+def test_a_picture_of_unknown_pixel_size_is_not_resampled_to_mm(shared_data, tmp_path):
+    """harmonize.spacing is in mm: a row without pixel size would be resampled as if its
+    pixels were 1 mm, and stacked at another scale than its neighbours (2.0 'pixel'
+    next to 5.56 mm here). It fails, naming the fix; the others are built in mm."""
+    nih_chestxray14.make(tmp_path / "nih", shared_data)
+    table = tmp_path / "nih" / "Data_Entry_2017_v2020.csv"
+    lines = table.read_text().splitlines()
+    lines[1] = ",".join(lines[1].split(",")[:-5] + ["", "", "", "", ""])
+    table.write_text("\n".join(lines) + "\n")
+    first = lines[1].split(",")[0].removesuffix(".png")
+    recipe = load_recipe("nih-chestxray14").with_overrides(
+        {"harmonize": {"spacing": [4.0, 4.0], "shape": [64, 64]}})
+    report = build_store(recipe, tmp_path / "nih", tmp_path / "s.zarr", progress=False)
+    assert set(report.failed) == {first}
+    assert "pixel size is unknown" in report.failed[first]
+    assert "source.pixel_spacing" in report.failed[first]
+    assert set(open_store(tmp_path / "s.zarr").cases["spacing_unit"]) == {"mm"}

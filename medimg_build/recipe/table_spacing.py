@@ -61,6 +61,18 @@ def with_table_pixel_spacing(image: MedicalImage, spec: TablePixelSpacing | None
         file_size=size.tolist(), pixel_spacing=per_pixel.tolist())
 
 
+def require_pixel_size(image: MedicalImage, spacing, where) -> None:
+    """Refuse to resample a picture whose pixel size is unknown to ``harmonize.spacing``
+    (mm): its pixels would be taken for 1 mm, and a stack would hold it at another scale
+    than its neighbours measured in mm, with nothing but ``spacing_unit`` to tell."""
+    if spacing is None or not image.is_picture or image.meta.get("pixel_spacing_known"):
+        return
+    raise RecipeError(where, f"harmonize.spacing {list(spacing)} is in mm, but this "
+                      "picture's pixel size is unknown (its file states none, and no table "
+                      "gave it)", hint="give the pixel size in the image table "
+                      "(source.pixel_spacing), or resize with harmonize.shape alone")
+
+
 def _positive_pair(row: dict[str, Any], columns: tuple[str, ...], where: str
                    ) -> np.ndarray | None:
     """The two numbers of ``columns`` in ``row``; None when both cells are empty, or
