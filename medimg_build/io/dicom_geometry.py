@@ -171,8 +171,9 @@ def projection_pixel_spacing(dataset) -> tuple[np.ndarray | None, dict[str, Any]
     """(row spacing, column spacing) in mm of a projection image and facts about it
     (``pixel_spacing_source``, ``pixel_spacing_at``), or None: PS3.3 10.7.1.1 as
     cornerstone3D applies it (``calculateRadiographicPixelSpacing`` in
-    core/src/utilities/getPixelSpacingInformation.ts); PixelSpacing before
-    ImagerPixelSpacing, as highdicom's legacy conversion (legacy/sop.py) takes them.
+    core/src/utilities/getPixelSpacingInformation.ts) and GDCM names its cases
+    (gdcmSpacing.h: DETECTOR, MAGNIFIED "IHE Mammo", CALIBRATED, UNKNOWN); PixelSpacing
+    before ImagerPixelSpacing, as highdicom's legacy conversion (legacy/sop.py) takes them.
 
     * PixelSpacing is the size in the patient: calibrated where it differs from the
       ImagerPixelSpacing or NominalScannedPixelSpacing measured, or where a
