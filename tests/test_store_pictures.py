@@ -13,6 +13,7 @@ import pytest
 from medimg_build import open_store
 from medimg_build.case import Case
 from medimg_build.image import MedicalImage
+from medimg_build.io import read_image
 from medimg_build.recipe.build import build_store
 from medimg_build.recipe.model import load_recipe
 from medimg_build.store import create_store
@@ -102,3 +103,16 @@ def test_a_volume_with_pixel_spacing_unknown_is_no_picture(tmp_path):
                                          "spacing_unit": ["pixel", "pixel"]}, spatial_ndim=3)
     assert not store.read_image("c0").is_picture
     assert store.read_image("c0").orientation == "RAS"
+
+
+def test_a_picture_of_unknown_pixel_size_says_pixel_not_mm(tmp_path, shared_data):
+    """A PNG states no pixel size: its image, read from the file or from a store, says
+    its spacings are in pixels, as the case table's spacing_unit does."""
+    png = shared_data / "torchxrayvision" / "tests" / "00000001_000.png"
+    assert "spacing=(1, 1) pixel" in repr(read_image(png))  # was "(1, 1) mm"
+    assert read_image(png).spacing_unit == "pixel"
+    store = _store(tmp_path / "s.zarr", {"original_orientation": ["column,row"] * 2,
+                                         "spacing_unit": ["pixel", "mm"]})
+    assert " pixel, orientation=column,row" in repr(store.read_image("c0"))
+    assert store.read_image("c0").spacing_unit == "pixel"
+    assert store.read_image("c1").spacing_unit == "mm"

@@ -61,7 +61,7 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
         "harmonized_shape": list(image.array.shape),
         "harmonized_spacing": [round(s, 6) for s in image.spacing],
         # Pictures without a known pixel size keep spacings in pixels, not mm.
-        "spacing_unit": "pixel" if raw.meta.get("pixel_spacing_known") is False else "mm",
+        "spacing_unit": raw.spacing_unit,
         "dtype": str(image.array.dtype),
         "source_files": listed,
         "n_source_files": len(files),

@@ -276,21 +276,30 @@ class MedimgStore:
         return int((self.attrs.get("image") or {}).get("spatial_ndim") or 3)
 
     @cached_property
-    def _pictures(self) -> np.ndarray:
-        """Per stored case (along ``case``): whether it is a picture, from the case
-        table's two short text columns that say it (``store/pictures.py``)."""
+    def _grid_columns(self) -> dict[str, np.ndarray]:
+        """The case table's two short text columns that say what a case's grid is
+        (``store/pictures.py``), those the table has, read once."""
         table = self.attrs.get("table") or {}
         names = [name for name in PICTURE_COLUMNS if name in (table.get("columns") or [])
                  and name not in (table.get("json_columns") or [])]
-        if self._spatial_ndim != 2 or ORIENTATION not in names:
+        return dict(zip(names, read_whole_arrays(self._root, names)))
+
+    @cached_property
+    def _pictures(self) -> np.ndarray:
+        """Per stored case (along ``case``): whether it is a picture."""
+        columns = self._grid_columns
+        if self._spatial_ndim != 2 or ORIENTATION not in columns:
             return np.zeros(len(self._ids), dtype=bool)
-        columns = dict(zip(names, read_whole_arrays(self._root, names)))
         return picture_flags(columns[ORIENTATION], columns.get(SPACING_UNIT))
 
     def _meta(self, case_id: str, position: int) -> dict[str, Any]:
-        # A harmonized image is in the patient frame (RAS+), a picture in its own.
-        space = "image" if self._pictures[position] else "patient"
-        meta = {"case_id": case_id, "store": self.location, "space": space}
+        # A harmonized image is in the patient frame (RAS+), a picture in its own; a
+        # picture of unknown pixel size keeps its spacings in (source) pixels.
+        meta = {"case_id": case_id, "store": self.location,
+                "space": "image" if self._pictures[position] else "patient"}
+        units = self._grid_columns.get(SPACING_UNIT)
+        if units is not None:
+            meta["pixel_spacing_known"] = str(units[position]) != "pixel"
         for key in ("modality", "organ", "dataset"):
             if key in self.attrs:
                 meta[key] = self.attrs[key]
