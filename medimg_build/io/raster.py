@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
@@ -242,8 +243,6 @@ def _deep_colour_pixels(path: Path, pil: Image.Image, notes: dict[str, Any]
         raise ImageReadError(path, "16-bit grey + alpha PNG: Pillow keeps only 8 of its 16 "
                              "bits and ITK has no such pixel type", hint="save it as a 16-bit "
                              "grey PNG without alpha (or a TIFF)")
-    import SimpleITK as sitk  # noqa: PLC0415 -- only for these rare files
-
     try:
         pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(path), imageIO="PNGImageIO"))
     except RuntimeError as error:
