@@ -82,6 +82,12 @@ class MedicalImage:
         return tuple(float(s) for s in norms)
 
     @property
+    def spacing_unit(self) -> str:
+        """``"mm"``, or ``"pixel"`` for a picture whose file and table stated no pixel
+        size (``meta["pixel_spacing_known"]`` False): its spacings count source pixels."""
+        return "pixel" if self.meta.get("pixel_spacing_known") is False else "mm"
+
+    @property
     def origin(self) -> tuple[float, float, float]:
         """RAS+ position in mm of the centre of voxel (0, 0, 0)."""
         return tuple(float(v) for v in self.affine[:3, 3])
@@ -118,7 +124,7 @@ class MedicalImage:
         spacing = ", ".join(f"{s:.4g}" for s in self.spacing)
         return (
             f"MedicalImage(shape={self.array.shape}, dtype={self.array.dtype}, "
-            f"spacing=({spacing}) mm, orientation={self.orientation}, "
+            f"spacing=({spacing}) {self.spacing_unit}, orientation={self.orientation}, "
             f"modality={self.meta.get('modality')!r}, steps={len(self.history)})"
         )
 

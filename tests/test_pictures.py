@@ -25,7 +25,7 @@ from medimg_build.recipe.sections import TablePixelSpacing
 from medimg_build.recipe.table_spacing import with_table_pixel_spacing
 from medimg_build.store import create_store
 
-from fixtures import nih_chestxray14
+from fixtures import chest_films, nih_chestxray14
 
 SIIM_CR = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 WORLD = ["R_min", "R_max", "A_min", "A_max", "S_min", "S_max"]
@@ -168,6 +168,55 @@ def test_a_cr_with_imager_pixel_spacing_only_is_in_mm(shared_data, tmp_path):
     assert image.meta["geometry"]["pixel_spacing_source"] == "ImagerPixelSpacing"
 
 
+# (header changes, expected (row, column) spacing in mm, where it is measured)
+RADIOGRAPH_SPACINGS = {
+    # PixelSpacing alone (the real SIIM CR): taken as it is; whether it was calibrated
+    # cannot be told (PS3.3 10.7.1.1).
+    "pixel spacing only": ({}, [0.168, 0.168], "unknown"),
+    # Differs from the detector's: corrected or calibrated at the modality.
+    "calibrated": ({"ImagerPixelSpacing": [0.2, 0.2], "PixelSpacing": [0.18, 0.18]},
+                   [0.18, 0.18], "patient"),
+    # The IHE Mammography Image profile / cornerstone3D / Starviewer: ImagerPixelSpacing
+    # over the estimated magnification when nothing corrected it.
+    "magnification": ({"PixelSpacing": None, "ImagerPixelSpacing": [0.1, 0.12],
+                       "EstimatedRadiographicMagnificationFactor": 1.2},
+                      [0.1 / 1.2, 0.1], "patient"),
+    # A PixelSpacing equal to ImagerPixelSpacing was not corrected either (10.7.1.1).
+    "equal, magnification": ({"PixelSpacing": [0.1, 0.1], "ImagerPixelSpacing": [0.1, 0.1],
+                              "EstimatedRadiographicMagnificationFactor": 1.25},
+                             [0.08, 0.08], "patient"),
+    # ... unless the header says it was calibrated (GEOMETRY: by that very factor).
+    "equal, calibrated": ({"PixelSpacing": [0.1, 0.1], "ImagerPixelSpacing": [0.1, 0.1],
+                           "PixelSpacingCalibrationType": "GEOMETRY",
+                           "PixelSpacingCalibrationDescription": "ERMF",
+                           "EstimatedRadiographicMagnificationFactor": 1.25},
+                          [0.1, 0.1], "patient"),
+    # A factor below 1 is no SID/SOD: the size at the detector, said so.
+    "bad factor": ({"PixelSpacing": None, "ImagerPixelSpacing": [0.1, 0.1],
+                    "EstimatedRadiographicMagnificationFactor": 0.5}, [0.1, 0.1], "detector"),
+    "scanned film": ({"PixelSpacing": None, "NominalScannedPixelSpacing": [0.05, 0.05]},
+                     [0.05, 0.05], "film"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RADIOGRAPH_SPACINGS))
+def test_radiograph_pixel_size_follows_ps3_3_10_7_1_1(shared_data, tmp_path, name):
+    changes, spacing, where = RADIOGRAPH_SPACINGS[name]
+    dataset = pydicom.dcmread(shared_data / "torchxrayvision" / "tests" / SIIM_CR)
+    dataset.Modality = "MG" if "magnification" in name else "DX"
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    dataset.save_as(tmp_path / "film.dcm")
+    image = read_image(tmp_path / "film.dcm")
+    assert image.is_picture
+    np.testing.assert_allclose(image.spacing, spacing[::-1])  # (column, row) step
+    assert image.meta["geometry"]["pixel_spacing_at"] == where
+    assert image.history[-1].params["pixel_spacing_at"] == where  # in the case's steps
+
+
 def test_chestxray14_pictures_are_in_mm_with_row_column_boxes(shared_data, tmp_path):
     made = nih_chestxray14.make(tmp_path / "nih", shared_data)
     assert build_store(load_recipe("nih-chestxray14"), tmp_path / "nih", tmp_path / "s.zarr",
@@ -224,3 +273,48 @@ def test_a_table_without_pixel_size_columns_says_so_and_keeps_pixels(tmp_path):
     assert any("'OriginalImagePixelSpacing[x'" in note and "pixel sizes unknown" in note
                for note in report.notes), report.notes
     assert set(open_store(tmp_path / "s.zarr").cases["spacing_unit"]) == {"pixel"}
+
+
+def test_a_jpeg_decoded_reduced_keeps_its_table_pixel_size_in_the_case_table(shared_data,
+                                                                              tmp_path):
+    """A real RGB JPEG X-ray shrunk into a stack is decoded at 1/4 (io/raster.py); the
+    case table still describes its file -- 1024 x 768 pixels of 0.2 x 0.1 mm, as the
+    table row says -- not one pixel a unit while spacing_unit says mm."""
+    source = tmp_path / "source"
+    (source / "images").mkdir(parents=True)
+    film = Image.open(shared_data / "torchxrayvision" / "tests" / "covid-19-pneumonia-58-prior.jpg")
+    film.convert("RGB").crop((0, 0, 1024, 768)).save(source / "images" / "film.jpg", quality=95)
+    (source / "Data_Entry_2017_v2020.csv").write_text(
+        f"{chest_films.HEADER}\nfilm.jpg,Cardiomegaly,0,7,60,F,PA,1024,768,0.2,0.1,\n")
+    (source / "test_list.txt").write_text("")
+    (source / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
+    recipe = load_recipe("nih-chestxray14").with_overrides(
+        {**chest_films.OVERRIDES, "harmonize": {"shape": [128, 128], "channels": "keep"}})
+    assert build_store(recipe, source, tmp_path / "s.zarr", progress=False).ok
+    row = open_store(tmp_path / "s.zarr").cases.set_index("case_id").loc["film"]
+    assert row["steps"][0]["params"]["reduced"] == 4  # decoded at 1/4 of 1024 x 768
+    assert row["spacing_unit"] == "mm"
+    assert row["original_shape"] == [1024, 768, 3]
+    np.testing.assert_allclose(row["original_spacing"], [0.2, 0.1])
+    np.testing.assert_allclose(row["original_affine"], np.diag([0.2, 0.1, 1.0, 1.0]))
+    # Harmonized: 1024 columns of 0.2 mm into 128 (aspect kept): 1.6 mm per pixel.
+    np.testing.assert_allclose(row["harmonized_spacing"], [1.6, 0.8])
+
+
+def test_a_picture_of_unknown_pixel_size_is_not_resampled_to_mm(shared_data, tmp_path):
+    """harmonize.spacing is in mm: a row without pixel size would be resampled as if its
+    pixels were 1 mm, and stacked at another scale than its neighbours (2.0 'pixel'
+    next to 5.56 mm here). It fails, naming the fix; the others are built in mm."""
+    nih_chestxray14.make(tmp_path / "nih", shared_data)
+    table = tmp_path / "nih" / "Data_Entry_2017_v2020.csv"
+    lines = table.read_text().splitlines()
+    lines[1] = ",".join(lines[1].split(",")[:-5] + ["", "", "", "", ""])
+    table.write_text("\n".join(lines) + "\n")
+    first = lines[1].split(",")[0].removesuffix(".png")
+    recipe = load_recipe("nih-chestxray14").with_overrides(
+        {"harmonize": {"spacing": [4.0, 4.0], "shape": [64, 64]}})
+    report = build_store(recipe, tmp_path / "nih", tmp_path / "s.zarr", progress=False)
+    assert set(report.failed) == {first}
+    assert "pixel size is unknown" in report.failed[first]
+    assert "source.pixel_spacing" in report.failed[first]
+    assert set(open_store(tmp_path / "s.zarr").cases["spacing_unit"]) == {"mm"}

@@ -10,8 +10,6 @@ the source flipped or turned."""
 
 from __future__ import annotations
 
-import csv
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,37 +26,20 @@ from medimg_build.report import write_report
 from medimg_build.report.reading import picture_cases, planes_of, read_case
 from medimg_build.report.views import CONVENTION, PICTURE
 
+from fixtures import chest_films
+from fixtures.chest_films import FILMS
 from required import missing
 
 CHROMIUM = Path("/usr/bin/chromium")
-SIIM_CR = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
-# case id -> (source file in torchxrayvision/tests, its name in the source folder)
-FILMS = {"siim-cr": (SIIM_CR, "siim-cr.dcm"), "00000001_000": ("00000001_000.png",) * 2}
-HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Sex,"
-          "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
-# NIH's own row for its image (PyHealth's copy of Data_Entry_2017_v2020.csv); the CR
-# states its pixel size itself, the table leaves it empty.
-ROWS = [["00000001_000.png", "Cardiomegaly", 0, 1, 57, "M", "PA", 2682, 2749,
-         "0.14300000000000002", "0.14300000000000002", ""],
-        ["siim-cr.dcm", "", "", "siim", "", "", "", "", "", "", "", ""]]
 SIZE = 32  # both images shrunk to this before they are compared
 
 
 @pytest.fixture(scope="module")
 def chest_report(tmp_path_factory, shared_data) -> Path:
     root = tmp_path_factory.mktemp("films")
-    images = root / "source" / "images"
-    images.mkdir(parents=True)
-    for source, name in FILMS.values():
-        shutil.copy(shared_data / "torchxrayvision" / "tests" / source, images / name)
-    with open(root / "source" / "Data_Entry_2017_v2020.csv", "w", newline="") as handle:
-        handle.write(HEADER + "\n")
-        csv.writer(handle, lineterminator="\n").writerows(ROWS)
-    (root / "source" / "test_list.txt").write_text("")
-    (root / "source" / "BBox_List_2017.csv").write_text(
-        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
+    chest_films.make(root / "source", shared_data)
     recipe = load_recipe("nih-chestxray14").with_overrides(
-        {"source": {"images": "images/*"}, "harmonize": {"shape": [256, 256]}})
+        {**chest_films.OVERRIDES, "harmonize": {"shape": [256, 256]}})
     assert build_store(recipe, root / "source", root / "films.zarr", progress=False).ok
     return write_report(root / "films.zarr", root / "report")
 

@@ -159,6 +159,8 @@ def _build_image(where: Path, frames: list[Frame], trace: bool = False) -> Medic
         "patient_id": str(first.get("PatientID", "")) or None,
     }
     step: dict[str, Any] = {}
+    if space == "image":  # where a projection's pixel size was measured, in its steps
+        step.update(geometry)
     if volumes is not None:
         meta["dicom"].update(volumes.facts)
         step = {"n_volumes": n_volumes, "volumes_vary_in": volumes.facts["VolumesVaryIn"]}

@@ -158,16 +158,59 @@ def _mm(values: np.ndarray) -> str:
 
 
 def planar_geometry(frame: Frame) -> tuple[np.ndarray, dict]:
-    """Projection images (CR, DX, MG, SC) have no patient frame: spacing only."""
-    dataset = frame.dataset
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        spacing = floats(dataset.get(keyword), 2)
-        if spacing is not None and np.all(spacing > 0):
-            affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])
-            # Both in mm, row spacing first (PS3.3 10.7.1.3). ImagerPixelSpacing is
-            # measured at the front plane of the detector and "shall never be adjusted"
-            # for geometric magnification: PixelSpacing is for that (PS3.3 C.8.11.4, DX
-            # Detector; the CR Image Module alike), so a calibrated PixelSpacing wins. The
-            # source says which one this is.
-            return affine, {"pixel_spacing_known": True, "pixel_spacing_source": keyword}
-    return np.eye(4), {"pixel_spacing_known": False, "pixel_spacing_source": None}
+    """Projection images (CR, DX, MG, SC) have no patient frame: spacing only, in mm at
+    the patient where the header says it (``projection_pixel_spacing``)."""
+    spacing, facts = projection_pixel_spacing(frame.dataset)
+    if spacing is None:
+        return np.eye(4), {"pixel_spacing_known": False, "pixel_spacing_source": None}
+    # Row spacing first (PS3.3 10.7.1.3): i runs along a row, its step is the column spacing.
+    return np.diag([spacing[1], spacing[0], 1.0, 1.0]), {"pixel_spacing_known": True, **facts}
+
+
+def projection_pixel_spacing(dataset) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(row spacing, column spacing) in mm of a projection image and facts about it
+    (``pixel_spacing_source``, ``pixel_spacing_at``), or None: PS3.3 10.7.1.1 as
+    cornerstone3D applies it (``calculateRadiographicPixelSpacing`` in
+    core/src/utilities/getPixelSpacingInformation.ts) and GDCM names its cases
+    (gdcmSpacing.h: DETECTOR, MAGNIFIED "IHE Mammo", CALIBRATED, UNKNOWN); PixelSpacing
+    before ImagerPixelSpacing, as highdicom's legacy conversion (legacy/sop.py) takes them.
+
+    * PixelSpacing is the size in the patient: calibrated where it differs from the
+      ImagerPixelSpacing or NominalScannedPixelSpacing measured, or where a
+      PixelSpacingCalibrationType says how; unknown whether it was where neither is given.
+    * ImagerPixelSpacing is measured at the detector and "shall never be adjusted" for
+      geometric magnification (C.8.11.4); a PixelSpacing equal to it was not corrected
+      either (10.7.1.1). An EstimatedRadiographicMagnificationFactor above 1 (SID/SOD,
+      C.8.11.5) brings it to the patient, as the IHE Mammography Image profile requires
+      of displays that measure: ImagerPixelSpacing / factor. Else it stays the size at
+      the detector.
+    * NominalScannedPixelSpacing: a digitized film's pixels, on the film.
+    """
+    pixel = _positive_pair(dataset, "PixelSpacing")
+    imager = _positive_pair(dataset, "ImagerPixelSpacing")
+    scanned = _positive_pair(dataset, "NominalScannedPixelSpacing")
+    measured = imager if imager is not None else scanned
+    calibration = str(dataset.get("PixelSpacingCalibrationType", "") or "").strip()
+    if pixel is not None and (measured is None or calibration
+                              or not np.allclose(pixel, measured, rtol=1e-6, atol=0)):
+        known = calibration or measured is not None
+        return pixel, {"pixel_spacing_source": "PixelSpacing",
+                       "pixel_spacing_at": "patient" if known else "unknown",
+                       **({"pixel_spacing_calibration": calibration} if calibration else {})}
+    source = "PixelSpacing" if pixel is not None else None  # equal to the one measured
+    if imager is not None:
+        facts = {"pixel_spacing_source": source or "ImagerPixelSpacing"}
+        factor = optional_float(dataset.get("EstimatedRadiographicMagnificationFactor"))
+        if factor is not None and np.isfinite(factor) and factor > 1:
+            return imager / factor, {**facts, "pixel_spacing_at": "patient",
+                                     "magnification_factor": factor}
+        return imager, {**facts, "pixel_spacing_at": "detector"}
+    if scanned is not None:
+        return scanned, {"pixel_spacing_source": source or "NominalScannedPixelSpacing",
+                         "pixel_spacing_at": "film"}
+    return None, {}
+
+
+def _positive_pair(dataset, keyword: str) -> np.ndarray | None:
+    values = floats(dataset.get(keyword), 2)
+    return values if values is not None and np.all(values > 0) else None

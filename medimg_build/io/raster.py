@@ -9,12 +9,14 @@ imaged object, so the pixel spacing is reported as unknown (1.0).
 from __future__ import annotations
 
 import lzma
+import struct
 import warnings
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
@@ -61,10 +63,14 @@ def read_pillow(path: Path) -> MedicalImage:
             with Image.open(path) as pil:
                 notes["frames"] = int(getattr(pil, "n_frames", 1))
                 pil.seek(0)  # GIF/APNG/multi-page: the first frame
+                notes.update(_exif_orientation(pil))
                 notes.update(_reduced_decoding(pil, current_picture_fit()))
                 check_size(path, _decoded_shape(pil), "picture")
-                pil.load()  # decode now, so truncated files fail here
-                pixels, notes = _pillow_pixels(pil, notes)
+                if _deep_colour_png(pil):
+                    pixels, notes = _deep_colour_pixels(path, pil, notes)
+                else:
+                    pil.load()  # decode now, so truncated files fail here
+                    pixels, notes = _pillow_pixels(pil, notes)
                 fmt = (pil.format or path.suffix.lstrip(".")).lower()
                 if "dpi" in pil.info:
                     notes["dpi"] = [float(v) for v in pil.info["dpi"]]
@@ -85,7 +91,54 @@ def read_pillow(path: Path) -> MedicalImage:
             f"({type(error).__name__}: {error})",
             hint="the file may be truncated, empty or not what its suffix says",
         ) from error
-    return _picture(path, pixels, {"jpg": "jpeg"}.get(fmt, fmt), reader="pillow", notes=notes)
+    return _picture(path, pixels, {"jpg": "jpeg"}.get(fmt, fmt),
+                    reader=notes.pop("decoded_by", "pillow"), notes=notes)
+
+
+# TIFF 6.0's Orientation (274), which EXIF took over: how the stored rows and columns are
+# to be turned for display. Recorded, never applied: the pixels stay as stored, as the
+# readers users compare against give them -- MONAI's PILReader and torchvision's
+# pil_loader (Image.open, no ImageOps.exif_transpose), imageio (rotate=False by default),
+# ITK's JPEG reader -- and as the masks and boxes made on them by those tools are.
+ORIENTATION_TAG = 274
+
+
+def _orientation_tag(value) -> dict[str, int]:
+    """``{"orientation_tag": n}`` for a stored orientation other than 1 (as stored)."""
+    try:
+        tag = int(value)
+    except (TypeError, ValueError):
+        return {}
+    return {"orientation_tag": tag} if tag != 1 else {}
+
+
+def _exif_orientation(pil: Image.Image) -> dict[str, int]:
+    """The orientation tag of the EXIF block read with the header (a JPEG's APP1, a PNG's
+    eXIf before its pixels). Not ``getexif()``: for a PNG it decodes the whole picture
+    to look after the pixels, before check_size has seen its size."""
+    data = pil.info.get("exif")
+    if not data:
+        return {}
+    exif = Image.Exif()
+    try:
+        exif.load(data)
+    except (SyntaxError, ValueError, OSError, struct.error):  # a damaged block: no tag
+        return {}
+    return _orientation_tag(exif.get(ORIENTATION_TAG))
+
+
+def _tiff_resolution(page) -> dict[str, Any]:
+    """XResolution/YResolution (pixels per ResolutionUnit) where the page has them,
+    recorded only: they describe output, not the imaged object (a 72 dpi default would
+    claim 0.353 mm pixels, as ITK's TIFF reader then says), so the pixel size stays
+    unknown unless a table gives it (``source.pixel_spacing``)."""
+    if 282 not in page.tags or 283 not in page.tags:
+        return {}
+    try:
+        unit = tifffile.RESUNIT(page.resolutionunit).name.lower()
+    except ValueError:  # not one of TIFF's units
+        unit = str(page.resolutionunit)
+    return {"resolution": [float(v) for v in page.resolution], "resolution_unit": unit}
 
 
 def _reduced_decoding(pil: Image.Image, fit: tuple[int, ...] | None) -> dict[str, Any]:
@@ -169,6 +222,38 @@ def _pillow_pixels(pil: Image.Image, notes: dict[str, Any]) -> tuple[np.ndarray,
     return pixels, notes
 
 
+# 16-bit PNG colour types (PNG spec 11.2.2: truecolour, grey + alpha, truecolour + alpha)
+# that Pillow decodes to 8 bits a channel, keeping the high byte: its PngImagePlugin maps
+# them to RGB/RGBA ("LA;16B->LA not yet available"), without a word.
+_DEEP_COLOUR = ("RGB;16B", "RGBA;16B", "LA;16B")
+
+
+def _deep_colour_png(pil: Image.Image) -> bool:
+    return pil.format == "PNG" and bool(pil.tile) and pil.tile[0][3] in _DEEP_COLOUR
+
+
+def _deep_colour_pixels(path: Path, pil: Image.Image, notes: dict[str, Any]
+                        ) -> tuple[np.ndarray, dict]:
+    """Rows-first uint16 pixels of a 16-bit colour PNG, through ITK's PNG reader (libpng,
+    all 16 bits), its alpha dropped. ITK has no grey + alpha pixel type: such a file is
+    refused rather than read at half its depth. (imageio and MONAI's PILReader read
+    through Pillow: 8 bits.)"""
+    rawmode = notes["mode"] = pil.tile[0][3]
+    if rawmode == "LA;16B":
+        raise ImageReadError(path, "16-bit grey + alpha PNG: Pillow keeps only 8 of its 16 "
+                             "bits and ITK has no such pixel type", hint="save it as a 16-bit "
+                             "grey PNG without alpha (or a TIFF)")
+    try:
+        pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(path), imageIO="PNGImageIO"))
+    except RuntimeError as error:
+        raise ImageReadError(path, f"cannot read as 16-bit PNG ({str(error).strip()[-200:]})",
+                             hint="the file may be truncated or damaged") from error
+    notes["decoded_by"] = "simpleitk"
+    if pixels.shape[-1] == 4:
+        notes["alpha_dropped"] = True
+    return np.ascontiguousarray(pixels[..., :3]), notes
+
+
 def read_tiff(path: Path) -> MedicalImage:
     try:
         # Only this file's own pages: OME-XML (UUID FileName) and NDTiff.index name other
@@ -180,7 +265,9 @@ def read_tiff(path: Path) -> MedicalImage:
             axes, pixels = series.axes, series.asarray()
             page = tif.pages.first
             photometric = getattr(page.photometric, "name", str(page.photometric))
-            notes = {"axes": axes, "pages": len(tif.pages), "photometric": photometric}
+            notes = {"axes": axes, "pages": len(tif.pages), "photometric": photometric,
+                     **_orientation_tag(page.tags.valueof(ORIENTATION_TAG)),
+                     **_tiff_resolution(page)}
     except ValueError as error:
         if "imagecodecs" not in str(error):
             raise _tiff_error(path, error) from error
@@ -258,6 +345,26 @@ def _tiff_rows_first(path: Path, pixels: np.ndarray, axes: str) -> np.ndarray:
     )
 
 
+def block_grid(scale: int) -> np.ndarray:
+    """The affine from the pixels of a picture decoded at a reduced scale k
+    (``_reduced_decoding``; 1: decoded whole) to its file's pixels: pixel i is the block
+    of file pixels k*i .. k*i + k - 1, centred at k*i + (k - 1)/2."""
+    affine = np.diag([scale, scale, 1.0, 1.0])
+    affine[:2, 3] = (scale - 1) / 2
+    return affine
+
+
+def file_grid(image: MedicalImage) -> tuple[list[int], np.ndarray]:
+    """The spatial shape and affine of a picture's file: those of the image itself, or
+    for a JPEG decoded reduced (``meta["raster"]``), those of its file's own pixels, in
+    whatever units the image's affine is (mm once a table gave the pixel size)."""
+    raster = image.meta.get("raster") or {}
+    if not raster.get("full_size"):
+        return list(image.spatial_shape), image.affine
+    reduced = block_grid(int(raster["reduced"]))
+    return list(raster["full_size"]), image.affine @ np.linalg.inv(reduced)
+
+
 def _picture(path: Path, pixels: np.ndarray, fmt: str, reader: str,
              notes: dict[str, Any]) -> MedicalImage:
     if pixels.ndim not in (2, 3) or pixels.size == 0:
@@ -287,12 +394,9 @@ def _picture(path: Path, pixels: np.ndarray, fmt: str, reader: str,
         "pixel_spacing_known": False,
         "raster": notes,
     }
-    # A picture decoded at a reduced scale k (``_reduced_decoding``): its pixel i is the
-    # block of original pixels k*i .. k*i + k - 1, centred at k*i + (k - 1)/2.
     scale = int(notes.get("reduced", 1))
-    affine = np.diag([scale, scale, 1.0, 1.0])
-    affine[:2, 3] = (scale - 1) / 2
-    image = MedicalImage(array=array, affine=affine, spatial_ndim=2, meta=meta)
+    image = MedicalImage(array=array, affine=block_grid(scale), spatial_ndim=2, meta=meta)
     reduced = {"reduced": scale} if scale > 1 else {}
+    turned = {key: notes[key] for key in ("orientation_tag",) if key in notes}
     return image.recorded("read", reader=reader, path=str(path), format=fmt,
-                          mode=notes.get("mode") or notes.get("axes"), **reduced)
+                          mode=notes.get("mode") or notes.get("axes"), **reduced, **turned)

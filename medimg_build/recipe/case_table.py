@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..image import MedicalImage
+from ..io.raster import file_grid
 from ..labels.splits import SplitPlan
 from ..privacy import identifying_values_of_files, pseudonymize, scrub
 from .paths import stored_value
@@ -60,7 +61,7 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
         "harmonized_shape": list(image.array.shape),
         "harmonized_spacing": [round(s, 6) for s in image.spacing],
         # Pictures without a known pixel size keep spacings in pixels, not mm.
-        "spacing_unit": "pixel" if raw.meta.get("pixel_spacing_known") is False else "mm",
+        "spacing_unit": raw.spacing_unit,
         "dtype": str(image.array.dtype),
         "source_files": listed,
         "n_source_files": len(files),
@@ -83,11 +84,10 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
 def _original_grid(raw: MedicalImage) -> dict[str, Any]:
     """Shape, spacing, orientation and affine of the source file. A JPEG decoded at a
     reduced DCT scale (``io.raster``) holds fewer pixels than its file: it is described
-    as the file is, one pixel a unit, as when it is decoded whole."""
-    full_size = (raw.meta.get("raster") or {}).get("full_size")
-    shape, affine = list(raw.array.shape), raw.affine
-    if full_size:
-        shape, affine = [*full_size, *shape[raw.spatial_ndim:]], np.eye(4)
+    as the file is (``file_grid``), as when it is decoded whole -- in mm where its table
+    gave the pixel size."""
+    spatial, affine = file_grid(raw)
+    shape = [*spatial, *raw.array.shape[raw.spatial_ndim:]]
     spacing = np.linalg.norm(affine[:3, :raw.spatial_ndim], axis=0)
     return {"original_shape": [int(n) for n in shape],
             "original_spacing": [round(float(s), 6) for s in spacing],

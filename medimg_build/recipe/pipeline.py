@@ -37,7 +37,7 @@ from .case_table import case_row
 from .model import Recipe
 from .sections import GEOMETRY_TOLERANCE_MM, Harmonize
 from .sources import CaseSource
-from .table_spacing import with_table_pixel_spacing
+from .table_spacing import require_pixel_size, with_table_pixel_spacing
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ def _harmonize_case(source: CaseSource, context: BuildContext) -> Case:
     in_mm = partial(with_table_pixel_spacing, spec=recipe.source.pixel_spacing,
                     row=source.fields, where=where)
     raw = in_mm(raw)
+    require_pixel_size(raw, recipe.harmonize.spacing, source.image_path)
     require_finite(raw, source.image_path)
     image = harmonize_image(raw, recipe.harmonize, target_2d=_target_ndim(recipe) == 2)
     mask, mask_files = None, []

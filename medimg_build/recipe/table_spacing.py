@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..errors import RecipeError
 from ..image import MedicalImage
+from ..io.raster import file_grid
 from .sections import TablePixelSpacing
 
 
@@ -47,7 +48,7 @@ def with_table_pixel_spacing(image: MedicalImage, spec: TablePixelSpacing | None
     measured = _positive_pair(row, spec.measured_on, where) if spec.measured_on else None
     if spacing is None or (spec.measured_on and measured is None):
         return image
-    size = np.asarray(_file_size(image), dtype=np.float64)  # (columns, rows)
+    size = np.asarray(file_grid(image)[0], dtype=np.float64)  # (columns, rows)
     per_pixel = spacing * (measured / size if measured is not None else 1.0)
     # The affine maps indices to the file's pixel grid (a reduced JPEG: blocks of it);
     # scaling that grid's two axes puts the picture in mm, its origin where it was.
@@ -60,11 +61,16 @@ def with_table_pixel_spacing(image: MedicalImage, spec: TablePixelSpacing | None
         file_size=size.tolist(), pixel_spacing=per_pixel.tolist())
 
 
-def _file_size(image: MedicalImage) -> list[int]:
-    """(columns, rows) of the picture's file: a JPEG decoded reduced (``io/raster.py``)
-    holds fewer pixels than its file."""
-    full_size = (image.meta.get("raster") or {}).get("full_size")
-    return list(full_size) if full_size else list(image.spatial_shape)
+def require_pixel_size(image: MedicalImage, spacing, where) -> None:
+    """Refuse to resample a picture whose pixel size is unknown to ``harmonize.spacing``
+    (mm): its pixels would be taken for 1 mm, and a stack would hold it at another scale
+    than its neighbours measured in mm, with nothing but ``spacing_unit`` to tell."""
+    if spacing is None or not image.is_picture or image.meta.get("pixel_spacing_known"):
+        return
+    raise RecipeError(where, f"harmonize.spacing {list(spacing)} is in mm, but this "
+                      "picture's pixel size is unknown (its file states none, and no table "
+                      "gave it)", hint="give the pixel size in the image table "
+                      "(source.pixel_spacing), or resize with harmonize.shape alone")
 
 
 def _positive_pair(row: dict[str, Any], columns: tuple[str, ...], where: str

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..image import PICTURE_ORIENTATION, MedicalImage
+from ..image import MedicalImage
 from ..store.damage import undecodable
+from ..store.pictures import ORIENTATION, SPACING_UNIT, picture_flags
 from .views import ORTHOGONAL_VIEWS, Plane, picture_plane, plan_plane, view_of_2d_grid
 
 INDEX_AXES = ("x", "y", "z")  # stored axis names of index axes i, j, k (store/axes.py)
@@ -42,18 +43,15 @@ def read_case(store, case_id: str, boxes: pd.DataFrame, landmarks: pd.DataFrame,
 
 def picture_cases(cases: pd.DataFrame) -> pd.Series:
     """Per row of the case table: a picture without a patient frame, which the report
-    draws as acquired. Its source was read in picture space, so its
-    ``original_orientation`` names the picture's axes (``MedicalImage.orientation``).
-    Stores built before pictures were named so still say it: the read step recorded
-    ``space="image"`` (DICOM and ITK readers) or a picture reader, or the pixel size
-    is in pixels."""
-    def column(name: str, rule) -> pd.Series:
-        values = cases[name] if name in cases else pd.Series(None, index=cases.index)
-        return values.map(rule).astype(bool)
-
-    return (column("original_orientation", lambda value: value == PICTURE_ORIENTATION)
-            | column("steps", _read_as_picture)
-            | column("spacing_unit", lambda unit: unit == "pixel"))
+    draws as acquired -- as ``MedimgStore.read_image`` says (``store/pictures.py``:
+    its ``original_orientation`` names the picture's axes). Stores built before
+    pictures were named so also say it by the read step, which recorded
+    ``space="image"`` (DICOM and ITK readers) or a picture reader."""
+    steps = cases["steps"] if "steps" in cases else pd.Series(None, index=cases.index)
+    read = steps.map(_read_as_picture).astype(bool)
+    if ORIENTATION not in cases:
+        return read
+    return read | picture_flags(cases[ORIENTATION], cases.get(SPACING_UNIT))
 
 
 def _read_as_picture(steps) -> bool:

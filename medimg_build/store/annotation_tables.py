@@ -143,7 +143,10 @@ def _vocabulary_classes(vocabulary: Any, kind: str) -> list[str] | None:
 
 
 def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
-             classes: list[str] | None) -> tuple[dict[str, np.ndarray], list[str]]:
+             classes: list[str] | None, grids: frozenset[bool] = frozenset({False})
+             ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The table's columns and classes. ``grids``: for a table of no rows, the kinds of
+    grid (picture or not) of the store's cases, which name its world columns."""
     ordered = [(index, *rows[index]) for index in sorted(rows)]
     labels = [label for _, _, value in ordered for label in value.labels]
     classes = classes if classes is not None else sorted(set(labels))
@@ -166,7 +169,7 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
         for p, name in enumerate(names):
             axis = ndim - 1 - p
             columns[f"{name}_min"], columns[f"{name}_max"] = lo[:, axis], hi[:, axis]
-        for name, (axis, rows) in _world_axes(values, count).items():
+        for name, (axis, rows) in _world_axes(values, count, grids).items():
             columns[f"{name}_min"] = np.where(rows, w_lo[:, axis], np.nan)
             columns[f"{name}_max"] = np.where(rows, w_hi[:, axis], np.nan)
         if ndim == 3:
@@ -184,7 +187,7 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
         world = _stack([v.to_world() for v in values], 3)
         for p, name in enumerate(names):
             columns[name] = points[:, ndim - 1 - p]
-        for name, (axis, rows) in _world_axes(values, count).items():
+        for name, (axis, rows) in _world_axes(values, count, grids).items():
             columns[name] = np.where(rows, world[:, axis], np.nan)
         source = _stack([_source(v).points for v in values], source_ndim)
         for axis in range(source_ndim):
@@ -192,15 +195,18 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
     return columns, classes
 
 
-def _world_axes(values: list, count: list[int]) -> dict[str, tuple[int, np.ndarray]]:
+def _world_axes(values: list, count: list[int], grids: frozenset[bool]
+                ) -> dict[str, tuple[int, np.ndarray]]:
     """The world columns of a table (name -> (world axis, which rows have it)): R, A, S
     for grids in the patient frame, row and column (axes 1 and 0 of a picture's affine,
-    listed in stored order as y, x are) for pictures; both when the table holds both."""
+    listed in stored order as y, x are) for pictures; both when the table holds both.
+    A table of no rows has those of ``grids`` (True: pictures; False: the others)."""
     picture = np.repeat([bool(v.picture) for v in values], count).astype(bool)
+    kinds = set(picture.tolist()) if values else set(grids) or {False}
     axes = {}
-    if (~picture).any() or not picture.any():  # an empty table keeps R, A, S as before
+    if False in kinds:
         axes.update({name: (axis, ~picture) for axis, name in enumerate(_WORLD)})
-    if picture.any():
+    if True in kinds:
         axes.update({name: (axis, picture)
                      for axis, name in reversed(list(enumerate(PICTURE_AXES)))})
     return axes
@@ -221,13 +227,17 @@ def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def read_annotations(root, kind: str, complete: np.ndarray, spatial_ndim: int
-                     ) -> pd.DataFrame:
+def read_annotations(root, kind: str, complete: np.ndarray, spatial_ndim: int,
+                     pictures: np.ndarray | None = None) -> pd.DataFrame:
     """The ``kind`` table, rows of complete cases only. A store without any (no case
     has one, or the recipe has no such labels) gives an empty table with the columns a
-    store of ``spatial_ndim`` axes would have: code written for the rows runs on none."""
+    store of ``spatial_ndim`` axes would have: code written for the rows runs on none.
+    Its world columns are those of its complete cases' grids (``pictures``: per case,
+    a picture or not): row and column for a store of pictures, else R, A, S."""
     if kind not in root:
-        return _as_frame(_columns(kind, {}, spatial_ndim, [])[0])
+        flags = np.zeros(len(complete), bool) if pictures is None else pictures
+        grids = frozenset(np.asarray(flags, bool)[complete].tolist())
+        return _as_frame(_columns(kind, {}, spatial_ndim, [], grids)[0])
     group = root[kind]
     columns = group.attrs.get("columns")
     table = _as_frame({name: group[name][:] for name in columns})

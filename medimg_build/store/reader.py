@@ -33,11 +33,12 @@ from .integrity import CheckedStore, check_snapshot_members
 from .layout_reads import FormatReads
 from .layouts import layout_named
 from .classification import read_label
+from .pictures import ORIENTATION, PICTURE_COLUMNS, SPACING_UNIT, picture_flags
 from .schema import (
     CASE, IMAGE, LABEL_PREFIX, LAYOUTS, MANIFEST, MASK, READABLE_MAJORS, SCHEMA_VERSION,
     label_array_name,
 )
-from .table import read_table
+from .table import read_table, read_whole_arrays
 
 
 class NotThisFormat(StoreError):
@@ -207,12 +208,14 @@ class MedimgStore:
         return ds
 
     def read_image(self, case_id: str) -> MedicalImage:
-        """The case's image in memory, in MedicalImage axis order, with its affine."""
+        """The case's image in memory, in MedicalImage axis order, with its affine; a
+        picture's (``is_picture``, ``store/pictures.py``) in picture space, its axes
+        named ``column,row``."""
         position = self._position(case_id)
         stored = self._whole(self._reads.array(position, case_id, IMAGE), case_id, IMAGE)
         array = image_from_stored(stored, self._reads.channel_axis(position, case_id))
         return MedicalImage(array, self._reads.affine(position, case_id),
-                            spatial_ndim=stored.ndim - 1, meta=self._meta(case_id))
+                            spatial_ndim=stored.ndim - 1, meta=self._meta(case_id, position))
 
     def read_mask(self, case_id: str) -> MedicalImage | None:
         position = self._position(case_id)
@@ -220,7 +223,7 @@ class MedimgStore:
         if stored is None:
             return None
         return MedicalImage(mask_from_stored(stored), self._reads.affine(position, case_id),
-                            spatial_ndim=stored.ndim, meta=self._meta(case_id))
+                            spatial_ndim=stored.ndim, meta=self._meta(case_id, position))
 
     def _whole(self, stored, case_id: str, name: str) -> np.ndarray | None:
         """A case's array (a lazy zarr/HDF5 selection) read into memory once its shape is
@@ -255,7 +258,8 @@ class MedimgStore:
         (3D) and the source coordinates ``source_i_min ..`` (see
         ``medimg_build.store.annotation_tables``). A store without boxes gives an empty
         table of these columns."""
-        return read_annotations(self._root, BOXES, self._complete, self._spatial_ndim)
+        return read_annotations(self._root, BOXES, self._complete, self._spatial_ndim,
+                                self._pictures)
 
     def landmarks(self) -> pd.DataFrame:
         """The landmarks of complete cases, one row per point: ``case_index``,
@@ -263,15 +267,39 @@ class MedimgStore:
         mm ``R, A, S`` (a picture's: ``row, column``) and the source coordinates
         ``source_i, source_j[, source_k]``; an empty table of these columns in a store
         without landmarks."""
-        return read_annotations(self._root, LANDMARKS, self._complete, self._spatial_ndim)
+        return read_annotations(self._root, LANDMARKS, self._complete, self._spatial_ndim,
+                                self._pictures)
 
     @property
     def _spatial_ndim(self) -> int:
         """2 or 3: the spatial axes of the store's images (3 for a store of no case)."""
         return int((self.attrs.get("image") or {}).get("spatial_ndim") or 3)
 
-    def _meta(self, case_id: str) -> dict[str, Any]:
-        meta = {"case_id": case_id, "store": self.location}
+    @cached_property
+    def _grid_columns(self) -> dict[str, np.ndarray]:
+        """The case table's two short text columns that say what a case's grid is
+        (``store/pictures.py``), those the table has, read once."""
+        table = self.attrs.get("table") or {}
+        names = [name for name in PICTURE_COLUMNS if name in (table.get("columns") or [])
+                 and name not in (table.get("json_columns") or [])]
+        return dict(zip(names, read_whole_arrays(self._root, names)))
+
+    @cached_property
+    def _pictures(self) -> np.ndarray:
+        """Per stored case (along ``case``): whether it is a picture."""
+        columns = self._grid_columns
+        if self._spatial_ndim != 2 or ORIENTATION not in columns:
+            return np.zeros(len(self._ids), dtype=bool)
+        return picture_flags(columns[ORIENTATION], columns.get(SPACING_UNIT))
+
+    def _meta(self, case_id: str, position: int) -> dict[str, Any]:
+        # A harmonized image is in the patient frame (RAS+), a picture in its own; a
+        # picture of unknown pixel size keeps its spacings in (source) pixels.
+        meta = {"case_id": case_id, "store": self.location,
+                "space": "image" if self._pictures[position] else "patient"}
+        units = self._grid_columns.get(SPACING_UNIT)
+        if units is not None:
+            meta["pixel_spacing_known"] = str(units[position]) != "pixel"
         for key in ("modality", "organ", "dataset"):
             if key in self.attrs:
                 meta[key] = self.attrs[key]
