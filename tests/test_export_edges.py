@@ -251,3 +251,19 @@ def test_undone_values_are_made_integers_only_when_they_are():
     for values in ([0.0, 17.25, 9733.0], [0.0, np.nan, 9733.0]):
         assert integer_values(np.array(values, np.float32), np.dtype(np.float32), mr) is None
     assert integer_values(exact, np.dtype(np.float16), mr) is None  # too coarse to tell
+
+
+def test_radiographs_in_mm_are_pictures_in_mm(tmp_path, shared_data):
+    """The real SIIM CR (PixelSpacing, no ImageOrientationPatient) and NIH's PNG with its
+    table's pixel size are pictures whose pixel size is known: NIfTI code 2 (their own
+    frame) in mm. Before: code 1 "scanner", claiming a patient frame they do not have."""
+    from fixtures import chest_films
+    source = chest_films.make(tmp_path / "src", shared_data)
+    recipe = load_recipe("nih-chestxray14").with_overrides(
+        {**chest_films.OVERRIDES, "harmonize": {"shape": [64, 64]}})
+    assert build_store(recipe, source, tmp_path / "films.zarr", progress=False).ok
+    assert export(tmp_path / "films.zarr", tmp_path / "out", "nifti") == 0
+    for case_id in chest_films.FILMS:
+        header = nib.load(tmp_path / "out" / f"{case_id}.nii.gz").header
+        assert int(header["sform_code"]) == int(header["qform_code"]) == 2, case_id
+        assert header.get_xyzt_units()[0] == "mm", case_id

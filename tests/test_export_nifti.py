@@ -194,7 +194,9 @@ def test_stack_store_cases_chosen_by_case(reference_stores, tmp_path):
         assert np.array_equal(voxels(out / f"{case_id}.nii.gz"), expected)
         assert np.abs(image.affine - stored.affine).max() < 1e-4
         unit = store.cases.set_index("case_id").loc[case_id, "spacing_unit"]
-        assert int(image.header["sform_code"]) == (2 if unit == "pixel" else 1)
+        # A picture's frame is its own (code 2, "aligned"), in mm when its size is known.
+        assert int(image.header["sform_code"]) == 2
+        assert image.header.get_xyzt_units()[0] == ("unknown" if unit == "pixel" else "mm")
 
 
 @pytest.mark.parametrize("problem", ["unknown case", "non-empty out", "out is a file"])

@@ -17,7 +17,7 @@ from ..store.classification import segmentation_classes
 from ..store.reader import MedimgStore
 from .grid import onto_grid, original_grid
 from .intensity import ExportError, kept_normalization, normalization_step, undo_normalization
-from .nifti import OWN_FRAME, PATIENT_FRAME, SHEAR_TOLERANCE, qform_error
+from .nifti import SHEAR_TOLERANCE, NiftiFrame, frame_of, qform_error
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class ExportedCase:
     image: MedicalImage  # its history: the store's steps, then the export's
     mask: MedicalImage | None
     row: dict[str, Any]  # the case table row
-    frame: str  # NIfTI sform/qform code name (nifti.PATIENT_FRAME or OWN_FRAME)
+    frame: NiftiFrame  # the image's: also its mask's
     record: dict[str, Any]  # what the sidecar and the header extension say
 
 
@@ -79,7 +79,7 @@ def prepare_case(store: MedimgStore, row: dict[str, Any], options: ExportOptions
     grid: dict[str, Any] = {"grid": "harmonized", "exact": True}
     if options.original_grid:
         image, mask, grid = _on_original_grid(store, row, image, mask)
-    frame = OWN_FRAME if row.get("spacing_unit") == "pixel" else PATIENT_FRAME
+    frame = frame_of(image)
     _warn_if_sheared(store, case_id, image.affine)
     record = {
         "medimg_build": __version__,

@@ -5,9 +5,10 @@ NIfTI's sform and qform mean (NIfTI-1 header: "x increases to the Right, y to th
 Anterior, z to the Superior"; nibabel's ``Nifti1Image(array, affine)`` takes it as is).
 Both are written (a sheared affine, which the qform cannot hold, with a warning), with
 code 1 "scanner" (NIFTI_XFORM_SCANNER_ANAT, dcm2niix's choice) for images in a patient
-frame, and 2 "aligned" (nibabel's default for a new image) for pictures whose pixel
-size the source did not know (``spacing_unit`` "pixel"): their frame is the picture's
-own, and their ``xyzt_units`` "unknown" rather than mm. The sform holds float32: the
+frame, and 2 "aligned" (nibabel's default for a new image) for pictures
+(``MedicalImage.is_picture``: a PNG, a radiograph without ImageOrientationPatient),
+whose frame is their own; ``xyzt_units`` is mm, or "unknown" for a picture whose pixel
+size the source did not know (``spacing_unit`` "pixel"). The sform holds float32: the
 affine comes back within about 1e-5 mm of a few hundred mm.
 
 History. The case's record (its steps in the store, what the export did) goes into a
@@ -19,6 +20,7 @@ extension (code 6, ``io.nifti.EXPORT_ECODE``), under ``io.nifti.EXPORT_KEY``: so
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,26 @@ from ..provenance import to_jsonable
 
 SUFFIX = ".nii.gz"
 MASK_SUFFIX = "_mask"  # --to nifti: <case>_mask.nii.gz beside <case>.nii.gz
-# nibabel's names for NIFTI_XFORM_SCANNER_ANAT and NIFTI_XFORM_ALIGNED_ANAT.
-PATIENT_FRAME, OWN_FRAME = "scanner", "aligned"
+
+
+@dataclass(frozen=True)
+class NiftiFrame:
+    """What a file's header says of its grid: the sform/qform code (nibabel's names for
+    NIFTI_XFORM_SCANNER_ANAT and NIFTI_XFORM_ALIGNED_ANAT) and the xyz unit."""
+    code: str
+    units: str
+
+
+PATIENT_FRAME = NiftiFrame("scanner", "mm")
+PICTURE_IN_MM = NiftiFrame("aligned", "mm")
+# NIFTI_UNITS_UNKNOWN (0): the "spacing" of such a picture counts source pixels.
+PICTURE_IN_PIXELS = NiftiFrame("aligned", "unknown")
+
+
+def frame_of(image: MedicalImage) -> NiftiFrame:
+    if not image.is_picture:
+        return PATIENT_FRAME
+    return PICTURE_IN_MM if image.spacing_unit == "mm" else PICTURE_IN_PIXELS
 # A qform this far (mm per voxel step) from the sform is not float32 rounding: a shear.
 SHEAR_TOLERANCE = 1e-3
 
@@ -42,7 +62,7 @@ def qform_error(affine: np.ndarray) -> float:
     rounding for any rotation with zooms; more for a sheared affine, which a quaternion
     cannot hold (nibabel's ``set_qform`` keeps the closest rigid part)."""
     header = nib.Nifti1Header()
-    header.set_qform(affine, code=PATIENT_FRAME)
+    header.set_qform(affine, code=PATIENT_FRAME.code)
     return float(np.abs(header.get_qform() - affine)[:3, :3].max())
 
 
@@ -60,24 +80,22 @@ def nifti_array(image: MedicalImage) -> np.ndarray:
     return array
 
 
-def nifti_image(array: np.ndarray, affine: np.ndarray, frame: str,
+def nifti_image(array: np.ndarray, affine: np.ndarray, frame: NiftiFrame,
                 record: dict[str, Any] | None) -> nib.Nifti1Image:
-    """``array`` (NIfTI axis order) with ``affine`` as its sform and qform (code
-    ``frame``), millimetres, and ``record`` as the header's export extension."""
+    """``array`` (NIfTI axis order) with ``affine`` as its sform and qform, in
+    ``frame``, and ``record`` as the header's export extension."""
     image = nib.Nifti1Image(array, affine)
     header = image.header
-    header.set_sform(affine, code=frame)
-    header.set_qform(affine, code=frame)  # the closest rigid one, for qform-only readers
-    # NIFTI_UNITS_MM, or NIFTI_UNITS_UNKNOWN (0) for a picture whose pixel size the
-    # source did not know: its "spacing" counts source pixels, not millimetres.
-    header.set_xyzt_units(xyz="mm" if frame == PATIENT_FRAME else "unknown")
+    header.set_sform(affine, code=frame.code)
+    header.set_qform(affine, code=frame.code)  # the closest rigid one, for qform-only readers
+    header.set_xyzt_units(xyz=frame.units)
     if record is not None:
         text = json.dumps({EXPORT_KEY: to_jsonable(record)}, sort_keys=True)
         header.extensions.append(nib.nifti1.Nifti1Extension(EXPORT_ECODE, text.encode()))
     return image
 
 
-def write_image(image: MedicalImage, path: Path, frame: str,
+def write_image(image: MedicalImage, path: Path, frame: NiftiFrame,
                 record: dict[str, Any] | None = None) -> Path:
     nib.save(nifti_image(nifti_array(image), image.affine, frame, record), path)
     return path
