@@ -54,10 +54,23 @@ def as_monai(item: dict[str, Any]) -> dict[str, Any]:
     spatial = len(item[IMAGE].shape) - 1
     affine = np.asarray(item["affine"])[:, _array_order(spatial)]
     out = dict(item)
-    out[IMAGE] = MetaTensor(item[IMAGE], affine=affine)
+    out[IMAGE] = MetaTensor(item[IMAGE], affine=affine, meta=_monai_meta(item, affine))
     if MASK in item:
-        out[MASK] = MetaTensor(item[MASK][np.newaxis], affine=affine)
+        out[MASK] = MetaTensor(item[MASK][np.newaxis], affine=affine,
+                               meta=_monai_meta(item, affine))
     return out
+
+
+def _monai_meta(item: dict[str, Any], affine: np.ndarray) -> dict[str, Any]:
+    """What MONAI's ``LoadImage`` records and its transforms read, for an array already
+    channel first: ``original_channel_dim`` 0 (``EnsureChannelFirst`` raises without
+    it; 0 makes it a no-op, monai/transforms/utility/array.py and
+    data/image_reader.py ``_copy_compatible_dict``), ``spatial_shape`` and
+    ``original_affine`` (``SaveImage`` reads them to resample back, transforms/io/
+    array.py) and ``filename_or_obj`` (the case id: ``SaveImage`` names its file so)."""
+    return {"original_channel_dim": 0, "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(item[IMAGE].shape[1:], dtype=np.int64),
+            "filename_or_obj": str(item.get("case_id", ""))}
 
 
 def _array_order(spatial: int) -> list[int]:
@@ -87,7 +100,10 @@ def to_subject(item: dict[str, Any]):
     import torchio as tio
 
     spatial = len(item[IMAGE].shape) - 1
-    images = {IMAGE: tio.ScalarImage(tensor=_to_torchio(torch.as_tensor(item[IMAGE]), spatial),
+    image = torch.as_tensor(item[IMAGE])
+    if image.dtype == torch.float16:  # SimpleITK has no float16 (SimpleITK/extra.py
+        image = image.float()  # _np_sitk): TorchIO's resampling transforms would raise
+    images = {IMAGE: tio.ScalarImage(tensor=_to_torchio(image, spatial),
                                      affine=np.asarray(item["affine"]))}
     if MASK in item:
         mask = torch.as_tensor(item[MASK])[None]

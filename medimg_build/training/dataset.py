@@ -9,8 +9,9 @@ DataLoader's default collate turns into tensors and lists. Each item is a dict:
 ``labels``  {name: int (-1 = unknown) or a 0/1 array per class for multi-label}
 ``case_id``, ``split``, ``index`` (into the dataset)
 ``spacing`` (mm, stored order), ``origin`` (RAS+ mm of voxel 0, stored order),
-``affine``  the 4x4 of the returned array (nibabel index order), so that a sampled
-            slice or patch keeps its place in the patient
+``affine``  the 4x4 of the returned array (nibabel index order: last array axis
+            first), so that a sampled slice or patch keeps its place in the patient;
+            a slice along y or x has the columns of its own two axes first
 
 ``transform``: any callable, given each item and returning what the DataLoader gets
 (MONAI and TorchIO dictionary transforms: ``adapters.py``).
@@ -144,16 +145,21 @@ class CaseDataset:
         window = self.sampling.window(
             spatial, dims, rng, lambda: self._foreground_voxel(case_id, mask_of, rng),
             self.location, case_id)
-        image = padded(image_of[(slice(None),) + window.read].values, window,
-                       self.sampling.pad_value)
+        try:
+            image = padded(image_of[(slice(None),) + window.read].values, window,
+                           self.sampling.pad_value)
+        except ValueError as error:  # a pad_value the stored dtype cannot hold
+            raise StoreError(self.location, str(error), hint="the store's images are "
+                             f"{image_of.dtype}; CaseDataset(pad_value=...)") from None
         mask = None if mask_of is None else padded(mask_of[window.read].values, window, 0)
+        affine = _window_affine(affine, window.starts)
         if self.sampling.slice_axis is not None:  # one slice: a 2D item (a view, no copy)
             axis = dims.index(self.sampling.slice_axis)
             image = image[(slice(None),) * (1 + axis) + (0,)]
             mask = None if mask is None else mask[(slice(None),) * axis + (0,)]
+            affine = _slice_affine(affine, axis, len(dims))
         # spacing.copy(): the case's cached array is not the caller's to write into.
-        return self._item(index, image, mask, _window_affine(affine, window.starts),
-                          spacing.copy())
+        return self._item(index, image, mask, affine, spacing.copy())
 
     def _foreground_voxel(self, case_id: str, mask_of, rng: np.random.Generator):
         """A voxel of a random class present in the case's mask (sampling.py), or None
@@ -352,6 +358,18 @@ def _window_affine(affine: np.ndarray, window_starts: tuple[int, ...]) -> np.nda
     out = affine.copy()
     out[:3, 3] = affine[:3, :len(starts)] @ starts + affine[:3, 3]
     return out
+
+
+def _slice_affine(affine: np.ndarray, axis: int, spatial: int) -> np.ndarray:
+    """The affine of a 2D slice cut along stored spatial ``axis`` of a volume: its
+    columns in the slice's own nibabel order -- the two axes left (reversed stored
+    order: column index first), then the cut axis -- so that ``affine @ (column, row,
+    0, 1)`` places its voxels, as for any item, and as_monai/TorchIO read it right.
+    A slice along z keeps the volume's affine; along y its columns are (x, z, y), along
+    x (y, z, x)."""
+    kept = [a for a in range(spatial) if a != axis][::-1] + [axis]  # stored, nibabel order
+    columns = [spatial - 1 - a for a in kept]  # stored axis a is the affine's column n-1-a
+    return affine[:, columns + list(range(spatial, 4))]
 
 
 def _label_values(values, case_ids: list[str]) -> list[Any]:

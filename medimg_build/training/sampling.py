@@ -135,13 +135,29 @@ def _window(starts: tuple[int, ...], size: tuple[int, ...], shape: tuple[int, ..
 
 def padded(read: np.ndarray, window: Window, value: float) -> np.ndarray:
     """The item's array: ``read`` itself, or (a patch over the case's edge) ``read``
-    placed in an array of ``value`` (leading axes, e.g. the channel, kept whole)."""
+    placed in an array of ``value`` (leading axes, e.g. the channel, kept whole);
+    ValueError if ``read``'s dtype cannot hold ``value``."""
     if window.placed is None:
         return read
     lead = read.ndim - len(window.shape)
+    checked_fill(value, read.dtype, "pad_value")
     out = np.full(read.shape[:lead] + window.shape, value, dtype=read.dtype)
     out[(slice(None),) * lead + window.placed] = read
     return out
+
+
+def checked_fill(value: float, dtype: np.dtype, name: str) -> float:
+    """``value`` if an array of ``dtype`` can hold it exactly, else ValueError."""
+    if dtype.kind in "iub":
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        high = 1 if dtype.kind == "b" else info.max
+        if not (np.isfinite(value) and float(value).is_integer() and info.min <= value <= high):
+            raise ValueError(f"{name} {value} does not fit the {dtype} arrays it pads "
+                             f"(integers {info.min}..{high}): give a value in that range")
+    elif dtype.kind == "f" and np.isfinite(value) and abs(value) > np.finfo(dtype).max:
+        raise ValueError(f"{name} {value} does not fit the {dtype} arrays it pads (it "
+                         f"would be inf): give a value within +-{np.finfo(dtype).max}")
+    return value
 
 
 class ForegroundSlices:
