@@ -1,0 +1,155 @@
+"""Red-team findings on the training hand-offs (issue 19): each test failed on 6524527.
+
+Conventions checked against the libraries' own code (site-packages): MONAI's
+``LoadImage`` meta and ``EnsureChannelFirst`` (monai/data/image_reader.py,
+monai/transforms/utility/array.py), its ``list_data_collate`` and
+``collate_meta_tensor_fn`` (monai/data/utils.py); TorchIO's resampling through
+SimpleITK (torchio/data/io.py ``nib_to_sitk``), which has no float16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medimg_build import open_store
+from medimg_build.errors import StoreError
+from medimg_build.training import CaseDataset, TorchioTransform, as_monai, pad_collate
+
+torch = pytest.importorskip("torch")
+
+
+def _mm(affine, index) -> np.ndarray:
+    return (np.asarray(affine, dtype=np.float64) @ np.array([*index, 1.0]))[:3]
+
+
+# -- slices along y and x: the item's affine is that of its own 2D array -----------------
+@pytest.mark.parametrize("axis", ["y", "x"])
+def test_a_slice_along_y_or_x_has_the_affine_of_its_own_array(reference_stores, axis):
+    """An item (C, a, b) cut along ``axis`` has an affine whose (column, row) = (b, a)
+    lands where the case's voxel is -- before, the case's (x, y) columns were kept, so
+    a y-slice (C, z, x) was placed as if it were (C, y, x): MONAI and TorchIO got the
+    wrong geometry."""
+    case = open_store(reference_stores.ct).case("ct")
+    volume, case_affine = case["image"].values[0], np.asarray(case.attrs["affine"])
+    ax = "zyx".index(axis)
+    item = CaseDataset(reference_stores.ct, slice_axis=axis, seed=3)[0]
+    k = next(i for i in range(volume.shape[ax])
+             if np.array_equal(np.take(volume, i, axis=ax), item["image"][0]))
+    a, b = 5, 7  # a voxel (row a, column b) of the 2D item
+    stored = [a, b]
+    stored.insert(ax, k)  # the same voxel in the case, stored (z, y, x)
+    np.testing.assert_allclose(_mm(item["affine"], (b, a, 0)), _mm(case_affine, stored[::-1]),
+                               atol=1e-4)
+    # and MONAI reads it so: the MetaTensor's affine indexes the array as it is
+    image = as_monai(item)["image"]
+    np.testing.assert_allclose(_mm(image.affine.numpy(), (a, b, 0)),
+                               _mm(case_affine, stored[::-1]), atol=1e-4)
+
+
+# -- as_monai: the meta MONAI's transforms read -----------------------------------------
+def test_as_monai_items_go_through_ensure_channel_first_and_carry_load_image_meta(
+        reference_stores):
+    """A MONAI pipeline written for ``LoadImaged`` keeps its ``EnsureChannelFirstd`` when
+    ``as_monai`` replaces the loader: it raised "Unknown original_channel_dim"."""
+    mt = pytest.importorskip("monai.transforms")
+    data = CaseDataset(reference_stores.ct, transform=mt.Compose([
+        as_monai, mt.EnsureChannelFirstd(keys=["image", "mask"])]))
+    item = data[0]
+    stored = open_store(reference_stores.ct).case("ct")["image"].shape
+    assert tuple(item["image"].shape) == tuple(stored)
+    assert tuple(item["mask"].shape) == (1, *stored[1:])
+    meta = item["image"].meta
+    assert list(meta["spatial_shape"]) == list(stored[1:])
+    assert meta["original_channel_dim"] == 0 and meta["filename_or_obj"] == "ct"
+    np.testing.assert_allclose(np.asarray(meta["original_affine"]), item["image"].affine)
+
+
+# -- TorchIO on a float16 store ----------------------------------------------------------
+def test_torchio_resampling_transforms_take_a_float16_picture_store(reference_stores):
+    """The stack store holds float16 (normalized): TorchIO's ``RandomAffine`` and
+    ``Resample`` go through SimpleITK, which raised "dtype: float16 is not supported"."""
+    tio = pytest.importorskip("torchio")
+    plain = CaseDataset(reference_stores.xray)[0]
+    assert plain["image"].dtype == np.float16
+    item = CaseDataset(reference_stores.xray, transform=TorchioTransform(
+        tio.RandomAffine(degrees=0, scales=0, translation=0)))[0]  # identity: same voxels
+    assert item["image"].dtype == torch.float32
+    np.testing.assert_allclose(item["image"].numpy(), plain["image"].astype(np.float32),
+                               atol=1e-3)
+    resampled = CaseDataset(reference_stores.xray,
+                            transform=TorchioTransform(tio.Resample((2.0, 2.0, 1.0))))[0]
+    np.testing.assert_allclose(resampled["spacing"], [2.0, 2.0])
+
+
+# -- pad_collate ------------------------------------------------------------------------
+def test_pad_collate_joins_the_lists_of_rand_crop_by_pos_neg_label(reference_stores):
+    """MONAI's ``RandCropByPosNegLabeld(num_samples=n)`` gives a list per case: joined
+    into one batch as ``list_data_collate`` does (it raised a TypeError)."""
+    mt = pytest.importorskip("monai.transforms")
+    data = CaseDataset(reference_stores.ct, transform=mt.Compose([
+        as_monai, mt.RandCropByPosNegLabeld(keys=["image", "mask"], label_key="mask",
+                                            spatial_size=(8, 16, 16), num_samples=3)]))
+    loader = torch.utils.data.DataLoader(data, batch_size=1, collate_fn=pad_collate,
+                                         num_workers=1)
+    batch = next(iter(loader))
+    assert tuple(batch["image"].shape) == (3, 1, 8, 16, 16)
+    assert tuple(batch["mask"].shape) == (3, 1, 8, 16, 16)
+    assert batch["case_id"] == ["ct"] * 3
+
+
+def test_pad_collate_gives_a_meta_tensor_batch_each_item_its_affine(reference_stores):
+    """MetaTensors collated as MONAI collates them: ``.affine`` (batch, 4, 4), each
+    item's own; torch's collation kept the first item's affine for the whole batch."""
+    pytest.importorskip("monai")
+    data = CaseDataset(reference_stores.ct, patch_size=(4, 10, 12), seed=1)
+    items = [as_monai(data[0]), as_monai({**data[0], **_moved(data[0])})]
+    assert not np.allclose(items[0]["image"].affine, items[1]["image"].affine)
+    batch = pad_collate(items)
+    assert tuple(batch["image"].affine.shape) == (2, 4, 4)
+    for row, item in enumerate(items):
+        np.testing.assert_allclose(batch["image"].affine[row], item["image"].affine)
+        np.testing.assert_allclose(batch["mask"].affine[row], item["mask"].affine)
+
+
+def _moved(item: dict) -> dict:
+    affine = item["affine"].copy()
+    affine[:3, 3] += 10.0
+    return {"affine": affine}
+
+
+def test_pad_collate_keeps_ragged_boxes_as_a_list_per_item(reference_stores):
+    """Keys whose arrays differ in size (boxes, landmarks a transform adds) become a
+    list of tensors, one per item; default collation raised "stack expects..."."""
+    data = CaseDataset(reference_stores.ct, patch_size=(4, 10, 12))
+    boxes = [np.zeros((2, 6)), np.ones((3, 6))]
+    batch = pad_collate([{**data[0], "boxes": boxes[0]}, {**data[0], "boxes": boxes[1]}])
+    assert [b.tolist() for b in batch["boxes"]] == [b.tolist() for b in boxes]
+
+
+def test_pad_collate_refuses_what_it_cannot_pad_in_one_line(reference_stores):
+    item = CaseDataset(reference_stores.ct, patch_size=(4, 10, 12))[0]  # int16
+    with pytest.raises(TypeError, match="make the transform return the item dict"):
+        pad_collate([torch.as_tensor(item["image"])])
+    with pytest.raises(ValueError, match="no items"):
+        pad_collate([])
+    two = {**item, "image": np.concatenate([item["image"]] * 2)}
+    with pytest.raises(ValueError, match=r"have \[1, 2\] channels"):
+        pad_collate([item, two])
+    small = {**item, "image": item["image"][:, :2], "mask": item["mask"][:2]}
+    with pytest.raises(ValueError, match="pad_value -100000 does not fit the int16"):
+        pad_collate([item, small], pad_value=-100000)
+    with pytest.raises(ValueError, match="pad_value nan does not fit"):
+        pad_collate([item, small], pad_value=float("nan"))
+    with pytest.raises(ValueError, match="mask_value -1 does not fit the uint8"):
+        pad_collate([item, small], mask_value=-1)
+
+
+def test_a_pad_value_the_stored_dtype_cannot_hold_is_refused_naming_the_store(
+        reference_stores):
+    """NaN padding an int16 CT patch gave garbage values (-47...) in silence."""
+    data = CaseDataset(reference_stores.ct, patch_size=(40, 10, 10), pad_value=float("nan"))
+    with pytest.raises(StoreError, match=r"ct\.zarr: pad_value nan does not fit the int16"):
+        data[0]
+    padded = CaseDataset(reference_stores.ct, patch_size=(40, 10, 10), pad_value=-1024)[0]
+    assert padded["image"].min() == -1024
