@@ -153,3 +153,32 @@ def test_a_pad_value_the_stored_dtype_cannot_hold_is_refused_naming_the_store(
         data[0]
     padded = CaseDataset(reference_stores.ct, patch_size=(40, 10, 10), pad_value=-1024)[0]
     assert padded["image"].min() == -1024
+
+
+# -- repeated draws: new patches, not the same patch again -------------------------------
+def _starts(batches) -> list[tuple]:
+    return [(case_id, tuple(np.round(affine[:3, 3].numpy(), 3)))
+            for batch in batches for case_id, affine in zip(batch["case_id"], batch["affine"])]
+
+
+def test_samples_per_case_gives_different_patches_the_same_on_any_number_of_workers(
+        reference_stores):
+    """nnU-Net draws 250 batches an epoch from a few cases; MONAI (``samples_per_image``)
+    and TorchIO (``samples_per_volume``) take several patches a volume. Before, the only
+    way was a sampler repeating indices, and each repeat was the same patch, in every
+    worker. ``samples_per_case=k``: k draws per case, all different, the same with 0
+    or 2 workers, new with the epoch."""
+    DataLoader = torch.utils.data.DataLoader
+    data = CaseDataset(reference_stores.ct, patch_size=(8, 16, 16), seed=7,
+                       samples_per_case=6)
+    assert len(data) == 6 and {data[i]["case_id"] for i in range(6)} == {"ct"}
+    two = _starts(DataLoader(data, batch_size=2, num_workers=2))
+    assert len(set(two)) == 6  # six different patches of the one case
+    assert _starts(DataLoader(data, batch_size=3, num_workers=0)) == two
+    data.set_epoch(1)
+    assert set(_starts(DataLoader(data, batch_size=2))).isdisjoint(two)
+    with pytest.raises(ValueError, match="samples_per_case 0"):
+        CaseDataset(reference_stores.ct, patch_size=(8, 16, 16), samples_per_case=0)
+    with pytest.raises(ValueError, match="a whole case is the same each time"):
+        CaseDataset(reference_stores.ct, samples_per_case=2)
+

@@ -22,7 +22,11 @@ random patch of that size, padded where it is larger than the case;
 ``oversample_foreground`` centres that share of them on a voxel of a random class
 present in the mask. Only the chunks under the slice or patch are read. The draws are
 a pure function of (seed, epoch, index): the same on any number of workers, and new
-with ``set_epoch``.
+with ``set_epoch``. So an index read twice in an epoch (a sampler with replacement,
+more draws than cases) is the same draw twice, in any worker: ``samples_per_case=k``
+(MONAI's ``samples_per_image``, TorchIO's ``samples_per_volume``) gives k different
+draws of each case instead: ``len`` is k times the cases, index i a draw from case
+i % cases.
 
 Batches: the DataLoader asks for a batch with ``__getitems__``; whole cases of a stack
 store are then read together, a run of consecutive cases in one call. The default
@@ -65,9 +69,16 @@ class CaseDataset:
                  labels: Sequence[str] | None = None, slice_axis: str | None = None,
                  patch_size: Sequence[int] | None = None, seed: int = 0,
                  oversample_foreground: float = 0.0, pad_value: float = 0,
+                 samples_per_case: int = 1,
                  transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.sampling = Sampling.checked(slice_axis, patch_size, oversample_foreground,
                                          pad_value)
+        if int(samples_per_case) != samples_per_case or samples_per_case < 1 or (
+                samples_per_case > 1 and not self.sampling.sampling_part):
+            raise ValueError(f"samples_per_case {samples_per_case}: a whole number >= 1 of "
+                             "random slices or patches per case and epoch (with slice_axis "
+                             "or patch_size; a whole case is the same each time)")
+        self.samples_per_case = int(samples_per_case)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (given each item), not "
                             f"{type(transform).__name__}")
@@ -122,7 +133,12 @@ class CaseDataset:
 
     # -- the dataset -------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.case_ids)
+        """Cases times ``samples_per_case``: index i is a draw from case i % cases."""
+        return len(self.case_ids) * self.samples_per_case
+
+    def _case(self, index: int) -> int:
+        """The position in ``case_ids`` of the case item ``index`` is drawn from."""
+        return index % len(self.case_ids)
 
     def set_epoch(self, epoch: int) -> None:
         """New random slices/patches for every item (call once per epoch)."""
@@ -137,7 +153,7 @@ class CaseDataset:
         return item if self.transform is None else self.transform(item)
 
     def _read_item(self, index: int) -> dict[str, Any]:
-        case_id = self.case_ids[index]
+        case_id = self.case_ids[self._case(index)]
         image_of, mask_of, affine, spacing = self._opened_case(case_id)
         spatial = image_of.shape[1:]
         dims = spatial_dims(len(spatial))
@@ -236,10 +252,10 @@ class CaseDataset:
         if masks is not None:
             batch["mask"] = masks
         batch.update(
-            labels={name: _stacked_labels([values[i] for i in indices])
+            labels={name: _stacked_labels([values[self._case(i)] for i in indices])
                     for name, values in self._labels.items()},
-            case_id=[self.case_ids[i] for i in indices],
-            split=[self._splits[i] for i in indices],
+            case_id=[self.case_ids[self._case(i)] for i in indices],
+            split=[self._splits[self._case(i)] for i in indices],
             index=np.asarray(indices, dtype=np.int64), spacing=spacings,
             origin=affines[:, :3, 3][:, ::-1].copy(), affine=affines)
         return batch
@@ -259,7 +275,7 @@ class CaseDataset:
                 self.sampling.sampling_part:
             return None
         indices = [self._checked(i) for i in indices]
-        rows = [self._rows[i] for i in indices]
+        rows = [self._rows[self._case(i)] for i in indices]
         stack = self._store.dataset(chunks=None)  # lazy, without Dask: one call per run
         masks = _read_rows(stack[MASK], rows) if MASK in stack else None
         affines, spacings = self._stack_geometry(stack)
@@ -284,8 +300,10 @@ class CaseDataset:
         if mask is not None:
             item["mask"] = mask
         item.update(
-            labels={name: _own(values[index]) for name, values in self._labels.items()},
-            case_id=self.case_ids[index], split=self._splits[index], index=index,
+            labels={name: _own(values[self._case(index)])
+                    for name, values in self._labels.items()},
+            case_id=self.case_ids[self._case(index)], split=self._splits[self._case(index)],
+            index=index,
             spacing=spacing, origin=affine[:3, 3][::-1].copy(), affine=affine)
         return item
 
