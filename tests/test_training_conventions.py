@@ -182,3 +182,35 @@ def test_samples_per_case_gives_different_patches_the_same_on_any_number_of_work
     with pytest.raises(ValueError, match="a whole case is the same each time"):
         CaseDataset(reference_stores.ct, samples_per_case=2)
 
+
+
+# -- nnU-Net's ignore label is no foreground --------------------------------------------
+def test_foreground_oversampling_never_centres_on_the_ignore_label(tmp_path):
+    """A store from an nnU-Net dataset with an ``ignore`` label (its mask value named
+    "ignore", recipe/parsers/nnunet.py): nnU-Net leaves it out of the classes it centres
+    patches on (``LabelManager._get_all_labels``); here it was drawn as a class like any
+    other -- half the "foreground" patches centred on unannotated voxels."""
+    import pandas as pd
+
+    from medimg_build.case import Case
+    from medimg_build.image import MedicalImage
+    from medimg_build.store import create_store
+
+    import test_store_volumes as volumes_tests  # noqa: E402  (tests/ is on sys.path)
+
+    shape = (40, 40, 8)  # in-memory (x, y, z)
+    affine = volumes_tests.ras_affine(0)
+    mask = np.zeros(shape, np.uint8)
+    mask[2, 3, 1] = 1  # one voxel of class 1, far from ...
+    mask[30:38, 30:38, 5:8] = 2  # ... a block of unannotated ("ignore") voxels
+    image = np.zeros(shape, np.int16)
+    path = tmp_path / "v.zarr"
+    writer = create_store(path, "volumes", n_cases=1, attrs={
+        **volumes_tests.ATTRS, "labels": {"segmentation": {"classes": {
+            "0": "background", "1": "tumour", "2": "ignore"}}}})
+    writer.write_case(0, Case("c", MedicalImage(image, affine), MedicalImage(mask, affine)))
+    writer.close(pd.DataFrame({"case_id": ["c"], "split": ["train"]}))
+    for epoch in range(12):
+        data = CaseDataset(path, patch_size=(2, 6, 6), oversample_foreground=1.0, seed=epoch)
+        values = set(np.unique(data[0]["mask"]).tolist())
+        assert 1 in values and 2 not in values, f"epoch {epoch}: {values}"

@@ -52,6 +52,7 @@ import numpy as np
 from ..errors import StoreError, shown_items
 from ..store import open_store
 from ..store.axes import spatial_dims
+from ..store.classification import segmentation_classes
 from ..store.layouts import layout_named
 from ..store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
 from .sampling import ForegroundSlices, Sampling, padded
@@ -110,6 +111,8 @@ class CaseDataset:
         row = {case_id: i for i, case_id in enumerate(store.cases["case_id"])}
         self._rows = [row[case_id] for case_id in self.case_ids]  # in store.cases
         stored = sorted((store.attrs.get("labels") or {}).get("classification") or {})
+        self._ignored = tuple(value for value, name in segmentation_classes(
+            store.attrs.get("labels") or {}).items() if name == "ignore")  # sampling.py
         self.label_names = list(stored if labels is None else labels)
         self._labels = {name: _label_values(store.labels(name), self.case_ids)
                         for name in self.label_names}
@@ -189,10 +192,10 @@ class CaseDataset:
                              "masks; leave it at 0 for this one")
         if mask_of.ndim == 2:
             values = mask_of.values
-            return ForegroundSlices(values).voxel(rng, lambda k: values)
+            return ForegroundSlices(values, self._ignored).voxel(rng, lambda k: values)
         counted = self._foreground.pop(case_id, None)  # put back last: the most recent
         if counted is None:
-            counted = ForegroundSlices(mask_of.values)
+            counted = ForegroundSlices(mask_of.values, self._ignored)
         self._foreground[case_id] = counted
         if len(self._foreground) > OPEN_CASES:
             del self._foreground[next(iter(self._foreground))]

@@ -19,7 +19,8 @@ Both follow nnU-Net v2's data loader (``nnunetv2/training/dataloading/data_loade
   default nnU-Net forces the last third of each batch; an item of a map-style dataset
   knows no batch, so each is drawn with that probability, as nnU-Net's
   ``probabilistic_oversampling`` does. The voxel: a class drawn uniformly from the classes present
-  (nonzero values), then a voxel uniformly from that class's voxels. nnU-Net clamps
+  (nonzero values but the store's "ignore" class, as nnU-Net), then a voxel uniformly
+  from that class's voxels. nnU-Net clamps
   the patch start at the lower bound only; here at both, so a patch around a voxel
   at the far edge is not padded needlessly (the voxel stays inside it). A case
   without foreground gives a random patch, as in nnU-Net.
@@ -163,10 +164,12 @@ def checked_fill(value: float, dtype: np.dtype, name: str) -> float:
 class ForegroundSlices:
     """Per class present in a mask, how many of its voxels lie in each 2D slice (the
     store's chunks: along z for a volume; one slice for a 2D case); see the module
-    docstring. ``classes``: the nonzero values present; per class, the slices that hold
-    it and the running count of its voxels up to each."""
+    docstring. ``classes``: the nonzero values present but ``ignored`` ones (nnU-Net's
+    ignore label is no class to centre on: ``LabelManager._get_all_labels`` leaves it
+    out of ``foreground_labels``, nnunetv2/utilities/label_handling); per class, the
+    slices that hold it and the running count of its voxels up to each."""
 
-    def __init__(self, mask: np.ndarray) -> None:
+    def __init__(self, mask: np.ndarray, ignored: Sequence[int] = ()) -> None:
         layers = mask if mask.ndim == 3 else mask[np.newaxis]
         found: dict[int, list[tuple[int, int]]] = {}  # class -> [(slice, voxels)]
         for k, layer in enumerate(layers):
@@ -175,6 +178,8 @@ class ForegroundSlices:
                 values = values[values > 0]
             counts = np.bincount(values)
             for value in np.flatnonzero(counts[1:]) + 1:
+                if value in ignored:
+                    continue
                 found.setdefault(int(value), []).append((k, int(counts[value])))
         self.classes: list[int] = sorted(found)
         self._slices = {c: np.array([k for k, _ in found[c]]) for c in self.classes}
