@@ -214,3 +214,22 @@ def test_foreground_oversampling_never_centres_on_the_ignore_label(tmp_path):
         data = CaseDataset(path, patch_size=(2, 6, 6), oversample_foreground=1.0, seed=epoch)
         values = set(np.unique(data[0]["mask"]).tolist())
         assert 1 in values and 2 not in values, f"epoch {epoch}: {values}"
+
+
+def test_pad_collate_refuses_a_batch_where_only_some_cases_have_a_mask(tmp_path):
+    """A volumes store whose cases have masks in part: the batch lost its masks when the
+    first item had none (collated by its keys), else a KeyError."""
+    from medimg_build.case import Case
+    from medimg_build.image import MedicalImage
+
+    import test_store_volumes as volumes_tests  # noqa: E402  (tests/ is on sys.path)
+
+    affine = volumes_tests.ras_affine(0)
+    image = np.ones((12, 10, 4), np.int16)
+    path = volumes_tests.build(tmp_path / "v.zarr", [
+        Case("bare", MedicalImage(image, affine), None),
+        Case("masked", MedicalImage(image, affine), MedicalImage(image.astype(np.uint8), affine))])
+    data = CaseDataset(path)
+    for order in ([0, 1], [1, 0]):
+        with pytest.raises(ValueError, match="cases masked have 'mask', cases bare have not"):
+            pad_collate([data[i] for i in order])

@@ -46,6 +46,7 @@ def pad_collate(items: Sequence[Any], *, pad_value: float = 0,
     import torch
 
     items = _checked_items(items)
+    _same_keys(items)
     spatial = len(items[0]["image"].shape) - 1  # the image is channel first
     _one_channel_count(items)
     shapes = np.array([tuple(item["image"].shape[-spatial:]) for item in items], np.int64)
@@ -72,6 +73,21 @@ def _checked_items(items: Sequence[Any]) -> list[dict[str, Any]]:
                             f"items), not {type(item).__name__}: make the transform return "
                             "the item dict (or a list of them), or use torch's default_collate")
     return flat
+
+
+def _same_keys(items: list[dict[str, Any]]) -> None:
+    """ValueError unless every item has the same keys: a store whose cases have a mask
+    only in part would give a batch with its masks dropped (collated by the first item's
+    keys) or a KeyError."""
+    keys = [set(item) for item in items]
+    differing = sorted(set.union(*keys) - set.intersection(*keys))
+    if differing:
+        key = differing[0]
+        without = sorted({str(item.get("case_id", "?")) for item in items if key not in item})
+        with_ = sorted({str(item.get("case_id", "?")) for item in items if key in item})
+        raise ValueError(f"pad_collate: cases {', '.join(with_)} have {key!r}, cases "
+                         f"{', '.join(without)} have not: a batch needs it in every item or "
+                         "none (e.g. CaseDataset(case_ids=...) of the cases with masks)")
 
 
 def _one_channel_count(items: list[dict[str, Any]]) -> None:
