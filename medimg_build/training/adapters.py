@@ -17,7 +17,9 @@ with an affine in nibabel's (x, y[, z]) order and a mask without a channel axis,
   the mask given its channel first (``EnsureChannelFirstd(keys="mask",
   channel_dim="no_channel")``, MONAI's way for arrays without one);
 * ``as_monai`` makes ``image`` and ``mask`` ``MetaTensor``s whose affine is ours with
-  its columns in the array's (z, y, x) order, the mask with a channel axis: then the
+  its columns in the array's (z, y, x) order, the mask with a channel axis, and the
+  meta ``LoadImage`` would give (``_monai_meta``: a pipeline's ``EnsureChannelFirstd``
+  passes, ``SaveImaged`` finds its shape and name): then the
   transforms that read the geometry (``Orientationd``, ``Spacingd``) place the voxels
   right -- ``Orientationd(axcodes="RAS")`` turns them into nibabel's (C, x, y, z)
   (tests/test_training_transforms.py). MONAI keeps the geometry it changes in the
@@ -31,7 +33,8 @@ it needs ``include=`` and wraps those keys with an identity affine
 (``DataParser._get_subject_from_dict``, torchio/transforms/data_parser.py), and it
 would read our (C, z, y, x) as (C, x, y, z). ``TorchioTransform(t)`` is the adapter:
 it makes the subject (image and mask in TorchIO's order, our affine; a 2D item as
-depth 1), applies ``t``, and gives the item back in our order, with the affine,
+depth 1; a float16 image as float32, for SimpleITK), applies ``t``, and gives the
+item back in our order, with the affine,
 spacing and origin of the transformed image (a crop or resampling moves them);
 labels, case id and the rest pass through. TorchIO is imported when it is used.
 """
