@@ -233,3 +233,72 @@ def test_pad_collate_refuses_a_batch_where_only_some_cases_have_a_mask(tmp_path)
     for order in ([0, 1], [1, 0]):
         with pytest.raises(ValueError, match="cases masked have 'mask', cases bare have not"):
             pad_collate([data[i] for i in order])
+
+
+# -- a real LPS volume: geometry-aware transforms agree with the libraries' own loaders ---
+@pytest.fixture(scope="module")
+def lps_mr(tmp_path_factory, shared_data):
+    """TotalSegmentator's MR (LPS on disk, stored reoriented) and its segmentation."""
+    import shutil
+
+    import nibabel as nib
+
+    from medimg_build import build_store, load_recipe
+
+    root = tmp_path_factory.mktemp("lps")
+    (root / "src" / "images").mkdir(parents=True)
+    (root / "src" / "labels").mkdir()
+    image = root / "src" / "images" / "mr.nii.gz"
+    mask = root / "src" / "labels" / "mr.nii.gz"
+    shutil.copy(shared_data / "totalsegmentator" / "example_mr_sm.nii.gz", image)
+    shutil.copy(shared_data / "totalsegmentator" / "example_seg_mr.nii.gz", mask)
+    assert nib.aff2axcodes(nib.load(image).affine) == ("L", "P", "S")
+    values = np.unique(np.asanyarray(nib.load(mask).dataobj))
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"labels": {"segmentation": {"classes": {str(int(v)): f"c{int(v)}" for v in values}}},
+         "harmonize": {"spacing": None}})
+    assert build_store(recipe, root / "src", root / "mr.zarr", progress=False).ok
+    return root / "mr.zarr", image, mask
+
+
+def test_geometry_aware_transforms_of_a_real_lps_case_match_the_libraries_loaders(lps_mr):
+    """Held on 6524527, kept as a guard: on a real LPS MR, MONAI (``Orientationd`` then
+    ``Spacingd``/``RandAffined``, seeded) and TorchIO (``RandomFlip('LR')``,
+    ``ToCanonical``, ``Resample``, ``RandomAffine`` on the ``LabelMap``, seeded) give on
+    our item exactly what they give on the NIfTI loaded by ``LoadImaged`` /
+    ``tio.ScalarImage(path)``: voxels, labels (nearest) and affines within 1e-4 mm."""
+    mt = pytest.importorskip("monai.transforms")
+    tio = pytest.importorskip("torchio")
+    store, image, mask = lps_mr
+    keys = ["image", "mask"]
+    modes = ("bilinear", "nearest")
+    for tail in (lambda: mt.Spacingd(keys=keys, pixdim=(2.0, 2.5, 4.0), mode=modes),
+                 lambda: mt.RandAffined(keys=keys, prob=1, rotate_range=(0.3, 0.2, 0.1),
+                                        scale_range=0.1, mode=modes)):
+        # each pipeline its own transform objects: MONAI seeds each Randomizable it holds
+        load = mt.Compose([mt.LoadImaged(keys=keys, image_only=True),
+                           mt.EnsureChannelFirstd(keys=keys),
+                           mt.EnsureTyped(keys="image", dtype=torch.float32),
+                           mt.Orientationd(keys=keys, axcodes="RAS"), tail()])
+        ours = mt.Compose([as_monai, mt.EnsureTyped(keys="image", dtype=torch.float32),
+                           mt.Orientationd(keys=keys, axcodes="RAS"), tail()])
+        load.set_random_state(3)
+        ours.set_random_state(3)
+        theirs, item = load({"image": str(image), "mask": str(mask)}), CaseDataset(
+            store, transform=ours)[0]
+        for key in keys:
+            np.testing.assert_allclose(item[key].numpy(), theirs[key].numpy(), atol=1e-3)
+            np.testing.assert_allclose(item[key].affine, theirs[key].affine, atol=1e-4)
+    for transform in (tio.Compose([tio.RandomFlip(axes=("LR",), flip_probability=1),
+                                   tio.ToCanonical()]),
+                      tio.Compose([tio.ToCanonical(), tio.Resample((2.0, 2.5, 4.0))]),
+                      tio.Compose([tio.ToCanonical(), tio.RandomAffine(degrees=20)])):
+        torch.manual_seed(5)
+        theirs = transform(tio.Subject(image=tio.ScalarImage(image), mask=tio.LabelMap(mask)))
+        torch.manual_seed(5)
+        item = CaseDataset(store, transform=TorchioTransform(transform))[0]
+        np.testing.assert_allclose(item["image"].numpy(),
+                                   theirs["image"].data.permute(0, 3, 2, 1).numpy(), atol=1e-3)
+        np.testing.assert_array_equal(item["mask"].numpy(),
+                                      theirs["mask"].data.permute(0, 3, 2, 1).numpy()[0])
+        np.testing.assert_allclose(item["affine"], theirs["image"].affine, atol=1e-4)
