@@ -302,3 +302,17 @@ def test_geometry_aware_transforms_of_a_real_lps_case_match_the_libraries_loader
         np.testing.assert_array_equal(item["mask"].numpy(),
                                       theirs["mask"].data.permute(0, 3, 2, 1).numpy()[0])
         np.testing.assert_allclose(item["affine"], theirs["image"].affine, atol=1e-4)
+
+
+def test_whole_batches_of_monai_items_keep_each_items_affine(reference_stores):
+    """``batches()`` with an ``as_monai`` transform: torch's collation of MetaTensors gave
+    the batch the first case's affine; now (batch, 4, 4), each case's own."""
+    pytest.importorskip("monai")
+    data = CaseDataset(reference_stores.xray, transform=as_monai)
+    plain = CaseDataset(reference_stores.xray)
+    batch = data[[0, 1, 2, 3]]
+    affines = [as_monai(plain[i])["image"].affine for i in range(4)]
+    assert not all(np.allclose(affines[0], a) for a in affines[1:])  # cases differ
+    assert tuple(batch["image"].affine.shape) == (4, 4, 4)
+    for row, affine in enumerate(affines):
+        np.testing.assert_allclose(batch["image"].affine[row], affine)

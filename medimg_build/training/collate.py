@@ -60,11 +60,30 @@ def pad_collate(items: Sequence[Any], *, pad_value: float = 0,
     return batch
 
 
-def _checked_items(items: Sequence[Any]) -> list[dict[str, Any]]:
-    """The items as a flat list of dicts with an ``image``: lists (one per case, from
-    transforms that cut several samples) joined; anything else refused in one line."""
-    flat = [item for entry in items
+def collate_items(items: Sequence[Any]):
+    """Transformed items of one shape as one batch (``CaseDataset.batch``): lists joined,
+    ``MetaTensor``s and ragged keys as in ``pad_collate``; items that are not dicts (a
+    transform returning tensors) by torch's ``default_collate``."""
+    flat = _joined(items)
+    if not flat or not all(isinstance(item, dict) for item in flat):
+        from torch.utils.data import default_collate
+
+        return default_collate(flat)
+    _same_keys(flat)
+    return {key: _collated([item[key] for item in flat]) for key in flat[0]}
+
+
+def _joined(items: Sequence[Any]) -> list[Any]:
+    """Lists (one per case, from transforms that cut several samples) joined into one,
+    as MONAI's ``list_data_collate``."""
+    return [item for entry in items
             for item in (entry if isinstance(entry, (list, tuple)) else [entry])]
+
+
+def _checked_items(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """The items as a flat list of dicts with an ``image`` (``_joined``); anything else
+    refused in one line."""
+    flat = _joined(items)
     if not flat:
         raise ValueError("pad_collate was given no items: a batch needs at least one")
     for item in flat:

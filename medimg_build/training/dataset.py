@@ -55,6 +55,7 @@ from ..store.axes import spatial_dims
 from ..store.classification import segmentation_classes
 from ..store.layouts import layout_named
 from ..store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
+from .collate import collate_items
 from .sampling import ForegroundSlices, Sampling, padded
 
 SPLIT = "split"
@@ -235,11 +236,10 @@ class CaseDataset:
         would make it (arrays stacked along a new first axis, labels and ``index`` as
         int64 arrays, ``case_id`` and ``split`` as lists), without its copy: whole cases
         of a stack store are decoded straight into the batch's array. With a
-        ``transform``, the transformed items collated by torch's ``default_collate``."""
-        if self.transform is not None:
-            from torch.utils.data import default_collate  # transforms' outputs: tensors
-
-            return default_collate(self.__getitems__(indices))
+        ``transform``, the transformed items collated by ``collate.collate_items``
+        (MONAI's way: lists of samples joined, MetaTensors with a (batch, 4, 4) affine)."""
+        if self.transform is not None:  # transforms' outputs: tensors, MetaTensors, lists
+            return collate_items(self.__getitems__(indices))
         together = self._read_together(indices)
         if together is None:
             items = [self[i] for i in indices]
