@@ -104,7 +104,7 @@ def _same_keys(items: list[dict[str, Any]]) -> None:
         key = differing[0]
         without = sorted({str(item.get("case_id", "?")) for item in items if key not in item})
         with_ = sorted({str(item.get("case_id", "?")) for item in items if key in item})
-        raise ValueError(f"pad_collate: cases {', '.join(with_)} have {key!r}, cases "
+        raise ValueError(f"cases {', '.join(with_)} have {key!r}, cases "
                          f"{', '.join(without)} have not: a batch needs it in every item or "
                          "none (e.g. CaseDataset(case_ids=...) of the cases with masks)")
 
