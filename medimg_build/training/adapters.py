@@ -17,7 +17,9 @@ with an affine in nibabel's (x, y[, z]) order and a mask without a channel axis,
   the mask given its channel first (``EnsureChannelFirstd(keys="mask",
   channel_dim="no_channel")``, MONAI's way for arrays without one);
 * ``as_monai`` makes ``image`` and ``mask`` ``MetaTensor``s whose affine is ours with
-  its columns in the array's (z, y, x) order, the mask with a channel axis: then the
+  its columns in the array's (z, y, x) order, the mask with a channel axis, and the
+  meta ``LoadImage`` would give (``_monai_meta``: a pipeline's ``EnsureChannelFirstd``
+  passes, ``SaveImaged`` finds its shape and name): then the
   transforms that read the geometry (``Orientationd``, ``Spacingd``) place the voxels
   right -- ``Orientationd(axcodes="RAS")`` turns them into nibabel's (C, x, y, z)
   (tests/test_training_transforms.py). MONAI keeps the geometry it changes in the
@@ -31,7 +33,8 @@ it needs ``include=`` and wraps those keys with an identity affine
 (``DataParser._get_subject_from_dict``, torchio/transforms/data_parser.py), and it
 would read our (C, z, y, x) as (C, x, y, z). ``TorchioTransform(t)`` is the adapter:
 it makes the subject (image and mask in TorchIO's order, our affine; a 2D item as
-depth 1), applies ``t``, and gives the item back in our order, with the affine,
+depth 1; a float16 image as float32, for SimpleITK), applies ``t``, and gives the
+item back in our order, with the affine,
 spacing and origin of the transformed image (a crop or resampling moves them);
 labels, case id and the rest pass through. TorchIO is imported when it is used.
 """
@@ -54,10 +57,23 @@ def as_monai(item: dict[str, Any]) -> dict[str, Any]:
     spatial = len(item[IMAGE].shape) - 1
     affine = np.asarray(item["affine"])[:, _array_order(spatial)]
     out = dict(item)
-    out[IMAGE] = MetaTensor(item[IMAGE], affine=affine)
+    out[IMAGE] = MetaTensor(item[IMAGE], affine=affine, meta=_monai_meta(item, affine))
     if MASK in item:
-        out[MASK] = MetaTensor(item[MASK][np.newaxis], affine=affine)
+        out[MASK] = MetaTensor(item[MASK][np.newaxis], affine=affine,
+                               meta=_monai_meta(item, affine))
     return out
+
+
+def _monai_meta(item: dict[str, Any], affine: np.ndarray) -> dict[str, Any]:
+    """What MONAI's ``LoadImage`` records and its transforms read, for an array already
+    channel first: ``original_channel_dim`` 0 (``EnsureChannelFirst`` raises without
+    it; 0 makes it a no-op, monai/transforms/utility/array.py and
+    data/image_reader.py ``_copy_compatible_dict``), ``spatial_shape`` and
+    ``original_affine`` (``SaveImage`` reads them to resample back, transforms/io/
+    array.py) and ``filename_or_obj`` (the case id: ``SaveImage`` names its file so)."""
+    return {"original_channel_dim": 0, "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(item[IMAGE].shape[1:], dtype=np.int64),
+            "filename_or_obj": str(item.get("case_id", ""))}
 
 
 def _array_order(spatial: int) -> list[int]:
@@ -87,7 +103,10 @@ def to_subject(item: dict[str, Any]):
     import torchio as tio
 
     spatial = len(item[IMAGE].shape) - 1
-    images = {IMAGE: tio.ScalarImage(tensor=_to_torchio(torch.as_tensor(item[IMAGE]), spatial),
+    image = torch.as_tensor(item[IMAGE])
+    if image.dtype == torch.float16:  # SimpleITK has no float16 (SimpleITK/extra.py
+        image = image.float()  # _np_sitk): TorchIO's resampling transforms would raise
+    images = {IMAGE: tio.ScalarImage(tensor=_to_torchio(image, spatial),
                                      affine=np.asarray(item["affine"]))}
     if MASK in item:
         mask = torch.as_tensor(item[MASK])[None]

@@ -9,8 +9,9 @@ DataLoader's default collate turns into tensors and lists. Each item is a dict:
 ``labels``  {name: int (-1 = unknown) or a 0/1 array per class for multi-label}
 ``case_id``, ``split``, ``index`` (into the dataset)
 ``spacing`` (mm, stored order), ``origin`` (RAS+ mm of voxel 0, stored order),
-``affine``  the 4x4 of the returned array (nibabel index order), so that a sampled
-            slice or patch keeps its place in the patient
+``affine``  the 4x4 of the returned array (nibabel index order: last array axis
+            first), so that a sampled slice or patch keeps its place in the patient;
+            a slice along y or x has the columns of its own two axes first
 
 ``transform``: any callable, given each item and returning what the DataLoader gets
 (MONAI and TorchIO dictionary transforms: ``adapters.py``).
@@ -21,7 +22,11 @@ random patch of that size, padded where it is larger than the case;
 ``oversample_foreground`` centres that share of them on a voxel of a random class
 present in the mask. Only the chunks under the slice or patch are read. The draws are
 a pure function of (seed, epoch, index): the same on any number of workers, and new
-with ``set_epoch``.
+with ``set_epoch``. So an index read twice in an epoch (a sampler with replacement,
+more draws than cases) is the same draw twice, in any worker: ``samples_per_case=k``
+(MONAI's ``samples_per_image``, TorchIO's ``samples_per_volume``) gives k different
+draws of each case instead: ``len`` is k times the cases, index i a draw from case
+i % cases.
 
 Batches: the DataLoader asks for a batch with ``__getitems__``; whole cases of a stack
 store are then read together, a run of consecutive cases in one call. The default
@@ -47,8 +52,10 @@ import numpy as np
 from ..errors import StoreError, shown_items
 from ..store import open_store
 from ..store.axes import spatial_dims
+from ..store.classification import segmentation_classes
 from ..store.layouts import layout_named
 from ..store.schema import AFFINE, CASE, IMAGE, MASK, SPACING
+from .collate import collate_items
 from .sampling import ForegroundSlices, Sampling, padded
 
 SPLIT = "split"
@@ -64,9 +71,16 @@ class CaseDataset:
                  labels: Sequence[str] | None = None, slice_axis: str | None = None,
                  patch_size: Sequence[int] | None = None, seed: int = 0,
                  oversample_foreground: float = 0.0, pad_value: float = 0,
+                 samples_per_case: int = 1,
                  transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.sampling = Sampling.checked(slice_axis, patch_size, oversample_foreground,
                                          pad_value)
+        if int(samples_per_case) != samples_per_case or samples_per_case < 1 or (
+                samples_per_case > 1 and not self.sampling.sampling_part):
+            raise ValueError(f"samples_per_case {samples_per_case}: a whole number >= 1 of "
+                             "random slices or patches per case and epoch (with slice_axis "
+                             "or patch_size; a whole case is the same each time)")
+        self.samples_per_case = int(samples_per_case)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable (given each item), not "
                             f"{type(transform).__name__}")
@@ -98,6 +112,8 @@ class CaseDataset:
         row = {case_id: i for i, case_id in enumerate(store.cases["case_id"])}
         self._rows = [row[case_id] for case_id in self.case_ids]  # in store.cases
         stored = sorted((store.attrs.get("labels") or {}).get("classification") or {})
+        self._ignored = tuple(value for value, name in segmentation_classes(
+            store.attrs.get("labels") or {}).items() if name == "ignore")  # sampling.py
         self.label_names = list(stored if labels is None else labels)
         self._labels = {name: _label_values(store.labels(name), self.case_ids)
                         for name in self.label_names}
@@ -121,7 +137,12 @@ class CaseDataset:
 
     # -- the dataset -------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.case_ids)
+        """Cases times ``samples_per_case``: index i is a draw from case i % cases."""
+        return len(self.case_ids) * self.samples_per_case
+
+    def _case(self, index: int) -> int:
+        """The position in ``case_ids`` of the case item ``index`` is drawn from."""
+        return index % len(self.case_ids)
 
     def set_epoch(self, epoch: int) -> None:
         """New random slices/patches for every item (call once per epoch)."""
@@ -136,7 +157,7 @@ class CaseDataset:
         return item if self.transform is None else self.transform(item)
 
     def _read_item(self, index: int) -> dict[str, Any]:
-        case_id = self.case_ids[index]
+        case_id = self.case_ids[self._case(index)]
         image_of, mask_of, affine, spacing = self._opened_case(case_id)
         spatial = image_of.shape[1:]
         dims = spatial_dims(len(spatial))
@@ -144,16 +165,21 @@ class CaseDataset:
         window = self.sampling.window(
             spatial, dims, rng, lambda: self._foreground_voxel(case_id, mask_of, rng),
             self.location, case_id)
-        image = padded(image_of[(slice(None),) + window.read].values, window,
-                       self.sampling.pad_value)
+        try:
+            image = padded(image_of[(slice(None),) + window.read].values, window,
+                           self.sampling.pad_value)
+        except ValueError as error:  # a pad_value the stored dtype cannot hold
+            raise StoreError(self.location, str(error), hint="the store's images are "
+                             f"{image_of.dtype}; CaseDataset(pad_value=...)") from None
         mask = None if mask_of is None else padded(mask_of[window.read].values, window, 0)
+        affine = _window_affine(affine, window.starts)
         if self.sampling.slice_axis is not None:  # one slice: a 2D item (a view, no copy)
             axis = dims.index(self.sampling.slice_axis)
             image = image[(slice(None),) * (1 + axis) + (0,)]
             mask = None if mask is None else mask[(slice(None),) * axis + (0,)]
+            affine = _slice_affine(affine, axis, len(dims))
         # spacing.copy(): the case's cached array is not the caller's to write into.
-        return self._item(index, image, mask, _window_affine(affine, window.starts),
-                          spacing.copy())
+        return self._item(index, image, mask, affine, spacing.copy())
 
     def _foreground_voxel(self, case_id: str, mask_of, rng: np.random.Generator):
         """A voxel of a random class present in the case's mask (sampling.py), or None
@@ -167,10 +193,10 @@ class CaseDataset:
                              "masks; leave it at 0 for this one")
         if mask_of.ndim == 2:
             values = mask_of.values
-            return ForegroundSlices(values).voxel(rng, lambda k: values)
+            return ForegroundSlices(values, self._ignored).voxel(rng, lambda k: values)
         counted = self._foreground.pop(case_id, None)  # put back last: the most recent
         if counted is None:
-            counted = ForegroundSlices(mask_of.values)
+            counted = ForegroundSlices(mask_of.values, self._ignored)
         self._foreground[case_id] = counted
         if len(self._foreground) > OPEN_CASES:
             del self._foreground[next(iter(self._foreground))]
@@ -210,11 +236,10 @@ class CaseDataset:
         would make it (arrays stacked along a new first axis, labels and ``index`` as
         int64 arrays, ``case_id`` and ``split`` as lists), without its copy: whole cases
         of a stack store are decoded straight into the batch's array. With a
-        ``transform``, the transformed items collated by torch's ``default_collate``."""
-        if self.transform is not None:
-            from torch.utils.data import default_collate  # transforms' outputs: tensors
-
-            return default_collate(self.__getitems__(indices))
+        ``transform``, the transformed items collated by ``collate.collate_items``
+        (MONAI's way: lists of samples joined, MetaTensors with a (batch, 4, 4) affine)."""
+        if self.transform is not None:  # transforms' outputs: tensors, MetaTensors, lists
+            return collate_items(self.__getitems__(indices))
         together = self._read_together(indices)
         if together is None:
             items = [self[i] for i in indices]
@@ -230,10 +255,10 @@ class CaseDataset:
         if masks is not None:
             batch["mask"] = masks
         batch.update(
-            labels={name: _stacked_labels([values[i] for i in indices])
+            labels={name: _stacked_labels([values[self._case(i)] for i in indices])
                     for name, values in self._labels.items()},
-            case_id=[self.case_ids[i] for i in indices],
-            split=[self._splits[i] for i in indices],
+            case_id=[self.case_ids[self._case(i)] for i in indices],
+            split=[self._splits[self._case(i)] for i in indices],
             index=np.asarray(indices, dtype=np.int64), spacing=spacings,
             origin=affines[:, :3, 3][:, ::-1].copy(), affine=affines)
         return batch
@@ -253,7 +278,7 @@ class CaseDataset:
                 self.sampling.sampling_part:
             return None
         indices = [self._checked(i) for i in indices]
-        rows = [self._rows[i] for i in indices]
+        rows = [self._rows[self._case(i)] for i in indices]
         stack = self._store.dataset(chunks=None)  # lazy, without Dask: one call per run
         masks = _read_rows(stack[MASK], rows) if MASK in stack else None
         affines, spacings = self._stack_geometry(stack)
@@ -278,8 +303,10 @@ class CaseDataset:
         if mask is not None:
             item["mask"] = mask
         item.update(
-            labels={name: _own(values[index]) for name, values in self._labels.items()},
-            case_id=self.case_ids[index], split=self._splits[index], index=index,
+            labels={name: _own(values[self._case(index)])
+                    for name, values in self._labels.items()},
+            case_id=self.case_ids[self._case(index)], split=self._splits[self._case(index)],
+            index=index,
             spacing=spacing, origin=affine[:3, 3][::-1].copy(), affine=affine)
         return item
 
@@ -352,6 +379,18 @@ def _window_affine(affine: np.ndarray, window_starts: tuple[int, ...]) -> np.nda
     out = affine.copy()
     out[:3, 3] = affine[:3, :len(starts)] @ starts + affine[:3, 3]
     return out
+
+
+def _slice_affine(affine: np.ndarray, axis: int, spatial: int) -> np.ndarray:
+    """The affine of a 2D slice cut along stored spatial ``axis`` of a volume: its
+    columns in the slice's own nibabel order -- the two axes left (reversed stored
+    order: column index first), then the cut axis -- so that ``affine @ (column, row,
+    0, 1)`` places its voxels, as for any item, and as_monai/TorchIO read it right.
+    A slice along z keeps the volume's affine; along y its columns are (x, z, y), along
+    x (y, z, x)."""
+    kept = [a for a in range(spatial) if a != axis][::-1] + [axis]  # stored, nibabel order
+    columns = [spatial - 1 - a for a in kept]  # stored axis a is the affine's column n-1-a
+    return affine[:, columns + list(range(spatial, 4))]
 
 
 def _label_values(values, case_ids: list[str]) -> list[Any]:

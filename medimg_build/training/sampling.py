@@ -19,7 +19,8 @@ Both follow nnU-Net v2's data loader (``nnunetv2/training/dataloading/data_loade
   default nnU-Net forces the last third of each batch; an item of a map-style dataset
   knows no batch, so each is drawn with that probability, as nnU-Net's
   ``probabilistic_oversampling`` does. The voxel: a class drawn uniformly from the classes present
-  (nonzero values), then a voxel uniformly from that class's voxels. nnU-Net clamps
+  (nonzero values but the store's "ignore" class, as nnU-Net), then a voxel uniformly
+  from that class's voxels. nnU-Net clamps
   the patch start at the lower bound only; here at both, so a patch around a voxel
   at the far edge is not padded needlessly (the voxel stays inside it). A case
   without foreground gives a random patch, as in nnU-Net.
@@ -135,22 +136,40 @@ def _window(starts: tuple[int, ...], size: tuple[int, ...], shape: tuple[int, ..
 
 def padded(read: np.ndarray, window: Window, value: float) -> np.ndarray:
     """The item's array: ``read`` itself, or (a patch over the case's edge) ``read``
-    placed in an array of ``value`` (leading axes, e.g. the channel, kept whole)."""
+    placed in an array of ``value`` (leading axes, e.g. the channel, kept whole);
+    ValueError if ``read``'s dtype cannot hold ``value``."""
     if window.placed is None:
         return read
     lead = read.ndim - len(window.shape)
+    checked_fill(value, read.dtype, "pad_value")
     out = np.full(read.shape[:lead] + window.shape, value, dtype=read.dtype)
     out[(slice(None),) * lead + window.placed] = read
     return out
 
 
+def checked_fill(value: float, dtype: np.dtype, name: str) -> float:
+    """``value`` if an array of ``dtype`` can hold it exactly, else ValueError."""
+    if dtype.kind in "iub":
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        high = 1 if dtype.kind == "b" else info.max
+        if not (np.isfinite(value) and float(value).is_integer() and info.min <= value <= high):
+            raise ValueError(f"{name} {value} does not fit the {dtype} arrays it pads "
+                             f"(integers {info.min}..{high}): give a value in that range")
+    elif dtype.kind == "f" and np.isfinite(value) and abs(value) > np.finfo(dtype).max:
+        raise ValueError(f"{name} {value} does not fit the {dtype} arrays it pads (it "
+                         f"would be inf): give a value within +-{np.finfo(dtype).max}")
+    return value
+
+
 class ForegroundSlices:
     """Per class present in a mask, how many of its voxels lie in each 2D slice (the
     store's chunks: along z for a volume; one slice for a 2D case); see the module
-    docstring. ``classes``: the nonzero values present; per class, the slices that hold
-    it and the running count of its voxels up to each."""
+    docstring. ``classes``: the nonzero values present but ``ignored`` ones (nnU-Net's
+    ignore label is no class to centre on: ``LabelManager._get_all_labels`` leaves it
+    out of ``foreground_labels``, nnunetv2/utilities/label_handling); per class, the
+    slices that hold it and the running count of its voxels up to each."""
 
-    def __init__(self, mask: np.ndarray) -> None:
+    def __init__(self, mask: np.ndarray, ignored: Sequence[int] = ()) -> None:
         layers = mask if mask.ndim == 3 else mask[np.newaxis]
         found: dict[int, list[tuple[int, int]]] = {}  # class -> [(slice, voxels)]
         for k, layer in enumerate(layers):
@@ -159,6 +178,8 @@ class ForegroundSlices:
                 values = values[values > 0]
             counts = np.bincount(values)
             for value in np.flatnonzero(counts[1:]) + 1:
+                if value in ignored:
+                    continue
                 found.setdefault(int(value), []).append((k, int(counts[value])))
         self.classes: list[int] = sorted(found)
         self._slices = {c: np.array([k for k, _ in found[c]]) for c in self.classes}
