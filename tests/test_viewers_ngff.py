@@ -303,3 +303,34 @@ def test_stacked_channels_are_named_in_napari(shared_data, tmp_path):
     stored = np.asarray(image.data[0])
     for limits, values in zip((t2, adc), stored):
         assert values.min() <= limits[0] < limits[1] <= values.max()
+
+
+def test_a_picture_in_pixels_has_no_millimeter_axes(shared_data, tmp_path):
+    """NIH's PNGs without their table (class folders) have no pixel size: their axes
+    carry no unit (NGFF's is optional) rather than "millimeter", which told napari a
+    pixel was 1 mm. The SIIM CR (PixelSpacing) keeps millimeter. All validate."""
+    from fixtures import chest_films
+    (tmp_path / "png" / "nih").mkdir(parents=True)
+    png = shared_data / "torchxrayvision" / "tests" / "00000001_000.png"
+    (tmp_path / "png" / "nih" / png.name).symlink_to(png)
+    built = {}
+    for name, recipe_name, source, overrides in (
+            ("png", "class-folders", tmp_path / "png", {}),
+            ("cr", "nih-chestxray14", chest_films.make(tmp_path / "cr", shared_data),
+             chest_films.OVERRIDES)):
+        recipe = load_recipe(recipe_name).with_overrides(
+            {**overrides, "layout": "volumes", "harmonize": {"shape": [64, 64]}})
+        out = tmp_path / f"{name}.zarr"
+        assert build_store(recipe, source, out, progress=False).ok
+        built[name] = out
+    units = {}
+    for name, out in built.items():
+        for case_id in open_store(out).cases["case_id"]:
+            group = _case(out, case_id)
+            ngff_validate(group.attrs.asdict(), version="0.5", model="image", strict=True)
+            assert type(open_ome_zarr(group, version="0.5")) is Image
+            axes = group.attrs["ome"]["multiscales"][0]["axes"][1:]
+            units[case_id] = {axis.get("unit") for axis in axes}
+    # The NIH PNG in the ChestX-ray14 source has its table's pixel size: millimeter.
+    assert units == {"nih_00000001_000": {None}, "00000001_000": {"millimeter"},
+                     "siim-cr": {"millimeter"}}

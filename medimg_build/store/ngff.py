@@ -35,11 +35,12 @@ the flat layout (labels/mask/0, 1) and shows ome-zarr-models accept it and
 ``xr.open_datatree`` refuse it ("conflicting sizes for dimension 'z'").
 
 OME-NGFF 0.5 requires the axes names to equal the arrays' ``dimension_names``; ours
-are ``channel`` and the stored spatial axes, in millimeter. Each level's scale and
-translation come from its affine (``pyramid.level_affine``): NGFF transforms cannot
-express rotation, so the translation is the RAS+ origin component along each axis,
-exact for the harmonized, axis-aligned RAS+ grids; the full affine is in the case
-group's ``medimg_case`` attribute.
+are ``channel`` and the stored spatial axes, in millimeter (no unit for a picture whose
+pixel size is unknown). Each level's scale and translation come from its affine
+(``pyramid.level_affine``): NGFF transforms cannot express rotation, so the
+translation is the RAS+ origin component along each axis, exact for the harmonized,
+axis-aligned RAS+ grids; the full affine is in the case group's ``medimg_case``
+attribute.
 
 The ``omero`` attribute (NGFF 0.5 "omero": "transitional" display metadata; ome-zarr-py
 turns each channel's ``window`` start/end into napari's contrast limits and ``color``
@@ -55,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from ..image import MedicalImage
 from .axes import spatial_dims, stored_origin, stored_spacing
 from .schema import CHANNEL, LABELS_GROUP, MASK, image_path, mask_level_path
 
@@ -75,13 +77,16 @@ DISPLAY_PERCENTILES = (0.5, 99.5)
 # index, so it is the same for any memory order of the same array.
 PERCENTILE_SAMPLE = 1 << 21
 GREY, RGB = "FFFFFF", ("FF0000", "00FF00", "0000FF")
+MILLIMETER = "millimeter"
 
 
 def image_ome(case_id: str, level_affines: list[np.ndarray], spatial_ndim: int,
-              omero: dict[str, Any] | None = None) -> dict[str, Any]:
+              omero: dict[str, Any] | None = None, unit: str | None = MILLIMETER
+              ) -> dict[str, Any]:
     """The case group's ``ome`` attribute: the image at every level, and its display
-    settings ``omero`` (``image_omero``) when given."""
-    axes = [{"name": CHANNEL, "type": "channel"}] + _space_axes(spatial_ndim)
+    settings ``omero`` (``image_omero``) when given; ``unit`` that of its space axes
+    (``space_unit``)."""
+    axes = [{"name": CHANNEL, "type": "channel"}] + _space_axes(spatial_ndim, unit)
     paths = [image_path(level) for level in range(len(level_affines))]
     multiscale = _multiscale(case_id, axes, paths, level_affines, spatial_ndim,
                              channel=True)
@@ -102,13 +107,14 @@ def labels_ome(label_names: list[str]) -> dict[str, Any]:
 
 
 def label_image_ome(case_id: str, level_affines: list[np.ndarray], spatial_ndim: int,
-                    values: list[int], class_names: Mapping[int, str]) -> dict[str, Any]:
+                    values: list[int], class_names: Mapping[int, str],
+                    unit: str | None = MILLIMETER) -> dict[str, Any]:
     """The mask group's ``ome`` attribute: the mask at every level (the image's grids),
     a colour per label value in ``values`` (background transparent), the class name of
     each value the vocabulary names, and the way back to the image."""
     pyramid = len(level_affines) > 1
     paths = [mask_level_path(level, pyramid) for level in range(len(level_affines))]
-    multiscale = _multiscale(f"{case_id}/{MASK}", _space_axes(spatial_ndim), paths,
+    multiscale = _multiscale(f"{case_id}/{MASK}", _space_axes(spatial_ndim, unit), paths,
                              level_affines, spatial_ndim, channel=False)
     multiscale.update(type="mode", metadata={
         "method": "medimg_build.store.pyramid.mask_levels",
@@ -228,8 +234,15 @@ def _finite(value: Any, default: float) -> float:
     return value if math.isfinite(value) else default
 
 
-def _space_axes(spatial_ndim: int) -> list[dict[str, str]]:
-    return [{"name": name, "type": "space", "unit": "millimeter"}
+def space_unit(image: MedicalImage) -> str | None:
+    """The NGFF unit of an image's space axes: millimeter, or none for a picture whose
+    pixel size is unknown (NGFF's ``unit`` is optional, and no UDUNITS-2 name means
+    "source pixel")."""
+    return MILLIMETER if image.spacing_unit == "mm" else None
+
+
+def _space_axes(spatial_ndim: int, unit: str | None) -> list[dict[str, str]]:
+    return [{"name": name, "type": "space", **({"unit": unit} if unit else {})}
             for name in spatial_dims(spatial_ndim)]
 
 

@@ -36,7 +36,7 @@ from .axes import (
 from .base import BaseWriter, check_case_geometry
 from .classification import segmentation_classes
 from .contract import WorkerLocation, each_or_failure
-from .ngff import image_ome, image_omero, label_image_ome, labels_ome
+from .ngff import image_ome, image_omero, label_image_ome, labels_ome, space_unit
 from .pyramid import Factors, image_levels, level_affine, mask_levels, plan_levels
 from .schema import (
     CASE_ATTRS, CASES_GROUP, CHANNEL, IMAGE, LABELS_GROUP, MASK, VOLUMES_ROOT_NAMES,
@@ -179,14 +179,15 @@ def write_case_group(cases, case: Case, settings: CaseGroupSettings) -> None:
                        settings.pyramid_levels)
     affines = [level_affine(image.affine, factors) for factors in plan]
     attrs = case_attrs(case.case_id, image.affine, nd, stored.shape[1:], image.has_channels)
-    ome = image_ome(case.case_id, affines, nd, image_omero(stored, image.history, image.meta))
+    ome = image_ome(case.case_id, affines, nd, image_omero(stored, image.history, image.meta),
+                    space_unit(image))
     # overwrite=True: a retry of a case whose first attempt failed half-way.
     group = cases.create_group(case.case_id, overwrite=True,
                                attributes={CASE_ATTRS: attrs, "ome": ome})
     _write_image(group, stored, plan, affines, settings.compressor)
     if case.mask is not None:
         _write_mask(group, case.case_id, mask_to_stored(case.mask.array), plan, affines,
-                    settings)
+                    settings, space_unit(image))
 
 
 def _write_image(group, stored: np.ndarray, plan: list[Factors], affines: list[np.ndarray],
@@ -201,7 +202,8 @@ def _write_image(group, stored: np.ndarray, plan: list[Factors], affines: list[n
 
 
 def _write_mask(group, case_id: str, stored: np.ndarray, plan: list[Factors],
-                affines: list[np.ndarray], settings: CaseGroupSettings) -> None:
+                affines: list[np.ndarray], settings: CaseGroupSettings,
+                unit: str | None) -> None:
     """The mask as the NGFF label image ``labels/mask`` of the case's image, with the
     image's levels and their voxel-centre positions: in the label image group itself
     for one level, in its groups ``scale<n>`` for a pyramid (``schema.mask_path``);
@@ -209,7 +211,7 @@ def _write_mask(group, case_id: str, stored: np.ndarray, plan: list[Factors],
     classes = settings.classes
     values = sorted(classes) if classes else np.unique(stored).tolist()
     labels = group.create_group(LABELS_GROUP, attributes={"ome": labels_ome([MASK])})
-    ome = label_image_ome(case_id, affines, stored.ndim, values, classes)
+    ome = label_image_ome(case_id, affines, stored.ndim, values, classes, unit)
     label_image = labels.create_group(MASK, attributes={"ome": ome})
     pyramid = len(plan) > 1
     for level, (affine, pixels) in enumerate(zip(affines, mask_levels(stored, plan))):
