@@ -225,6 +225,10 @@ def _parser() -> argparse.ArgumentParser:
                          "'CT' and has_segmentation\"")
     catalog.add_argument("--out", metavar="FILE.parquet",
                          help="write the (matching) catalog rows to Parquet")
+    catalog.add_argument(
+        "--storage-options", type=_json_object, default=None, metavar="JSON",
+        help="fsspec options for the stores given as URLs, as for inspect (a catalog "
+             "file's entry may give its own)")
     catalog.set_defaults(run=_catalog)
 
     collection = commands.add_parser(
@@ -419,8 +423,11 @@ def _show_recipe(args: argparse.Namespace) -> int:
 
 def _catalog(args: argparse.Namespace) -> int:
     from .catalog import Catalog, describe_subset
+    from .store.export import check_parquet_name
 
-    catalog = Catalog.open(args.stores)
+    if args.out:
+        check_parquet_name(args.out)  # before every store is opened
+    catalog = Catalog.open(args.stores, args.storage_options)
     print(catalog.summary())
     rows = catalog.cases
     if args.where:
