@@ -31,12 +31,9 @@ def default_table_path(location: str) -> str:
 def export_table(store_location: str | os.PathLike, out: str | os.PathLike | None = None,
                  storage_options: dict | None = None) -> tuple[str, int]:
     """Write the case table of complete cases; returns (where, number of rows)."""
-    target = os.fspath(out) if out is not None else None
-    if target is not None:
-        check_parquet_name(target)  # before the store is read: a typo costs nothing
     store = open_store(store_location, storage_options)
     table = store_case_table(store)
-    target = target or default_table_path(store.location)
+    target = os.fspath(out) if out is not None else default_table_path(store.location)
     write_parquet(table, target, storage_options)
     return target, table.num_rows
 
@@ -54,7 +51,6 @@ def write_parquet(table: pa.Table, target: str, storage_options: dict | None = N
     """``table`` as the Parquet file ``target`` (a path or URL): the bytes of
     ``table_arrow.parquet_bytes``, so an exported table is byte for byte the file a
     Zarr store keeps. The folder is made if missing; a failed write leaves nothing."""
-    check_parquet_name(target)
     data = parquet_bytes(table)
     fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
     handle = _open_output(fs, path, target)  # fails before anything is written there
@@ -72,6 +68,7 @@ def _open_output(fs, path: str, target: str):
     if fs.isdir(path):
         raise StoreError(target, "is a directory, not a file name for the table",
                          hint="give --out the path of a .parquet file")
+    check_parquet_name(target)
     if "/" in path.rstrip("/"):
         fs.makedirs(path.rstrip("/").rsplit("/", 1)[0], exist_ok=True)
     return fs.open(path, "wb")
