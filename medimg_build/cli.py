@@ -37,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedimgError as error:
         print(f"medimg-build: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `inspect STORE | head`: the reader left, which is no error of ours. Python's
+        # advice (docs: signal, "Note on SIGPIPE"): point stdout at devnull, so the
+        # flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as error:
         if error.errno not in FAULT_FIXES:
             raise  # not a fault of the machine: a bug, whose traceback is wanted
