@@ -11,7 +11,6 @@ filesystem (``DuckDBPyConnection.register_filesystem``), and pyarrow through its
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 import zipfile
@@ -140,10 +139,11 @@ def test_pyarrow_and_duckdb_read_the_table_in_a_snapshot(folders, tmp_path):
     snapshot = tmp_path / "folders.zarr.zip"
     assert main(["snapshot", str(folders), str(snapshot)]) == 0
     expected = pq.read_table(folders / "cases.parquet")
-    with zipfile.ZipFile(snapshot) as archive, archive.open("cases.parquet") as member:
-        assert pq.read_table(member).equals(expected)  # a stored entry: seekable
-        data = archive.read("cases.parquet")
-    counted = duckdb.read_parquet(io.BytesIO(data)).aggregate("count(*)").fetchall()
+    with zipfile.ZipFile(snapshot) as archive:
+        with archive.open("cases.parquet") as member:
+            assert pq.read_table(member).equals(expected)  # a stored entry: seekable
+        with archive.open("cases.parquet") as member:
+            counted = duckdb.read_parquet(member).aggregate("count(*)").fetchall()
     assert counted == [(expected.num_rows,)]
 
 
