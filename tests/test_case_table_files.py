@@ -174,3 +174,15 @@ def test_the_catalog_command_takes_storage_options(folders, s3, capsys):
     assert main(["catalog", url, "--storage-options", json.dumps(s3.options),
                  "--where", "list_contains(findings, 'benign')"]) == 0
     assert f"{url}: folders OT" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("values", [[{}, {}], [[{}], []], [{"a": {}}, {"a": {}}]])
+def test_a_column_of_empty_records_is_json(values):
+    """A source column of records that are empty in every case (a JSON sidecar's field)
+    became an Arrow struct without fields, which Parquet cannot write: the store's close
+    stopped with ArrowNotImplementedError after every case was written."""
+    cases = pd.DataFrame({"case_id": ["a", "b"], "extra": pd.Series(values, dtype=object)})
+    table = case_table(cases, ["extra"])
+    back = pq.read_table(pa.BufferReader(parquet_bytes(table)))
+    assert isinstance(table.schema.field("extra").type, pa.JsonType)
+    assert [json.loads(v) for v in back.column("extra").to_pylist()] == values

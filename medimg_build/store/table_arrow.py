@@ -133,7 +133,17 @@ def _exact_arrow(values: list[Any]) -> pa.Array | None:
         return None
     if pa.types.is_null(array.type) and any(v is not None for v in values):
         return None
+    if _has_empty_struct(array.type):
+        return None  # Parquet has no struct without fields: every {} would stop the close
     return array if array.to_pylist() == values else None
+
+
+def _has_empty_struct(kind: pa.DataType) -> bool:
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_has_empty_struct(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _has_empty_struct(kind.value_type)
+    return False
 
 
 def label_array(values: pd.Series | pd.DataFrame) -> pa.Array:
