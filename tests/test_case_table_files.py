@@ -12,6 +12,7 @@ filesystem (``DuckDBPyConnection.register_filesystem``), and pyarrow through its
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -186,3 +187,18 @@ def test_a_column_of_empty_records_is_json(values):
     back = pq.read_table(pa.BufferReader(parquet_bytes(table)))
     assert isinstance(table.schema.field("extra").type, pa.JsonType)
     assert [json.loads(v) for v in back.column("extra").to_pylist()] == values
+
+
+def test_the_default_table_beside_a_store_on_http_is_refused_in_one_line(folders, http,
+                                                                         tmp_path, capsys):
+    """export-table writes next to the store by default: next to an https:// store it
+    raised fsspec's bare NotImplementedError (HTTP is read-only)."""
+    shutil.copytree(folders, http.root / "folders.zarr")
+    url = f"{http.url}/folders.zarr"
+    assert main(["export-table", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"medimg-build: error: {url}.cases.parquet: cannot be written: http:// "
+                   "is read-only (give --out a local path, or a writable URL such as s3://)")
+    out = tmp_path / "cases.parquet"
+    assert main(["export-table", url, "--out", str(out)]) == 0
+    assert out.read_bytes() == (folders / "cases.parquet").read_bytes()

@@ -53,7 +53,13 @@ def write_parquet(table: pa.Table, target: str, storage_options: dict | None = N
     Zarr store keeps. The folder is made if missing; a failed write leaves nothing."""
     data = parquet_bytes(table)
     fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    handle = _open_output(fs, path, target)  # fails before anything is written there
+    try:
+        handle = _open_output(fs, path, target)  # fails before anything is written there
+    except NotImplementedError:  # fsspec's answer for http(s)://: no writes at all
+        scheme = target.split("://", 1)[0]
+        raise StoreError(target, f"cannot be written: {scheme}:// is read-only",
+                         hint="give --out a local path, or a writable URL such as s3://"
+                         ) from None
     try:
         with handle:
             handle.write(data)
