@@ -189,7 +189,8 @@ def plain_strings(array: pa.Array) -> pa.Array:
 
 
 # pyarrow.parquet.write_table's options, spelled out so that a pyarrow whose defaults
-# change does not silently write another file (these are its defaults in pyarrow 14-26).
+# change does not silently write another file (the values are pyarrow 26's defaults,
+# read in pyarrow/parquet/core.py write_table, so the bytes did not move).
 # Nothing in the file depends on the machine or the time: no timestamps are written,
 # snappy and the statistics are functions of the values, the Arrow schema it stores
 # ("ARROW:schema") is the table's own (built from arrays, never ``from_pandas``: no
