@@ -35,8 +35,9 @@ from medimg_build.store.table_arrow import case_table, parquet_bytes
 from fixtures import class_folders
 
 
-def _build(source: Path, out: Path, allow_failures: bool = False) -> Path:
-    report = build_store(load_recipe("class-folders"), source, out, progress=False)
+def _build(source: Path, out: Path, allow_failures: bool = False, recipe=None) -> Path:
+    recipe = recipe or load_recipe("class-folders")
+    report = build_store(recipe, source, out, progress=False)
     assert report.ok or allow_failures
     return out
 
@@ -202,3 +203,30 @@ def test_the_default_table_beside_a_store_on_http_is_refused_in_one_line(folders
     out = tmp_path / "cases.parquet"
     assert main(["export-table", url, "--out", str(out)]) == 0
     assert out.read_bytes() == (folders / "cases.parquet").read_bytes()
+
+
+def _dicom_ct_store(tmp_path: Path, name: str, series: Path) -> Path:
+    source = tmp_path / f"{name}-src"
+    (source / "images").mkdir(parents=True)
+    (source / "images" / name).symlink_to(series)
+    recipe = load_recipe("volume-folder").with_overrides(
+        {"harmonize": {"spacing": [3.0, 3.0, 3.0]}})
+    return _build(source, tmp_path / f"{name}.zarr", recipe=recipe)
+
+
+def test_two_dicom_stores_tables_read_together(shared_data, tmp_path):
+    """TotalSegmentator's CT has ConvolutionKernel "Br38f\\3" (VM 2), pydicom's CT_small
+    "STANDARD": the kernel column was list<string> in one file and string in the other,
+    and DuckDB could not read both (union_by_name too: VARCHAR to VARCHAR[]). The real
+    convention is one text, as dcm2niix writes it in its sidecar."""
+    pydicom_data = pytest.importorskip("pydicom.data")
+    small = Path(pydicom_data.get_testdata_file("CT_small.dcm"))
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "CT_small.dcm").symlink_to(small)
+    stores = [_dicom_ct_store(tmp_path, "total", shared_data / "totalsegmentator" /
+                              "example_ct_dicom"),
+              _dicom_ct_store(tmp_path, "small", tmp_path / "small")]
+    files = ", ".join(f"'{store / 'cases.parquet'}'" for store in stores)
+    kernels = duckdb.sql(f"select case_id, convolution_kernel from read_parquet([{files}], "
+                         "union_by_name = true) order by case_id").fetchall()
+    assert kernels == [("small", "STANDARD"), ("total", "Br38f\\3")]
