@@ -35,6 +35,7 @@ from .resources import recipes_dir
 from .store.layouts import layout_named
 from .store.opening import open_store
 from .store.reader import MedimgStore
+from .store.table_arrow import written_labels
 from .yaml_input import load_yaml, yaml_problem
 
 CATALOG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -153,13 +154,14 @@ class Catalog:
 
     def to_parquet(self, path: str | os.PathLike, subset: pd.DataFrame | None = None) -> str:
         """Write the table, or the rows of ``subset`` (readable back with
-        ``medimg_build.store.export.read_exported_table``)."""
-        import pyarrow.parquet as pq
+        ``medimg_build.store.export.read_exported_table``), as ``export-table`` writes
+        a store's (a .parquet name, its folder made if missing)."""
+        from .store.export import write_parquet
 
         table = self.to_arrow()
         if subset is not None:
             table = table.take(self.cases.index.get_indexer(subset.index))
-        pq.write_table(table, os.fspath(path))
+        write_parquet(table, os.fspath(path))
         return os.fspath(path)
 
     def _run(self, query: str, shown: str):
@@ -262,10 +264,13 @@ def mask_flags(store: MedimgStore, ids: list[str]) -> list[bool]:
 def findings(store: MedimgStore, ids: list[str]) -> list[list[str] | None]:
     """Per case, the class names its classification labels give it: the positive
     classes of a multi-label label, the class of a single-label one. None when the
-    store has no classification label or all of the case's are unknown (-1)."""
+    store has no classification label or all of the case's are unknown (-1). A label
+    of the vocabulary that no built case had (every case failed, or the source's column
+    is empty) has no array: it gives no finding."""
     vocabulary = (store.attrs.get("labels") or {}).get("classification") or {}
     found: list[list[str] | None] = [None] * len(ids)
-    for name, spec in vocabulary.items():
+    for name in written_labels(store.attrs):
+        spec = vocabulary[name]
         labels = store.labels(name).reindex(ids)
         classes = ([str(c) for c in labels.columns] if isinstance(labels, pd.DataFrame)
                    else [str(c) for c in spec.get("classes", [])])

@@ -37,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedimgError as error:
         print(f"medimg-build: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `inspect STORE | head`: the reader left, which is no error of ours. Python's
+        # advice (docs: signal, "Note on SIGPIPE"): point stdout at devnull, so the
+        # flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as error:
         if error.errno not in FAULT_FIXES:
             raise  # not a fault of the machine: a bug, whose traceback is wanted
@@ -225,6 +231,10 @@ def _parser() -> argparse.ArgumentParser:
                          "'CT' and has_segmentation\"")
     catalog.add_argument("--out", metavar="FILE.parquet",
                          help="write the (matching) catalog rows to Parquet")
+    catalog.add_argument(
+        "--storage-options", type=_json_object, default=None, metavar="JSON",
+        help="fsspec options for the stores given as URLs, as for inspect (a catalog "
+             "file's entry may give its own)")
     catalog.set_defaults(run=_catalog)
 
     collection = commands.add_parser(
@@ -419,8 +429,11 @@ def _show_recipe(args: argparse.Namespace) -> int:
 
 def _catalog(args: argparse.Namespace) -> int:
     from .catalog import Catalog, describe_subset
+    from .store.export import check_parquet_name
 
-    catalog = Catalog.open(args.stores)
+    if args.out:
+        check_parquet_name(args.out)  # before every store is opened
+    catalog = Catalog.open(args.stores, args.storage_options)
     print(catalog.summary())
     rows = catalog.cases
     if args.where:

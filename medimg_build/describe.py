@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from .store import open_store
+from .store.formats import pick_format
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
@@ -21,6 +22,9 @@ def file_count(path: str | Path) -> int:
     return sum(1 for f in Path(path).rglob("*") if f.is_file())
 
 
+SPLIT_ORDER = ["train", "val", "test"]  # as people say them; any other split after
+
+
 def describe_store(path: str, storage_options: dict | None = None) -> str:
     store = open_store(path, storage_options)
     attrs = store.attrs
@@ -33,16 +37,20 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
         f"  recipe      {attrs['recipe']['name']} {attrs['recipe']['version']} "
         f"(sha256 {attrs['recipe']['sha256'][:12]})",
         f"  cases       {counted(len(cases), 'case')} complete"
-        + (f"; splits {cases['split'].value_counts().to_dict()}" if "split" in cases else ""),
+        + (f"; splits {split_counts(cases['split'])}" if len(cases) and "split" in cases
+           else ""),
     ]
     if os.path.isdir(path):
         lines.append(f"  on disk     {directory_size(path) / 1e6:.2f} MB in "
                      f"{counted(file_count(path), 'file')}")
+    elif os.path.isfile(path):  # an HDF5 file, a snapshot
+        lines.append(f"  on disk     {os.path.getsize(path) / 1e6:.2f} MB in 1 file")
     report = attrs.get("build_report", {})
     if report:
         lines.append(f"  build       {report.get('built')} built, {len(report.get('failed', {}))} "
                      f"failed, {report.get('seconds')} s")
-        lines += [f"    failed {k}: {v}" for k, v in report.get("failed", {}).items()]
+        lines += [f"    failed {k}: {_without_prefix(str(v), f'{k}: ')}"
+                  for k, v in report.get("failed", {}).items()]
     labels = attrs.get("labels", {})
     for name, spec in labels.get("classification", {}).items():
         lines.append(f"  label       {name}: {spec['kind']}, "
@@ -50,9 +58,11 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
     if "segmentation" in labels:
         classes = len(labels["segmentation"]["classes"])
         lines.append(f"  segmentation {counted(classes, 'class', 'classes')}")
-    lines.append("  arrays")
-    for name, info in attrs.get("arrays", {}).items():
-        lines.append(f"    {info.get('path', name):22} {_array_line(info)}")
+    arrays = attrs.get("arrays") or {}
+    lines.append("  arrays" if arrays else "  arrays      none: no case was built")
+    sharded = pick_format(path, storage_options=storage_options).name != "hdf5"
+    for name, info in arrays.items():
+        lines.append(f"    {info.get('path', name):22} {_array_line(info, sharded)}")
     if len(cases):
         columns = [c for c in ["case_id", "split", "modality", "harmonized_shape", "harmonized_spacing"] if c in cases]
         lines.append("  first cases")
@@ -60,7 +70,21 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def _array_line(info: dict) -> str:
+def split_counts(splits) -> str:
+    """``train 2, val 1``: the cases of each split, in the order people say them."""
+    counts = splits.value_counts()
+    order = [s for s in SPLIT_ORDER if s in counts] + sorted(
+        str(s) for s in counts.index if s not in SPLIT_ORDER)
+    return ", ".join(f"{s} {counts[s]}" for s in order)
+
+
+def _without_prefix(text: str, prefix: str) -> str:
+    """A stored failure names the case's file by its case id (``a_1: not a PNG ...``):
+    after ``failed a_1:`` that would say it twice."""
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _array_line(info: dict, sharded: bool = True) -> str:
     """``int16 (channel, z, y, x) shape (4, 1, 512, 512) chunks (1, 1, 512, 512) shards
     (4, 1, 512, 512) blosc zstd-3 shuffle``. A volumes store records its case arrays as
     a pattern, null meaning the case's own extent: ``shape per case``, ``chunks (1, 1,
@@ -74,9 +98,10 @@ def _array_line(info: dict) -> str:
         else:
             codecs.append(codec.get("name", "?"))
     dims = ", ".join(info.get("dims", []))
+    # An HDF5 file has no shards (hdf5_backend.py); its volumes pattern records null.
+    shards = f"shards {_sizes(info.get('shards'), 'whole array')} " if sharded else ""
     return (f"{info.get('dtype')} ({dims}) shape {_sizes(info.get('shape'), 'per case')} "
-            f"chunks {_sizes(info.get('chunks'), 'whole array')} "
-            f"shards {_sizes(info.get('shards'), 'whole array')} {', '.join(codecs)}")
+            f"chunks {_sizes(info.get('chunks'), 'whole array')} {shards}{', '.join(codecs)}")
 
 
 def _sizes(values: list | None, when_all_own: str) -> str:

@@ -304,21 +304,21 @@ def test_a_forbidden_output_is_one_line_and_other_os_errors_keep_their_traceback
         built, tmp_path, capsys, monkeypatch):
     """Without root (chmod does not stop root), the errors a read-only or forbidden
     output raises, from the write layer of export-table."""
-    from medimg_build.store import export
+    from fsspec.implementations.local import LocalFileOpener
 
     out = tmp_path / "cases.parquet"
     for code, fix in ((errno.EACCES, "permission denied: check its permissions"),
                       (errno.EROFS, "read-only file system")):
         def refuse(*args, code=code, **kwargs):
             raise OSError(code, os.strerror(code), str(out))
-        monkeypatch.setattr(export.pq, "write_table", refuse)
+        monkeypatch.setattr(LocalFileOpener, "write", refuse)
         assert main(["export-table", str(built[2]), "--out", str(out)]) == 2
         assert f"{out}: {fix}" in _error_line(capsys)
         assert not out.exists()  # no truncated table left under the name
 
     def bug(*args, **kwargs):
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "dtype")
-    monkeypatch.setattr(export.pq, "write_table", bug)
+    monkeypatch.setattr(LocalFileOpener, "write", bug)
     with pytest.raises(FileNotFoundError):  # not a fault of the machine: not hidden
         main(["export-table", str(built[2]), "--out", str(out)])
 

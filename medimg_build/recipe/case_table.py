@@ -69,7 +69,8 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
         "intensity": next((s.params for s in reversed(image.history)
                            if s.name.startswith("normalize")), {}),
         "steps": [step.to_dict() for step in image.history],
-        **{column: dicom[k] for k, column in ACQUISITION_COLUMNS.items() if k in dicom},
+        **{column: dicom_text(dicom[k]) for k, column in ACQUISITION_COLUMNS.items()
+           if k in dicom},
         **{f"{name}_uid": pseudonymize(dicom[k], key)
            for k, name in (("StudyInstanceUID", "study"), ("SeriesInstanceUID", "series"))
            if dicom.get(k)},
@@ -79,6 +80,17 @@ def case_row(*, case_id: str, raw: MedicalImage, image: MedicalImage, patient: s
     return {"case_id": case_id,
             **_private({k: v for k, v in row.items() if k != "case_id"}, identifiers, key,
                        source_dir)}
+
+
+def dicom_text(value: Any) -> Any:
+    """A multi-valued text attribute as one text, its values joined by a backslash as
+    DICOM encodes them (PS3.5 6.4) and as dcm2niix writes them in its JSON sidecar
+    (ConvolutionKernel "Br38f\\3" for TotalSegmentator's CT): as a list it was another
+    column type than a single kernel ("STANDARD"), and two stores' cases.parquet files
+    could not be read together (DuckDB: "can't be cast to VARCHAR[]")."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return "\\".join(value)
+    return value
 
 
 def _original_grid(raw: MedicalImage) -> dict[str, Any]:

@@ -10,16 +10,17 @@ import os
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import StoreError
 from .opening import open_store
-from .table_arrow import JSON_COLUMNS_KEY, case_table, written_labels
+from .table_arrow import JSON_COLUMNS_KEY, case_table, parquet_bytes, written_labels
 from .table_arrow import read_case_table as read_exported_table
 from .table_arrow import table_to_arrow
 
 __all__ = ["JSON_COLUMNS_KEY", "default_table_path", "export_table", "read_exported_table",
-           "store_case_table", "table_to_arrow"]
+           "store_case_table", "table_to_arrow", "write_parquet"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")  # what Spark, DuckDB and pandas users name them
 
 
 def default_table_path(location: str) -> str:
@@ -33,15 +34,38 @@ def export_table(store_location: str | os.PathLike, out: str | os.PathLike | Non
     store = open_store(store_location, storage_options)
     table = store_case_table(store)
     target = os.fspath(out) if out is not None else default_table_path(store.location)
+    write_parquet(table, target, storage_options)
+    return target, table.num_rows
+
+
+def check_parquet_name(target: str) -> None:
+    """Refuse a file name that says another format: the file would be Parquet under it,
+    and a spreadsheet or ``jq`` opening ``cases.csv`` would read binary garbage."""
+    if not target.rstrip("/").lower().endswith(PARQUET_SUFFIXES):
+        raise StoreError(target, "is not a .parquet file name: tables are written as "
+                         "Parquet only", hint="name it FILE.parquet; "
+                         "pandas.read_parquet(FILE).to_csv() makes a CSV of it")
+
+
+def write_parquet(table: pa.Table, target: str, storage_options: dict | None = None) -> None:
+    """``table`` as the Parquet file ``target`` (a path or URL): the bytes of
+    ``table_arrow.parquet_bytes``, so an exported table is byte for byte the file a
+    Zarr store keeps. The folder is made if missing; a failed write leaves nothing."""
+    data = parquet_bytes(table)
     fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    handle = _open_output(fs, path, target)  # fails before anything is written there
+    try:
+        handle = _open_output(fs, path, target)  # fails before anything is written there
+    except NotImplementedError:  # fsspec's answer for http(s)://: no writes at all
+        scheme = target.split("://", 1)[0]
+        raise StoreError(target, f"cannot be written: {scheme}:// is read-only",
+                         hint="give --out a local path, or a writable URL such as s3://"
+                         ) from None
     try:
         with handle:
-            pq.write_table(table, handle)  # as table_arrow.parquet_bytes: the same bytes
+            handle.write(data)
     except BaseException:
         _remove_partial(fs, path)  # a full disk: no truncated table under the name
         raise
-    return target, table.num_rows
 
 
 def _open_output(fs, path: str, target: str):
@@ -50,6 +74,7 @@ def _open_output(fs, path: str, target: str):
     if fs.isdir(path):
         raise StoreError(target, "is a directory, not a file name for the table",
                          hint="give --out the path of a .parquet file")
+    check_parquet_name(target)
     if "/" in path.rstrip("/"):
         fs.makedirs(path.rstrip("/").rsplit("/", 1)[0], exist_ok=True)
     return fs.open(path, "wb")

@@ -71,7 +71,7 @@ def case_table(cases: pd.DataFrame, json_columns: list[str],
                 as_text.append(name)
             arrays[name] = array
         else:
-            arrays[name] = pa.array(values)
+            arrays[name] = plain_strings(pa.array(values))
     ids = cases["case_id"].tolist() if "case_id" in cases else []
     for name, values in (labels or {}).items():
         arrays[label_array_name(name)] = label_array(values.reindex(ids))
@@ -133,7 +133,17 @@ def _exact_arrow(values: list[Any]) -> pa.Array | None:
         return None
     if pa.types.is_null(array.type) and any(v is not None for v in values):
         return None
+    if _has_empty_struct(array.type):
+        return None  # Parquet has no struct without fields: every {} would stop the close
     return array if array.to_pylist() == values else None
+
+
+def _has_empty_struct(kind: pa.DataType) -> bool:
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_has_empty_struct(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _has_empty_struct(kind.value_type)
+    return False
 
 
 def label_array(values: pd.Series | pd.DataFrame) -> pa.Array:
@@ -170,11 +180,36 @@ def stored_case_table(root, medimg: dict[str, Any], complete: np.ndarray) -> pa.
     return case_table(cases, medimg["table"].get("json_columns", []), labels, vocabulary)
 
 
+def plain_strings(array: pa.Array) -> pa.Array:
+    """Text as Arrow's ``string``, however pandas held it: pandas 3 keeps text as
+    ``large_string`` (pandas 2, or ``future.infer_string`` off: Python objects, which
+    Arrow reads as ``string``), and the file's Arrow schema, so its bytes and the store's
+    content hash, would follow pandas' setting rather than the data."""
+    return array.cast(pa.string()) if pa.types.is_large_string(array.type) else array
+
+
+# pyarrow.parquet.write_table's options, spelled out so that a pyarrow whose defaults
+# change does not silently write another file (the values are pyarrow 26's defaults,
+# read in pyarrow/parquet/core.py write_table, so the bytes did not move).
+# Nothing in the file depends on the machine or the time: no timestamps are written,
+# snappy and the statistics are functions of the values, the Arrow schema it stores
+# ("ARROW:schema") is the table's own (built from arrays, never ``from_pandas``: no
+# "pandas" metadata with its version). ``created_by`` names the pyarrow version, as
+# the store's ``software`` does.
+PARQUET_OPTIONS: dict[str, Any] = {
+    "version": "2.6", "compression": "snappy", "use_dictionary": True,
+    "write_statistics": True, "data_page_version": "1.0", "store_schema": True,
+    "use_compliant_nested_type": True, "write_page_index": False,
+    "write_page_checksum": False, "row_group_size": None,
+}
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
-    """The Parquet file of ``table``: the same bytes for the same table and pyarrow
-    (whose version the file names in its ``created_by``, and the store in ``software``)."""
+    """The Parquet file of ``table``, the one writer of every Parquet file medimg-build
+    makes (a store's ``cases.parquet``, ``export-table``, the catalog): the same bytes
+    for the same table and pyarrow version."""
     sink = io.BytesIO()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
     return sink.getvalue()
 
 
