@@ -51,12 +51,7 @@ def chest(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("volumes")
-    volume_folder.make(root / "src")
-    recipe = load_recipe("volume-folder").with_overrides(
-        {"harmonize": {"spacing": [3.0, 3.0, 5.0]}})
-    assert build_store(recipe, root / "src", root / "ct.zarr", progress=False).ok
-    return root / "ct.zarr"
+    return volume_folder.built(tmp_path_factory.mktemp("volumes"), "ct.zarr")
 
 
 def _duckdb(sql: str, store: Path) -> pd.DataFrame:

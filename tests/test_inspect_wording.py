@@ -21,12 +21,7 @@ from fixtures import volume_folder
 
 @pytest.fixture(scope="module")
 def hdf5_volumes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("h5")
-    volume_folder.make(root / "src")
-    recipe = load_recipe("volume-folder").with_overrides(
-        {"harmonize": {"spacing": [3.0, 3.0, 5.0]}})
-    assert build_store(recipe, root / "src", root / "ct.h5", progress=False).ok
-    return root / "ct.h5"
+    return volume_folder.built(tmp_path_factory.mktemp("h5"), "ct.h5")
 
 
 def _inspect(store: Path, capsys) -> str:
