@@ -193,6 +193,20 @@ def test_case_of_another_shape_is_refused(tmp_path, cases):
         writer.write_case(2, with_mask)
 
 
+def test_a_stack_mask_needing_uint16_after_uint8_ones_names_the_fix(tmp_path):
+    """One mask array: a mask with a label above 255 cannot join uint8 masks. The hint
+    says how (declared classes set the dtype of all), not 'harmonize the grid'."""
+    writer = create_store(tmp_path / "s.zarr", "stack", n_cases=2, attrs=ATTRS)
+    for index, dtype in enumerate((np.uint8, np.uint16)):
+        case = rgb_case(index)
+        case.mask = MedicalImage(np.ones((12, 9), dtype), case.image.affine, spatial_ndim=2)
+        if index == 0:
+            writer.write_case(index, case)
+            continue
+        with pytest.raises(StoreError, match="mask dtype uint16.*labels.segmentation.classes"):
+            writer.write_case(index, case)
+
+
 def test_default_cases_per_shard():
     assert default_cases_per_shard(case_bytes=1 << 20, n_cases=1000) == 64
     assert default_cases_per_shard(case_bytes=1 << 30, n_cases=1000) == 1

@@ -359,8 +359,14 @@ def misfit_error(store: ImageTemplate, case: ImageTemplate, case_id: str, locati
     problem = store.mismatch(case, stack)
     if not problem:
         return None
+    # A stack's masks, one array: uint8 and uint16 (a label above 255) cannot share it.
+    masks_differ = problem.startswith("mask dtype") and None not in (store.mask_dtype,
+                                                                     case.mask_dtype)
+    hint = ("declare the classes in labels.segmentation.classes: their largest value "
+            "sets one mask dtype for all" if masks_differ
+            else "harmonize every case to the same grid and dtype")
     return StoreError(location, f"case {case_id!r} does not fit the {layout} store: "
-                      f"{problem}", hint="harmonize every case to the same grid and dtype")
+                      f"{problem}", hint=hint)
 
 
 def check_case_geometry(case: Case, location: str) -> None:
