@@ -116,3 +116,12 @@ def test_a_picture_of_unknown_pixel_size_says_pixel_not_mm(tmp_path, shared_data
     assert " pixel, orientation=column,row" in repr(store.read_image("c0"))
     assert store.read_image("c0").spacing_unit == "pixel"
     assert store.read_image("c1").spacing_unit == "mm"
+
+
+@pytest.mark.parametrize("layout, suffix", STORES)
+def test_read_image_gives_each_case_its_own_modality(film_stores, layout, suffix):
+    """The SIIM film is a CR (its header), NIH's PNG a DX (the recipe): read_image said
+    the store's DX for both, though the case table knows each."""
+    store = open_store(film_stores[layout, suffix])
+    assert {c: store.read_image(c).meta["modality"] for c in chest_films.FILMS} == {
+        "siim-cr": "CR", "00000001_000": "DX"}

@@ -40,6 +40,8 @@ from .schema import (
 )
 from .table import read_table, read_whole_arrays
 
+MODALITY = "modality"  # a case table column, and the store's attribute for all cases
+
 
 class NotThisFormat(StoreError):
     """The location is not a store of the format whose reader tried it: it may be one
@@ -276,18 +278,20 @@ class MedimgStore:
         return int((self.attrs.get("image") or {}).get("spatial_ndim") or 3)
 
     @cached_property
-    def _grid_columns(self) -> dict[str, np.ndarray]:
-        """The case table's two short text columns that say what a case's grid is
-        (``store/pictures.py``), those the table has, read once."""
+    def _case_facts(self) -> dict[str, np.ndarray]:
+        """The case table's short text columns that ``read_image`` gives each case: what
+        its grid is (``store/pictures.py``) and its modality (a store of CR and MG
+        films, or CT and PET), those the table has, read once."""
         table = self.attrs.get("table") or {}
-        names = [name for name in PICTURE_COLUMNS if name in (table.get("columns") or [])
+        names = [name for name in (*PICTURE_COLUMNS, MODALITY)
+                 if name in (table.get("columns") or [])
                  and name not in (table.get("json_columns") or [])]
         return dict(zip(names, read_whole_arrays(self._root, names)))
 
     @cached_property
     def _pictures(self) -> np.ndarray:
         """Per stored case (along ``case``): whether it is a picture."""
-        columns = self._grid_columns
+        columns = self._case_facts
         if self._spatial_ndim != 2 or ORIENTATION not in columns:
             return np.zeros(len(self._ids), dtype=bool)
         return picture_flags(columns[ORIENTATION], columns.get(SPACING_UNIT))
@@ -297,12 +301,15 @@ class MedimgStore:
         # picture of unknown pixel size keeps its spacings in (source) pixels.
         meta = {"case_id": case_id, "store": self.location,
                 "space": "image" if self._pictures[position] else "patient"}
-        units = self._grid_columns.get(SPACING_UNIT)
+        units = self._case_facts.get(SPACING_UNIT)
         if units is not None:
             meta["pixel_spacing_known"] = str(units[position]) != "pixel"
-        for key in ("modality", "organ", "dataset"):
+        for key in (MODALITY, "organ", "dataset"):
             if key in self.attrs:
                 meta[key] = self.attrs[key]
+        modalities = self._case_facts.get(MODALITY)
+        if modalities is not None and str(modalities[position] or ""):
+            meta[MODALITY] = str(modalities[position])
         return meta
 
 
