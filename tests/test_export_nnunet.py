@@ -247,3 +247,62 @@ def test_nnunet_refusals(ct_store, tmp_path, capsys, options, message):
 def test_a_store_without_segmentation_is_refused(reference_stores, tmp_path, capsys):
     assert export(reference_stores.xray, tmp_path / "raw") == 2
     assert "no segmentation classes" in capsys.readouterr().err
+
+
+def test_region_based_labels_come_back_as_nnunet_wrote_them(tmp_path, shared_data, capfd):
+    """KiTS2023 as nnU-Net's converter writes it (region-based: kidney [1, 2, 3], masses
+    [2, 3], tumor 2; regions_class_order [1, 3, 2]), built and exported: the same labels
+    and order, the same mask values. Before: three exclusive classes named after the
+    regions, so value 1 (kidney tissue alone) was called "kidney" and nnU-Net would train
+    softmax classes where the source trained sigmoid regions."""
+    from fixtures.nnunet import make_dataset220_kits2023
+
+    made = make_dataset220_kits2023(tmp_path / "src", shared_data)
+    source = json.loads((made["dataset"] / "dataset.json").read_text())
+    recipe = load_recipe("nnunet-ct").with_overrides({"harmonize": {"spacing": None}})
+    assert build_store(recipe, made["dataset"], tmp_path / "kits.zarr", progress=False).ok
+    assert export(tmp_path / "kits.zarr", tmp_path / "raw", "--dataset-id", "520") == 0
+    folder = next((tmp_path / "raw").iterdir())
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert dataset["labels"] == source["labels"]
+    assert dataset["regions_class_order"] == source["regions_class_order"] == [1, 3, 2]
+    store = open_store(tmp_path / "kits.zarr")
+    for case_id in made["cases"]:
+        assert np.array_equal(voxels(folder / "labelsTr" / f"{case_id}{ENDING}"),
+                              store.read_mask(case_id).array)
+    from nnunetv2.experiment_planning.verify_dataset_integrity import (
+        verify_dataset_integrity,
+    )
+    verify_dataset_integrity(str(folder), num_processes=1)
+    assert "verify_dataset_integrity Done" in capfd.readouterr().out
+
+
+def test_the_ignore_class_stays_nnunets_ignore_label(tmp_path, capfd):
+    """A store whose class 1 is "ignore" (unannotated voxels) and 2 "liver": nnU-Net
+    wants "ignore" as the largest label. Before: renamed "ignore (1)", an ordinary class
+    nnU-Net would learn to predict. Now liver is 1 and ignore 2, as named."""
+    from fixtures import volume_folder
+
+    source = tmp_path / "src"
+    for case_id in ("ca", "cb"):
+        volume_folder.write_volume(source / "images" / f"{case_id}.nii.gz")
+        volume_folder.write_volume(source / "labels" / f"{case_id}.nii.gz", [0, 1, 2])
+    recipe = load_recipe("volume-folder").with_overrides({
+        "harmonize": {"spacing": None},
+        "labels": {"segmentation": {"classes": {"1": "ignore", "2": "liver"}}}})
+    assert build_store(recipe, source, tmp_path / "s.zarr", progress=False).ok
+    assert export(tmp_path / "s.zarr", tmp_path / "raw") == 0
+    folder = next((tmp_path / "raw").iterdir())
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "liver": 1, "ignore": 2}
+    store = open_store(tmp_path / "s.zarr")
+    for case_id in ("ca", "cb"):
+        stored = store.read_mask(case_id).array
+        exported = voxels(next(folder.glob(f"labelsT[rs]/{case_id}{ENDING}")))
+        assert np.array_equal(exported == 2, stored == 1)
+        assert np.array_equal(exported == 1, stored == 2)
+    from nnunetv2.experiment_planning.verify_dataset_integrity import (
+        verify_dataset_integrity,
+    )
+    verify_dataset_integrity(str(folder), num_processes=1)
+    assert "verify_dataset_integrity Done" in capfd.readouterr().out

@@ -25,8 +25,10 @@ read at commit 017de4adbc55709423ac569c51191df8a6af7ee5):
 Here: cases of the store's train and val splits that have a mask are the training cases;
 test-split cases, and cases without a mask, go to imagesTs (test cases with a mask also
 get ``labelsTs/<case>.nii.gz``, a common convention nnU-Net ignores). Mask values are
-renumbered 0, 1, 2, ... in the order of the store's classes; ``dataset.json`` keeps the
-store's own values under ``medimg_build``. The folds are the store's patient-level
+renumbered 0, 1, 2, ... in the order of the store's classes, an "ignore" class last (as
+nnU-Net wants it); ``dataset.json`` keeps the store's own values under ``medimg_build``.
+A store built from region-based labels (``recipe/parsers/nnunet.py``) gets its regions
+back, with ``regions_class_order`` (documentation/region_based_training.md). The folds are the store's patient-level
 splits: five folds of its patients (each patient's cases in one fold), dealt in the
 order of a seeded hash, fold 0 being the store's train against its val where it has one.
 """
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..image import MedicalImage
-from ..store.classification import segmentation_classes
+from ..store.classification import segmentation_classes, vocabulary_entry
 from ..store.reader import MedimgStore
 from .case import ExportedCase
 from .intensity import ExportError
@@ -59,6 +61,7 @@ NNUNET_ENVIRONMENT = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 RESERVED_ENDING = "_seg"
 FOLDS = 5  # nnU-Net's own number of folds (nnUNetTrainer.do_split: n_splits=5)
 TEST_SPLIT = "test"
+IGNORE = "ignore"  # nnU-Net's name for the label of unannotated voxels
 VAL_SPLITS = ("val", "validation")
 
 
@@ -97,30 +100,54 @@ def dataset_name(name: str) -> str:
 
 def label_numbers(store: MedimgStore) -> dict[int, int]:
     """Store mask value -> consecutive nnU-Net label (0 stays 0), for every class the
-    store declares; refused when it declares none (nnU-Net trains segmentation)."""
+    store declares, the "ignore" class last (nnU-Net's LabelManager wants it the largest
+    label); refused when it declares none (nnU-Net trains segmentation)."""
     classes = segmentation_classes(store.attrs.get("labels"))
     if not classes:
         raise ExportError(store.location, "the store has no segmentation classes, and an "
                           "nnU-Net dataset is a segmentation dataset",
                           hint="export it with --to nifti")
-    values = sorted(set(classes) | {0})
+    values = sorted(set(classes) | {0}, key=lambda v: (classes.get(v) == IGNORE, v))
     return {value: number for number, value in enumerate(values)}
 
 
-def dataset_labels(store: MedimgStore, numbers: dict[int, int]) -> dict[str, int]:
-    """nnU-Net's ``labels``: class name -> consecutive value, "background" for 0; a name
-    nnU-Net reserves ("background" elsewhere than 0, "ignore") or used twice gets its
-    store value appended."""
+def dataset_labels(store: MedimgStore, numbers: dict[int, int]) -> dict[str, Any]:
+    """nnU-Net's ``labels``: class name -> consecutive value, "background" for 0 and
+    "ignore" for the store's ignore class; another name nnU-Net reserves ("background"
+    elsewhere than 0) or one used twice gets its store value appended. A store built from
+    region-based labels gives its regions back: name -> the values each one unites
+    (``regions_class_order`` goes beside them, ``region_order``)."""
     classes = segmentation_classes(store.attrs.get("labels"))
-    labels: dict[str, int] = {"background": 0}
+    regions = store_regions(store)
+    labels: dict[str, Any] = {"background": 0}
+    if regions:
+        for name, members in regions.items():
+            numbered = [numbers[int(m)] for m in members]
+            labels[name] = numbered if len(numbered) > 1 else numbered[0]
     for value, number in numbers.items():
-        if value == 0:
-            continue
         name = classes.get(value, str(value))
-        if name in labels or name == "ignore":
+        if value == 0 or (regions and name != IGNORE):
+            continue  # a region-based store's values are named by its regions
+        if name in labels:
             name = f"{name} ({value})"
         labels[name] = number
     return labels
+
+
+def store_regions(store: MedimgStore) -> dict[str, list[int]]:
+    """The nnU-Net regions a store was built with (name -> member mask values), or {}."""
+    regions = vocabulary_entry(store.attrs.get("labels"), "segmentation").get("regions")
+    return dict(regions) if isinstance(regions, dict) else {}
+
+
+def region_order(store: MedimgStore, numbers: dict[int, int]) -> dict[str, list[int]]:
+    """``{"regions_class_order": [...]}`` in the exported numbers, for a region-based
+    store: the value nnU-Net writes each region back as (region_based_training.md)."""
+    order = vocabulary_entry(store.attrs.get("labels"), "segmentation").get(
+        "regions_class_order")
+    if not store_regions(store) or not isinstance(order, list):
+        return {}
+    return {"regions_class_order": [numbers[int(v)] for v in order]}
 
 
 def channel_names(store: MedimgStore, first: ExportedCase) -> dict[str, str]:
@@ -216,13 +243,15 @@ def _seeded(seed: int, patient: str) -> str:
     return hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest()
 
 
-def dataset_json(store: MedimgStore, names: dict[str, str], labels: dict[str, int],
+def dataset_json(store: MedimgStore, names: dict[str, str], labels: dict[str, Any],
                  numbers: dict[int, int], n_training: int, notes: dict[str, Any]
                  ) -> dict[str, Any]:
     classes = segmentation_classes(store.attrs.get("labels"))
+    value_of = {number: value for value, number in numbers.items()}
     return {
         "channel_names": names,
         "labels": labels,
+        **region_order(store, numbers),
         "numTraining": n_training,
         "file_ending": SUFFIX,
         "name": str(store.attrs.get("dataset") or ""),
@@ -231,7 +260,8 @@ def dataset_json(store: MedimgStore, names: dict[str, str], labels: dict[str, in
         "reference": str(store.attrs.get("citation") or ""),
         "medimg_build": {
             "store": store.location,
-            "label_values": {name: next(v for v, n in numbers.items() if n == number)
+            "label_values": {name: [value_of[n] for n in number]
+                             if isinstance(number, list) else value_of[number]
                              for name, number in labels.items()},
             "class_names": {str(v): classes.get(v, "background" if v == 0 else str(v))
                             for v in numbers},
