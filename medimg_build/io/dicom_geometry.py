@@ -185,6 +185,11 @@ def projection_pixel_spacing(dataset) -> tuple[np.ndarray | None, dict[str, Any]
       of displays that measure: ImagerPixelSpacing / factor. Else it stays the size at
       the detector.
     * NominalScannedPixelSpacing: a digitized film's pixels, on the film.
+
+    One case differs from cornerstone3D: a PixelSpacing unlike the ImagerPixelSpacing
+    together with a magnification factor. cornerstone3D then takes ImagerPixelSpacing /
+    factor; here the PixelSpacing, which 10.7.1.1 says was corrected or calibrated (it
+    is usually that quotient already, as in mammograms that state both).
     """
     pixel = _positive_pair(dataset, "PixelSpacing")
     imager = _positive_pair(dataset, "ImagerPixelSpacing")
