@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .labels.splits import ordered_splits
 from .store import open_store
 from .store.formats import pick_format
 
@@ -20,9 +21,6 @@ def directory_size(path: str | Path) -> int:
 
 def file_count(path: str | Path) -> int:
     return sum(1 for f in Path(path).rglob("*") if f.is_file())
-
-
-SPLIT_ORDER = ["train", "val", "test"]  # as people say them; any other split after
 
 
 def describe_store(path: str, storage_options: dict | None = None) -> str:
@@ -49,7 +47,8 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
     if report:
         lines.append(f"  build       {report.get('built')} built, {len(report.get('failed', {}))} "
                      f"failed, {report.get('seconds')} s")
-        lines += [f"    failed {k}: {_without_prefix(str(v), f'{k}: ')}"
+        # A failure names its case (``a_1: not a PNG``): after "failed a_1:", once is enough.
+        lines += [f"    failed {k}: {str(v).removeprefix(f'{k}: ')}"
                   for k, v in report.get("failed", {}).items()]
     labels = attrs.get("labels", {})
     for name, spec in labels.get("classification", {}).items():
@@ -72,16 +71,8 @@ def describe_store(path: str, storage_options: dict | None = None) -> str:
 
 def split_counts(splits) -> str:
     """``train 2, val 1``: the cases of each split, in the order people say them."""
-    counts = splits.value_counts()
-    order = [s for s in SPLIT_ORDER if s in counts] + sorted(
-        str(s) for s in counts.index if s not in SPLIT_ORDER)
-    return ", ".join(f"{s} {counts[s]}" for s in order)
-
-
-def _without_prefix(text: str, prefix: str) -> str:
-    """A stored failure names the case's file by its case id (``a_1: not a PNG ...``):
-    after ``failed a_1:`` that would say it twice."""
-    return text[len(prefix):] if text.startswith(prefix) else text
+    counts = splits.astype(str).value_counts()
+    return ", ".join(f"{s} {counts[s]}" for s in ordered_splits(counts.index))
 
 
 def _array_line(info: dict, sharded: bool = True) -> str:

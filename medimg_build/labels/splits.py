@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,3 +173,12 @@ def _largest_remainder(targets: np.ndarray) -> np.ndarray:
 def _unit_hash(seed: int, text: str) -> float:
     digest = hashlib.sha256(f"{seed}:{text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+SPLIT_ORDER = ("train", "val", "test")  # as people say them
+
+
+def ordered_splits(splits: Iterable[str]) -> list[str]:
+    """train, val, test first, then any other split names alphabetically."""
+    present = set(splits)
+    return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..describe import counted
 from ..store.classification import vocabulary_entry
-from .sampling import ordered_splits
+from ..labels.splits import ordered_splits
 
 LABEL_KINDS = ("classification", "segmentation", "boxes", "landmarks")
 UNKNOWN = "unknown"  # the row of cases whose label the source does not give (-1)

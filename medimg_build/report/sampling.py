@@ -8,14 +8,13 @@ groups, whatever the size of the store.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-SPLIT_ORDER = ("train", "val", "test")
-
+from ..labels.splits import ordered_splits
 
 @dataclass(frozen=True)
 class Group:
@@ -36,12 +35,6 @@ def sample(ids: Sequence[str], per_group: int, seed: int, name: str) -> tuple[st
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     chosen = np.sort(rng.choice(len(ids), size=per_group, replace=False))
     return tuple(ids[i] for i in chosen)
-
-
-def ordered_splits(splits: Iterable[str]) -> list[str]:
-    """train, val, test first, then any other split names alphabetically."""
-    present = set(splits)
-    return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
 
 
 def split_groups(cases: pd.DataFrame, per_group: int, seed: int) -> list[Group]:
