@@ -23,25 +23,26 @@ MASK_VALUES = "mask_values"  # case table column: the label values of the case's
 BACKGROUND = {"0": "background"}
 
 
-def label_values(array: np.ndarray) -> list[int]:
-    """The distinct values of a label map, ascending (counted, not sorted, for the
-    usual 8- and 16-bit masks)."""
-    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
-        return np.flatnonzero(np.bincount(array.ravel())).tolist()
-    return sorted(int(v) for v in np.unique(array))
-
-
 LARGEST_LABEL = np.iinfo(np.uint16).max  # masks are stored as uint8 or uint16
 
 
-def check_label_map(array: np.ndarray, where: Path | None) -> None:
-    """Refuse mask values a stored label map cannot hold: a value below 0, above 65535,
-    or between two whole numbers would come out of the uint8/uint16 cast as another
-    class (-1 as 255, 1.5 as 1), silently."""
-    if array.dtype.kind in "bu" and array.dtype.itemsize <= 2:
-        return
-    low, high = array.min(initial=0), array.max(initial=0)
-    fractional = array.dtype.kind == "f" and not np.array_equal(array, np.rint(array))
+def label_values(array: np.ndarray, where: Path | None = None) -> list[int]:
+    """The distinct values of a label map, ascending (counted, not sorted, for the
+    usual 8- and 16-bit masks). Values a stored label map cannot hold are refused: below
+    0, above 65535, or between two whole numbers, the uint8/uint16 cast would make them
+    another class (-1 as 255, 1.5 as 1), silently."""
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
+        return np.flatnonzero(np.bincount(array.ravel())).tolist()
+    distinct = np.unique(array)
+    if distinct.size:
+        _check_storable(distinct, where)
+    return [int(v) for v in distinct]
+
+
+def _check_storable(distinct: np.ndarray, where: Path | None) -> None:
+    """``distinct``: a mask's values, ascending (``label_values``)."""
+    low, high = distinct[0], distinct[-1]
+    fractional = distinct.dtype.kind == "f" and not np.array_equal(distinct, np.rint(distinct))
     if low >= 0 and high <= LARGEST_LABEL and not fractional:
         return
     problem = ("values that are not whole numbers" if fractional else
@@ -57,8 +58,9 @@ def label_dtype(values: list[int], spec: Segmentation | None) -> np.dtype:
     when it has them, so that every mask of a stack (one array) shares the dtype, else
     by the values this mask holds (a volumes case has its own arrays)."""
     classes = spec.classes if spec is not None else FROM_DATA
+    # Declared, they hold every value of the mask (check_declared refused others).
     largest = max(values, default=0) if classes == FROM_DATA else \
-        max([int(v) for v in classes] + values)
+        max((int(v) for v in classes), default=0)
     return np.dtype(np.uint8 if largest < 256 else np.uint16)
 
 

@@ -27,7 +27,7 @@ from ..io.dicom_discovery import read_dicom_series
 from ..io.dicom_seg import place_on_grid
 from ..io.read_options import picture_fit, read_options
 from ..labels import classification
-from ..labels.segmentation import (MASK_VALUES, check_declared, check_label_map, label_dtype,
+from ..labels.segmentation import (MASK_VALUES, check_declared, label_dtype,
                                    label_values)
 from ..labels.splits import SplitPlan
 from ..limits import OPTION, SETTING, max_voxels
@@ -219,8 +219,7 @@ def harmonize_mask(mask: MedicalImage, raw_image: MedicalImage, image: MedicalIm
     if image.spatial_ndim == 2:
         mask = drop_singleton_slice(mask)
     mask = resample_to_grid(to_ras(mask), image, "nearest")
-    check_label_map(mask.array, source.mask_path)
-    values = label_values(mask.array)
+    values = label_values(mask.array, source.mask_path)
     check_declared(values, spec, source.mask_path)
     return mask.replace(array=mask.array.astype(label_dtype(values, spec)))
 
