@@ -32,7 +32,7 @@ def read_itk(path: Path) -> MedicalImage:
     except RuntimeError as error:
         # ITK's message spans many lines with its C++ source location; keep the gist.
         raise ImageReadError(
-            path, f"cannot read with SimpleITK ({_itk_gist(error)})",
+            path, f"cannot read with SimpleITK ({itk_gist(error)})",
             hint="the file may be truncated, its data file missing, or not what its "
             "suffix says",
         ) from error
@@ -88,7 +88,8 @@ def _read_within_limit(path: Path) -> sitk.Image:
     return reader.Execute()
 
 
-def _itk_gist(error: RuntimeError) -> str:
+def itk_gist(error: RuntimeError) -> str:
+    """ITK's exception text without its source paths and class names: what went wrong."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("/", "itk::", "Exception"))]
     text = " ".join(useful or lines)

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ImageReadError
 from ..image import MedicalImage
 from ..limits import OPTION, ImageTooLargeError, check_size
+from .itk import itk_gist
 from .read_options import current_picture_fit
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -246,7 +247,7 @@ def _deep_colour_pixels(path: Path, pil: Image.Image, notes: dict[str, Any]
     try:
         pixels = sitk.GetArrayFromImage(sitk.ReadImage(str(path), imageIO="PNGImageIO"))
     except RuntimeError as error:
-        raise ImageReadError(path, f"cannot read as 16-bit PNG ({str(error).strip()[-200:]})",
+        raise ImageReadError(path, f"cannot read as 16-bit PNG ({itk_gist(error)})",
                              hint="the file may be truncated or damaged") from error
     notes["decoded_by"] = "simpleitk"
     if pixels.shape[-1] == 4:

@@ -169,9 +169,9 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
         for p, name in enumerate(names):
             axis = ndim - 1 - p
             columns[f"{name}_min"], columns[f"{name}_max"] = lo[:, axis], hi[:, axis]
-        for name, (axis, rows) in _world_axes(values, count, grids).items():
-            columns[f"{name}_min"] = np.where(rows, w_lo[:, axis], np.nan)
-            columns[f"{name}_max"] = np.where(rows, w_hi[:, axis], np.nan)
+        for name, (axis, has) in _world_axes(values, count, grids).items():
+            columns[f"{name}_min"] = np.where(has, w_lo[:, axis], np.nan)
+            columns[f"{name}_max"] = np.where(has, w_hi[:, axis], np.nan)
         if ndim == 3:
             columns["key_slice"] = _concat([v.slice_index for v in values], np.int32)
         s_lo = _stack([_source(v).lo for v in values], source_ndim)
@@ -187,8 +187,8 @@ def _columns(kind: str, rows: dict[int, tuple[str, Any]], ndim: int,
         world = _stack([v.to_world() for v in values], 3)
         for p, name in enumerate(names):
             columns[name] = points[:, ndim - 1 - p]
-        for name, (axis, rows) in _world_axes(values, count, grids).items():
-            columns[name] = np.where(rows, world[:, axis], np.nan)
+        for name, (axis, has) in _world_axes(values, count, grids).items():
+            columns[name] = np.where(has, world[:, axis], np.nan)
         source = _stack([_source(v).points for v in values], source_ndim)
         for axis in range(source_ndim):
             columns[f"source_{_SOURCE_AXES[axis]}"] = source[:, axis]
