@@ -35,7 +35,6 @@ from .resources import recipes_dir
 from .store.layouts import layout_named
 from .store.opening import open_store
 from .store.reader import MedimgStore
-from .store.table_arrow import written_labels
 from .yaml_input import load_yaml, yaml_problem
 
 CATALOG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -269,7 +268,7 @@ def findings(store: MedimgStore, ids: list[str]) -> list[list[str] | None]:
     is empty) has no array: it gives no finding."""
     vocabulary = (store.attrs.get("labels") or {}).get("classification") or {}
     found: list[list[str] | None] = [None] * len(ids)
-    for name in written_labels(store.attrs):
+    for name in store.label_names:
         spec = vocabulary[name]
         labels = store.labels(name).reindex(ids)
         classes = ([str(c) for c in labels.columns] if isinstance(labels, pd.DataFrame)

@@ -107,3 +107,22 @@ def test_the_subtitle_counts_one_case_in_the_singular(tmp_path):
     assert build_store(recipe, source, tmp_path / "one.zarr", progress=False).ok
     html = Path(write_report(tmp_path / "one.zarr", tmp_path / "report")).read_text()
     assert "· 1 case<" in html and "1 cases" not in html
+
+
+def test_a_store_whose_every_case_failed_has_a_report_and_an_empty_dataset(tmp_path):
+    """The report is where a user looks to see why every case failed: it was refused
+    with "no label 'class' in the store" (the vocabulary's label, which no case wrote),
+    as CaseDataset was; then the template asked for charts no case could give."""
+    from medimg_build.training import CaseDataset
+
+    for folder, text in (("a", "x"), ("b", "y")):
+        (tmp_path / "src" / folder).mkdir(parents=True)
+        (tmp_path / "src" / folder / "1.png").write_text(text)
+    report = build_store(load_recipe("class-folders"), tmp_path / "src",
+                         tmp_path / "s.zarr", progress=False)
+    assert not report.built and set(report.failed) == {"a_1", "b_1"}
+    page = write_report(tmp_path / "s.zarr", tmp_path / "report")
+    text = Path(page).read_text()
+    assert text.count("not a PNG image") == 2
+    dataset = CaseDataset(tmp_path / "s.zarr")
+    assert len(dataset) == 0 and dataset.label_names == []

@@ -167,7 +167,9 @@ def _class_members(store, attrs, boxes, landmarks
     """Case ids per class, for each classification label and annotation kind; and per
     classification label, the case ids in no class (``card.label_states``)."""
     members, states = {}, {}
-    for name, spec in ((attrs.get("labels") or {}).get("classification") or {}).items():
+    vocabulary = (attrs.get("labels") or {}).get("classification") or {}
+    for name in store.label_names:
+        spec = vocabulary[name]
         values, classes = store.labels(name), [str(c) for c in spec.get("classes", [])]
         members[name] = class_members(values, classes)
         states[name] = label_states(values, none_name(attrs, name), classes)

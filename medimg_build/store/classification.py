@@ -106,6 +106,14 @@ class ClassificationBuffer:
         array[:] = data
 
 
+def written_labels(medimg: dict[str, Any]) -> list[str]:
+    """The classification labels the store has arrays of (a label of the vocabulary no
+    case had is never written), in vocabulary order."""
+    vocabulary = (medimg.get("labels") or {}).get("classification") or {}
+    arrays = medimg.get("arrays") or {}
+    return [name for name in vocabulary if label_array_name(name) in arrays]
+
+
 def segmentation_classes(vocabulary: Any) -> dict[int, str]:
     """Mask value -> class name, from the vocabulary's ``segmentation.classes`` ({} if
     it has none)."""

@@ -32,7 +32,7 @@ from .chunk_reads import with_local_shard_reads
 from .integrity import CheckedStore, check_snapshot_members
 from .layout_reads import FormatReads
 from .layouts import layout_named
-from .classification import read_label
+from .classification import read_label, written_labels
 from .pictures import ORIENTATION, PICTURE_COLUMNS, SPACING_UNIT, picture_flags
 from .schema import (
     CASE, IMAGE, LABEL_PREFIX, LAYOUTS, MANIFEST, MASK, READABLE_MAJORS, SCHEMA_VERSION,
@@ -241,6 +241,13 @@ class MedimgStore:
                              "medimg_build.limits.max_voxels(N) around the read; else the "
                              "store is damaged or forged")
         return stored[...]
+
+    @property
+    def label_names(self) -> list[str]:
+        """The classification labels ``labels`` reads, in vocabulary order: those of the
+        recipe's vocabulary that a built case had (a store whose every case failed has
+        none)."""
+        return written_labels(self.attrs)
 
     def labels(self, name: str) -> pd.Series | pd.DataFrame:
         """Classification label ``name`` indexed by case_id (multi-label: one column per

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..provenance import to_jsonable
-from .classification import read_label
+from .classification import read_label, written_labels
 from .schema import CASE, label_array_name
 from .table import read_table
 
@@ -161,14 +161,6 @@ def _known(values: np.ndarray, kind: pa.DataType) -> pa.Array:
 
 
 # -- the store's own copy ---------------------------------------------------------------
-def written_labels(medimg: dict[str, Any]) -> list[str]:
-    """The classification labels the store has arrays of (a label of the vocabulary no
-    case had is never written), in vocabulary order."""
-    vocabulary = (medimg.get("labels") or {}).get("classification") or {}
-    arrays = medimg.get("arrays") or {}
-    return [name for name in vocabulary if label_array_name(name) in arrays]
-
-
 def stored_case_table(root, medimg: dict[str, Any], complete: np.ndarray) -> pa.Table:
     """The case table of a store being closed, read back from ``root`` as a reader
     reads it (``store.cases`` and ``store.labels``): rows of the ``complete`` cases."""

@@ -111,7 +111,7 @@ class CaseDataset:
         self._splits: list[str] = table[SPLIT].tolist()
         row = {case_id: i for i, case_id in enumerate(store.cases["case_id"])}
         self._rows = [row[case_id] for case_id in self.case_ids]  # in store.cases
-        stored = sorted((store.attrs.get("labels") or {}).get("classification") or {})
+        stored = sorted(store.label_names)
         self._ignored = tuple(value for value, name in segmentation_classes(
             store.attrs.get("labels") or {}).items() if name == "ignore")  # sampling.py
         self.label_names = list(stored if labels is None else labels)
