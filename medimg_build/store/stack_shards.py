@@ -40,7 +40,12 @@ MAX_CASES_PER_TASK = 8
 def default_cases_per_shard(case_bytes: int, n_cases: int) -> int:
     """About ``TARGET_SHARD_BYTES`` of uncompressed image per shard, within [1, N]:
     big enough for few files and efficient reads, small enough to buffer in memory."""
-    return max(1, min(n_cases, TARGET_SHARD_BYTES // max(1, case_bytes)))
+    return cases_within(TARGET_SHARD_BYTES, case_bytes, n_cases)
+
+
+def cases_within(budget: int, case_bytes: int, most: int) -> int:
+    """How many cases of ``case_bytes`` fit in ``budget`` bytes, within [1, most]."""
+    return max(1, min(most, budget // max(1, case_bytes)))
 
 
 def stored_shape(template: ImageTemplate) -> tuple[int, ...]:
@@ -48,9 +53,12 @@ def stored_shape(template: ImageTemplate) -> tuple[int, ...]:
     return (template.n_channels,) + tuple(reversed(template.spatial_shape))
 
 
+def stored_case_bytes(template: ImageTemplate) -> int:
+    return math.prod(stored_shape(template)) * template.dtype.itemsize
+
+
 def cases_per_shard(template: ImageTemplate, requested: int | None, n_cases: int) -> int:
-    k = requested or default_cases_per_shard(
-        math.prod(stored_shape(template)) * template.dtype.itemsize, n_cases)
+    k = requested or default_cases_per_shard(stored_case_bytes(template), n_cases)
     return max(1, min(int(k), n_cases))
 
 
@@ -145,8 +153,7 @@ class ShardDestination(WorkerLocation):
         bounded."""
         if self.template is None:
             return 1
-        case_bytes = math.prod(stored_shape(self.template)) * self.template.dtype.itemsize
-        return max(1, min(MAX_CASES_PER_TASK, TASK_BYTES // max(1, case_bytes)))
+        return cases_within(TASK_BYTES, stored_case_bytes(self.template), MAX_CASES_PER_TASK)
 
     def reachable(self) -> bool:
         return self.sees(f"{IMAGE}/zarr.json")
