@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..errors import StoreError
 from .opening import open_store
-from .table_arrow import JSON_COLUMNS_KEY, case_table, parquet_bytes
+from .table_arrow import JSON_COLUMNS_KEY, labelled_case_table, parquet_bytes
 from .table_arrow import read_case_table as read_exported_table
 from .table_arrow import table_to_arrow
 
@@ -90,7 +90,5 @@ def _remove_partial(fs, path: str) -> None:
 
 def store_case_table(store) -> pa.Table:
     """The Arrow table of an open store's complete cases and their labels."""
-    attrs = store.attrs
     labels = {name: store.labels(name) for name in store.label_names}
-    return case_table(store.cases, (attrs.get("table") or {}).get("json_columns", []),
-                      labels, (attrs.get("labels") or {}).get("classification") or {})
+    return labelled_case_table(store.attrs, store.cases, labels)

@@ -166,10 +166,16 @@ def stored_case_table(root, medimg: dict[str, Any], complete: np.ndarray) -> pa.
     reads it (``store.cases`` and ``store.labels``): rows of the ``complete`` cases."""
     ids = np.asarray(root[CASE][:].tolist(), dtype=object)
     cases = read_table(root, medimg["table"], complete, ids)
-    names = written_labels(medimg)
-    labels = {name: read_label(root, name, ids, complete) for name in names}
-    vocabulary = (medimg.get("labels") or {}).get("classification") or {}
-    return case_table(cases, medimg["table"].get("json_columns", []), labels, vocabulary)
+    labels = {name: read_label(root, name, ids, complete) for name in written_labels(medimg)}
+    return labelled_case_table(medimg, cases, labels)
+
+
+def labelled_case_table(medimg: dict[str, Any], cases: pd.DataFrame,
+                        labels: dict[str, Any]) -> pa.Table:
+    """``case_table`` of a store's cases and labels, with its JSON columns and its
+    label vocabulary (the root attributes ``medimg``)."""
+    return case_table(cases, (medimg.get("table") or {}).get("json_columns", []), labels,
+                      (medimg.get("labels") or {}).get("classification") or {})
 
 
 def plain_strings(array: pa.Array) -> pa.Array:
