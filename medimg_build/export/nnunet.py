@@ -143,9 +143,9 @@ def store_regions(store: MedimgStore) -> dict[str, list[int]]:
 def region_order(store: MedimgStore, numbers: dict[int, int]) -> dict[str, list[int]]:
     """``{"regions_class_order": [...]}`` in the exported numbers, for a region-based
     store: the value nnU-Net writes each region back as (region_based_training.md)."""
-    order = vocabulary_entry(store.attrs.get("labels"), "segmentation").get(
-        "regions_class_order")
-    if not store_regions(store) or not isinstance(order, list):
+    segmentation = vocabulary_entry(store.attrs.get("labels"), "segmentation")
+    order = segmentation.get("regions_class_order")
+    if not isinstance(segmentation.get("regions"), dict) or not isinstance(order, list):
         return {}
     return {"regions_class_order": [numbers[int(v)] for v in order]}
 
